@@ -1,0 +1,168 @@
+"""The typed records that pass between stages: tasks, verdicts, cells, samples.
+
+Every stage takes and returns these; none passes dicts of dicts. A sample is one line of
+``samples.jsonl`` and is the unit of resumption.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Language(str, enum.Enum):
+    python = "python"
+    java = "java"
+
+
+class Mode(str, enum.Enum):
+    infill = "infill"
+    completion = "completion"
+
+
+class Outcome(str, enum.Enum):
+    """Verdict of one piece of generated code, or ``error`` when no code was generated."""
+
+    passed = "pass"
+    fail = "fail"
+    compile_error = "compile_error"
+    runtime_error = "runtime_error"
+    timeout = "timeout"
+    error = "error"
+
+
+class Stage(str, enum.Enum):
+    """Post-processing cascade stage, in the order upstream tries them."""
+
+    cleaned = "cleaned"
+    trimmed = "trimmed"
+    reindented = "reindented"  # Python
+    balanced = "balanced"  # Java
+
+
+class TestCase(BaseModel):
+    """One Python test case: code appended to the program and its expected stdout."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    expected_output: str
+
+
+class Program(BaseModel):
+    """One benchmark program: a source file, its data folder and how it is checked."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str  # upstream Task_Name, e.g. "simplex_method" or "CounterTester"
+    language: Language
+    source: Path  # the .py or .java file
+    data_dir: Path  # the folder copied into the sandbox (data files, jars)
+    output_to_check: str = "final_output"  # "final_output" | "all_output" (Python only)
+    test_cases: tuple[TestCase, ...] = ()  # Python only; Java runs its JUnit tester
+    tester_class: str | None = None  # Java: the TestCase class the console launcher selects
+    jars: tuple[Path, ...] = ()  # Java: extra class-path entries shipped with the program
+    available: bool = True
+    reason: str | None = None  # why it is unavailable
+
+
+class Task(BaseModel):
+    """One infill or completion task cut out of a program."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str  # e.g. "python/infill/simplex_method/20-21"
+    benchmark: str
+    language: Language
+    mode: Mode
+    program: str
+    span: tuple[int, int]  # 1-indexed, inclusive
+    before: str
+    reference: str
+    after: str  # always run; hidden from the prompt in completion mode
+    categories: tuple[str, ...] = ()
+    available: bool = True
+    reason: str | None = None
+
+
+class Verdict(BaseModel):
+    """Result of evaluating one answer through the post-processing cascade."""
+
+    outcome: Outcome
+    stage: Stage | None = None  # the cascade stage whose code produced ``outcome``
+    cleaned_outcome: Outcome  # the verdict on the cleaned-only code
+    code: str  # the post-processed code that was finally judged
+    stderr_tail: str = ""
+    seconds: float = 0.0
+
+
+class Cell(BaseModel):
+    """One point of the matrix: model x runtime x quantization x technique switches."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str  # short model key, e.g. "llama3-70b"
+    runtime: str  # registered runtime name, e.g. "llamacpp"
+    quantization: str  # e.g. "q4_k_m", "bf16", "fp8"
+    techniques: dict[str, str] = Field(default_factory=dict)  # e.g. {"spec": "ngram"}
+    prompt_style: str = "instruct"
+    label: str | None = None  # readable technique label, e.g. "ngram-spec"
+
+    @property
+    def id(self) -> str:
+        """Readable, stable id such as ``llama3-70b/vllm/fp8/ngram-spec``."""
+        tail = self.label or (
+            "-".join(f"{k}={v}" for k, v in sorted(self.techniques.items())) or "baseline"
+        )
+        return f"{self.model}/{self.runtime}/{self.quantization}/{tail}"
+
+    @property
+    def slug(self) -> str:
+        """The id as one path component, for run-directory folders."""
+        return self.id.replace("/", "__")
+
+
+class ServerTimings(BaseModel):
+    """What a server reports about its own work on one request (llama.cpp ``timings``)."""
+
+    prompt_n: int | None = None
+    prompt_ms: float | None = None
+    cache_n: int | None = None
+    predicted_n: int | None = None
+    predicted_ms: float | None = None
+    draft_n: int | None = None
+    draft_n_accepted: int | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Sample(BaseModel):
+    """One answered (or failed) request: one line of ``samples.jsonl``."""
+
+    task_id: str
+    cell_id: str
+    phase: str = "accuracy"  # "accuracy" | "latency" | "sweep"
+    prompt_style: str
+    prompt_sha256: str
+    raw_text: str = ""
+    code: str | None = None
+    stage: Stage | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_s: float | None = None  # time to the first non-empty text
+    e2e_s: float | None = None
+    itl_s: list[float] = Field(default_factory=list)  # gaps between streamed chunks after the first
+    tpot_s: float | None = None  # (e2e - ttft) / (completion_tokens - 1)
+    server_timings: ServerTimings | None = None
+    outcome: Outcome | None = None  # None until evaluated
+    cleaned_outcome: Outcome | None = None
+    stderr_tail: str = ""
+    error: str | None = None  # why the request failed, for outcome == error
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Build llama.cpp's C++ server (llama-server) from the llama.cpp tree vendored in the pinned
+# llama-cpp-python sdist, so that local and container cells run the same server.
+# Usage: scripts/build-llama-server.sh DEST_DIR [extra cmake flags, e.g. -DGGML_CUDA=ON]
+# Reuses DEST_DIR/bin/llama-server when it already exists (the build takes minutes).
+set -euo pipefail
+LLAMA_CPP_PYTHON_VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+dest="${1:?usage: build-llama-server.sh DEST_DIR [cmake flags]}"; shift || true
+if [ -x "$dest/bin/llama-server" ] && [ -x "$dest/bin/llama-bench" ]; then
+  echo "llama-server already built in $dest" >&2; exit 0
+fi
+work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+sdist="${LLAMA_CPP_SDIST:-}"
+if [ -z "$sdist" ]; then
+  python3 -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
+    "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION}" -d "$work" 2>/dev/null \
+  || python3 -m pip download --quiet --no-deps --no-binary :all: \
+    "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION}" -d "$work"
+  sdist="$(ls "$work"/llama_cpp_python-*.tar.gz)"
+fi
+tar -xzf "$sdist" -C "$work"
+src="$(ls -d "$work"/llama_cpp_python-*/vendor/llama.cpp)"
+cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
+  -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF "$@" >&2
+cmake --build "$work/build" --config Release -j"$(nproc)" --target llama-server llama-bench >&2
+mkdir -p "$dest/bin"
+cp "$work/build/bin/llama-server" "$work/build/bin/llama-bench" "$dest/bin/"
+echo "$LLAMA_CPP_PYTHON_VERSION" > "$dest/VERSION"
+echo "built $dest/bin/llama-server" >&2
