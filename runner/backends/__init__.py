@@ -1,0 +1,29 @@
+"""Backends (where a server runs). Add one by writing a module and listing it in ``_MODULES``."""
+
+from __future__ import annotations
+
+import importlib
+
+from runner.backends.base import Backend, RunningServer
+from runner.errors import UserError
+
+_REGISTRY: dict[str, type[Backend]] = {}
+_MODULES = ("local", "docker")
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_backend(name: str, **options) -> Backend:
+    """A new backend registered as ``name``, or a ``UserError`` listing the known ones."""
+    for module in _MODULES:
+        importlib.import_module(f"runner.backends.{module}")
+    if name not in _REGISTRY:
+        raise UserError(f"unknown backend {name!r}; known backends: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](**options)
+
+
+__all__ = ["Backend", "RunningServer", "get_backend", "register_backend"]
