@@ -18,6 +18,18 @@ def runner_home() -> Path:
     return home
 
 
+def cache_dir() -> Path:
+    """Heavy, reusable artefacts (built servers, converted models, runtime venvs).
+
+    ``$RUNNER_CACHE`` if set, else the data directory; tests point ``RUNNER_HOME`` at a
+    temporary folder but keep this cache so that nothing is rebuilt per test.
+    """
+    env = os.environ.get("RUNNER_CACHE")
+    path = Path(env).expanduser() if env else runner_home()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _bundled(name: str) -> Path:
     # Installed wheels carry the top-level folder inside the package as ``_<name>``; an
     # editable checkout reads the top-level folder itself.
