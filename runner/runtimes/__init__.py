@@ -19,7 +19,11 @@ def register_runtime(cls: type[Runtime]) -> type[Runtime]:
 
 def _load_all() -> None:
     for module in _MODULES:
-        importlib.import_module(f"runner.runtimes.{module}")
+        try:
+            importlib.import_module(f"runner.runtimes.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"runner.runtimes.{module}":
+                raise  # a broken import inside the module must not pass silently
 
 
 def get_runtime(name: str) -> Runtime:

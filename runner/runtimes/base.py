@@ -1,14 +1,25 @@
-"""What every runtime provides: turning a cell into a server launch, and knowing its API."""
+"""What every runtime provides: turning a cell into a server launch, and knowing its API.
+
+A runtime is stateless: ``validate`` refuses what it cannot serve (plan time), ``server_spec``
+builds the launch, and the ``async`` helpers read what the running server reports about itself
+(token ids, per-request timings, Prometheus metrics, version). The client (``runner.client``)
+calls these with its own ``httpx.AsyncClient`` so that one connection pool serves a whole cell.
+"""
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel, Field, ValidationError
 
-from runner.records import Cell
+from runner.records import Cell, ServerTimings
+
+log = logging.getLogger(__name__)
 
 
 class ModelFiles(BaseModel):
@@ -32,16 +43,40 @@ class ServerSpec(BaseModel):
     mounts: list[Path] = Field(default_factory=list)  # host paths the server reads (read-only)
     image_service: str | None = None  # compose.yaml service whose image runs this runtime
     gpus: list[int] | None = None  # None: all GPUs the backend offers; [] none
+    #: files the backend must write before launch, path -> content (e.g. TabbyAPI's config.yml);
+    #: paths are absolute on the host, and the backend mounts their folder for a container
+    files: dict[Path, str] = Field(default_factory=dict)
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """Flatten Prometheus exposition text to ``{'name{label="v",...}': value}`` (labels sorted)."""
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
+    return values
 
 
 class Runtime(ABC):
     """One inference server. Subclasses register with ``@register_runtime`` in ``runner.runtimes``."""
 
     name: ClassVar[str]
-    #: technique switch -> allowed values; anything else is refused at plan time
+    #: technique switch -> allowed values; anything else is refused at plan time. The single
+    #: value ``"<n>"`` means any positive integer (e.g. ``parallel``).
     techniques: ClassVar[dict[str, tuple[str, ...]]] = {}
     #: quantization formats this runtime can serve
     quantizations: ClassVar[tuple[str, ...]] = ()
+    #: the model format ``runner.models.prepare`` must hand over: "gguf" (one file),
+    #: "hf" (a Hugging Face folder) or "exl2" (an EXL2 folder)
+    model_format: ClassVar[str] = "gguf"
+    #: True when the server only runs on an NVIDIA GPU (no CPU build exists)
+    requires_gpu: ClassVar[bool] = False
+    #: OpenAI-compatible paths the client posts to
+    chat_endpoint: ClassVar[str] = "/v1/chat/completions"
+    completion_endpoint: ClassVar[str] = "/v1/completions"
+    tokenize_endpoint: ClassVar[str] = "/tokenize"
+    metrics_endpoint: ClassVar[str | None] = "/metrics"
 
     def validate(self, cell: Cell) -> None:
         """Raise ``UserError`` for a quantization or technique switch this runtime does not offer."""
@@ -59,7 +94,7 @@ class Runtime(ABC):
                     f"cell {cell.id}: runtime {self.name} has no technique {key!r}; "
                     f"it offers {', '.join(sorted(self.techniques)) or 'none'}"
                 )
-            if value not in allowed:
+            if value not in allowed and not (allowed == ("<n>",) and value.isdigit() and int(value) > 0):
                 raise UserError(
                     f"cell {cell.id}: technique {key}={value!r} is not offered by {self.name}; "
                     f"use one of {', '.join(allowed)}"
@@ -68,3 +103,49 @@ class Runtime(ABC):
     @abstractmethod
     def server_spec(self, cell: Cell, model: ModelFiles, port: int, *, threads: int | None = None) -> ServerSpec:
         """The launch of ``cell``'s server on ``port`` (validate first)."""
+
+    def local_problem(self) -> str | None:
+        """Why this host cannot start the server as a local process (missing binary...), or None."""
+        return None
+
+    # -- the running server's API ---------------------------------------------------------------
+    def request_extras(self, cell: Cell) -> dict[str, Any]:
+        """Fields added to every completion request of ``cell`` (e.g. llama.cpp ``cache_prompt``)."""
+        return {}
+
+    async def tokenize(self, http: httpx.AsyncClient, base_url: str, text: str) -> list[int]:
+        """The token ids the server makes of ``text`` (llama.cpp-style ``POST /tokenize``)."""
+        response = await http.post(f"{base_url}{self.tokenize_endpoint}", json={"content": text})
+        response.raise_for_status()
+        return [int(t) for t in response.json()["tokens"]]
+
+    def parse_timings(self, chunk: dict[str, Any]) -> ServerTimings | None:
+        """The server's own timings carried by one response chunk, or None (default: none reported)."""
+        return None
+
+    async def scrape_metrics(self, http: httpx.AsyncClient, base_url: str) -> dict[str, float]:
+        """The server's Prometheus metrics, flattened; empty when the server serves none."""
+        if self.metrics_endpoint is None:
+            return {}
+        try:
+            response = await http.get(f"{base_url}{self.metrics_endpoint}")
+        except httpx.HTTPError as exc:
+            log.warning("%s: cannot read %s: %s", self.name, self.metrics_endpoint, exc)
+            return {}
+        if response.status_code != 200:
+            return {}
+        return parse_prometheus(response.text)
+
+    async def server_version(self, http: httpx.AsyncClient, base_url: str) -> str | None:
+        """The server's build or version string, or None when it does not say."""
+        return None
+
+
+def timings_from(payload: Any) -> ServerTimings | None:
+    """A ``ServerTimings`` from a llama.cpp-style ``timings`` object, or None if absent or malformed."""
+    if not isinstance(payload, dict):
+        return None
+    try:
+        return ServerTimings.model_validate(payload)
+    except ValidationError:
+        return None
