@@ -179,7 +179,7 @@ def _open_archive(archive: Path) -> Iterator[list[tuple[str, Callable[[], IO[byt
     """Regular files of a tar or zip archive, as (path, opener); links and folders are skipped."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as handle:
-            yield [(info.filename, lambda info=info: handle.open(info))
+            yield [(_clean(info.filename), lambda info=info: handle.open(info))
                    for info in handle.infolist() if not info.is_dir()]
         return
     try:
@@ -191,7 +191,12 @@ def _open_archive(archive: Path) -> Iterator[list[tuple[str, Callable[[], IO[byt
             members = [m for m in tar.getmembers() if m.isfile()]
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise UserError(f"{archive}: damaged archive ({exc})") from None
-        yield [(m.name, lambda m=m: tar.extractfile(m)) for m in members]
+        yield [(_clean(m.name), lambda m=m: tar.extractfile(m)) for m in members]
+
+
+def _clean(name: str) -> str:
+    # "tar -C dir ." writes "./example_code/..."; PurePosixPath drops the "./".
+    return str(PurePosixPath(name))
 
 
 def _archive_prefix(archive: Path, names: list[str]) -> str:
