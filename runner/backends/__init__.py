@@ -17,13 +17,27 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
     return cls
 
 
+def _load_all() -> None:
+    for module in _MODULES:
+        try:
+            importlib.import_module(f"runner.backends.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"runner.backends.{module}":
+                raise  # a broken import inside the module must not pass silently
+
+
+def backend_names() -> list[str]:
+    """The registered backends' names, sorted."""
+    _load_all()
+    return sorted(_REGISTRY)
+
+
 def get_backend(name: str, **options) -> Backend:
     """A new backend registered as ``name``, or a ``UserError`` listing the known ones."""
-    for module in _MODULES:
-        importlib.import_module(f"runner.backends.{module}")
+    _load_all()
     if name not in _REGISTRY:
         raise UserError(f"unknown backend {name!r}; known backends: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](**options)
 
 
-__all__ = ["Backend", "RunningServer", "get_backend", "register_backend"]
+__all__ = ["Backend", "RunningServer", "backend_names", "get_backend", "register_backend"]

@@ -36,7 +36,10 @@ class ServerSpec(BaseModel):
     """How to launch one cell's server; a backend decides where (subprocess or container)."""
 
     runtime: str
-    argv: list[str]  # the server command, with ``{port}`` already filled in
+    #: the server command, with the port filled in; the listen address is left as the literal
+    #: ``{host}`` (here and in ``env`` values and ``files``), which the backend fills with
+    #: ``for_host``: 127.0.0.1 for a local process, 0.0.0.0 inside a container
+    argv: list[str]
     env: dict[str, str] = Field(default_factory=dict)
     port: int  # the port the server listens on (inside the container for Docker)
     health_path: str = "/health"
@@ -46,6 +49,15 @@ class ServerSpec(BaseModel):
     #: files the backend must write before launch, path -> content (e.g. TabbyAPI's config.yml);
     #: paths are absolute on the host, and the backend mounts their folder for a container
     files: dict[Path, str] = Field(default_factory=dict)
+
+    def for_host(self, host: str) -> "ServerSpec":
+        """This spec listening on ``host`` (fills every ``{host}`` placeholder)."""
+        fill = lambda text: text.replace("{host}", host)  # noqa: E731
+        return self.model_copy(update={
+            "argv": [fill(a) for a in self.argv],
+            "env": {k: fill(v) for k, v in self.env.items()},
+            "files": {p: fill(c) for p, c in self.files.items()},
+        })
 
 
 def parse_prometheus(text: str) -> dict[str, float]:

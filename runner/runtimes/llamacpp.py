@@ -1,0 +1,158 @@
+"""llama.cpp's ``llama-server``: GGUF weights, on the CPU here and on CUDA in its container.
+
+Technique switches and the flags they become (checked against ``llama-server --help`` of the
+pinned build, llama-cpp-python 0.3.36):
+
+- ``spec=ngram``: ``--spec-type ngram-simple`` (prompt lookup: drafts continue an n-gram already
+  in the context, which code infill repeats often); ``spec=draft``: ``--spec-type draft-simple
+  -md <draft.gguf>``; ``spec=none``: no speculation (the default).
+- ``kv_cache=f16|bf16|q8_0|q4_0``: ``-ctk`` and ``-ctv``. A quantized V cache needs flash
+  attention, so it turns ``-fa on`` unless ``flash_attn=off`` asks otherwise (refused).
+- ``prefix_cache=off``: ``--no-cache-prompt --cache-ram 0`` and ``cache_prompt: false`` in every
+  request; ``on`` (the default) keeps the server's slot and host-RAM prompt caches.
+- ``flash_attn=on|off|auto``: ``-fa``; ``parallel=<n>``: ``-np n`` slots (default 8, the
+  default accuracy-phase concurrency), each with the model's full context length.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+
+from runner.errors import UserError
+from runner.paths import PACKAGE_DIR, cache_dir
+from runner.records import Cell, ServerTimings
+from runner.runtimes import register_runtime
+from runner.runtimes.base import ModelFiles, Runtime, ServerSpec, timings_from
+
+log = logging.getLogger(__name__)
+
+#: the llama-cpp-python release whose vendored llama.cpp tree is built (scripts/build-llama-server.sh)
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+DEFAULT_SLOTS = 8
+_BUILD_SCRIPT = PACKAGE_DIR.parent / "scripts" / "build-llama-server.sh"
+
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q5_0", "q4_k_m", "q4_k_s",
+              "q4_0", "iq4_xs", "q3_k_m", "q3_k_s", "q2_k")
+_QUANTIZED_KV = ("q8_0", "q4_0")
+
+
+def llama_server_path() -> Path:
+    """Where the ``llama-server`` binary is: ``$RUNNER_LLAMA_SERVER`` or the runner's cache."""
+    env = os.environ.get("RUNNER_LLAMA_SERVER")
+    if env:
+        return Path(env).expanduser()
+    return cache_dir() / "llama.cpp" / f"{LLAMA_CPP_PYTHON_VERSION}-cpu" / "bin" / "llama-server"
+
+
+def ensure_llama_server(log_path: Path | None = None) -> Path:
+    """The ``llama-server`` binary, building it first (CPU, several minutes) when missing."""
+    binary = llama_server_path()
+    if binary.is_file() and os.access(binary, os.X_OK):
+        return binary
+    if os.environ.get("RUNNER_LLAMA_SERVER"):
+        raise UserError(f"RUNNER_LLAMA_SERVER={binary}: no executable there; unset it to build one "
+                        "or point it at a built llama-server")
+    if not _BUILD_SCRIPT.is_file():
+        raise UserError(f"llama-server is not built and {_BUILD_SCRIPT} is missing; build it with "
+                        "scripts/build-llama-server.sh from a checkout, or set RUNNER_LLAMA_SERVER")
+    dest = binary.parent.parent
+    log_path = log_path or dest.parent / f"build-{dest.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log.info("building llama-server into %s (minutes; log: %s)", dest, log_path)
+    with open(log_path, "w", encoding="utf-8") as fh:
+        done = subprocess.run(["bash", str(_BUILD_SCRIPT), str(dest)], stdout=fh, stderr=subprocess.STDOUT,
+                              env={**os.environ, "LLAMA_CPP_PYTHON_VERSION": LLAMA_CPP_PYTHON_VERSION})
+    if done.returncode != 0 or not binary.is_file():
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
+        raise UserError(f"building llama-server failed (exit {done.returncode}; log {log_path}): "
+                        + " | ".join(tail) + "; it needs cmake, g++ and make")
+    return binary
+
+
+@register_runtime
+class LlamaCpp(Runtime):
+    """``llama-server``, OpenAI-compatible, reporting its own timings per request."""
+
+    name: ClassVar[str] = "llamacpp"
+    quantizations: ClassVar[tuple[str, ...]] = GGUF_TYPES
+    techniques: ClassVar[dict[str, tuple[str, ...]]] = {
+        "spec": ("none", "ngram", "draft"),
+        "kv_cache": ("f16", "bf16", "q8_0", "q4_0"),
+        "prefix_cache": ("on", "off"),
+        "flash_attn": ("on", "off", "auto"),
+        "parallel": ("<n>",),
+    }
+    model_format: ClassVar[str] = "gguf"
+
+    def validate(self, cell: Cell) -> None:
+        """Refuse what this build cannot serve, including a quantized V cache without flash attention."""
+        super().validate(cell)
+        if cell.techniques.get("kv_cache") in _QUANTIZED_KV and cell.techniques.get("flash_attn") == "off":
+            raise UserError(f"cell {cell.id}: llama.cpp needs flash attention for a quantized V cache "
+                            f"(kv_cache={cell.techniques['kv_cache']}); drop flash_attn=off")
+
+    def server_spec(self, cell: Cell, model: ModelFiles, port: int, *, threads: int | None = None) -> ServerSpec:
+        """``llama-server`` on ``model.path`` with the cell's switches as flags."""
+        self.validate(cell)
+        t = cell.techniques
+        slots = int(t.get("parallel", DEFAULT_SLOTS))
+        argv = [str(llama_server_path()), "--model", str(model.path), "--alias", model.served_name,
+                "--host", "{host}", "--port", str(port),
+                "--ctx-size", str(model.context_length * slots), "--parallel", str(slots),
+                # every layer on the GPU when the build has one; the CPU build ignores it. --fit off:
+                # a model that does not fit must fail, not silently shrink its context
+                "--n-gpu-layers", "all", "--fit", "off",
+                "--metrics", "--no-webui", "--log-timestamps"]
+        if threads:
+            argv += ["--threads", str(threads), "--threads-batch", str(threads)]
+        kv = t.get("kv_cache")
+        if kv:
+            argv += ["--cache-type-k", kv, "--cache-type-v", kv]
+        flash = t.get("flash_attn") or ("on" if kv in _QUANTIZED_KV else None)
+        if flash:
+            argv += ["--flash-attn", flash]
+        if t.get("prefix_cache") == "off":
+            argv += ["--no-cache-prompt", "--cache-ram", "0"]
+        spec = t.get("spec", "none")
+        mounts = [model.path]
+        if spec == "ngram":
+            argv += ["--spec-type", "ngram-simple"]
+        elif spec == "draft":
+            if model.draft_path is None:
+                raise UserError(f"cell {cell.id}: spec=draft needs a draft model; set the model's "
+                                "`draft` in the matrix")
+            argv += ["--spec-type", "draft-simple", "--model-draft", str(model.draft_path),
+                     "--n-gpu-layers-draft", "all"]
+            mounts.append(model.draft_path)
+        return ServerSpec(runtime=self.name, argv=argv, port=port, health_path="/health",
+                          mounts=mounts, image_service="llamacpp")
+
+    def local_problem(self) -> str | None:
+        """Why ``llama-server`` cannot start here, or None."""
+        binary = llama_server_path()
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return None
+        return f"llama-server is not built at {binary} (`runner models prepare` builds it)"
+
+    def request_extras(self, cell: Cell) -> dict[str, Any]:
+        """Per-token timings in every chunk, and the prompt cache as the cell asks."""
+        return {"cache_prompt": cell.techniques.get("prefix_cache", "on") != "off", "timings_per_token": True}
+
+    def parse_timings(self, chunk: dict[str, Any]) -> ServerTimings | None:
+        """llama.cpp's ``timings``: ``predicted_ms`` covers tokens 2..n, ``prompt_n`` excludes ``cache_n``."""
+        return timings_from(chunk.get("timings"))
+
+    async def server_version(self, http: httpx.AsyncClient, base_url: str) -> str | None:
+        """``b<build>-<commit>`` from ``/props`` (the same string as each chunk's ``system_fingerprint``)."""
+        try:
+            response = await http.get(f"{base_url}/props")
+            response.raise_for_status()
+            return response.json().get("build_info")
+        except (httpx.HTTPError, ValueError):
+            return None
