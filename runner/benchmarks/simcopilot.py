@@ -64,12 +64,12 @@ def load_layout(
     root = Path(root)
     if not (root / "example_code").is_dir():
         raise UserError(f"{root}: no example_code/ folder; this is not a SimCoPilot-layout directory")
-    stems = _read_tasks_path(root)
+    stems = _read_tasks_path(root, name)
     programs: dict[str, Program] = {}
     tasks: list[Task] = []
     notes: list[str] = []
     for language in Language:
-        entries = _read_checkpoints(root, language)
+        entries = _read_checkpoints(root, language, name)
         for entry in entries:
             program_name = entry["Task_Name"]
             if program_name in programs:
@@ -95,12 +95,18 @@ def load_layout(
 # --- top-level files: a problem here stops the load --------------------------------------------
 
 
-def _read_json(path: Path) -> Any:
+_MISSING_HINT = {
+    "simcopilot": "re-import it: runner data fetch simcopilot [--from PATH]",
+    "starter": "the installed runner package is incomplete; reinstall it",
+}
+
+
+def _read_json(path: Path, benchmark: str) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UserError(f"{path}: file is missing; re-import the benchmark "
-                        "(runner data fetch simcopilot [--from PATH])") from None
+        hint = _MISSING_HINT.get(benchmark, "SimCoPilot's upstream layout needs it")
+        raise UserError(f"{path}: file is missing; {hint}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read the file ({exc})") from None
     try:
@@ -109,9 +115,9 @@ def _read_json(path: Path) -> Any:
         raise UserError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
 
 
-def _read_tasks_path(root: Path) -> dict[Language, dict[str, str]]:
+def _read_tasks_path(root: Path, benchmark: str) -> dict[Language, dict[str, str]]:
     path = root / TASKS_PATH
-    data = _read_json(path)
+    data = _read_json(path, benchmark)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected an object {{\"Python\": {{...}}, \"Java\": {{...}}}}, "
                         f"found {type(data).__name__}")
@@ -129,9 +135,9 @@ def _read_tasks_path(root: Path) -> dict[Language, dict[str, str]]:
     return stems
 
 
-def _read_checkpoints(root: Path, language: Language) -> list[dict[str, Any]]:
+def _read_checkpoints(root: Path, language: Language, benchmark: str) -> list[dict[str, Any]]:
     path = root / checkpoints_file(language)
-    data = _read_json(path)
+    data = _read_json(path, benchmark)
     if not isinstance(data, list):
         raise UserError(f"{path}: expected a list of programs, found {type(data).__name__}")
     for index, entry in enumerate(data):

@@ -6,12 +6,15 @@ checked against git, not against itself.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import subprocess
 import tarfile
+import threading
 import zipfile
 from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -189,3 +192,21 @@ def upstream_copy(tmp_path) -> UpstreamCopy:
     copy = UpstreamCopy(root=root, manifest=tmp_path / "placeholder")
     copy.manifest = write_manifest(root, sorted(FILES), tmp_path / f"simcopilot-{copy.commit}-files.tsv")
     return copy
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving ``tmp/served``; yields (folder, base url)."""
+    served = tmp_path / "served"
+    served.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -20,24 +17,6 @@ def pinned(upstream_copy, monkeypatch):
     """Imports check against the tiny copy's manifest instead of the real SimCoPilot one."""
     monkeypatch.setenv(MANIFEST_ENV, str(upstream_copy.manifest))
     return upstream_copy
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """A real HTTP server on 127.0.0.1 serving ``tmp/served``; yields (folder, base url)."""
-    served = tmp_path / "served"
-    served.mkdir()
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def leftovers():

@@ -212,11 +212,13 @@ def test_a_malformed_top_level_file_is_a_user_error_naming_it(upstream_copy, rel
     assert "\n" not in str(error.value)
 
 
-def test_a_missing_checkpoint_file_says_to_reimport(upstream_copy):
+def test_a_missing_checkpoint_file_is_a_user_error_naming_it(upstream_copy):
     upstream_copy.path("example_code/Java/Java_tasks_checkpoints.json").unlink()
 
-    with pytest.raises(UserError, match="Java_tasks_checkpoints.json: file is missing; re-import"):
+    with pytest.raises(UserError, match="Java_tasks_checkpoints.json: file is missing; SimCoPilot's upstream"):
         load(upstream_copy)
+    with pytest.raises(UserError, match="Java_tasks_checkpoints.json: file is missing; re-import it: runner data"):
+        load_layout(upstream_copy.root, "simcopilot")
 
 
 def test_a_folder_without_example_code_is_not_a_layout(tmp_path):
