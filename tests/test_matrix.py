@@ -1,0 +1,213 @@
+"""Matrix files: what a user writes, what the runner expands it to, and how it says what is wrong."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from runner.errors import UserError
+from runner.matrix import load_matrix
+from runner.paths import matrices_dir
+from runner.runtimes import runtime_names
+from tests.conftest import require
+
+MODEL = """
+[models.tiny]
+name = "Tiny"
+prompt_styles = ["instruct", "fim"]
+[models.tiny.quantizations.q4_k_m]
+kind = "path"
+path = "weights/tiny.gguf"
+[models.tiny.quantizations.q8_0]
+kind = "path"
+path = "/models/tiny-q8_0.gguf"
+"""
+
+
+def write(tmp_path: Path, body: str, models: str = MODEL) -> Path:
+    path = tmp_path / "m.toml"
+    path.write_text('name = "t"\n' + textwrap.dedent(body) + models, encoding="utf-8")
+    return path
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(UserError) as info:
+        load_matrix(path)
+    return str(info.value).splitlines()
+
+
+def test_demo_matrix_expands_to_the_llamacpp_techniques_and_vllm():
+    require("vllm" in runtime_names(), "runner.runtimes.vllm (the vLLM runtime)")
+    matrix = load_matrix(matrices_dir() / "demo.toml")
+    assert [c.id for c in matrix.cells] == [
+        "gemma3-270m/llamacpp/q4_k_m/baseline",
+        "gemma3-270m/llamacpp/q4_k_m/ngram-spec",
+        "gemma3-270m/llamacpp/q4_k_m/kv-q8_0",
+        "gemma3-270m/llamacpp/q4_k_m/no-prefix-cache",
+        "gemma3-270m/vllm/bf16/baseline",
+    ]
+    assert matrix.cells[1].techniques == {"spec": "ngram"}
+    assert matrix.source(matrix.cells[4]).kind == "dequantize"
+    assert matrix.settings.temperature == 0.0 and matrix.backend == "local"
+
+
+def test_variants_overlay_the_group_and_prompt_styles_enter_the_label(tmp_path):
+    path = write(tmp_path, """
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q4_k_m"
+        techniques = { flash_attn = "on" }
+        variants = [{ label = "kv-q8", techniques = { kv_cache = "q8_0" } }]
+    """)
+    matrix = load_matrix(path)
+    assert [c.id for c in matrix.cells] == [
+        "tiny/llamacpp/q4_k_m/flash_attn=on-instruct", "tiny/llamacpp/q4_k_m/flash_attn=on-fim",
+        "tiny/llamacpp/q4_k_m/kv-q8-instruct", "tiny/llamacpp/q4_k_m/kv-q8-fim",
+    ]
+    assert matrix.cells[2].techniques == {"flash_attn": "on", "kv_cache": "q8_0"}
+    assert {c.prompt_style for c in matrix.cells} == {"instruct", "fim"}
+    # relative weight paths are relative to the matrix file, absolute ones are kept
+    assert matrix.models["tiny"].quantizations["q4_k_m"].path == tmp_path / "weights" / "tiny.gguf"
+    assert matrix.models["tiny"].quantizations["q8_0"].path == Path("/models/tiny-q8_0.gguf")
+
+
+def test_integer_technique_values_become_switch_strings(tmp_path):
+    path = write(tmp_path, """
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+        prompt_styles = ["fim"]
+        techniques = { parallel = 4 }
+    """)
+    (cell,) = load_matrix(path).cells
+    assert cell.techniques == {"parallel": "4"} and cell.id == "tiny/llamacpp/q8_0/parallel=4"
+
+
+def test_unknown_runtime_is_one_line_with_file_key_path_and_value(tmp_path):
+    path = write(tmp_path, """
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+        [[cells]]
+        model = "tiny"
+        runtime = "vlm"
+        quantization = "q8_0"
+    """)
+    assert problems(path) == [
+        f"{path}: cells[1].runtime = 'vlm': unknown runtime; known: {', '.join(runtime_names())}"
+    ]
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    path = write(tmp_path, """
+        [settings]
+        concurrency = 0
+        sweep = [1, -4]
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q4_k_m"
+        colour = "blue"
+    """)
+    lines = problems(path)
+    assert f"{path}: settings.concurrency = 0: Input should be greater than 0" in lines
+    assert f"{path}: settings.sweep = [1, -4]: every sweep level must be a positive concurrency" in lines
+    assert f"{path}: cells[0].colour = 'blue': Extra inputs are not permitted" in lines
+    assert len(lines) == 3
+
+
+def test_a_technique_the_runtime_lacks_is_refused_at_plan_time(tmp_path):
+    path = write(tmp_path, """
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q4_k_m"
+        prompt_styles = ["instruct"]
+        variants = [{ techniques = { spec = "medusa" } }, { techniques = { kv_cache = "fp8" } }]
+    """)
+    lines = problems(path)
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{path}: cells[0].variants[0]: cell tiny/llamacpp/q4_k_m/spec=medusa: ")
+    assert "technique spec='medusa' is not offered by llamacpp; use one of none, ngram, draft" in lines[0]
+    assert "kv_cache='fp8'" in lines[1] and "f16, bf16, q8_0, q4_0" in lines[1]
+
+
+def test_weights_the_model_lacks_and_unknown_models_are_named(tmp_path):
+    path = write(tmp_path, """
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q2_k"
+        [[cells]]
+        model = "huge"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+    """)
+    first, second = problems(path)
+    assert first.startswith(f"{path}: cells[0].quantization = 'q2_k': model tiny has no such weights; "
+                            "add [models.tiny.quantizations.q2_k]")
+    assert second == f"{path}: cells[1].model = 'huge': unknown model; known: tiny"
+
+
+def test_repeated_cells_need_a_label(tmp_path):
+    path = write(tmp_path, """
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+        prompt_styles = ["fim"]
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+        prompt_styles = ["fim"]
+    """)
+    assert problems(path) == [f"{path}: cells[1]: cell id tiny/llamacpp/q8_0/baseline repeats cells[0]; give it a label"]
+
+
+def test_source_fields_follow_its_kind_and_draft_needs_a_draft_model(tmp_path):
+    models = MODEL + """
+[models.other]
+name = "Other"
+[models.other.quantizations.q4_k_m]
+kind = "hf"
+repo = "org/other-GGUF"
+"""
+    path = write(tmp_path, """
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+        prompt_styles = ["fim"]
+        techniques = { spec = "draft" }
+    """, models)
+    lines = problems(path)
+    assert f"{path}: models.other.quantizations.q4_k_m: kind 'hf' needs revision" in lines
+
+
+def test_draft_without_a_draft_model_is_refused(tmp_path):
+    path = write(tmp_path, """
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+        prompt_styles = ["fim"]
+        techniques = { spec = "draft" }
+    """)
+    (line,) = problems(path)
+    assert line.startswith(f"{path}: cells[0].techniques.spec = 'draft': model tiny has no draft model")
+
+
+def test_missing_file_bad_toml_and_missing_keys(tmp_path):
+    assert problems(tmp_path / "nope.toml")[0].startswith(f"{tmp_path / 'nope.toml'}: no such matrix file")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n", encoding="utf-8")
+    assert problems(bad)[0].startswith(f"{bad}: not valid TOML")
+    empty = tmp_path / "empty.toml"
+    empty.write_text('name = "x"\n', encoding="utf-8")
+    assert problems(empty) == [f"{empty}: models: required key is missing", f"{empty}: cells: required key is missing"]
