@@ -160,6 +160,8 @@ class Sample(BaseModel):
     itl_s: list[float] = Field(default_factory=list)  # gaps between streamed chunks after the first
     tpot_s: float | None = None  # (e2e - ttft) / (completion_tokens - 1)
     server_timings: ServerTimings | None = None
+    system_fingerprint: str | None = None  # the server build that answered (llama.cpp b<build>-<commit>)
+    chat_template_sha256: str | None = None  # the chat template the server applied (chat prompts)
     outcome: Outcome | None = None  # None until evaluated
     cleaned_outcome: Outcome | None = None
     stderr_tail: str = ""

@@ -1,0 +1,272 @@
+"""Prompts: one Jinja2 template per style in ``templates/prompts/``, rendered the same for every cell.
+
+Styles:
+
+- ``instruct`` (chat): the program with the gap marked by ``BEGIN MISSING CODE`` /
+  ``END MISSING CODE`` comment lines; the server applies the model's chat template.
+- ``simcopilot`` (chat): SimCoPilot's own template files, read from the fetched data
+  (``$RUNNER_HOME/data/simcopilot/helper_functions/prompt_templates/``), never copied here.
+- ``codestral-fim`` / ``codellama-fim`` (completion): raw fill-in-the-middle text.
+
+A template may export ``system`` (``{% set system = ... %}``): the system message of a chat
+prompt. The sha256 of what is sent (the completion text, or the messages as canonical JSON)
+goes with every sample, so that a report can prove that every cell saw the same prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Awaitable, Callable, Literal
+
+import jinja2
+from pydantic import BaseModel, ConfigDict
+
+from runner.errors import UserError
+from runner.paths import templates_dir
+from runner.records import Language, Mode, Task
+
+PromptKind = Literal["chat", "completion"]
+
+#: the stop tokens upstream gives the model after the middle (the end of the END marker line)
+MARKER_BEGIN = "BEGIN MISSING CODE"
+MARKER_END = "END MISSING CODE"
+SIMCOPILOT_TEMPLATE_FILES = ("before_after_template.txt", "without_after_template.txt")
+#: tokens a chat template adds around each message (role headers, turn markers); counted when
+#: fitting a chat prompt into the context, where the server's exact templating is not visible
+CHAT_OVERHEAD_TOKENS_PER_MESSAGE = 8
+
+
+@dataclass(frozen=True)
+class StyleInfo:
+    """What a prompt style sends and where the model's answer ends."""
+
+    kind: PromptKind
+    stop: Callable[[Language], tuple[str, ...]]
+    description: str
+
+
+def _comment(language: Language) -> str:
+    return "//" if language == Language.java else "#"
+
+
+STYLES: dict[str, StyleInfo] = {
+    "instruct": StyleInfo("chat", lambda lang: (f"{_comment(lang)} {MARKER_END}",),
+                          "instruction prompt through the model's chat template"),
+    "simcopilot": StyleInfo("chat", lambda lang: (f"{_comment(lang)} --{MARKER_END}--",),
+                            "SimCoPilot's upstream instruction prompt (fetched template files)"),
+    "codestral-fim": StyleInfo("completion", lambda lang: ("</s>",),
+                               "Codestral fill-in-the-middle: <s>[SUFFIX]after[PREFIX]before"),
+    "codellama-fim": StyleInfo("completion", lambda lang: ("<EOT>",),
+                               "Code Llama fill-in-the-middle: <PRE> before <SUF>after <MID>"),
+}
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Prompt(BaseModel):
+    """Exactly what one request sends for one task, and how its answer ends."""
+
+    model_config = ConfigDict(frozen=True)
+
+    style: str
+    kind: PromptKind  # chat -> /v1/chat/completions (messages); completion -> /v1/completions (text)
+    text: str | None = None  # completion prompt
+    messages: tuple[ChatMessage, ...] = ()  # chat prompt
+    stop: tuple[str, ...] = ()
+    sha256: str
+    dropped_before_lines: int = 0  # head lines of `before` left out to fit the context
+    dropped_after_lines: int = 0  # tail lines of `after` left out to fit the context
+
+    def payload(self) -> dict:
+        """The request fields that carry the prompt (``prompt`` or ``messages``)."""
+        if self.kind == "completion":
+            return {"prompt": self.text}
+        return {"messages": [m.model_dump() for m in self.messages]}
+
+    def token_text(self) -> str:
+        """The text whose tokens are counted to fit the context (message contents joined)."""
+        return self.text if self.kind == "completion" else "\n".join(m.content for m in self.messages)
+
+
+def style_info(style: str) -> StyleInfo:
+    """The style's record, or a ``UserError`` listing the known styles."""
+    try:
+        return STYLES[style]
+    except KeyError:
+        raise UserError(f"unknown prompt style {style!r}; known styles: {', '.join(STYLES)} "
+                        f"(templates in {templates_dir() / 'prompts'})") from None
+
+
+# -- templates -----------------------------------------------------------------------------------
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def simcopilot_templates_dir() -> Path:
+    """Where ``runner data fetch simcopilot`` puts upstream's prompt template files."""
+    from runner.benchmarks import simcopilot_dir
+
+    return simcopilot_dir() / "helper_functions" / "prompt_templates"
+
+
+def upstream_to_jinja(text: str) -> str:
+    """Upstream's ``str.format`` template as Jinja2 source: ``{name}`` becomes ``{{ name }}``,
+    everything else is kept literally (inside ``raw`` blocks, so braces in it stay text)."""
+    parts: list[str] = []
+    last = 0
+    for match in _PLACEHOLDER.finditer(text):
+        if match.start() > last:
+            parts.append("{% raw %}" + text[last:match.start()] + "{% endraw %}")
+        parts.append("{{ " + match.group(1) + " }}")
+        last = match.end()
+    if last < len(text):
+        parts.append("{% raw %}" + text[last:] + "{% endraw %}")
+    return "".join(parts)
+
+
+def _load_upstream(name: str):
+    folder = simcopilot_templates_dir()
+    path = folder / name
+    if not path.is_file():
+        raise UserError(f"{path}: SimCoPilot's prompt template is missing; the `simcopilot` prompt style reads "
+                        "upstream's own templates: run `runner data fetch simcopilot` first")
+    text = path.read_text(encoding="utf-8")
+    mtime = path.stat().st_mtime
+    return upstream_to_jinja(text), str(path), lambda: path.is_file() and path.stat().st_mtime == mtime
+
+
+@lru_cache(maxsize=4)
+def _environment(folder: str) -> jinja2.Environment:
+    loader = jinja2.ChoiceLoader([
+        jinja2.FileSystemLoader(folder),
+        jinja2.PrefixLoader({"simcopilot": jinja2.FunctionLoader(_load_upstream)}),
+    ])
+    return jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=False)
+
+
+def _template(style: str) -> jinja2.Template:
+    style_info(style)
+    folder = templates_dir() / "prompts"
+    try:
+        return _environment(str(folder)).get_template(f"{style}.j2")
+    except jinja2.TemplateNotFound:
+        raise UserError(f"{folder / (style + '.j2')}: prompt template missing; reinstall runner") from None
+
+
+def _context(task: Task, before: str, after: str) -> dict:
+    comment = _comment(task.language)
+    language_name = "Java" if task.language == Language.java else "Python"
+    # completion mode hides `after` from the model (it is still run by the tests)
+    shown_after = after if task.mode == Mode.infill else ""
+    return {
+        "language": task.language.value,
+        "language_name": language_name,
+        "program_type": language_name,
+        "fence_language": task.language.value,
+        "mode": task.mode.value,
+        "before": before,
+        "after": shown_after,
+        # FIM: the middle starts on the line after `before` and ends where `after` begins
+        "prefix": before + "\n" if before else "",
+        "suffix": ("\n" + shown_after) if shown_after else "",
+        "begin_marker": f"{comment} {MARKER_BEGIN}",
+        "end_marker": f"{comment} {MARKER_END}",
+        "begin_missing_code": f"{comment} --{MARKER_BEGIN}--",
+        "end_missing_code": f"{comment} --{MARKER_END}--",
+    }
+
+
+def sha256_of(kind: PromptKind, text: str | None, messages: tuple[ChatMessage, ...]) -> str:
+    """sha256 of exactly what is sent: the text, or the messages as canonical JSON."""
+    data = text if kind == "completion" else json.dumps([m.model_dump() for m in messages],
+                                                        sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def render(task: Task, style: str, *, before: str | None = None, after: str | None = None,
+           dropped: tuple[int, int] = (0, 0)) -> Prompt:
+    """The prompt of ``task`` in ``style``; ``before``/``after`` override the task's (when cut to fit)."""
+    info = style_info(style)
+    template = _template(style)
+    context = _context(task, task.before if before is None else before, task.after if after is None else after)
+    module = template.make_module(context)
+    body = str(module)
+    system = getattr(module, "system", None)
+    if info.kind == "completion":
+        text, messages = body, ()
+    else:
+        messages = ((ChatMessage(role="system", content=system),) if system else ()) + (
+            ChatMessage(role="user", content=body),)
+        text = None
+    return Prompt(style=style, kind=info.kind, text=text, messages=messages, stop=info.stop(task.language),
+                  sha256=sha256_of(info.kind, text, messages), dropped_before_lines=dropped[0],
+                  dropped_after_lines=dropped[1])
+
+
+def prompt_set_sha256(tasks: list[Task], style: str) -> str:
+    """One hash for the untruncated prompts of ``tasks`` in ``style`` (task order does not matter)."""
+    digest = hashlib.sha256()
+    for task_id, sha in sorted((t.id, render(t, style).sha256) for t in tasks):
+        digest.update(f"{task_id}\t{sha}\n".encode())
+    return digest.hexdigest()
+
+
+# -- the context budget --------------------------------------------------------------------------
+Tokenizer = Callable[[str], Awaitable[int]]
+
+
+async def fit(task: Task, style: str, count_tokens: Tokenizer, *, context_length: int, max_tokens: int) -> Prompt:
+    """The prompt of ``task``, cut as upstream does when prompt + ``max_tokens`` exceeds the context.
+
+    Lines are dropped from the tail of ``after`` first, then from the head of ``before``, until
+    the prompt's tokens (counted by the serving model's tokenizer, ``count_tokens``) fit.
+    """
+    prompt = render(task, style)
+    budget = context_length - max_tokens
+    if budget <= 0:
+        raise UserError(f"max_tokens = {max_tokens} leaves no room for a prompt in a context of "
+                        f"{context_length} tokens; lower settings.max_tokens")
+    overhead = CHAT_OVERHEAD_TOKENS_PER_MESSAGE * len(prompt.messages)
+    used = await count_tokens(prompt.token_text()) + overhead
+    if used <= budget:
+        return prompt
+    before_lines = task.before.split("\n") if task.before else []
+    after_lines = task.after.split("\n") if (task.after and task.mode == Mode.infill) else []
+    drop_before = drop_after = 0
+    while used > budget:
+        text = prompt.token_text()
+        # drop about as many characters as the excess tokens stand for, a little more to converge
+        excess_chars = int((used - budget) * len(text) / max(used, 1) * 1.1) + 1
+        kept_after = after_lines[: len(after_lines) - drop_after]
+        if kept_after:
+            drop_after += _lines_covering(list(reversed(kept_after)), excess_chars)
+        elif drop_before < len(before_lines):
+            drop_before += _lines_covering(before_lines[drop_before:], excess_chars)
+        else:
+            raise UserError(f"task {task.id}: even without its code the {style} prompt takes {used} tokens, "
+                            f"more than the context ({context_length}) minus max_tokens ({max_tokens})")
+        prompt = render(task, style, before="\n".join(before_lines[drop_before:]),
+                        after="\n".join(after_lines[: len(after_lines) - drop_after]),
+                        dropped=(drop_before, drop_after))
+        used = await count_tokens(prompt.token_text()) + overhead
+    return prompt
+
+
+def _lines_covering(lines: list[str], chars: int) -> int:
+    """How many of ``lines`` (from the first) hold at least ``chars`` characters, at least one."""
+    total = 0
+    for n, line in enumerate(lines, 1):
+        total += len(line) + 1
+        if total >= chars:
+            return n
+    return len(lines)
