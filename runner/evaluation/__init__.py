@@ -1,0 +1,44 @@
+"""Evaluation of generated code: post-processing cascade, sandboxed Python and Java checks, oracles.
+
+Typical use::
+
+    evaluator = Evaluator(benchmark.programs)            # refuses if the sandbox is incomplete
+    verdict = evaluator.evaluate(task, raw_model_text)    # Verdict(outcome, stage, cleaned_outcome, ...)
+    for task, verdict in evaluator.evaluate_many(pairs, workers=4): ...
+"""
+
+from runner.evaluation.evaluator import Evaluator, default_workers
+from runner.evaluation.java_check import JavaToolchain, check_java, java_toolchain
+from runner.evaluation.oracle import SOLUTIONS, RebaselineResult, TaskCheck, check_solution, diagnose, rebaseline
+from runner.evaluation.postprocess import assemble, balance, cascade, clean, reindent, trim
+from runner.evaluation.python_check import CheckResult, check_python, outputs_match
+from runner.evaluation.sandbox import Capabilities, ExecResult, Limits, LocalSandbox, Sandbox, capabilities
+
+__all__ = [
+    "SOLUTIONS",
+    "Capabilities",
+    "CheckResult",
+    "Evaluator",
+    "ExecResult",
+    "JavaToolchain",
+    "Limits",
+    "LocalSandbox",
+    "RebaselineResult",
+    "Sandbox",
+    "TaskCheck",
+    "assemble",
+    "balance",
+    "capabilities",
+    "cascade",
+    "check_java",
+    "check_python",
+    "check_solution",
+    "clean",
+    "default_workers",
+    "diagnose",
+    "java_toolchain",
+    "outputs_match",
+    "rebaseline",
+    "reindent",
+    "trim",
+]

@@ -1,0 +1,118 @@
+"""Judging answers: the post-processing cascade, the sandboxed check, and a worker pool."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+from runner.evaluation.java_check import JavaToolchain, check_java, java_toolchain
+from runner.evaluation.postprocess import assemble, cascade
+from runner.evaluation.python_check import CheckResult, check_python, python_interpreter
+from runner.evaluation.sandbox import Limits, LocalSandbox, Sandbox
+from runner.records import Language, Outcome, Program, Task, Verdict
+
+log = logging.getLogger(__name__)
+
+
+def default_workers() -> int:
+    """One worker per core: each check is one child process at a time."""
+    return os.cpu_count() or 1
+
+
+class Evaluator:
+    """Evaluates answers to tasks of one set of programs, in a sandbox, under scaled time limits."""
+
+    def __init__(
+        self,
+        programs: dict[str, Program],
+        limits: Limits | None = None,
+        sandbox: Sandbox | None = None,
+        allow_unsandboxed: bool = False,
+        python: str | None = None,
+        junit_console: os.PathLike | None = None,
+        scale_time: bool = True,
+    ) -> None:
+        self.programs = programs
+        self.limits = limits or Limits()
+        self.sandbox = sandbox or LocalSandbox(allow_unsandboxed=allow_unsandboxed)
+        self.python = python or python_interpreter()
+        self._junit_console = junit_console
+        self._toolchain: JavaToolchain | None = None
+        self.scale_time = scale_time
+        self._reference_seconds: dict[str, float | None] = {}
+        self._calibration_locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def toolchain(self) -> JavaToolchain:
+        """The Java tools, looked up on first use so that Python-only runs need no JDK."""
+        if self._toolchain is None:
+            self._toolchain = java_toolchain(self._junit_console)
+        return self._toolchain
+
+    def program(self, task: Task) -> Program:
+        return self.programs[task.program]
+
+    def run_source(self, program: Program, source: str, limits: Limits | None = None, compare: bool = True) -> CheckResult:
+        """Check one whole program text (the assembled answer) once."""
+        limits = limits or self.limits
+        if program.language is Language.python:
+            return check_python(program, source, self.sandbox, limits, compare=compare, python=self.python)
+        return check_java(program, source, self.sandbox, limits, self.toolchain)
+
+    def reference_seconds(self, program: Program) -> float | None:
+        """The longest single run of the program's own source, measured once (``None`` if it does not pass)."""
+        with self._lock:
+            lock = self._calibration_locks.setdefault(program.name, threading.Lock())
+        with lock:
+            if program.name not in self._reference_seconds:
+                result = self.run_source(program, program.source.read_text(encoding="utf-8").replace("\t", "    "))
+                ok = result.outcome is Outcome.passed
+                self._reference_seconds[program.name] = result.seconds if ok else None
+                log.info("reference run of %s: %s in %.2f s", program.name, result.outcome.value, result.seconds)
+            return self._reference_seconds[program.name]
+
+    def limits_for(self, program: Program) -> Limits:
+        """The limits for one program: the wall clock scaled from its reference run (EvalPlus habit)."""
+        if not self.scale_time:
+            return self.limits
+        return self.limits.scaled(self.reference_seconds(program))
+
+    def check(self, task: Task, code: str) -> CheckResult:
+        """Assemble ``before`` + ``code`` + ``after`` and check it."""
+        program = self.program(task)
+        return self.run_source(program, assemble(task, code), self.limits_for(program))
+
+    def evaluate(self, task: Task, raw_text: str) -> Verdict:
+        """Run the cascade on a raw answer: the first stage that passes gives the verdict, else the last stage's."""
+        started = time.monotonic()
+        cleaned_outcome: Outcome | None = None
+        result: CheckResult | None = None
+        for stage, code in cascade(raw_text, task):
+            result = self.check(task, code)
+            if cleaned_outcome is None:
+                cleaned_outcome = result.outcome
+            if result.outcome is Outcome.passed:
+                break
+        assert result is not None and cleaned_outcome is not None  # the cascade always has the cleaned stage
+        return Verdict(
+            outcome=result.outcome,
+            stage=stage,
+            cleaned_outcome=cleaned_outcome,
+            code=code,
+            stderr_tail=result.stderr_tail[-4000:],
+            seconds=time.monotonic() - started,
+        )
+
+    def evaluate_many(self, items: Iterable[tuple[Task, str]], workers: int | None = None) -> Iterator[tuple[Task, Verdict]]:
+        """Evaluate ``(task, raw_text)`` pairs on a pool of workers, yielding results in input order."""
+        workers = workers or default_workers()
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval") as pool:
+            # Threads suffice: every check waits on a child process.
+            futures = [(task, pool.submit(self.evaluate, task, raw)) for task, raw in items]
+            for task, future in futures:
+                yield task, future.result()

@@ -1,0 +1,151 @@
+"""Oracle checks of the evaluator itself (reference and empty solutions) and re-baselining expected outputs."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from runner.evaluation.evaluator import Evaluator
+from runner.evaluation.java_check import java_version
+from runner.evaluation.python_check import PYTHON_ENV
+from runner.records import Language, Mode, Outcome, Stage, Task, TestCase
+
+SOLUTIONS = ("reference", "empty")
+
+# Failures that point at the machine rather than at the evaluator or the data.
+_ENVIRONMENT = re.compile(
+    r"ModuleNotFoundError|No module named|ImportError|cannot open shared object|"
+    r"NoClassDefFoundError|ClassNotFoundException|package [\w.]+ does not exist|"
+    r"error: cannot access|FileNotFoundError|No such file or directory|"
+    r"Network is unreachable|MemoryError|OutOfMemoryError|Permission denied"
+)
+
+
+class TaskCheck(BaseModel):
+    """The outcome of one oracle solution on one task."""
+
+    task_id: str
+    language: Language
+    mode: Mode
+    program: str
+    solution: str
+    outcome: Outcome
+    stage: Stage | None = None
+    cleaned_outcome: Outcome
+    seconds: float
+    stderr_tail: str = ""
+    suspect: str | None = None  # for a failing reference: "environment" or "bug"
+
+
+def solution_text(task: Task, solution: str) -> str:
+    """The oracle's answer to a task: the reference span, or nothing."""
+    return task.reference if solution == "reference" else ""
+
+
+def diagnose(stderr_tail: str) -> str:
+    """Whether a failing reference looks like a machine problem (missing module, jar, file) or a bug."""
+    return "environment" if _ENVIRONMENT.search(stderr_tail) else "bug"
+
+
+def check_solution(
+    evaluator: Evaluator,
+    tasks: list[Task],
+    solution: str,
+    workers: int | None = None,
+    progress: Callable[[TaskCheck], None] | None = None,
+) -> list[TaskCheck]:
+    """Run an oracle solution on every task through the full evaluation, in parallel."""
+    checks = []
+    items = [(task, solution_text(task, solution)) for task in tasks]
+    for task, verdict in evaluator.evaluate_many(items, workers=workers):
+        failing_reference = solution == "reference" and verdict.outcome is not Outcome.passed
+        check = TaskCheck(
+            task_id=task.id,
+            language=task.language,
+            mode=task.mode,
+            program=task.program,
+            solution=solution,
+            outcome=verdict.outcome,
+            stage=verdict.stage,
+            cleaned_outcome=verdict.cleaned_outcome,
+            seconds=round(verdict.seconds, 3),
+            stderr_tail=verdict.stderr_tail[-2000:] if verdict.outcome is not Outcome.passed else "",
+            suspect=diagnose(verdict.stderr_tail) if failing_reference else None,
+        )
+        if progress:
+            progress(check)
+        checks.append(check)
+    return checks
+
+
+class RebaselineResult(BaseModel):
+    """What ``rebaseline`` wrote, and the programs whose reference did not run cleanly."""
+
+    directory: Path
+    written: list[str]
+    failed: dict[str, str]  # program -> stderr tail
+    environment: dict
+
+
+_PROBE = """
+import json, platform, sys
+from importlib import metadata
+packages = {}
+for dist in metadata.distributions():
+    name = dist.metadata["Name"]
+    if name:
+        packages[name.lower()] = dist.version
+print(json.dumps({"python": sys.version.split()[0], "implementation": platform.python_implementation(),
+                  "executable": sys.executable, "packages": dict(sorted(packages.items()))}))
+"""
+
+
+def environment(evaluator: Evaluator) -> dict:
+    """Python (as the sandbox sees it), package and Java versions, platform and date."""
+    probe: dict = {}
+    with evaluator.sandbox.workdir() as workdir:
+        (workdir / "probe.py").write_text(_PROBE)
+        result = evaluator.sandbox.run([evaluator.python, "probe.py"], workdir, evaluator.limits, env=PYTHON_ENV)
+    try:
+        probe = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        probe = {"python": "unknown", "probe_error": result.stderr_tail[-500:]}
+    return {
+        **probe,
+        "java": java_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "runner_python": sys.version.split()[0],
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def rebaseline(evaluator: Evaluator, directory: Path, program_names: list[str] | None = None) -> RebaselineResult:
+    """Run each Python program's reference with its test cases and store the stdout as the expected outputs."""
+    from runner.benchmarks import dump_test_json  # the loader owns the upstream file format
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written, failed = [], {}
+    names = program_names or sorted(evaluator.programs)
+    for name in names:
+        program = evaluator.programs[name]
+        if program.language is not Language.python or not program.available:
+            continue
+        source = program.source.read_text(encoding="utf-8").replace("\t", "    ")
+        result = evaluator.run_source(program, source, compare=False)
+        if result.outcome is not Outcome.passed:
+            failed[name] = f"{result.outcome.value}: {result.stderr_tail[-1500:]}"
+            continue
+        cases = [TestCase(code=c.code, expected_output=out) for c, out in zip(program.test_cases, result.outputs)]
+        (directory / f"{program.source.stem}.json").write_text(json.dumps(dump_test_json(cases), indent=4) + "\n")
+        written.append(name)
+    env = environment(evaluator)
+    (directory / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
+    return RebaselineResult(directory=directory, written=written, failed=failed, environment=env)

@@ -1,0 +1,361 @@
+"""Running untrusted code: limits, the narrow ``Sandbox`` interface and the local implementation.
+
+``LocalSandbox`` contains a child with Linux mechanisms that work without cgroups:
+
+- a fresh network namespace (``unshare --net``): only a downed loopback, so no connection
+  reaches any host or port, not even the runner's own loopback listeners;
+- a PID and mount namespace (``unshare --pid --fork --mount-proc``): when the child's first
+  process ends, the kernel kills everything it left behind;
+- a private, unprivileged uid per concurrent run (``setpriv``), taken from a pool guarded by
+  lock files: the runner's own files (owned by root) are read-only to it, and
+  ``RLIMIT_NPROC`` is a real process limit because it counts that uid's processes only;
+- ``RLIMIT_CPU``, ``RLIMIT_AS``, ``RLIMIT_FSIZE`` and no core files;
+- a capped read of stdout and stderr, and a wall-clock timeout: either kills every process
+  of the run's uid, wherever it moved (new sessions, process groups).
+
+Where this machine cannot give one of these (no root, no ``unshare``), ``capabilities()``
+says which, and the sandbox refuses to run unless constructed with ``allow_unsandboxed``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runner.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Numeric uids with no passwd entry, so that no real account's processes share their count.
+UID_BASE = int(os.environ.get("RUNNER_SANDBOX_UID_BASE", "61000"))
+UID_POOL = int(os.environ.get("RUNNER_SANDBOX_UID_POOL", "256"))
+_STDERR_TAIL = 4000
+
+
+class Limits(BaseModel):
+    """Resource limits for one sandboxed run; every field can be set from settings or flags."""
+
+    model_config = ConfigDict(frozen=True)
+
+    wall_seconds: float = Field(20.0, gt=0, description="wall-clock floor per run")
+    cpu_seconds: int = Field(60, gt=0, description="RLIMIT_CPU")
+    memory_mb: int = Field(2048, gt=0, description="RLIMIT_AS for Python programs")
+    jvm_memory_mb: int = Field(3072, gt=0, description="RLIMIT_AS for javac/java (the JVM reserves address space)")
+    jvm_heap_mb: int = Field(512, gt=0, description="-Xmx for javac/java")
+    processes: int = Field(64, gt=0, description="RLIMIT_NPROC for the run's private uid")
+    jvm_processes: int = Field(256, gt=0, description="RLIMIT_NPROC for the JVM (threads count)")
+    output_bytes: int = Field(4 * 1024 * 1024, gt=0, description="stdout (and stderr) cap; beyond it the run is killed")
+    file_size_mb: int = Field(256, gt=0, description="RLIMIT_FSIZE: largest file the run may write")
+    time_factor: float = Field(10.0, gt=0, description="a test's time limit is max(wall_seconds, time_factor x reference time)")
+
+    def for_jvm(self) -> "Limits":
+        """The same limits with the JVM's larger address-space and thread allowances."""
+        return self.model_copy(update={"memory_mb": self.jvm_memory_mb, "processes": self.jvm_processes})
+
+    def scaled(self, reference_seconds: float | None) -> "Limits":
+        """The limits with the wall-clock limit scaled from the reference solution's run time."""
+        if reference_seconds is None:
+            return self
+        wall = max(self.wall_seconds, self.time_factor * reference_seconds)
+        return self.model_copy(update={"wall_seconds": wall, "cpu_seconds": max(self.cpu_seconds, int(wall * 2) + 1)})
+
+
+class ExecResult(BaseModel):
+    """What one sandboxed run did."""
+
+    exit_code: int | None  # None when killed by a signal
+    stdout: str  # at most ``Limits.output_bytes``
+    stderr_tail: str
+    timed_out: bool = False
+    output_truncated: bool = False
+    killed_by_signal: int | None = None
+    seconds: float = 0.0
+
+
+class Capabilities(BaseModel):
+    """Which containment mechanisms this machine gives the local sandbox."""
+
+    network_namespace: bool
+    pid_namespace: bool
+    private_uid: bool  # processes limit and read-only runner files
+    rlimits: bool = True
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.network_namespace and self.pid_namespace and self.private_uid and self.rlimits
+
+    def missing(self) -> list[str]:
+        """Names of the mechanisms that are not available."""
+        names = {
+            "network namespace (no network)": self.network_namespace,
+            "PID namespace (kill leftovers)": self.pid_namespace,
+            "private unprivileged uid (process limit, runner files read-only)": self.private_uid,
+        }
+        return [name for name, ok in names.items() if not ok]
+
+
+class Sandbox(ABC):
+    """Runs one command in a private directory under resource limits."""
+
+    @abstractmethod
+    def run(self, argv: list[str], workdir: Path, limits: Limits, env: dict[str, str] | None = None) -> ExecResult:
+        """Run ``argv`` in ``workdir`` (made by ``workdir()``) and return what it did."""
+
+    @contextmanager
+    def workdir(self) -> Iterator[Path]:
+        """A fresh private directory for one run, removed afterwards."""
+        base = _workdir_base()
+        path = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _workdir_base() -> Path:
+    # World-traversable (0711) but not listable, so that a private uid reaches its own
+    # directory and nothing else; pytest's and the user's temp folders are often 0700.
+    base = Path(tempfile.gettempdir()) / f"runner-sandbox-{os.getuid()}"
+    base.mkdir(mode=0o711, exist_ok=True)
+    os.chmod(base, 0o711)
+    return base
+
+
+def _run_quiet(argv: list[str]) -> bool:
+    try:
+        return subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@lru_cache(maxsize=1)
+def capabilities() -> Capabilities:
+    """Probe which containment mechanisms work here (cached for the process)."""
+    notes: list[str] = []
+    have_unshare = shutil.which("unshare") is not None
+    have_setpriv = shutil.which("setpriv") is not None
+    net = have_unshare and _run_quiet(["unshare", "--net", "true"])
+    pid = have_unshare and _run_quiet(["unshare", "--pid", "--fork", "--mount", "--mount-proc", "true"])
+    uid = (
+        os.geteuid() == 0
+        and have_setpriv
+        and _run_quiet(["setpriv", f"--reuid={UID_BASE}", f"--regid={UID_BASE}", "--clear-groups", "true"])
+    )
+    if not have_unshare:
+        notes.append("`unshare` (util-linux) is not installed")
+    elif not net:
+        notes.append("`unshare --net` is not permitted (needs root or user namespaces)")
+    if os.geteuid() != 0:
+        notes.append("not running as root: cannot switch the child to a private uid")
+    elif not have_setpriv:
+        notes.append("`setpriv` (util-linux) is not installed")
+    return Capabilities(network_namespace=net, pid_namespace=pid, private_uid=uid, notes=notes)
+
+
+class _UidLease:
+    """An exclusive uid from the pool, held through a lock file across processes."""
+
+    def __init__(self) -> None:
+        lock_dir = Path(tempfile.gettempdir()) / "runner-sandbox-uids"
+        lock_dir.mkdir(mode=0o700, exist_ok=True)
+        start = os.getpid() % UID_POOL
+        for i in range(UID_POOL):
+            uid = UID_BASE + (start + i) % UID_POOL
+            fd = os.open(lock_dir / str(uid), os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.uid, self._fd = uid, fd
+            return
+        raise UserError(f"all {UID_POOL} sandbox uids are busy: lower --workers or raise RUNNER_SANDBOX_UID_POOL")
+
+    def release(self) -> None:
+        os.close(self._fd)
+
+
+def _processes_of(uid: int) -> list[int]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(entry.path).st_uid != uid:
+                continue
+            with open(f"{entry.path}/stat", "rb") as fh:
+                state = fh.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        # Zombies are already dead; their parent (or the namespace's end) reaps them.
+        if state not in (b"Z", b"X"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process of ``uid``, repeating while a fork bomb still spawns."""
+    for _ in range(50):
+        pids = _processes_of(uid)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+    log.warning("processes of sandbox uid %d survived repeated SIGKILL", uid)
+
+
+def _chown_tree(path: Path, uid: int) -> None:
+    os.chown(path, uid, uid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, uid)
+
+
+class LocalSandbox(Sandbox):
+    """Contain a child process on this machine with namespaces, a private uid and rlimits."""
+
+    def __init__(self, allow_unsandboxed: bool = False) -> None:
+        self.capabilities = capabilities()
+        if not self.capabilities.complete and not allow_unsandboxed:
+            raise UserError(
+                "this machine cannot fully sandbox untrusted code (missing: "
+                + "; ".join(self.capabilities.missing())
+                + "): run as root with util-linux, or pass --allow-unsandboxed to accept the risk"
+            )
+
+    def _prefix(self, uid: int | None) -> list[str]:
+        caps = self.capabilities
+        prefix: list[str] = []
+        if caps.network_namespace or caps.pid_namespace:
+            prefix = ["unshare"]
+            if caps.network_namespace:
+                prefix.append("--net")
+            if caps.pid_namespace:
+                prefix += ["--pid", "--fork", "--kill-child", "--mount", "--mount-proc"]
+        if uid is not None:
+            prefix += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--"]
+        return prefix
+
+    def run(self, argv: list[str], workdir: Path, limits: Limits, env: dict[str, str] | None = None) -> ExecResult:
+        lease = _UidLease() if self.capabilities.private_uid else None
+        uid = lease.uid if lease else None
+        try:
+            if uid is not None:
+                _chown_tree(workdir, uid)
+            return self._run(self._prefix(uid) + argv, workdir, limits, env, uid)
+        finally:
+            if uid is not None:
+                _kill_uid(uid)
+            if lease:
+                lease.release()
+
+    def _run(self, argv: list[str], workdir: Path, limits: Limits, env: dict[str, str] | None, uid: int | None) -> ExecResult:
+        def set_limits() -> None:
+            mem = limits.memory_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+            resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
+            size = limits.file_size_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            if uid is not None:
+                resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+
+        child_env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(workdir),
+            "TMPDIR": str(workdir),
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            **(env or {}),
+        }
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            argv,
+            cwd=workdir,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=set_limits,
+            start_new_session=True,
+        )
+        overflow = threading.Event()
+        out_chunks: list[bytes] = []
+        err_tail = bytearray()
+
+        def pump(stream, keep_all: bool) -> None:
+            total = 0
+            while chunk := stream.read1(65536):
+                total += len(chunk)
+                if keep_all:
+                    room = limits.output_bytes - (total - len(chunk))
+                    if room > 0:
+                        out_chunks.append(chunk[:room])
+                else:
+                    err_tail.extend(chunk)
+                    del err_tail[:-_STDERR_TAIL]
+                if total > limits.output_bytes:
+                    overflow.set()
+                    self._kill(proc, uid)
+                    # Keep draining so that the child never blocks on a full pipe before it dies.
+
+        readers = [
+            threading.Thread(target=pump, args=(proc.stdout, True), daemon=True),
+            threading.Thread(target=pump, args=(proc.stderr, False), daemon=True),
+        ]
+        for t in readers:
+            t.start()
+        timed_out = False
+        try:
+            proc.wait(timeout=limits.wall_seconds)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            self._kill(proc, uid)
+            proc.wait()
+        # After the first process ends, leftovers (daemons holding the pipes) are killed so
+        # that the readers see end-of-file.
+        self._kill(proc, uid)
+        for t in readers:
+            t.join(timeout=10)
+        seconds = time.monotonic() - started
+        code = proc.returncode
+        sig = -code if code is not None and code < 0 else None
+        # unshare re-raises its child's fatal signal; RLIMIT_CPU shows up as SIGKILL/SIGXCPU.
+        return ExecResult(
+            exit_code=None if sig else code,
+            stdout=b"".join(out_chunks).decode("utf-8", errors="replace"),
+            stderr_tail=bytes(err_tail).decode("utf-8", errors="replace"),
+            timed_out=timed_out,
+            output_truncated=overflow.is_set(),
+            killed_by_signal=sig,
+            seconds=seconds,
+        )
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen, uid: int | None) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        if uid is not None:
+            _kill_uid(uid)
