@@ -197,6 +197,113 @@ def tasks_list(name: str, as_json: bool) -> None:
                   str(sum(r.unavailable for r in rows)), style="bold")
     Console().print(table)
 
+
+def _evaluator(bench, allow_unsandboxed: bool):
+    from runner.evaluation import Evaluator
+
+    return Evaluator(bench.programs, allow_unsandboxed=allow_unsandboxed, junit_console=bench.junit_jar)
+
+
+@tasks.command("check")
+@click.option("--benchmark", "name", default="starter", show_default=True, help="starter or simcopilot.")
+@click.option("--solution", type=click.Choice(["reference", "empty"]), default="reference", show_default=True,
+              help="The oracle answer: the reference span, or nothing.")
+@click.option("--language", type=click.Choice(["python", "java"]), default=None, help="Only this language.")
+@click.option("--mode", type=click.Choice(["infill", "completion"]), default=None, help="Only this mode.")
+@click.option("--program", default=None, help="Only this program (upstream Task_Name).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON record per task instead of the table.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel checks [default: cores].")
+@click.option("--allow-unsandboxed", is_flag=True,
+              help="Run even where the sandbox is incomplete (no namespaces / not root): accept the risk.")
+@user_errors
+def tasks_check(name, solution, language, mode, program, as_json, workers, allow_unsandboxed) -> None:
+    """Run an oracle solution through the full evaluation and count passes per language and mode.
+
+    The reference must pass every available task (exit 1 otherwise, naming each failure and
+    whether it looks like an environment problem or a bug); the empty answer should fail
+    nearly all.
+
+    \b
+    Example:
+      runner tasks check --benchmark starter --solution reference
+      runner tasks check --solution empty --language java --json
+    """
+    import json
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from runner.benchmarks import load_benchmark
+    from runner.evaluation import check_solution
+
+    bench = load_benchmark(name)
+    if program is not None and program not in bench.programs:
+        raise UserError(f"--program {program!r}: benchmark {name!r} has no such program; see `runner tasks list`")
+    selected = bench.select(language=language, mode=mode, program=program)
+    runnable = [t for t in selected if t.available]
+    if len(runnable) < len(selected):
+        log(f"skipping {len(selected) - len(runnable)} unavailable tasks (see `runner tasks list --benchmark {name}`)")
+    if not runnable:
+        raise UserError(f"no available tasks in {name!r} match the filters; see `runner tasks list --benchmark {name}`")
+    evaluator = _evaluator(bench, allow_unsandboxed)
+    log(f"checking {len(runnable)} tasks with the {solution} solution")
+    checks = check_solution(evaluator, runnable, solution, workers=workers)
+    failures = [c for c in checks if solution == "reference" and c.outcome.value != "pass"]
+    if as_json:
+        lines = [c.model_dump_json() for c in checks]
+        click.echo("[\n" + ",\n".join(lines) + "\n]")
+    else:
+        passed, total, outcomes = Counter(), Counter(), Counter()
+        for c in checks:
+            key = (c.language.value, c.mode.value)
+            total[key] += 1
+            passed[key] += c.outcome.value == "pass"
+            outcomes[(key, c.outcome.value)] += 1
+        table = Table(title=f"{name}: {solution} solution")
+        for column in ("language", "mode", "tasks", "pass", "pass %", "other outcomes"):
+            table.add_column(column, justify="right" if column in ("tasks", "pass", "pass %") else "left")
+        for key in sorted(total):
+            other = ", ".join(f"{o} {n}" for (k, o), n in sorted(outcomes.items()) if k == key and o != "pass")
+            table.add_row(*key, str(total[key]), str(passed[key]), f"{100 * passed[key] / total[key]:.1f}", other)
+        console = Console()
+        console.print(table)
+        for c in failures:
+            hint = "looks like an environment problem" if c.suspect == "environment" else "looks like a bug"
+            tail = "\n    ".join(c.stderr_tail.strip().splitlines()[-8:])
+            console.print(f"FAILED {c.task_id}: {c.outcome.value} ({hint})\n    {tail}", markup=False, highlight=False)
+    if failures:
+        raise SystemExit(1)
+
+
+@tasks.command("rebaseline")
+@click.option("--benchmark", "name", default="starter", show_default=True, help="starter or simcopilot.")
+@click.option("--allow-unsandboxed", is_flag=True, help="Run even where the sandbox is incomplete: accept the risk.")
+@user_errors
+def tasks_rebaseline(name: str, allow_unsandboxed: bool) -> None:
+    """Run the reference programs and store their stdout as the expected Python outputs.
+
+    Writes ``$RUNNER_HOME/rebaseline/<benchmark>/<Task_Name>.json`` (upstream's format) and
+    ``environment.json`` (Python, packages, Java, platform, date); the loader prefers them.
+
+    \b
+    Example:
+      runner tasks rebaseline --benchmark simcopilot
+    """
+    from runner.benchmarks import load_benchmark, rebaseline_dir
+    from runner.evaluation import rebaseline
+
+    bench = load_benchmark(name)
+    evaluator = _evaluator(bench, allow_unsandboxed)
+    result = rebaseline(evaluator, rebaseline_dir(name))
+    for program in result.written:
+        click.echo(f"rebaselined {program}")
+    click.echo(f"wrote {len(result.written)} files and environment.json to {result.directory}")
+    for program, why in result.failed.items():
+        click.echo(f"FAILED {program}: {why.strip().splitlines()[-1] if why.strip() else why}")
+    if result.failed:
+        raise SystemExit(1)
+
 # --- commands: models, reproduce, doctor ------------------------------------------------------
 
 # --- commands: report -----------------------------------------------------------------------
