@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 _SHA_LOCK = threading.Lock()
 #: free space kept beyond a download's size, so that a full disk does not break the run itself
 DISK_MARGIN_BYTES = 2 * 1024**3
-_CONVERTED_MARK = "runner-converted.json"
-_DOWNLOADED_MARK = "runner-downloaded.json"
+_CONVERTED_MARK = ".runner-converted.json"
+_DOWNLOADED_MARK = "runner-downloaded"
 
 
 class PreparedModel(BaseModel):
@@ -85,7 +85,10 @@ def sha256_file(path: Path) -> str:
 def sha256_tree(folder: Path) -> str:
     """One digest for a folder: sha256 over each file's relative path and sha256, in sorted order."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and ".cache" not in p.parts):
+    folder = Path(folder)
+    # dot-entries are bookkeeping (hub download cache, the runner's markers), not model content
+    for path in sorted(p for p in folder.rglob("*")
+                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)):
         digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
     return digest.hexdigest()
 
@@ -187,14 +190,16 @@ def _hub_errors():
 
 
 def _from_hub(source: ModelSource, key: str, quant: str, where: str) -> tuple[Path, str]:
-    """Download a pinned repo file or folder into ``models/<key>-<quant>``, resumably; (path, commit)."""
+    """Download a pinned repo file or folder into ``models/hub/<repo>/<revision>``, resumably; (path, commit)."""
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
     errors = _hub_errors()
-    dest = models_dir() / f"{key}-{quant}"
-    mark = dest / _DOWNLOADED_MARK
+    # one folder per repo and revision (EXL2 repos keep each bpw on its own branch); a marker per
+    # file selection records a completed download so that a rerun needs no hub
+    dest = models_dir() / "hub" / source.repo.replace("/", "--") / source.revision.replace("/", "--")
     wanted = {"repo": source.repo, "revision": source.revision, "filename": source.filename,
               "allow_patterns": source.allow_patterns}
+    mark = dest / f".{_DOWNLOADED_MARK}-{hashlib.sha256(json.dumps(wanted).encode()).hexdigest()[:12]}"
     done = _read_json(mark)
     if done.get("wanted") == wanted:  # already complete: no hub needed
         path = dest / source.filename if source.filename else dest

