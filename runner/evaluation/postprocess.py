@@ -175,7 +175,8 @@ def balance(code: str, before: str, after: str) -> str:
         chars = list(code)
         for pos in sorted(positions[extra:], reverse=True):
             del chars[pos]
-        code = "\n".join(l for l in "".join(chars).split("\n") if l.strip() or not l)
+        # Lines left holding only the removed brace's indentation go too.
+        code = "\n".join(l for l in "".join(chars).split("\n") if l.strip() or not l).rstrip()
     return code
 
 

@@ -289,16 +289,22 @@ class LocalSandbox(Sandbox):
             **(env or {}),
         }
         started = time.monotonic()
-        proc = subprocess.Popen(
-            argv,
-            cwd=workdir,
-            env=child_env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=set_limits,
-            start_new_session=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=workdir,
+                env=child_env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                preexec_fn=set_limits,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise UserError(
+                f"cannot start {argv[0]!r} in the sandbox ({exc.strerror}): install it, or point "
+                "RUNNER_EVAL_PYTHON at an interpreter every user may run (e.g. /usr/bin/python3)"
+            ) from None
         overflow = threading.Event()
         out_chunks: list[bytes] = []
         err_tail = bytearray()
