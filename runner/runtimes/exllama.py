@@ -1,0 +1,119 @@
+"""ExLlamaV2 behind TabbyAPI: EXL2 folders on NVIDIA GPUs only (no CPU build exists).
+
+TabbyAPI's main branch dropped ExLlamaV2 in 2026; the image pins its ``exl2-checkpoint`` branch
+(``TABBYAPI_REF``). TabbyAPI is configured by a ``config.yml``: the spec carries it in
+``ServerSpec.files`` (written by the backend under ``cache_dir()/tabbyapi/``, a folder a container
+backend mounts) and launches ``main.py --config <that file>``.
+
+Technique switches: ``kv_cache=fp16|q8|q6|q4`` -> ``model.cache_mode``; ``spec=draft`` ->
+``draft_model`` (TabbyAPI's ExLlamaV2 backend drafts only with a draft model: no n-gram mode);
+``parallel=<n>`` -> ``model.max_batch_size`` (default 8) with a cache of ``n`` full contexts.
+ExLlamaV2's dynamic generator always reuses cached prompt pages, so there is no prefix-cache
+switch to offer.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import yaml
+
+from runner.errors import UserError
+from runner.paths import cache_dir
+from runner.records import Cell, ServerTimings
+from runner.runtimes import register_runtime
+from runner.runtimes.base import ModelFiles, Runtime, ServerSpec
+
+#: TabbyAPI's last branch with the ExLlamaV2 backend (the Docker image pins a commit of it)
+TABBYAPI_REF = "exl2-checkpoint"
+DEFAULT_SLOTS = 8
+_CACHE_MODES = {"fp16": "FP16", "q8": "Q8", "q6": "Q6", "q4": "Q4"}
+_EXL2 = re.compile(r"exl2-(\d(\.\d+)?)")
+
+
+def tabbyapi_dir() -> Path:
+    """TabbyAPI's checkout: ``$RUNNER_TABBYAPI_DIR``, else ``/opt/tabbyAPI`` (where the image has it)."""
+    return Path(os.environ.get("RUNNER_TABBYAPI_DIR", "/opt/tabbyAPI"))
+
+
+def tabbyapi_config(cell: Cell, model: ModelFiles, port: int) -> dict[str, Any]:
+    """TabbyAPI's ``config.yml`` for ``cell``, as a dict (host left as ``{host}``)."""
+    t = cell.techniques
+    slots = int(t.get("parallel", DEFAULT_SLOTS))
+    # the cache holds `slots` full contexts, rounded up to TabbyAPI's multiple of 256
+    cache_size = -(-model.context_length * slots // 256) * 256
+    config: dict[str, Any] = {
+        # loopback-only locally, and only the published port in a container: no API key needed
+        "network": {"host": "{host}", "port": port, "disable_auth": True, "api_servers": ["OAI"]},
+        "logging": {"log_prompt": False, "log_generation_params": False, "log_requests": False},
+        "model": {
+            "model_dir": str(model.path.parent), "model_name": model.path.name, "backend": "exllamav2",
+            "max_seq_len": model.context_length, "cache_size": cache_size,
+            "cache_mode": _CACHE_MODES[t.get("kv_cache", "fp16")], "max_batch_size": slots,
+            "gpu_split_auto": True, "tensor_parallel": False,
+        },
+        # no sampler preset: every sampling parameter the client sends is used as sent
+        "sampling": {"override_preset": None},
+    }
+    if t.get("spec") == "draft":
+        if model.draft_path is None:
+            raise UserError(f"cell {cell.id}: spec=draft needs a draft model; set the model's `draft` in the matrix")
+        config["draft_model"] = {"draft_model_dir": str(model.draft_path.parent),
+                                 "draft_model_name": model.draft_path.name,
+                                 "draft_cache_mode": config["model"]["cache_mode"]}
+    return config
+
+
+@register_runtime
+class ExLlamaV2(Runtime):
+    """ExLlamaV2 through TabbyAPI's OpenAI-compatible server."""
+
+    name: ClassVar[str] = "exllama"
+    quantizations: ClassVar[tuple[str, ...]] = ("exl2-8.0", "exl2-6.0", "exl2-5.0", "exl2-4.65", "exl2-4.0",
+                                                "exl2-3.5", "exl2-3.0", "exl2-2.5")
+    techniques: ClassVar[dict[str, tuple[str, ...]]] = {
+        "kv_cache": tuple(_CACHE_MODES), "spec": ("none", "draft"), "parallel": ("<n>",),
+    }
+    model_format: ClassVar[str] = "exl2"
+    requires_gpu: ClassVar[bool] = True
+    tokenize_endpoint: ClassVar[str] = "/v1/token/encode"
+    metrics_endpoint: ClassVar[str | None] = None  # TabbyAPI serves no Prometheus metrics
+
+    def server_spec(self, cell: Cell, model: ModelFiles, port: int, *, threads: int | None = None) -> ServerSpec:
+        """``main.py --config <file>`` with the cell's ``config.yml`` in ``files``; ``threads`` is unused (GPU)."""
+        self.validate(cell)
+        config_path = cache_dir() / "tabbyapi" / f"{cell.slug}-{port}.yml"
+        config = yaml.safe_dump(tabbyapi_config(cell, model, port), sort_keys=False)
+        mounts = [model.path] + ([model.draft_path] if cell.techniques.get("spec") == "draft" else [])
+        return ServerSpec(runtime=self.name, argv=["python3", str(tabbyapi_dir() / "main.py"), "--config",
+                                                   str(config_path)],
+                          port=port, health_path="/health", mounts=mounts, image_service="exllama",
+                          files={config_path: config})
+
+    def local_problem(self) -> str | None:
+        """TabbyAPI must be checked out at ``tabbyapi_dir()`` (the GPU check is the planner's)."""
+        main = tabbyapi_dir() / "main.py"
+        return None if main.is_file() else (f"TabbyAPI ({TABBYAPI_REF}) is not installed at {main.parent}; "
+                                            "use the docker backend or set RUNNER_TABBYAPI_DIR")
+
+    async def tokenize(self, http: httpx.AsyncClient, base_url: str, text: str) -> list[int]:
+        """TabbyAPI's ``/v1/token/encode`` (BOS added, as for a completion)."""
+        response = await http.post(f"{base_url}{self.tokenize_endpoint}", json={"text": text, "add_bos_token": True})
+        response.raise_for_status()
+        return [int(t) for t in response.json()["tokens"]]
+
+    def parse_timings(self, chunk: dict[str, Any]) -> ServerTimings | None:
+        """TabbyAPI's extended ``usage``: ``prompt_time`` and ``completion_time`` in seconds (10 ms steps)."""
+        usage = chunk.get("usage")
+        if not isinstance(usage, dict) or "completion_time" not in usage:
+            return None
+        return ServerTimings(prompt_n=usage.get("prompt_tokens"), prompt_ms=_ms(usage.get("prompt_time")),
+                             predicted_n=usage.get("completion_tokens"), predicted_ms=_ms(usage.get("completion_time")))
+
+
+def _ms(seconds: Any) -> float | None:
+    return float(seconds) * 1000 if isinstance(seconds, (int, float)) else None
