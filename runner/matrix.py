@@ -247,6 +247,21 @@ def _validation_lines(where: str, exc: ValidationError) -> list[str]:
     return lines
 
 
+def _split_dotted_keys(document: dict) -> list[str]:
+    # TOML reads [models.m.quantizations.exl2-6.0] as table "exl2-6" holding table "0"
+    lines = []
+    models = document.get("models")
+    for key, spec in (models.items() if isinstance(models, dict) else ()):
+        quants = spec.get("quantizations") if isinstance(spec, dict) else None
+        for quant, value in (quants.items() if isinstance(quants, dict) else ()):
+            if isinstance(value, dict) and value and all(str(k).isdigit() and isinstance(v, dict) for k, v in value.items()):
+                for digits in value:
+                    dotted = f"{quant}.{digits}"
+                    lines.append(f"models.{key}.quantizations.{dotted}: a key with a dot must be quoted in TOML; "
+                                 f'write [models.{key}.quantizations."{dotted}"]')
+    return lines
+
+
 def load_matrix(path: Path | str) -> Matrix:
     """Read, validate and expand a matrix file; a ``UserError`` lists every problem, one a line."""
     path = Path(path)
@@ -258,6 +273,9 @@ def load_matrix(path: Path | str) -> Matrix:
                         "(e.g. matrices/demo.toml)") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{where}: not valid TOML: {exc}") from None
+    split = _split_dotted_keys(document)
+    if split:
+        raise UserError("\n".join(f"{where}: {line}" for line in split))
     try:
         parsed = MatrixFile.model_validate(document)
     except ValidationError as exc:

@@ -211,3 +211,24 @@ def test_missing_file_bad_toml_and_missing_keys(tmp_path):
     empty = tmp_path / "empty.toml"
     empty.write_text('name = "x"\n', encoding="utf-8")
     assert problems(empty) == [f"{empty}: models: required key is missing", f"{empty}: cells: required key is missing"]
+
+
+def test_an_unquoted_dotted_quantization_gets_a_hint(tmp_path):
+    models = """
+[models.big]
+name = "Big"
+[models.big.quantizations.exl2-6.0]
+kind = "hf"
+repo = "org/big-exl2"
+revision = "6.0bpw"
+"""
+    path = write(tmp_path, """
+        [[cells]]
+        model = "big"
+        runtime = "exllama"
+        quantization = "exl2-6.0"
+    """, models)
+    assert problems(path) == [f'{path}: models.big.quantizations.exl2-6.0: a key with a dot must be quoted in TOML; '
+                              'write [models.big.quantizations."exl2-6.0"]']
+    path.write_text(path.read_text().replace("quantizations.exl2-6.0]", 'quantizations."exl2-6.0"]'))
+    assert [c.id for c in load_matrix(path).cells] == ["big/exllama/exl2-6.0/baseline"]
