@@ -51,18 +51,20 @@ class JavaToolchain(BaseModel):
 
 def java_toolchain(console_jar: Path | None = None) -> JavaToolchain:
     """Find the Java tools and JUnit jars (env vars ``RUNNER_JUNIT_CONSOLE_JAR``, ``RUNNER_JUNIT4_JAR``, ``RUNNER_HAMCREST_JAR``)."""
-    return _toolchain(str(console_jar) if console_jar else None)
+    chosen = {var: os.environ.get(var) or default for var, default in DEFAULT_JARS.items()}
+    if console_jar is not None:
+        chosen["RUNNER_JUNIT_CONSOLE_JAR"] = str(console_jar)
+    return _toolchain(tuple(chosen.items()))
 
 
-@lru_cache(maxsize=4)
-def _toolchain(console_jar: str | None) -> JavaToolchain:
+@lru_cache(maxsize=8)
+def _toolchain(chosen: tuple[tuple[str, str], ...]) -> JavaToolchain:
     javac, java = shutil.which("javac"), shutil.which("java")
     if not javac or not java:
         raise UserError("javac/java not found on PATH: install a JDK (Debian: apt-get install default-jdk-headless)")
     jars = {}
-    for var, default in DEFAULT_JARS.items():
-        chosen = console_jar if var == "RUNNER_JUNIT_CONSOLE_JAR" and console_jar else os.environ.get(var) or default
-        path = Path(chosen)
+    for var, value in chosen:
+        path = Path(value)
         if not path.is_file():
             raise UserError(
                 f"{var}={path}: no such jar; install Debian's junit5 and junit4 packages "
