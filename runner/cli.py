@@ -306,6 +306,105 @@ def tasks_rebaseline(name: str, allow_unsandboxed: bool) -> None:
 
 # --- commands: models, reproduce, doctor ------------------------------------------------------
 
+def _shipped_or_path(matrix: Path) -> Path:
+    """A matrix path, or the name of a shipped one (``demo`` -> ``matrices/demo.toml``)."""
+    from runner.paths import matrices_dir
+
+    shipped = matrices_dir() / f"{matrix}.toml"
+    return shipped if not matrix.exists() and shipped.is_file() else matrix
+
+
+@models.command("prepare")
+@click.argument("matrix", type=click.Path(path_type=Path))
+@click.option("--cell", "cell_ids", multiple=True, help="Only this cell id (repeatable).")
+@click.option("--runnable-only", is_flag=True, help="Only the cells this host can run (see `runner doctor`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the model records as JSON lines.")
+@user_errors
+def models_prepare(matrix: Path, cell_ids: tuple[str, ...], runnable_only: bool, as_json: bool) -> None:
+    """Get every cell's model files ready (download, assemble, convert) and list them with sha256.
+
+    \b
+    Example:
+      runner models prepare matrices/demo.toml
+      runner models prepare demo --cell gemma3-270m/vllm/bf16/baseline
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from runner.matrix import load_matrix
+    from runner.models import prepare
+
+    loaded = load_matrix(_shipped_or_path(matrix))
+    cells = [loaded.cell(cell_id) for cell_id in cell_ids] if cell_ids else loaded.cells
+    if runnable_only:
+        from runner.doctor import plan_cells
+
+        runnable = {p.cell.id for p in plan_cells(loaded) if p.runnable}
+        cells = [cell for cell in cells if cell.id in runnable]
+    if loaded.backend == "local" and any(cell.runtime == "llamacpp" for cell in cells):
+        from runner.runtimes.llamacpp import ensure_llama_server, llama_server_path
+
+        if not llama_server_path().is_file():
+            log(f"building llama-server into {llama_server_path().parent.parent} (several minutes)")
+        ensure_llama_server()
+    records = {}
+    for cell in cells:
+        log(f"preparing {cell.id}")
+        for record in prepare(loaded, cell).records:
+            records[(record.key, record.path)] = record
+    if as_json:
+        for record in records.values():
+            click.echo(record.model_dump_json())
+        return
+    table = Table("model", "source", "path", "sha256")
+    for record in records.values():
+        table.add_row(record.key, record.source, record.path, record.sha256 or "")
+    Console(width=max(200, Console().width)).print(table)
+
+
+@main.command()
+@click.argument("matrix", required=False, type=click.Path(path_type=Path))
+@click.option("--backend", default=None, help="Plan for this backend (default: the matrix's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the host and the plan as JSON.")
+@user_errors
+def doctor(matrix: Path | None, backend: str | None, as_json: bool) -> None:
+    """Say what this host offers (GPUs, Docker, disk, Java, servers) and which cells it can run.
+
+    \b
+    Example:
+      runner doctor
+      runner doctor matrices/paper.toml --backend docker
+    """
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from runner.doctor import plan_cells, probe_host
+
+    host = probe_host()
+    plans = []
+    if matrix is not None:
+        from runner.matrix import load_matrix
+
+        plans = plan_cells(load_matrix(_shipped_or_path(matrix)), host, backend=backend)
+    if as_json:
+        click.echo(json.dumps({"host": host.model_dump(mode="json"),
+                               "cells": [p.model_dump(mode="json") for p in plans]}, indent=2))
+        return
+    console = Console(width=max(160, Console().width))
+    checks = Table("check", "", "detail", title="this host")
+    for check in host.checks():
+        checks.add_row(check.name, "ok" if check.ok else "no", check.detail)
+    console.print(checks)
+    if plans:
+        cells = Table("cell", "runs here", "device", "why not", title=f"cells of {matrix}")
+        for plan in plans:
+            cells.add_row(plan.cell.id, "yes" if plan.runnable else "no", plan.device, plan.reason or "")
+        console.print(cells)
+        log(f"{sum(p.runnable for p in plans)} of {len(plans)} cells can run here")
+
+
 # --- commands: report -----------------------------------------------------------------------
 
 # --- commands: clean (Docker) ---------------------------------------------------------------
