@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test clean
+.PHONY: venv llama-server demo test clean
 
 $(BIN)/runner: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,12 @@ venv: $(BIN)/runner
 demo: venv
 	$(BIN)/runner tasks check --benchmark starter --solution reference
 
-test: venv
+# llama.cpp's server, built once from the pinned llama-cpp-python sdist into the runner's cache
+llama-server: venv
+	$(BIN)/python -c "import logging; logging.basicConfig(level=logging.INFO); \
+	from runner.runtimes.llamacpp import ensure_llama_server; print(ensure_llama_server())"
+
+test: venv llama-server
 	$(BIN)/python -m pytest
 
 clean:

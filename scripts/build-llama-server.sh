@@ -3,6 +3,7 @@
 # llama-cpp-python sdist, so that local and container cells run the same server.
 # Usage: scripts/build-llama-server.sh DEST_DIR [extra cmake flags, e.g. -DGGML_CUDA=ON]
 # Reuses DEST_DIR/bin/llama-server when it already exists (the build takes minutes).
+# $PYTHON (default python3) runs pip to fetch the sdist; $LLAMA_CPP_SDIST skips the download.
 set -euo pipefail
 LLAMA_CPP_PYTHON_VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 dest="${1:?usage: build-llama-server.sh DEST_DIR [cmake flags]}"; shift || true
@@ -12,9 +13,9 @@ fi
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 sdist="${LLAMA_CPP_SDIST:-}"
 if [ -z "$sdist" ]; then
-  python3 -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
+  "${PYTHON:-python3}" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
     "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION}" -d "$work" 2>/dev/null \
-  || python3 -m pip download --quiet --no-deps --no-binary :all: \
+  || "${PYTHON:-python3}" -m pip download --quiet --no-deps --no-binary :all: \
     "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION}" -d "$work"
   sdist="$(ls "$work"/llama_cpp_python-*.tar.gz)"
 fi

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -67,7 +68,8 @@ def ensure_llama_server(log_path: Path | None = None) -> Path:
     log.info("building llama-server into %s (minutes; log: %s)", dest, log_path)
     with open(log_path, "w", encoding="utf-8") as fh:
         done = subprocess.run(["bash", str(_BUILD_SCRIPT), str(dest)], stdout=fh, stderr=subprocess.STDOUT,
-                              env={**os.environ, "LLAMA_CPP_PYTHON_VERSION": LLAMA_CPP_PYTHON_VERSION})
+                              env={**os.environ, "LLAMA_CPP_PYTHON_VERSION": LLAMA_CPP_PYTHON_VERSION,
+                                   "PYTHON": sys.executable})
     if done.returncode != 0 or not binary.is_file():
         tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
         raise UserError(f"building llama-server failed (exit {done.returncode}; log {log_path}): "

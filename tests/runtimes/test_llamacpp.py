@@ -180,3 +180,12 @@ def test_real_server_runs_with_a_q8_0_kv_cache(gemma, tmp_path):
         return await complete(http, url, c, "def add(a, b):\n")
 
     assert serve_and(gemma, tmp_path, c, body)["usage"]["completion_tokens"] > 0
+
+
+def test_a_failing_build_reports_its_log_tail(monkeypatch, tmp_path):
+    monkeypatch.setenv("RUNNER_CACHE", str(tmp_path))  # nothing built here
+    monkeypatch.setenv("LLAMA_CPP_SDIST", str(tmp_path / "llama_cpp_python-0.3.36.tar.gz"))  # absent archive
+    with pytest.raises(UserError, match=r"building llama-server failed \(exit 2; log .*build-0.3.36-cpu.log\): "
+                                        r".*llama_cpp_python-0.3.36.tar.gz.*No such file"):
+        ensure_llama_server()
+    assert RUNTIME.local_problem().startswith(f"llama-server is not built at {tmp_path}")
