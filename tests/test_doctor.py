@@ -120,3 +120,24 @@ def test_backend_requirements(matrix, monkeypatch, tmp_path):
     docker = verdicts(plan_cells(matrix, host, backend="docker"))
     assert docker["tiny/llamacpp/q8_0/baseline"] == ("the docker backend needs the Docker engine, which is not "
                                                      "reachable (connection refused)")
+
+
+def test_cli_doctor_reports_the_host_and_the_plan(matrix):
+    import json
+
+    from click.testing import CliRunner
+
+    from runner.cli import main
+
+    result = CliRunner().invoke(main, ["doctor", str(matrix.path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["host"]["ram_gib"] > 1
+    plans = {p["cell"]["model"] + "/" + p["cell"]["runtime"] + "/" + p["cell"]["quantization"]: p
+             for p in report["cells"]}
+    assert len(plans) == 4
+    if not report["host"]["gpus"]:
+        assert plans["llama3-70b/exllama/exl2-6.0"]["runnable"] is False
+        assert "NVIDIA GPUs only" in plans["llama3-70b/exllama/exl2-6.0"]["reason"]
+    text = CliRunner().invoke(main, ["doctor"])
+    assert text.exit_code == 0 and "NVIDIA GPUs" in text.stdout and "Docker engine" in text.stdout

