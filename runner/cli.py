@@ -271,7 +271,7 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, allow
         for c in failures:
             hint = "looks like an environment problem" if c.suspect == "environment" else "looks like a bug"
             tail = "\n    ".join(c.stderr_tail.strip().splitlines()[-8:])
-            console.print(f"FAILED {c.task_id}: {c.outcome.value} ({hint})\n    {tail}", markup=False, highlight=False)
+            click.echo(f"FAILED {c.task_id}: {c.outcome.value} ({hint})\n    {tail}")
     if failures:
         raise SystemExit(1)
 
