@@ -1,0 +1,72 @@
+"""The oracle over the whole starter set: every reference passes, (nearly) every empty answer fails."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runner.evaluation import Evaluator, Limits, check_solution, diagnose, rebaseline
+from runner.records import Language, Outcome
+from tests.conftest import require
+
+# Generous enough for a loaded 2-core machine, short enough that empty answers that hang
+# (a loop whose body was removed) cost seconds, not minutes.
+LIMITS = Limits(wall_seconds=10, time_factor=5)
+
+
+@pytest.fixture(scope="module")
+def starter():
+    from runner.benchmarks import load_benchmark
+
+    bench = load_benchmark("starter")
+    require(len(bench.available()) >= 50, "the starter set (runner/benchmarks/starter)")
+    return bench
+
+
+@pytest.fixture(scope="module")
+def evaluator(starter):
+    from runner.evaluation.sandbox import capabilities
+
+    require(capabilities().complete, "a complete local sandbox")
+    return Evaluator(starter.programs, limits=LIMITS, junit_console=starter.junit_jar)
+
+
+def test_every_reference_solution_passes(starter, evaluator):
+    checks = check_solution(evaluator, starter.available(), "reference")
+    failed = [(c.task_id, c.outcome.value, c.stderr_tail[-300:]) for c in checks if c.outcome is not Outcome.passed]
+    assert failed == []
+    assert {c.language for c in checks} == {Language.python, Language.java}
+    assert all(c.stage.value == "cleaned" for c in checks)
+
+
+def test_empty_answers_fail_all_but_a_handful(starter, evaluator):
+    checks = check_solution(evaluator, starter.available(), "empty")
+    passed = [c.task_id for c in checks if c.outcome is Outcome.passed]
+    assert len(passed) <= max(3, len(checks) // 20), passed
+    # Both failure families show up: a removed line breaks the syntax or the behaviour.
+    outcomes = {c.outcome for c in checks}
+    assert Outcome.compile_error in outcomes and Outcome.fail in outcomes
+
+
+def test_rebaseline_writes_upstream_shaped_expectations_that_the_loader_prefers(starter, evaluator, isolated_home):
+    from runner.benchmarks import load_benchmark, rebaseline_dir
+
+    result = rebaseline(evaluator, rebaseline_dir("starter"))
+    python_programs = sorted(p.name for p in starter.programs.values() if p.language is Language.python)
+    assert sorted(result.written) == python_programs and result.failed == {}
+    stored = json.loads((result.directory / "job_scheduler.json").read_text())
+    assert set(stored) >= {"test_case1", "expected_output1"}
+    assert "\n" not in stored["expected_output1"]  # newlines escaped as upstream stores them
+    env = json.loads((result.directory / "environment.json").read_text())
+    assert env["python"].count(".") == 2 and "packages" in env and env["date"].startswith("20")
+    reloaded = load_benchmark("starter")
+    original = starter.programs["job_scheduler"].test_cases
+    assert [c.expected_output.strip() for c in reloaded.programs["job_scheduler"].test_cases] == \
+        [c.expected_output.strip() for c in original]
+
+
+def test_diagnosis_separates_environment_problems_from_bugs():
+    assert diagnose("ModuleNotFoundError: No module named 'tensorflow'") == "environment"
+    assert diagnose("error: package org.apache.commons does not exist") == "environment"
+    assert diagnose("AssertionError: expected 3 but was 4") == "bug"
