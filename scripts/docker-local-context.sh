@@ -42,6 +42,8 @@ sandbox)
     mkdir -p "$ctx/wheels"
     "$prefix/bin/python3.10" -m pip download --quiet --prefer-binary -d "$ctx/wheels" \
       -r docker/sandbox-requirements.txt
+    # two requirements are sdists (gym, pathtools): an offline install builds them with these
+    "$prefix/bin/python3.10" -m pip download --quiet -d "$ctx/wheels" setuptools==69.5.1 wheel==0.43.0
     touch "$ctx/wheels/.complete"
   fi
   ;;

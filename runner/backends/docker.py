@@ -1,0 +1,380 @@
+"""The Docker backend: one container per cell, through the Docker SDK.
+
+The image, its build, its health check and its GPU request come from ``compose.yaml``
+(``runner.compose``); the cell brings its command (``ServerSpec.argv``: ``argv[0]`` is the
+image's entrypoint, ``argv[1:]`` its arguments), its model files (mounted read-only under
+``/models``, the arguments naming them rewritten) and its port (published on 127.0.0.1 only).
+
+Every container and image the runner creates carries ``runner.managed=true`` (and
+``runner.run`` / ``runner.cell`` for containers): ``runner clean`` removes exactly those.
+A container is stopped and removed at the end of its cell, on error, on Ctrl-C and on SIGTERM
+(``stop_all`` runs at interpreter exit; the backend turns a default SIGTERM into ``SystemExit``
+so that ``finally`` blocks run).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, ClassVar, Mapping
+
+import httpx
+from pydantic import BaseModel, Field
+
+from runner.backends import register_backend
+from runner.backends.base import Backend, RunningServer
+from runner.backends.local import ServerStartError, log_tail
+from runner.compose import ComposeFile, Service, load_compose
+from runner.errors import UserError
+from runner.runtimes.base import ServerSpec
+
+log = logging.getLogger(__name__)
+
+MANAGED = "runner.managed"
+RUN_LABEL = "runner.run"
+CELL_LABEL = "runner.cell"
+
+_LIVE: dict[str, "_Live"] = {}
+_LOCK = threading.Lock()
+
+
+class _Live:
+    def __init__(self, container, log_thread: threading.Thread | None):
+        self.container = container
+        self.log_thread = log_thread
+
+
+def docker_client(timeout: float = 120.0):
+    """A connected Docker SDK client, or a ``UserError`` saying why not and what to do."""
+    import docker
+    from docker.errors import DockerException
+
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client
+    except DockerException as exc:
+        text = str(exc)
+        if "Permission denied" in text or "PermissionError" in text:
+            raise UserError(f"permission denied on the Docker engine at {host}: add your user to the docker "
+                            "group (sudo usermod -aG docker $USER, then log in again) or use --backend local") from None
+        raise UserError(f"no Docker engine answers at {host}: start it (sudo systemctl start docker, or "
+                        "dockerd &) or use --backend local") from None
+
+
+def gpus_available(client) -> bool:
+    """Whether this engine can hand NVIDIA GPUs to containers (an nvidia runtime or device nodes)."""
+    try:
+        runtimes = client.info().get("Runtimes") or {}
+    except Exception:  # an engine that cannot describe itself offers nothing to rely on
+        runtimes = {}
+    return "nvidia" in runtimes or Path("/dev/nvidiactl").exists()
+
+
+def ensure_image(client, service: Service, *, progress: Callable[[str], None] | None = None,
+                 labels: Mapping[str, str] | None = None):
+    """The service's image, built from compose's build section first when it is missing."""
+    from docker.errors import APIError, BuildError, ImageNotFound
+
+    try:
+        return client.images.get(service.image)
+    except ImageNotFound:
+        pass
+    if service.build is None:
+        raise UserError(f"compose service {service.name}: image {service.image} is not here and the service has "
+                        "no build section; pull or build it first")
+    build = service.build
+    log.info("building %s from %s (%s)", service.image, build.dockerfile, build.context)
+    tail: list[str] = []
+    try:
+        events = client.api.build(path=str(build.context), dockerfile=build.dockerfile, buildargs=build.args,
+                                  target=build.target, tag=service.image, rm=True, forcerm=True, decode=True,
+                                  labels={MANAGED: "true", "runner.service": service.name, **(labels or {})})
+        for event in events:
+            if "error" in event:
+                raise UserError(f"building {service.image} ({build.dockerfile}) failed: {event['error'].strip()}; "
+                                f"last output: {' | '.join(tail[-5:])}")
+            line = (event.get("stream") or event.get("status") or "").rstrip()
+            if line:
+                tail.append(line)
+                del tail[:-20]
+                if progress:
+                    progress(line)
+    except (APIError, BuildError) as exc:
+        raise UserError(f"building {service.image} ({build.dockerfile}) failed: {exc}") from None
+    return client.images.get(service.image)
+
+
+def image_digest(image) -> str:
+    """The registry digest when the image has one, else its content id (``sha256:...``)."""
+    repo_digests = image.attrs.get("RepoDigests") or []
+    return repo_digests[0] if repo_digests else image.id
+
+
+def _device_requests(spec: ServerSpec, service: Service, client):
+    from docker.types import DeviceRequest
+
+    if spec.gpus == [] or service.gpu is None:
+        return []
+    if spec.gpus:
+        return [DeviceRequest(driver=service.gpu.driver, device_ids=[str(g) for g in spec.gpus],
+                              capabilities=[["gpu"]])]
+    if not gpus_available(client):
+        log.warning("compose service %s asks for GPUs but this Docker engine offers none; "
+                    "starting %s without GPUs", service.name, spec.runtime)
+        return []
+    if service.gpu.device_ids:
+        return [DeviceRequest(driver=service.gpu.driver, device_ids=service.gpu.device_ids, capabilities=[["gpu"]])]
+    return [DeviceRequest(driver=service.gpu.driver, count=service.gpu.count, capabilities=[["gpu"]])]
+
+
+def _label_value(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:60].strip("-") or "x"
+
+
+def _stream_logs(container, log_path: Path) -> None:
+    try:
+        with open(log_path, "ab") as fh:
+            for chunk in container.logs(stream=True, follow=True):
+                fh.write(chunk)
+                fh.flush()
+    except Exception as exc:  # the container went away under the reader: the log ends there
+        log.debug("log stream of %s ended: %s", container.short_id, exc)
+
+
+def _remove(live: _Live, grace_s: float) -> None:
+    from docker.errors import APIError, NotFound
+
+    container = live.container
+    try:
+        container.stop(timeout=int(grace_s))
+    except NotFound:
+        pass
+    except APIError as exc:
+        log.warning("stopping container %s: %s", container.short_id, exc)
+    try:
+        container.remove(force=True)
+    except NotFound:
+        pass
+    except APIError as exc:
+        if "already in progress" not in str(exc):
+            log.warning("removing container %s: %s", container.short_id, exc)
+    if live.log_thread is not None:
+        live.log_thread.join(timeout=10)
+
+
+def stop_all(grace_s: float = 10.0) -> int:
+    """Stop and remove every container this process started and has not stopped yet; returns how many."""
+    with _LOCK:
+        lives = list(_LIVE.values())
+        _LIVE.clear()
+    for live in lives:
+        _remove(live, grace_s)
+    return len(lives)
+
+
+atexit.register(stop_all)
+
+
+def _sigterm_to_exit(signum, frame):  # noqa: ARG001
+    raise SystemExit(128 + signum)
+
+
+def _install_sigterm() -> None:
+    # A default SIGTERM ends the process without unwinding: no finally, no atexit, containers
+    # left running. Only the default disposition is replaced; an orchestrator's own handler stays.
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_to_exit)
+
+
+class Removed(BaseModel):
+    """What ``clean`` removed."""
+
+    containers: list[str] = Field(default_factory=list)
+    images: list[str] = Field(default_factory=list)
+
+
+def clean(images: bool = False, client=None) -> Removed:
+    """Remove the containers (and with ``images`` the images) labelled ``runner.managed=true``, nothing else."""
+    from docker.errors import APIError, NotFound
+
+    client = client or docker_client()
+    removed = Removed()
+    for container in client.containers.list(all=True, filters={"label": f"{MANAGED}=true"}):
+        try:
+            container.remove(force=True)
+            removed.containers.append(container.name)
+        except NotFound:
+            pass
+    if images:
+        for image in client.images.list(filters={"label": f"{MANAGED}=true"}):
+            try:
+                client.images.remove(image.id, force=True)
+                removed.images.append(", ".join(image.tags) or image.short_id)
+            except NotFound:
+                pass
+            except APIError as exc:
+                log.warning("image %s kept: %s", image.short_id, exc)
+    return removed
+
+
+@register_backend
+class DockerBackend(Backend):
+    """Runs each cell's server in its own container of the runtime's compose service image."""
+
+    name: ClassVar[str] = "docker"
+
+    def __init__(self, compose: Path | str | None = None, env: Mapping[str, str] | None = None,
+                 run_name: str | None = None, grace_s: float = 10.0, poll_s: float = 0.5,
+                 progress: Callable[[str], None] | None = None, client=None):
+        self.compose_path = compose
+        self.env = env
+        self.run_name = run_name
+        self.grace_s = grace_s
+        self.poll_s = poll_s
+        self.progress = progress
+        self._client = client
+        self._compose: ComposeFile | None = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = docker_client()
+        return self._client
+
+    @property
+    def compose(self) -> ComposeFile:
+        if self._compose is None:
+            self._compose = load_compose(self.compose_path, self.env)
+        return self._compose
+
+    def service_for(self, spec: ServerSpec) -> Service:
+        """The compose service that runs ``spec``'s runtime."""
+        return self.compose.service(spec.image_service or spec.runtime)
+
+    def container_config(self, spec: ServerSpec, service: Service) -> dict:
+        """The ``containers.run`` keywords for ``spec`` laid over ``service`` (no GPUs, no labels)."""
+        spec = spec.for_host("0.0.0.0")
+        # Host paths move to /models/<name> (read-only) and every argument naming them follows:
+        # the image's user cannot traverse host-only folders such as /root.
+        mounts = [Path(p) for p in spec.mounts] + sorted({Path(p).parent for p in spec.files})
+        moved: dict[str, str] = {}
+        for index, host in enumerate(dict.fromkeys(mounts)):
+            inside = f"/models/{host.name}"
+            if inside in moved.values():
+                inside = f"/models/{index}-{host.name}"
+            moved[str(host)] = inside
+        longest_first = sorted(moved.items(), key=lambda item: -len(item[0]))
+
+        def rewrite(arg: str) -> str:
+            for host, inside in longest_first:
+                if host in arg:
+                    return arg.replace(host, inside)
+            return arg
+
+        config = {
+            "command": [rewrite(a) for a in spec.argv[1:]],
+            "environment": {**service.environment, **{k: rewrite(v) for k, v in spec.env.items()},
+                            "PORT": str(spec.port)},
+            "ports": {f"{spec.port}/tcp": ("127.0.0.1", spec.port)},
+            "volumes": {host: {"bind": inside, "mode": "ro"} for host, inside in moved.items()},
+        }
+        if service.entrypoint is not None:
+            config["entrypoint"] = service.entrypoint
+        if service.healthcheck is not None:
+            config["healthcheck"] = service.healthcheck.docker_config()
+        if service.ipc:
+            config["ipc_mode"] = service.ipc
+        return config
+
+    def start(self, spec: ServerSpec, log_path: Path, *, health_timeout: float) -> RunningServer:
+        """Build the image if needed, run the container, stream its log, return once healthy."""
+        client = self.client
+        service = self.service_for(spec)
+        image = ensure_image(client, service, progress=self.progress)
+        for path, content in spec.for_host("0.0.0.0").files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content, encoding="utf-8")
+        log_path = Path(log_path)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        # runs/<run>/cells/<cell slug>/server.log names the run and the cell
+        cell = log_path.parent.name
+        run = self.run_name or (log_path.parents[2].name if len(log_path.parents) > 2 else "adhoc")
+        labels = {MANAGED: "true", RUN_LABEL: run, CELL_LABEL: cell, "runner.runtime": spec.runtime,
+                  "runner.pid": str(os.getpid())}
+        config = self.container_config(spec, service)
+        name = f"runner-{_label_value(run)}-{_label_value(cell)}-{uuid.uuid4().hex[:6]}"
+        _install_sigterm()
+        started = time.monotonic()
+        from docker.errors import APIError
+
+        try:
+            container = client.containers.run(image.id, detach=True, name=name, labels=labels,
+                                              device_requests=_device_requests(spec, service, client), **config)
+        except APIError as exc:
+            raise ServerStartError(f"{spec.runtime}: docker could not start {service.image}: "
+                                   f"{exc.explanation or exc}") from None
+        thread = threading.Thread(target=_stream_logs, args=(container, log_path), daemon=True,
+                                  name=f"log-{container.short_id}")
+        thread.start()
+        with _LOCK:
+            _LIVE[container.id] = _Live(container, thread)
+        server = RunningServer(base_url=f"http://127.0.0.1:{spec.port}", load_seconds=0.0, ident=container.id,
+                               image_digest=image_digest(image))
+        try:
+            self._wait_healthy(spec, server, container, log_path, started + health_timeout, health_timeout)
+        except BaseException:
+            self.stop(server)
+            raise
+        server.load_seconds = time.monotonic() - started
+        log.info("%s healthy at %s after %.1fs (container %s)", spec.runtime, server.base_url,
+                 server.load_seconds, container.short_id)
+        return server
+
+    def _wait_healthy(self, spec: ServerSpec, server: RunningServer, container, log_path: Path,
+                      deadline: float, health_timeout: float) -> None:
+        url = f"{server.base_url}{spec.health_path}"
+        with httpx.Client(timeout=5.0) as http:
+            while True:
+                container.reload()
+                if container.status in ("exited", "dead"):
+                    code = container.attrs.get("State", {}).get("ExitCode")
+                    time.sleep(0.5)  # let the log reader catch the last lines
+                    raise ServerStartError(f"{spec.runtime} container exited with code {code} before it was "
+                                           f"healthy (log {log_path}): {log_tail(log_path)}")
+                try:
+                    if http.get(url).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass  # not listening yet
+                if time.monotonic() > deadline:
+                    raise ServerStartError(f"{spec.runtime} container not healthy at {url} after "
+                                           f"{health_timeout:.0f}s; stopped it (log {log_path}): {log_tail(log_path)}")
+                time.sleep(self.poll_s)
+
+    def stop(self, server: RunningServer) -> None:
+        """Stop (SIGTERM, then SIGKILL after the grace period) and remove the container; idempotent."""
+        with _LOCK:
+            live = _LIVE.pop(server.ident, None)
+        if live is not None:
+            _remove(live, self.grace_s)
+
+    def alive(self, server: RunningServer) -> bool:
+        """Whether the container still runs."""
+        with _LOCK:
+            live = _LIVE.get(server.ident)
+        if live is None:
+            return False
+        try:
+            live.container.reload()
+        except Exception:  # gone from the engine
+            return False
+        return live.container.status == "running"
