@@ -35,6 +35,7 @@ class Evaluator:
         python: str | None = None,
         junit_console: os.PathLike | None = None,
         scale_time: bool = True,
+        java_fast: bool = False,
     ) -> None:
         self.programs = programs
         self.limits = limits or Limits()
@@ -43,6 +44,7 @@ class Evaluator:
         self._junit_console = junit_console
         self._toolchain: JavaToolchain | None = None
         self.scale_time = scale_time
+        self.java_fast = java_fast  # one JVM compiles and tests (see java_check.check_java)
         self._reference_seconds: dict[str, float | None] = {}
         self._calibration_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -62,7 +64,7 @@ class Evaluator:
         limits = limits or self.limits
         if program.language is Language.python:
             return check_python(program, source, self.sandbox, limits, compare=compare, python=self.python)
-        return check_java(program, source, self.sandbox, limits, self.toolchain)
+        return check_java(program, source, self.sandbox, limits, self.toolchain, fast=self.java_fast)
 
     def reference_seconds(self, program: Program) -> float | None:
         """The longest single run of the program's own source, measured once (``None`` if it does not pass)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import subprocess
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -13,7 +15,8 @@ from pydantic import BaseModel, ConfigDict
 
 from runner.errors import UserError
 from runner.evaluation.python_check import CheckResult, copy_data
-from runner.evaluation.sandbox import Limits, Sandbox
+from runner.evaluation.sandbox import ExecResult, Limits, Sandbox
+from runner.paths import cache_dir
 from runner.records import Outcome, Program
 
 # Debian's ``junit5`` package; JUnit 3's ``junit.framework.TestCase`` comes with ``junit4``,
@@ -23,6 +26,8 @@ DEFAULT_JARS = {
     "RUNNER_JUNIT4_JAR": "/usr/share/java/junit4.jar",
     "RUNNER_HAMCREST_JAR": "/usr/share/java/hamcrest-core.jar",
 }
+FAST_LAUNCHER = "RunnerCompileAndTest"
+_BUILD_LOCK = threading.Lock()
 _SUMMARY = re.compile(r"\[\s*(\d+)\s+(tests|containers)\s+(found|successful|failed|aborted)\s*\]")
 
 
@@ -92,11 +97,34 @@ def java_version() -> str:
     return (out.stderr or out.stdout).strip().split("\n")[0]
 
 
-def check_java(program: Program, source: str, sandbox: Sandbox, limits: Limits, toolchain: JavaToolchain) -> CheckResult:
-    """Compile and run the program's tester; pass when JUnit finds tests and none fails."""
+def _fast_launcher(toolchain: JavaToolchain) -> Path:
+    """The compiled fast-path launcher, built once per source version into the runner's cache."""
+    source = Path(__file__).with_name(f"{FAST_LAUNCHER}.java")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    target = cache_dir() / "evaluation" / f"fast-java-{digest}"
+    built = target / f"{FAST_LAUNCHER}.class"
+    with _BUILD_LOCK:
+        if not built.is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            cp = ":".join([str(toolchain.junit_console), *map(str, toolchain.classpath)])
+            done = subprocess.run([toolchain.javac, "-cp", cp, "-d", str(target), str(source)],
+                                  capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                raise UserError(f"{source}: cannot compile the Java fast-path launcher: {done.stderr.strip()[-300:]}")
+    return built
+
+
+def check_java(
+    program: Program, source: str, sandbox: Sandbox, limits: Limits, toolchain: JavaToolchain, fast: bool = False
+) -> CheckResult:
+    """Compile and run the program's tester; pass when JUnit finds tests and none fails.
+
+    ``fast`` compiles and tests in one JVM (``RunnerCompileAndTest``) instead of two; same verdicts.
+    """
     tester = program.tester_class or program.source.stem
     jvm_limits = limits.for_jvm()
     flags = toolchain.jvm_flags(limits)
+    launcher = _fast_launcher(toolchain) if fast else None
     with sandbox.workdir() as workdir:
         copy_data(program, workdir)
         jars = []
@@ -107,8 +135,16 @@ def check_java(program: Program, source: str, sandbox: Sandbox, limits: Limits, 
             jars.append(local.name)
         cp = ":".join([str(toolchain.junit_console), *map(str, toolchain.classpath), *jars, "."])
         (workdir / f"{tester}.java").write_text(source, encoding="utf-8")
+        if launcher is not None:
+            shutil.copy2(launcher, workdir / launcher.name)
+            run = sandbox.run([toolchain.java, *flags, "-cp", cp, FAST_LAUNCHER, cp, f"{tester}.java", tester],
+                              workdir, jvm_limits)
+            if run.exit_code == 3 and "runner: compilation failed" in run.stderr_tail and not _summary(run.stdout):
+                return CheckResult(outcome=Outcome.compile_error, stderr_tail=run.stderr_tail, seconds=run.seconds)
+            return _judge(run)
         compiled = sandbox.run(
-            [toolchain.javac, *[f"-J{f}" for f in flags], "-nowarn", "-encoding", "UTF-8", "-cp", cp, "-d", ".", f"{tester}.java"],
+            [toolchain.javac, *[f"-J{f}" for f in flags], "-nowarn", "-proc:none", "-encoding", "UTF-8",
+             "-cp", cp, "-d", ".", f"{tester}.java"],
             workdir,
             jvm_limits,
         )
@@ -126,15 +162,22 @@ def check_java(program: Program, source: str, sandbox: Sandbox, limits: Limits, 
             workdir,
             jvm_limits,
         )
+    return _judge(run)
+
+
+def _judge(run: ExecResult) -> CheckResult:
+    """The verdict from a JUnit console run: its summary counts, exit status and limits."""
     counts = _summary(run.stdout)
     detail = (run.stdout[-3000:] + "\n" + run.stderr_tail).strip()
     if run.timed_out:
-        return CheckResult(outcome=Outcome.timeout, stderr_tail=f"timed out after {run.seconds:.1f} s\n{detail}", seconds=run.seconds, outputs=[run.stdout])
-    if run.output_truncated or "tests found" not in " ".join(counts) or run.killed_by_signal:
+        return CheckResult(outcome=Outcome.timeout, stderr_tail=f"timed out after {run.seconds:.1f} s\n{detail}",
+                           seconds=run.seconds, outputs=[run.stdout])
+    if run.output_truncated or run.killed_by_signal or "tests found" not in counts or counts["tests found"] == 0:
         return CheckResult(outcome=Outcome.runtime_error, stderr_tail=detail, seconds=run.seconds, outputs=[run.stdout])
-    if counts.get("tests found", 0) == 0 or counts.get("containers failed", 0) > 0 and counts.get("tests successful", 0) == 0:
-        # The tester could not even start (static initialiser threw, no test methods).
+    if counts.get("containers failed", 0) > 0 and counts.get("tests successful", 0) == 0:
+        # The tester could not even start (a static initialiser threw).
         return CheckResult(outcome=Outcome.runtime_error, stderr_tail=detail, seconds=run.seconds, outputs=[run.stdout])
     failed = counts.get("tests failed", 0) + counts.get("tests aborted", 0) + counts.get("containers failed", 0)
     outcome = Outcome.passed if failed == 0 and run.exit_code == 0 else Outcome.fail
-    return CheckResult(outcome=outcome, stderr_tail="" if outcome is Outcome.passed else detail, seconds=run.seconds, outputs=[run.stdout])
+    return CheckResult(outcome=outcome, stderr_tail="" if outcome is Outcome.passed else detail,
+                       seconds=run.seconds, outputs=[run.stdout])

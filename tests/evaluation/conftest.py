@@ -14,6 +14,8 @@ from runner.records import Language, Program, TestCase
 from tests.conftest import require
 
 FAST = Limits(wall_seconds=4, cpu_seconds=8, processes=32, output_bytes=1 << 20, time_factor=3)
+# Two JVM starts take seconds on a loaded 2-core machine.
+JAVA = FAST.model_copy(update={"wall_seconds": 15, "cpu_seconds": 30})
 
 
 @pytest.fixture

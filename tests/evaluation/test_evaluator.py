@@ -10,7 +10,7 @@ from runner.evaluation.java_check import java_toolchain
 from runner.evaluation.sandbox import Limits
 from runner.records import Language, Mode, Outcome, Stage, Task
 from tests.conftest import require
-from tests.evaluation.conftest import FAST, java_program, python_program
+from tests.evaluation.conftest import FAST, JAVA, java_program, python_program
 
 PY = """def mean(xs):
     total = 0
@@ -21,7 +21,7 @@ PY = """def mean(xs):
 print(mean([1, 2, 3, 6]))
 """
 
-JAVA = """import junit.framework.TestCase;
+BOX = """import junit.framework.TestCase;
 
 class Box {
     int v;
@@ -68,8 +68,8 @@ def java_setup(world_dir, sandbox):
         java_toolchain()
     except UserError as exc:
         require(False, f"JDK and JUnit jars ({exc})")
-    program = java_program(world_dir, "BoxTester", JAVA)
-    return Evaluator({program.name: program}, limits=FAST, sandbox=sandbox), program
+    program = java_program(world_dir, "BoxTester", BOX)
+    return Evaluator({program.name: program}, limits=JAVA, sandbox=sandbox), program
 
 
 def test_reference_passes_at_the_cleaned_stage(py_setup):
@@ -101,7 +101,7 @@ def test_a_wrong_answer_fails_through_every_stage(py_setup):
 
 def test_java_answer_with_a_surplus_brace_passes_when_balanced(java_setup):
     evaluator, program = java_setup
-    task = task_for(program, JAVA, 9, 9)
+    task = task_for(program, BOX, 9, 9)
     verdict = evaluator.evaluate(task, "        return 2 * v; }")
     assert verdict.cleaned_outcome is Outcome.compile_error
     assert (verdict.outcome, verdict.stage) == (Outcome.passed, Stage.balanced)
@@ -109,7 +109,7 @@ def test_java_answer_with_a_surplus_brace_passes_when_balanced(java_setup):
 
 def test_java_completion_still_runs_the_hidden_after(java_setup):
     evaluator, program = java_setup
-    task = task_for(program, JAVA, 9, 9, Mode.completion)
+    task = task_for(program, BOX, 9, 9, Mode.completion)
     # ``after`` holds the tester: a wrong body must be caught by it.
     assert evaluator.evaluate(task, "        return 3 * v;").outcome is Outcome.fail
 

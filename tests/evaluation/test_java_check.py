@@ -8,7 +8,7 @@ from runner.errors import UserError
 from runner.evaluation.java_check import check_java, java_toolchain
 from runner.records import Outcome
 from tests.conftest import require
-from tests.evaluation.conftest import FAST, java_program
+from tests.evaluation.conftest import JAVA, java_program
 
 TESTER = """import junit.framework.TestCase;
 
@@ -46,6 +46,7 @@ def program(world_dir):
     return java_program(world_dir, "CounterTester", TESTER.replace("BODY", "n++;"))
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["javac-then-java", "one-jvm"])
 @pytest.mark.parametrize(
     ("body", "outcome"),
     [
@@ -56,13 +57,14 @@ def program(world_dir):
         ("while (true) { n++; }", Outcome.timeout),
     ],
 )
-def test_java_outcomes(program, sandbox, toolchain, body, outcome):
-    result = check_java(program, TESTER.replace("BODY", body), sandbox, FAST, toolchain)
+def test_java_outcomes(program, sandbox, toolchain, body, outcome, fast):
+    result = check_java(program, TESTER.replace("BODY", body), sandbox, JAVA, toolchain, fast=fast)
     assert result.outcome is outcome, result.stderr_tail
 
 
-def test_a_compile_error_names_the_javac_message(program, sandbox, toolchain):
-    result = check_java(program, TESTER.replace("BODY", "n++"), sandbox, FAST, toolchain)
+@pytest.mark.parametrize("fast", [False, True], ids=["javac-then-java", "one-jvm"])
+def test_a_compile_error_names_the_javac_message(program, sandbox, toolchain, fast):
+    result = check_java(program, TESTER.replace("BODY", "n++"), sandbox, JAVA, toolchain, fast=fast)
     assert "';' expected" in result.stderr_tail
 
 
