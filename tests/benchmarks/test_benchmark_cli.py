@@ -146,3 +146,11 @@ def test_a_malformed_checkpoint_file_in_the_copy_exits_2_naming_it(pinned):
     assert result.exit_code == 2
     assert result.stderr.startswith(f"Error: {simcopilot_dir()}/example_code/Python/Python_tasks_checkpoints.json: "
                                     "malformed JSON at line 1 column 3")
+
+
+def test_tasks_list_defaults_to_the_starter_set():
+    result = run("tasks", "list")
+
+    assert result.exit_code == 0, result.output
+    assert "starter: 121 of 121 tasks available" in result.stdout
+    assert "│ all      │ all        │ all programs       │       121 │           0 │" in result.stdout
