@@ -198,10 +198,18 @@ def tasks_list(name: str, as_json: bool) -> None:
     Console().print(table)
 
 
-def _evaluator(bench, allow_unsandboxed: bool):
+def _evaluator(bench, allow_unsandboxed: bool, sandbox_kind: str = "local"):
     from runner.evaluation import Evaluator
+    from runner.evaluation.docker_sandbox import choose_sandbox
 
-    return Evaluator(bench.programs, allow_unsandboxed=allow_unsandboxed, junit_console=bench.junit_jar)
+    sandbox = choose_sandbox(sandbox_kind, allow_unsandboxed=allow_unsandboxed, progress=log)
+    return Evaluator(bench.programs, sandbox=sandbox, junit_console=bench.junit_jar)
+
+
+_SANDBOX_OPTION = click.option(
+    "--sandbox", "sandbox_kind", type=click.Choice(["auto", "docker", "local"]), default="auto", show_default=True,
+    help="Where generated code runs: the pinned sandbox image (docker), this machine (local), or docker "
+         "when an engine and the built image are there (auto).")
 
 
 @tasks.command("check")
@@ -215,8 +223,9 @@ def _evaluator(bench, allow_unsandboxed: bool):
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel checks [default: cores].")
 @click.option("--allow-unsandboxed", is_flag=True,
               help="Run even where the sandbox is incomplete (no namespaces / not root): accept the risk.")
+@_SANDBOX_OPTION
 @user_errors
-def tasks_check(name, solution, language, mode, program, as_json, workers, allow_unsandboxed) -> None:
+def tasks_check(name, solution, language, mode, program, as_json, workers, allow_unsandboxed, sandbox_kind) -> None:
     """Run an oracle solution through the full evaluation and count passes per language and mode.
 
     The reference must pass every available task (exit 1 otherwise, naming each failure and
@@ -246,7 +255,7 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, allow
         log(f"skipping {len(selected) - len(runnable)} unavailable tasks (see `runner tasks list --benchmark {name}`)")
     if not runnable:
         raise UserError(f"no available tasks in {name!r} match the filters; see `runner tasks list --benchmark {name}`")
-    evaluator = _evaluator(bench, allow_unsandboxed)
+    evaluator = _evaluator(bench, allow_unsandboxed, sandbox_kind)
     log(f"checking {len(runnable)} tasks with the {solution} solution")
     checks = check_solution(evaluator, runnable, solution, workers=workers)
     failures = [c for c in checks if solution == "reference" and c.outcome.value != "pass"]
@@ -279,8 +288,9 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, allow
 @tasks.command("rebaseline")
 @click.option("--benchmark", "name", default="starter", show_default=True, help="starter or simcopilot.")
 @click.option("--allow-unsandboxed", is_flag=True, help="Run even where the sandbox is incomplete: accept the risk.")
+@_SANDBOX_OPTION
 @user_errors
-def tasks_rebaseline(name: str, allow_unsandboxed: bool) -> None:
+def tasks_rebaseline(name: str, allow_unsandboxed: bool, sandbox_kind: str) -> None:
     """Run the reference programs and store their stdout as the expected Python outputs.
 
     Writes ``$RUNNER_HOME/rebaseline/<benchmark>/<Task_Name>.json`` (upstream's format) and
@@ -294,7 +304,7 @@ def tasks_rebaseline(name: str, allow_unsandboxed: bool) -> None:
     from runner.evaluation import rebaseline
 
     bench = load_benchmark(name)
-    evaluator = _evaluator(bench, allow_unsandboxed)
+    evaluator = _evaluator(bench, allow_unsandboxed, sandbox_kind)
     result = rebaseline(evaluator, rebaseline_dir(name))
     for program in result.written:
         click.echo(f"rebaselined {program}")
@@ -408,6 +418,29 @@ def doctor(matrix: Path | None, backend: str | None, as_json: bool) -> None:
 # --- commands: report -----------------------------------------------------------------------
 
 # --- commands: clean (Docker) ---------------------------------------------------------------
+
+
+@main.command()
+@click.option("--images", is_flag=True, help="Also remove the images the runner built.")
+@user_errors
+def clean(images: bool) -> None:
+    """Remove the containers a crashed or interrupted run left behind (label runner.managed=true).
+
+    Nothing else is touched: containers and images the runner did not create stay.
+
+    \b
+    Example:
+      runner clean
+      runner clean --images
+    """
+    from runner.backends.docker import clean as remove_managed
+
+    removed = remove_managed(images=images)
+    for name in removed.containers:
+        click.echo(f"removed container {name}")
+    for name in removed.images:
+        click.echo(f"removed image {name}")
+    log(f"{len(removed.containers)} containers and {len(removed.images)} images removed")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -200,3 +200,34 @@ def _kill(container) -> None:
         container.kill()
     except Exception as exc:  # already stopped
         log.debug("killing sandbox container %s: %s", container.short_id, exc)
+
+
+def choose_sandbox(kind: str = "auto", *, allow_unsandboxed: bool = False, env: Mapping[str, str] | None = None,
+                   progress: Callable[[str], None] | None = None) -> Sandbox:
+    """The sandbox ``--sandbox`` names: ``docker``, ``local``, or ``auto``.
+
+    ``auto`` is ``docker`` when an engine answers and the sandbox image is already there (its
+    build needs a registry or a prepared context and takes minutes, so it is never started
+    implicitly), otherwise ``local``; ``docker`` builds the image when it is missing.
+    """
+    from runner.errors import UserError
+    from runner.evaluation.sandbox import LocalSandbox
+
+    if kind not in ("auto", "docker", "local"):
+        raise UserError(f"--sandbox {kind!r}: use docker, local or auto")
+    if kind == "auto":
+        kind = "local"
+        if docker_available():
+            from runner.backends.docker import docker_client
+            from runner.compose import load_compose
+
+            image = load_compose(env=env).service("sandbox").image
+            client = docker_client()
+            if client.images.list(name=image):
+                kind = "docker"
+            else:
+                log.info("sandbox image %s is not built: evaluating with the local sandbox "
+                         "(docker compose --profile sandbox build sandbox, or --sandbox docker, builds it)", image)
+    if kind == "docker":
+        return DockerSandbox(env=env, progress=progress)
+    return LocalSandbox(allow_unsandboxed=allow_unsandboxed)
