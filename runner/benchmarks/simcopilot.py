@@ -148,7 +148,7 @@ def _read_checkpoints(root: Path, language: Language, benchmark: str) -> list[di
         if entry.get("output_to_check", "final_output") not in OUTPUT_CHECKS:
             raise UserError(f"{where}: output_to_check is {entry['output_to_check']!r}, expected one of "
                             f"{', '.join(OUTPUT_CHECKS)}")
-        for mode, key in SPAN_FIELDS.items():
+        for key in SPAN_FIELDS.values():
             spans = entry.get(key)
             if not isinstance(spans, list):
                 raise UserError(f"{where}: {key} must be a list of [start, end] line spans")

@@ -176,7 +176,7 @@ def write_manifest(root: Path, rels: list[str], dest: Path) -> Path:
         capture_output=True, text=True, check=True,
     ).stdout.split()
     lines = ["path\tgit_blob_sha1\tsize_bytes"]
-    lines += [f"{rel}\t{sha}\t{(root / rel).stat().st_size}" for rel, sha in zip(rels, shas)]
+    lines += [f"{rel}\t{sha}\t{(root / rel).stat().st_size}" for rel, sha in zip(rels, shas, strict=True)]
     dest.write_text("\n".join(lines) + "\n")
     return dest
 
