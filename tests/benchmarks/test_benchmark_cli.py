@@ -91,9 +91,12 @@ def test_fetch_from_a_refused_address_fails_with_one_line(monkeypatch):
     assert "runner data fetch simcopilot --from PATH" in result.stderr
 
 
-def test_fetch_offline_fails_with_one_line_naming_from():
+def test_fetch_from_github_fails_offline_with_one_line_naming_from():
     result = run("data", "fetch", "simcopilot")
 
+    if result.exit_code == 0:  # GitHub is reachable here: the real set was installed
+        assert "100 files verified, 0 missing, 0 modified" in result.stdout
+        return
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
     assert "cannot download https://codeload.github.com/mj33rice/SimCoPilot/tar.gz/" in result.stderr
