@@ -316,6 +316,70 @@ def tasks_rebaseline(name: str, allow_unsandboxed: bool, sandbox_kind: str) -> N
 
 # --- commands: models, reproduce, doctor ------------------------------------------------------
 
+
+@main.command()
+@click.argument("matrix", required=False, type=click.Path(path_type=Path))
+@click.option("--preset", type=click.Choice(["demo"]), help="A shipped matrix: demo = matrices/demo.toml.")
+@click.option("--all", "run_all", is_flag=True, help="The paper matrix (matrices/paper.toml).")
+@click.option("--name", default=None, help="Run directory name (default: the matrix's name).")
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--fresh", is_flag=True, help="Delete what an earlier run of this name left and start over.")
+@click.option("--backend", default=None, help="Where servers run: local or docker (default: the matrix's).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many tasks per cell.")
+@click.option("--skip-unrunnable", is_flag=True, help="Skip cells this host cannot run instead of refusing.")
+@user_errors
+def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str | None, runs_dir: Path,
+              fresh: bool, backend: str | None, limit: int | None, skip_unrunnable: bool) -> None:
+    """Run a matrix: per cell serve, generate, evaluate, time; resumes an interrupted run.
+
+    \b
+    Example:
+      runner reproduce --preset demo
+      runner reproduce matrices/demo.toml --name demo-2 --limit 4
+      runner reproduce --all --backend docker --skip-unrunnable
+    """
+    import signal
+
+    from rich.console import Console
+
+    from runner.matrix import load_matrix
+    from runner.paths import matrices_dir
+    from runner.progress import RichEvents, summary_table
+    from runner.run import RunOptions, reproduce as run_matrix
+
+    chosen = [m for m in (matrix, preset, run_all or None) if m]
+    if len(chosen) != 1:
+        raise UserError("give exactly one of MATRIX, --preset demo or --all")
+    path = matrix or matrices_dir() / ("paper.toml" if run_all else f"{preset}.toml")
+    options = RunOptions(name=name, runs_dir=runs_dir, fresh=fresh, backend=backend, limit=limit,
+                         skip_unrunnable=skip_unrunnable)
+    # SIGTERM unwinds like Ctrl-C: every server is stopped on the way out
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with RichEvents() as events:
+            outcome = run_matrix(load_matrix(path), options, events)
+    except KeyboardInterrupt:
+        from runner.backends.local import stop_all
+
+        stop_all()
+        log("interrupted: servers stopped; rerun the same command to finish the run")
+        sys.exit(130)
+    from runner.store import RunStore
+
+    Console().print(summary_table(RunStore(outcome.run_dir), outcome))
+    try:
+        from runner.report import render
+    except ImportError:
+        log("the report renderer is not installed; samples are in " + str(outcome.run_dir))
+    else:
+        out = Path("report") / outcome.run_dir.name
+        render([outcome.run_dir], out)
+        log(f"report: {out}")
+    if outcome.failed:
+        log(f"{len(outcome.failed)} cell(s) failed: " + ", ".join(r.cell.id for r in outcome.failed)
+            + "; rerun the same command to complete them")
+        sys.exit(1)
+
 def _shipped_or_path(matrix: Path) -> Path:
     """A matrix path, or the name of a shipped one (``demo`` -> ``matrices/demo.toml``)."""
     from runner.paths import matrices_dir

@@ -193,30 +193,44 @@ def sha256_of(kind: PromptKind, text: str | None, messages: tuple[ChatMessage, .
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
 
 
-def render(task: Task, style: str, *, before: str | None = None, after: str | None = None,
+def render(task: Task, style: str, *, chat: bool = True, before: str | None = None, after: str | None = None,
            dropped: tuple[int, int] = (0, 0)) -> Prompt:
-    """The prompt of ``task`` in ``style``; ``before``/``after`` override the task's (when cut to fit)."""
+    """The prompt of ``task`` in ``style``; ``before``/``after`` override the task's (when cut to fit).
+
+    ``chat=False`` is for a model without a chat template (a base model): a chat style is then
+    sent as completion text, the system and user texts followed by the template's
+    ``answer_opener`` (the start of the answer the model continues), stopping also at
+    ``answer_stop``.
+    """
     info = style_info(style)
     template = _template(style)
     context = _context(task, task.before if before is None else before, task.after if after is None else after)
     module = template.make_module(context)
     body = str(module)
     system = getattr(module, "system", None)
+    stop = info.stop(task.language)
+    if info.kind == "chat" and not chat:
+        opener = getattr(module, "answer_opener", "")
+        text = (f"{system}\n\n" if system else "") + body + "\n\n" + opener
+        extra = getattr(module, "answer_stop", None)
+        stop = stop + ((extra,) if extra else ())
+        return Prompt(style=style, kind="completion", text=text, stop=stop, sha256=sha256_of("completion", text, ()),
+                      dropped_before_lines=dropped[0], dropped_after_lines=dropped[1])
     if info.kind == "completion":
         text, messages = body, ()
     else:
         messages = ((ChatMessage(role="system", content=system),) if system else ()) + (
             ChatMessage(role="user", content=body),)
         text = None
-    return Prompt(style=style, kind=info.kind, text=text, messages=messages, stop=info.stop(task.language),
+    return Prompt(style=style, kind=info.kind, text=text, messages=messages, stop=stop,
                   sha256=sha256_of(info.kind, text, messages), dropped_before_lines=dropped[0],
                   dropped_after_lines=dropped[1])
 
 
-def prompt_set_sha256(tasks: list[Task], style: str) -> str:
+def prompt_set_sha256(tasks: list[Task], style: str, *, chat: bool = True) -> str:
     """One hash for the untruncated prompts of ``tasks`` in ``style`` (task order does not matter)."""
     digest = hashlib.sha256()
-    for task_id, sha in sorted((t.id, render(t, style).sha256) for t in tasks):
+    for task_id, sha in sorted((t.id, render(t, style, chat=chat).sha256) for t in tasks):
         digest.update(f"{task_id}\t{sha}\n".encode())
     return digest.hexdigest()
 
@@ -225,13 +239,14 @@ def prompt_set_sha256(tasks: list[Task], style: str) -> str:
 Tokenizer = Callable[[str], Awaitable[int]]
 
 
-async def fit(task: Task, style: str, count_tokens: Tokenizer, *, context_length: int, max_tokens: int) -> Prompt:
+async def fit(task: Task, style: str, count_tokens: Tokenizer, *, context_length: int, max_tokens: int,
+              chat: bool = True) -> Prompt:
     """The prompt of ``task``, cut as upstream does when prompt + ``max_tokens`` exceeds the context.
 
     Lines are dropped from the tail of ``after`` first, then from the head of ``before``, until
     the prompt's tokens (counted by the serving model's tokenizer, ``count_tokens``) fit.
     """
-    prompt = render(task, style)
+    prompt = render(task, style, chat=chat)
     budget = context_length - max_tokens
     if budget <= 0:
         raise UserError(f"max_tokens = {max_tokens} leaves no room for a prompt in a context of "
@@ -255,7 +270,7 @@ async def fit(task: Task, style: str, count_tokens: Tokenizer, *, context_length
         else:
             raise UserError(f"task {task.id}: even without its code the {style} prompt takes {used} tokens, "
                             f"more than the context ({context_length}) minus max_tokens ({max_tokens})")
-        prompt = render(task, style, before="\n".join(before_lines[drop_before:]),
+        prompt = render(task, style, chat=chat, before="\n".join(before_lines[drop_before:]),
                         after="\n".join(after_lines[: len(after_lines) - drop_after]),
                         dropped=(drop_before, drop_after))
         used = await count_tokens(prompt.token_text()) + overhead

@@ -75,6 +75,7 @@ class SweepPoint(BaseModel):
     seconds: float
     requests_per_s: float
     output_tokens_per_s: float
+    errors: int = 0  # requests of this level that failed (left out of the rates)
 
 
 class CellResult(BaseModel):

@@ -1,0 +1,100 @@
+"""Rendering a run for people: rich progress bars on stderr, a summary table on stdout."""
+
+from __future__ import annotations
+
+import statistics
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from runner.records import Cell, Outcome, Sample, Task
+from runner.run import RunEvents, RunOutcome
+from runner.store import CellResult, Manifest, RunStore, SweepPoint
+
+
+class RichEvents(RunEvents):
+    """One progress bar per cell and phase, with the pass count so far; notes as log lines."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[passed]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), console=self.console, transient=False)
+        self.bar = None
+        self.passed = 0
+        self.judged = 0
+
+    def __enter__(self) -> "RichEvents":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def run_started(self, store: RunStore, manifest: Manifest, tasks: list[Task]) -> None:
+        self.console.log(f"run {store.root}: {len(manifest.cells)} cells, {len(tasks)} tasks")
+
+    def cell_started(self, cell: Cell, index: int, count: int) -> None:
+        self.console.log(f"cell {index + 1}/{count}: {cell.id} (preparing the model, starting the server)")
+        self.passed = self.judged = 0
+
+    def cell_skipped(self, result: CellResult) -> None:
+        self.console.log(f"{result.cell.id}: already complete")
+
+    def phase_started(self, cell: Cell, phase: str, total: int, done: int) -> None:
+        if self.bar is not None:
+            self.progress.stop_task(self.bar)
+        self.bar = self.progress.add_task(f"{cell.id} {phase}", total=total, completed=done, passed="")
+
+    def sample_written(self, cell: Cell, sample: Sample) -> None:
+        if sample.phase == "accuracy" and sample.outcome is not None:
+            self.judged += 1
+            self.passed += sample.outcome == Outcome.passed
+        passed = f"pass {self.passed}/{self.judged}" if sample.phase == "accuracy" else ""
+        if self.bar is not None:
+            self.progress.update(self.bar, advance=1, passed=passed)
+        if sample.outcome == Outcome.error:
+            self.console.log(f"{cell.id} {sample.task_id}: request error: {sample.error}")
+
+    def sweep_measured(self, cell: Cell, point: SweepPoint) -> None:
+        if self.bar is not None:
+            self.progress.update(self.bar, advance=1, passed=f"c={point.concurrency}: {point.output_tokens_per_s:.1f} tok/s")
+
+    def cell_finished(self, result: CellResult) -> None:
+        if self.bar is not None:
+            self.progress.stop_task(self.bar)
+            self.bar = None
+        tail = f": {result.reason}" if result.reason else ""
+        self.console.log(f"{result.cell.id}: {result.status}{tail}")
+
+    def note(self, message: str) -> None:
+        self.console.log(message)
+
+
+def _median_ms(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1000:.0f}" if values else "-"
+
+
+def summary_table(store: RunStore, outcome: RunOutcome) -> Table:
+    """Per cell: status, accuracy (best-of-cascade and cleaned-only), latency medians, throughput."""
+    table = Table(title=f"run {outcome.run_dir}")
+    for column in ("cell", "status", "pass", "pass (cleaned)", "errors", "TTFT ms", "TPOT ms", "e2e ms", "load s",
+                   "sweep tok/s"):
+        table.add_column(column, justify="left" if column in ("cell", "status") else "right")
+    for result in store.cell_results():
+        samples = store.latest_samples(result.cell)
+        accuracy = [s for s in samples if s.phase == "accuracy"]
+        judged = [s for s in accuracy if s.outcome not in (None, Outcome.error)]
+        errors = sum(s.outcome == Outcome.error for s in accuracy)
+        passed = sum(s.outcome == Outcome.passed for s in judged)
+        cleaned = sum(s.cleaned_outcome == Outcome.passed for s in judged)
+        latency = [s for s in samples if s.phase == "latency" and s.outcome != Outcome.error]
+        sweep = " ".join(f"c{p.concurrency}:{p.output_tokens_per_s:.0f}" for p in result.sweep) or "-"
+        table.add_row(result.cell.id, result.status + (f" ({result.reason[:60]})" if result.reason else ""),
+                      f"{passed}/{len(judged)}", f"{cleaned}/{len(judged)}", str(errors),
+                      _median_ms([s.ttft_s for s in latency if s.ttft_s is not None]),
+                      _median_ms([s.tpot_s for s in latency if s.tpot_s is not None]),
+                      _median_ms([s.e2e_s for s in latency if s.e2e_s is not None]),
+                      f"{result.load_seconds:.1f}" if result.load_seconds is not None else "-", sweep)
+    return table

@@ -1,0 +1,488 @@
+"""The orchestrator behind ``runner reproduce``: plan, then per cell serve, generate, evaluate, stop.
+
+Per cell, one server (started through the backend, its log in the run directory):
+
+1. **accuracy**: every selected task, ``settings.concurrency`` requests in flight; each answer is
+   evaluated on a worker pool while generation goes on, and written once, with its outcome;
+2. **latency**: a seeded subset of ``settings.latency_tasks`` tasks, one request at a time, after
+   ``settings.warmup_requests`` untimed, unstored requests (answers are not evaluated again);
+3. **sweep**: throughput at each concurrency of ``settings.sweep`` (``ignore_eos``: every request
+   generates ``max_tokens``), recorded in ``CellResult.sweep``;
+
+with the server's Prometheus metrics read before and after (the difference is kept). Samples
+are flushed one by one; a rerun produces only what is missing (``RunStore.done_keys``). A
+server that dies marks its cell ``failed`` with its log tail and the run goes on. The core
+never prints: it reports through a ``RunEvents`` object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from runner import client, fingerprint, prompts
+from runner.backends import get_backend
+from runner.backends.base import Backend, RunningServer
+from runner.benchmarks import load_benchmark
+from runner.benchmarks.benchmark import Benchmark
+from runner.errors import UserError
+from runner.matrix import Matrix, RunSettings, TaskFilter
+from runner.records import Cell, Outcome, Sample, Task, utcnow
+from runner.runtimes import get_runtime
+from runner.runtimes.base import ModelFiles, Runtime
+from runner.store import CellResult, Manifest, ModelRecord, RunStore, SweepPoint
+
+log = logging.getLogger(__name__)
+
+#: tokens a server may add to a prompt beyond its text (BOS, special tokens); with it, a prompt of
+#: at most ``context - max_tokens - margin`` UTF-8 bytes fits without asking the tokenizer
+_TOKEN_MARGIN = 32
+
+
+class RunEvents:
+    """What the orchestrator reports while it works; the CLI renders it (the default ignores it)."""
+
+    def run_started(self, store: RunStore, manifest: Manifest, tasks: list[Task]) -> None: ...
+    def cell_started(self, cell: Cell, index: int, count: int) -> None: ...
+    def cell_skipped(self, result: CellResult) -> None: ...
+    def phase_started(self, cell: Cell, phase: str, total: int, done: int) -> None: ...
+    def sample_written(self, cell: Cell, sample: Sample) -> None: ...
+    def sweep_measured(self, cell: Cell, point: SweepPoint) -> None: ...
+    def cell_finished(self, result: CellResult) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+@dataclass
+class RunOptions:
+    """How ``reproduce`` runs a matrix."""
+
+    name: str | None = None  # the run directory's name; default: the matrix's name
+    runs_dir: Path = Path("runs")
+    fresh: bool = False  # delete what an earlier run left and start over
+    backend: str | None = None  # default: the matrix's
+    limit: int | None = None  # overrides the matrix's tasks.limit
+    skip_unrunnable: bool = False  # drop cells this host cannot run instead of refusing
+    eval_workers: int | None = None
+
+
+@dataclass
+class RunOutcome:
+    """What ``reproduce`` did: the run directory and every cell's result, in matrix order."""
+
+    run_dir: Path
+    results: list[CellResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[CellResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+
+class CellFailure(Exception):
+    """The cell cannot go on (its server died); the message says why."""
+
+
+# -- tasks -----------------------------------------------------------------------------------------
+def select_tasks(benchmark: Benchmark, task_filter: TaskFilter) -> list[Task]:
+    """The available tasks the filter selects; with a limit, taken in turn from each program."""
+    languages = set(task_filter.languages)
+    modes = set(task_filter.modes)
+    programs = set(task_filter.programs)
+    unknown = programs - set(benchmark.programs)
+    if unknown:
+        raise UserError(f"tasks.programs = {sorted(unknown)}: no such program in benchmark {benchmark.name}; "
+                        f"programs: {', '.join(sorted(benchmark.programs))}")
+    chosen = [t for t in benchmark.available()
+              if (not languages or t.language in languages) and (not modes or t.mode in modes)
+              and (not programs or t.program in programs)]
+    if task_filter.limit is None or len(chosen) <= task_filter.limit:
+        return chosen
+    # round-robin over (program, mode) so that a small limit still covers every program and mode
+    groups: dict[tuple[str, str], list[Task]] = {}
+    for task in chosen:
+        groups.setdefault((task.program, task.mode.value), []).append(task)
+    queues = [list(reversed(group)) for group in groups.values()]
+    picked: list[Task] = []
+    while len(picked) < task_filter.limit:
+        for queue in queues:
+            if queue and len(picked) < task_filter.limit:
+                picked.append(queue.pop())
+    return picked
+
+
+def latency_subset(tasks: list[Task], settings: RunSettings) -> list[Task]:
+    """The seeded subset timed one request at a time."""
+    count = min(settings.latency_tasks, len(tasks))
+    return random.Random(settings.seed).sample(tasks, count)
+
+
+# -- the run -----------------------------------------------------------------------------------
+class Reproduction:
+    """One ``runner reproduce``: a matrix into one run directory."""
+
+    def __init__(self, matrix: Matrix, options: RunOptions, events: RunEvents | None = None):
+        self.matrix = matrix
+        self.options = options
+        self.events = events or RunEvents()
+        self.settings = matrix.settings
+        if options.limit is not None:
+            matrix = matrix.model_copy(update={"tasks": matrix.tasks.model_copy(update={"limit": options.limit})})
+            self.matrix = matrix
+        self.backend_name = options.backend or matrix.backend
+        self.store = RunStore(Path(options.runs_dir) / (options.name or matrix.name))
+        self.benchmark = load_benchmark(matrix.benchmark)
+        self.tasks = select_tasks(self.benchmark, matrix.tasks)
+        if not self.tasks:
+            raise UserError(f"{matrix.path or matrix.name}: [tasks] selects no available task of benchmark "
+                            f"{matrix.benchmark}; widen languages/modes/programs")
+        self.latency_tasks = latency_subset(self.tasks, self.settings)
+        self.manifest: Manifest | None = None
+
+    # -- run directory ---------------------------------------------------------------------------
+    def _open_store(self) -> Manifest:
+        root = self.store.root
+        if self.options.fresh and root.exists():
+            if not self.store.exists() and any(root.iterdir()):
+                raise UserError(f"{root}: not a run directory (no manifest.json); refusing to delete it "
+                                "with --fresh; pick another --name or --runs-dir")
+            shutil.rmtree(root)
+        resolved = self.matrix.resolved()
+        # a chat style sent to a model without a chat template is plain text: its own prompt set
+        styles = sorted({(c.prompt_style, self.matrix.model(c).chat) for c in self.matrix.cells})
+        manifest = Manifest(name=root.name, matrix_path=str(self.matrix.path) if self.matrix.path else None,
+                            matrix=resolved, cells=self.matrix.cells, fingerprint=fingerprint.collect(),
+                            prompt_set_sha256={(s if chat else f"{s}:text"): prompts.prompt_set_sha256(self.tasks, s, chat=chat)
+                                               for s, chat in styles})
+        if self.store.exists():
+            old = self.store.read_manifest()
+            changed = [key for key in ("settings", "models", "benchmark") if old.matrix.get(key) != resolved.get(key)]
+            if changed:
+                raise UserError(f"{self.store.manifest_path}: this run was made with different matrix "
+                                f"{', '.join(changed)}; rerun with --fresh, or pick another --name")
+            # keep what earlier sessions learned; the fingerprint is this session's
+            manifest.started_at = old.started_at
+            manifest.models = old.models
+            manifest.images = old.images
+            manifest.runtime_versions = old.runtime_versions
+        self.store.write_manifest(manifest)
+        return manifest
+
+    def _plan(self) -> list[Cell]:
+        """The cells to run; cells this host cannot run are refused, or skipped when asked."""
+        problems: list[tuple[Cell, str]] = []
+        for cell in self.matrix.cells:
+            problem = self._problem(cell)
+            if problem:
+                problems.append((cell, problem))
+        if problems and not self.options.skip_unrunnable:
+            lines = [f"  {cell.id}: {why}" for cell, why in problems]
+            raise UserError(f"{len(problems)} of {len(self.matrix.cells)} cells cannot run on this host "
+                            f"(backend {self.backend_name}):\n" + "\n".join(lines)
+                            + "\nrun them on a host that can, or pass --skip-unrunnable")
+        skipped = {cell.id for cell, _ in problems}
+        for cell, why in problems:
+            result = self.store.read_cell(cell)
+            if result.status != "done":
+                self.store.write_cell(CellResult(cell=cell, status="skipped", reason=why, backend=self.backend_name))
+            self.events.note(f"skipping {cell.id}: {why}")
+        return [cell for cell in self.matrix.cells if cell.id not in skipped]
+
+    def _problem(self, cell: Cell) -> str | None:
+        try:
+            from runner.doctor import plan_cells  # the full host check (GPUs, memory, images)
+        except ImportError:
+            plan_cells = None
+        if plan_cells is not None:
+            for plan in plan_cells(self.matrix, backend=self.backend_name):
+                if plan.cell.id == cell.id:
+                    return None if plan.runnable else plan.reason
+            return None
+        runtime = get_runtime(cell.runtime)
+        if runtime.requires_gpu and not fingerprint.gpus():
+            return f"runtime {runtime.name} needs an NVIDIA GPU and this host has none"
+        if self.backend_name == "local":
+            return runtime.local_problem()
+        return None
+
+    def run(self) -> RunOutcome:
+        """Run every cell (resuming a run directory that exists), then close the manifest."""
+        self.manifest = self._open_store()
+        cells = self._plan()
+        self.events.run_started(self.store, self.manifest, self.tasks)
+        backend = get_backend(self.backend_name)
+        outcome = RunOutcome(run_dir=self.store.root)
+        from runner.evaluation import Evaluator, default_workers
+
+        evaluator = Evaluator(self.benchmark.programs)
+        workers = self.options.eval_workers or default_workers()
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval") as pool:
+            try:
+                for index, cell in enumerate(cells):
+                    self.events.cell_started(cell, index, len(cells))
+                    result = self._run_cell(cell, backend, evaluator, pool)
+                    outcome.results.append(result)
+                    self.events.cell_finished(result)
+            finally:
+                self.manifest.finished_at = utcnow()
+                self.store.write_manifest(self.manifest)
+        return outcome
+
+    # -- one cell --------------------------------------------------------------------------------
+    def _missing(self, cell: Cell, result: CellResult) -> tuple[list[Task], list[Task], list[int]]:
+        done = self.store.done_keys(cell)
+        accuracy = [t for t in self.tasks if ("accuracy", t.id) not in done]
+        latency = [t for t in self.latency_tasks if ("latency", t.id) not in done]
+        measured = {p.concurrency for p in result.sweep}
+        sweep = [c for c in self.settings.sweep if c not in measured] if self.settings.sweep_requests else []
+        return accuracy, latency, sweep
+
+    def _run_cell(self, cell: Cell, backend: Backend, evaluator, pool: ThreadPoolExecutor) -> CellResult:
+        result = self.store.read_cell(cell)
+        accuracy, latency, sweep = self._missing(cell, result)
+        if not (accuracy or latency or sweep) and result.status == "done":
+            self.events.cell_skipped(result)
+            return result
+        runtime = get_runtime(cell.runtime)
+        result = result.model_copy(update={"status": "running", "reason": None, "backend": backend.name,
+                                           "started_at": utcnow(), "finished_at": None})
+        self.store.write_cell(result)
+        try:
+            from runner.backends.local import free_port
+            from runner.models import prepare
+
+            prepared = prepare(self.matrix, cell)
+            self._record_models(prepared.records)
+            spec = runtime.server_spec(cell, prepared.files, free_port(), threads=self.settings.threads)
+            with backend.serve(spec, self.store.server_log(cell), health_timeout=self.settings.health_timeout_s) as server:
+                result.load_seconds = server.load_seconds
+                result.image_digest = server.image_digest
+                cell_run = _CellRun(self, cell, runtime, backend, server, prepared.files, evaluator, pool, result)
+                asyncio.run(cell_run.run(accuracy, latency, sweep))
+            result.status = "done"
+        except CellFailure as exc:
+            result.status, result.reason = "failed", str(exc)
+        except UserError as exc:  # the model or the server could not be prepared or started
+            result.status, result.reason = "failed", str(exc)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            result.status, result.reason = "failed", "interrupted; rerun the same command to finish it"
+            raise
+        finally:
+            result.finished_at = utcnow()
+            self.store.write_cell(result)
+            if result.server_version:
+                self.manifest.runtime_versions[cell.runtime] = result.server_version
+            if result.image_digest:
+                self.manifest.images[cell.runtime] = result.image_digest
+            self.store.write_manifest(self.manifest)
+        return result
+
+    def _record_models(self, records: list[ModelRecord]) -> None:
+        known = {(r.key, r.path) for r in self.manifest.models}
+        for record in records:
+            if (record.key, record.path) not in known:
+                self.manifest.models.append(record)
+        self.store.write_manifest(self.manifest)
+
+
+class _CellRun:
+    """The three phases of one cell against its running server."""
+
+    def __init__(self, run: Reproduction, cell: Cell, runtime: Runtime, backend: Backend, server: RunningServer,
+                 files: ModelFiles, evaluator, pool: ThreadPoolExecutor, result: CellResult):
+        self.run_ = run
+        self.cell = cell
+        self.runtime = runtime
+        self.backend = backend
+        self.server = server
+        self.files = files
+        self.evaluator = evaluator
+        self.pool = pool
+        self.result = result
+        self.settings = run.settings
+        self.store = run.store
+        self.events = run.events
+        self.params = client.SamplingParams(temperature=self.settings.temperature, seed=self.settings.seed,
+                                            max_tokens=self.settings.max_tokens)
+        self.prompts: dict[str, prompts.Prompt] = {}
+        self.death: str | None = None
+        self.chat_template_sha256: str | None = None
+
+    @property
+    def base(self) -> str:
+        return self.server.base_url
+
+    async def run(self, accuracy: list[Task], latency: list[Task], sweep: list[int]) -> None:
+        limits = httpx.Limits(max_connections=max([self.settings.concurrency, *self.settings.sweep]) + 4)
+        timeout = httpx.Timeout(self.settings.request_timeout_s, connect=10.0)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+            self.http = http
+            self.result.server_version = await self.runtime.server_version(http, self.base)
+            self.chat_template_sha256 = await self._chat_template_sha256()
+            before = await self.runtime.scrape_metrics(http, self.base)
+            try:
+                await self._accuracy(accuracy)
+                await self._latency(latency)
+                await self._sweep(sweep)
+            finally:
+                if self.death is None and self.backend.alive(self.server):
+                    after = await self.runtime.scrape_metrics(http, self.base)
+                    self.result.server_metrics = {k: v - before.get(k, 0.0) for k, v in after.items()}
+
+    async def _chat_template_sha256(self) -> str | None:
+        """sha256 of the chat template the server applies: llama.cpp's ``/props``, else the model folder's."""
+        try:
+            response = await self.http.get(f"{self.base}/props")
+            if response.status_code == 200:
+                template = response.json().get("chat_template")
+                if template:
+                    return hashlib.sha256(template.encode()).hexdigest()
+        except (httpx.HTTPError, ValueError):
+            pass
+        folder = self.files.tokenizer_path or (self.files.path if self.files.path.is_dir() else None)
+        if folder is not None:
+            import json
+
+            for name in ("chat_template.jinja", "tokenizer_config.json"):
+                path = folder / name
+                if path.is_file():
+                    text = path.read_text(encoding="utf-8")
+                    template = json.loads(text).get("chat_template") if name.endswith(".json") else text
+                    if template:
+                        return hashlib.sha256(str(template).encode()).hexdigest()
+        return None
+
+    async def _prompt(self, task: Task) -> prompts.Prompt:
+        cached = self.prompts.get(task.id)
+        if cached is not None:
+            return cached
+        chat = self.run_.matrix.model(self.cell).chat
+        prompt = prompts.render(task, self.cell.prompt_style, chat=chat)
+        room = self.files.context_length - self.settings.max_tokens - _TOKEN_MARGIN
+        # a token is at least one byte: a prompt with fewer bytes than the room fits unasked
+        if len(prompt.token_text().encode("utf-8")) > room:
+            async def count(text: str) -> int:
+                return len(await self.runtime.tokenize(self.http, self.base, text))
+
+            prompt = await prompts.fit(task, self.cell.prompt_style, count,
+                                       context_length=self.files.context_length, max_tokens=self.settings.max_tokens,
+                                       chat=chat)
+        self.prompts[task.id] = prompt
+        return prompt
+
+    async def _request(self, task: Task, phase: str, params: client.SamplingParams | None = None) -> Sample:
+        try:
+            prompt = await self._prompt(task)
+        except httpx.HTTPError as exc:
+            return Sample(task_id=task.id, cell_id=self.cell.id, phase=phase, prompt_style=self.cell.prompt_style,
+                          prompt_sha256="", outcome=Outcome.error, error=f"tokenize failed: {exc}", finished_at=utcnow())
+        return await client.measure(self.http, self.base, self.runtime, self.cell, task.id, prompt,
+                                    params or self.params, model=self.files.served_name, phase=phase,
+                                    chat_template_sha256=self.chat_template_sha256)
+
+    async def _server_died(self, sample: Sample) -> bool:
+        """Whether a failed request failed because the server is gone (then the cell stops)."""
+        if sample.outcome != Outcome.error:
+            return False
+        if self.death is not None:
+            return True
+        await asyncio.sleep(0.2)  # let a dying process be reaped before asking
+        if self.backend.alive(self.server):
+            return False
+        from runner.backends.local import log_tail
+
+        self.death = (f"server died during the cell ({sample.error}); log {self.store.server_log(self.cell)}: "
+                      f"{log_tail(self.store.server_log(self.cell), 5)}")
+        return True
+
+    def _write(self, sample: Sample) -> None:
+        self.store.append_sample(self.cell, sample)
+        self.events.sample_written(self.cell, sample)
+
+    async def _accuracy(self, tasks: list[Task]) -> None:
+        self.events.phase_started(self.cell, "accuracy", len(self.run_.tasks), len(self.run_.tasks) - len(tasks))
+        if not tasks:
+            return
+        gate = asyncio.Semaphore(self.settings.concurrency)
+        loop = asyncio.get_running_loop()
+
+        async def one(task: Task) -> None:
+            async with gate:
+                if self.death:
+                    return
+                sample = await self._request(task, "accuracy")
+            if await self._server_died(sample):
+                return
+            if sample.outcome != Outcome.error:
+                # the test runs on the pool while this coroutine waits: the server is not held up
+                try:
+                    verdict = await loop.run_in_executor(self.pool, self.evaluator.evaluate, task, sample.raw_text)
+                except UserError:
+                    raise
+                except Exception as exc:  # a broken check must not pass as a verdict on the model
+                    log.exception("evaluating %s failed", task.id)
+                    sample.outcome, sample.error = Outcome.error, f"evaluation failed: {type(exc).__name__}: {exc}"
+                else:
+                    sample.outcome, sample.cleaned_outcome = verdict.outcome, verdict.cleaned_outcome
+                    sample.code, sample.stage, sample.stderr_tail = verdict.code, verdict.stage, verdict.stderr_tail
+            self._write(sample)
+
+        await asyncio.gather(*(one(task) for task in tasks))
+        if self.death:
+            raise CellFailure(self.death)
+
+    async def _latency(self, tasks: list[Task]) -> None:
+        subset = self.run_.latency_tasks
+        self.events.phase_started(self.cell, "latency", len(subset), len(subset) - len(tasks))
+        if not tasks:
+            return
+        for index in range(self.settings.warmup_requests):  # untimed, unstored: caches and allocator warm
+            warm = await self._request(subset[index % len(subset)], "warmup")
+            if await self._server_died(warm):
+                raise CellFailure(self.death)
+        for task in tasks:
+            sample = await self._request(task, "latency")
+            if await self._server_died(sample):
+                raise CellFailure(self.death)
+            self._write(sample)
+
+    async def _sweep(self, levels: list[int]) -> None:
+        total = len(self.settings.sweep) if self.settings.sweep_requests else 0
+        self.events.phase_started(self.cell, "sweep", total, total - len(levels))
+        params = self.params.model_copy(update={"ignore_eos": True})
+        tasks = self.run_.tasks
+        for level in levels:
+            count = self.settings.sweep_requests
+            gate = asyncio.Semaphore(level)
+
+            async def one(task: Task) -> Sample:
+                async with gate:
+                    return await self._request(task, "sweep", params)
+
+            started = time.perf_counter()
+            samples = await asyncio.gather(*(one(tasks[i % len(tasks)]) for i in range(count)))
+            seconds = time.perf_counter() - started
+            errors = [s for s in samples if s.outcome == Outcome.error]
+            for sample in errors:
+                if await self._server_died(sample):
+                    raise CellFailure(self.death)
+                self.events.note(f"{self.cell.id}: sweep request at concurrency {level} failed: {sample.error}")
+            ok = [s for s in samples if s.outcome != Outcome.error]
+            tokens = sum(s.completion_tokens or 0 for s in ok)
+            self.result.sweep.append(SweepPoint(concurrency=level, requests=len(ok), seconds=seconds,
+                                                requests_per_s=len(ok) / seconds, output_tokens_per_s=tokens / seconds,
+                                                errors=len(errors)))
+            self.store.write_cell(self.result)
+            self.events.sweep_measured(self.cell, self.result.sweep[-1])
+
+
+def reproduce(matrix: Matrix, options: RunOptions, events: RunEvents | None = None) -> RunOutcome:
+    """Run ``matrix`` into ``options.runs_dir/<name>``, resuming what is there (``--fresh`` starts over)."""
+    return Reproduction(matrix, options, events).run()
