@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import string
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -108,9 +108,6 @@ def style_info(style: str) -> StyleInfo:
 
 
 # -- templates -----------------------------------------------------------------------------------
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
-
-
 def simcopilot_templates_dir() -> Path:
     """Where ``runner data fetch simcopilot`` puts upstream's prompt template files."""
     from runner.benchmarks import simcopilot_dir
@@ -119,17 +116,15 @@ def simcopilot_templates_dir() -> Path:
 
 
 def upstream_to_jinja(text: str) -> str:
-    """Upstream's ``str.format`` template as Jinja2 source: ``{name}`` becomes ``{{ name }}``,
-    everything else is kept literally (inside ``raw`` blocks, so braces in it stay text)."""
+    """Upstream's ``str.format`` template as Jinja2 source: ``{name}`` becomes ``{{ name }}``, the
+    rest is literal text (``{{``/``}}`` read as single braces, as ``str.format`` reads them) kept
+    inside ``raw`` blocks, so that nothing in it is taken for Jinja syntax."""
     parts: list[str] = []
-    last = 0
-    for match in _PLACEHOLDER.finditer(text):
-        if match.start() > last:
-            parts.append("{% raw %}" + text[last:match.start()] + "{% endraw %}")
-        parts.append("{{ " + match.group(1) + " }}")
-        last = match.end()
-    if last < len(text):
-        parts.append("{% raw %}" + text[last:] + "{% endraw %}")
+    for literal, name, _spec, _conversion in string.Formatter().parse(text):
+        if literal:
+            parts.append("{% raw %}" + literal + "{% endraw %}")
+        if name is not None:
+            parts.append("{{ " + name + " }}")
     return "".join(parts)
 
 

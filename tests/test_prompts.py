@@ -1,0 +1,144 @@
+"""Prompt rendering: every style's format, hashes, the upstream SimCoPilot templates, the context budget."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from runner import prompts
+from runner.benchmarks import load_benchmark
+from runner.errors import UserError
+from runner.records import Language, Mode
+
+
+@pytest.fixture(scope="module")
+def starter():
+    return load_benchmark("starter")
+
+
+def first(bench, language: str, mode: str):
+    return next(t for t in bench.tasks if t.language.value == language and t.mode.value == mode)
+
+
+def test_instruct_marks_the_gap_with_comments_of_the_language(starter):
+    java = prompts.render(first(starter, "java", "infill"), "instruct")
+    python = prompts.render(first(starter, "python", "infill"), "instruct")
+    assert java.kind == "chat" and [m.role for m in java.messages] == ["system", "user"]
+    assert "\n// BEGIN MISSING CODE\n// END MISSING CODE\n" in java.messages[1].content
+    assert "\n# BEGIN MISSING CODE\n# END MISSING CODE\n" in python.messages[1].content
+    assert java.stop == ("// END MISSING CODE",) and python.stop == ("# END MISSING CODE",)
+
+
+def test_completion_mode_hides_the_code_after_the_gap(starter):
+    task = first(starter, "python", "completion")
+    text = prompts.render(task, "instruct").messages[1].content
+    assert task.before in text
+    last_after_line = [line for line in task.after.splitlines() if line.strip()][-1]
+    assert last_after_line not in text.split("# END MISSING CODE")[1]
+
+
+def test_codestral_fim_puts_the_suffix_first_and_has_no_middle_token(starter):
+    task = first(starter, "python", "infill")
+    prompt = prompts.render(task, "codestral-fim")
+    assert prompt.kind == "completion"
+    assert prompt.text == f"<s>[SUFFIX]\n{task.after}[PREFIX]{task.before}\n"
+    assert "[MIDDLE]" not in prompt.text and prompt.stop == ("</s>",)
+
+
+def test_codellama_fim_format(starter):
+    task = first(starter, "java", "infill")
+    prompt = prompts.render(task, "codellama-fim")
+    assert prompt.text == f"<PRE> {task.before}\n <SUF>\n{task.after} <MID>"
+
+
+def test_hash_is_of_exactly_what_is_sent(starter):
+    a, b = starter.available()[:2]
+    assert prompts.render(a, "instruct").sha256 == prompts.render(a, "instruct").sha256
+    assert prompts.render(a, "instruct").sha256 != prompts.render(b, "instruct").sha256
+    prompt = prompts.render(a, "codellama-fim")
+    assert prompt.sha256 == prompts.sha256_of("completion", prompt.text, ())
+    # a change of one character in the task changes the hash
+    edited = a.model_copy(update={"before": a.before + " "})
+    assert prompts.render(edited, "instruct").sha256 != prompts.render(a, "instruct").sha256
+
+
+def test_prompt_set_hash_ignores_task_order(starter):
+    tasks = starter.available()[:5]
+    assert prompts.prompt_set_sha256(tasks, "instruct") == prompts.prompt_set_sha256(tasks[::-1], "instruct")
+    assert prompts.prompt_set_sha256(tasks, "instruct") != prompts.prompt_set_sha256(tasks[:4], "instruct")
+
+
+def test_a_base_model_gets_the_chat_style_as_plain_text(starter):
+    task = first(starter, "python", "infill")
+    prompt = prompts.render(task, "instruct", chat=False)
+    chat = prompts.render(task, "instruct")
+    assert prompt.kind == "completion" and prompt.messages == ()
+    assert prompt.text.startswith(chat.messages[0].content) and chat.messages[1].content in prompt.text
+    assert prompt.text.endswith("```python\n") and "```" in prompt.stop
+
+
+def test_unknown_style_is_a_user_error(starter):
+    with pytest.raises(UserError, match="unknown prompt style 'fim'.*instruct"):
+        prompts.render(starter.tasks[0], "fim")
+
+
+def test_simcopilot_style_without_fetched_templates_says_how_to_get_them(starter):
+    with pytest.raises(UserError, match="runner data fetch simcopilot"):
+        prompts.render(first(starter, "python", "infill"), "simcopilot")
+
+
+def write_upstream_style_templates(folder):
+    # Templates in upstream's format (str.format placeholders), written for this test.
+    folder.mkdir(parents=True)
+    (folder / "before_after_template.txt").write_text(
+        "Fill the {program_type} gap.{instruction_text}\n{examples}\nA literal {{brace}}, {{% raw %}} and {{{{ x }}}}.\n"
+        "{before_section}\n{begin_missing_code}\n{end_missing_code}\n{after_section}")
+    (folder / "without_after_template.txt").write_text(
+        "Continue the {program_type} code.{instruction_text}\n{before_section}\n{begin_missing_code}\n"
+        "{end_missing_code}")
+
+
+def test_simcopilot_style_renders_upstreams_template_files(starter):
+    write_upstream_style_templates(prompts.simcopilot_templates_dir())
+    task = first(starter, "java", "infill")
+    prompt = prompts.render(task, "simcopilot")
+    system, user = prompt.messages
+    assert system.content == "Java code generation"
+    assert user.content.startswith("Fill the Java gap.\n\nA literal {brace}, {% raw %} and {{ x }}.\n")
+    assert f"{task.before}\n// --BEGIN MISSING CODE--\n// --END MISSING CODE--\nAfter Section:\n{task.after}" in user.content
+    assert prompt.stop == ("// --END MISSING CODE--",)
+    completion = prompts.render(first(starter, "python", "completion"), "simcopilot")
+    assert completion.messages[1].content.startswith("Continue the Python code.\n\nNOTE: indentation")
+    assert "After Section" not in completion.messages[1].content
+
+
+def test_upstream_templates_read_as_str_format_reads_them():
+    import jinja2
+
+    upstream = "a {x} {{ y }} {{%z%}} {{{{w}}}}"
+    assert jinja2.Template(prompts.upstream_to_jinja(upstream)).render(x=1) == upstream.format(x=1)
+
+
+def count_chars(text: str):
+    async def count() -> int:
+        return len(text)
+    return count()
+
+
+def test_fit_drops_the_tail_of_after_first_then_the_head_of_before(starter):
+    task = next(t for t in starter.available() if t.mode == Mode.infill and t.language == Language.python
+                and len(t.before.splitlines()) > 40 and len(t.after.splitlines()) > 40)
+    full = prompts.render(task, "codellama-fim")
+    # one "token" per character: a context a little shorter than the prompt drops only `after` lines
+    prompt = asyncio.run(prompts.fit(task, "codellama-fim", count_chars, context_length=len(full.text) + 100 - 200,
+                                     max_tokens=100))
+    assert prompt.dropped_after_lines > 0 and prompt.dropped_before_lines == 0
+    assert len(prompt.text) + 100 <= len(full.text) + 100 - 200
+    assert prompt.text.startswith(f"<PRE> {task.before}")
+    # a context smaller than `before` alone drops all of `after` and the head of `before`
+    prompt = asyncio.run(prompts.fit(task, "codellama-fim", count_chars, context_length=len(task.before) // 2,
+                                     max_tokens=10))
+    assert prompt.dropped_after_lines == len(task.after.split("\n")) and prompt.dropped_before_lines > 0
+    assert len(prompt.text) + 10 <= len(task.before) // 2
+    assert prompt.text.endswith(task.before.split("\n")[-1] + "\n <SUF> <MID>")
