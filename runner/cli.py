@@ -430,7 +430,9 @@ def models_prepare(matrix: Path, cell_ids: tuple[str, ...], runnable_only: bool,
         for record in records.values():
             click.echo(record.model_dump_json())
         return
-    table = Table("model", "source", "path", "sha256")
+    table = Table("model", "source")
+    table.add_column("path", overflow="fold")
+    table.add_column("sha256", no_wrap=True, min_width=64)
     for record in records.values():
         table.add_row(record.key, record.source, record.path, record.sha256 or "")
     Console(width=max(200, Console().width)).print(table)
