@@ -17,6 +17,7 @@ reason; nothing is retried here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -145,13 +146,18 @@ def tpot(e2e_s: float | None, ttft_s: float | None, completion_tokens: int | Non
 
 async def measure(http: httpx.AsyncClient, base_url: str, runtime: Runtime, cell: Cell, task_id: str,
                   prompt: Prompt, params: SamplingParams, *, model: str, phase: str = "accuracy",
-                  chat_template_sha256: str | None = None) -> Sample:
-    """One timed request as a ``Sample`` (not yet evaluated); a failure is a sample with outcome ``error``."""
+                  chat_template_sha256: str | None = None, timeout_s: float | None = None) -> Sample:
+    """One timed request as a ``Sample`` (not yet evaluated); a failure is a sample with outcome ``error``.
+
+    ``timeout_s`` bounds the whole request (the client's own timeouts bound each read).
+    """
     sample = Sample(task_id=task_id, cell_id=cell.id, phase=phase, prompt_style=prompt.style,
                     prompt_sha256=prompt.sha256,
                     chat_template_sha256=chat_template_sha256 if prompt.kind == "chat" else None)
     try:
-        result = await stream(http, base_url, runtime, cell, prompt, params, model=model)
+        result = await asyncio.wait_for(stream(http, base_url, runtime, cell, prompt, params, model=model), timeout_s)
+    except asyncio.TimeoutError:
+        sample.outcome, sample.error = Outcome.error, f"timeout: no complete answer within {timeout_s:g}s"
     except httpx.TimeoutException as exc:
         sample.outcome, sample.error = Outcome.error, f"timeout: {type(exc).__name__} after {_timeout_of(http)}"
     except (httpx.HTTPError, ValueError) as exc:

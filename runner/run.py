@@ -385,7 +385,8 @@ class _CellRun:
                           prompt_sha256="", outcome=Outcome.error, error=f"tokenize failed: {exc}", finished_at=utcnow())
         return await client.measure(self.http, self.base, self.runtime, self.cell, task.id, prompt,
                                     params or self.params, model=self.files.served_name, phase=phase,
-                                    chat_template_sha256=self.chat_template_sha256)
+                                    chat_template_sha256=self.chat_template_sha256,
+                                    timeout_s=self.settings.request_timeout_s)
 
     async def _server_died(self, sample: Sample) -> bool:
         """Whether a failed request failed because the server is gone (then the cell stops)."""
