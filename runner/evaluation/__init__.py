@@ -5,6 +5,9 @@ Typical use::
     evaluator = Evaluator(benchmark.programs)            # refuses if the sandbox is incomplete
     verdict = evaluator.evaluate(task, raw_model_text)    # Verdict(outcome, stage, cleaned_outcome, ...)
     for task, verdict in evaluator.evaluate_many(pairs, workers=4): ...
+
+``Evaluator(..., limits=Limits(...), sandbox=..., java_fast=True)`` tunes the limits, swaps in
+another ``Sandbox`` implementation, or compiles and tests Java in one JVM.
 """
 
 from runner.evaluation.evaluator import Evaluator, default_workers
