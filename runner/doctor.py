@@ -12,6 +12,7 @@ import importlib.metadata
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -156,8 +157,20 @@ def _version(package: str) -> str | None:
         return None
 
 
-def probe_host() -> Host:
-    """Look at this machine once (a few seconds at most: the Docker ping times out after 5 s)."""
+_PROBED: tuple[float, Host] | None = None
+
+
+def probe_host(max_age_s: float = 30.0) -> Host:
+    """This machine as seen at most ``max_age_s`` ago (a fresh look takes a few seconds at most)."""
+    global _PROBED
+    if _PROBED is not None and time.monotonic() - _PROBED[0] <= max_age_s:
+        return _PROBED[1].model_copy(deep=True)
+    host = _probe()
+    _PROBED = (time.monotonic(), host)
+    return host.model_copy(deep=True)
+
+
+def _probe() -> Host:
     gpus, gpu_note = _gpus()
     docker_version, docker_note = _docker()
     java, java_note = _java()

@@ -112,29 +112,34 @@ class LocalBackend(Backend):
         with _LOCK:
             _LIVE[proc.pid] = proc
         server = RunningServer(base_url=f"http://{self.host}:{spec.port}", load_seconds=0.0, ident=str(proc.pid))
+        try:
+            self._wait_healthy(proc, spec, server, log_path, started + health_timeout, health_timeout)
+        except BaseException:  # dead, too slow, or Ctrl-C during a long model load: never leave it running
+            self.stop(server)
+            raise
+        server.load_seconds = time.monotonic() - started
+        log.info("%s healthy at %s after %.1fs (pid %d)", spec.runtime, server.base_url, server.load_seconds, proc.pid)
+        return server
+
+    def _wait_healthy(self, proc: subprocess.Popen, spec: ServerSpec, server: RunningServer, log_path: Path,
+                      deadline: float, health_timeout: float) -> None:
         url = f"{server.base_url}{spec.health_path}"
-        deadline = started + health_timeout
         with httpx.Client(timeout=min(5.0, max(health_timeout, 0.5))) as http:
             while True:
                 code = proc.poll()
                 if code is not None:
-                    self.stop(server)
                     raise ServerStartError(f"{spec.runtime} server exited with code {code} before it was "
                                            f"healthy (log {log_path}): {log_tail(log_path)}")
                 try:
                     if http.get(url).status_code == 200:
-                        break
+                        return
                 except httpx.HTTPError:
                     pass  # not listening yet
                 if time.monotonic() > deadline:
-                    self.stop(server)
                     raise ServerStartError(f"{spec.runtime} server not healthy at {url} after "
                                            f"{health_timeout:.0f}s; stopped it (log {log_path}): "
                                            f"{log_tail(log_path)}")
                 time.sleep(self.poll_s)
-        server.load_seconds = time.monotonic() - started
-        log.info("%s healthy at %s after %.1fs (pid %d)", spec.runtime, server.base_url, server.load_seconds, proc.pid)
-        return server
 
     def stop(self, server: RunningServer) -> None:
         """SIGTERM to the server's process group, SIGKILL after the grace period; idempotent."""

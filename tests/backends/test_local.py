@@ -179,3 +179,18 @@ def test_sigterm_to_the_runner_reaches_the_servers_through_stop_all(tmp_path):
     runner.send_signal(signal.SIGTERM)
     assert runner.wait(timeout=20) == 143
     assert gone(server_pid)
+
+
+def test_ctrl_c_while_waiting_for_health_stops_the_server(tmp_path):
+    """A KeyboardInterrupt during a long model load must not leave the server behind."""
+    import threading
+
+    spec = python_server(tmp_path, free_port(), health_path="/health")  # never healthy
+    backend = get_backend("local", grace_s=2)
+    threading.Timer(1.0, lambda: signal.raise_signal(signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        backend.start(spec, tmp_path / "server.log", health_timeout=60)
+    assert stop_all() == 0  # already stopped by start itself
+    pids = [int(line.split()[0]) for line in os.popen("ps -eo pid,args").read().splitlines()[1:]
+            if str(tmp_path) in line and "http.server" in line]
+    assert pids == []
