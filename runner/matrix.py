@@ -293,7 +293,13 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
     if parsed.backend not in backend_names():
         problems.append(f"{where}: backend = {parsed.backend!r}: unknown backend; "
                         f"known: {', '.join(backend_names())}")
+    from runner.prompts import STYLES
+
     for key, spec in parsed.models.items():
+        for style in spec.prompt_styles:
+            if style not in STYLES:
+                problems.append(f"{where}: models.{key}.prompt_styles = {style!r}: unknown prompt style; "
+                                f"known: {', '.join(STYLES)}")
         for quant, source in spec.quantizations.items():
             if source.kind == "dequantize" and source.of not in spec.quantizations:
                 problems.append(f"{where}: models.{key}.quantizations.{quant}.of = {source.of!r}: "

@@ -16,7 +16,7 @@ from tests.conftest import require
 MODEL = """
 [models.tiny]
 name = "Tiny"
-prompt_styles = ["instruct", "fim"]
+prompt_styles = ["instruct", "codestral-fim"]
 [models.tiny.quantizations.q4_k_m]
 kind = "path"
 path = "weights/tiny.gguf"
@@ -64,11 +64,11 @@ def test_variants_overlay_the_group_and_prompt_styles_enter_the_label(tmp_path):
     """)
     matrix = load_matrix(path)
     assert [c.id for c in matrix.cells] == [
-        "tiny/llamacpp/q4_k_m/flash_attn=on-instruct", "tiny/llamacpp/q4_k_m/flash_attn=on-fim",
-        "tiny/llamacpp/q4_k_m/kv-q8-instruct", "tiny/llamacpp/q4_k_m/kv-q8-fim",
+        "tiny/llamacpp/q4_k_m/flash_attn=on-instruct", "tiny/llamacpp/q4_k_m/flash_attn=on-codestral-fim",
+        "tiny/llamacpp/q4_k_m/kv-q8-instruct", "tiny/llamacpp/q4_k_m/kv-q8-codestral-fim",
     ]
     assert matrix.cells[2].techniques == {"flash_attn": "on", "kv_cache": "q8_0"}
-    assert {c.prompt_style for c in matrix.cells} == {"instruct", "fim"}
+    assert {c.prompt_style for c in matrix.cells} == {"instruct", "codestral-fim"}
     # relative weight paths are relative to the matrix file, absolute ones are kept
     assert matrix.models["tiny"].quantizations["q4_k_m"].path == tmp_path / "weights" / "tiny.gguf"
     assert matrix.models["tiny"].quantizations["q8_0"].path == Path("/models/tiny-q8_0.gguf")
@@ -80,7 +80,7 @@ def test_integer_technique_values_become_switch_strings(tmp_path):
         model = "tiny"
         runtime = "llamacpp"
         quantization = "q8_0"
-        prompt_styles = ["fim"]
+        prompt_styles = ["codestral-fim"]
         techniques = { parallel = 4 }
     """)
     (cell,) = load_matrix(path).cells
@@ -160,12 +160,12 @@ def test_repeated_cells_need_a_label(tmp_path):
         model = "tiny"
         runtime = "llamacpp"
         quantization = "q8_0"
-        prompt_styles = ["fim"]
+        prompt_styles = ["codestral-fim"]
         [[cells]]
         model = "tiny"
         runtime = "llamacpp"
         quantization = "q8_0"
-        prompt_styles = ["fim"]
+        prompt_styles = ["codestral-fim"]
     """)
     assert problems(path) == [f"{path}: cells[1]: cell id tiny/llamacpp/q8_0/baseline repeats cells[0]; give it a label"]
 
@@ -183,7 +183,7 @@ repo = "org/other-GGUF"
         model = "tiny"
         runtime = "llamacpp"
         quantization = "q8_0"
-        prompt_styles = ["fim"]
+        prompt_styles = ["codestral-fim"]
         techniques = { spec = "draft" }
     """, models)
     lines = problems(path)
@@ -196,7 +196,7 @@ def test_draft_without_a_draft_model_is_refused(tmp_path):
         model = "tiny"
         runtime = "llamacpp"
         quantization = "q8_0"
-        prompt_styles = ["fim"]
+        prompt_styles = ["codestral-fim"]
         techniques = { spec = "draft" }
     """)
     (line,) = problems(path)
@@ -232,3 +232,16 @@ revision = "6.0bpw"
                               'write [models.big.quantizations."exl2-6.0"]']
     path.write_text(path.read_text().replace("quantizations.exl2-6.0]", 'quantizations."exl2-6.0"]'))
     assert [c.id for c in load_matrix(path).cells] == ["big/exllama/exl2-6.0/baseline"]
+
+
+def test_unknown_prompt_styles_are_named(tmp_path):
+    from runner.prompts import STYLES
+
+    path = write(tmp_path, """
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+    """, MODEL.replace('["instruct", "codestral-fim"]', '["instruct", "fill"]'))
+    assert problems(path) == [f"{path}: models.tiny.prompt_styles = 'fill': unknown prompt style; "
+                              f"known: {', '.join(STYLES)}"]
