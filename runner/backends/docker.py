@@ -1,8 +1,8 @@
 """The Docker backend: one container per cell, through the Docker SDK.
 
 The image, its build, its health check and its GPU request come from ``compose.yaml``
-(``runner.compose``); the cell brings its command (``ServerSpec.argv``: ``argv[0]`` is the
-image's entrypoint, ``argv[1:]`` its arguments), its model files (mounted read-only under
+(``runner.compose``); the cell brings its command (``ServerSpec.argv``: its first items are the program,
+which compose's ``entrypoint`` replaces item for item, the rest its arguments), its model files (mounted read-only under
 ``/models``, the arguments naming them rewritten) and its port (published on 127.0.0.1 only).
 
 Every container and image the runner creates carries ``runner.managed=true`` (and
@@ -280,8 +280,11 @@ class DockerBackend(Backend):
                     return arg.replace(host, inside)
             return arg
 
+        # compose's entrypoint stands for as many leading items of the argv (the host's program:
+        # `llama-server`, `vllm`, `python3 .../main.py`); the rest are the cell's arguments
+        skip = len(service.entrypoint) if service.entrypoint else 1
         config = {
-            "command": [rewrite(a) for a in spec.argv[1:]],
+            "command": [rewrite(a) for a in spec.argv[skip:]],
             "environment": {**service.environment, **{k: rewrite(v) for k, v in spec.env.items()},
                             "PORT": str(spec.port)},
             "ports": {f"{spec.port}/tcp": ("127.0.0.1", spec.port)},

@@ -160,7 +160,9 @@ class DockerSandbox(Sandbox):
                             del err_tail[:-_STDERR_TAIL]
                         if sizes[key] > limits.output_bytes and not overflow.is_set():
                             overflow.set()
-                            _kill(container)
+                            # kill from another thread and keep draining: the engine finishes a
+                            # killed container only once its output streams are consumed
+                            threading.Thread(target=_kill, args=(container,), daemon=True).start()
             except Exception as exc:  # the stream closes when the container is killed
                 log.debug("sandbox stream ended: %s", exc)
 

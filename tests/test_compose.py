@@ -1,0 +1,97 @@
+"""compose.yaml read as compose reads it, and the runner's containers agreeing with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runner.backends.docker import DockerBackend
+from runner.compose import interpolate, load_compose, parse_duration
+from runner.errors import UserError
+from runner.records import Cell
+from runner.runtimes import get_runtime
+from runner.runtimes.base import ModelFiles, ServerSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME_SERVICES = {"llamacpp": "llamacpp", "vllm": "vllm", "exllama": "exllama"}
+
+
+def test_interpolation_follows_compose_rules():
+    env = {"SET": "x", "EMPTY": ""}
+    assert interpolate("${SET:-d} ${EMPTY:-d} ${UNSET:-d}", env) == "x d d"
+    assert interpolate("${EMPTY-d}|${UNSET-d}", env) == "|d"  # without the colon, empty counts as set
+    assert interpolate("$SET $$PORT ${SET:+alt}", env) == "x $PORT alt"
+    assert interpolate("${UNSET:-a-b:c}", env) == "a-b:c"
+    with pytest.raises(UserError, match="MODEL is required: name the model file"):
+        interpolate("${MODEL:?name the model file}", env)
+    with pytest.raises(UserError, match="invalid variable"):
+        interpolate("${9bad}", env)
+
+
+def test_durations():
+    assert parse_duration("1m30s", "x") == 90 and parse_duration("500ms", "x") == 0.5
+    with pytest.raises(UserError, match="not a duration"):
+        parse_duration("ten seconds", "healthcheck.interval")
+
+
+def test_every_runtime_has_a_gpu_service_with_a_health_check_and_a_pinned_build():
+    compose = load_compose(env={})
+    for runtime, name in RUNTIME_SERVICES.items():
+        service = compose.service(name)
+        assert service.profiles == [runtime]
+        assert service.gpu is not None and service.gpu.count == -1 and service.gpu.driver == "nvidia"
+        assert service.healthcheck is not None and service.healthcheck.start_period_s >= 600
+        assert (ROOT / service.build.dockerfile).is_file()
+        assert service.build.dockerfile == f"Dockerfile.{'exllama' if runtime == 'exllama' else runtime}"
+        assert ":" in service.image and not service.image.endswith(":latest")
+        assert "latest" not in service.build.args.get("BASE", "") and ":" in service.build.args["BASE"]
+    assert compose.service("sandbox").gpu is None
+
+
+def test_variables_choose_the_cpu_variant_for_runner_and_compose_alike():
+    env = {"LLAMACPP_TAG": "t-cpu", "LLAMACPP_BASE": "runner-base:bookworm", "LLAMACPP_CMAKE_FLAGS": ""}
+    service = load_compose(env=env).service("llamacpp")
+    assert service.image == "runner-llamacpp:t-cpu"
+    assert service.build.args["BASE"] == "runner-base:bookworm"
+    assert service.build.args["CMAKE_FLAGS"] == ""  # set-but-empty is honoured (no colon in the file)
+    assert "-DGGML_CUDA=ON" in load_compose(env={}).service("llamacpp").build.args["CMAKE_FLAGS"]
+
+
+def test_an_unknown_service_names_the_file_and_the_services():
+    with pytest.raises(UserError, match=r"compose.yaml: no service 'sglang'; services: llamacpp, vllm"):
+        load_compose(env={}).service("sglang")
+
+
+def test_the_backend_lays_the_cell_over_the_service(tmp_path):
+    # The runner's container config takes entrypoint and health check from compose, and the
+    # command, model mount and port from the cell: the two cannot disagree.
+    model = tmp_path / "weights" / "m.gguf"
+    model.parent.mkdir()
+    model.write_bytes(b"GGUF")
+    cell = Cell(model="m", runtime="llamacpp", quantization="q4_k_m", techniques={"spec": "ngram"})
+    spec = get_runtime("llamacpp").server_spec(cell, ModelFiles(path=model, served_name="m"), 8123)
+    backend = DockerBackend(env={})
+    service = backend.service_for(spec)
+    config = backend.container_config(spec, service)
+    assert service.name == "llamacpp"
+    assert config["entrypoint"] == service.entrypoint == ["llama-server"]
+    assert config["healthcheck"]["test"] == service.healthcheck.test
+    assert config["healthcheck"]["start_period"] == int(service.healthcheck.start_period_s * 1e9)
+    assert config["ports"] == {"8123/tcp": ("127.0.0.1", 8123)}
+    assert config["volumes"] == {str(model): {"bind": "/models/m.gguf", "mode": "ro"}}
+    command = config["command"]
+    assert command[command.index("--model") + 1] == "/models/m.gguf"
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    assert command[command.index("--spec-type") + 1] == "ngram-simple"
+    assert config["environment"]["PORT"] == "8123"
+
+
+def test_files_the_runtime_writes_are_mounted_and_renamed_in_arguments(tmp_path):
+    config_file = tmp_path / "tabby" / "config.yml"
+    spec = ServerSpec(runtime="exllama", argv=["python3", "/srv/tabbyAPI/main.py", "--config", str(config_file),
+                                                "--port", "5001"],
+                      port=5001, files={config_file: "network: {host: '{host}'}"})
+    config = DockerBackend(env={}).container_config(spec, load_compose(env={}).service("exllama"))
+    assert config["command"] == ["--config", "/models/tabby/config.yml", "--port", "5001"]
+    assert config["volumes"] == {str(config_file.parent): {"bind": "/models/tabby", "mode": "ro"}}
