@@ -1,0 +1,47 @@
+"""The report: the latency–accuracy trade-off of every cell, with its uncertainty and provenance.
+
+``render(run_dirs, out_dir)`` reads run directories (``runs/<name>``) and writes::
+
+    out_dir/index.html     one self-contained page (inline CSS and SVG, no network)
+    out_dir/README.md      the same tables in Markdown, charts as out_dir/plots/*.png
+    out_dir/results.csv    one row per cell × language × mode with every figure
+    out_dir/results.json   the same rows as JSON records
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.report import data, plots, tables, writers
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """The files one ``render`` wrote."""
+
+    html: Path
+    markdown: Path
+    csv: Path
+    json: Path
+    plots: tuple[Path, ...]
+
+
+def render(run_dirs: list[Path], out_dir: Path) -> ReportPaths:
+    """Render the report of ``run_dirs`` into ``out_dir`` (created if needed)."""
+    runs = data.load_runs([Path(p) for p in run_dirs])
+    catalogue = data.load_tasks(runs)
+    built = tables.build(runs, catalogue)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    drawn = plots.render_all(built, out_dir / "plots")
+    return ReportPaths(
+        html=writers.write_html(built, drawn, out_dir / "index.html"),
+        markdown=writers.write_markdown(built, drawn, out_dir / "README.md"),
+        csv=writers.write_csv(built, out_dir / "results.csv"),
+        json=writers.write_json(built, out_dir / "results.json"),
+        plots=tuple(p.png for p in drawn),
+    )
+
+
+__all__ = ["ReportPaths", "render"]

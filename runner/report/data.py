@@ -1,0 +1,175 @@
+"""Reading run directories into what the report compares: runs, machines and cells with their samples."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.errors import UserError
+from runner.records import Cell, Outcome, Sample, Task
+from runner.store import CellResult, Fingerprint, Manifest, RunStore
+
+log = logging.getLogger(__name__)
+
+#: SimCoPilot's languages and modes, in the order upstream's tables use
+LANGUAGE_MODES: tuple[tuple[str, str], ...] = (
+    ("python", "infill"), ("python", "completion"), ("java", "infill"), ("java", "completion"),
+)
+
+
+def machine_label(fp: Fingerprint) -> str:
+    """A short, readable name for where a run happened: its GPUs, else its CPU, and the host."""
+    if fp.gpus:
+        names: dict[str, int] = {}
+        for gpu in fp.gpus:
+            name = str(gpu.get("name", "GPU"))
+            names[name] = names.get(name, 0) + 1
+        hardware = " + ".join(f"{n}× {name}" if n > 1 else name for name, n in names.items())
+    else:
+        hardware = f"CPU {fp.cpu}" if fp.cpu else "CPU"
+    return f"{hardware} ({fp.hostname})" if fp.hostname else hardware
+
+
+def machine_short(fp: Fingerprint) -> str:
+    """The hardware alone, vendor prefix dropped, for cell labels: ``2× A100-SXM4-80GB``."""
+    return machine_label(fp.model_copy(update={"hostname": ""})).replace("NVIDIA ", "")
+
+
+def machine_key(fp: Fingerprint) -> tuple:
+    """What makes two fingerprints the same machine: host, GPUs (by uuid or name) and CPU."""
+    gpus = tuple(sorted(str(g.get("uuid") or g.get("name")) for g in fp.gpus))
+    return (fp.hostname, gpus, fp.cpu)
+
+
+def split_task_id(task_id: str) -> tuple[str, str]:
+    """``python/infill/prog/3-4`` -> ``("python", "infill")``."""
+    parts = task_id.split("/")
+    return (parts[0], parts[1]) if len(parts) >= 2 else ("?", "?")
+
+
+@dataclass
+class CellData:
+    """One cell of one run with its latest samples, split by phase."""
+
+    run: "RunData"
+    result: CellResult
+    samples: list[Sample]
+    label: str = ""  # unique within the report; set by ``Report``
+
+    @property
+    def cell(self) -> Cell:
+        return self.result.cell
+
+    @property
+    def accuracy(self) -> list[Sample]:
+        """Accuracy-phase samples that carry a verdict (an ``error`` counts as not passing)."""
+        return [s for s in self.samples if s.phase == "accuracy" and s.outcome is not None]
+
+    def accuracy_by_task(self) -> dict[str, Sample]:
+        return {s.task_id: s for s in self.accuracy}
+
+    @property
+    def errors(self) -> list[Sample]:
+        return [s for s in self.samples if s.outcome == Outcome.error]
+
+    def timed(self, phase: str) -> list[Sample]:
+        """Samples of ``phase`` that returned text in time (no request error)."""
+        return [s for s in self.samples if s.phase == phase and s.outcome != Outcome.error and s.e2e_s is not None]
+
+    @property
+    def latency_source(self) -> str:
+        """``latency`` when the cell has one-at-a-time timings, else ``accuracy`` (queued requests)."""
+        return "latency" if self.timed("latency") else "accuracy"
+
+    @property
+    def latency_samples(self) -> list[Sample]:
+        return self.timed(self.latency_source)
+
+
+@dataclass
+class RunData:
+    """One run directory: its manifest and its cells."""
+
+    path: Path
+    manifest: Manifest
+    cells: list[CellData] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name or self.path.name
+
+    @property
+    def machine(self) -> str:
+        return machine_label(self.manifest.fingerprint)
+
+    @property
+    def benchmark(self) -> str | None:
+        name = self.manifest.matrix.get("benchmark")
+        return str(name) if name else None
+
+
+def load_run(path: Path) -> RunData:
+    """Read one run directory (a ``UserError`` when it is not one)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: no such run directory; give the folder `runner reproduce` wrote (runs/<name>)")
+    store = RunStore(path)
+    manifest = store.read_manifest()
+    run = RunData(path=path, manifest=manifest)
+    for result in store.cell_results():
+        run.cells.append(CellData(run=run, result=result, samples=store.latest_samples(result.cell)))
+    return run
+
+
+def load_runs(paths: list[Path]) -> list[RunData]:
+    """Read every run directory and give each cell a label unique across them."""
+    if not paths:
+        raise UserError("give at least one run directory (runs/<name>)")
+    runs = [load_run(p) for p in paths]
+    ids: dict[str, list[CellData]] = {}
+    for run in runs:
+        for cell in run.cells:
+            ids.setdefault(cell.cell.id, []).append(cell)
+    # the hardware names a machine in a label when it tells the machines apart, else the host does
+    keys = {machine_key(r.manifest.fingerprint) for r in runs}
+    shorts = {machine_short(r.manifest.fingerprint) for r in runs}
+    for same in ids.values():
+        machines = {machine_key(c.run.manifest.fingerprint) for c in same}
+        for cell in same:
+            fp = cell.run.manifest.fingerprint
+            if len(same) == 1:
+                cell.label = cell.cell.id
+            elif len(machines) == len(same):
+                where = machine_short(fp) if len(shorts) == len(keys) else f"{machine_short(fp)}, {fp.hostname}"
+                cell.label = f"{cell.cell.id} @ {where}"
+            else:
+                cell.label = f"{cell.cell.id} @ {cell.run.name}"
+    return runs
+
+
+@dataclass
+class TaskCatalogue:
+    """The tasks behind the sample ids (categories), or a note on why they are not available."""
+
+    tasks: dict[str, Task] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def load_tasks(runs: list[RunData]) -> TaskCatalogue:
+    """Load each run's benchmark for the task categories; a missing benchmark becomes a note."""
+    catalogue = TaskCatalogue()
+    names = sorted({r.benchmark for r in runs if r.benchmark})
+    if not names:
+        catalogue.notes.append("the manifests name no benchmark, so task categories are not shown")
+    for name in names:
+        try:
+            from runner.benchmarks import load_benchmark
+
+            benchmark = load_benchmark(name)
+        except (UserError, ImportError, OSError, ValueError) as exc:
+            catalogue.notes.append(f"benchmark {name!r} is not available here ({exc}); categories are not shown")
+            continue
+        for task in benchmark.tasks:
+            catalogue.tasks[task.id] = task
+    return catalogue

@@ -1,0 +1,271 @@
+"""The report's charts (matplotlib, no pyplot state): inline SVG for the HTML, PNG files for the Markdown."""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from runner.report.tables import CategoryTable, HeadlineRow, Tables, frontier
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
+           "#bcbd22")
+STYLE = {
+    "font.family": "DejaVu Sans",  # shipped with matplotlib, drawn as paths: no font is fetched
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e5e7eb",
+    "grid.linewidth": 0.8,
+    "axes.edgecolor": "#9ca3af",
+    "axes.titleweight": "bold",
+    "axes.titlesize": 10,
+    "svg.fonttype": "path",
+}
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One chart: inline SVG markup and the PNG file written beside the Markdown."""
+
+    name: str
+    title: str
+    caption: str
+    svg: str
+    png: Path
+
+
+def _colours(keys: list[str]) -> dict[str, str]:
+    return {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(sorted(set(keys)))}
+
+
+def _markers(keys: list[str]) -> dict[str, str]:
+    return {k: MARKERS[i % len(MARKERS)] for i, k in enumerate(sorted(set(keys)))}
+
+
+def _short(label: str, rows: list[HeadlineRow]) -> str:
+    """The cell label without the model when every cell shares one model."""
+    models = {r.cell.cell.model for r in rows}
+    if len(models) == 1:
+        prefix = next(iter(models)) + "/"
+        return label[len(prefix):] if label.startswith(prefix) else label
+    return label
+
+
+def _seconds_axis(axis) -> None:
+    """Plain tick labels (``0.5 s``, ``2 s``) on a log axis instead of powers of ten."""
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g} s"))
+    axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if f"{v:.1g}"[0] in "25" else ""))
+
+
+def _place_labels(fig: Figure, ax, points: list[tuple[float, float]], texts: list[str]) -> None:
+    """Label each point where the label overlaps no earlier label and no point (greedy, a few candidates)."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # settle the layout first: the overlap test uses display coordinates
+    renderer = canvas.get_renderer()
+    dots = [ax.transData.transform(p) for p in points]
+    frame = ax.get_window_extent(renderer)
+    placed = []
+    candidates = ((8, 6, "left"), (8, -12, "left"), (-8, 6, "right"), (-8, -12, "right"), (8, 16, "left"),
+                  (8, -22, "left"), (-8, 16, "right"), (-8, -22, "right"), (0, 24, "center"), (0, -30, "center"))
+    order = sorted(range(len(points)), key=lambda i: points[i])
+    for i in order:
+        chosen = None
+        for dx, dy, align in candidates:
+            label = ax.annotate(texts[i], points[i], xytext=(dx, dy), textcoords="offset points", fontsize=7.5,
+                                ha=align, color="#1f2937", zorder=4)
+            box = label.get_window_extent(renderer).expanded(1.04, 1.15)
+            outside = box.x0 < frame.x0 or box.x1 > frame.x1 or box.y0 < frame.y0 or box.y1 > frame.y1
+            clash = outside or any(box.overlaps(other) for other in placed) or any(
+                box.contains(x, y) for j, (x, y) in enumerate(dots) if j != i)
+            if not clash:
+                chosen = box
+                break
+            label.remove()
+        if chosen is None:  # crowded: keep the first spot with a leader line so the label stays readable
+            label = ax.annotate(texts[i], points[i], xytext=candidates[0][:2], textcoords="offset points",
+                                fontsize=7.5, color="#1f2937", zorder=4)
+            chosen = label.get_window_extent(renderer)
+        placed.append(chosen)
+
+
+def pareto(rows: list[HeadlineRow], fig: Figure) -> str:
+    """Pass rate against e2e latency p50, one point per cell with its Wilson interval; returns a caption."""
+    ax = fig.add_subplot()
+    usable = [r for r in rows if r.latency.e2e_p50 and r.overall.n]
+    colours = _colours([r.cell.cell.runtime for r in usable])
+    markers = _markers([r.cell.cell.quantization for r in usable])
+    points = [(r.latency.e2e_p50, 100 * r.overall.rate) for r in usable]
+    best = frontier(points)
+    if len(best) > 1:
+        xs = [points[i][0] for i in best]
+        ys = [points[i][1] for i in best]
+        ax.step(xs, ys, where="post", color="#9ca3af", linestyle="--", linewidth=1.3, zorder=2)
+    for i, (r, (x, y)) in enumerate(zip(usable, points)):
+        err = [[y - 100 * r.overall.wilson_low], [100 * r.overall.wilson_high - y]]
+        ax.errorbar([x], [y], yerr=err, fmt=markers[r.cell.cell.quantization], color=colours[r.cell.cell.runtime],
+                    markersize=9 if i in best else 7, capsize=3, elinewidth=1.1, alpha=0.95,
+                    markeredgecolor="#111827" if i in best else "white", markeredgewidth=1.0, zorder=3)
+    ax.set_xscale("log")
+    _seconds_axis(ax.xaxis)
+    ax.set_xlabel("end-to-end latency p50 (log scale)  →  slower")
+    ax.set_ylabel("pass rate %, best of cascade  →  better")
+    ys_all = [100 * r.overall.wilson_low for r in usable] + [100 * r.overall.wilson_high for r in usable]
+    if usable:
+        ax.set_ylim(max(0, min(ys_all) - 8), min(100, max(ys_all) + 8))
+        xs = [p[0] for p in points]
+        ax.set_xlim(min(xs) / 1.3, max(xs) * 1.3)
+    handles = [Line2D([], [], color=c, marker="o", linestyle="", markersize=7, label=f"runtime: {k}")
+               for k, c in colours.items()]
+    handles += [Line2D([], [], color="#4b5563", marker=m, linestyle="", markersize=7, label=f"quant: {k}")
+                for k, m in markers.items()]
+    if len(best) > 1:
+        handles.append(Line2D([], [], color="#9ca3af", linestyle="--", label="Pareto frontier"))
+        handles.append(Line2D([], [], color="#4b5563", marker="o", markeredgecolor="#111827", linestyle="",
+                              label="on the frontier"))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
+    ax.set_title("Latency–accuracy trade-off: up and to the left is better")
+    _place_labels(fig, ax, points, [_short(r.cell.label, usable) for r in usable])
+    on_frontier = ", ".join(_short(usable[i].cell.label, usable) for i in best)
+    return (f"{len(usable)} cells; error bars: Wilson 95% interval of the pass rate over all tasks. "
+            f"On the frontier (no other cell is both faster and more accurate): {on_frontier or 'none'}.")
+
+
+def latency_cdfs(rows: list[HeadlineRow], fig: Figure) -> str:
+    """Empirical CDFs of e2e latency and TTFT per cell."""
+    usable = [r for r in rows if r.cell.latency_samples]
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, attr, title in ((axes[0], "e2e_s", "end-to-end latency"), (axes[1], "ttft_s", "time to first token")):
+        for i, r in enumerate(usable):
+            values = np.sort([getattr(s, attr) for s in r.cell.latency_samples if getattr(s, attr) is not None])
+            if values.size == 0:
+                continue
+            ys = np.arange(1, values.size + 1) / values.size
+            ax.step(np.concatenate([[values[0]], values]), np.concatenate([[0], ys]), where="post",
+                    color=PALETTE[i % len(PALETTE)], linewidth=1.5, label=_short(r.cell.label, usable))
+        ax.set_xscale("log")
+        _seconds_axis(ax.xaxis)
+        ax.set_xlabel(f"{title} (log scale)")
+        ax.set_title(title)
+    axes[0].set_ylabel("fraction of requests")
+    if usable:
+        axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
+    sources = sorted({r.latency.source for r in usable})
+    return f"From the {' and '.join(sources) or 'no'} phase; one line per cell."
+
+
+def category_groups(categories: list[str]) -> list[tuple[str, list[str]]]:
+    """SimCoPilot's categories in its three families: the reason for the code, the dependency
+    distance (``range:``) and the dependency scope (``scope:``)."""
+    groups: dict[str, list[str]] = {"code reason": [], "dependency distance": [], "dependency scope": []}
+    for category in categories:
+        if category.startswith("range:"):
+            groups["dependency distance"].append(category)
+        elif category.startswith("scope:"):
+            groups["dependency scope"].append(category)
+        else:
+            groups["code reason"].append(category)
+    return [(name, members) for name, members in groups.items() if members]
+
+
+def category_heatmap(table: CategoryTable, rows: list[HeadlineRow], fig: Figure) -> str:
+    """Pass rate per SimCoPilot category (columns, one panel per family) per cell (rows)."""
+    labels = [c.label for c in table.cells]
+    groups = category_groups(table.categories)
+    axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
+    cmap = matplotlib.colormaps["RdYlGn"].copy()
+    cmap.set_bad("#f3f4f6")
+    image = None
+    for ax, (family, members) in zip(axes, groups):
+        grid = np.full((len(labels), len(members)), np.nan)
+        for i, label in enumerate(labels):
+            for j, category in enumerate(members):
+                rate = table.rates.get((label, category))
+                if rate is not None and rate.n:
+                    grid[i, j] = 100 * rate.rate
+                    text = f"{grid[i, j]:.0f}" if len(members) > 10 else f"{grid[i, j]:.0f}\nn={rate.n}"
+                    ax.text(j, i, text, ha="center", va="center", fontsize=7, color="#111827")
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=100, aspect="auto")
+        ax.set_xticks(range(len(members)), [m.split(":", 1)[-1] for m in members], rotation=30, ha="right")
+        ax.set_yticks(range(len(labels)), [_short(lbl, rows) for lbl in labels])
+        ax.grid(False)
+        ax.set_title(f"pass rate % by {family}", loc="left")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), label="pass rate %", fraction=0.02, pad=0.01)
+    return "Cell text: pass rate % (with the number of tasks where there is room); grey: no task of that category."
+
+
+def throughput(rows: list[HeadlineRow], fig: Figure) -> str:
+    """Output tokens/s and requests/s against concurrency per cell."""
+    usable = [r for r in rows if r.sweep]
+    axes = fig.subplots(1, 2)
+    for i, r in enumerate(usable):
+        levels = sorted(r.sweep)
+        colour = PALETTE[i % len(PALETTE)]
+        label = _short(r.cell.label, usable)
+        axes[0].plot(levels, [r.sweep[c][1] for c in levels], marker="o", color=colour, label=label)
+        axes[1].plot(levels, [r.sweep[c][0] for c in levels], marker="o", color=colour, label=label)
+    for ax, what in ((axes[0], "output tokens/s"), (axes[1], "requests/s")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent requests")
+        ax.set_ylabel(what)
+        ax.set_title(f"{what} vs concurrency")
+        levels = sorted({c for r in usable for c in r.sweep})
+        ax.set_xticks(levels, [str(c) for c in levels])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_ylim(bottom=0)
+    if usable:
+        axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
+    return "Fixed-length generation (ignore_eos, max_tokens) so that cells compare."
+
+
+def _svg(fig: Figure) -> str:
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    text = buffer.getvalue()
+    # inline markup needs the <svg> element only, not the XML prolog and DOCTYPE
+    text = text[text.index("<svg"):]
+    return re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+
+
+def render_all(tables: Tables, plot_dir: Path) -> list[Plot]:
+    """Draw every chart the data allows; PNGs go to ``plot_dir``."""
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for stale in plot_dir.glob("*.png"):  # a chart the data no longer allows must not linger
+        stale.unlink()
+    rows = tables.headline
+    specs = []
+    if any(r.latency.e2e_p50 and r.overall.n for r in rows):
+        specs.append(("pareto", "Latency vs accuracy", (11, 5.2), lambda f: pareto(rows, f)))
+    if any(r.cell.latency_samples for r in rows):
+        specs.append(("latency-cdf", "Latency distributions", (11, 4), lambda f: latency_cdfs(rows, f)))
+    if tables.categories is not None:
+        table = tables.categories
+        widest = max(len(m) for _, m in category_groups(table.categories))
+        panels = len(category_groups(table.categories))
+        size = (min(15, max(8, 0.6 * widest + 4)), panels * (0.3 * len(table.cells) + 1.4))
+        specs.append(("categories", "Pass rate by category", size, lambda f: category_heatmap(table, rows, f)))
+    if any(r.sweep for r in rows):
+        specs.append(("throughput", "Throughput vs concurrency", (11, 4), lambda f: throughput(rows, f)))
+    plots = []
+    for name, title, size, draw in specs:
+        # a salt per chart keeps element ids unique when several SVGs share one page, and stable
+        with matplotlib.rc_context({**STYLE, "svg.hashsalt": f"runner-{name}"}):
+            fig = Figure(figsize=size, layout="constrained")
+            caption = draw(fig)
+            svg = _svg(fig)
+            png = plot_dir / f"{name}.png"
+            fig.savefig(png, format="png", dpi=130, bbox_inches="tight", metadata={"Software": None})
+        plots.append(Plot(name=name, title=title, caption=caption, svg=svg, png=png))
+    return plots

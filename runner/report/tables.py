@@ -1,0 +1,665 @@
+"""The report's tables as typed rows, computed once and written by every writer (HTML, Markdown, CSV, JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from runner import stats
+from runner.records import Outcome, Sample
+from runner.report.data import LANGUAGE_MODES, CellData, RunData, TaskCatalogue, machine_key, split_task_id
+
+#: upstream's published LLaMA 3 70B pass rates, % and the ± of their 95% normal interval
+PUBLISHED_LLAMA3_70B: dict[tuple[str, str], tuple[float, float]] = {
+    ("python", "infill"): (54.4, 5.0),
+    ("python", "completion"): (45.2, 6.6),
+    ("java", "infill"): (56.1, 5.8),
+    ("java", "completion"): (53.7, 5.7),
+}
+#: quantizations that count as a model's full-precision baseline (MLPerf's reference accuracy)
+FULL_PRECISION = ("bf16", "fp16", "f16", "fp32", "f32")
+#: significance level for the plain-words verdicts
+ALPHA = 0.05
+BOOTSTRAP_SEED = 20240601
+BOOTSTRAP_RESAMPLES = 10_000
+
+
+# -- small records -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PassRate:
+    """Passes out of judged tasks with upstream's ± and the Wilson interval (all as fractions)."""
+
+    passed: int
+    n: int
+    rate: float | None
+    half_width: float | None
+    normal_low: float | None
+    normal_high: float | None
+    wilson_low: float | None
+    wilson_high: float | None
+
+    @classmethod
+    def of(cls, outcomes: list[Outcome | None]) -> "PassRate":
+        judged = [o for o in outcomes if o is not None]
+        k = sum(o == Outcome.passed for o in judged)
+        n = len(judged)
+        if n == 0:
+            return cls(0, 0, None, None, None, None, None, None)
+        p = stats.proportion(k, n)
+        return cls(k, n, p.rate, p.half_width, p.normal.low, p.normal.high, p.wilson.low, p.wilson.high)
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """One cell's latency figures, from the ``source`` phase (seconds)."""
+
+    source: str  # "latency" (one request at a time) or "accuracy" (queued at the run's concurrency)
+    samples: int
+    ttft_p50: float | None
+    ttft_p95: float | None
+    tpot_p50: float | None
+    itl_p50: float | None
+    e2e_p50: float | None
+    e2e_p95: float | None
+    output_tokens_per_s: float | None  # output tokens / e2e seconds, summed over the samples
+
+    @classmethod
+    def of(cls, cell: CellData) -> "LatencySummary":
+        samples = cell.latency_samples
+        ttft = [s.ttft_s for s in samples if s.ttft_s is not None]
+        tpot = [s.tpot_s for s in samples if s.tpot_s is not None]
+        itl = [gap for s in samples for gap in s.itl_s]
+        e2e = [s.e2e_s for s in samples if s.e2e_s is not None]
+        tokens = sum(s.completion_tokens or 0 for s in samples)
+        seconds = sum(s.e2e_s or 0.0 for s in samples if s.completion_tokens)
+        return cls(source=cell.latency_source, samples=len(samples),
+                   ttft_p50=stats.percentile(ttft, 50), ttft_p95=stats.percentile(ttft, 95),
+                   tpot_p50=stats.percentile(tpot, 50), itl_p50=stats.percentile(itl, 50),
+                   e2e_p50=stats.percentile(e2e, 50), e2e_p95=stats.percentile(e2e, 95),
+                   output_tokens_per_s=tokens / seconds if seconds > 0 else None)
+
+
+@dataclass
+class HeadlineRow:
+    """One cell: pass rates per language × mode (best-of-cascade and cleaned-only) and its speed."""
+
+    cell: CellData
+    best: dict[tuple[str, str], PassRate]
+    cleaned: dict[tuple[str, str], PassRate]
+    overall: PassRate
+    overall_cleaned: PassRate
+    latency: LatencySummary
+    sweep: dict[int, tuple[float, float]]  # concurrency -> (requests/s, output tokens/s)
+    errors: int
+    energy_per_task_j: float | None
+
+    @property
+    def status(self) -> str:
+        return self.cell.result.status
+
+
+def headline(cells: list[CellData]) -> list[HeadlineRow]:
+    """The headline table: one row per cell."""
+    rows = []
+    for cell in cells:
+        by_key: dict[tuple[str, str], list[Sample]] = defaultdict(list)
+        for s in cell.accuracy:
+            by_key[split_task_id(s.task_id)].append(s)
+        result = cell.result
+        judged = len(cell.accuracy)
+        rows.append(HeadlineRow(
+            cell=cell,
+            best={k: PassRate.of([s.outcome for s in v]) for k, v in by_key.items()},
+            cleaned={k: PassRate.of([_cleaned(s) for s in v]) for k, v in by_key.items()},
+            overall=PassRate.of([s.outcome for s in cell.accuracy]),
+            overall_cleaned=PassRate.of([_cleaned(s) for s in cell.accuracy]),
+            latency=LatencySummary.of(cell),
+            sweep={p.concurrency: (p.requests_per_s, p.output_tokens_per_s) for p in result.sweep},
+            errors=len(cell.errors),
+            energy_per_task_j=(result.energy_joules / judged) if result.energy_joules and judged else None,
+        ))
+    return rows
+
+
+def _cleaned(sample: Sample) -> Outcome | None:
+    # an error sample has no cleaned verdict but still counts as a task that did not pass
+    return Outcome.error if sample.outcome == Outcome.error else sample.cleaned_outcome
+
+
+def language_modes(rows: list[HeadlineRow]) -> list[tuple[str, str]]:
+    """The language × mode pairs that occur, in upstream's order (unknown ones after)."""
+    seen = {k for r in rows for k in r.best}
+    ordered = [k for k in LANGUAGE_MODES if k in seen]
+    return ordered + sorted(seen - set(ordered)) or list(LANGUAGE_MODES)
+
+
+def sweep_levels(rows: list[HeadlineRow]) -> list[int]:
+    return sorted({c for r in rows for c in r.sweep})
+
+
+# -- technique and quantization impact ----------------------------------------------------------
+@dataclass
+class Comparison:
+    """A cell against its baseline on the tasks both answered."""
+
+    cell: CellData
+    baseline: CellData
+    pairs: int
+    baseline_rate: float | None
+    cell_rate: float | None
+    diff_points: float | None  # (cell - baseline) pass rate, percentage points
+    only_baseline: int  # McNemar b: passed under the baseline only
+    only_cell: int  # McNemar c: passed under the cell only
+    p_value: float | None
+    latency_ratio: stats.RatioEstimate | None  # e2e p50 cell / baseline, paired bootstrap
+    latency_source: str | None
+    speed: str
+    accuracy: str
+
+    @property
+    def verdict(self) -> str:
+        return f"{self.speed}, {self.accuracy}"
+
+
+@dataclass
+class QuantizationRow:
+    """A quantized cell against the model's full-precision cell of the same runtime (MLPerf's rule)."""
+
+    comparison: Comparison
+    retained: float | None  # cell pass rate / baseline pass rate
+    meets_99: bool | None
+    meets_999: bool | None
+
+    @property
+    def verdict(self) -> str:
+        if self.retained is None:
+            return "no baseline accuracy to compare with"
+        if self.meets_999:
+            return "keeps ≥ 99.9% of the baseline accuracy (MLPerf high-accuracy target)"
+        if self.meets_99:
+            return "keeps ≥ 99% (not 99.9%) of the baseline accuracy"
+        return f"keeps {100 * self.retained:.1f}%: below MLPerf's 99% target"
+
+
+def compare(cell: CellData, baseline: CellData) -> Comparison:
+    """Paired accuracy (exact McNemar) and paired latency (bootstrap ratio of medians) of two cells."""
+    a, b = baseline.accuracy_by_task(), cell.accuracy_by_task()
+    common = sorted(set(a) & set(b))
+    base_pass = [a[t].outcome == Outcome.passed for t in common]
+    cell_pass = [b[t].outcome == Outcome.passed for t in common]
+    only_base = sum(x and not y for x, y in zip(base_pass, cell_pass))
+    only_cell = sum(y and not x for x, y in zip(base_pass, cell_pass))
+    n = len(common)
+    base_rate = sum(base_pass) / n if n else None
+    cell_rate = sum(cell_pass) / n if n else None
+    diff = 100 * (cell_rate - base_rate) if n else None
+    p = stats.mcnemar_exact(only_base, only_cell) if n else None
+    ratio, source = _latency_ratio(cell, baseline)
+    return Comparison(cell=cell, baseline=baseline, pairs=n, baseline_rate=base_rate, cell_rate=cell_rate,
+                      diff_points=diff, only_baseline=only_base, only_cell=only_cell, p_value=p,
+                      latency_ratio=ratio, latency_source=source, speed=_speed_words(ratio),
+                      accuracy=_accuracy_words(diff, p))
+
+
+def _latency_ratio(cell: CellData, baseline: CellData) -> tuple[stats.RatioEstimate | None, str | None]:
+    for phase in ("latency", "accuracy"):
+        x = {s.task_id: s.e2e_s for s in baseline.timed(phase)}
+        y = {s.task_id: s.e2e_s for s in cell.timed(phase)}
+        common = sorted(set(x) & set(y))
+        if len(common) >= 2:
+            estimate = stats.paired_bootstrap_ratio([x[t] for t in common], [y[t] for t in common],
+                                                    statistic="median", resamples=BOOTSTRAP_RESAMPLES,
+                                                    seed=BOOTSTRAP_SEED)
+            return estimate, phase
+    return None, None
+
+
+def _speed_words(ratio: stats.RatioEstimate | None) -> str:
+    if ratio is None:
+        return "speed not measured"
+    if ratio.interval.high < 1:
+        return f"faster (×{1 / ratio.ratio:.2f})"
+    if ratio.interval.low > 1:
+        return f"slower (×{ratio.ratio:.2f} the latency)"
+    return "no measurable speed change"
+
+
+def _accuracy_words(diff: float | None, p: float | None) -> str:
+    if diff is None or p is None:
+        return "accuracy not measured"
+    if p < ALPHA:
+        verb = "loses" if diff < 0 else "gains"
+        return f"{verb} {abs(diff):.1f} points (p={p:.2g})"
+    return "no measurable accuracy loss" if diff <= 0 else "no measurable accuracy change"
+
+
+def technique_impact(cells: list[CellData]) -> tuple[list[Comparison], list[str]]:
+    """Each technique cell against the cell of its run with the same model, runtime, quantization,
+    prompt style and no techniques; notes for the cells without one."""
+    rows, notes = [], []
+    for cell in cells:
+        c = cell.cell
+        if not c.techniques:
+            continue
+        baseline = next((o for o in cell.run.cells if not o.cell.techniques and o.cell.model == c.model
+                         and o.cell.runtime == c.runtime and o.cell.quantization == c.quantization
+                         and o.cell.prompt_style == c.prompt_style), None)
+        if baseline is None:
+            notes.append(f"{cell.label}: no baseline cell (same model, runtime, quantization and prompt style, "
+                         "no techniques) in its run")
+            continue
+        rows.append(compare(cell, baseline))
+    return rows, notes
+
+
+def quantization_impact(cells: list[CellData]) -> tuple[list[QuantizationRow], list[str]]:
+    """Each quantized cell against the full-precision cell of the same model, runtime, techniques and style."""
+    rows, notes = [], []
+    for cell in cells:
+        c = cell.cell
+        if c.quantization.lower() in FULL_PRECISION:
+            continue
+        baseline = next((o for o in cell.run.cells if o.cell.quantization.lower() in FULL_PRECISION
+                         and o.cell.model == c.model and o.cell.runtime == c.runtime
+                         and o.cell.techniques == c.techniques and o.cell.prompt_style == c.prompt_style), None)
+        if baseline is None:
+            if not c.techniques:
+                notes.append(f"{cell.label}: no BF16/FP16 cell of {c.model} on {c.runtime} to compare with")
+            continue
+        comparison = compare(cell, baseline)
+        retained = None
+        if comparison.baseline_rate:
+            retained = comparison.cell_rate / comparison.baseline_rate
+        rows.append(QuantizationRow(comparison=comparison, retained=retained,
+                                    meets_99=None if retained is None else retained >= 0.99,
+                                    meets_999=None if retained is None else retained >= 0.999))
+    return rows, notes
+
+
+# -- published reference -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReferenceRow:
+    """A reproduced Llama-3-70B pass rate beside upstream's published one."""
+
+    cell: CellData
+    language: str
+    mode: str
+    reproduced: PassRate
+    published: float  # %
+    published_half_width: float  # %
+
+    @property
+    def within(self) -> bool | None:
+        """Whether the reproduced rate falls inside the published 95% interval."""
+        if self.reproduced.rate is None:
+            return None
+        return abs(100 * self.reproduced.rate - self.published) <= self.published_half_width
+
+    @property
+    def verdict(self) -> str:
+        if self.within is None:
+            return "not measured"
+        return "within the published interval" if self.within else "outside the published interval"
+
+
+def reference(rows: list[HeadlineRow]) -> list[ReferenceRow]:
+    """Every Llama-3-70B cell's pass rate per language × mode beside the published numbers."""
+    out = []
+    for row in rows:
+        if not row.cell.cell.model.startswith("llama3-70b"):
+            continue
+        for key, (published, half) in PUBLISHED_LLAMA3_70B.items():
+            rate = row.best.get(key) or PassRate.of([])
+            out.append(ReferenceRow(cell=row.cell, language=key[0], mode=key[1], reproduced=rate,
+                                    published=published, published_half_width=half))
+    return out
+
+
+# -- hardware ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HardwareEntry:
+    machine: str
+    row: HeadlineRow
+    speedup: float | None  # reference machine's e2e p50 / this machine's (>1: faster)
+
+
+@dataclass(frozen=True)
+class HardwareRow:
+    """The same cell measured on several machines."""
+
+    cell_id: str
+    entries: list[HardwareEntry]
+
+
+def hardware(runs: list[RunData], rows: list[HeadlineRow]) -> list[HardwareRow]:
+    """Cells measured on more than one machine, side by side; empty when all runs share a machine."""
+    if len({machine_key(r.manifest.fingerprint) for r in runs}) < 2:
+        return []
+    by_id: dict[str, list[HeadlineRow]] = defaultdict(list)
+    for row in rows:
+        by_id[row.cell.cell.id].append(row)
+    out = []
+    for cell_id, same in by_id.items():
+        machines = {machine_key(r.cell.run.manifest.fingerprint) for r in same}
+        if len(machines) < 2:
+            continue
+        ref = same[0].latency.e2e_p50
+        entries = [HardwareEntry(machine=r.cell.run.machine, row=r,
+                                 speedup=(ref / r.latency.e2e_p50) if ref and r.latency.e2e_p50 else None)
+                   for r in same]
+        out.append(HardwareRow(cell_id=cell_id, entries=entries))
+    return out
+
+
+# -- categories ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CategoryTable:
+    """Pass rate by SimCoPilot category (rows: cells, columns: categories)."""
+
+    categories: list[str]
+    cells: list[CellData]
+    rates: dict[tuple[str, str], PassRate]  # (cell label, category) -> rate
+
+
+def categories(cells: list[CellData], catalogue: TaskCatalogue) -> CategoryTable | None:
+    """Pass rate per category per cell, or None when no task carries categories."""
+    if not catalogue.tasks:
+        return None
+    outcomes: dict[tuple[str, str], list[Outcome | None]] = defaultdict(list)
+    names: set[str] = set()
+    for cell in cells:
+        for s in cell.accuracy:
+            task = catalogue.tasks.get(s.task_id)
+            for category in (task.categories if task else ()):
+                outcomes[(cell.label, category)].append(s.outcome)
+                names.add(category)
+    if not names:
+        return None
+    with_data = [c for c in cells if c.accuracy]
+    return CategoryTable(categories=sorted(names), cells=with_data,
+                         rates={k: PassRate.of(v) for k, v in outcomes.items()})
+
+
+# -- prompts -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PromptMismatch:
+    task_id: str
+    hashes: dict[str, list[str]]  # prompt sha256 -> cell labels that saw it
+
+
+@dataclass(frozen=True)
+class PromptCheck:
+    """Whether every cell of one prompt style saw the same prompt for each task."""
+
+    style: str
+    cells: list[str]
+    tasks: int
+    manifest_hashes: dict[str, str]  # run name -> prompt-set sha256 in its manifest
+    mismatches: list[PromptMismatch]
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def prompt_checks(runs: list[RunData]) -> list[PromptCheck]:
+    """Compare the per-task prompt sha256 across all cells of each prompt style."""
+    seen: dict[str, dict[str, dict[str, list[str]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    cells_of: dict[str, list[str]] = defaultdict(list)
+    for run in runs:
+        for cell in run.cells:
+            style = cell.cell.prompt_style
+            hashes = {s.task_id: s.prompt_sha256 for s in cell.samples if s.prompt_sha256}
+            if hashes:
+                cells_of[style].append(cell.label)
+            for task_id, digest in hashes.items():
+                seen[style][task_id][digest].append(cell.label)
+    out = []
+    styles = sorted(set(seen) | {s for r in runs for s in r.manifest.prompt_set_sha256})
+    for style in styles:
+        tasks = seen.get(style, {})
+        mismatches = [PromptMismatch(task_id=t, hashes=dict(h)) for t, h in sorted(tasks.items()) if len(h) > 1]
+        out.append(PromptCheck(style=style, cells=cells_of.get(style, []), tasks=len(tasks),
+                               manifest_hashes={r.name: r.manifest.prompt_set_sha256[style]
+                                                for r in runs if style in r.manifest.prompt_set_sha256},
+                               mismatches=mismatches))
+    return out
+
+
+# -- per-task drill-down -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskOutcomes:
+    """One task's outcome in every cell (None: the cell has no verdict for it)."""
+
+    task_id: str
+    outcomes: list[Outcome | None]
+
+    @property
+    def disagrees(self) -> bool:
+        judged = {o == Outcome.passed for o in self.outcomes if o is not None}
+        return len(judged) > 1
+
+
+def task_outcomes(cells: list[CellData]) -> list[TaskOutcomes]:
+    """Every task any cell judged, in id order, with each cell's outcome."""
+    maps = [c.accuracy_by_task() for c in cells]
+    ids = sorted({t for m in maps for t in m}, key=_task_sort_key)
+    return [TaskOutcomes(task_id=t, outcomes=[m[t].outcome if t in m else None for m in maps]) for t in ids]
+
+
+def _task_sort_key(task_id: str) -> tuple:
+    parts = task_id.split("/")
+    span = parts[-1].split("-")[0] if parts else ""
+    return (*parts[:-1], int(span) if span.isdigit() else 0, task_id)
+
+
+@dataclass(frozen=True)
+class Text:
+    """A possibly truncated text for the report."""
+
+    text: str
+    omitted: int  # characters left out
+
+    @classmethod
+    def of(cls, value: str | None, limit: int) -> "Text":
+        value = value or ""
+        if len(value) <= limit:
+            return cls(value, 0)
+        return cls(value[:limit], len(value) - limit)
+
+
+@dataclass(frozen=True)
+class SampleDetail:
+    """One answer of one cell, for the collapsed drill-down."""
+
+    task_id: str
+    outcome: str
+    cleaned_outcome: str
+    stage: str
+    prompt_sha256: str
+    finish_reason: str
+    e2e_s: float | None
+    raw: Text
+    code: Text
+    stderr: Text
+    error: str | None
+
+
+@dataclass(frozen=True)
+class CellDetails:
+    cell: CellData
+    shown: list[SampleDetail]
+    hidden: int  # answers left out to keep the page small
+
+
+#: limits that keep a full paper run's page in the tens of megabytes at worst
+TEXT_LIMIT = 1500
+STDERR_LIMIT = 800
+DETAIL_BUDGET = 3000  # answers shown across all cells
+MIN_PER_CELL = 25
+
+
+def cell_details(cells: list[CellData], outcomes: list[TaskOutcomes]) -> list[CellDetails]:
+    """Per cell, its answers; where the budget runs out, tasks on which the cells disagree come first."""
+    per_cell = max(MIN_PER_CELL, DETAIL_BUDGET // max(1, len(cells)))
+    priority = {t.task_id: (0 if t.disagrees else 1, i) for i, t in enumerate(outcomes)}
+    out = []
+    for cell in cells:
+        answers = sorted(cell.accuracy, key=lambda s: priority.get(s.task_id, (2, 0)))
+        chosen = sorted(answers[:per_cell], key=lambda s: priority.get(s.task_id, (2, 0))[1])
+        shown = [SampleDetail(task_id=s.task_id, outcome=_value(s.outcome), cleaned_outcome=_value(s.cleaned_outcome),
+                              stage=_value(s.stage), prompt_sha256=s.prompt_sha256, finish_reason=s.finish_reason or "",
+                              e2e_s=s.e2e_s, raw=Text.of(s.raw_text, TEXT_LIMIT), code=Text.of(s.code, TEXT_LIMIT),
+                              stderr=Text.of(_tail(s.stderr_tail, STDERR_LIMIT), STDERR_LIMIT), error=s.error)
+                 for s in chosen]
+        out.append(CellDetails(cell=cell, shown=shown, hidden=len(answers) - len(shown)))
+    return out
+
+
+def _tail(text: str, limit: int) -> str:
+    # the end of stderr holds the exception; keep it rather than the head
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+
+
+def _value(enum_value) -> str:
+    return enum_value.value if enum_value is not None else ""
+
+
+# -- the flat results rows (CSV, JSON) -------------------------------------------------------------
+def _techniques(techniques: dict[str, str]) -> str:
+    return ";".join(f"{k}={v}" for k, v in sorted(techniques.items()))
+
+
+def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[str, Any]]:
+    """One flat row per cell × language × mode with every figure, same columns in every row."""
+    keys = language_modes(rows)
+    levels = sweep_levels(rows)
+    ref_of = {(r.cell.label, r.language, r.mode): r for r in refs}
+    out = []
+    for row in rows:
+        cell, result, lat = row.cell, row.cell.result, row.latency
+        for language, mode in keys:
+            best = row.best.get((language, mode)) or PassRate.of([])
+            clean = row.cleaned.get((language, mode)) or PassRate.of([])
+            ref = ref_of.get((cell.label, language, mode))
+            record: dict[str, Any] = {
+                "run": cell.run.name, "machine": cell.run.machine, "cell": cell.label, "cell_id": cell.cell.id,
+                "model": cell.cell.model, "runtime": cell.cell.runtime, "quantization": cell.cell.quantization,
+                "techniques": _techniques(cell.cell.techniques), "prompt_style": cell.cell.prompt_style,
+                "status": result.status, "status_reason": result.reason or "",
+                "language": language, "mode": mode,
+                "tasks": best.n, "passed": best.passed, "pass_rate": best.rate,
+                "pass_half_width": best.half_width, "pass_normal_low": best.normal_low,
+                "pass_normal_high": best.normal_high, "pass_wilson_low": best.wilson_low,
+                "pass_wilson_high": best.wilson_high,
+                "cleaned_passed": clean.passed, "cleaned_pass_rate": clean.rate,
+                "cleaned_half_width": clean.half_width, "cleaned_wilson_low": clean.wilson_low,
+                "cleaned_wilson_high": clean.wilson_high,
+                "cell_tasks": row.overall.n, "cell_pass_rate": row.overall.rate,
+                "cell_wilson_low": row.overall.wilson_low, "cell_wilson_high": row.overall.wilson_high,
+                "latency_source": lat.source, "latency_samples": lat.samples,
+                "ttft_p50_s": lat.ttft_p50, "ttft_p95_s": lat.ttft_p95, "tpot_p50_s": lat.tpot_p50,
+                "itl_p50_s": lat.itl_p50, "e2e_p50_s": lat.e2e_p50, "e2e_p95_s": lat.e2e_p95,
+                "output_tokens_per_s": lat.output_tokens_per_s,
+                "load_s": result.load_seconds, "peak_gpu_memory_mib": result.peak_gpu_memory_mib,
+                "energy_per_task_j": row.energy_per_task_j, "error_samples": row.errors,
+            }
+            for level in levels:
+                rps, tps = row.sweep.get(level, (None, None))
+                record[f"requests_per_s_c{level}"] = rps
+                record[f"output_tokens_per_s_c{level}"] = tps
+            record["published_pass_rate"] = ref.published / 100 if ref else None
+            record["published_half_width"] = ref.published_half_width / 100 if ref else None
+            record["within_published"] = ref.within if ref else None
+            out.append(record)
+    return out
+
+
+def to_json(value: Any) -> str:
+    """Pretty JSON of records (dataclasses included)."""
+    return json.dumps(value, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
+
+
+def frontier(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the Pareto-optimal points (lower x, higher y), in increasing x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    best, out = float("-inf"), []
+    for i in order:
+        if points[i][1] > best:
+            out.append(i)
+            best = points[i][1]
+    return out
+
+
+@dataclass(frozen=True)
+class Highlights:
+    """What a reader should see first: the most accurate cell, the fastest, and the frontier."""
+
+    most_accurate: HeadlineRow | None
+    fastest: HeadlineRow | None
+    frontier: list[HeadlineRow]
+    cells: int
+    done: int
+    failed: int
+    skipped: int
+    answers: int
+    errors: int
+
+
+def highlights(rows: list[HeadlineRow]) -> Highlights:
+    measured = [r for r in rows if r.overall.n and r.latency.e2e_p50]
+    judged = [r for r in rows if r.overall.n]
+    timed = [r for r in rows if r.latency.e2e_p50]
+    on_frontier = [measured[i] for i in frontier([(r.latency.e2e_p50, r.overall.rate) for r in measured])]
+    status = [r.status for r in rows]
+    return Highlights(
+        most_accurate=max(judged, key=lambda r: (r.overall.rate, -(r.latency.e2e_p50 or 0))) if judged else None,
+        fastest=min(timed, key=lambda r: r.latency.e2e_p50) if timed else None,
+        frontier=on_frontier, cells=len(rows), done=status.count("done"), failed=status.count("failed"),
+        skipped=status.count("skipped"), answers=sum(r.overall.n for r in rows), errors=sum(r.errors for r in rows))
+
+
+@dataclass
+class Tables:
+    """Everything the templates show, computed once."""
+
+    runs: list[RunData]
+    cells: list[CellData]
+    headline: list[HeadlineRow]
+    language_modes: list[tuple[str, str]]
+    sweep_levels: list[int]
+    techniques: list[Comparison]
+    technique_notes: list[str]
+    quantizations: list[QuantizationRow]
+    quantization_notes: list[str]
+    reference: list[ReferenceRow]
+    hardware: list[HardwareRow]
+    categories: CategoryTable | None
+    category_notes: list[str]
+    prompt_checks: list[PromptCheck]
+    task_outcomes: list[TaskOutcomes]
+    details: list[CellDetails]
+    highlights: Highlights
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
+    """Compute every table of the report from loaded runs."""
+    cells = [c for r in runs for c in r.cells]
+    rows = headline(cells)
+    techniques, technique_notes = technique_impact(cells)
+    quantizations, quantization_notes = quantization_impact(cells)
+    refs = reference(rows)
+    outcomes = task_outcomes(cells)
+    category_table = categories(cells, catalogue)
+    category_notes = list(catalogue.notes)
+    if category_table is None and not category_notes:
+        category_notes.append("no answered task carries a category")
+    return Tables(runs=runs, cells=cells, headline=rows, language_modes=language_modes(rows),
+                  sweep_levels=sweep_levels(rows), techniques=techniques, technique_notes=technique_notes,
+                  quantizations=quantizations, quantization_notes=quantization_notes, reference=refs,
+                  hardware=hardware(runs, rows), categories=category_table, category_notes=category_notes,
+                  prompt_checks=prompt_checks(runs), task_outcomes=outcomes, details=cell_details(cells, outcomes),
+                  highlights=highlights(rows), results=result_rows(rows, refs))

@@ -1,0 +1,147 @@
+"""Run directories built through ``RunStore`` the way ``runner reproduce`` writes them.
+
+Two machines (an H100 host and a 2× A100 host), a Llama-3-70B matrix with a BF16 baseline, an
+FP8 quantization, an n-gram speculative-decoding technique, a failed llama.cpp cell with error
+samples, on the real starter benchmark's tasks (so categories resolve).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from runner.benchmarks import load_benchmark
+from runner.records import Cell, Outcome, Sample, ServerTimings, Stage
+from runner.store import CellResult, Fingerprint, Manifest, ModelRecord, RunStore, SweepPoint
+
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+
+BASELINE = Cell(model="llama3-70b", runtime="vllm", quantization="bf16", label="baseline")
+FP8 = Cell(model="llama3-70b", runtime="vllm", quantization="fp8", label="baseline")
+SPEC = Cell(model="llama3-70b", runtime="vllm", quantization="bf16", techniques={"spec": "ngram"}, label="ngram-spec")
+GGUF = Cell(model="llama3-70b", runtime="llamacpp", quantization="q4_k_m", label="baseline")
+
+H100 = Fingerprint(hostname="gpu-a", gpus=[{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_mib": 81559,
+                                            "driver": "550.54.15", "cuda": "12.4", "uuid": "GPU-aaaa"}],
+                   cpu="AMD EPYC 9454 48-Core Processor", cpu_count=96, ram_gib=754.9,
+                   os="Ubuntu 22.04.4 LTS (kernel 5.15.0-105-generic)", python="3.11.9",
+                   packages={"runner": "0.1.0", "vllm": "0.6.3", "torch": "2.4.0", "numpy": "2.4.6"},
+                   runner_version="0.1.0", git_commit="a21a915f00d1c0ffee", git_dirty=False)
+A100 = Fingerprint(hostname="gpu-b", gpus=[{"index": i, "name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920,
+                                            "driver": "535.161.08", "cuda": "12.2", "uuid": f"GPU-b{i}"}
+                                           for i in range(2)],
+                   cpu="Intel(R) Xeon(R) Platinum 8358", cpu_count=128, ram_gib=1007.7,
+                   os="Debian GNU/Linux 12 (bookworm) (kernel 6.1.0-18-amd64)", python="3.11.2",
+                   packages={"runner": "0.1.0", "vllm": "0.6.3", "torch": "2.4.0"},
+                   runner_version="0.1.0", git_commit="a21a915f00d1c0ffee", git_dirty=True)
+
+# per cell: pass probability, e2e median (s), TTFT median (s)
+PROFILE = {BASELINE.id: (0.62, 4.0, 0.30), FP8.id: (0.60, 2.6, 0.22), SPEC.id: (0.62, 2.2, 0.31),
+           GGUF.id: (0.50, 6.0, 0.9)}
+
+
+def prompt_sha(style: str, task_id: str) -> str:
+    return hashlib.sha256(f"{style}\0{task_id}".encode()).hexdigest()
+
+
+def make_sample(cell: Cell, task_id: str, phase: str, rng: random.Random, speed: float = 1.0,
+                outcome: Outcome | None = None) -> Sample:
+    p_pass, e2e_median, ttft_median = PROFILE[cell.id]
+    if outcome is None and phase == "accuracy":
+        # a task's difficulty is shared by every cell (greedy answers mostly agree); 10% of verdicts flip
+        difficulty = random.Random(task_id).random()
+        passes = (difficulty < p_pass) != (rng.random() < 0.1)
+        outcome = Outcome.passed if passes else rng.choice(
+            [Outcome.fail, Outcome.compile_error, Outcome.runtime_error, Outcome.fail])
+    e2e = e2e_median * rng.lognormvariate(0, 0.25) / speed
+    ttft = min(e2e / 3, ttft_median * rng.lognormvariate(0, 0.2) / speed)
+    tokens = rng.randint(20, 200)
+    gaps = [(e2e - ttft) / (tokens - 1)] * min(tokens - 1, 8)
+    stage = None
+    if outcome == Outcome.passed:
+        stage = rng.choice([Stage.cleaned, Stage.cleaned, Stage.trimmed, Stage.reindented])
+    cleaned = outcome if stage in (None, Stage.cleaned) else Outcome.fail
+    started = T0 + timedelta(seconds=rng.randint(0, 3600))
+    return Sample(task_id=task_id, cell_id=cell.id, phase=phase, prompt_style=cell.prompt_style,
+                  prompt_sha256=prompt_sha(cell.prompt_style, task_id),
+                  raw_text="```python\n    total += weight[i] * value[i]  # <script>alert(1)</script>\n```",
+                  code="    total += weight[i] * value[i]", stage=stage, finish_reason="stop",
+                  prompt_tokens=rng.randint(300, 3000), completion_tokens=tokens, ttft_s=ttft, e2e_s=e2e,
+                  itl_s=gaps, tpot_s=(e2e - ttft) / (tokens - 1),
+                  server_timings=ServerTimings(prompt_n=500, prompt_ms=ttft * 900, predicted_n=tokens,
+                                               predicted_ms=(e2e - ttft) * 1000),
+                  system_fingerprint="vllm-0.6.3" if cell.runtime == "vllm" else "b4500-abcdef0",
+                  outcome=outcome if phase == "accuracy" else None,
+                  cleaned_outcome=cleaned if phase == "accuracy" else None,
+                  stderr_tail="Traceback (most recent call last):\nAssertionError: expected 3" if outcome not in
+                  (None, Outcome.passed) else "", started_at=started, finished_at=started + timedelta(seconds=e2e))
+
+
+def write_run(root: Path, name: str, fingerprint: Fingerprint, cells: list[Cell], *, speed: float, seed: int,
+              failed: Cell | None = None, benchmark: str = "starter") -> RunStore:
+    """A finished run directory: manifest, cell records with sweeps, accuracy and latency samples."""
+    tasks = [t.id for t in load_benchmark("starter").tasks]
+    rng = random.Random(seed)
+    store = RunStore(root / name)
+    matrix = {"name": name, "benchmark": benchmark, "backend": "docker",
+              "tasks": {"languages": [], "modes": [], "programs": [], "limit": None},
+              "settings": {"max_tokens": 200, "temperature": 0.0, "seed": 0, "concurrency": 8, "sweep": [1, 4, 16]}}
+    store.write_manifest(Manifest(
+        name=name, matrix_path="matrices/paper.toml", matrix=matrix, cells=cells, fingerprint=fingerprint,
+        models=[ModelRecord(key="llama3-70b", path="/models/Meta-Llama-3-70B-Instruct",
+                            source="hf:meta-llama/Meta-Llama-3-70B-Instruct@7129260",
+                            revision="7129260dd854a80eb10ace5f61c20324b472b31c", sha256="9" * 64)],
+        images={"vllm": "sha256:" + "1" * 64}, runtime_versions={"vllm": "0.6.3"},
+        prompt_set_sha256={"instruct": hashlib.sha256("\n".join(tasks).encode()).hexdigest()},
+        started_at=T0, finished_at=T0 + timedelta(hours=3)))
+    latency_tasks = random.Random(0).sample(tasks, 12)
+    for cell in cells:
+        if cell == failed:
+            # the server died after a few answers: some verdicts, then request errors
+            for task_id in tasks[:6]:
+                store.append_sample(cell, make_sample(cell, task_id, "accuracy", rng, speed))
+            for task_id in tasks[6:9]:
+                store.append_sample(cell, Sample(task_id=task_id, cell_id=cell.id, prompt_style=cell.prompt_style,
+                                                 prompt_sha256=prompt_sha(cell.prompt_style, task_id),
+                                                 outcome=Outcome.error, error="server disconnected: ConnectError",
+                                                 finished_at=T0))
+            store.write_cell(CellResult(cell=cell, status="failed", backend="docker", load_seconds=312.0,
+                                        reason="server died during the cell (CUDA error: out of memory); "
+                                               "log runs/x/server.log"))
+            continue
+        for task_id in tasks[:-1]:
+            store.append_sample(cell, make_sample(cell, task_id, "accuracy", rng, speed))
+        # the last task's request timed out: an error sample in a finished cell
+        store.append_sample(cell, Sample(task_id=tasks[-1], cell_id=cell.id, prompt_style=cell.prompt_style,
+                                         prompt_sha256=prompt_sha(cell.prompt_style, tasks[-1]),
+                                         outcome=Outcome.error, error="ReadTimeout after 300 s", finished_at=T0))
+        # the first latency request failed once and was retried: the retry supersedes the error
+        store.append_sample(cell, Sample(task_id=latency_tasks[0], cell_id=cell.id, phase="latency",
+                                         prompt_style=cell.prompt_style,
+                                         prompt_sha256=prompt_sha(cell.prompt_style, latency_tasks[0]),
+                                         outcome=Outcome.error, error="RemoteProtocolError (superseded)",
+                                         finished_at=T0))
+        for task_id in latency_tasks:
+            store.append_sample(cell, make_sample(cell, task_id, "latency", rng, speed))
+        _, e2e, _ = PROFILE[cell.id]
+        sweep = [SweepPoint(concurrency=c, requests=32, seconds=32 * e2e / (speed * c ** 0.8),
+                            requests_per_s=speed * c ** 0.8 / e2e, output_tokens_per_s=200 * speed * c ** 0.8 / e2e)
+                 for c in (1, 4, 16)]
+        store.write_cell(CellResult(cell=cell, status="done", backend="docker", load_seconds=180.0 / speed,
+                                    server_version="0.6.3", image_digest="sha256:" + "1" * 64, sweep=sweep,
+                                    peak_gpu_memory_mib=76000.0, energy_joules=250.0 * len(tasks) / speed,
+                                    started_at=T0, finished_at=T0 + timedelta(hours=1)))
+    return store
+
+
+@pytest.fixture
+def two_machine_runs(tmp_path) -> list[Path]:
+    """An H100 run with four cells (one failed) and an A100 run of two of the same cells."""
+    runs = tmp_path / "runs"
+    h100 = write_run(runs, "paper-h100", H100, [BASELINE, FP8, SPEC, GGUF], speed=1.0, seed=1, failed=GGUF)
+    a100 = write_run(runs, "paper-a100", A100, [BASELINE, FP8], speed=0.6, seed=2)
+    return [h100.root, a100.root]
