@@ -483,6 +483,26 @@ def doctor(matrix: Path | None, backend: str | None, as_json: bool) -> None:
 
 # --- commands: report -----------------------------------------------------------------------
 
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("report"), show_default=True,
+              help="Folder for index.html, README.md, results.csv, results.json and plots/.")
+@user_errors
+def report(run_dirs: tuple[Path, ...], out_dir: Path) -> None:
+    """Render the latency-accuracy report of one or more run directories (several machines compare).
+
+    \b
+    Example:
+      runner report runs/demo
+      runner report runs/paper-h100 runs/paper-a100 -o report/gpus
+    """
+    from runner.report import render
+
+    paths = render(list(run_dirs), out_dir)
+    for path in (paths.html, paths.markdown, paths.csv, paths.json):
+        click.echo(str(path))
+
 # --- commands: clean (Docker) ---------------------------------------------------------------
 
 
