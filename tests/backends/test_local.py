@@ -74,7 +74,7 @@ def test_llama_server_starts_answers_and_is_stopped(tmp_path):
     matrix = load_matrix(matrix_path)
     cell = matrix.cells[0]
     model = prepare(matrix, cell).files
-    spec = get_runtime("llamacpp").server_spec(cell, model, free_port(), threads=2)
+    spec = get_runtime("llamacpp").server_spec(cell, model, free_port(), threads=1)
     backend = get_backend("local")
     log = tmp_path / "server.log"
     with backend.serve(spec, log, health_timeout=120) as server:

