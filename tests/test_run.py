@@ -1,0 +1,171 @@
+"""The orchestrator end to end on a real llama-server: records, resume, a dying server, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.matrix import load_matrix
+from runner.records import Outcome
+from runner.run import RunEvents, RunOptions, reproduce, select_tasks
+from runner.store import RunStore
+from tests.llama_server import gemma_gguf
+
+pytestmark = pytest.mark.slow
+MODEL_KEY = "gemma3-h5test"  # the served name: lets a /proc scan find this test's servers
+
+
+def write_matrix(folder: Path, *, limit: int, concurrency: int = 2, sweep: str = "[1]", styles: str = '["instruct"]') -> Path:
+    path = folder / "small.toml"
+    path.write_text(f"""
+name = "small"
+benchmark = "starter"
+[tasks]
+languages = ["python"]
+programs = ["lu_solver", "shortest_paths"]
+limit = {limit}
+[settings]
+max_tokens = 24
+concurrency = {concurrency}
+latency_tasks = 2
+warmup_requests = 1
+sweep = {sweep}
+sweep_requests = 2
+request_timeout_s = 120
+health_timeout_s = 300
+threads = 1
+[models.{MODEL_KEY}]
+name = "Gemma 3 270M"
+chat = false
+prompt_styles = {styles}
+[models.{MODEL_KEY}.quantizations.q4_k_m]
+kind = "path"
+path = "{gemma_gguf()}"
+[[cells]]
+model = "{MODEL_KEY}"
+runtime = "llamacpp"
+quantization = "q4_k_m"
+techniques = {{ parallel = 2 }}
+label = "baseline"
+""")
+    return path
+
+
+def test_a_run_writes_every_sample_once_with_its_outcome_and_resumes_to_nothing(tmp_path):
+    matrix = load_matrix(write_matrix(tmp_path, limit=3))
+    outcome = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs"))
+    store = RunStore(outcome.run_dir)
+    (result,) = outcome.results
+    assert result.status == "done" and result.load_seconds > 0 and result.server_version.startswith("b")
+    samples = store.samples(result.cell)
+    accuracy = [s for s in samples if s.phase == "accuracy"]
+    latency = [s for s in samples if s.phase == "latency"]
+    tasks = select_tasks(__import__("runner.benchmarks", fromlist=["x"]).load_benchmark("starter"), matrix.tasks)
+    assert sorted(s.task_id for s in accuracy) == sorted(t.id for t in tasks)
+    assert all(s.outcome in set(Outcome) - {Outcome.error} and s.cleaned_outcome and s.code is not None for s in accuracy)
+    assert len(latency) == 2 and all(s.outcome is None and s.ttft_s <= s.e2e_s for s in latency)
+    # temperature 0: the latency phase answers its tasks as the accuracy phase did
+    by_task = {s.task_id: s.raw_text for s in accuracy}
+    assert all(by_task[s.task_id] == s.raw_text for s in latency)
+    (point,) = result.sweep
+    assert point.concurrency == 1 and point.requests == 2 and point.output_tokens_per_s > 0
+    assert result.server_metrics  # llama.cpp's Prometheus counters moved
+    assert any(k.startswith("llamacpp:") and v > 0 for k, v in result.server_metrics.items())
+    manifest = store.read_manifest()
+    assert manifest.finished_at and manifest.fingerprint.cpu_count == os.cpu_count()
+    assert manifest.models[0].sha256 and manifest.runtime_versions["llamacpp"] == result.server_version
+    assert set(manifest.prompt_set_sha256) == {"instruct:text"}
+
+    lines = store.samples_path(result.cell).read_text().count("\n")
+    skipped: list[str] = []
+
+    class Watch(RunEvents):
+        def cell_skipped(self, result):
+            skipped.append(result.cell.id)
+
+    again = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs"), Watch())
+    assert skipped == [result.cell.id] and again.results[0].status == "done"
+    assert store.samples_path(result.cell).read_text().count("\n") == lines
+
+
+def test_prompt_hashes_of_a_task_are_equal_across_cells_of_a_style(tmp_path):
+    text = write_matrix(tmp_path, limit=2, sweep="[]").read_text().replace(
+        'label = "baseline"', 'label = "baseline"\nvariants = [{ label = "kv-q8", techniques = { kv_cache = "q8_0" } }]')
+    path = tmp_path / "two.toml"
+    path.write_text(text.replace("latency_tasks = 2", "latency_tasks = 0"))
+    outcome = reproduce(load_matrix(path), RunOptions(runs_dir=tmp_path / "runs"))
+    store = RunStore(outcome.run_dir)
+    hashes = [{s.task_id: s.prompt_sha256 for s in store.samples(r.cell)} for r in outcome.results]
+    assert len(hashes) == 2 and hashes[0] == hashes[1] and len(hashes[0]) == 2
+
+
+def llama_servers_of_this_test() -> list[int]:
+    """Pids of running llama-server processes serving this test's model (a /proc scan)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and argv and argv[0].endswith(b"llama-server") and MODEL_KEY.encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_server_killed_mid_cell_fails_the_cell_and_a_rerun_completes_only_what_is_missing(tmp_path):
+    matrix = load_matrix(write_matrix(tmp_path, limit=4, concurrency=1, sweep="[]"))
+    killed: list[int] = []
+
+    class KillAfterFirst(RunEvents):
+        def sample_written(self, cell, sample):
+            if not killed:
+                (pid,) = llama_servers_of_this_test()
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    outcome = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs"), KillAfterFirst())
+    (result,) = outcome.results
+    assert killed and result.status == "failed" and "server died" in result.reason
+    store = RunStore(outcome.run_dir)
+    kept = [s for s in store.samples(result.cell) if s.outcome != Outcome.error]
+    assert len(kept) >= 1
+    first_ids = {s.task_id for s in kept}
+
+    again = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs"))
+    assert again.results[0].status == "done"
+    accuracy = [s for s in store.samples(result.cell) if s.phase == "accuracy" and s.outcome != Outcome.error]
+    assert len(accuracy) == 4 and len({s.task_id for s in accuracy}) == 4  # nothing answered twice
+    assert first_ids <= {s.task_id for s in accuracy}
+    assert not llama_servers_of_this_test()
+
+
+def test_sigint_to_reproduce_leaves_no_server_behind(tmp_path):
+    path = write_matrix(tmp_path, limit=6, concurrency=1)
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "reproduce", str(path), "--runs-dir", str(runs)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        samples = runs / "small" / "cells" / f"{MODEL_KEY}__llamacpp__q4_k_m__baseline" / "samples.jsonl"
+        while not (samples.is_file() and samples.read_text()) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        assert llama_servers_of_this_test(), "the server should be running mid-cell"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and "interrupted" in err
+    assert not llama_servers_of_this_test()
+    cell = RunStore(runs / "small").cell_results()[0]
+    assert cell.status == "failed" and "interrupted" in cell.reason
