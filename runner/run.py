@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import random
 import shutil
@@ -105,11 +106,16 @@ def select_tasks(benchmark: Benchmark, task_filter: TaskFilter) -> list[Task]:
               and (not programs or t.program in programs)]
     if task_filter.limit is None or len(chosen) <= task_filter.limit:
         return chosen
-    # round-robin over (program, mode) so that a small limit still covers every program and mode
-    groups: dict[tuple[str, str], list[Task]] = {}
+    # round-robin over (program, mode), the languages alternating, so that a small limit still
+    # covers every language, program and mode
+    groups: dict[tuple[str, str, str], list[Task]] = {}
     for task in chosen:
-        groups.setdefault((task.program, task.mode.value), []).append(task)
-    queues = [list(reversed(group)) for group in groups.values()]
+        groups.setdefault((task.language.value, task.program, task.mode.value), []).append(task)
+    by_language: dict[str, list[list[Task]]] = {}
+    for (language, _, _), group in groups.items():
+        by_language.setdefault(language, []).append(group)
+    interleaved = [g for row in itertools.zip_longest(*by_language.values()) for g in row if g is not None]
+    queues = [list(reversed(group)) for group in interleaved]
     picked: list[Task] = []
     while len(picked) < task_filter.limit:
         for queue in queues:
@@ -177,11 +183,7 @@ class Reproduction:
 
     def _plan(self) -> list[Cell]:
         """The cells to run; cells this host cannot run are refused, or skipped when asked."""
-        problems: list[tuple[Cell, str]] = []
-        for cell in self.matrix.cells:
-            problem = self._problem(cell)
-            if problem:
-                problems.append((cell, problem))
+        problems = [(cell, why) for cell, why in self._problems() if why]
         if problems and not self.options.skip_unrunnable:
             lines = [f"  {cell.id}: {why}" for cell, why in problems]
             raise UserError(f"{len(problems)} of {len(self.matrix.cells)} cells cannot run on this host "
@@ -195,22 +197,12 @@ class Reproduction:
             self.events.note(f"skipping {cell.id}: {why}")
         return [cell for cell in self.matrix.cells if cell.id not in skipped]
 
-    def _problem(self, cell: Cell) -> str | None:
-        try:
-            from runner.doctor import plan_cells  # the full host check (GPUs, memory, images)
-        except ImportError:
-            plan_cells = None
-        if plan_cells is not None:
-            for plan in plan_cells(self.matrix, backend=self.backend_name):
-                if plan.cell.id == cell.id:
-                    return None if plan.runnable else plan.reason
-            return None
-        runtime = get_runtime(cell.runtime)
-        if runtime.requires_gpu and not fingerprint.gpus():
-            return f"runtime {runtime.name} needs an NVIDIA GPU and this host has none"
-        if self.backend_name == "local":
-            return runtime.local_problem()
-        return None
+    def _problems(self) -> list[tuple[Cell, str | None]]:
+        """Each cell with why this host cannot run it (None when it can), from ``runner doctor``'s plan."""
+        from runner.doctor import plan_cells
+
+        return [(plan.cell, None if plan.runnable else plan.reason)
+                for plan in plan_cells(self.matrix, backend=self.backend_name)]
 
     def run(self) -> RunOutcome:
         """Run every cell (resuming a run directory that exists), then close the manifest."""
