@@ -184,8 +184,7 @@ def category_heatmap(table: CategoryTable, rows: list[HeadlineRow], fig: Figure)
     labels = [c.label for c in table.cells]
     groups = category_groups(table.categories)
     axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
-    cmap = matplotlib.colormaps["RdYlGn"].copy()
-    cmap.set_bad("#f3f4f6")
+    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#f3f4f6")
     image = None
     for ax, (family, members) in zip(axes, groups):
         grid = np.full((len(labels), len(members)), np.nan)

@@ -1,0 +1,174 @@
+"""The report from hand-built run directories: two machines, a Llama-3-70B matrix, a failed cell."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+import statistics
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from runner import stats
+from runner.cli import main
+from runner.records import Outcome
+from runner.report import render
+from runner.report.data import load_runs, load_tasks
+from runner.report.tables import build
+from runner.store import RunStore
+from tests.report.conftest import (A100, BASELINE, FP8, GGUF, H100, SPEC, make_sample, prompt_sha, write_run)
+
+
+def latest_accuracy(run_dir: Path, cell) -> dict[str, Outcome]:
+    store = RunStore(run_dir)
+    return {s.task_id: s.outcome for s in store.latest_samples(cell) if s.phase == "accuracy" and s.outcome}
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    """Every pipe table of a Markdown text as rows of cells (separator rows dropped)."""
+    tables, current = [], []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            if not all(re.fullmatch(r"-+", c) for c in cells):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    if current:
+        tables.append(current)
+    return tables
+
+
+def test_two_machine_report_shows_hardware_reference_failures_and_errors(two_machine_runs, tmp_path):
+    paths = render(two_machine_runs, tmp_path / "report")
+    html = paths.html.read_text()
+
+    # hardware: the same cell side by side, with the speed-up of the A100 run against the H100 run
+    assert 'id="hardware"' in html
+    h100_dir, a100_dir = two_machine_runs
+    medians = [statistics.median(s.e2e_s for s in RunStore(d).latest_samples(BASELINE)
+                                 if s.phase == "latency" and s.outcome is None) for d in two_machine_runs]
+    assert f"×{medians[0] / medians[1]:.2f}" in html
+    assert "NVIDIA A100-SXM4-80GB" in html and "GPU-b1" in html  # full fingerprint, second GPU included
+
+    # published reference beside each Llama-3-70B cell, with a verdict per language x mode
+    outcomes = [o for t, o in latest_accuracy(h100_dir, BASELINE).items() if t.startswith("python/infill/")]
+    rate = 100 * outcomes.count(Outcome.passed) / len(outcomes)
+    expected = "within the published interval" if abs(rate - 54.4) <= 5.0 else "outside the published interval"
+    row = re.search(r"llama3-70b/vllm/bf16/baseline @ H100 80GB HBM3</td><td class=\"l\">python</td>"
+                    r"<td class=\"l\">infill</td>.*?</tr>", html, re.S)
+    assert row and expected in row.group(0) and "54.4 ± 5.0" in row.group(0)
+
+    # the failed cell and the error samples still render, the superseded error does not
+    assert "CUDA error: out of memory" in html
+    errors = re.search(r'<table id="error-table">.*?</table>', html, re.S).group(0)
+    assert errors.count("server disconnected: ConnectError") == 3
+    assert errors.count("ReadTimeout after 300 s") == 5  # the last task of each finished cell
+    assert "RemoteProtocolError (superseded)" not in html
+
+    # answers are escaped, never markup
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert paths.html.stat().st_size < 5_000_000
+    assert {p.name for p in paths.plots} == {"pareto.png", "latency-cdf.png", "categories.png", "throughput.png"}
+
+
+def test_csv_json_and_markdown_carry_the_same_rows(two_machine_runs, tmp_path):
+    paths = render(two_machine_runs, tmp_path / "report")
+    with open(paths.csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    records = json.loads(paths.json.read_text())
+    assert len(rows) == len(records) == 6 * 4  # six cells (four + two) x python/java x infill/completion
+    assert list(rows[0]) == list(records[0])
+
+    # one figure checked against a count made here from the samples
+    outcomes = latest_accuracy(two_machine_runs[1], FP8)
+    java = [o for t, o in outcomes.items() if t.startswith("java/completion/")]
+    record = next(r for r in records if r["cell_id"] == FP8.id and r["run"] == "paper-a100"
+                  and (r["language"], r["mode"]) == ("java", "completion"))
+    assert record["tasks"] == len(java) and record["passed"] == java.count(Outcome.passed)
+    assert record["pass_wilson_low"] < record["pass_rate"] < record["pass_wilson_high"]
+    assert record["requests_per_s_c16"] > record["requests_per_s_c1"]
+    failed = [r for r in records if r["cell_id"] == GGUF.id]
+    assert {r["status"] for r in failed} == {"failed"} and failed[0]["error_samples"] == 3
+
+    tables = markdown_tables(paths.markdown.read_text())
+    full = next(t for t in tables if t[0] == list(rows[0]))
+    assert len(full) - 1 == len(rows)
+    assert all(len(r) == len(rows[0]) for r in full)
+    results = next(t for t in tables if t[0][:4] == ["cell", "status", "language", "mode"])
+    assert len(results) - 1 == len(rows) and all(len(r) == len(results[0]) for r in results)
+    for plot in paths.plots:
+        assert f"]({plot.relative_to(paths.markdown.parent).as_posix()})" in paths.markdown.read_text()
+
+
+def test_technique_verdict_follows_the_paired_outcomes(tmp_path):
+    # a technique that breaks 24 tasks the baseline passed and fixes none: McNemar p = 2 / 2**24
+    run = write_run(tmp_path / "runs", "paired", H100, [BASELINE, SPEC], speed=1.0, seed=5)
+    tasks = sorted(latest_accuracy(run.root, BASELINE))
+    rng = random.Random(9)
+    for index, task_id in enumerate(tasks):  # the rerun's answers supersede the first ones
+        same = Outcome.passed if index % 3 else Outcome.fail
+        run.append_sample(BASELINE, make_sample(BASELINE, task_id, "accuracy", rng, outcome=same))
+        broken = Outcome.fail if index < 36 and same == Outcome.passed else same
+        run.append_sample(SPEC, make_sample(SPEC, task_id, "accuracy", rng, outcome=broken))
+    built = build(load_runs([run.root]), load_tasks(load_runs([run.root])))
+    (comparison,) = built.techniques
+    base, spec = latest_accuracy(run.root, BASELINE), latest_accuracy(run.root, SPEC)
+    only_base = sum(base[t] == Outcome.passed and spec[t] != Outcome.passed for t in base)
+    only_spec = sum(spec[t] == Outcome.passed and base[t] != Outcome.passed for t in base)
+    assert (comparison.only_baseline, comparison.only_cell) == (only_base, only_spec)
+    assert (only_base, only_spec) == (24, 0)  # two in three of the first 36 tasks
+    assert comparison.p_value == stats.mcnemar_exact(24, 0) == 2 / 2**24
+    # the spec cell's profile is about twice as fast: the whole bootstrap interval sits below 1
+    assert comparison.latency_ratio.interval.high < 1 and comparison.latency_source == "latency"
+    points = 100 * (only_base - only_spec) / len(base)
+    assert comparison.verdict == f"faster (×{1 / comparison.latency_ratio.ratio:.2f}), loses {points:.1f} points " \
+                                 f"(p={comparison.p_value:.2g})"
+    (quant_note,) = built.quantization_notes or ["none"]
+    assert "none" in quant_note or "no BF16" in quant_note
+
+
+def test_quantization_gets_the_mlperf_verdict_against_bf16(two_machine_runs):
+    runs = load_runs(two_machine_runs)
+    built = build(runs, load_tasks(runs))
+    h100 = next(q for q in built.quantizations if q.comparison.cell.run.name == "paper-h100")
+    base, fp8 = latest_accuracy(two_machine_runs[0], BASELINE), latest_accuracy(two_machine_runs[0], FP8)
+    common = set(base) & set(fp8)
+    retained = sum(fp8[t] == Outcome.passed for t in common) / sum(base[t] == Outcome.passed for t in common)
+    assert h100.retained == retained
+    assert h100.meets_99 == (retained >= 0.99)
+    assert ("below MLPerf's 99% target" in h100.verdict) == (retained < 0.99)
+
+
+def test_a_prompt_that_differs_between_cells_is_flagged_with_its_task(two_machine_runs, tmp_path):
+    store = RunStore(two_machine_runs[0])
+    task_id = "java/infill/"
+    victim = next(s for s in store.latest_samples(FP8) if s.phase == "accuracy" and s.task_id.startswith(task_id))
+    store.append_sample(FP8, victim.model_copy(update={"prompt_sha256": "f" * 64}))
+    paths = render(two_machine_runs, tmp_path / "report")
+    html = paths.html.read_text()
+    alert = re.search(r'<div class="alert" id="prompt-mismatch-instruct">.*?</div>', html, re.S)
+    assert alert and victim.task_id in alert.group(0) and "1 of 121 tasks" in alert.group(0)
+    assert "ffffffffffff" in alert.group(0) and prompt_sha("instruct", victim.task_id)[:12] in alert.group(0)
+    assert "**MISMATCH**" in paths.markdown.read_text()
+
+
+def test_missing_benchmark_leaves_a_note_instead_of_categories(tmp_path):
+    run = write_run(tmp_path / "runs", "elsewhere", A100, [BASELINE], speed=1.0, seed=3, benchmark="simcopilot")
+    paths = render([run.root], tmp_path / "report")
+    html = paths.html.read_text()
+    assert "benchmark &#39;simcopilot&#39; is not available here" in html
+    assert 'id="plot-categories"' not in html and 'id="plot-pareto"' in html
+    assert 'id="hardware"' not in html  # one machine: nothing to compare
+
+
+def test_cli_report_writes_the_four_files_and_refuses_a_non_run(two_machine_runs, tmp_path):
+    result = CliRunner().invoke(main, ["report", *map(str, two_machine_runs), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == [str(tmp_path / "out" / n) for n in
+                                     ("index.html", "README.md", "results.csv", "results.json")]
+    bad = CliRunner().invoke(main, ["report", str(tmp_path), "-o", str(tmp_path / "out2")])
+    assert bad.exit_code == 2 and "manifest.json: not found" in bad.output and "Traceback" not in bad.output
