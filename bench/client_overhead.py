@@ -1,0 +1,99 @@
+"""How much the measuring client adds: its TTFT and e2e beside llama-server's own timings for the
+same requests, and its decode rate beside llama.cpp generating in-process (``llama-bench``).
+
+    .venv/bin/python bench/client_overhead.py [--requests 8] [--threads 1] [--tokens 128]
+
+Figures (printed, one per line):
+- TTFT: client TTFT - server ``prompt_ms`` (HTTP, JSON, tokenization and scheduling), median ms, and the ratio;
+- e2e: client e2e - server (``prompt_ms`` + ``predicted_ms``), median ms, and the ratio;
+- decode: client (completion_tokens - 1) / (e2e - TTFT) against ``llama-bench -p 0 -n TOKENS``
+  on the same model and threads (tokens/s, and the ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from runner import client, prompts  # noqa: E402
+from runner.backends.local import LocalBackend, free_port  # noqa: E402
+from runner.benchmarks import load_benchmark  # noqa: E402
+from runner.matrix import load_matrix  # noqa: E402
+from runner.models import prepare  # noqa: E402
+from runner.paths import matrices_dir  # noqa: E402
+from runner.records import Cell  # noqa: E402
+from runner.runtimes import get_runtime  # noqa: E402
+from runner.runtimes.llamacpp import llama_server_path  # noqa: E402
+
+
+async def requests(base_url: str, runtime, cell: Cell, served: str, count: int, tokens: int):
+    bench = load_benchmark("starter")
+    tasks = sorted(bench.available(), key=lambda t: len(t.before) + len(t.after))[:count]
+    params = client.SamplingParams(max_tokens=tokens, ignore_eos=True)
+    samples = []
+    async with httpx.AsyncClient(timeout=600) as http:
+        warm = prompts.render(tasks[0], "instruct", chat=False)
+        await client.measure(http, base_url, runtime, cell, "warmup", warm, params, model=served)
+        for task in tasks:  # one at a time: no queueing on either side
+            prompt = prompts.render(task, "instruct", chat=False).model_copy(update={"stop": ()})
+            sample = await client.measure(http, base_url, runtime, cell, task.id, prompt, params, model=served)
+            if sample.error:
+                raise SystemExit(f"{task.id}: {sample.error}")
+            samples.append(sample)
+    return samples
+
+
+def llama_bench(model: Path, threads: int, tokens: int) -> float:
+    binary = llama_server_path().with_name("llama-bench")
+    out = subprocess.run([str(binary), "-m", str(model), "-t", str(threads), "-p", "0", "-n", str(tokens),
+                          "-r", "3", "-o", "json"], capture_output=True, text=True, check=True)
+    (row,) = [r for r in json.loads(out.stdout) if r.get("n_gen") == tokens]
+    return float(row["avg_ts"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=128)
+    args = parser.parse_args()
+
+    matrix = load_matrix(matrices_dir() / "demo.toml")
+    demo_cell = next(c for c in matrix.cells if c.runtime == "llamacpp")
+    files = prepare(matrix, demo_cell).files
+    # no prompt cache: every request's prompt is processed, on both clocks
+    cell = demo_cell.model_copy(update={"techniques": {"parallel": "1", "prefix_cache": "off"}, "label": "bench"})
+    runtime = get_runtime("llamacpp")
+    spec = runtime.server_spec(cell, files, free_port(), threads=args.threads)
+    with tempfile.TemporaryDirectory() as tmp, LocalBackend().serve(spec, Path(tmp) / "server.log") as server:
+        samples = asyncio.run(requests(server.base_url, runtime, cell, files.served_name, args.requests, args.tokens))
+    in_process = llama_bench(files.path, args.threads, args.tokens)
+
+    ttft_gap = [s.ttft_s * 1000 - s.server_timings.prompt_ms for s in samples]
+    ttft_ratio = [s.ttft_s * 1000 / s.server_timings.prompt_ms for s in samples]
+    server_e2e = [s.server_timings.prompt_ms + s.server_timings.predicted_ms for s in samples]
+    e2e_gap = [s.e2e_s * 1000 - e for s, e in zip(samples, server_e2e)]
+    e2e_ratio = [s.e2e_s * 1000 / e for s, e in zip(samples, server_e2e)]
+    decode = [(s.completion_tokens - 1) / (s.e2e_s - s.ttft_s) for s in samples]
+    print(f"requests: {len(samples)} (one at a time, {args.tokens} tokens each, ignore_eos, threads {args.threads}, "
+          f"prompts {min(s.prompt_tokens for s in samples)}-{max(s.prompt_tokens for s in samples)} tokens)")
+    print(f"TTFT  client - server prompt_ms: median {statistics.median(ttft_gap):.1f} ms, "
+          f"ratio client/server median {statistics.median(ttft_ratio):.3f}")
+    print(f"e2e   client - server (prompt_ms + predicted_ms): median {statistics.median(e2e_gap):.1f} ms, "
+          f"ratio median {statistics.median(e2e_ratio):.3f}")
+    print(f"decode client {statistics.median(decode):.1f} tok/s vs llama-bench in-process {in_process:.1f} tok/s: "
+          f"ratio {statistics.median(decode) / in_process:.3f}")
+
+
+if __name__ == "__main__":
+    main()
