@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import time
-from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -65,7 +64,8 @@ class Host(BaseModel):
         """The host report, one check per line."""
         gpus = ", ".join(f"{g.index}: {g.name} {g.memory_gib:.0f} GiB" for g in self.gpus)
         lines = [
-            Check(name="NVIDIA GPUs", ok=bool(self.gpus), detail=f"{gpus} ({self.gpu_note})" if gpus else self.gpu_note),
+            Check(name="NVIDIA GPUs", ok=bool(self.gpus),
+                  detail=f"{gpus} ({self.gpu_note})" if gpus else self.gpu_note),
             Check(name="Docker engine", ok=self.docker is not None,
                   detail=f"reachable, version {self.docker}" if self.docker else self.docker_note),
             Check(name="memory", ok=self.ram_gib > 0, detail=f"{self.ram_gib:.1f} GiB RAM"),

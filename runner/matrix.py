@@ -254,7 +254,9 @@ def _split_dotted_keys(document: dict) -> list[str]:
     for key, spec in (models.items() if isinstance(models, dict) else ()):
         quants = spec.get("quantizations") if isinstance(spec, dict) else None
         for quant, value in (quants.items() if isinstance(quants, dict) else ()):
-            if isinstance(value, dict) and value and all(str(k).isdigit() and isinstance(v, dict) for k, v in value.items()):
+            split = isinstance(value, dict) and value and all(
+                str(k).isdigit() and isinstance(v, dict) for k, v in value.items())
+            if split:
                 for digits in value:
                     dotted = f"{quant}.{digits}"
                     lines.append(f"models.{key}.quantizations.{dotted}: a key with a dot must be quoted in TOML; "
