@@ -266,6 +266,9 @@ class Reproduction:
         except (KeyboardInterrupt, asyncio.CancelledError):
             result.status, result.reason = "failed", "interrupted; rerun the same command to finish it"
             raise
+        except Exception as exc:  # noqa: BLE001 - one broken cell must not cost the cells after it
+            log.exception("cell %s failed", cell.id)
+            result.status, result.reason = "failed", f"{type(exc).__name__}: {exc}"[:1000]
         finally:
             result.finished_at = utcnow()
             self.store.write_cell(result)
