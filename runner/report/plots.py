@@ -19,7 +19,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
 STYLE = {
-    "font.family": "DejaVu Sans",  # shipped with matplotlib, drawn as paths: no font is fetched
+    "font.family": "DejaVu Sans",
     "font.size": 9,
     "axes.spines.top": False,
     "axes.spines.right": False,
@@ -29,7 +29,8 @@ STYLE = {
     "axes.edgecolor": "#9ca3af",
     "axes.titleweight": "bold",
     "axes.titlesize": 10,
-    "svg.fonttype": "path",
+    # SVG text stays text (small, fast, selectable) in the reader's own sans-serif: no font is fetched
+    "svg.fonttype": "none",
 }
 
 
@@ -231,7 +232,7 @@ def throughput(rows: list[HeadlineRow], fig: Figure) -> str:
 
 def _svg(fig: Figure) -> str:
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    fig.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
     # inline markup needs the <svg> element only, not the XML prolog and DOCTYPE
     text = text[text.index("<svg"):]
@@ -265,6 +266,6 @@ def render_all(tables: Tables, plot_dir: Path) -> list[Plot]:
             caption = draw(fig)
             svg = _svg(fig)
             png = plot_dir / f"{name}.png"
-            fig.savefig(png, format="png", dpi=130, bbox_inches="tight", metadata={"Software": None})
+            fig.savefig(png, format="png", dpi=120, metadata={"Software": None})
         plots.append(Plot(name=name, title=title, caption=caption, svg=svg, png=png))
     return plots
