@@ -169,3 +169,34 @@ def test_sigint_to_reproduce_leaves_no_server_behind(tmp_path):
     assert not llama_servers_of_this_test()
     cell = RunStore(runs / "small").cell_results()[0]
     assert cell.status == "failed" and "interrupted" in cell.reason
+
+
+def test_reproduce_needs_exactly_one_matrix():
+    from click.testing import CliRunner
+
+    from runner.cli import main
+
+    result = CliRunner().invoke(main, ["reproduce", "--preset", "demo", "matrices/demo.toml"])
+    assert result.exit_code == 2 and "give exactly one of MATRIX, --preset demo or --all" in result.output
+
+
+def test_fresh_refuses_to_delete_a_folder_that_is_not_a_run(tmp_path):
+    from runner.errors import UserError
+
+    (tmp_path / "runs" / "small").mkdir(parents=True)
+    (tmp_path / "runs" / "small" / "notes.txt").write_text("mine")
+    matrix = load_matrix(write_matrix(tmp_path, limit=1))
+    with pytest.raises(UserError, match="not a run directory"):
+        reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs", fresh=True))
+    assert (tmp_path / "runs" / "small" / "notes.txt").read_text() == "mine"
+
+
+def test_a_run_made_with_other_settings_is_not_silently_mixed(tmp_path):
+    from runner.errors import UserError
+    from runner.run import Reproduction
+
+    matrix = load_matrix(write_matrix(tmp_path, limit=1))
+    Reproduction(matrix, RunOptions(runs_dir=tmp_path / "runs"))._open_store()
+    changed = matrix.model_copy(update={"settings": matrix.settings.model_copy(update={"max_tokens": 99})})
+    with pytest.raises(UserError, match="different matrix settings.*--fresh"):
+        Reproduction(changed, RunOptions(runs_dir=tmp_path / "runs"))._open_store()
