@@ -110,7 +110,8 @@ class LlamaCpp(Runtime):
                 # every layer on the GPU when the build has one; the CPU build ignores it. --fit off:
                 # a model that does not fit must fail, not silently shrink its context
                 "--n-gpu-layers", "all", "--fit", "off",
-                "--metrics", "--no-webui", "--log-timestamps"]
+                # the model's own chat template (Jinja), as the other runtimes apply it
+                "--jinja", "--metrics", "--no-webui", "--log-timestamps"]
         if threads:
             argv += ["--threads", str(threads), "--threads-batch", str(threads)]
         kv = t.get("kv_cache")

@@ -42,7 +42,7 @@ def test_baseline_flags():
     assert value(argv, "--port") == "8123" and value(argv, "--host") == "{host}"
     # 8 slots, each with the model's whole context
     assert value(argv, "--parallel") == "8" and value(argv, "--ctx-size") == str(8 * 4096)
-    assert value(argv, "--threads") == "2" and "--metrics" in argv
+    assert value(argv, "--threads") == "2" and "--metrics" in argv and "--jinja" in argv
     for absent in ("--spec-type", "--cache-type-k", "--flash-attn", "--no-cache-prompt"):
         assert absent not in argv
     assert RUNTIME.request_extras(cell()) == {"cache_prompt": True, "timings_per_token": True}
