@@ -75,7 +75,7 @@ class Host(BaseModel):
         ]
         for name, problem in sorted(self.runtimes.items()):
             lines.append(Check(name=f"runtime {name} (local)", ok=problem is None, detail=problem or "ready"))
-        lines.append(Check(name="packages", ok=True, detail=", ".join(
+        lines.append(Check(name="packages (runner venv)", ok=True, detail=", ".join(
             f"{name} {version or 'absent'}" for name, version in self.packages.items())))
         return lines
 
