@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.backends.docker import DockerBackend
+import yaml
+
+from runner.backends.docker import DockerBackend, container_paths
 from runner.compose import interpolate, load_compose, parse_duration
 from runner.errors import UserError
 from runner.records import Cell
@@ -95,3 +97,18 @@ def test_files_the_runtime_writes_are_mounted_and_renamed_in_arguments(tmp_path)
     config = DockerBackend(env={}).container_config(spec, load_compose(env={}).service("exllama"))
     assert config["command"] == ["--config", "/models/tabby/config.yml", "--port", "5001"]
     assert config["volumes"] == {str(config_file.parent): {"bind": "/models/tabby", "mode": "ro"}}
+
+
+def test_a_tabbyapi_config_names_the_model_where_the_container_sees_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNNER_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "models" / "codestral-exl2-4.0"
+    model.mkdir(parents=True)
+    cell = Cell(model="codestral-22b", runtime="exllama", quantization="exl2-4.0")
+    spec = get_runtime("exllama").server_spec(cell, ModelFiles(path=model, served_name="c"), 5001)
+    moved, rewrite = container_paths(spec)
+    assert moved[str(model)] == "/models/codestral-exl2-4.0"
+    (config_path, content), = spec.files.items()
+    inside = yaml.safe_load(rewrite(content))
+    assert inside["model"]["model_dir"] == "/models" and inside["model"]["model_name"] == "codestral-exl2-4.0"
+    command = DockerBackend(env={}).container_config(spec, load_compose(env={}).service("exllama"))["command"]
+    assert command == ["--config", f"/models/{config_path.parent.name}/{config_path.name}"]

@@ -226,6 +226,31 @@ def clean(images: bool = False, client=None) -> Removed:
     return removed
 
 
+def container_paths(spec: ServerSpec) -> tuple[dict[str, str], Callable[[str], str]]:
+    """Where ``spec``'s host paths appear inside the container, and a function rewriting text.
+
+    Each mount (a model file or folder, the folder of a file the runtime writes) moves to
+    ``/models/<name>`` (read-only): the image's user cannot traverse host folders such as /root.
+    The parent of such a mount becomes ``/models`` in rewritten text, for configurations that
+    name a model by folder and name (TabbyAPI's ``model_dir`` / ``model_name``).
+    """
+    mounts = [Path(p) for p in spec.mounts] + sorted({Path(p).parent for p in spec.files})
+    moved: dict[str, str] = {}
+    for index, host in enumerate(dict.fromkeys(mounts)):
+        inside = f"/models/{host.name}"
+        if inside in moved.values():
+            inside = f"/models/{index}-{host.name}"
+        moved[str(host)] = inside
+    renames = dict(moved)
+    for host, inside in moved.items():
+        if inside == f"/models/{Path(host).name}":
+            renames.setdefault(str(Path(host).parent), "/models")
+    if not renames:
+        return moved, lambda text: text
+    pattern = re.compile("|".join(re.escape(h) for h in sorted(renames, key=len, reverse=True)))
+    return moved, lambda text: pattern.sub(lambda m: renames[m.group(0)], text)
+
+
 @register_backend
 class DockerBackend(Backend):
     """Runs each cell's server in its own container of the runtime's compose service image."""
@@ -265,21 +290,7 @@ class DockerBackend(Backend):
         spec = spec.for_host("0.0.0.0")
         # Host paths move to /models/<name> (read-only) and every argument naming them follows:
         # the image's user cannot traverse host-only folders such as /root.
-        mounts = [Path(p) for p in spec.mounts] + sorted({Path(p).parent for p in spec.files})
-        moved: dict[str, str] = {}
-        for index, host in enumerate(dict.fromkeys(mounts)):
-            inside = f"/models/{host.name}"
-            if inside in moved.values():
-                inside = f"/models/{index}-{host.name}"
-            moved[str(host)] = inside
-        longest_first = sorted(moved.items(), key=lambda item: -len(item[0]))
-
-        def rewrite(arg: str) -> str:
-            for host, inside in longest_first:
-                if host in arg:
-                    return arg.replace(host, inside)
-            return arg
-
+        moved, rewrite = container_paths(spec)
         # compose's entrypoint stands for as many leading items of the argv (the host's program:
         # `llama-server`, `vllm`, `python3 .../main.py`); the rest are the cell's arguments
         skip = len(service.entrypoint) if service.entrypoint else 1
@@ -303,9 +314,10 @@ class DockerBackend(Backend):
         client = self.client
         service = self.service_for(spec)
         image = ensure_image(client, service, progress=self.progress)
+        _moved, rewrite = container_paths(spec)
         for path, content in spec.for_host("0.0.0.0").files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content, encoding="utf-8")
+            path.write_text(rewrite(content), encoding="utf-8")  # as the container sees the paths
         log_path = Path(log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         # runs/<run>/cells/<cell slug>/server.log names the run and the cell
