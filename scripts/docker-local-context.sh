@@ -20,7 +20,7 @@ sandbox)
   mkdir -p "$ctx"
   prefix="${PYTHON310_PREFIX:-}"
   if [ -z "$prefix" ]; then
-    prefix="$(find "${PYENV_ROOT:-$HOME/.pyenv}/versions" -maxdepth 1 -name '3.10.*' 2>/dev/null | sort -V | tail -1)"
+    prefix="$(find "${PYENV_ROOT:-$HOME/.pyenv}/versions" -maxdepth 1 -name '3.10.*' 2>/dev/null | sort -V | tail -1 || true)"
   fi
   [ -x "$prefix/bin/python3.10" ] || {
     echo "no CPython 3.10 prefix found: install one (pyenv install 3.10) or set PYTHON310_PREFIX" >&2; exit 1; }
