@@ -16,7 +16,8 @@ container. Technique switches and the flags they become (``vllm serve --help``, 
   llama.cpp's ``ngram-simple``); ``spec=draft``: a draft model folder; ``spec=none``.
 - ``parallel=<n>``: ``--max-num-seqs`` (default 8, the accuracy phase's concurrency);
   ``tensor_parallel=<n>``: ``--tensor-parallel-size`` (GPUs only when above 1);
-  ``eager=on``: ``--enforce-eager`` (no CUDA graphs / torch.compile: faster start).
+  ``eager=on``: ``--enforce-eager`` (no CUDA graphs / torch.compile: faster start; the default
+  on a host without a GPU, where compiling takes minutes), ``eager=off`` compiles.
 
 vLLM reports no per-request timings in its responses; its Prometheus histograms on
 ``/metrics`` are read before and after a cell and their difference kept.
@@ -156,7 +157,8 @@ class Vllm(Runtime):
                 "--generation-config", "auto", "--disable-uvicorn-access-log"]
         if cell.quantization in GPU_QUANTIZATIONS:
             argv += ["--quantization", cell.quantization]
-        if t.get("eager") == "on":
+        # torch.compile's warm-up takes minutes on a small CPU: eager unless the cell asks otherwise
+        if t.get("eager", "off" if gpu else "on") == "on":
             argv += ["--enforce-eager"]
         mounts = [model.path]
         spec = t.get("spec", "none")

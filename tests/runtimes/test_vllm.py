@@ -47,7 +47,7 @@ def test_baseline_is_vllm_serve_on_the_folder_with_everything_explicit():
     assert value(argv, "--max-model-len") == "4096" and value(argv, "--seed") == "0"
     assert value(argv, "--max-num-seqs") == "8" and value(argv, "--kv-cache-dtype") == "auto"
     assert "--enable-prefix-caching" in argv and value(argv, "--generation-config") == "auto"
-    for absent in ("--speculative-config", "--quantization", "--enforce-eager", "--no-enable-prefix-caching"):
+    for absent in ("--speculative-config", "--quantization", "--no-enable-prefix-caching"):
         assert absent not in argv
     assert spec.env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1" and spec.env["HF_HUB_OFFLINE"] == "1"
     assert spec.image_service == "vllm" and spec.mounts == [MODEL.path] and spec.health_path == "/health"
@@ -92,6 +92,7 @@ def test_gpu_only_switches_are_refused_on_this_cpu_host():
     with pytest.raises(UserError, match="tensor_parallel=2 needs 2 GPUs"):
         flags(cell(tensor_parallel="2"))
     assert RUNTIME.server_spec(cell(), MODEL, 8123).gpus == []
+    assert "--enforce-eager" in flags(cell())  # compiling takes minutes on a small CPU
 
 
 def test_gpu_quantizations_and_tensor_parallel_with_gpu_stand_in(monkeypatch):
@@ -101,6 +102,7 @@ def test_gpu_quantizations_and_tensor_parallel_with_gpu_stand_in(monkeypatch):
     assert value(fp8, "--dtype") == "bfloat16"
     assert value(flags(cell("awq")), "--quantization") == "awq"
     assert RUNTIME.server_spec(cell("gptq"), MODEL, 8123).gpus is None
+    assert "--enforce-eager" not in fp8  # CUDA graphs on a GPU unless eager=on
 
 
 def test_a_missing_override_venv_is_a_clear_error(monkeypatch, tmp_path):
@@ -146,7 +148,7 @@ def _live_pids_with(marker: str) -> list[int]:
 
 @pytest.mark.slow
 def test_real_vllm_cpu_server_answers_tokenizes_reports_metrics_and_stops(gemma_hf, tmp_path):
-    c = cell(parallel="2", eager="on")
+    c = cell(parallel="2")
     port = free_port()
     spec = RUNTIME.server_spec(c, gemma_hf, port, threads=2)
     backend = get_backend("local")
@@ -181,7 +183,7 @@ def test_real_vllm_cpu_server_answers_tokenizes_reports_metrics_and_stops(gemma_
     assert after["vllm:generation_tokens_total"] - before.get("vllm:generation_tokens_total", 0) == completion_tokens
     assert after["vllm:e2e_request_latency_seconds_count"] - before.get("vllm:e2e_request_latency_seconds_count", 0) == 2
     assert after["vllm:time_to_first_token_seconds_sum"] > 0
-    assert version == "vllm 0.32.0" and answer["system_fingerprint"] in (None, "vllm-0.32.0", version) or True
+    assert version == "vllm 0.32.0"
     assert not os.path.exists(f"/proc/{pid}") and not _live_pids_with(f"--port\0{port}\0")
 
 
