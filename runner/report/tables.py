@@ -236,20 +236,25 @@ def _accuracy_words(diff: float | None, p: float | None) -> str:
 
 
 def technique_impact(cells: list[CellData]) -> tuple[list[Comparison], list[str]]:
-    """Each technique cell against the cell of its run with the same model, runtime, quantization,
-    prompt style and no techniques; notes for the cells without one."""
+    """Each technique cell against its baseline: the cell of its run with the same model, runtime,
+    quantization and prompt style whose switches are the fewest and a strict subset of its own
+    (no techniques at all, or only the settings its matrix group applies to every variant)."""
     rows, notes = [], []
     for cell in cells:
         c = cell.cell
         if not c.techniques:
             continue
-        baseline = next((o for o in cell.run.cells if not o.cell.techniques and o.cell.model == c.model
-                         and o.cell.runtime == c.runtime and o.cell.quantization == c.quantization
-                         and o.cell.prompt_style == c.prompt_style), None)
-        if baseline is None:
-            notes.append(f"{cell.label}: no baseline cell (same model, runtime, quantization and prompt style, "
-                         "no techniques) in its run")
+        mine = set(c.techniques.items())
+        candidates = [o for o in cell.run.cells if o.cell.model == c.model and o.cell.runtime == c.runtime
+                      and o.cell.quantization == c.quantization and o.cell.prompt_style == c.prompt_style
+                      and set(o.cell.techniques.items()) < mine]
+        if not candidates:
+            serves_as_baseline = any(set(o.cell.techniques.items()) > mine for o in cell.run.cells)
+            if not serves_as_baseline:
+                notes.append(f"{cell.label}: no baseline cell (same model, runtime, quantization and prompt "
+                             "style, without its techniques) in its run")
             continue
+        baseline = min(candidates, key=lambda o: len(o.cell.techniques))
         rows.append(compare(cell, baseline))
     return rows, notes
 

@@ -1,0 +1,89 @@
+"""The report of a real small run: llama.cpp serving Gemma 3 270M on starter tasks, evaluated for real."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runner.matrix import load_matrix
+from runner.report import render
+from runner.run import RunOptions, reproduce
+from runner.store import RunStore
+from tests.conftest import require
+from tests.llama_server import gemma_gguf
+from tests.report.chromium import Chromium, find_chromium
+
+pytestmark = pytest.mark.slow
+
+
+def small_matrix(folder: Path) -> Path:
+    path = folder / "report-demo.toml"
+    path.write_text(f"""
+name = "report-demo"
+benchmark = "starter"
+[tasks]
+languages = ["python"]
+programs = ["lu_solver", "shortest_paths"]
+limit = 4
+[settings]
+max_tokens = 24
+concurrency = 2
+latency_tasks = 2
+warmup_requests = 1
+sweep = [1, 2]
+sweep_requests = 2
+request_timeout_s = 120
+health_timeout_s = 300
+threads = 1
+[models.gemma3-report]
+name = "Gemma 3 270M"
+chat = false
+prompt_styles = ["instruct"]
+[models.gemma3-report.quantizations.q4_k_m]
+kind = "path"
+path = "{gemma_gguf()}"
+[[cells]]
+model = "gemma3-report"
+runtime = "llamacpp"
+quantization = "q4_k_m"
+techniques = {{ parallel = 2 }}
+variants = [{{ label = "ngram-spec", techniques = {{ spec = "ngram" }} }}]
+""")
+    return path
+
+
+def test_report_of_a_real_small_run(tmp_path):
+    outcome = reproduce(load_matrix(small_matrix(tmp_path)), RunOptions(runs_dir=tmp_path / "runs"))
+    assert [r.status for r in outcome.results] == ["done", "done"], [r.reason for r in outcome.results]
+    paths = render([outcome.run_dir], tmp_path / "report")
+
+    records = json.loads(paths.json.read_text())
+    store = RunStore(outcome.run_dir)
+    for result in outcome.results:
+        judged = [s for s in store.latest_samples(result.cell) if s.phase == "accuracy"]
+        rows = [r for r in records if r["cell_id"] == result.cell.id]
+        assert {(r["language"], r["mode"]) for r in rows} == {("python", "infill"), ("python", "completion")}
+        assert sum(r["tasks"] for r in rows) == len(judged) == 4
+        assert sum(r["passed"] for r in rows) == sum(s.outcome.value == "pass" for s in judged)
+        assert all(r["latency_source"] == "latency" and r["e2e_p50_s"] > r["ttft_p50_s"] > 0 for r in rows)
+        assert all(r["requests_per_s_c1"] > 0 and r["requests_per_s_c2"] > 0 for r in rows)
+
+    html = paths.html.read_text()
+    assert "gemma3-report/llamacpp/q4_k_m/ngram-spec" in html
+    technique = html[html.index('<table id="technique-table">'):]
+    baseline, spec = (r.cell for r in outcome.results)
+    assert baseline.techniques == {"parallel": "2"} and spec.techniques == {"parallel": "2", "spec": "ngram"}
+    row = technique[:technique.index("</table>")]
+    assert f"<b>{spec.id}</b></td><td class=\"l\">{baseline.id}</td><td>4</td>" in row
+    assert "all 2 cells saw identical prompts" in html
+    assert {p.name for p in paths.plots} == {"pareto.png", "latency-cdf.png", "categories.png", "throughput.png"}
+
+    binary = find_chromium()
+    require(binary is not None, "chromium (Debian package `chromium`)")
+    with Chromium(binary, tmp_path / "profile") as browser:
+        seen = browser.load(paths.html.resolve().as_uri())
+        assert seen.console_errors == []
+        assert all(r.startswith(("file:", "data:")) for r in seen.requests)
+        browser.screenshot(tmp_path / "demo-report.png")
