@@ -130,6 +130,21 @@ def latency_subset(tasks: list[Task], settings: RunSettings) -> list[Task]:
     return random.Random(settings.seed).sample(tasks, count)
 
 
+_COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket", "_created")
+
+
+def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What the cell added: counters and histogram series as differences, gauges as read after."""
+    delta = {}
+    for key, value in after.items():
+        name = key.split("{", 1)[0]
+        counter = name.endswith(_COUNTER_SUFFIXES) and not name.endswith("_created")
+        if name.endswith("_created"):
+            continue  # a timestamp, not a quantity
+        delta[key] = value - before.get(key, 0.0) if counter else value
+    return delta
+
+
 # -- the run -----------------------------------------------------------------------------------
 class Reproduction:
     """One ``runner reproduce``: a matrix into one run directory."""
@@ -329,7 +344,7 @@ class _CellRun:
             finally:
                 if self.death is None and self.backend.alive(self.server):
                     after = await self.runtime.scrape_metrics(http, self.base)
-                    self.result.server_metrics = {k: v - before.get(k, 0.0) for k, v in after.items()}
+                    self.result.server_metrics = metrics_delta(before, after)
 
     async def _chat_template_sha256(self) -> str | None:
         """sha256 of the chat template the server applies: llama.cpp's ``/props``, else the model folder's."""

@@ -200,3 +200,15 @@ def test_a_run_made_with_other_settings_is_not_silently_mixed(tmp_path):
     changed = matrix.model_copy(update={"settings": matrix.settings.model_copy(update={"max_tokens": 99})})
     with pytest.raises(UserError, match="different matrix settings.*--fresh"):
         Reproduction(changed, RunOptions(runs_dir=tmp_path / "runs"))._open_store()
+
+
+def test_metrics_delta_subtracts_counters_and_keeps_gauges():
+    from runner.run import metrics_delta
+    from runner.runtimes.base import parse_prometheus
+
+    before = parse_prometheus("# TYPE a_total counter\na_total 5\n# TYPE g gauge\ng 3\n"
+                              "# TYPE h histogram\nh_bucket{le=\"1.0\"} 2\nh_bucket{le=\"+Inf\"} 4\nh_sum 1.5\nh_count 4\n")
+    after = parse_prometheus("# TYPE a_total counter\na_total 9\n# TYPE g gauge\ng 7\n"
+                             "# TYPE h histogram\nh_bucket{le=\"1.0\"} 3\nh_bucket{le=\"+Inf\"} 9\nh_sum 4.0\nh_count 9\n")
+    assert metrics_delta(before, after) == {"a_total": 4, "g": 7, 'h_bucket{le="1.0"}': 1, 'h_bucket{le="+Inf"}': 5,
+                                            "h_sum": 2.5, "h_count": 5}
