@@ -6,6 +6,7 @@ full image (SimCoPilot's TensorFlow stack) differs only by its Python packages.
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import time
@@ -14,7 +15,7 @@ import pytest
 
 from runner.benchmarks import load_benchmark
 from runner.evaluation import Evaluator
-from runner.evaluation.docker_sandbox import DockerSandbox, command_in_image
+from runner.evaluation.docker_sandbox import DockerSandbox, choose_sandbox, command_in_image
 from runner.evaluation.python_check import check_python
 from runner.records import Outcome
 from tests.docker_images import SANDBOX_CPU_ENV, engine, sandbox_cpu_image
@@ -159,4 +160,28 @@ def test_starter_reference_solutions_pass_in_the_image(docker_sandbox):
         source = program.source.read_text(encoding="utf-8").replace("\t", "    ")
         result = evaluator.run_source(program, source)
         assert result.outcome is Outcome.passed, (name, result.stderr_tail)
+    assert leftover_sandbox_containers() == []
+
+
+def test_auto_picks_docker_only_when_the_image_is_built(docker_sandbox):
+    from runner.evaluation.sandbox import LocalSandbox
+
+    assert isinstance(choose_sandbox("auto", env=SANDBOX_CPU_ENV), DockerSandbox)
+    missing = {**SANDBOX_CPU_ENV, "SANDBOX_TAG": "never-built"}
+    assert isinstance(choose_sandbox("auto", env=missing, allow_unsandboxed=True), LocalSandbox)
+    assert isinstance(choose_sandbox("local", env=SANDBOX_CPU_ENV, allow_unsandboxed=True), LocalSandbox)
+
+
+def test_tasks_check_runs_in_the_sandbox_image(docker_sandbox, monkeypatch):
+    from click.testing import CliRunner
+
+    from runner.cli import main
+
+    for key, value in SANDBOX_CPU_ENV.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(main, ["tasks", "check", "--program", "SparseMatrixTester", "--mode", "completion",
+                                       "--sandbox", "docker", "--json"])
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert records and all(r["outcome"] == "pass" for r in records)
     assert leftover_sandbox_containers() == []
