@@ -66,7 +66,7 @@ def _seconds_axis(axis) -> None:
     """Plain tick labels (``0.5 s``, ``2 s``) on a log axis instead of powers of ten."""
     axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g} s"))
     axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
-        lambda v, _: f"{v:g}" if f"{v:.1g}"[0] in "25" else ""))
+        lambda v, _: f"{v:g} s" if f"{v:.1g}"[0] in "25" else ""))
 
 
 def _place_labels(fig: Figure, ax, points: list[tuple[float, float]], texts: list[str]) -> None:
@@ -123,7 +123,7 @@ def pareto(rows: list[HeadlineRow], fig: Figure) -> str:
     ax.set_ylabel("pass rate %, best of cascade  →  better")
     ys_all = [100 * r.overall.wilson_low for r in usable] + [100 * r.overall.wilson_high for r in usable]
     if usable:
-        ax.set_ylim(max(0, min(ys_all) - 8), min(100, max(ys_all) + 8))
+        ax.set_ylim(max(-3, min(ys_all) - 8), min(103, max(ys_all) + 8))
         xs = [p[0] for p in points]
         ax.set_xlim(min(xs) / 1.3, max(xs) * 1.3)
     handles = [Line2D([], [], color=c, marker="o", linestyle="", markersize=7, label=f"runtime: {k}")

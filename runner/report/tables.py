@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from runner import stats
@@ -203,22 +202,32 @@ def compare(cell: CellData, baseline: CellData) -> Comparison:
                       accuracy=_accuracy_words(diff, p))
 
 
+#: fewer timed pairs than this give a ratio but no speed verdict
+MIN_PAIRS = 5
+
+
 def _latency_ratio(cell: CellData, baseline: CellData) -> tuple[stats.RatioEstimate | None, str | None]:
+    """The e2e ratio from the one-at-a-time phase when it has enough pairs, else from the accuracy phase."""
+    found = []
     for phase in ("latency", "accuracy"):
         x = {s.task_id: s.e2e_s for s in baseline.timed(phase)}
         y = {s.task_id: s.e2e_s for s in cell.timed(phase)}
         common = sorted(set(x) & set(y))
         if len(common) >= 2:
-            estimate = stats.paired_bootstrap_ratio([x[t] for t in common], [y[t] for t in common],
-                                                    statistic="median", resamples=BOOTSTRAP_RESAMPLES,
-                                                    seed=BOOTSTRAP_SEED)
-            return estimate, phase
-    return None, None
+            found.append((phase, [x[t] for t in common], [y[t] for t in common]))
+    if not found:
+        return None, None
+    phase, x, y = next((f for f in found if len(f[1]) >= MIN_PAIRS), found[0])
+    estimate = stats.paired_bootstrap_ratio(x, y, statistic="median", resamples=BOOTSTRAP_RESAMPLES,
+                                            seed=BOOTSTRAP_SEED)
+    return estimate, phase
 
 
 def _speed_words(ratio: stats.RatioEstimate | None) -> str:
     if ratio is None:
         return "speed not measured"
+    if ratio.pairs < MIN_PAIRS:
+        return f"too few timed pairs to judge speed ({ratio.pairs}; ×{ratio.ratio:.2f} the latency)"
     if ratio.interval.high < 1:
         return f"faster (×{1 / ratio.ratio:.2f})"
     if ratio.interval.low > 1:
@@ -580,11 +589,6 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
             record["within_published"] = ref.within if ref else None
             out.append(record)
     return out
-
-
-def to_json(value: Any) -> str:
-    """Pretty JSON of records (dataclasses included)."""
-    return json.dumps(value, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
 
 
 def frontier(points: list[tuple[float, float]]) -> list[int]:

@@ -17,7 +17,7 @@ from runner.records import Outcome
 from runner.report import render
 from runner.report.data import load_runs, load_tasks
 from runner.report.tables import build
-from runner.store import RunStore
+from runner.store import CellResult, Manifest, RunStore
 from tests.report.conftest import (A100, BASELINE, FP8, GGUF, H100, SPEC, make_sample, prompt_sha, write_run)
 
 
@@ -172,3 +172,25 @@ def test_cli_report_writes_the_four_files_and_refuses_a_non_run(two_machine_runs
                                      ("index.html", "README.md", "results.csv", "results.json")]
     bad = CliRunner().invoke(main, ["report", str(tmp_path), "-o", str(tmp_path / "out2")])
     assert bad.exit_code == 2 and "manifest.json: not found" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_run_whose_cells_all_failed_before_answering_still_renders(tmp_path):
+    store = RunStore(tmp_path / "runs" / "nothing")
+    store.write_manifest(Manifest(name="nothing", matrix={"benchmark": "starter"}, cells=[BASELINE, GGUF],
+                                  fingerprint=H100))
+    store.write_cell(CellResult(cell=BASELINE, status="failed", reason="image pull refused: no registry access"))
+    store.write_cell(CellResult(cell=GGUF, status="skipped", reason="runtime llamacpp: no GPU with 48 GiB free"))
+    paths = render([store.root], tmp_path / "report")
+    html = paths.html.read_text()
+    assert "image pull refused: no registry access" in html and "no GPU with 48 GiB free" in html
+    assert "so there is no trade-off chart" in html and paths.plots == ()
+    records = json.loads(paths.json.read_text())
+    assert len(records) == 2 * 4 and all(r["tasks"] == 0 and r["pass_rate"] is None for r in records)
+
+
+def test_pareto_frontier_keeps_only_cells_no_other_beats_on_both_axes():
+    from runner.report.tables import frontier
+
+    # (latency, pass rate): point 1 is slower and worse than 0; point 3 is slower than 2 at the same rate
+    points = [(1.0, 50.0), (2.0, 40.0), (3.0, 60.0), (4.0, 60.0), (0.5, 10.0)]
+    assert frontier(points) == [4, 0, 2]
