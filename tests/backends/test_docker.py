@@ -169,7 +169,8 @@ def test_docker_cells_answer_exactly_as_local_cells(client, image, cpu_variant, 
     assert containers(client, **{"runner.run": "parity-docker"}) == []
 
 
-def test_sigint_to_a_docker_run_mid_cell_leaves_no_container(client, image, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_a_docker_run_mid_cell_leaves_no_container(client, image, tmp_path, signum):
     path = write_matrix(tmp_path, "docker")
     path.write_text(path.read_text().replace("limit = 3", "limit = 6").replace("max_tokens = 24", "max_tokens = 120"))
     runs = tmp_path / "runs"
@@ -183,7 +184,7 @@ def test_sigint_to_a_docker_run_mid_cell_leaves_no_container(client, image, tmp_
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.2)
         assert [c.status for c in containers(client, **{"runner.run": "parity-docker"})] == ["running"]
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
