@@ -41,11 +41,14 @@ def demo_gguf() -> Path:
 
 
 def converted_gemma() -> Path:
-    """The demo GGUF dequantized, in the folder ``runner.models`` uses (converted once, then reused)."""
-    from runner.models import models_dir
+    """The demo matrix's vLLM model: the GGUF dequantized by ``runner.models.prepare`` (once, then reused)."""
+    from runner.matrix import load_matrix
+    from runner.models import prepare
+    from runner.paths import matrices_dir
 
-    gguf = demo_gguf()
-    return gguf_to_hf(gguf, models_dir() / f"gemma3-270m-{gguf.stem}-hf")
+    matrix = load_matrix(matrices_dir() / "demo.toml")
+    cell = next(c for c in matrix.cells if c.runtime == "vllm" and c.quantization == "bf16")
+    return prepare(matrix, cell).files.path
 
 
 @pytest.fixture(scope="module")
