@@ -30,7 +30,7 @@ import logging
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import httpx
 

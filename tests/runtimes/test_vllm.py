@@ -162,8 +162,8 @@ def test_real_vllm_cpu_server_answers_tokenizes_reports_metrics_and_stops(gemma_
                 "temperature": 0, "seed": 0})
             answer.raise_for_status()
             chat = await http.post(f"{url}{RUNTIME.chat_endpoint}", json={
-                "model": "gemma3-270m", "messages": [{"role": "user", "content": "Write a Python function that adds two numbers."}],
-                "max_tokens": 24, "temperature": 0, "seed": 0})
+                "model": "gemma3-270m", "max_tokens": 24, "temperature": 0, "seed": 0,
+                "messages": [{"role": "user", "content": "Write a Python function that adds two numbers."}]})
             chat.raise_for_status()
             return (before, answer.json(), chat.json(), await RUNTIME.tokenize(http, url, "def fibonacci(n):\n"),
                     await RUNTIME.scrape_metrics(http, url), await RUNTIME.server_version(http, url))
@@ -181,7 +181,8 @@ def test_real_vllm_cpu_server_answers_tokenizes_reports_metrics_and_stops(gemma_
     assert tokens == [2063, 10779, 78113, 236769, 236749, 1473, 107]  # no BOS, as llama.cpp's /tokenize
     completion_tokens = answer["usage"]["completion_tokens"] + chat["usage"]["completion_tokens"]
     assert after["vllm:generation_tokens_total"] - before.get("vllm:generation_tokens_total", 0) == completion_tokens
-    assert after["vllm:e2e_request_latency_seconds_count"] - before.get("vllm:e2e_request_latency_seconds_count", 0) == 2
+    requests = "vllm:e2e_request_latency_seconds_count"
+    assert after[requests] - before.get(requests, 0) == 2
     assert after["vllm:time_to_first_token_seconds_sum"] > 0
     assert version == "vllm 0.32.0"
     assert not os.path.exists(f"/proc/{pid}") and not _live_pids_with(f"--port\0{port}\0")
