@@ -112,3 +112,31 @@ def test_a_tabbyapi_config_names_the_model_where_the_container_sees_it(tmp_path,
     assert inside["model"]["model_dir"] == "/models" and inside["model"]["model_name"] == "codestral-exl2-4.0"
     command = DockerBackend(env={}).container_config(spec, load_compose(env={}).service("exllama"))["command"]
     assert command == ["--config", f"/models/{config_path.parent.name}/{config_path.name}"]
+
+
+def test_docker_compose_itself_reads_the_file_as_the_runner_does():
+    import os
+    import shutil
+    import subprocess
+
+    from tests.conftest import require
+    from tests.docker_images import LLAMACPP_CPU_ENV
+
+    binary = shutil.which("docker-compose")
+    require(binary is not None, "docker-compose (Debian package docker-compose)")
+    env = {**LLAMACPP_CPU_ENV, "MODEL": "m.gguf", "PORT": "18080"}
+    done = subprocess.run([binary, "--profile", "llamacpp", "--profile", "vllm", "--profile", "exllama",
+                           "--profile", "sandbox", "config"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    theirs = yaml.safe_load(done.stdout)["services"]
+    ours = load_compose(env=env).services
+    assert set(theirs) == set(ours)
+    for name, service in ours.items():
+        assert theirs[name]["image"] == service.image
+        assert {k: str(v) for k, v in theirs[name]["build"]["args"].items()} == service.build.args
+        assert theirs[name].get("entrypoint") == service.entrypoint
+        assert theirs[name].get("command") == service.command
+        if service.healthcheck:
+            # compose keeps `$$` escaped in its output; the engine receives a single `$`
+            assert [t.replace("$$", "$") for t in theirs[name]["healthcheck"]["test"]] == service.healthcheck.test
