@@ -195,7 +195,8 @@ def category_heatmap(table: CategoryTable, rows: list[HeadlineRow], fig: Figure)
                 if rate is not None and rate.n:
                     grid[i, j] = 100 * rate.rate
                     text = f"{grid[i, j]:.0f}" if len(members) > 10 else f"{grid[i, j]:.0f}\nn={rate.n}"
-                    ax.text(j, i, text, ha="center", va="center", fontsize=7, color="#111827")
+                    dark = grid[i, j] < 22 or grid[i, j] > 88  # the colour map's deep ends
+                    ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "#111827")
         image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=100, aspect="auto")
         ax.set_xticks(range(len(members)), [m.split(":", 1)[-1] for m in members], rotation=30, ha="right")
         ax.set_yticks(range(len(labels)), [_short(lbl, rows) for lbl in labels])
