@@ -366,7 +366,10 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
         sys.exit(130)
     from runner.store import RunStore
 
-    Console().print(summary_table(RunStore(outcome.run_dir), outcome))
+    console = Console()
+    if not console.is_terminal:  # a file or pipe gets the whole table, not an 80-column squeeze
+        console = Console(width=200)
+    console.print(summary_table(RunStore(outcome.run_dir), outcome))
     try:
         from runner.report import render
     except ImportError:
