@@ -34,8 +34,8 @@ def test_codestral_runs_both_prompts_and_the_70b_bf16_two_gpus():
     matrix = load_matrix(PAPER)
     codestral = [c for c in matrix.cells if c.model == "codestral-22b"]
     assert Counter(c.prompt_style for c in codestral) == {"codestral-fim": len(codestral) // 2,
-                                                          "instruct": len(codestral) // 2}
-    assert {c.prompt_style for c in matrix.cells if c.model == "llama3-70b"} == {"instruct"}
+                                                          "simcopilot": len(codestral) // 2}
+    assert {c.prompt_style for c in matrix.cells if c.model == "llama3-70b"} == {"simcopilot"}
     (bf16,) = [c for c in matrix.cells if c.id == "llama3-70b/vllm/bf16/baseline-tp2"]
     assert bf16.techniques == {"tensor_parallel": "2"} and matrix.source(bf16).gpus == 2
 
