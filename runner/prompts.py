@@ -48,6 +48,8 @@ class StyleInfo:
     kind: PromptKind
     stop: Callable[[Language], tuple[str, ...]]
     description: str
+    #: stop sequences taken from the task itself (e.g. where the visible suffix begins)
+    task_stop: Callable[[Task, str], tuple[str, ...]] | None = None
 
 
 def _comment(language: Language) -> str:
@@ -63,7 +65,27 @@ STYLES: dict[str, StyleInfo] = {
                                "Codestral fill-in-the-middle: <s>[SUFFIX]after[PREFIX]before"),
     "codellama-fim": StyleInfo("completion", lambda lang: ("<EOT>",),
                                "Code Llama fill-in-the-middle: <PRE> before <SUF>after <MID>"),
+    "prefix": StyleInfo("completion", lambda lang: _BLOCK_END[lang],
+                        "plain continuation of the code above the gap, for base models without "
+                        "fill-in-the-middle or chat training",
+                        task_stop=lambda task, after: _suffix_stop(task, after)),
 }
+
+
+#: where a continuation has left the gap when no suffix is shown: a new top-level definition
+_BLOCK_END: dict[Language, tuple[str, ...]] = {
+    Language.python: ("\ndef ", "\nclass ", "\nif __name__", "\n\n\n"),
+    Language.java: ("\n\n\n", "\n  public ", "\n    public "),
+}
+
+
+def _suffix_stop(task: Task, after: str) -> tuple[str, ...]:
+    """Infill: the model never sees the suffix, but a continuation that reaches its first code line
+    has written the whole gap, so the answer is cut there (a FIM model's end-of-middle)."""
+    if task.mode != Mode.infill:
+        return ()
+    first = next((line for line in after.split("\n") if line.strip()), None)
+    return ("\n" + first,) if first else ()
 
 
 class ChatMessage(BaseModel):
@@ -204,6 +226,8 @@ def render(task: Task, style: str, *, chat: bool = True, before: str | None = No
     body = str(module)
     system = getattr(module, "system", None)
     stop = info.stop(task.language)
+    if info.task_stop is not None:
+        stop = stop + info.task_stop(task, context["after"])
     if info.kind == "chat" and not chat:
         opener = getattr(module, "answer_opener", "")
         text = (f"{system}\n\n" if system else "") + body + "\n\n" + opener

@@ -142,3 +142,15 @@ def test_fit_drops_the_tail_of_after_first_then_the_head_of_before(starter):
     assert prompt.dropped_after_lines == len(task.after.split("\n")) and prompt.dropped_before_lines > 0
     assert len(prompt.text) + 10 <= len(task.before) // 2
     assert prompt.text.endswith(task.before.split("\n")[-1] + "\n <SUF> <MID>")
+
+
+def test_prefix_style_continues_the_code_and_stops_where_the_hidden_suffix_begins(starter):
+    infill = first(starter, "python", "infill")
+    prompt = prompts.render(infill, "prefix")
+    assert prompt.kind == "completion"
+    assert prompt.text == infill.before + "\n"  # the program up to the gap, nothing of the suffix
+    suffix_head = next(line for line in infill.after.split("\n") if line.strip())
+    assert suffix_head not in prompt.text.split("\n")[-2:]
+    assert "\n" + suffix_head in prompt.stop  # the answer is cut where the suffix would begin
+    completion = first(starter, "java", "completion")
+    assert prompts.render(completion, "prefix").stop == ("\n\n\n", "\n  public ", "\n    public ")
