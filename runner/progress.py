@@ -22,8 +22,10 @@ class RichEvents(RunEvents):
                                  TextColumn("{task.fields[passed]}"), TimeElapsedColumn(), TextColumn("ETA"),
                                  TimeRemainingColumn(), console=self.console, transient=False)
         self.bar = None
-        self.passed = 0
-        self.judged = 0
+        # answers are judged after their cell may have moved on: bars and counts are per cell
+        self.bars: dict[tuple[str, str], object] = {}
+        self.passed: dict[str, int] = {}
+        self.judged: dict[str, int] = {}
 
     def __enter__(self) -> "RichEvents":
         self.progress.start()
@@ -37,7 +39,7 @@ class RichEvents(RunEvents):
 
     def cell_started(self, cell: Cell, index: int, count: int) -> None:
         self.console.log(f"cell {index + 1}/{count}: {cell.id} (preparing the model, starting the server)")
-        self.passed = self.judged = 0
+        self.passed[cell.id] = self.judged[cell.id] = 0
 
     def cell_skipped(self, result: CellResult) -> None:
         self.console.log(f"{result.cell.id}: already complete")
@@ -46,14 +48,17 @@ class RichEvents(RunEvents):
         if self.bar is not None:
             self.progress.stop_task(self.bar)
         self.bar = self.progress.add_task(f"{cell.id} {phase}", total=total, completed=done, passed="")
+        self.bars[(cell.id, phase)] = self.bar
 
     def sample_written(self, cell: Cell, sample: Sample) -> None:
         if sample.phase == "accuracy" and sample.outcome is not None:
-            self.judged += 1
-            self.passed += sample.outcome == Outcome.passed
-        passed = f"pass {self.passed}/{self.judged}" if sample.phase == "accuracy" else ""
-        if self.bar is not None:
-            self.progress.update(self.bar, advance=1, passed=passed)
+            self.judged[cell.id] = self.judged.get(cell.id, 0) + 1
+            self.passed[cell.id] = self.passed.get(cell.id, 0) + (sample.outcome == Outcome.passed)
+        passed = (f"pass {self.passed.get(cell.id, 0)}/{self.judged.get(cell.id, 0)}"
+                  if sample.phase == "accuracy" else "")
+        bar = self.bars.get((cell.id, sample.phase))
+        if bar is not None:
+            self.progress.update(bar, advance=1, passed=passed)
         if sample.outcome == Outcome.error:
             self.console.log(f"{cell.id} {sample.task_id}: request error: {sample.error}")
 

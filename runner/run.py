@@ -24,7 +24,7 @@ import logging
 import random
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,6 +166,7 @@ class Reproduction:
                             f"{matrix.benchmark}; widen languages/modes/programs")
         self.latency_tasks = latency_subset(self.tasks, self.settings)
         self.manifest: Manifest | None = None
+        self.pending: list[Future] = []  # evaluations still running, possibly of earlier cells
 
     # -- run directory ---------------------------------------------------------------------------
     def _open_store(self) -> Manifest:
@@ -230,16 +231,20 @@ class Reproduction:
 
         evaluator = Evaluator(self.benchmark.programs)
         workers = self.options.eval_workers or default_workers()
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval") as pool:
-            try:
-                for index, cell in enumerate(cells):
-                    self.events.cell_started(cell, index, len(cells))
-                    result = self._run_cell(cell, backend, evaluator, pool)
-                    outcome.results.append(result)
-                    self.events.cell_finished(result)
-            finally:
-                self.manifest.finished_at = utcnow()
-                self.store.write_manifest(self.manifest)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval")
+        try:
+            for index, cell in enumerate(cells):
+                self.events.cell_started(cell, index, len(cells))
+                result = self._run_cell(cell, backend, evaluator, pool)
+                outcome.results.append(result)
+                self.events.cell_finished(result)
+            for future in self.pending:  # the last cells' tests, after their servers are gone
+                future.result()
+        finally:
+            # on Ctrl-C, answers not yet judged are dropped unwritten: a rerun asks for them again
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.manifest.finished_at = utcnow()
+            self.store.write_manifest(self.manifest)
         return outcome
 
     # -- one cell --------------------------------------------------------------------------------
@@ -431,23 +436,30 @@ class _CellRun:
                 sample = await self._request(task, "accuracy")
             if await self._server_died(sample):
                 return
-            if sample.outcome != Outcome.error:
-                # the test runs on the pool while this coroutine waits: the server is not held up
-                try:
-                    verdict = await loop.run_in_executor(self.pool, self.evaluator.evaluate, task, sample.raw_text)
-                except UserError:
-                    raise
-                except Exception as exc:  # a broken check must not pass as a verdict on the model
-                    log.exception("evaluating %s failed", task.id)
-                    sample.outcome, sample.error = Outcome.error, f"evaluation failed: {type(exc).__name__}: {exc}"
-                else:
-                    sample.outcome, sample.cleaned_outcome = verdict.outcome, verdict.cleaned_outcome
-                    sample.code, sample.stage, sample.stderr_tail = verdict.code, verdict.stage, verdict.stderr_tail
-            self._write(sample)
+            if sample.outcome == Outcome.error:
+                self._write(sample)
+            else:
+                # Tests run on the pool and are not awaited here: the server goes on generating,
+                # and the next cell loads while this cell's last answers are still being tested.
+                self.run_.pending.append(self.pool.submit(self._evaluate_and_write, task, sample))
 
         await asyncio.gather(*(one(task) for task in tasks))
         if self.death:
             raise CellFailure(self.death)
+
+    def _evaluate_and_write(self, task: Task, sample: Sample) -> None:
+        """On an evaluation worker: judge the answer, then append the sample with its verdict."""
+        try:
+            verdict = self.evaluator.evaluate(task, sample.raw_text)
+        except UserError:
+            raise  # e.g. the sandbox refuses: surfaces from the run, the sample is asked for again
+        except Exception as exc:  # noqa: BLE001 - a broken check must not pass as a verdict on the model
+            log.exception("evaluating %s failed", task.id)
+            sample.outcome, sample.error = Outcome.error, f"evaluation failed: {type(exc).__name__}: {exc}"
+        else:
+            sample.outcome, sample.cleaned_outcome = verdict.outcome, verdict.cleaned_outcome
+            sample.code, sample.stage, sample.stderr_tail = verdict.code, verdict.stage, verdict.stderr_tail
+        self._write(sample)
 
     async def _latency(self, tasks: list[Task]) -> None:
         subset = self.run_.latency_tasks

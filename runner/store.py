@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
@@ -101,6 +102,8 @@ class RunStore:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        # evaluation workers and the generating loop append to the same files
+        self._append_lock = threading.Lock()
 
     # -- manifest ---------------------------------------------------------------------------
     @property
@@ -143,8 +146,9 @@ class RunStore:
 
     def append_sample(self, cell: Cell, sample: Sample) -> None:
         """Append one sample and flush it to disk before returning."""
-        with open(self.samples_path(cell), "a", encoding="utf-8") as fh:
-            fh.write(sample.model_dump_json() + "\n")
+        line = sample.model_dump_json() + "\n"
+        with self._append_lock, open(self.samples_path(cell), "a", encoding="utf-8") as fh:
+            fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
 

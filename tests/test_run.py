@@ -105,6 +105,42 @@ def test_prompt_hashes_of_a_task_are_equal_across_cells_of_a_style(tmp_path):
     assert len(hashes) == 2 and hashes[0] == hashes[1] and len(hashes[0]) == 2
 
 
+def test_the_next_cell_starts_while_the_last_answers_of_a_cell_are_still_being_tested(tmp_path, monkeypatch):
+    # Evaluation slower than generation (as Java or TensorFlow tests are beside a GPU): the
+    # second cell's server must not wait for the first cell's verdicts, and none may be lost.
+    from runner.evaluation import Evaluator
+
+    real = Evaluator.evaluate
+
+    def slow(self, task, raw_text):
+        time.sleep(4)
+        return real(self, task, raw_text)
+
+    monkeypatch.setattr(Evaluator, "evaluate", slow)
+    text = write_matrix(tmp_path, limit=2, sweep="[]").read_text().replace(
+        'label = "baseline"', 'label = "baseline"\nvariants = [{ label = "kv-q8", techniques = { kv_cache = "q8_0" } }]')
+    path = tmp_path / "two.toml"
+    path.write_text(text.replace("latency_tasks = 2", "latency_tasks = 0"))
+    events: list[tuple[str, str, float]] = []
+
+    class Watch(RunEvents):
+        def cell_started(self, cell, index, count):
+            events.append(("started", cell.id, time.monotonic()))
+
+        def sample_written(self, cell, sample):
+            events.append(("judged", cell.id, time.monotonic()))
+
+    outcome = reproduce(load_matrix(path), RunOptions(runs_dir=tmp_path / "runs", eval_workers=1), Watch())
+    first, second = (r.cell.id for r in outcome.results)
+    second_start = next(t for kind, cell, t in events if kind == "started" and cell == second)
+    last_verdict_of_first = max(t for kind, cell, t in events if kind == "judged" and cell == first)
+    assert second_start < last_verdict_of_first
+    store = RunStore(outcome.run_dir)
+    for result in outcome.results:  # every verdict arrived before reproduce returned
+        accuracy = [s for s in store.samples(result.cell) if s.phase == "accuracy"]
+        assert len(accuracy) == 2 and all(s.outcome is not None for s in accuracy)
+
+
 def llama_servers_of_this_test() -> list[int]:
     """Pids of running llama-server processes serving this test's model (a /proc scan)."""
     found = []
