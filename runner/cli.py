@@ -327,9 +327,12 @@ def tasks_rebaseline(name: str, allow_unsandboxed: bool, sandbox_kind: str) -> N
 @click.option("--backend", default=None, help="Where servers run: local or docker (default: the matrix's).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many tasks per cell.")
 @click.option("--skip-unrunnable", is_flag=True, help="Skip cells this host cannot run instead of refusing.")
+@_SANDBOX_OPTION
+@click.option("--allow-unsandboxed", is_flag=True, help="Test generated code even where the sandbox is incomplete: accept the risk.")
 @user_errors
 def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str | None, runs_dir: Path,
-              fresh: bool, backend: str | None, limit: int | None, skip_unrunnable: bool) -> None:
+              fresh: bool, backend: str | None, limit: int | None, skip_unrunnable: bool, sandbox_kind: str,
+              allow_unsandboxed: bool) -> None:
     """Run a matrix: per cell serve, generate, evaluate, time; resumes an interrupted run.
 
     \b
@@ -352,7 +355,7 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
         raise UserError("give exactly one of MATRIX, --preset demo or --all")
     path = matrix or matrices_dir() / ("paper.toml" if run_all else f"{preset}.toml")
     options = RunOptions(name=name, runs_dir=runs_dir, fresh=fresh, backend=backend, limit=limit,
-                         skip_unrunnable=skip_unrunnable)
+                         skip_unrunnable=skip_unrunnable, sandbox=sandbox_kind, allow_unsandboxed=allow_unsandboxed)
     # SIGTERM unwinds like Ctrl-C: every server is stopped on the way out
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

@@ -73,6 +73,8 @@ class RunOptions:
     limit: int | None = None  # overrides the matrix's tasks.limit
     skip_unrunnable: bool = False  # drop cells this host cannot run instead of refusing
     eval_workers: int | None = None
+    sandbox: str = "local"  # where generated code is tested: local, docker or auto (see choose_sandbox)
+    allow_unsandboxed: bool = False
 
 
 @dataclass
@@ -228,8 +230,11 @@ class Reproduction:
         backend = get_backend(self.backend_name)
         outcome = RunOutcome(run_dir=self.store.root)
         from runner.evaluation import Evaluator, default_workers
+        from runner.evaluation.docker_sandbox import choose_sandbox
 
-        evaluator = Evaluator(self.benchmark.programs)
+        sandbox = choose_sandbox(self.options.sandbox, allow_unsandboxed=self.options.allow_unsandboxed,
+                                 progress=self.events.note)
+        evaluator = Evaluator(self.benchmark.programs, sandbox=sandbox, junit_console=self.benchmark.junit_jar)
         workers = self.options.eval_workers or default_workers()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval")
         try:
