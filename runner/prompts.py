@@ -72,9 +72,10 @@ STYLES: dict[str, StyleInfo] = {
 }
 
 
-#: where a continuation has left the gap when no suffix is shown: a new top-level definition
+#: where a continuation has left the gap when no suffix is shown: a new top-level definition.
+#: At most three, since the suffix's stop makes four and OpenAI-style servers (vLLM) take no more.
 _BLOCK_END: dict[Language, tuple[str, ...]] = {
-    Language.python: ("\ndef ", "\nclass ", "\nif __name__", "\n\n\n"),
+    Language.python: ("\ndef ", "\nclass ", "\n\n\n"),
     Language.java: ("\n\n\n", "\n  public ", "\n    public "),
 }
 

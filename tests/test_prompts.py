@@ -154,3 +154,5 @@ def test_prefix_style_continues_the_code_and_stops_where_the_hidden_suffix_begin
     assert "\n" + suffix_head in prompt.stop  # the answer is cut where the suffix would begin
     completion = first(starter, "java", "completion")
     assert prompts.render(completion, "prefix").stop == ("\n\n\n", "\n  public ", "\n    public ")
+    # vLLM's OpenAI server refuses more than four stop sequences (HTTP 400)
+    assert max(len(prompts.render(task, "prefix").stop) for task in starter.tasks) <= 4
