@@ -169,6 +169,7 @@ class Reproduction:
         self.latency_tasks = latency_subset(self.tasks, self.settings)
         self.manifest: Manifest | None = None
         self.pending: list[Future] = []  # evaluations still running, possibly of earlier cells
+        self.held: tuple[str, RunningServer, str] | None = None  # launch key, server, the cell it was started for
 
     # -- run directory ---------------------------------------------------------------------------
     def _open_store(self) -> Manifest:
@@ -243,9 +244,11 @@ class Reproduction:
                 result = self._run_cell(cell, backend, evaluator, pool)
                 outcome.results.append(result)
                 self.events.cell_finished(result)
+            self._release(backend)
             for future in self.pending:  # the last cells' tests, after their servers are gone
                 future.result()
         finally:
+            self._release(backend)
             # on Ctrl-C, answers not yet judged are dropped unwritten: a rerun asks for them again
             pool.shutdown(wait=True, cancel_futures=True)
             self.manifest.finished_at = utcnow()
@@ -272,28 +275,33 @@ class Reproduction:
                                            "started_at": utcnow(), "finished_at": None})
         self.store.write_cell(result)
         try:
-            from runner.backends.local import free_port
             from runner.models import prepare
 
             prepared = prepare(self.matrix, cell)
             self._record_models(prepared.records)
-            spec = runtime.server_spec(cell, prepared.files, free_port(), threads=self.settings.threads)
-            with backend.serve(spec, self.store.server_log(cell), health_timeout=self.settings.health_timeout_s) as server:
-                result.load_seconds = server.load_seconds
-                result.image_digest = server.image_digest
-                cell_run = _CellRun(self, cell, runtime, backend, server, prepared.files, evaluator, pool, result)
-                asyncio.run(cell_run.run(accuracy, latency, sweep))
+            server, shared_with = self._server_for(cell, runtime, backend, prepared.files)
+            result.load_seconds = server.load_seconds
+            result.image_digest = server.image_digest
+            result.server_shared_with = shared_with
+            if shared_with:
+                self.events.note(f"{cell.id}: same launch as {shared_with}, reusing its server")
+            cell_run = _CellRun(self, cell, runtime, backend, server, prepared.files, evaluator, pool, result)
+            asyncio.run(cell_run.run(accuracy, latency, sweep))
             result.status = "done"
         except CellFailure as exc:
             result.status, result.reason = "failed", str(exc)
+            self._release(backend)
         except UserError as exc:  # the model or the server could not be prepared or started
             result.status, result.reason = "failed", str(exc)
+            self._release(backend)
         except (KeyboardInterrupt, asyncio.CancelledError):
             result.status, result.reason = "failed", "interrupted; rerun the same command to finish it"
+            self._release(backend)
             raise
         except Exception as exc:  # noqa: BLE001 - one broken cell must not cost the cells after it
             log.exception("cell %s failed", cell.id)
             result.status, result.reason = "failed", f"{type(exc).__name__}: {exc}"[:1000]
+            self._release(backend)
         finally:
             result.finished_at = utcnow()
             self.store.write_cell(result)
@@ -303,6 +311,28 @@ class Reproduction:
                 self.manifest.images[cell.runtime] = result.image_digest
             self.store.write_manifest(self.manifest)
         return result
+
+    def _server_for(self, cell: Cell, runtime: Runtime, backend: Backend, files: ModelFiles) -> tuple[RunningServer, str | None]:
+        """The server for ``cell``: the one still up when the previous cell launched exactly the same
+        command (e.g. one model under two prompt styles), else a new one; with the id it was started for."""
+        from runner.backends.local import free_port
+
+        # the launch with the port left out: equal launches serve identically, so reuse changes no result
+        key = runtime.server_spec(cell, files, 0, threads=self.settings.threads).model_dump_json()
+        held = self.held
+        if held is not None and held[0] == key and backend.alive(held[1]):
+            return held[1], held[2]
+        self._release(backend)
+        spec = runtime.server_spec(cell, files, free_port(), threads=self.settings.threads)
+        server = backend.start(spec, self.store.server_log(cell), health_timeout=self.settings.health_timeout_s)
+        self.held = (key, server, cell.id)
+        return server, None
+
+    def _release(self, backend: Backend) -> None:
+        """Stop the server kept up for a following cell, if any."""
+        held, self.held = self.held, None
+        if held is not None:
+            backend.stop(held[1])
 
     def _record_models(self, records: list[ModelRecord]) -> None:
         known = {(r.key, r.path) for r in self.manifest.models}

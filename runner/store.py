@@ -87,6 +87,7 @@ class CellResult(BaseModel):
     reason: str | None = None  # why failed or skipped
     backend: str | None = None
     load_seconds: float | None = None
+    server_shared_with: str | None = None  # the cell whose identical server this cell reused
     server_version: str | None = None
     image_digest: str | None = None
     server_metrics: dict[str, float] = Field(default_factory=dict)  # e.g. vLLM histogram deltas

@@ -141,6 +141,27 @@ def test_the_next_cell_starts_while_the_last_answers_of_a_cell_are_still_being_t
         assert len(accuracy) == 2 and all(s.outcome is not None for s in accuracy)
 
 
+def test_cells_with_the_same_launch_share_one_server_and_others_do_not(tmp_path):
+    # One model under two prompt styles is one server launch: it is loaded once. A KV-cache
+    # variant is another launch and gets its own server.
+    text = write_matrix(tmp_path, limit=1, sweep="[]", styles='["instruct", "prefix"]').read_text().replace(
+        'label = "baseline"', 'label = "baseline"\nvariants = [{ label = "kv-q8", techniques = { kv_cache = "q8_0" } }]')
+    path = tmp_path / "shared.toml"
+    path.write_text(text.replace("latency_tasks = 2", "latency_tasks = 0"))
+    outcome = reproduce(load_matrix(path), RunOptions(runs_dir=tmp_path / "runs"))
+    results = {r.cell.id: r for r in outcome.results}
+    assert len(results) == 4 and all(r.status == "done" for r in results.values())
+    shared = {cell_id: r.server_shared_with for cell_id, r in results.items() if r.server_shared_with}
+    assert len(shared) == 2
+    for cell_id, owner in shared.items():
+        mine, theirs = results[cell_id].cell, results[owner].cell
+        assert mine.techniques == theirs.techniques and mine.prompt_style != theirs.prompt_style
+        assert results[cell_id].load_seconds == results[owner].load_seconds
+    store = RunStore(outcome.run_dir)
+    assert all(len(store.samples(r.cell)) == 1 for r in results.values())
+    assert llama_servers_of_this_test() == []
+
+
 def llama_servers_of_this_test() -> list[int]:
     """Pids of running llama-server processes serving this test's model (a /proc scan)."""
     found = []
