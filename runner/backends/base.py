@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
-from typing import ClassVar, Iterator
+from typing import Callable, ClassVar, Generic, Iterator, TypeVar
 
 from pydantic import BaseModel
 
@@ -19,6 +20,39 @@ class RunningServer(BaseModel):
     load_seconds: float  # from launch until healthy: the cell's load time
     ident: str  # pid or container id, for logs and cleanup
     image_digest: str | None = None
+
+
+T = TypeVar("T")
+
+
+class LiveServers(Generic[T]):
+    """What a backend started and has not stopped yet (processes, containers), thread-safe, so
+    that a signal or interpreter exit can stop every one of them."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, T] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: str, item: T) -> None:
+        with self._lock:
+            self._items[key] = item
+
+    def pop(self, key: str) -> T | None:
+        with self._lock:
+            return self._items.pop(key, None)
+
+    def get(self, key: str) -> T | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def stop_all(self, stop_one: Callable[[T], None]) -> int:
+        """Take every item out and stop it with ``stop_one``; returns how many."""
+        with self._lock:
+            items = list(self._items.values())
+            self._items.clear()
+        for item in items:
+            stop_one(item)
+        return len(items)
 
 
 class Backend(ABC):

@@ -29,7 +29,7 @@ import httpx
 from pydantic import BaseModel, Field
 
 from runner.backends import register_backend
-from runner.backends.base import Backend, RunningServer
+from runner.backends.base import Backend, LiveServers, RunningServer
 from runner.backends.local import ServerStartError, log_tail
 from runner.compose import ComposeFile, Service, load_compose
 from runner.errors import UserError
@@ -41,8 +41,7 @@ MANAGED = "runner.managed"
 RUN_LABEL = "runner.run"
 CELL_LABEL = "runner.cell"
 
-_LIVE: dict[str, "_Live"] = {}
-_LOCK = threading.Lock()
+_LIVE: "LiveServers[_Live]" = LiveServers()
 
 
 class _Live:
@@ -173,12 +172,7 @@ def _remove(live: _Live, grace_s: float) -> None:
 
 def stop_all(grace_s: float = 10.0) -> int:
     """Stop and remove every container this process started and has not stopped yet; returns how many."""
-    with _LOCK:
-        lives = list(_LIVE.values())
-        _LIVE.clear()
-    for live in lives:
-        _remove(live, grace_s)
-    return len(lives)
+    return _LIVE.stop_all(lambda live: _remove(live, grace_s))
 
 
 atexit.register(stop_all)
@@ -340,8 +334,7 @@ class DockerBackend(Backend):
         thread = threading.Thread(target=_stream_logs, args=(container, log_path), daemon=True,
                                   name=f"log-{container.short_id}")
         thread.start()
-        with _LOCK:
-            _LIVE[container.id] = _Live(container, thread)
+        _LIVE.add(container.id, _Live(container, thread))
         server = RunningServer(base_url=f"http://127.0.0.1:{spec.port}", load_seconds=0.0, ident=container.id,
                                image_digest=image_digest(image))
         try:
@@ -377,15 +370,13 @@ class DockerBackend(Backend):
 
     def stop(self, server: RunningServer) -> None:
         """Stop (SIGTERM, then SIGKILL after the grace period) and remove the container; idempotent."""
-        with _LOCK:
-            live = _LIVE.pop(server.ident, None)
+        live = _LIVE.pop(server.ident)
         if live is not None:
             _remove(live, self.grace_s)
 
     def alive(self, server: RunningServer) -> bool:
         """Whether the container still runs."""
-        with _LOCK:
-            live = _LIVE.get(server.ident)
+        live = _LIVE.get(server.ident)
         if live is None:
             return False
         try:

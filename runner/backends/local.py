@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -21,14 +20,13 @@ from typing import ClassVar
 import httpx
 
 from runner.backends import register_backend
-from runner.backends.base import Backend, RunningServer
+from runner.backends.base import Backend, LiveServers, RunningServer
 from runner.errors import UserError
 from runner.runtimes.base import ServerSpec
 
 log = logging.getLogger(__name__)
 
-_LIVE: dict[int, subprocess.Popen] = {}
-_LOCK = threading.Lock()
+_LIVE: LiveServers[subprocess.Popen] = LiveServers()
 
 
 class ServerStartError(UserError):
@@ -71,12 +69,7 @@ def _stop_process(proc: subprocess.Popen, grace_s: float) -> None:
 
 def stop_all(grace_s: float = 10.0) -> int:
     """Stop every server this process started and has not stopped yet; returns how many."""
-    with _LOCK:
-        procs = list(_LIVE.values())
-        _LIVE.clear()
-    for proc in procs:
-        _stop_process(proc, grace_s)
-    return len(procs)
+    return _LIVE.stop_all(lambda proc: _stop_process(proc, grace_s))
 
 
 atexit.register(stop_all)
@@ -109,8 +102,7 @@ class LocalBackend(Backend):
                                         start_new_session=True)
             except OSError as exc:
                 raise ServerStartError(f"{spec.runtime}: cannot launch {spec.argv[0]}: {exc.strerror}") from None
-        with _LOCK:
-            _LIVE[proc.pid] = proc
+        _LIVE.add(str(proc.pid), proc)
         server = RunningServer(base_url=f"http://{self.host}:{spec.port}", load_seconds=0.0, ident=str(proc.pid))
         try:
             self._wait_healthy(proc, spec, server, log_path, started + health_timeout, health_timeout)
@@ -143,13 +135,11 @@ class LocalBackend(Backend):
 
     def stop(self, server: RunningServer) -> None:
         """SIGTERM to the server's process group, SIGKILL after the grace period; idempotent."""
-        with _LOCK:
-            proc = _LIVE.pop(int(server.ident), None)
+        proc = _LIVE.pop(server.ident)
         if proc is not None:
             _stop_process(proc, self.grace_s)
 
     def alive(self, server: RunningServer) -> bool:
         """Whether the server process still runs."""
-        with _LOCK:
-            proc = _LIVE.get(int(server.ident))
+        proc = _LIVE.get(server.ident)
         return proc is not None and proc.poll() is None
