@@ -30,3 +30,33 @@ def isolated_home(tmp_path_factory, monkeypatch) -> Path:
     monkeypatch.setenv("RUNNER_HOME", str(home))
     monkeypatch.setenv("RUNNER_CACHE", str(SHARED_CACHE))
     return home
+
+
+# -- upstream SimCoPilot at the pinned commit, from shared/ (never committed) ----------------------
+#: ``shared/`` sits beside the repository, in a checkout, a worktree and CI's clean clone alike
+SHARED_DIR = Path(os.environ.get("RUNNER_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+SIMCOPILOT_ARCHIVE = SHARED_DIR / "simcopilot-90c5560.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def simcopilot_import(tmp_path_factory) -> Path:
+    """A runner home into which ``runner data fetch simcopilot --from`` imported upstream's archive."""
+    from click.testing import CliRunner
+
+    from runner.cli import main
+
+    require(SIMCOPILOT_ARCHIVE.is_file(), f"upstream SimCoPilot archive ({SIMCOPILOT_ARCHIVE})")
+    home = tmp_path_factory.mktemp("simcopilot-home")
+    result = CliRunner().invoke(main, ["data", "fetch", "simcopilot", "--from", str(SIMCOPILOT_ARCHIVE)],
+                                env={"RUNNER_HOME": str(home)})
+    assert result.exit_code == 0, result.output
+    return home
+
+
+@pytest.fixture
+def simcopilot(simcopilot_import, isolated_home) -> Path:
+    """This test's runner home, holding the imported upstream copy (shared, read-only by convention)."""
+    data = isolated_home / "data"
+    data.mkdir(exist_ok=True)
+    (data / "simcopilot").symlink_to(simcopilot_import / "data" / "simcopilot")
+    return data / "simcopilot"
