@@ -26,7 +26,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from runner import client, prompts  # noqa: E402
-from runner.backends.local import LocalBackend, free_port  # noqa: E402
+from runner.backends.local import LocalBackend  # noqa: E402
 from runner.benchmarks import load_benchmark  # noqa: E402
 from runner.matrix import load_matrix  # noqa: E402
 from runner.models import prepare  # noqa: E402
@@ -74,7 +74,7 @@ def main() -> None:
     # no prompt cache: every request's prompt is processed, on both clocks
     cell = demo_cell.model_copy(update={"techniques": {"parallel": "1", "prefix_cache": "off"}, "label": "bench"})
     runtime = get_runtime("llamacpp")
-    spec = runtime.server_spec(cell, files, free_port(), threads=args.threads)
+    spec = runtime.server_spec(cell, files, threads=args.threads)
     with tempfile.TemporaryDirectory() as tmp, LocalBackend().serve(spec, Path(tmp) / "server.log") as server:
         samples = asyncio.run(requests(server.base_url, runtime, cell, files.served_name, args.requests, args.tokens))
     in_process = llama_bench(files.path, args.threads, args.tokens)

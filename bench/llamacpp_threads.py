@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 
 from runner.backends import get_backend
-from runner.backends.local import free_port
 from runner.matrix import load_matrix
 from runner.models import fetch_source
 from runner.records import Cell
@@ -47,7 +46,7 @@ def main() -> None:
         print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print("threads  prompt tok/s  generation tok/s")
         for threads in (1, 2):
-            spec = runtime.server_spec(cell, model, free_port(), threads=threads)
+            spec = runtime.server_spec(cell, model, threads=threads)
             with get_backend("local").serve(spec, Path(tmp) / f"server-{threads}.log", health_timeout=120) as server:
                 body = {"prompt": "def add(a, b):\n" * 40, "max_tokens": 40, "temperature": 0, "cache_prompt": False}
                 timings = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=600).json()["timings"]

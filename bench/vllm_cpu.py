@@ -15,7 +15,6 @@ import time
 import httpx
 
 from runner.backends import get_backend
-from runner.backends.local import free_port
 from runner.convert import gguf_to_hf
 from runner.records import Cell
 from runner.runtimes import get_runtime
@@ -50,7 +49,7 @@ def main() -> None:
     runtime = get_runtime("vllm")
     cell = Cell(model="gemma3-270m", runtime="vllm", quantization="bf16", techniques=techniques)
     spec = runtime.server_spec(cell, ModelFiles(path=folder, served_name="gemma3-270m", context_length=1024),
-                               free_port(), threads=2)
+                               threads=2)
     with get_backend("local").serve(spec, models_dir() / "bench-vllm.log", health_timeout=900) as server:
         print(f"server start ({cell.id}): {server.load_seconds:.1f}s until /health answered")
         asyncio.run(_decode(server.base_url, args.tokens, args.requests))

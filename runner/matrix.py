@@ -22,6 +22,11 @@ A matrix file has five parts::
     [[cells]]                         # CellGroup: a baseline and its technique variants
     model = "gemma3-270m"; runtime = "llamacpp"; quantization = "q4_k_m"
     variants = [{ label = "ngram-spec", techniques = { spec = "ngram" } }]
+    gpus = 1; gpu_type = "H100"       # optional: what a cluster (--ray) must give each of its cells
+
+On a cluster (``runner reproduce --ray``) each cell asks for ``gpus`` GPUs (default: its weights'
+``gpus``, the tensor-parallel degree; 0 runs it on CPUs) and, when the group or the matrix's top-level
+``gpu_type`` names a GPU model, as many units of the custom resource ``gpu:<type>`` (``CellRequest``).
 
 Each group yields its baseline cell (unless ``baseline = false``) and one cell per variant,
 whose techniques are laid over the group's. A model with several prompt styles yields one
@@ -169,6 +174,8 @@ class CellGroup(BaseModel):
     baseline: bool = True  # also run the group's own cell
     prompt_styles: list[str] | None = None  # default: the model's
     variants: list[Variant] = Field(default_factory=list)
+    gpus: int | None = Field(None, ge=0)  # GPUs per cell on a cluster; default: the weights' gpus
+    gpu_type: str | None = None  # the GPU model (a cluster's gpu:<type> resource); default: the matrix's
 
     @field_validator("techniques", mode="before")
     @classmethod
@@ -186,10 +193,23 @@ class MatrixFile(BaseModel):
     name: str
     benchmark: str = "starter"
     backend: str = "local"
+    gpu_type: str | None = None  # the GPU model every cell asks for on a cluster, unless its group says otherwise
     tasks: TaskFilter = Field(default_factory=TaskFilter)
     settings: RunSettings = Field(default_factory=RunSettings)
     models: dict[str, ModelSpec] = Field(min_length=1)
     cells: list[CellGroup] = Field(min_length=1)
+
+
+class CellRequest(BaseModel):
+    """What one cell asks a cluster for: GPUs (0: CPUs only) and, optionally, their model."""
+
+    gpus: int = 1
+    gpu_type: str | None = None
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """The custom resources to request besides GPUs: ``{"gpu:<type>": gpus}`` when a type is named."""
+        return {f"gpu:{self.gpu_type}": float(self.gpus)} if self.gpu_type and self.gpus else {}
 
 
 class Matrix(BaseModel):
@@ -203,6 +223,11 @@ class Matrix(BaseModel):
     settings: RunSettings
     models: dict[str, ModelSpec]
     cells: list[Cell]
+    requests: dict[str, CellRequest] = Field(default_factory=dict)  # cell id -> what it asks a cluster for
+
+    def request(self, cell: Cell) -> CellRequest:
+        """What ``cell`` asks a cluster for (default: its weights' GPU count, no type)."""
+        return self.requests.get(cell.id) or CellRequest(gpus=self.source(cell).gpus)
 
     def model(self, cell: Cell) -> ModelSpec:
         """The model a cell serves."""
@@ -315,6 +340,7 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
                                 f"not a model and quantization of this matrix")
 
     cells: list[Cell] = []
+    requests: dict[str, CellRequest] = {}
     seen: dict[str, str] = {}
     for index, group in enumerate(parsed.cells):
         at = f"{where}: cells[{index}]"
@@ -362,7 +388,10 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
                     continue
                 seen[cell.id] = entry_at.removeprefix(f"{where}: ")
                 cells.append(cell)
+                gpus = group.gpus if group.gpus is not None else spec.quantizations[group.quantization].gpus
+                requests[cell.id] = CellRequest(gpus=gpus, gpu_type=group.gpu_type or parsed.gpu_type)
     if problems:
         raise UserError("\n".join(problems))
     return Matrix(name=parsed.name, path=path, benchmark=parsed.benchmark, backend=parsed.backend,
-                  tasks=parsed.tasks, settings=parsed.settings, models=parsed.models, cells=cells)
+                  tasks=parsed.tasks, settings=parsed.settings, models=parsed.models, cells=cells,
+                  requests=requests)

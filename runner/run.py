@@ -9,8 +9,9 @@ Per cell, one server (started through the backend, its log in the run directory)
 3. **sweep**: throughput at each concurrency of ``settings.sweep`` (``ignore_eos``: every request
    generates ``max_tokens``), recorded in ``CellResult.sweep``;
 
-with the server's Prometheus metrics read before and after (the difference is kept). Samples
-are flushed one by one; a rerun produces only what is missing (``RunStore.done_keys``). A
+with the server's Prometheus metrics read before and after (the difference is kept). Where a cell
+runs is its executor's choice (``runner.executors``: in this process, or a Ray cluster whose workers
+stream samples back); the run store stays here, in the driver. Samples are flushed one by one; a rerun produces only what is missing (``RunStore.done_keys``). A
 server that dies marks its cell ``failed`` with its log tail and the run goes on. The core
 never prints: it reports through a ``RunEvents`` object.
 """
@@ -23,16 +24,18 @@ import itertools
 import logging
 import random
 import shutil
+import socket
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
 from runner import client, fingerprint, prompts
-from runner.backends import get_backend
-from runner.backends.base import Backend, RunningServer
+from runner.backends.base import Backend, RunningServer, log_tail
 from runner.benchmarks import load_benchmark
 from runner.benchmarks.benchmark import Benchmark
 from runner.errors import UserError
@@ -40,7 +43,7 @@ from runner.matrix import Matrix, RunSettings, TaskFilter
 from runner.records import Cell, Outcome, Sample, Task, utcnow
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles, Runtime
-from runner.store import CellResult, Manifest, ModelRecord, RunStore, SweepPoint
+from runner.store import CellResult, Manifest, ModelRecord, Placement, RunStore, SweepPoint
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,8 @@ class RunOptions:
     eval_workers: int | None = None
     sandbox: str = "local"  # where generated code is tested: local, docker or auto (see choose_sandbox)
     allow_unsandboxed: bool = False
+    executor: str = "inprocess"  # which machine runs each cell: inprocess, or ray (runner.executors)
+    address: str | None = None  # the executor's cluster: for ray, auto, ray://host:port, host:port or local
 
 
 @dataclass
@@ -147,6 +152,108 @@ def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
     return delta
 
 
+# -- where a cell's results go ---------------------------------------------------------------------
+class CellSink(Protocol):
+    """Where a running cell puts what it produces: the run store here, or a stream back to the driver."""
+
+    log_path: Path  # the server's log, on the machine that runs it
+
+    def write(self, sample: Sample) -> None:
+        """Keep a finished sample (appended and flushed before returning, where the store is)."""
+
+    def judge(self, task: Task, sample: Sample) -> None:
+        """Have an answer evaluated, then kept with its verdict; must not block generation."""
+
+    def update(self, result: CellResult) -> None:
+        """Keep the cell's record as it grows (sweep points)."""
+
+
+def judge_sample(evaluator, task: Task, sample: Sample) -> Sample:
+    """Judge one answer with ``evaluator`` and return the sample with its verdict (any worker, any node)."""
+    try:
+        verdict = evaluator.evaluate(task, sample.raw_text)
+    except UserError:
+        raise  # e.g. the sandbox refuses: surfaces from the run, the sample is asked for again
+    except Exception as exc:  # noqa: BLE001 - a broken check must not pass as a verdict on the model
+        log.exception("evaluating %s failed", task.id)
+        sample.outcome, sample.error = Outcome.error, f"evaluation failed: {type(exc).__name__}: {exc}"
+    else:
+        sample.outcome, sample.cleaned_outcome = verdict.outcome, verdict.cleaned_outcome
+        sample.code, sample.stage, sample.stderr_tail = verdict.code, verdict.stage, verdict.stderr_tail
+    return sample
+
+
+class EvalBacklog:
+    """Answers of one cell generated but not judged yet, thread-safe; its figures go to ``cell.json``."""
+
+    def __init__(self, result: CellResult):
+        self.result = result
+        self._lock = threading.Lock()
+        self.pending: set[str] = set()  # task ids
+
+    def add(self, task_id: str) -> None:
+        with self._lock:
+            self.pending.add(task_id)
+            self.result.eval_pending = len(self.pending)
+            self.result.eval_backlog_peak = max(self.result.eval_backlog_peak, len(self.pending))
+
+    def done(self, task_id: str) -> None:
+        with self._lock:
+            self.pending.discard(task_id)
+            self.result.eval_pending = len(self.pending)
+            self.result.evaluated_at = utcnow()
+
+
+class StoreSink:
+    """The in-process sink: samples go straight to the run store, answers to the local evaluation pool."""
+
+    def __init__(self, run: "Reproduction", cell: Cell, evaluator, pool: ThreadPoolExecutor, backlog: EvalBacklog):
+        self.run, self.cell, self.evaluator, self.pool, self.backlog = run, cell, evaluator, pool, backlog
+        self.log_path = run.store.server_log(cell)
+
+    def write(self, sample: Sample) -> None:
+        self.run.store.append_sample(self.cell, sample)
+        self.run.events.sample_written(self.cell, sample)
+
+    def judge(self, task: Task, sample: Sample) -> None:
+        # Tests run on the pool and are not awaited here: the server goes on generating,
+        # and the next cell loads while this cell's last answers are still being tested.
+        self.backlog.add(task.id)
+        self.run.pending.append(self.pool.submit(self._judge_and_write, task, sample))
+
+    def _judge_and_write(self, task: Task, sample: Sample) -> None:
+        try:
+            self.write(judge_sample(self.evaluator, task, sample))
+        finally:
+            self.backlog.done(task.id)
+
+    def update(self, result: CellResult) -> None:
+        self.run.store.write_cell(result)
+
+
+@dataclass
+class CellContext:
+    """What a cell needs from its run, wherever it runs: the matrix, the run's tasks, what it reports to."""
+
+    matrix: Matrix
+    tasks: list[Task]
+    latency_tasks: list[Task]
+    events: RunEvents = field(default_factory=RunEvents)
+
+    @property
+    def settings(self) -> RunSettings:
+        return self.matrix.settings
+
+
+def this_node(gpu_ids: list[int], executor: str, *, node_id: str | None = None,
+              gpu_type: str | None = None) -> Placement:
+    """A placement on this machine with ``gpu_ids``; the GPU name from NVML when it sees them, else ``gpu_type``."""
+    names = {g.get("index"): g.get("name") for g in fingerprint.gpus()}
+    known = [names[i] for i in gpu_ids if names.get(i)]
+    return Placement(executor=executor, node=socket.gethostname(), node_id=node_id, gpu_ids=gpu_ids,
+                     gpu_name=known[0] if known else gpu_type)
+
+
 # -- the run -----------------------------------------------------------------------------------
 class Reproduction:
     """One ``runner reproduce``: a matrix into one run directory."""
@@ -168,8 +275,12 @@ class Reproduction:
                             f"{matrix.benchmark}; widen languages/modes/programs")
         self.latency_tasks = latency_subset(self.tasks, self.settings)
         self.manifest: Manifest | None = None
+        self.manifest_lock = threading.Lock()  # cells on a cluster finish in any order, on driver threads
         self.pending: list[Future] = []  # evaluations still running, possibly of earlier cells
         self.held: tuple[str, RunningServer, str] | None = None  # launch key, server, the cell it was started for
+        from runner.executors import get_executor
+
+        self.executor = get_executor(options.executor, address=options.address)
 
     # -- run directory ---------------------------------------------------------------------------
     def _open_store(self) -> Manifest:
@@ -201,11 +312,11 @@ class Reproduction:
         return manifest
 
     def _plan(self) -> list[Cell]:
-        """The cells to run; cells this host cannot run are refused, or skipped when asked."""
+        """The cells to run; cells the executor cannot place are refused, or skipped when asked."""
         problems = [(cell, why) for cell, why in self._problems() if why]
         if problems and not self.options.skip_unrunnable:
             lines = [f"  {cell.id}: {why}" for cell, why in problems]
-            raise UserError(f"{len(problems)} of {len(self.matrix.cells)} cells cannot run on this host "
+            raise UserError(f"{len(problems)} of {len(self.matrix.cells)} cells cannot run {self.executor.where} "
                             f"(backend {self.backend_name}):\n" + "\n".join(lines)
                             + "\nrun them on a host that can, or pass --skip-unrunnable")
         skipped = {cell.id for cell, _ in problems}
@@ -217,43 +328,42 @@ class Reproduction:
         return [cell for cell in self.matrix.cells if cell.id not in skipped]
 
     def _problems(self) -> list[tuple[Cell, str | None]]:
-        """Each cell with why this host cannot run it (None when it can), from ``runner doctor``'s plan."""
-        from runner.doctor import plan_cells
-
+        """Each cell with why the executor cannot place it (None when it can): this host's ``runner
+        doctor`` plan in process, the cluster's nodes on Ray."""
         return [(plan.cell, None if plan.runnable else plan.reason)
-                for plan in plan_cells(self.matrix, backend=self.backend_name)]
+                for plan in self.executor.plan(self.matrix, self.backend_name)]
 
     def run(self) -> RunOutcome:
-        """Run every cell (resuming a run directory that exists), then close the manifest."""
+        """Run every cell through the executor (resuming a run directory that exists), then close the manifest."""
         self.manifest = self._open_store()
         cells = self._plan()
         self.events.run_started(self.store, self.manifest, self.tasks)
-        backend = get_backend(self.backend_name)
         outcome = RunOutcome(run_dir=self.store.root)
-        from runner.evaluation import Evaluator, default_workers
+        try:
+            self.executor.run(self, cells, outcome.results)
+        finally:
+            self.executor.close()
+            with self.manifest_lock:
+                self.manifest.finished_at = utcnow()
+                self.store.write_manifest(self.manifest)
+        order = {cell.id: i for i, cell in enumerate(self.matrix.cells)}
+        outcome.results.sort(key=lambda r: order.get(r.cell.id, len(order)))
+        return outcome
+
+    def missing(self, cell: Cell, result: CellResult, *, judging: set[str] = frozenset()) -> tuple[list[Task], list[Task], list[int]]:
+        """What ``cell`` still lacks in the store: accuracy and latency tasks, sweep levels; answers in
+        ``judging`` (generated, their verdict on its way) count as done."""
+        accuracy, latency, sweep = self._missing(cell, result)
+        return [t for t in accuracy if t.id not in judging], latency, sweep
+
+    def sandbox_and_evaluator(self):
+        """The sandbox this run tests code in, and an evaluator over the run's benchmark using it."""
+        from runner.evaluation import Evaluator
         from runner.evaluation.docker_sandbox import choose_sandbox
 
         sandbox = choose_sandbox(self.options.sandbox, allow_unsandboxed=self.options.allow_unsandboxed,
                                  progress=self.events.note)
-        evaluator = Evaluator(self.benchmark.programs, sandbox=sandbox, junit_console=self.benchmark.junit_jar)
-        workers = self.options.eval_workers or default_workers()
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval")
-        try:
-            for index, cell in enumerate(cells):
-                self.events.cell_started(cell, index, len(cells))
-                result = self._run_cell(cell, backend, evaluator, pool)
-                outcome.results.append(result)
-                self.events.cell_finished(result)
-            self._release(backend)
-            for future in self.pending:  # the last cells' tests, after their servers are gone
-                future.result()
-        finally:
-            self._release(backend)
-            # on Ctrl-C, answers not yet judged are dropped unwritten: a rerun asks for them again
-            pool.shutdown(wait=True, cancel_futures=True)
-            self.manifest.finished_at = utcnow()
-            self.store.write_manifest(self.manifest)
-        return outcome
+        return Evaluator(self.benchmark.programs, sandbox=sandbox, junit_console=self.benchmark.junit_jar)
 
     # -- one cell --------------------------------------------------------------------------------
     def _missing(self, cell: Cell, result: CellResult) -> tuple[list[Task], list[Task], list[int]]:
@@ -265,29 +375,36 @@ class Reproduction:
         return accuracy, latency, sweep
 
     def _run_cell(self, cell: Cell, backend: Backend, evaluator, pool: ThreadPoolExecutor) -> CellResult:
+        """Run ``cell`` here, in this process (the in-process executor's step)."""
         result = self.store.read_cell(cell)
         accuracy, latency, sweep = self._missing(cell, result)
         if not (accuracy or latency or sweep) and result.status == "done":
             self.events.cell_skipped(result)
             return result
         runtime = get_runtime(cell.runtime)
+        host_gpus = [int(g.get("index", i)) for i, g in enumerate(self.manifest.fingerprint.gpus)]
+        placement = this_node(host_gpus, "inprocess")
         result = result.model_copy(update={"status": "running", "reason": None, "backend": backend.name,
-                                           "started_at": utcnow(), "finished_at": None})
+                                           "started_at": utcnow(), "finished_at": None,
+                                           "placements": [*result.placements, placement]})
         self.store.write_cell(result)
+        sink = StoreSink(self, cell, evaluator, pool, EvalBacklog(result))
         try:
             from runner.models import prepare
 
             prepared = prepare(self.matrix, cell)
             self._record_models(prepared.records)
-            server, shared_with = self._server_for(cell, runtime, backend, prepared.files)
+            server, shared_with = self._server_for(cell, runtime, backend, prepared.files, host_gpus)
+            placement.server = server.ident
             result.load_seconds = server.load_seconds
             result.image_digest = server.image_digest
             result.server_shared_with = shared_with
             if shared_with:
                 self.events.note(f"{cell.id}: same launch as {shared_with}, reusing its server")
-            cell_run = _CellRun(self, cell, runtime, backend, server, prepared.files, evaluator, pool, result)
+            cell_run = _CellRun(self, cell, runtime, backend, server, prepared.files, sink, result)
             asyncio.run(cell_run.run(accuracy, latency, sweep))
             result.status = "done"
+            result.generation_finished_at = utcnow()
         except CellFailure as exc:
             result.status, result.reason = "failed", str(exc)
             self._release(backend)
@@ -303,28 +420,35 @@ class Reproduction:
             result.status, result.reason = "failed", f"{type(exc).__name__}: {exc}"[:1000]
             self._release(backend)
         finally:
-            result.finished_at = utcnow()
+            result.finished_at = placement.ended_at = utcnow()
+            placement.outcome = "done" if result.status == "done" else "failed"
             self.store.write_cell(result)
-            if result.server_version:
-                self.manifest.runtime_versions[cell.runtime] = result.server_version
-            if result.image_digest:
-                self.manifest.images[cell.runtime] = result.image_digest
-            self.store.write_manifest(self.manifest)
+            self.finish_cell(result)
         return result
 
-    def _server_for(self, cell: Cell, runtime: Runtime, backend: Backend, files: ModelFiles) -> tuple[RunningServer, str | None]:
+    def finish_cell(self, result: CellResult) -> None:
+        """Note in the manifest what a finished cell learned about its runtime (any thread)."""
+        with self.manifest_lock:
+            if result.server_version:
+                self.manifest.runtime_versions[result.cell.runtime] = result.server_version
+            if result.image_digest:
+                self.manifest.images[result.cell.runtime] = result.image_digest
+            self.store.write_manifest(self.manifest)
+
+    def _server_for(self, cell: Cell, runtime: Runtime, backend: Backend, files: ModelFiles,
+                    gpus: list[int]) -> tuple[RunningServer, str | None]:
         """The server for ``cell``: the one still up when the previous cell launched exactly the same
         command (e.g. one model under two prompt styles), else a new one; with the id it was started for."""
-        from runner.backends.local import free_port
-
-        # the launch with the port left out: equal launches serve identically, so reuse changes no result
-        key = runtime.server_spec(cell, files, 0, threads=self.settings.threads).model_dump_json()
+        # the launch names no port: equal launches serve identically, so reuse changes no result
+        spec = runtime.server_spec(cell, files, threads=self.settings.threads, gpus=len(gpus))
+        key = spec.model_dump_json()
         held = self.held
         if held is not None and held[0] == key and backend.alive(held[1]):
             return held[1], held[2]
         self._release(backend)
-        spec = runtime.server_spec(cell, files, free_port(), threads=self.settings.threads)
-        server = backend.start(spec, self.store.server_log(cell), health_timeout=self.settings.health_timeout_s)
+        # in process a server may use every GPU of the host (None), or none where there is none
+        server = backend.start(spec, self.store.server_log(cell), health_timeout=self.settings.health_timeout_s,
+                               gpus=None if gpus else [], run=self.store.root.name, cell=cell.slug)
         self.held = (key, server, cell.id)
         return server, None
 
@@ -335,29 +459,29 @@ class Reproduction:
             backend.stop(held[1])
 
     def _record_models(self, records: list[ModelRecord]) -> None:
-        known = {(r.key, r.path) for r in self.manifest.models}
-        for record in records:
-            if (record.key, record.path) not in known:
-                self.manifest.models.append(record)
-        self.store.write_manifest(self.manifest)
+        with self.manifest_lock:
+            known = {(r.key, r.path) for r in self.manifest.models}
+            for record in records:
+                if (record.key, record.path) not in known:
+                    self.manifest.models.append(record)
+            self.store.write_manifest(self.manifest)
 
 
 class _CellRun:
-    """The three phases of one cell against its running server."""
+    """The three phases of one cell against its running server, on whichever machine runs it: what it
+    produces goes to ``sink`` (the run store here, or the stream back to the driver)."""
 
-    def __init__(self, run: Reproduction, cell: Cell, runtime: Runtime, backend: Backend, server: RunningServer,
-                 files: ModelFiles, evaluator, pool: ThreadPoolExecutor, result: CellResult):
+    def __init__(self, run: Reproduction | CellContext, cell: Cell, runtime: Runtime, backend: Backend,
+                 server: RunningServer, files: ModelFiles, sink: CellSink, result: CellResult):
         self.run_ = run
         self.cell = cell
         self.runtime = runtime
         self.backend = backend
         self.server = server
         self.files = files
-        self.evaluator = evaluator
-        self.pool = pool
+        self.sink = sink
         self.result = result
         self.settings = run.settings
-        self.store = run.store
         self.events = run.events
         self.params = client.SamplingParams(temperature=self.settings.temperature, seed=self.settings.seed,
                                             max_tokens=self.settings.max_tokens)
@@ -447,15 +571,12 @@ class _CellRun:
         await asyncio.sleep(0.2)  # let a dying process be reaped before asking
         if self.backend.alive(self.server):
             return False
-        from runner.backends.local import log_tail
-
-        self.death = (f"server died during the cell ({sample.error}); log {self.store.server_log(self.cell)}: "
-                      f"{log_tail(self.store.server_log(self.cell), 5)}")
+        self.death = (f"server died during the cell ({sample.error}); log {self.sink.log_path}: "
+                      f"{log_tail(self.sink.log_path, 5)}")
         return True
 
     def _write(self, sample: Sample) -> None:
-        self.store.append_sample(self.cell, sample)
-        self.events.sample_written(self.cell, sample)
+        self.sink.write(sample)
 
     async def _accuracy(self, tasks: list[Task]) -> None:
         self.events.phase_started(self.cell, "accuracy", len(self.run_.tasks), len(self.run_.tasks) - len(tasks))
@@ -474,27 +595,11 @@ class _CellRun:
             if sample.outcome == Outcome.error:
                 self._write(sample)
             else:
-                # Tests run on the pool and are not awaited here: the server goes on generating,
-                # and the next cell loads while this cell's last answers are still being tested.
-                self.run_.pending.append(self.pool.submit(self._evaluate_and_write, task, sample))
+                self.sink.judge(task, sample)  # judged beside generation, never awaited here
 
         await asyncio.gather(*(one(task) for task in tasks))
         if self.death:
             raise CellFailure(self.death)
-
-    def _evaluate_and_write(self, task: Task, sample: Sample) -> None:
-        """On an evaluation worker: judge the answer, then append the sample with its verdict."""
-        try:
-            verdict = self.evaluator.evaluate(task, sample.raw_text)
-        except UserError:
-            raise  # e.g. the sandbox refuses: surfaces from the run, the sample is asked for again
-        except Exception as exc:  # noqa: BLE001 - a broken check must not pass as a verdict on the model
-            log.exception("evaluating %s failed", task.id)
-            sample.outcome, sample.error = Outcome.error, f"evaluation failed: {type(exc).__name__}: {exc}"
-        else:
-            sample.outcome, sample.cleaned_outcome = verdict.outcome, verdict.cleaned_outcome
-            sample.code, sample.stage, sample.stderr_tail = verdict.code, verdict.stage, verdict.stderr_tail
-        self._write(sample)
 
     async def _latency(self, tasks: list[Task]) -> None:
         subset = self.run_.latency_tasks
@@ -537,7 +642,7 @@ class _CellRun:
             self.result.sweep.append(SweepPoint(concurrency=level, requests=len(ok), seconds=seconds,
                                                 requests_per_s=len(ok) / seconds, output_tokens_per_s=tokens / seconds,
                                                 errors=len(errors)))
-            self.store.write_cell(self.result)
+            self.sink.update(self.result)
             self.events.sweep_measured(self.cell, self.result.sweep[-1])
 
 

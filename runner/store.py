@@ -79,6 +79,20 @@ class SweepPoint(BaseModel):
     errors: int = 0  # requests of this level that failed (left out of the rates)
 
 
+class Placement(BaseModel):
+    """Where one attempt at a cell ran, as its executor placed it (a rescheduled cell has several)."""
+
+    executor: str = "inprocess"  # inprocess | ray
+    node: str  # the host name
+    node_id: str | None = None  # the cluster's id of the node (Ray)
+    gpu_ids: list[int] = Field(default_factory=list)  # the GPU ids the server was given
+    gpu_name: str | None = None  # the GPU model, when known (NVML, else the node's gpu:<type> resource)
+    server: str | None = None  # the server's pid or container id on that node
+    started_at: datetime = Field(default_factory=utcnow)
+    ended_at: datetime | None = None
+    outcome: str | None = None  # done | failed | lost (the node went away; rescheduled)
+
+
 class CellResult(BaseModel):
     """What is known about one cell besides its samples."""
 
@@ -92,6 +106,13 @@ class CellResult(BaseModel):
     image_digest: str | None = None
     server_metrics: dict[str, float] = Field(default_factory=dict)  # e.g. vLLM histogram deltas
     sweep: list[SweepPoint] = Field(default_factory=list)
+    placements: list[Placement] = Field(default_factory=list)  # where it ran, the last one last
+    #: answers generated but not yet judged: the most at any time, and how many were left when the
+    #: record was last written (0 once every verdict is in)
+    eval_backlog_peak: int = 0
+    eval_pending: int = 0
+    generation_finished_at: datetime | None = None
+    evaluated_at: datetime | None = None  # when the cell's last verdict came
     peak_gpu_memory_mib: float | None = None
     energy_joules: float | None = None
     started_at: datetime | None = None

@@ -26,7 +26,7 @@ def gemma_gguf() -> Path:
 @contextmanager
 def running_llama(log_path: Path, *, context_length: int = 4096, techniques: dict | None = None):
     """Yield ``(runtime, cell, server, files)`` for a llama-server on one thread and two slots."""
-    from runner.backends.local import LocalBackend, free_port
+    from runner.backends.local import LocalBackend
     from runner.records import Cell
     from runner.runtimes import get_runtime
     from runner.runtimes.base import ModelFiles
@@ -36,6 +36,6 @@ def running_llama(log_path: Path, *, context_length: int = 4096, techniques: dic
                 techniques={"parallel": "2", **(techniques or {})})
     files = ModelFiles(path=gemma_gguf(), served_name="gemma3-270m", context_length=context_length)
     backend = LocalBackend()
-    spec = runtime.server_spec(cell, files, free_port(), threads=1)
+    spec = runtime.server_spec(cell, files, threads=1)
     with backend.serve(spec, log_path, health_timeout=300) as server:
         yield runtime, cell, server, files

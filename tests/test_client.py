@@ -69,7 +69,7 @@ def test_ignore_eos_generates_exactly_max_tokens(llama, task):
 
 
 def test_a_refused_connection_is_an_error_sample(llama, task):
-    from runner.backends.local import free_port
+    from runner.backends.base import free_port
 
     sample = measure(llama, prompts.render(task, "codellama-fim"), base_url=f"http://127.0.0.1:{free_port()}")
     assert sample.outcome == Outcome.error and "ConnectError" in sample.error

@@ -72,10 +72,10 @@ def test_the_backend_lays_the_cell_over_the_service(tmp_path):
     model.parent.mkdir()
     model.write_bytes(b"GGUF")
     cell = Cell(model="m", runtime="llamacpp", quantization="q4_k_m", techniques={"spec": "ngram"})
-    spec = get_runtime("llamacpp").server_spec(cell, ModelFiles(path=model, served_name="m"), 8123)
+    spec = get_runtime("llamacpp").server_spec(cell, ModelFiles(path=model, served_name="m"))
     backend = DockerBackend(env={})
     service = backend.service_for(spec)
-    config = backend.container_config(spec, service)
+    config = backend.container_config(spec, service, 8123)
     assert service.name == "llamacpp"
     assert config["entrypoint"] == service.entrypoint == ["llama-server"]
     assert config["healthcheck"]["test"] == service.healthcheck.test
@@ -92,9 +92,9 @@ def test_the_backend_lays_the_cell_over_the_service(tmp_path):
 def test_files_the_runtime_writes_are_mounted_and_renamed_in_arguments(tmp_path):
     config_file = tmp_path / "tabby" / "config.yml"
     spec = ServerSpec(runtime="exllama", argv=["python3", "/srv/tabbyAPI/main.py", "--config", str(config_file),
-                                                "--port", "5001"],
-                      port=5001, files={config_file: "network: {host: '{host}'}"})
-    config = DockerBackend(env={}).container_config(spec, load_compose(env={}).service("exllama"))
+                                                "--port", "{port}"],
+                      files={config_file: "network: {host: '{host}'}"})
+    config = DockerBackend(env={}).container_config(spec, load_compose(env={}).service("exllama"), 5001)
     assert config["command"] == ["--config", "/models/tabby/config.yml", "--port", "5001"]
     assert config["volumes"] == {str(config_file.parent): {"bind": "/models/tabby", "mode": "ro"}}
 
@@ -104,13 +104,13 @@ def test_a_tabbyapi_config_names_the_model_where_the_container_sees_it(tmp_path,
     model = tmp_path / "models" / "codestral-exl2-4.0"
     model.mkdir(parents=True)
     cell = Cell(model="codestral-22b", runtime="exllama", quantization="exl2-4.0")
-    spec = get_runtime("exllama").server_spec(cell, ModelFiles(path=model, served_name="c"), 5001)
+    spec = get_runtime("exllama").server_spec(cell, ModelFiles(path=model, served_name="c")).bind("0.0.0.0", 5001)
     moved, rewrite = container_paths(spec)
     assert moved[str(model)] == "/models/codestral-exl2-4.0"
     (config_path, content), = spec.files.items()
     inside = yaml.safe_load(rewrite(content))
     assert inside["model"]["model_dir"] == "/models" and inside["model"]["model_name"] == "codestral-exl2-4.0"
-    command = DockerBackend(env={}).container_config(spec, load_compose(env={}).service("exllama"))["command"]
+    command = DockerBackend(env={}).container_config(spec, load_compose(env={}).service("exllama"), 5001)["command"]
     assert command == ["--config", f"/models/{config_path.parent.name}/{config_path.name}"]
 
 

@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from runner.backends import get_backend
-from runner.backends.local import free_port
 from runner.convert import gguf_to_hf, is_complete
 from runner.errors import UserError
 from runner.records import Cell
@@ -123,7 +122,7 @@ def llama_cpp_greedy(gguf: Path, log: Path) -> dict:
     runtime = get_runtime("llamacpp")
     cell = Cell(model="gemma3-270m", runtime="llamacpp", quantization="q4_k_m", techniques={"parallel": "1"})
     spec = runtime.server_spec(cell, ModelFiles(path=gguf, served_name="gemma3-270m", context_length=1024),
-                               free_port(), threads=2)
+                               threads=2)
 
     async def ask(url: str) -> dict:
         async with httpx.AsyncClient(timeout=300) as http:

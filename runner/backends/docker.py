@@ -2,8 +2,9 @@
 
 The image, its build, its health check and its GPU request come from ``compose.yaml``
 (``runner.compose``); the cell brings its command (``ServerSpec.argv``: its first items are the program,
-which compose's ``entrypoint`` replaces item for item, the rest its arguments), its model files (mounted read-only under
-``/models``, the arguments naming them rewritten) and its port (published on 127.0.0.1 only).
+which compose's ``entrypoint`` replaces item for item, the rest its arguments) and its model files (mounted read-only under
+``/models``, the arguments naming them rewritten); the backend picks the port (published on 127.0.0.1 only) and
+hands the container the GPU ids it is given. The run and cell a container serves are given by the caller.
 
 Every container and image the runner creates carries ``runner.managed=true`` (and
 ``runner.run`` / ``runner.cell`` for containers): ``runner clean`` removes exactly those.
@@ -29,8 +30,7 @@ import httpx
 from pydantic import BaseModel, Field
 
 from runner.backends import register_backend
-from runner.backends.base import Backend, LiveServers, RunningServer
-from runner.backends.local import ServerStartError, log_tail
+from runner.backends.base import Backend, LiveServers, RunningServer, ServerStartError, free_port, log_tail
 from runner.compose import ComposeFile, Service, load_compose
 from runner.errors import UserError
 from runner.runtimes.base import ServerSpec
@@ -118,13 +118,13 @@ def image_digest(image) -> str:
     return repo_digests[0] if repo_digests else image.id
 
 
-def _device_requests(spec: ServerSpec, service: Service, client):
+def _device_requests(spec: ServerSpec, service: Service, client, gpus: list[int] | None):
     from docker.types import DeviceRequest
 
-    if spec.gpus == [] or service.gpu is None:
+    if gpus == [] or service.gpu is None:
         return []
-    if spec.gpus:
-        return [DeviceRequest(driver=service.gpu.driver, device_ids=[str(g) for g in spec.gpus],
+    if gpus:
+        return [DeviceRequest(driver=service.gpu.driver, device_ids=[str(g) for g in gpus],
                               capabilities=[["gpu"]])]
     if not gpus_available(client):
         log.warning("compose service %s asks for GPUs but this Docker engine offers none; "
@@ -279,9 +279,9 @@ class DockerBackend(Backend):
         """The compose service that runs ``spec``'s runtime."""
         return self.compose.service(spec.image_service or spec.runtime)
 
-    def container_config(self, spec: ServerSpec, service: Service) -> dict:
-        """The ``containers.run`` keywords for ``spec`` laid over ``service`` (no GPUs, no labels)."""
-        spec = spec.for_host("0.0.0.0")
+    def container_config(self, spec: ServerSpec, service: Service, port: int) -> dict:
+        """The ``containers.run`` keywords for ``spec`` on ``port`` laid over ``service`` (no GPUs, no labels)."""
+        spec = spec.bind("0.0.0.0", port)
         # Host paths move to /models/<name> (read-only) and every argument naming them follows:
         # the image's user cannot traverse host-only folders such as /root.
         moved, rewrite = container_paths(spec)
@@ -291,8 +291,8 @@ class DockerBackend(Backend):
         config = {
             "command": [rewrite(a) for a in spec.argv[skip:]],
             "environment": {**service.environment, **{k: rewrite(v) for k, v in spec.env.items()},
-                            "PORT": str(spec.port)},
-            "ports": {f"{spec.port}/tcp": ("127.0.0.1", spec.port)},
+                            "PORT": str(port)},
+            "ports": {f"{port}/tcp": ("127.0.0.1", port)},
             "volumes": {host: {"bind": inside, "mode": "ro"} for host, inside in moved.items()},
         }
         if service.entrypoint is not None:
@@ -303,23 +303,27 @@ class DockerBackend(Backend):
             config["ipc_mode"] = service.ipc
         return config
 
-    def start(self, spec: ServerSpec, log_path: Path, *, health_timeout: float) -> RunningServer:
-        """Build the image if needed, run the container, stream its log, return once healthy."""
+    def start(self, spec: ServerSpec, log_path: Path, *, health_timeout: float, gpus: list[int] | None = None,
+              run: str | None = None, cell: str | None = None) -> RunningServer:
+        """Build the image if needed, run the container on a free port with ``gpus``, stream its log,
+        return once healthy; ``run`` and ``cell`` become its labels (default: the backend's run name, "adhoc")."""
         client = self.client
         service = self.service_for(spec)
         image = ensure_image(client, service, progress=self.progress)
-        _moved, rewrite = container_paths(spec)
-        for path, content in spec.for_host("0.0.0.0").files.items():
+        # the same port inside and out: a server that names its own address stays right
+        port = free_port()
+        bound = spec.bind("0.0.0.0", port)
+        _moved, rewrite = container_paths(bound)
+        for path, content in bound.files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(rewrite(content), encoding="utf-8")  # as the container sees the paths
         log_path = Path(log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        # runs/<run>/cells/<cell slug>/server.log names the run and the cell
-        cell = log_path.parent.name
-        run = self.run_name or (log_path.parents[2].name if len(log_path.parents) > 2 else "adhoc")
+        run = run or self.run_name or "adhoc"
+        cell = cell or "adhoc"
         labels = {MANAGED: "true", RUN_LABEL: run, CELL_LABEL: cell, "runner.runtime": spec.runtime,
                   "runner.pid": str(os.getpid())}
-        config = self.container_config(spec, service)
+        config = self.container_config(spec, service, port)
         name = f"runner-{_label_value(run)}-{_label_value(cell)}-{uuid.uuid4().hex[:6]}"
         _install_sigterm()
         started = time.monotonic()
@@ -327,7 +331,7 @@ class DockerBackend(Backend):
 
         try:
             container = client.containers.run(image.id, detach=True, name=name, labels=labels,
-                                              device_requests=_device_requests(spec, service, client), **config)
+                                              device_requests=_device_requests(spec, service, client, gpus), **config)
         except APIError as exc:
             raise ServerStartError(f"{spec.runtime}: docker could not start {service.image}: "
                                    f"{exc.explanation or exc}") from None
@@ -335,7 +339,7 @@ class DockerBackend(Backend):
                                   name=f"log-{container.short_id}")
         thread.start()
         _LIVE.add(container.id, _Live(container, thread))
-        server = RunningServer(base_url=f"http://127.0.0.1:{spec.port}", load_seconds=0.0, ident=container.id,
+        server = RunningServer(base_url=f"http://127.0.0.1:{port}", load_seconds=0.0, ident=container.id,
                                image_digest=image_digest(image))
         try:
             self._wait_healthy(spec, server, container, log_path, started + health_timeout, health_timeout)

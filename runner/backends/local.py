@@ -11,7 +11,6 @@ import atexit
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -20,34 +19,12 @@ from typing import ClassVar
 import httpx
 
 from runner.backends import register_backend
-from runner.backends.base import Backend, LiveServers, RunningServer
-from runner.errors import UserError
+from runner.backends.base import Backend, LiveServers, RunningServer, ServerStartError, free_port, log_tail
 from runner.runtimes.base import ServerSpec
 
 log = logging.getLogger(__name__)
 
 _LIVE: LiveServers[subprocess.Popen] = LiveServers()
-
-
-class ServerStartError(UserError):
-    """A server died before it became healthy, or missed its deadline; the message ends with its log tail."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    """The last ``lines`` non-empty lines of a log file, joined with `` | ``."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(no log)"
-    kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
-    return " | ".join(kept) or "(empty log)"
 
 
 def _stop_process(proc: subprocess.Popen, grace_s: float) -> None:
@@ -86,9 +63,14 @@ class LocalBackend(Backend):
         self.grace_s = grace_s
         self.poll_s = poll_s
 
-    def start(self, spec: ServerSpec, log_path: Path, *, health_timeout: float) -> RunningServer:
-        """Launch ``spec`` (its port picked by the caller, e.g. with ``free_port``), return once healthy."""
-        spec = spec.for_host(self.host)
+    def start(self, spec: ServerSpec, log_path: Path, *, health_timeout: float, gpus: list[int] | None = None,
+              run: str | None = None, cell: str | None = None) -> RunningServer:
+        """Launch ``spec`` on a free port of ``host``, restricted to ``gpus`` when given; return once healthy."""
+        port = free_port(self.host)
+        spec = spec.bind(self.host, port)
+        env = dict(spec.env)
+        if gpus is not None:  # the ids the executor assigned; "" hides every GPU
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
         for path, content in spec.files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content, encoding="utf-8")
@@ -98,12 +80,12 @@ class LocalBackend(Backend):
         with open(log_path, "ab") as log_file:
             try:
                 proc = subprocess.Popen(spec.argv, stdin=subprocess.DEVNULL, stdout=log_file,
-                                        stderr=subprocess.STDOUT, env={**os.environ, **spec.env},
+                                        stderr=subprocess.STDOUT, env={**os.environ, **env},
                                         start_new_session=True)
             except OSError as exc:
                 raise ServerStartError(f"{spec.runtime}: cannot launch {spec.argv[0]}: {exc.strerror}") from None
         _LIVE.add(str(proc.pid), proc)
-        server = RunningServer(base_url=f"http://{self.host}:{spec.port}", load_seconds=0.0, ident=str(proc.pid))
+        server = RunningServer(base_url=f"http://{self.host}:{port}", load_seconds=0.0, ident=str(proc.pid))
         try:
             self._wait_healthy(proc, spec, server, log_path, started + health_timeout, health_timeout)
         except BaseException:  # dead, too slow, or Ctrl-C during a long model load: never leave it running

@@ -33,30 +33,29 @@ class ModelFiles(BaseModel):
 
 
 class ServerSpec(BaseModel):
-    """How to launch one cell's server; a backend decides where (subprocess or container)."""
+    """What to run for one cell's server: the runtime's part of a launch, a value any backend and any
+    executor can carry. Where it listens is not in it: the program's arguments, ``env`` values, and
+    the paths and contents of ``files`` hold the literal placeholders ``{host}`` and ``{port}``, which
+    the backend fills with ``bind`` (it picks the port; 127.0.0.1 for a local process, 0.0.0.0 inside
+    a container). Equal specs serve identically, so an equal spec may reuse a running server."""
 
     runtime: str
-    #: the server command, with the port filled in; the listen address is left as the literal
-    #: ``{host}`` (here and in ``env`` values and ``files``), which the backend fills with
-    #: ``for_host``: 127.0.0.1 for a local process, 0.0.0.0 inside a container
     argv: list[str]
     env: dict[str, str] = Field(default_factory=dict)
-    port: int  # the port the server listens on (inside the container for Docker)
     health_path: str = "/health"
     mounts: list[Path] = Field(default_factory=list)  # host paths the server reads (read-only)
     image_service: str | None = None  # compose.yaml service whose image runs this runtime
-    gpus: list[int] | None = None  # None: all GPUs the backend offers; [] none
     #: files the backend must write before launch, path -> content (e.g. TabbyAPI's config.yml);
     #: paths are absolute on the host, and the backend mounts their folder for a container
     files: dict[Path, str] = Field(default_factory=dict)
 
-    def for_host(self, host: str) -> "ServerSpec":
-        """This spec listening on ``host`` (fills every ``{host}`` placeholder)."""
-        fill = lambda text: text.replace("{host}", host)  # noqa: E731
+    def bind(self, host: str, port: int) -> "ServerSpec":
+        """This spec listening on ``host``:``port`` (fills every ``{host}`` and ``{port}`` placeholder)."""
+        fill = lambda text: text.replace("{host}", host).replace("{port}", str(port))  # noqa: E731
         return self.model_copy(update={
             "argv": [fill(a) for a in self.argv],
             "env": {k: fill(v) for k, v in self.env.items()},
-            "files": {p: fill(c) for p, c in self.files.items()},
+            "files": {Path(fill(str(p))): fill(c) for p, c in self.files.items()},
         })
 
 
@@ -113,8 +112,9 @@ class Runtime(ABC):
                 )
 
     @abstractmethod
-    def server_spec(self, cell: Cell, model: ModelFiles, port: int, *, threads: int | None = None) -> ServerSpec:
-        """The launch of ``cell``'s server on ``port`` (validate first)."""
+    def server_spec(self, cell: Cell, model: ModelFiles, *, threads: int | None = None, gpus: int = 0) -> ServerSpec:
+        """What to run for ``cell``'s server (validate first): ``threads`` CPU threads for a CPU server,
+        on ``gpus`` GPUs (0: the CPU build), as the executor placed it; the port is the backend's."""
 
     def local_problem(self) -> str | None:
         """Why this host cannot start the server as a local process (missing binary...), or None."""

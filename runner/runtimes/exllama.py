@@ -40,15 +40,15 @@ def tabbyapi_dir() -> Path:
     return Path(os.environ.get("RUNNER_TABBYAPI_DIR", "/opt/tabbyAPI"))
 
 
-def tabbyapi_config(cell: Cell, model: ModelFiles, port: int) -> dict[str, Any]:
-    """TabbyAPI's ``config.yml`` for ``cell``, as a dict (host left as ``{host}``)."""
+def tabbyapi_config(cell: Cell, model: ModelFiles) -> dict[str, Any]:
+    """TabbyAPI's ``config.yml`` for ``cell``, as a dict (host and port left as ``{host}`` and ``{port}``)."""
     t = cell.techniques
     slots = int(t.get("parallel", DEFAULT_SLOTS))
     # the cache holds `slots` full contexts, rounded up to TabbyAPI's multiple of 256
     cache_size = -(-model.context_length * slots // 256) * 256
     config: dict[str, Any] = {
         # loopback-only locally, and only the published port in a container: no API key needed
-        "network": {"host": "{host}", "port": port, "disable_auth": True, "api_servers": ["OAI"]},
+        "network": {"host": "{host}", "port": "{port}", "disable_auth": True, "api_servers": ["OAI"]},
         "logging": {"log_prompt": False, "log_generation_params": False, "log_requests": False},
         "model": {
             "model_dir": str(model.path.parent), "model_name": model.path.name, "backend": "exllamav2",
@@ -83,15 +83,17 @@ class ExLlamaV2(Runtime):
     tokenize_endpoint: ClassVar[str] = "/v1/token/encode"
     metrics_endpoint: ClassVar[str | None] = None  # TabbyAPI serves no Prometheus metrics
 
-    def server_spec(self, cell: Cell, model: ModelFiles, port: int, *, threads: int | None = None) -> ServerSpec:
+    def server_spec(self, cell: Cell, model: ModelFiles, *, threads: int | None = None, gpus: int = 0) -> ServerSpec:
         """``main.py --config <file>`` with the cell's ``config.yml`` in ``files``; ``threads`` is unused (GPU)."""
         self.validate(cell)
-        config_path = cache_dir() / "tabbyapi" / f"{cell.slug}-{port}.yml"
-        config = yaml.safe_dump(tabbyapi_config(cell, model, port), sort_keys=False)
+        # one file per port: two servers of one cell never share a config
+        config_path = cache_dir() / "tabbyapi" / f"{cell.slug}-{{port}}.yml"
+        # the port as a YAML integer once filled in: the placeholder is written unquoted
+        config = yaml.safe_dump(tabbyapi_config(cell, model), sort_keys=False).replace("'{port}'", "{port}")
         mounts = [model.path] + ([model.draft_path] if cell.techniques.get("spec") == "draft" else [])
         return ServerSpec(runtime=self.name, argv=["python3", str(tabbyapi_dir() / "main.py"), "--config",
                                                    str(config_path)],
-                          port=port, health_path="/health", mounts=mounts, image_service="exllama",
+                          health_path="/health", mounts=mounts, image_service="exllama",
                           files={config_path: config})
 
     def local_problem(self) -> str | None:

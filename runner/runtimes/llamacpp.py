@@ -99,13 +99,13 @@ class LlamaCpp(Runtime):
             raise UserError(f"cell {cell.id}: llama.cpp needs flash attention for a quantized V cache "
                             f"(kv_cache={cell.techniques['kv_cache']}); drop flash_attn=off")
 
-    def server_spec(self, cell: Cell, model: ModelFiles, port: int, *, threads: int | None = None) -> ServerSpec:
+    def server_spec(self, cell: Cell, model: ModelFiles, *, threads: int | None = None, gpus: int = 0) -> ServerSpec:
         """``llama-server`` on ``model.path`` with the cell's switches as flags."""
         self.validate(cell)
         t = cell.techniques
         slots = int(t.get("parallel", DEFAULT_SLOTS))
         argv = [str(llama_server_path()), "--model", str(model.path), "--alias", model.served_name,
-                "--host", "{host}", "--port", str(port),
+                "--host", "{host}", "--port", "{port}",
                 "--ctx-size", str(model.context_length * slots), "--parallel", str(slots),
                 # every layer on the GPU when the build has one; the CPU build ignores it. --fit off:
                 # a model that does not fit must fail, not silently shrink its context
@@ -133,7 +133,7 @@ class LlamaCpp(Runtime):
             argv += ["--spec-type", "draft-simple", "--model-draft", str(model.draft_path),
                      "--n-gpu-layers-draft", "all"]
             mounts.append(model.draft_path)
-        return ServerSpec(runtime=self.name, argv=argv, port=port, health_path="/health",
+        return ServerSpec(runtime=self.name, argv=argv, health_path="/health",
                           mounts=mounts, image_service="llamacpp")
 
     def local_problem(self) -> str | None:

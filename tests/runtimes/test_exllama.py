@@ -22,7 +22,7 @@ def cell(**techniques: str) -> Cell:
 
 
 def config_of(c: Cell, model: ModelFiles = MODEL, port: int = 5123) -> tuple[list[str], dict]:
-    spec = RUNTIME.server_spec(c, model, port).for_host("127.0.0.1")
+    spec = RUNTIME.server_spec(c, model).bind("127.0.0.1", port)
     ((path, text),) = spec.files.items()
     assert spec.argv[-2:] == ["--config", str(path)] and spec.argv[1].endswith("main.py")
     return spec.argv, yaml.safe_load(text)

@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from runner.backends import get_backend
-from runner.backends.local import free_port
 from runner.errors import UserError
 from runner.records import Cell
 from runner.runtimes import get_runtime
@@ -28,7 +27,7 @@ def cell(**techniques: str) -> Cell:
 
 
 def flags(c: Cell, model: ModelFiles = MODEL) -> list[str]:
-    return RUNTIME.server_spec(c, model, 8123, threads=2).argv
+    return RUNTIME.server_spec(c, model, threads=2).argv
 
 
 def value(argv: list[str], flag: str) -> str:
@@ -39,7 +38,7 @@ def test_baseline_flags():
     argv = flags(cell())
     assert argv[0] == str(llama_server_path())
     assert value(argv, "--model") == "/models/m.gguf" and value(argv, "--alias") == "m"
-    assert value(argv, "--port") == "8123" and value(argv, "--host") == "{host}"
+    assert value(argv, "--port") == "{port}" and value(argv, "--host") == "{host}"
     # 8 slots, each with the model's whole context
     assert value(argv, "--parallel") == "8" and value(argv, "--ctx-size") == str(8 * 4096)
     assert value(argv, "--threads") == "2" and "--metrics" in argv and "--jinja" in argv
@@ -121,7 +120,7 @@ REPEAT = "\n".join(["for i in range(10):\n    total += values[i] * weights[i]"] 
 
 
 def serve_and(gemma: ModelFiles, tmp_path: Path, c: Cell, body):
-    spec = RUNTIME.server_spec(c, gemma, free_port(), threads=1)  # 2 threads crawl on a busy 2-core host
+    spec = RUNTIME.server_spec(c, gemma, threads=1)  # 2 threads crawl on a busy 2-core host
     with get_backend("local").serve(spec, tmp_path / "server.log", health_timeout=120) as server:
         async def run():
             async with httpx.AsyncClient(timeout=60) as http:

@@ -1,0 +1,533 @@
+"""The Ray executor: cells as Ray tasks on the GPUs that fit them, tests on any CPU, the store on the driver.
+
+- **Placement.** Each cell is a Ray task asking for the cell's GPUs (``Matrix.request``: its group's
+  ``gpus``, else its weights' tensor-parallel degree; 0 runs it on CPUs) and, when a GPU model is
+  named, as many units of the node resource ``gpu:<type>``. Ray never over-commits a node and
+  hands concurrent tasks disjoint GPU ids; the worker restricts the cell's server to those ids
+  through the existing local or Docker backend. Model files are prepared on the worker (its own
+  cache, or a shared ``path`` source). ``plan`` refuses, per cell and before anything starts, what
+  no node of the cluster can hold.
+- **The store stays here.** The cell task is a Ray generator: every sample, every record update and
+  the server log stream back to the driver, which appends and flushes them in the run directory.
+  A node that goes away costs at most the requests in flight: the cell is submitted again and does
+  only what the driver's store lacks (answers whose verdict is on its way count as done), so
+  nothing is duplicated. Each attempt is a ``Placement`` in ``cell.json`` (node, GPU ids, GPU name).
+- **Evaluation fans out** as Ray CPU tasks (``num_cpus=1``) to any node, so a GPU task never waits
+  for a test suite; each verdict comes back to the driver, and ``cell.json`` keeps the cell's backlog.
+- **Activity log.** ``activity.jsonl`` in the run directory: one line per cell attempt and per
+  evaluation, with node, GPU ids and start and end times.
+
+Every node needs the runner installed (``pip install 'runner[ray]'``) with the benchmark data it
+evaluates (``runner data fetch``), and the runtimes' servers or the Docker engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import shutil
+import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+
+from pydantic import BaseModel, Field
+
+from runner.errors import UserError
+from runner.executors import register_executor
+from runner.executors.base import Executor
+from runner.matrix import Matrix
+from runner.records import Cell, Sample, Task, utcnow
+from runner.store import CellResult, ModelRecord, Placement
+
+if TYPE_CHECKING:
+    from runner.doctor import CellPlan
+    from runner.run import Reproduction
+
+log = logging.getLogger(__name__)
+
+#: the Ray release the ``[ray]`` extra pins (pyproject.toml); a cluster must run the same one
+RAY_VERSION = "2.60.0"
+#: attempts per cell when nodes go away under it (the first one included)
+MAX_ATTEMPTS = 3
+
+
+def import_ray():
+    """The ``ray`` module, or a ``UserError`` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(f"--ray needs Ray: pip install 'runner[ray]' (Ray {RAY_VERSION}, the same version on every "
+                        "node of the cluster)") from None
+    return ray
+
+
+# -- records between the driver and the workers ---------------------------------------------------
+class NodeInfo(BaseModel):
+    """One live node of the cluster, as Ray accounts for it."""
+
+    node_id: str
+    host: str  # the node's IP address as Ray knows it
+    cpus: float = 0
+    gpus: float = 0
+    gpu_types: dict[str, float] = Field(default_factory=dict)  # "H100" -> 8 (from resources gpu:<type>)
+    head: bool = False
+
+
+class Activity(BaseModel):
+    """One line of ``activity.jsonl``: a cell attempt or one evaluation, where and when it ran."""
+
+    kind: str  # "cell" | "eval"
+    cell_id: str
+    task_id: str | None = None
+    node_id: str
+    node: str
+    gpu_ids: list[int] = Field(default_factory=list)
+    started_at: datetime
+    ended_at: datetime
+    outcome: str | None = None
+
+
+class CellJob(BaseModel):
+    """Everything a worker needs to run one cell: the matrix, the tasks and what the driver's store lacks."""
+
+    matrix: Matrix
+    cell: Cell
+    run_name: str
+    backend: str
+    tasks: list[Task]
+    latency_tasks: list[Task]
+    accuracy: list[str]  # task ids still to answer
+    latency: list[str]
+    sweep: list[int]
+    result: CellResult  # the record as the driver holds it (sweep points measured so far)
+    gpu_type: str | None = None
+
+
+class _Started(BaseModel):
+    placement: Placement
+
+
+class _Prepared(BaseModel):
+    records: list[ModelRecord]
+
+
+class _Written(BaseModel):
+    sample: Sample
+
+
+class _ToJudge(BaseModel):
+    task_id: str
+    sample: Sample
+
+
+class _Updated(BaseModel):
+    result: CellResult
+
+
+class _ServerLog(BaseModel):
+    text: str
+
+
+class _Ended(BaseModel):
+    result: CellResult
+
+
+class _Judged(BaseModel):
+    sample: Sample
+    node_id: str
+    node: str
+    started_at: datetime
+    ended_at: datetime
+
+
+# -- on a worker node -----------------------------------------------------------------------------
+class _QueueSink:
+    """A ``CellSink`` that hands everything to the generator streaming it to the driver."""
+
+    def __init__(self, events: queue.Queue, log_path: Path):
+        self.events = events
+        self.log_path = log_path
+
+    def write(self, sample: Sample) -> None:
+        self.events.put(_Written(sample=sample))
+
+    def judge(self, task: Task, sample: Sample) -> None:
+        self.events.put(_ToJudge(task_id=task.id, sample=sample))
+
+    def update(self, result: CellResult) -> None:
+        self.events.put(_Updated(result=result.model_copy(deep=True)))
+
+
+def _node_gpu_type(ray, node_id: str) -> str | None:
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id:
+            types = [k.split(":", 1)[1] for k in (node.get("Resources") or {}) if k.startswith("gpu:")]
+            return types[0] if len(types) == 1 else None
+    return None
+
+
+def serve_cell(job: CellJob) -> Iterator[BaseModel]:
+    """The Ray task of one cell (a generator): serve it on this node with the GPU ids Ray assigned,
+    yielding every sample and record update as it is produced."""
+    import ray
+
+    context = ray.get_runtime_context()
+    gpu_ids = [int(g) for g in context.get_accelerator_ids().get("GPU", [])]
+    node_id = context.get_node_id()
+    from runner.run import this_node
+
+    placement = this_node(gpu_ids, "ray", node_id=node_id, gpu_type=job.gpu_type or _node_gpu_type(ray, node_id))
+    yield _Started(placement=placement)
+    events: queue.Queue = queue.Queue()
+    worker = threading.Thread(target=_run_cell_here, args=(job, gpu_ids, placement, events), daemon=True,
+                              name=f"cell-{job.cell.slug}")
+    worker.start()
+    while True:
+        event = events.get()
+        yield event
+        if isinstance(event, _Ended):
+            break
+    worker.join()
+
+
+def _run_cell_here(job: CellJob, gpu_ids: list[int], placement: Placement, events: queue.Queue) -> None:
+    from runner.backends import get_backend
+    from runner.models import prepare
+    from runner.run import CellContext, CellFailure, _CellRun
+    from runner.runtimes import get_runtime
+
+    cell, settings = job.cell, job.matrix.settings
+    result = job.result.model_copy(update={"status": "running", "reason": None, "backend": job.backend,
+                                           "started_at": utcnow(), "finished_at": None,
+                                           "placements": [*job.result.placements, placement]}, deep=True)
+    placement = result.placements[-1]
+    scratch = Path(tempfile.mkdtemp(prefix="runner-cell-"))
+    sink = _QueueSink(events, scratch / "server.log")
+    backend = get_backend(job.backend)
+    server = None
+    try:
+        prepared = prepare(job.matrix, cell)
+        events.put(_Prepared(records=prepared.records))
+        runtime = get_runtime(cell.runtime)
+        spec = runtime.server_spec(cell, prepared.files, threads=settings.threads, gpus=len(gpu_ids))
+        server = backend.start(spec, sink.log_path, health_timeout=settings.health_timeout_s, gpus=gpu_ids,
+                               run=job.run_name, cell=cell.slug)
+        placement.server = server.ident
+        result.load_seconds, result.image_digest = server.load_seconds, server.image_digest
+        sink.update(result)
+        by_id = {t.id: t for t in job.tasks}
+        accuracy = [by_id[i] for i in job.accuracy]
+        latency = [t for t in job.latency_tasks if t.id in set(job.latency)]
+        context = CellContext(matrix=job.matrix, tasks=job.tasks, latency_tasks=job.latency_tasks)
+        asyncio.run(_CellRun(context, cell, runtime, backend, server, prepared.files, sink, result)
+                    .run(accuracy, latency, job.sweep))
+        result.status = "done"
+        result.generation_finished_at = utcnow()
+    except (CellFailure, UserError) as exc:
+        result.status, result.reason = "failed", str(exc)
+    except Exception as exc:  # noqa: BLE001 - reported to the driver as the cell's failure
+        log.exception("cell %s failed", cell.id)
+        result.status, result.reason = "failed", f"{type(exc).__name__}: {exc}"[:1000]
+    finally:
+        if server is not None:
+            backend.stop(server)
+        placement.ended_at = utcnow()
+        placement.outcome = result.status
+        try:
+            events.put(_ServerLog(text=sink.log_path.read_text(encoding="utf-8", errors="replace")))
+        except OSError:
+            pass
+        shutil.rmtree(scratch, ignore_errors=True)
+        events.put(_Ended(result=result))
+
+
+_EVALUATORS: dict[tuple[str, str, bool], Any] = {}
+_EVALUATORS_LOCK = threading.Lock()
+
+
+def judge_remote(benchmark: str, sandbox: str, allow_unsandboxed: bool, task: Task, sample: Sample) -> _Judged:
+    """The Ray task judging one answer on any node with CPUs (its benchmark and sandbox prepared there)."""
+    import ray
+
+    from runner.run import judge_sample
+
+    started = utcnow()
+    key = (benchmark, sandbox, allow_unsandboxed)
+    with _EVALUATORS_LOCK:  # one evaluator per worker process, reused by the tasks it runs
+        evaluator = _EVALUATORS.get(key)
+        if evaluator is None:
+            from runner.benchmarks import load_benchmark
+            from runner.evaluation import Evaluator
+            from runner.evaluation.docker_sandbox import choose_sandbox
+
+            bench = load_benchmark(benchmark)
+            evaluator = Evaluator(bench.programs, sandbox=choose_sandbox(sandbox, allow_unsandboxed=allow_unsandboxed),
+                                  junit_console=bench.junit_jar)
+            _EVALUATORS[key] = evaluator
+    judged = judge_sample(evaluator, task, sample)
+    import socket
+
+    return _Judged(sample=judged, node_id=ray.get_runtime_context().get_node_id(), node=socket.gethostname(),
+                   started_at=started, ended_at=utcnow())
+
+
+# -- on the driver --------------------------------------------------------------------------------
+def cluster_nodes(ray) -> list[NodeInfo]:
+    """The cluster's live nodes with their CPUs, GPUs and GPU types."""
+    nodes = []
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        resources = node.get("Resources") or {}
+        nodes.append(NodeInfo(node_id=node["NodeID"], host=node.get("NodeManagerAddress", ""),
+                              cpus=resources.get("CPU", 0), gpus=resources.get("GPU", 0),
+                              gpu_types={k.split(":", 1)[1]: v for k, v in resources.items() if k.startswith("gpu:")},
+                              head="node:__internal_head__" in resources))
+    return nodes
+
+
+def place(matrix: Matrix, cell: Cell, nodes: list[NodeInfo]) -> str | None:
+    """Why no node of ``nodes`` can hold ``cell`` (None when one can)."""
+    from runner.runtimes import get_runtime
+
+    request = matrix.request(cell)
+    if request.gpus == 0:
+        if get_runtime(cell.runtime).requires_gpu:
+            return f"runtime {cell.runtime} runs on NVIDIA GPUs only and this cell asks for none; set gpus >= 1"
+        if not any(n.cpus >= 1 for n in nodes):
+            return "asks for CPUs only (gpus = 0) and no node of the cluster offers a CPU"
+        return None
+    typed = [n for n in nodes if request.gpu_type is None or n.gpu_types.get(request.gpu_type, 0) > 0]
+    if not typed:
+        types = sorted({t for n in nodes for t in n.gpu_types})
+        return (f"asks for GPU type {request.gpu_type} and no node offers resource gpu:{request.gpu_type} "
+                f"(types here: {', '.join(types) or 'none'}); start its nodes with --resources "
+                f"'{{\"gpu:{request.gpu_type}\": N}}'")
+    fits = [n for n in typed if n.gpus >= request.gpus
+            and (request.gpu_type is None or n.gpu_types.get(request.gpu_type, 0) >= request.gpus)]
+    if not fits:
+        largest = max(int(n.gpus) for n in typed)
+        kind = f" of type {request.gpu_type}" if request.gpu_type else ""
+        return (f"needs {request.gpus} GPUs{kind} on one node and the largest node{kind} has {largest}; "
+                "lower its gpus (tensor parallel) or add a larger node")
+    return None
+
+
+@register_executor
+class RayExecutor(Executor):
+    """Cells as Ray tasks over a cluster's GPU nodes, evaluation as Ray CPU tasks, the store here."""
+
+    name: ClassVar[str] = "ray"
+
+    def __init__(self, address: str | None = None):
+        self.address = address or "auto"
+        self.ray = import_ray()
+        self._connected_here = False
+
+    @property
+    def where(self) -> str:
+        return "on the Ray cluster" + ("" if self.address in ("auto", "local") else f" at {self.address}")
+
+    def connect(self):
+        """Connect to the cluster (``local`` starts a one-machine Ray); the ``ray`` module."""
+        ray = self.ray
+        if not ray.is_initialized():
+            address = None if self.address == "local" else self.address
+            try:
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            except ConnectionError as exc:
+                raise UserError(f"--ray {self.address}: no Ray cluster answers ({exc}); start one with "
+                                "`ray start --head`, or use --ray local") from None
+            self._connected_here = True
+        return ray
+
+    def close(self) -> None:
+        if self._connected_here and self.ray.is_initialized():
+            self.ray.shutdown()
+        self._connected_here = False
+
+    def nodes(self) -> list[NodeInfo]:
+        """The cluster's live nodes."""
+        return cluster_nodes(self.connect())
+
+    def plan(self, matrix: Matrix, backend: str) -> list[CellPlan]:
+        """Per cell: can some node of the cluster hold its request (GPUs, GPU type)?"""
+        from runner.doctor import CellPlan
+
+        nodes = self.nodes()
+        plans = []
+        for cell in matrix.cells:
+            why = place(matrix, cell, nodes)
+            device = "gpu" if matrix.request(cell).gpus else "cpu"
+            plans.append(CellPlan(cell=cell, runnable=why is None, device=device, reason=why))
+        return plans
+
+    def run(self, run: Reproduction, cells: list[Cell], results: list[CellResult]) -> None:
+        """Submit every cell at once (Ray queues what does not fit yet), drive each on its own thread."""
+        ray = self.connect()
+        driver = _Driver(ray, run)
+        # one driver thread per cell: each only waits on its stream, the work is on the cluster
+        with ThreadPoolExecutor(max_workers=max(1, len(cells)), thread_name_prefix="cell") as threads:
+            futures = []
+            for index, cell in enumerate(cells):
+                run.events.cell_started(cell, index, len(cells))
+                futures.append(threads.submit(driver.drive, cell))
+            try:
+                for future in futures:
+                    result = future.result()
+                    results.append(result)
+                    run.events.cell_finished(result)
+            except BaseException:
+                driver.stopping = True
+                raise
+        driver.wait_for_verdicts()
+
+
+class _Driver:
+    """The driver's side of a Ray run: streams in, appends, fans evaluation out, reschedules lost cells."""
+
+    def __init__(self, ray, run: Reproduction):
+        self.ray = ray
+        self.run = run
+        self.store = run.store
+        self.stopping = False
+        self._verdicts: list[threading.Event] = []  # one per fanned-out answer, set once it is written
+        self._lock = threading.Lock()  # activity.jsonl and the verdict list
+        self._serve = ray.remote(serve_cell)
+        self._judge = ray.remote(judge_remote)
+
+    def _activity(self, record: Activity) -> None:
+        with self._lock, open(self.store.root / "activity.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(record.model_dump_json() + "\n")
+            fh.flush()
+
+    def drive(self, cell: Cell) -> CellResult:
+        """Run ``cell`` on the cluster until it is done, failed, or lost ``MAX_ATTEMPTS`` times."""
+        from runner.run import EvalBacklog
+
+        run = self.run
+        result = self.store.read_cell(cell)
+        backlog = EvalBacklog(result)
+        cell_lock = threading.Lock()  # this cell's record: its stream and its verdicts both write it
+        request = run.matrix.request(cell)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            accuracy, latency, sweep = run.missing(cell, result, judging=set(backlog.pending))
+            if not (accuracy or latency or sweep) and result.status == "done":
+                run.events.cell_skipped(result)
+                return result
+            job = CellJob(matrix=run.matrix, cell=cell, run_name=self.store.root.name, backend=run.backend_name,
+                          tasks=run.tasks, latency_tasks=run.latency_tasks, accuracy=[t.id for t in accuracy],
+                          latency=[t.id for t in latency], sweep=sweep, result=result, gpu_type=request.gpu_type)
+            options: dict[str, Any] = {"num_gpus": request.gpus, "max_retries": 0,  # a lost cell is resubmitted here
+                                       "num_cpus": 0 if request.gpus else (run.settings.threads or 1)}
+            if request.resources:
+                options["resources"] = request.resources
+            stream = self._serve.options(**options).remote(job)
+            try:
+                for ref in stream:
+                    event = self.ray.get(ref)
+                    result = self._on_event(cell, event, result, backlog, cell_lock)
+                    if self.stopping:
+                        self.ray.cancel(stream, force=True)
+                        break
+                return result
+            except self.ray.exceptions.RayTaskError as exc:  # the task itself raised: the cell failed
+                with cell_lock:
+                    result.status, result.reason = "failed", str(exc).splitlines()[-1][:1000]
+                    result.finished_at = utcnow()
+                    self.store.write_cell(result)
+                return result
+            except self.ray.exceptions.RayError as exc:  # the node or the worker went away
+                with cell_lock:
+                    if result.placements and result.placements[-1].outcome is None:
+                        lost = result.placements[-1]
+                        lost.ended_at, lost.outcome = utcnow(), "lost"
+                        self._activity(Activity(kind="cell", cell_id=cell.id, node_id=lost.node_id or "",
+                                                node=lost.node, gpu_ids=lost.gpu_ids, started_at=lost.started_at,
+                                                ended_at=lost.ended_at, outcome="lost"))
+                    result.status, result.reason = "failed", f"lost its node ({type(exc).__name__}); rescheduled"
+                    self.store.write_cell(result)
+                run.events.note(f"{cell.id}: lost its node ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                                f"resubmitting (attempt {attempt + 1} of {MAX_ATTEMPTS})")
+        result.reason = f"lost its node {MAX_ATTEMPTS} times; rerun the same command to finish it"
+        self.store.write_cell(result)
+        return result
+
+    def _on_event(self, cell: Cell, event: BaseModel, result: CellResult, backlog, cell_lock) -> CellResult:
+        run = self.run
+        if isinstance(event, _Written):
+            self.store.append_sample(cell, event.sample)
+            run.events.sample_written(cell, event.sample)
+        elif isinstance(event, _ToJudge):
+            self._fan_out(cell, event, backlog, result, cell_lock)
+        elif isinstance(event, (_Updated, _Ended)):
+            with cell_lock:
+                # the worker's record, with the backlog as the driver sees it
+                pending, peak, evaluated = result.eval_pending, result.eval_backlog_peak, result.evaluated_at
+                result = event.result
+                result.eval_pending, result.eval_backlog_peak, result.evaluated_at = pending, peak, evaluated
+                backlog.result = result
+                if isinstance(event, _Ended):
+                    result.finished_at = utcnow()
+                    last = result.placements[-1]
+                    self._activity(Activity(kind="cell", cell_id=cell.id, node_id=last.node_id or "", node=last.node,
+                                            gpu_ids=last.gpu_ids, started_at=last.started_at,
+                                            ended_at=last.ended_at or utcnow(), outcome=last.outcome))
+                self.store.write_cell(result)
+            if isinstance(event, _Ended):
+                run.finish_cell(result)
+        elif isinstance(event, _Started):
+            with cell_lock:
+                result = result.model_copy(update={"status": "running", "reason": None, "started_at": utcnow(),
+                                                   "placements": [*result.placements, event.placement]})
+                backlog.result = result
+                self.store.write_cell(result)
+            gpus = ",".join(map(str, event.placement.gpu_ids)) or "none"
+            run.events.note(f"{cell.id}: on node {event.placement.node} ({(event.placement.node_id or '')[:8]}), "
+                            f"GPUs {gpus}" + (f" ({event.placement.gpu_name})" if event.placement.gpu_name else ""))
+        elif isinstance(event, _Prepared):
+            run._record_models(event.records)
+        elif isinstance(event, _ServerLog):
+            with open(self.store.server_log(cell), "a", encoding="utf-8") as fh:
+                fh.write(event.text)
+        return result
+
+    def _fan_out(self, cell: Cell, event: _ToJudge, backlog, result: CellResult, cell_lock) -> None:
+        run = self.run
+        task = next(t for t in run.tasks if t.id == event.task_id)
+        backlog.add(task.id)
+        ref = self._judge.options(num_cpus=1, max_retries=3).remote(
+            run.matrix.benchmark, run.options.sandbox, run.options.allow_unsandboxed, task, event.sample)
+        written = threading.Event()
+        with self._lock:
+            self._verdicts.append(written)
+
+        def done(f: Future) -> None:
+            try:
+                judged: _Judged = f.result()
+                self.store.append_sample(cell, judged.sample)
+                run.events.sample_written(cell, judged.sample)
+                self._activity(Activity(kind="eval", cell_id=cell.id, task_id=task.id, node_id=judged.node_id,
+                                        node=judged.node, started_at=judged.started_at, ended_at=judged.ended_at,
+                                        outcome=judged.sample.outcome.value if judged.sample.outcome else None))
+            except Exception as exc:  # noqa: BLE001 - the answer is asked for again by a rerun
+                log.warning("evaluating %s of %s failed: %s", task.id, cell.id, exc)
+                run.events.note(f"{cell.id}: evaluating {task.id} failed ({type(exc).__name__}); a rerun asks again")
+            finally:
+                with cell_lock:
+                    backlog.done(task.id)
+                    self.store.write_cell(backlog.result)
+                written.set()
+
+        ref.future().add_done_callback(done)
+
+    def wait_for_verdicts(self) -> None:
+        """Every fanned-out evaluation, done and its sample written, before the run closes."""
+        with self._lock:
+            waiting = list(self._verdicts)
+        for written in waiting:
+            written.wait()
