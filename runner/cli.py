@@ -329,10 +329,13 @@ def tasks_rebaseline(name: str, allow_unsandboxed: bool, sandbox_kind: str) -> N
 @click.option("--skip-unrunnable", is_flag=True, help="Skip cells this host cannot run instead of refusing.")
 @_SANDBOX_OPTION
 @click.option("--allow-unsandboxed", is_flag=True, help="Test generated code even where the sandbox is incomplete: accept the risk.")
+@click.option("--ray", "ray_address", metavar="ADDRESS", default=None,
+              help="Run the cells on a Ray cluster: auto (the cluster this machine joined), ray://host:port, "
+                   "host:port, or local (a one-machine Ray). Needs pip install 'runner[ray]'.")
 @user_errors
 def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str | None, runs_dir: Path,
               fresh: bool, backend: str | None, limit: int | None, skip_unrunnable: bool, sandbox_kind: str,
-              allow_unsandboxed: bool) -> None:
+              allow_unsandboxed: bool, ray_address: str | None) -> None:
     """Run a matrix: per cell serve, generate, evaluate, time; resumes an interrupted run.
 
     \b
@@ -340,6 +343,7 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
       runner reproduce --preset demo
       runner reproduce matrices/demo.toml --name demo-2 --limit 4
       runner reproduce --all --backend docker --skip-unrunnable
+      runner reproduce --all --ray auto        # cells over a Ray cluster's GPU nodes
     """
     import signal
 
@@ -355,7 +359,8 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
         raise UserError("give exactly one of MATRIX, --preset demo or --all")
     path = matrix or matrices_dir() / ("paper.toml" if run_all else f"{preset}.toml")
     options = RunOptions(name=name, runs_dir=runs_dir, fresh=fresh, backend=backend, limit=limit,
-                         skip_unrunnable=skip_unrunnable, sandbox=sandbox_kind, allow_unsandboxed=allow_unsandboxed)
+                         skip_unrunnable=skip_unrunnable, sandbox=sandbox_kind, allow_unsandboxed=allow_unsandboxed,
+                         executor="ray" if ray_address else "inprocess", address=ray_address)
     # SIGTERM unwinds like Ctrl-C: every server is stopped on the way out
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -447,15 +452,18 @@ def models_prepare(matrix: Path, cell_ids: tuple[str, ...], runnable_only: bool,
 @main.command()
 @click.argument("matrix", required=False, type=click.Path(path_type=Path))
 @click.option("--backend", default=None, help="Plan for this backend (default: the matrix's).")
+@click.option("--ray", "ray_address", metavar="ADDRESS", default=None,
+              help="Show a Ray cluster's nodes, GPUs and GPU types instead of this host, and plan the cells on it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the host and the plan as JSON.")
 @user_errors
-def doctor(matrix: Path | None, backend: str | None, as_json: bool) -> None:
+def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as_json: bool) -> None:
     """Say what this host offers (GPUs, Docker, disk, Java, servers) and which cells it can run.
 
     \b
     Example:
       runner doctor
       runner doctor matrices/paper.toml --backend docker
+      runner doctor matrices/paper.toml --ray auto
     """
     import json
 
@@ -463,6 +471,10 @@ def doctor(matrix: Path | None, backend: str | None, as_json: bool) -> None:
     from rich.table import Table
 
     from runner.doctor import plan_cells, probe_host
+
+    if ray_address:
+        _doctor_ray(matrix, backend, ray_address, as_json)
+        return
 
     host = probe_host()
     plans = []
@@ -485,6 +497,44 @@ def doctor(matrix: Path | None, backend: str | None, as_json: bool) -> None:
             cells.add_row(plan.cell.id, "yes" if plan.runnable else "no", plan.device, plan.reason or "")
         console.print(cells)
         log(f"{sum(p.runnable for p in plans)} of {len(plans)} cells can run here")
+
+
+def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json: bool) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from runner.executors import get_executor
+
+    executor = get_executor("ray", address=address)
+    try:
+        nodes = executor.nodes()
+        plans = []
+        if matrix is not None:
+            from runner.matrix import load_matrix
+
+            loaded = load_matrix(_shipped_or_path(matrix))
+            plans = executor.plan(loaded, backend or loaded.backend)
+    finally:
+        executor.close()
+    if as_json:
+        click.echo(json.dumps({"nodes": [n.model_dump(mode="json") for n in nodes],
+                               "cells": [p.model_dump(mode="json") for p in plans]}, indent=2))
+        return
+    console = Console(width=max(160, Console().width))
+    table = Table("node", "address", "CPUs", "GPUs", "GPU types", title=f"Ray cluster ({address})")
+    for node in nodes:
+        types = ", ".join(f"gpu:{t} x{v:g}" for t, v in sorted(node.gpu_types.items()))
+        table.add_row(node.node_id[:12] + (" (head)" if node.head else ""), node.host, f"{node.cpus:g}",
+                      f"{node.gpus:g}", types)
+    console.print(table)
+    if plans:
+        cells = Table("cell", "placeable", "device", "why not", title=f"cells of {matrix}")
+        for plan in plans:
+            cells.add_row(plan.cell.id, "yes" if plan.runnable else "no", plan.device, plan.reason or "")
+        console.print(cells)
+        log(f"{sum(p.runnable for p in plans)} of {len(plans)} cells can be placed on the cluster")
 
 
 # --- commands: report -----------------------------------------------------------------------
