@@ -579,6 +579,9 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
                 "output_tokens_per_s": lat.output_tokens_per_s,
                 "load_s": result.load_seconds, "peak_gpu_memory_mib": result.peak_gpu_memory_mib,
                 "energy_per_task_j": row.energy_per_task_j, "error_samples": row.errors,
+                # answers generated but not judged: the most at once, and those still waiting
+                "eval_backlog_peak": result.eval_backlog_peak, "eval_pending": result.eval_pending,
+                "nodes": " ".join(dict.fromkeys(p.node for p in result.placements)),
             }
             for level in levels:
                 rps, tps = row.sweep.get(level, (None, None))
