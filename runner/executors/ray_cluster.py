@@ -183,18 +183,25 @@ def serve_cell(job: CellJob) -> Iterator[BaseModel]:
     placement = this_node(gpu_ids, "ray", node_id=node_id, gpu_type=job.gpu_type or _node_gpu_type(ray, node_id))
     yield _Started(placement=placement)
     events: queue.Queue = queue.Queue()
-    worker = threading.Thread(target=_run_cell_here, args=(job, gpu_ids, placement, events), daemon=True,
+    running: dict[str, Any] = {}  # the backend and server, once started: a cancelled task stops the server
+    worker = threading.Thread(target=_run_cell_here, args=(job, gpu_ids, placement, events, running), daemon=True,
                               name=f"cell-{job.cell.slug}")
     worker.start()
-    while True:
-        event = events.get()
-        yield event
-        if isinstance(event, _Ended):
-            break
+    try:
+        while True:
+            event = events.get()
+            yield event
+            if isinstance(event, _Ended):
+                break
+    except BaseException:  # cancelled (Ctrl-C on the driver) or closed: the cell's requests fail, it ends
+        if "server" in running:
+            running["backend"].stop(running["server"])
+        raise
     worker.join()
 
 
-def _run_cell_here(job: CellJob, gpu_ids: list[int], placement: Placement, events: queue.Queue) -> None:
+def _run_cell_here(job: CellJob, gpu_ids: list[int], placement: Placement, events: queue.Queue,
+                   running: dict[str, Any]) -> None:
     from runner.backends import get_backend
     from runner.models import prepare
     from runner.run import CellContext, CellFailure, _CellRun
@@ -216,6 +223,7 @@ def _run_cell_here(job: CellJob, gpu_ids: list[int], placement: Placement, event
         spec = runtime.server_spec(cell, prepared.files, threads=settings.threads, gpus=len(gpu_ids))
         server = backend.start(spec, sink.log_path, health_timeout=settings.health_timeout_s, gpus=gpu_ids,
                                run=job.run_name, cell=cell.slug)
+        running.update(backend=backend, server=server)
         placement.server = server.ident
         result.load_seconds, result.image_digest = server.load_seconds, server.image_digest
         sink.update(result)
@@ -382,7 +390,7 @@ class RayExecutor(Executor):
                     results.append(result)
                     run.events.cell_finished(result)
             except BaseException:
-                driver.stopping = True
+                driver.stop()
                 raise
         driver.wait_for_verdicts()
 
@@ -395,6 +403,7 @@ class _Driver:
         self.run = run
         self.store = run.store
         self.stopping = False
+        self._streams: dict[str, Any] = {}  # cell id -> its running task's stream
         self._verdicts: list[threading.Event] = []  # one per fanned-out answer, set once it is written
         self._lock = threading.Lock()  # activity.jsonl and the verdict list
         self._serve = ray.remote(serve_cell)
@@ -426,22 +435,26 @@ class _Driver:
                                        "num_cpus": 0 if request.gpus else (run.settings.threads or 1)}
             if request.resources:
                 options["resources"] = request.resources
+            if self.stopping:
+                break
             stream = self._serve.options(**options).remote(job)
+            self._streams[cell.id] = stream
             try:
                 for ref in stream:
                     event = self.ray.get(ref)
                     result = self._on_event(cell, event, result, backlog, cell_lock)
-                    if self.stopping:
-                        self.ray.cancel(stream, force=True)
-                        break
                 return result
             except self.ray.exceptions.RayTaskError as exc:  # the task itself raised: the cell failed
+                if self.stopping:
+                    break
                 with cell_lock:
                     result.status, result.reason = "failed", str(exc).splitlines()[-1][:1000]
                     result.finished_at = utcnow()
                     self.store.write_cell(result)
                 return result
-            except self.ray.exceptions.RayError as exc:  # the node or the worker went away
+            except self.ray.exceptions.RayError as exc:  # the node or the worker went away, or we cancelled
+                if self.stopping:
+                    break
                 with cell_lock:
                     if result.placements and result.placements[-1].outcome is None:
                         lost = result.placements[-1]
@@ -453,9 +466,23 @@ class _Driver:
                     self.store.write_cell(result)
                 run.events.note(f"{cell.id}: lost its node ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                                 f"resubmitting (attempt {attempt + 1} of {MAX_ATTEMPTS})")
-        result.reason = f"lost its node {MAX_ATTEMPTS} times; rerun the same command to finish it"
-        self.store.write_cell(result)
+            finally:
+                self._streams.pop(cell.id, None)
+        with cell_lock:
+            result.status = "failed"
+            result.reason = ("interrupted; rerun the same command to finish it" if self.stopping else
+                             f"lost its node {MAX_ATTEMPTS} times; rerun the same command to finish it")
+            self.store.write_cell(result)
         return result
+
+    def stop(self) -> None:
+        """Cancel every running cell (its worker stops its server); the cells' records say interrupted."""
+        self.stopping = True
+        for stream in list(self._streams.values()):
+            try:
+                self.ray.cancel(stream)
+            except Exception as exc:  # noqa: BLE001 - already finished or gone
+                log.debug("cancelling a cell: %s", exc)
 
     def _on_event(self, cell: Cell, event: BaseModel, result: CellResult, backlog, cell_lock) -> CellResult:
         run = self.run

@@ -138,6 +138,7 @@ def test_cells_get_disjoint_gpus_within_capacity_answer_as_locally_and_are_judge
     print(f"wall time: Ray {ray_s:.0f}s, in process {local_s:.0f}s (2-core host shared with others)")
     assert [r.status for r in on_ray.results] == ["done"] * len(SMALL), [r.reason for r in on_ray.results]
     assert [r.status for r in local.results] == ["done"] * len(SMALL)
+    assert {r.placements[-1].executor for r in local.results} == {"inprocess"}
 
     # where each cell ran: one placement each, on a worker, with as many GPU ids as it asked for
     requests = {c.id: matrix.request(c).gpus for c in matrix.cells}
