@@ -32,12 +32,11 @@ from pydantic import BaseModel, Field
 from runner.backends import register_backend
 from runner.backends.base import Backend, LiveServers, RunningServer, ServerStartError, free_port, log_tail
 from runner.compose import ComposeFile, Service, load_compose
-from runner.errors import UserError
+from runner.docker_engine import MANAGED, docker_client, ensure_image, gpus_available, image_digest  # noqa: F401
 from runner.runtimes.base import ServerSpec
 
 log = logging.getLogger(__name__)
 
-MANAGED = "runner.managed"
 RUN_LABEL = "runner.run"
 CELL_LABEL = "runner.cell"
 
@@ -48,74 +47,6 @@ class _Live:
     def __init__(self, container, log_thread: threading.Thread | None):
         self.container = container
         self.log_thread = log_thread
-
-
-def docker_client(timeout: float = 120.0):
-    """A connected Docker SDK client, or a ``UserError`` saying why not and what to do."""
-    import docker
-    from docker.errors import DockerException
-
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-        return client
-    except DockerException as exc:
-        text = str(exc)
-        if "Permission denied" in text or "PermissionError" in text:
-            raise UserError(f"permission denied on the Docker engine at {host}: add your user to the docker "
-                            "group (sudo usermod -aG docker $USER, then log in again) or use --backend local") from None
-        raise UserError(f"no Docker engine answers at {host}: start it (sudo systemctl start docker, or "
-                        "dockerd &) or use --backend local") from None
-
-
-def gpus_available(client) -> bool:
-    """Whether this engine can hand NVIDIA GPUs to containers (an nvidia runtime or device nodes)."""
-    try:
-        runtimes = client.info().get("Runtimes") or {}
-    except Exception:  # an engine that cannot describe itself offers nothing to rely on
-        runtimes = {}
-    return "nvidia" in runtimes or Path("/dev/nvidiactl").exists()
-
-
-def ensure_image(client, service: Service, *, progress: Callable[[str], None] | None = None,
-                 labels: Mapping[str, str] | None = None):
-    """The service's image, built from compose's build section first when it is missing."""
-    from docker.errors import APIError, BuildError, ImageNotFound
-
-    try:
-        return client.images.get(service.image)
-    except ImageNotFound:
-        pass
-    if service.build is None:
-        raise UserError(f"compose service {service.name}: image {service.image} is not here and the service has "
-                        "no build section; pull or build it first")
-    build = service.build
-    log.info("building %s from %s (%s)", service.image, build.dockerfile, build.context)
-    tail: list[str] = []
-    try:
-        events = client.api.build(path=str(build.context), dockerfile=build.dockerfile, buildargs=build.args,
-                                  target=build.target, tag=service.image, rm=True, forcerm=True, decode=True,
-                                  labels={MANAGED: "true", "runner.service": service.name, **(labels or {})})
-        for event in events:
-            if "error" in event:
-                raise UserError(f"building {service.image} ({build.dockerfile}) failed: {event['error'].strip()}; "
-                                f"last output: {' | '.join(tail[-5:])}")
-            line = (event.get("stream") or event.get("status") or "").rstrip()
-            if line:
-                tail.append(line)
-                del tail[:-20]
-                if progress:
-                    progress(line)
-    except (APIError, BuildError) as exc:
-        raise UserError(f"building {service.image} ({build.dockerfile}) failed: {exc}") from None
-    return client.images.get(service.image)
-
-
-def image_digest(image) -> str:
-    """The registry digest when the image has one, else its content id (``sha256:...``)."""
-    repo_digests = image.attrs.get("RepoDigests") or []
-    return repo_digests[0] if repo_digests else image.id
 
 
 def _device_requests(spec: ServerSpec, service: Service, client, gpus: list[int] | None):

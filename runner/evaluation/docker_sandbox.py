@@ -44,7 +44,7 @@ def docker_available() -> bool:
     from runner.errors import UserError
 
     try:
-        from runner.backends.docker import docker_client
+        from runner.docker_engine import docker_client
 
         docker_client(timeout=5).close()
         return True
@@ -72,7 +72,7 @@ class DockerSandbox(Sandbox):
 
     def __init__(self, image: str | None = None, *, env: Mapping[str, str] | None = None, client=None,
                  cpus: float = 1.0, tmpfs_mb: int = 256, progress: Callable[[str], None] | None = None):
-        from runner.backends.docker import docker_client, ensure_image
+        from runner.docker_engine import docker_client, ensure_image
         from runner.compose import load_compose
 
         self.client = client or docker_client()
@@ -220,7 +220,7 @@ def choose_sandbox(kind: str = "auto", *, allow_unsandboxed: bool = False, env: 
     if kind == "auto":
         kind = "local"
         if docker_available():
-            from runner.backends.docker import docker_client
+            from runner.docker_engine import docker_client
             from runner.compose import load_compose
 
             image = load_compose(env=env).service("sandbox").image
