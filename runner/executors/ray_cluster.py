@@ -12,8 +12,9 @@
   A node that goes away costs at most the requests in flight: the cell is submitted again and does
   only what the driver's store lacks (answers whose verdict is on its way count as done), so
   nothing is duplicated. Each attempt is a ``Placement`` in ``cell.json`` (node, GPU ids, GPU name).
-- **Evaluation fans out** as Ray CPU tasks (``num_cpus=1``) to any node, so a GPU task never waits
-  for a test suite; each verdict comes back to the driver, and ``cell.json`` keeps the cell's backlog.
+- **Evaluation fans out** as Ray CPU tasks (``num_cpus=1``) to any node with a free CPU, or only to
+  the nodes declaring the resource ``runner-sandbox`` when some do, so a GPU task never waits for a
+  test suite; each verdict comes back to the driver, and ``cell.json`` keeps the cell's backlog.
 - **Activity log.** ``activity.jsonl`` in the run directory: one line per cell attempt and per
   evaluation, with node, GPU ids and start and end times.
 
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 RAY_VERSION = "2.60.0"
 #: attempts per cell when nodes go away under it (the first one included)
 MAX_ATTEMPTS = 3
+#: a node resource marking the nodes that can test code (sandbox ready); when any node declares it,
+#: evaluation goes only to those nodes, else to any node with a free CPU
+SANDBOX_RESOURCE = "runner-sandbox"
 
 
 def import_ray():
@@ -136,6 +140,12 @@ class _Ended(BaseModel):
     result: CellResult
 
 
+class _Phase(BaseModel):
+    phase: str
+    total: int
+    done: int
+
+
 class _Judged(BaseModel):
     sample: Sample
     node_id: str
@@ -160,6 +170,17 @@ class _QueueSink:
 
     def update(self, result: CellResult) -> None:
         self.events.put(_Updated(result=result.model_copy(deep=True)))
+
+
+def _queue_events(events: queue.Queue):
+    """The run events a worker forwards to the driver's progress display (phases; samples travel anyway)."""
+    from runner.run import RunEvents
+
+    class QueueEvents(RunEvents):
+        def phase_started(self, cell: Cell, phase: str, total: int, done: int) -> None:
+            events.put(_Phase(phase=phase, total=total, done=done))
+
+    return QueueEvents()
 
 
 def _node_gpu_type(ray, node_id: str) -> str | None:
@@ -230,7 +251,8 @@ def _run_cell_here(job: CellJob, gpu_ids: list[int], placement: Placement, event
         by_id = {t.id: t for t in job.tasks}
         accuracy = [by_id[i] for i in job.accuracy]
         latency = [t for t in job.latency_tasks if t.id in set(job.latency)]
-        context = CellContext(matrix=job.matrix, tasks=job.tasks, latency_tasks=job.latency_tasks)
+        context = CellContext(matrix=job.matrix, tasks=job.tasks, latency_tasks=job.latency_tasks,
+                              events=_queue_events(events))
         asyncio.run(_CellRun(context, cell, runtime, backend, server, prepared.files, sink, result)
                     .run(accuracy, latency, job.sweep))
         result.status = "done"
@@ -377,7 +399,8 @@ class RayExecutor(Executor):
     def run(self, run: Reproduction, cells: list[Cell], results: list[CellResult]) -> None:
         """Submit every cell at once (Ray queues what does not fit yet), drive each on its own thread."""
         ray = self.connect()
-        driver = _Driver(ray, run)
+        sandboxed = any(SANDBOX_RESOURCE in (node.get("Resources") or {}) for node in ray.nodes() if node.get("Alive"))
+        driver = _Driver(ray, run, {SANDBOX_RESOURCE: 0.01} if sandboxed else {})
         # one driver thread per cell: each only waits on its stream, the work is on the cluster
         with ThreadPoolExecutor(max_workers=max(1, len(cells)), thread_name_prefix="cell") as threads:
             futures = []
@@ -398,9 +421,10 @@ class RayExecutor(Executor):
 class _Driver:
     """The driver's side of a Ray run: streams in, appends, fans evaluation out, reschedules lost cells."""
 
-    def __init__(self, ray, run: Reproduction):
+    def __init__(self, ray, run: Reproduction, eval_resources: dict[str, float]):
         self.ray = ray
         self.run = run
+        self.eval_resources = eval_resources
         self.store = run.store
         self.stopping = False
         self._streams: dict[str, Any] = {}  # cell id -> its running task's stream
@@ -518,6 +542,8 @@ class _Driver:
                             f"GPUs {gpus}" + (f" ({event.placement.gpu_name})" if event.placement.gpu_name else ""))
         elif isinstance(event, _Prepared):
             run._record_models(event.records)
+        elif isinstance(event, _Phase):
+            run.events.phase_started(cell, event.phase, event.total, event.done)
         elif isinstance(event, _ServerLog):
             with open(self.store.server_log(cell), "a", encoding="utf-8") as fh:
                 fh.write(event.text)
@@ -527,7 +553,7 @@ class _Driver:
         run = self.run
         task = next(t for t in run.tasks if t.id == event.task_id)
         backlog.add(task.id)
-        ref = self._judge.options(num_cpus=1, max_retries=3).remote(
+        ref = self._judge.options(num_cpus=1, max_retries=3, resources=self.eval_resources).remote(
             run.matrix.benchmark, run.options.sandbox, run.options.allow_unsandboxed, task, event.sample)
         written = threading.Event()
         with self._lock:

@@ -189,6 +189,12 @@ def test_a_cell_needing_more_gpus_than_any_node_has_is_refused_at_plan_time(clus
     assert f"{MODEL_KEY}/llamacpp/q4_k_m/three: needs 3 GPUs of type {GPU_TYPE} on one node and the largest" in message
     assert "/one:" not in message
     assert not list((tmp_path / "runs" / "too-big").glob("cells/*/samples.jsonl"))  # nothing started
+    # the same through the command line: a user error (exit 2), the plan in the message
+    from runner.cli import main
+
+    cli = CliRunner().invoke(main, ["reproduce", str(tmp_path / "too-big.toml"), "--ray", "auto",
+                                    "--runs-dir", str(tmp_path / "cli-runs")])
+    assert cli.exit_code == 2 and "three: needs 3 GPUs" in cli.output and "Traceback" not in cli.output
 
 
 def test_doctor_shows_the_clusters_nodes_gpus_and_which_cells_fit(cluster, tmp_path):
