@@ -357,7 +357,7 @@ class Reproduction:
         return [t for t in accuracy if t.id not in judging], latency, sweep
 
     def sandbox_and_evaluator(self):
-        """The sandbox this run tests code in, and an evaluator over the run's benchmark using it."""
+        """An evaluator over the run's benchmark, testing code in the sandbox the options name."""
         from runner.evaluation import Evaluator
         from runner.evaluation.docker_sandbox import choose_sandbox
 
