@@ -74,7 +74,6 @@ def main() -> None:
     gguf = prepare(demo, next(c for c in demo.cells if c.runtime == "llamacpp")).files.path
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        os.environ.setdefault("RUNNER_HOME", str(folder / "home"))
         path = folder / "bench-ray.toml"
         path.write_text(matrix_text(gguf, args.limit, args.max_tokens), encoding="utf-8")
         matrix = load_matrix(path)
