@@ -221,6 +221,12 @@ def serve_cell(job: CellJob) -> Iterator[BaseModel]:
     worker.join()
 
 
+def serve_cell_to_queue(job: CellJob, events) -> None:
+    """``serve_cell`` for a driver connected through Ray Client: every event into the ``events`` queue."""
+    for event in serve_cell(job):
+        events.put(event)
+
+
 def _run_cell_here(job: CellJob, gpu_ids: list[int], placement: Placement, events: queue.Queue,
                    running: dict[str, Any]) -> None:
     from runner.backends import get_backend
@@ -431,7 +437,11 @@ class _Driver:
         self._verdicts: list[threading.Event] = []  # one per fanned-out answer, set once it is written
         self._lock = threading.Lock()  # activity.jsonl and the verdict list
         self._serve = ray.remote(serve_cell)
+        self._serve_to_queue = ray.remote(serve_cell_to_queue)
         self._judge = ray.remote(judge_remote)
+        from ray.util.client import ray as ray_client
+
+        self.through_client = ray_client.is_connected()  # ray://: no streaming generators there
 
     def _activity(self, record: Activity) -> None:
         with self._lock, open(self.store.root / "activity.jsonl", "a", encoding="utf-8") as fh:
@@ -461,11 +471,8 @@ class _Driver:
                 options["resources"] = request.resources
             if self.stopping:
                 break
-            stream = self._serve.options(**options).remote(job)
-            self._streams[cell.id] = stream
             try:
-                for ref in stream:
-                    event = self.ray.get(ref)
+                for event in self._events(cell, job, options):
                     result = self._on_event(cell, event, result, backlog, cell_lock)
                 return result
             except self.ray.exceptions.RayTaskError as exc:  # the task itself raised: the cell failed
@@ -498,6 +505,39 @@ class _Driver:
                              f"lost its node {MAX_ATTEMPTS} times; rerun the same command to finish it")
             self.store.write_cell(result)
         return result
+
+    def _events(self, cell: Cell, job: CellJob, options: dict[str, Any]) -> Iterator[BaseModel]:
+        """Submit ``job`` and yield what it streams back; raises a ``RayError`` when its node is lost."""
+        if not self.through_client:
+            stream = self._serve.options(**options).remote(job)
+            self._streams[cell.id] = stream
+            for ref in stream:
+                yield self.ray.get(ref)
+            return
+        # Ray Client cannot stream a task's results: the task puts them in a queue (an actor on
+        # the head node, which outlives any worker node), and a finished task with nothing left in
+        # the queue ends the stream
+        from ray.util.queue import Empty, Queue
+
+        events = Queue(actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}})
+        task = self._serve_to_queue.options(**options).remote(job, events)
+        self._streams[cell.id] = task
+        try:
+            while True:
+                try:
+                    event = events.get(timeout=1.0)
+                except Empty:
+                    done, _ = self.ray.wait([task], timeout=0)
+                    if done:
+                        self.ray.get(task)  # raises what ended it: a lost node, a cancel
+                        if events.empty():
+                            raise self.ray.exceptions.RayError("the cell's task ended without its last record")
+                    continue
+                yield event
+                if isinstance(event, _Ended):
+                    return
+        finally:
+            self.ray.kill(events.actor)
 
     def stop(self) -> None:
         """Cancel every running cell (its worker stops its server); the cells' records say interrupted."""

@@ -11,6 +11,8 @@ import itertools
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime
@@ -93,12 +95,16 @@ def cluster(tmp_path_factory):
     os.environ["RUNNER_HOME"] = str(tmp_path_factory.mktemp("ray-nodes-home"))
     os.environ["RUNNER_CACHE"] = str(SHARED_CACHE)
     # small num_cpus: the machine is shared; one evaluation at a time per worker node
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0, "include_dashboard": False})
+    from runner.backends.base import free_port
+
+    client_port = free_port()  # Ray Client (ray://) on the head
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0, "include_dashboard": False,
+                                                            "ray_client_server_port": client_port})
     workers = [cluster.add_node(num_cpus=1, num_gpus=2, resources={f"gpu:{GPU_TYPE}": 2}) for _ in range(2)]
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.wait_for_nodes()
     try:
-        yield cluster, workers
+        yield cluster, workers, client_port
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -126,7 +132,7 @@ def answers(store: RunStore, cell) -> dict[tuple[str, str], str]:
 
 
 def test_cells_get_disjoint_gpus_within_capacity_answer_as_locally_and_are_judged_on_the_workers(cluster, tmp_path):
-    _, workers = cluster
+    _, workers, _ = cluster
     worker_ids = {w.node_id for w in workers}
     matrix = load_matrix(write_matrix(tmp_path, "small", SMALL))
     started = time.monotonic()
@@ -208,11 +214,30 @@ def test_doctor_shows_the_clusters_nodes_gpus_and_which_cells_fit(cluster, tmp_p
     assert [(n["gpus"], n["cpus"], n["head"]) for n in nodes] == [(0, 0, True), (2, 1, False), (2, 1, False)]
     assert nodes[1]["gpu_types"] == {GPU_TYPE: 2}
     assert [(c["cell"]["label"], c["runnable"]) for c in report["cells"]] == [("one", True), ("three", False)]
+    table = CliRunner().invoke(main, ["doctor", str(path), "--ray", "auto"])
+    assert table.exit_code == 0 and f"gpu:{GPU_TYPE} x2" in table.output
+    assert "1 of 2 cells can be placed on the cluster" in table.output
+
+
+def test_reproduce_through_ray_client_from_another_process(cluster, tmp_path):
+    """``--ray ray://host:port``: Ray Client streams no generator, the cell's events come through a queue."""
+    _, workers, client_port = cluster
+    path = write_matrix(tmp_path, "client", [("one", 1, {})], limit=2)
+    done = subprocess.run([sys.executable, "-m", "runner.cli", "reproduce", str(path), "--ray",
+                           f"ray://127.0.0.1:{client_port}", "--runs-dir", str(tmp_path / "runs")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    store = RunStore(tmp_path / "runs" / "client")
+    (cell,) = store.read_manifest().cells
+    (placement,) = store.read_cell(cell).placements
+    assert placement.node_id in {w.node_id for w in workers} and len(placement.gpu_ids) == 1
+    assert sorted(s.phase for s in store.samples(cell)) == ["accuracy", "accuracy", "latency"]
+    assert [a["kind"] for a in activity(store.root)].count("eval") == 2
 
 
 def test_a_worker_node_lost_mid_cell_is_rescheduled_on_the_other_and_loses_nothing(cluster, tmp_path):
     """Last in this module: it takes one worker node away for good."""
-    ray_cluster, workers = cluster
+    ray_cluster, workers, _ = cluster
     matrix = load_matrix(write_matrix(tmp_path, "lost", [("two", 2, {})], limit=6))
     (cell,) = matrix.cells
     store = RunStore(tmp_path / "runs" / "lost")
