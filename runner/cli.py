@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from pathlib import Path
@@ -18,8 +19,11 @@ class CliError(click.ClickException):
     exit_code = 2
 
 
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
 def user_errors(fn):
-    """Turn the core's ``UserError`` into a one-line ``CliError``."""
+    """Turn the core's ``UserError`` (and a full disk) into a one-line ``CliError``."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -27,6 +31,12 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except UserError as exc:
             raise CliError(str(exc)) from None
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            raise CliError(f"disk full{where} ({exc.strerror}): free some space, then rerun the same command; "
+                           "what was written is kept and the run resumes") from None
 
     return wrapper
 
