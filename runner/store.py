@@ -164,9 +164,12 @@ class RunStore:
         path = self.samples_path(cell)
         with self._append_lock, open(path, "a+b") as fh:
             self._repair_tail(path, fh)
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+            try:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError as exc:  # a full disk mid-line: the next append moves the torn part aside
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
 
     def _repair_tail(self, path: Path, fh) -> None:
         size = fh.seek(0, os.SEEK_END)
@@ -285,7 +288,11 @@ def _read_holder(fd: int) -> dict[str, Any]:
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+    except OSError as exc:  # e.g. a full disk: the old file stays whole; name it in the error
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.replace(tmp, path)
 
 

@@ -177,3 +177,23 @@ def test_a_second_reproduce_on_the_same_run_exits_2_naming_the_holder(tmp_path):
     lines = [l for l in done.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and f"pid {holder.pid}" in lines[0] and socket.gethostname() in lines[0]
     assert not (runs / "small" / "manifest.json").exists()
+
+
+def test_reproduce_on_a_full_disk_exits_2_with_one_line(tmp_path):
+    """RLIMIT_FSIZE (with SIGXFSZ ignored, so writes fail with EFBIG) stands in for a full disk."""
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF")
+    matrix = tmp_path / "small.toml"
+    matrix.write_text(SMALL_MATRIX.format(model=model))
+
+    def small_disk() -> None:
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))
+
+    done = subprocess.run([sys.executable, "-m", "runner.cli", "reproduce", str(matrix), "--runs-dir",
+                           str(tmp_path / "runs")], capture_output=True, text=True, timeout=300, preexec_fn=small_disk)
+    assert done.returncode == 2, done.stderr
+    (line,) = [l for l in done.stderr.splitlines() if l.strip()]
+    assert "disk full writing" in line and "manifest.json" in line and "Traceback" not in done.stderr
