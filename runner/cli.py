@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from runner import __version__
-from runner.errors import UserError
+from runner.errors import ERROR_LIMIT, UserError, cap
 
 
 class CliError(click.ClickException):
@@ -30,7 +30,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            raise CliError(str(exc)) from None
+            raise CliError(cap(str(exc), 2 * ERROR_LIMIT)) from None
         except OSError as exc:
             if exc.errno not in _DISK_FULL:
                 raise
