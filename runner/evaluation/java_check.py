@@ -127,13 +127,16 @@ def check_java(
     launcher = _fast_launcher(toolchain) if fast else None
     with sandbox.workdir() as workdir:
         copy_data(program, workdir)
+        # every jar is copied in, the JUnit launcher included: the sandbox's uid may not traverse
+        # the folder it lives in (a 0700 home or cache), and the sandbox hides the runner's cache
         jars = []
-        for jar in program.jars:
+        for jar in (toolchain.junit_console, *toolchain.classpath, *program.jars):
             local = workdir / jar.name
             if not local.exists():
                 shutil.copy2(jar, local)
-            jars.append(local.name)
-        cp = ":".join([str(toolchain.junit_console), *map(str, toolchain.classpath), *jars, "."])
+            if local.name not in jars:
+                jars.append(local.name)
+        cp = ":".join([*jars, "."])
         (workdir / f"{tester}.java").write_text(source, encoding="utf-8")
         if launcher is not None:
             shutil.copy2(launcher, workdir / launcher.name)
