@@ -241,7 +241,7 @@ class Reproduction:
         from runner.evaluation.docker_sandbox import choose_sandbox
 
         sandbox = choose_sandbox(self.options.sandbox, allow_unsandboxed=self.options.allow_unsandboxed,
-                                 progress=self.events.note)
+                                 progress=self.events.note, hide=(self.store.root.parent,))
         evaluator = Evaluator(self.benchmark.programs, sandbox=sandbox, junit_console=self.benchmark.junit_jar)
         workers = self.options.eval_workers or default_workers()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval")
