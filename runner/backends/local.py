@@ -50,6 +50,67 @@ def log_tail(path: Path, lines: int = 15) -> str:
     return " | ".join(kept) or "(empty log)"
 
 
+def listeners(port: int) -> set[int]:
+    """Pids of the processes holding a listening TCP socket on ``port`` (IPv4 or IPv6), from
+    ``/proc/net/tcp*`` (socket inode) and ``/proc/<pid>/fd`` (who holds that inode)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            # local address "0100007F:1F90", state "0A" = LISTEN, inode in column 10
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return set()
+    pids: set[int] = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in os.scandir(f"/proc/{entry.name}/fd"):
+                if os.readlink(fd.path) in inodes:
+                    pids.add(int(entry.name))
+                    break
+        except OSError:  # gone, or not ours to inspect
+            continue
+    return pids
+
+
+def session_pids(leader: int) -> set[int]:
+    """The pids of the session ``leader`` started (a server runs in its own session, children included)."""
+    pids = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if len(fields) > 3 and int(fields[3]) == leader:  # field 6 of stat: the session id
+            pids.add(int(entry.name))
+    return pids
+
+
+def describe(pids: set[int]) -> str:
+    """``pid 123 (python3 -m http.server)`` for each pid, or that the owner is not visible."""
+    if not pids:
+        return "a process this user cannot see"
+    out = []
+    for pid in sorted(pids):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            command = " ".join(a.decode(errors="replace") for a in argv if a)[:120]
+        except OSError:
+            command = "?"
+        out.append(f"pid {pid} ({command})")
+    return ", ".join(out)
+
+
 def _stop_process(proc: subprocess.Popen, grace_s: float) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -123,10 +184,20 @@ class LocalBackend(Backend):
                     raise ServerStartError(f"{spec.runtime} server exited with code {code} before it was "
                                            f"healthy (log {log_path}): {log_tail(log_path)}")
                 try:
-                    if http.get(url).status_code == 200:
-                        return
+                    healthy = http.get(url).status_code == 200
                 except httpx.HTTPError:
-                    pass  # not listening yet
+                    healthy = False  # not listening yet
+                if healthy:
+                    # the port was free when it was picked, but anyone may bind it before a slow
+                    # server does (vLLM binds only after loading): measure only our own server
+                    owners = listeners(spec.port)
+                    if owners & session_pids(proc.pid):
+                        return
+                    if owners or proc.poll() is not None or time.monotonic() > deadline:
+                        raise ServerStartError(
+                            f"{spec.runtime}: {url} is answered by another process ({describe(owners)}), "
+                            f"not by the server this cell started (pid {proc.pid}); stopped ours, measured nothing; "
+                            "stop that process or rerun (a new port is picked)")
                 if time.monotonic() > deadline:
                     raise ServerStartError(f"{spec.runtime} server not healthy at {url} after "
                                            f"{health_timeout:.0f}s; stopped it (log {log_path}): "

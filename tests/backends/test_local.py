@@ -194,3 +194,53 @@ def test_ctrl_c_while_waiting_for_health_stops_the_server(tmp_path):
     pids = [int(line.split()[0]) for line in os.popen("ps -eo pid,args").read().splitlines()[1:]
             if str(tmp_path) in line and "http.server" in line]
     assert pids == []
+
+
+def test_an_impostor_on_the_port_fails_the_start_with_a_clear_reason(tmp_path):
+    """Another process binds the picked port while a slow server (vLLM binds only after loading)
+    is still loading: the health check is answered, but not by our server."""
+    import http.server
+    import threading
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    port = free_port()
+    impostor = http.server.ThreadingHTTPServer(("127.0.0.1", port), Healthy)
+    threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    slow = textwrap.dedent(f"""
+        import http.server, time
+        time.sleep(60)  # loading a model
+        http.server.ThreadingHTTPServer(("127.0.0.1", {port}), http.server.SimpleHTTPRequestHandler).serve_forever()
+    """)
+    spec = ServerSpec(runtime="slow", argv=[sys.executable, "-c", slow], port=port, health_path="/health")
+    started = time.monotonic()
+    try:
+        with pytest.raises(ServerStartError) as info:
+            get_backend("local").start(spec, tmp_path / "server.log", health_timeout=120)
+    finally:
+        impostor.shutdown()
+        impostor.server_close()
+    message = str(info.value)
+    assert "answered by another process" in message and f"pid {os.getpid()}" in message, message
+    assert time.monotonic() - started < 30  # refused at once, not after the deadline
+    pid = int(message.split("started (pid ")[1].split(")")[0])
+    assert gone(pid)  # our slow server was stopped
+
+
+def test_our_own_server_passes_the_identity_check(tmp_path):
+    port = free_port()
+    backend = get_backend("local")
+    server = backend.start(python_server(tmp_path, port), tmp_path / "server.log", health_timeout=60)
+    try:
+        from runner.backends.local import listeners, session_pids
+
+        assert listeners(port) & session_pids(int(server.ident))
+    finally:
+        backend.stop(server)

@@ -19,7 +19,7 @@ from runner.evaluation.python_check import check_python
 from runner.evaluation.sandbox import Limits, LocalSandbox, capabilities
 from runner.records import Outcome
 from tests.conftest import require
-from tests.evaluation.conftest import FAST, python_program, sandbox_uid_processes
+from tests.evaluation.conftest import FAST, UNIX_CONNECT, python_program, sandbox_uid_processes
 
 
 def hostile(world_dir: Path, sandbox: LocalSandbox, code: str, limits: Limits = FAST, name: str = "hostile"):
@@ -192,38 +192,9 @@ def test_a_private_tmpfs_is_size_limited(sandbox):
     assert "full ENOSPC" in run.stdout, run.stderr_tail
 
 
-@pytest.fixture
-def unix_listeners():
-    """World-writable Unix sockets of the host: a file in a world-traversable folder outside /tmp,
-    one in /tmp, and an abstract one."""
-    folder = Path(tempfile.mkdtemp(prefix="runner-test-sock-", dir="/run"))
-    folder.chmod(0o755)
-    listeners = []
-    addresses = [str(folder / "s.sock"), str(Path(tempfile.mkdtemp(prefix="runner-test-sock-")) / "s.sock"),
-                 f"\0runner-test-{uuid.uuid4().hex}"]
-    for address in addresses:
-        listener = socket.socket(socket.AF_UNIX)
-        listener.bind(address)
-        if not address.startswith("\0"):
-            os.chmod(address, 0o777)
-            os.chmod(os.path.dirname(address), 0o755)
-        listener.listen(1)
-        listener.settimeout(0.3)
-        listeners.append(listener)
-    yield addresses, listeners
-    for listener, address in zip(listeners, addresses):
-        listener.close()
-        if not address.startswith("\0"):
-            shutil.rmtree(os.path.dirname(address), ignore_errors=True)
-
-
 def test_a_unix_socket_of_the_host_cannot_be_reached(sandbox, unix_listeners):
     addresses, listeners = unix_listeners
-    code = (f"import socket\nfor address in {addresses!r}:\n    try:\n"
-            "        s = socket.socket(socket.AF_UNIX)\n        s.connect(address)\n        s.sendall(b'leak')\n"
-            "        print('CONNECTED', repr(address))\n"
-            "    except OSError as exc:\n        print('refused', type(exc).__name__)\n"
-            "a, b = socket.socketpair()\na.sendall(b'ok')\nprint('pair', b.recv(2))\n")
+    code = UNIX_CONNECT.format(addresses=addresses)
     with sandbox.workdir() as workdir:
         (workdir / "u.py").write_text(code)
         run = sandbox.run([sys.executable, "u.py"], workdir, FAST)
