@@ -519,22 +519,31 @@ def report(run_dirs: tuple[Path, ...], out_dir: Path) -> None:
     for path in (paths.html, paths.markdown, paths.csv, paths.json):
         click.echo(str(path))
 
-# --- commands: clean (Docker) ---------------------------------------------------------------
+# --- commands: clean (local servers, Docker) ------------------------------------------------
 
 
 @main.command()
 @click.option("--images", is_flag=True, help="Also remove the images the runner built.")
 @user_errors
 def clean(images: bool) -> None:
-    """Remove the containers a crashed or interrupted run left behind (label runner.managed=true).
+    """Stop the servers and remove the containers a crashed or killed run left behind.
 
-    Nothing else is touched: containers and images the runner did not create stay.
+    Local servers are found in the records under the runner home and signalled only when the
+    pid is still the recorded process (start time and command line) and its run is gone;
+    containers are those labelled runner.managed=true. Nothing else is touched.
 
     \b
     Example:
       runner clean
       runner clean --images
     """
+    from runner.backends.local import clean_orphans
+
+    for server in clean_orphans():
+        if server.action == "stopped":
+            click.echo(f"stopped local {server.runtime} server pid {server.pid}")
+        elif server.action == "kept":
+            log(f"kept local {server.runtime} server pid {server.pid}: its run is still going")
     from runner.backends.docker import clean as remove_managed
 
     removed = remove_managed(images=images)
