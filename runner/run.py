@@ -232,6 +232,9 @@ class Reproduction:
             return self._run()
 
     def _run(self) -> RunOutcome:
+        from runner.models import verify_local_files
+
+        verify_local_files(self.matrix)  # a wrong pinned file is the user's to fix, before anything starts
         self.manifest = self._open_store()
         cells = self._plan()
         self.events.run_started(self.store, self.manifest, self.tasks)

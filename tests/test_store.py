@@ -197,3 +197,4 @@ def test_reproduce_on_a_full_disk_exits_2_with_one_line(tmp_path):
     assert done.returncode == 2, done.stderr
     (line,) = [l for l in done.stderr.splitlines() if l.strip()]
     assert "disk full writing" in line and "manifest.json" in line and "Traceback" not in done.stderr
+
