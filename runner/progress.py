@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from runner.errors import cap
 from runner.records import Cell, Outcome, Sample, Task
 from runner.run import RunEvents, RunOutcome
 from runner.store import CellResult, Manifest, RunStore, SweepPoint
