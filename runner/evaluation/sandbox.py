@@ -244,10 +244,15 @@ def hidden_paths(extra: tuple[Path, ...] = ()) -> list[Path]:
     from runner.paths import PACKAGE_DIR, cache_dir, runner_home
 
     paths = [runner_home(), cache_dir(), PACKAGE_DIR / "benchmarks", *extra]
+    # never hide the interpreter that runs the programs (e.g. ``--runs-dir .`` in a checkout with its venv)
+    interpreter = os.environ.get("RUNNER_EVAL_PYTHON") or sys.executable
+    needed = [Path(os.path.realpath(p)) for p in (sys.prefix, os.path.dirname(os.path.abspath(interpreter)))]
     seen: list[Path] = []
     for path in paths:
         real = Path(os.path.realpath(path))
-        if real != Path("/") and real not in seen:
+        if any(n == real or real in n.parents for n in needed):
+            log.warning("%s holds the evaluation interpreter: the sandbox cannot hide it", real)
+        elif real != Path("/") and real not in seen:
             seen.append(real)
     return seen
 
