@@ -90,8 +90,10 @@ def listeners(port: int) -> set[int]:
 
 
 def session_pids(leader: int) -> set[int]:
-    """The pids of the session ``leader`` started (a server runs in its own session, children included)."""
-    pids = set()
+    """The pids a server started as ``leader`` consists of: its session (a server runs in its own,
+    children included) and its descendants (a child may have started a session of its own)."""
+    session: set[int] = set()
+    children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -100,9 +102,18 @@ def session_pids(leader: int) -> set[int]:
                 fields = fh.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        if len(fields) > 3 and int(fields[3]) == leader:  # field 6 of stat: the session id
-            pids.add(int(entry.name))
-    return pids
+        if len(fields) > 3:
+            pid = int(entry.name)
+            children.setdefault(int(fields[1]), []).append(pid)  # field 4 of stat: the parent
+            if int(fields[3]) == leader:  # field 6: the session id
+                session.add(pid)
+    tree, todo = {leader}, [leader]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in tree:
+                tree.add(child)
+                todo.append(child)
+    return session | tree
 
 
 def describe(pids: set[int]) -> str:
