@@ -179,8 +179,12 @@ class Reproduction:
                 raise UserError(f"{root}: not a run directory (no manifest.json); refusing to delete it "
                                 "with --fresh; pick another --name or --runs-dir")
             for item in root.iterdir():  # all but the lock this runner holds
-                if item.name != LOCK_NAME:
-                    shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+                if item.name == LOCK_NAME:
+                    continue
+                if item.is_dir() and not item.is_symlink():
+                    shutil.rmtree(item)
+                else:
+                    item.unlink()
         resolved = self.matrix.resolved()
         # a chat style sent to a model without a chat template is plain text: its own prompt set
         styles = sorted({(c.prompt_style, self.matrix.model(c).chat) for c in self.matrix.cells})
