@@ -200,3 +200,25 @@ def test_reproduce_on_a_full_disk_exits_2_with_one_line(tmp_path):
     (line,) = [l for l in done.stderr.splitlines() if l.strip()]
     assert "disk full writing" in line and "manifest.json" in line and "Traceback" not in done.stderr
 
+
+
+def test_fresh_deletes_the_runs_samples_but_not_the_lock_it_holds(tmp_path):
+    from runner.matrix import load_matrix
+    from runner.run import Reproduction, RunOptions
+    from runner.store import LOCK_NAME, RunLock
+
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF")
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL_MATRIX.format(model=model))
+    runs = tmp_path / "runs"
+    first = Reproduction(load_matrix(path), RunOptions(runs_dir=runs))
+    first._open_store()
+    first.store.append_sample(CELL, sample("t/1"))
+    again = Reproduction(load_matrix(path), RunOptions(runs_dir=runs, fresh=True))
+    with RunLock(again.store.root):
+        again._open_store()
+        assert not first.store.samples_path(CELL).exists() and again.store.exists()
+        assert (again.store.root / LOCK_NAME).is_file()
+        with pytest.raises(UserError, match="in use by another runner"):  # still held through --fresh
+            RunLock(again.store.root).acquire()
