@@ -281,18 +281,20 @@ def _run_cell_here(job: CellJob, gpu_ids: list[int], placement: Placement, event
         events.put(_Ended(result=result))
 
 
-_EVALUATORS: dict[tuple[str, str, bool], Any] = {}
+_EVALUATORS: dict[tuple[str, str, bool, tuple[str, ...]], Any] = {}
 _EVALUATORS_LOCK = threading.Lock()
 
 
-def judge_remote(benchmark: str, sandbox: str, allow_unsandboxed: bool, task: Task, sample: Sample) -> _Judged:
-    """The Ray task judging one answer on any node with CPUs (its benchmark and sandbox prepared there)."""
+def judge_remote(benchmark: str, sandbox: str, allow_unsandboxed: bool, hide: tuple[str, ...], task: Task,
+                 sample: Sample) -> _Judged:
+    """The Ray task judging one answer on any node with CPUs (its benchmark and sandbox prepared there);
+    ``hide``: folders the sandbox hides besides the runner's own (the driver's runs folder, where it exists)."""
     import ray
 
     from runner.run import judge_sample
 
     started = utcnow()
-    key = (benchmark, sandbox, allow_unsandboxed)
+    key = (benchmark, sandbox, allow_unsandboxed, hide)
     with _EVALUATORS_LOCK:  # one evaluator per worker process, reused by the tasks it runs
         evaluator = _EVALUATORS.get(key)
         if evaluator is None:
@@ -301,8 +303,8 @@ def judge_remote(benchmark: str, sandbox: str, allow_unsandboxed: bool, task: Ta
             from runner.evaluation.docker_sandbox import choose_sandbox
 
             bench = load_benchmark(benchmark)
-            evaluator = Evaluator(bench.programs, sandbox=choose_sandbox(sandbox, allow_unsandboxed=allow_unsandboxed),
-                                  junit_console=bench.junit_jar)
+            chosen = choose_sandbox(sandbox, allow_unsandboxed=allow_unsandboxed, hide=tuple(map(Path, hide)))
+            evaluator = Evaluator(bench.programs, sandbox=chosen, junit_console=bench.junit_jar)
             _EVALUATORS[key] = evaluator
     judged = judge_sample(evaluator, task, sample)
     import socket
@@ -594,7 +596,8 @@ class _Driver:
         task = next(t for t in run.tasks if t.id == event.task_id)
         backlog.add(task.id)
         ref = self._judge.options(num_cpus=1, max_retries=3, resources=self.eval_resources).remote(
-            run.matrix.benchmark, run.options.sandbox, run.options.allow_unsandboxed, task, event.sample)
+            run.matrix.benchmark, run.options.sandbox, run.options.allow_unsandboxed, (str(self.store.root.parent),),
+            task, event.sample)
         written = threading.Event()
         with self._lock:
             self._verdicts.append(written)
