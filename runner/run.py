@@ -19,6 +19,7 @@ never prints: it reports through a ``RunEvents`` object.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import logging
@@ -167,6 +168,9 @@ class CellSink(Protocol):
     def update(self, result: CellResult) -> None:
         """Keep the cell's record as it grows (sweep points)."""
 
+    def done_keys(self) -> set[tuple[str, str]]:
+        """The cell's samples already kept, as ``RunStore.done_keys`` gives them."""
+
 
 def judge_sample(evaluator, task: Task, sample: Sample) -> Sample:
     """Judge one answer with ``evaluator`` and return the sample with its verdict (any worker, any node)."""
@@ -230,6 +234,9 @@ class StoreSink:
     def update(self, result: CellResult) -> None:
         self.run.store.write_cell(result)
 
+    def done_keys(self) -> set[tuple[str, str]]:
+        return self.run.store.done_keys(self.cell)
+
 
 @dataclass
 class CellContext:
@@ -243,6 +250,11 @@ class CellContext:
     @property
     def settings(self) -> RunSettings:
         return self.matrix.settings
+
+    @functools.cached_property
+    def benchmark(self) -> Benchmark:
+        """The run's benchmark as this machine has it (loaded on first use)."""
+        return load_benchmark(self.matrix.benchmark)
 
 
 def this_node(gpu_ids: list[int], executor: str, *, node_id: str | None = None,

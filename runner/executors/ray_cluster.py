@@ -107,6 +107,7 @@ class CellJob(BaseModel):
     accuracy: list[str]  # task ids still to answer
     latency: list[str]
     sweep: list[int]
+    done: list[tuple[str, str]] = Field(default_factory=list)  # the driver's store's done keys
     result: CellResult  # the record as the driver holds it (sweep points measured so far)
     gpu_type: str | None = None
 
@@ -158,12 +159,20 @@ class _Judged(BaseModel):
 class _QueueSink:
     """A ``CellSink`` that hands everything to the generator streaming it to the driver."""
 
-    def __init__(self, events: queue.Queue, log_path: Path):
+    def __init__(self, events: queue.Queue, log_path: Path, done: list[tuple[str, str]]):
         self.events = events
         self.log_path = log_path
+        self._done = set(done)
 
     def write(self, sample: Sample) -> None:
+        from runner.records import Outcome
+
+        if sample.outcome != Outcome.error:
+            self._done.add((sample.phase, sample.task_id))
         self.events.put(_Written(sample=sample))
+
+    def done_keys(self) -> set[tuple[str, str]]:
+        return set(self._done)
 
     def judge(self, task: Task, sample: Sample) -> None:
         self.events.put(_ToJudge(task_id=task.id, sample=sample))
@@ -240,7 +249,7 @@ def _run_cell_here(job: CellJob, gpu_ids: list[int], placement: Placement, event
                                            "placements": [*job.result.placements, placement]}, deep=True)
     placement = result.placements[-1]
     scratch = Path(tempfile.mkdtemp(prefix="runner-cell-"))
-    sink = _QueueSink(events, scratch / "server.log")
+    sink = _QueueSink(events, scratch / "server.log", job.done)
     backend = get_backend(job.backend)
     server = None
     try:
@@ -466,7 +475,8 @@ class _Driver:
                 return result
             job = CellJob(matrix=run.matrix, cell=cell, run_name=self.store.root.name, backend=run.backend_name,
                           tasks=run.tasks, latency_tasks=run.latency_tasks, accuracy=[t.id for t in accuracy],
-                          latency=[t.id for t in latency], sweep=sweep, result=result, gpu_type=request.gpu_type)
+                          latency=[t.id for t in latency], sweep=sweep, done=sorted(self.store.done_keys(cell)),
+                          result=result, gpu_type=request.gpu_type)
             options: dict[str, Any] = {"num_gpus": request.gpus, "max_retries": 0,  # a lost cell is resubmitted here
                                        "num_cpus": 0 if request.gpus else (run.settings.threads or 1)}
             if request.resources:
