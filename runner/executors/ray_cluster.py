@@ -345,8 +345,10 @@ def place(matrix: Matrix, cell: Cell, nodes: list[NodeInfo]) -> str | None:
     if request.gpus == 0:
         if get_runtime(cell.runtime).requires_gpu:
             return f"runtime {cell.runtime} runs on NVIDIA GPUs only and this cell asks for none; set gpus >= 1"
-        if not any(n.cpus >= 1 for n in nodes):
-            return "asks for CPUs only (gpus = 0) and no node of the cluster offers a CPU"
+        cpus = matrix.settings.threads or 1  # what its task asks for (see _Driver.drive)
+        if not any(n.cpus >= cpus for n in nodes):
+            return (f"asks for CPUs only (gpus = 0), {cpus} of them on one node (settings.threads), and no node "
+                    f"of the cluster offers that many")
         return None
     typed = [n for n in nodes if request.gpu_type is None or n.gpu_types.get(request.gpu_type, 0) > 0]
     if not typed:

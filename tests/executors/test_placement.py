@@ -77,4 +77,4 @@ def test_the_plan_says_why_no_node_can_hold_a_cell(tmp_path):
     assert "runtime exllama runs on NVIDIA GPUs only and this cell asks for none" in place(m, exl2, nodes)
     no_h100 = place(m, vllm, [HEAD, A100_NODE])
     assert no_h100.startswith("asks for GPU type H100 and no node offers resource gpu:H100 (types here: A100)")
-    assert "CPUs only" in place(m, cpu, [HEAD])
+    assert "CPUs only (gpus = 0), 1 of them on one node" in place(m, cpu, [HEAD])
