@@ -235,7 +235,10 @@ class Reproduction:
 
         sandbox = choose_sandbox(self.options.sandbox, allow_unsandboxed=self.options.allow_unsandboxed,
                                  progress=self.events.note)
-        evaluator = Evaluator(self.benchmark.programs, sandbox=sandbox, junit_console=self.benchmark.junit_jar)
+        # SimCoPilot's headline is upstream's own scoring; our stricter cascade is kept beside it.
+        cascade = "upstream" if self.benchmark.name == "simcopilot" else "runner"
+        evaluator = Evaluator(self.benchmark.programs, sandbox=sandbox, junit_console=self.benchmark.junit_jar,
+                              cascade=cascade)
         workers = self.options.eval_workers or default_workers()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval")
         try:
@@ -494,6 +497,7 @@ class _CellRun:
         else:
             sample.outcome, sample.cleaned_outcome = verdict.outcome, verdict.cleaned_outcome
             sample.code, sample.stage, sample.stderr_tail = verdict.code, verdict.stage, verdict.stderr_tail
+            sample.cascade, sample.upstream, sample.runner = verdict.cascade, verdict.upstream, verdict.runner
         self._write(sample)
 
     async def _latency(self, tasks: list[Task]) -> None:

@@ -197,7 +197,10 @@ def _load_program(
         test_cases = _python_tests(source, rebaseline) if language is Language.python else ()
     except _Unavailable as problem:
         return Program(**base, available=False, reason=str(problem)), lines
-    return Program(**base, test_cases=test_cases), lines
+    override = rebaseline / f"{source.stem}.json" if rebaseline is not None else None
+    tests_json = override if language is Language.python and override is not None and override.is_file() \
+        else source.with_suffix(".json")
+    return Program(**base, test_cases=test_cases, tests_json=tests_json), lines
 
 
 def _read_source(source: Path) -> list[str]:
