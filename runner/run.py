@@ -238,7 +238,7 @@ class Reproduction:
         # SimCoPilot's headline is upstream's own scoring; our stricter cascade is kept beside it.
         cascade = "upstream" if self.benchmark.name == "simcopilot" else "runner"
         evaluator = Evaluator(self.benchmark.programs, sandbox=sandbox, junit_console=self.benchmark.junit_jar,
-                              cascade=cascade)
+                              cascade=cascade, both=True)
         workers = self.options.eval_workers or default_workers()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval")
         try:

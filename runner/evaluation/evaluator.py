@@ -42,6 +42,7 @@ class Evaluator:
         java_fast: bool = False,
         cascade: Cascade | str = Cascade.runner,
         upstream_root: Path | None = None,
+        both: bool = False,
     ) -> None:
         self.programs = programs
         self.limits = limits or Limits()
@@ -55,12 +56,14 @@ class Evaluator:
         self._calibration_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self.cascade = Cascade(cascade)
-        # Upstream's verdict is taken beside ours wherever its code is installed; it is the
-        # headline when asked for, and then it must be there.
+        # ``both``: the other cascade's verdict is taken too (runs and ``runner score`` keep both;
+        # the oracle needs one). Upstream's needs its code installed; as the headline it must be.
+        self.both = both
         problem = upstream_code.available(upstream_root)
         if problem and self.cascade is Cascade.upstream:
             raise UserError(problem)
-        self.upstream = None if problem else upstream_code.load(upstream_root)
+        wanted = self.cascade is Cascade.upstream or both
+        self.upstream = upstream_code.load(upstream_root) if wanted and not problem else None
 
     @property
     def toolchain(self) -> JavaToolchain:
@@ -105,7 +108,8 @@ class Evaluator:
     def evaluate(self, task: Task, raw_text: str) -> Verdict:
         """Judge a raw answer with both cascades; the headline fields are ``self.cascade``'s verdict."""
         started = time.monotonic()
-        runner = self.evaluate_runner(task, raw_text)
+        run_ours = self.cascade is Cascade.runner or self.both
+        runner = self.evaluate_runner(task, raw_text) if run_ours else None
         upstream = self.evaluate_upstream(task, raw_text) if self.upstream is not None else None
         headline = upstream if self.cascade is Cascade.upstream else runner
         if headline is None:
