@@ -59,8 +59,10 @@ def _comment(language: Language) -> str:
 STYLES: dict[str, StyleInfo] = {
     "instruct": StyleInfo("chat", lambda lang: (f"{_comment(lang)} {MARKER_END}",),
                           "instruction prompt through the model's chat template"),
-    "simcopilot": StyleInfo("chat", lambda lang: (f"{_comment(lang)} --{MARKER_END}--",),
-                            "SimCoPilot's upstream instruction prompt (fetched template files)"),
+    # Upstream sets no stop: the model writes to the end of its turn (or max tokens) and the
+    # answer is extracted the way upstream does (runner/evaluation/upstream.py).
+    "simcopilot": StyleInfo("chat", lambda lang: (),
+                            "SimCoPilot's upstream instruction prompt (fetched template files and code)"),
     "codestral-fim": StyleInfo("completion", lambda lang: ("</s>",),
                                "Codestral fill-in-the-middle: <s>[SUFFIX]after[PREFIX]before"),
     "codellama-fim": StyleInfo("completion", lambda lang: ("<EOT>",),
@@ -162,14 +164,34 @@ def _load_upstream(name: str):
     return upstream_to_jinja(text), str(path), lambda: path.is_file() and path.stat().st_mtime == mtime
 
 
+def _upstream_messages(program_type: str, after: str) -> list[dict]:
+    """Upstream's ``create_input_messages`` on a probe template that is only its instruction text."""
+    from runner.evaluation import upstream
+
+    up = upstream.load()  # a UserError saying to fetch SimCoPilot when it is not there
+    return upstream.create_input_messages(up, program_type, "{instruction_text}", "", after)
+
+
+def upstream_instruction(program_type: str, after: str) -> str:
+    """Upstream's instruction text (the Python NOTE on indentation), from its own code."""
+    return _upstream_messages(program_type, after)[1]["content"]
+
+
+def upstream_system(program_type: str) -> str:
+    """Upstream's system message, from its own code."""
+    return _upstream_messages(program_type, "")[0]["content"]
+
+
 @lru_cache(maxsize=4)
 def _environment(folder: str) -> jinja2.Environment:
     loader = jinja2.ChoiceLoader([
         jinja2.FileSystemLoader(folder),
         jinja2.PrefixLoader({"simcopilot": jinja2.FunctionLoader(_load_upstream)}),
     ])
-    return jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
-                              keep_trailing_newline=False)
+    env = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=False)
+    env.globals.update(upstream_instruction=upstream_instruction, upstream_system=upstream_system)
+    return env
 
 
 def _template(style: str) -> jinja2.Template:

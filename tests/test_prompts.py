@@ -88,29 +88,43 @@ def test_simcopilot_style_without_fetched_templates_says_how_to_get_them(starter
         prompts.render(first(starter, "python", "infill"), "simcopilot")
 
 
-def write_upstream_style_templates(folder):
-    # Templates in upstream's format (str.format placeholders), written for this test.
-    folder.mkdir(parents=True)
-    (folder / "before_after_template.txt").write_text(
-        "Fill the {program_type} gap.{instruction_text}\n{examples}\nA literal {{brace}}, {{% raw %}} and {{{{ x }}}}.\n"
-        "{before_section}\n{begin_missing_code}\n{end_missing_code}\n{after_section}")
-    (folder / "without_after_template.txt").write_text(
-        "Continue the {program_type} code.{instruction_text}\n{before_section}\n{begin_missing_code}\n"
-        "{end_missing_code}")
+class _CaptureMessages:
+    """A replay "model" for upstream's generation function: keeps the messages it was asked with."""
+
+    def __init__(self):
+        self.formatter = self
+        self.messages = None
+
+    def encode_dialog_prompt(self, messages):
+        self.messages = messages
+        return []
+
+    def generate(self, **kwargs):
+        return [""], None
+
+    def decode(self, text):
+        return text  # the "tokens" generate returned are the text itself
 
 
-def test_simcopilot_style_renders_upstreams_template_files(starter):
-    write_upstream_style_templates(prompts.simcopilot_templates_dir())
-    task = first(starter, "java", "infill")
-    prompt = prompts.render(task, "simcopilot")
-    system, user = prompt.messages
-    assert system.content == "Java code generation"
-    assert user.content.startswith("Fill the Java gap.\n\nA literal {brace}, {% raw %} and {{ x }}.\n")
-    assert f"{task.before}\n// --BEGIN MISSING CODE--\n// --END MISSING CODE--\nAfter Section:\n{task.after}" in user.content
-    assert prompt.stop == ("// --END MISSING CODE--",)
-    completion = prompts.render(first(starter, "python", "completion"), "simcopilot")
-    assert completion.messages[1].content.startswith("Continue the Python code.\n\nNOTE: indentation")
-    assert "After Section" not in completion.messages[1].content
+def test_simcopilot_style_is_byte_identical_to_upstreams_prompt_builder_for_every_task(simcopilot):
+    from runner.evaluation import upstream
+
+    up = upstream.load()
+    bench = load_benchmark("simcopilot")
+    differ = []
+    for task in bench.tasks:
+        kind = "Java" if task.language == Language.java else "Python"
+        before = task.before.split("\n") if task.before else []
+        after = (task.after.split("\n") if task.after else []) if task.mode == Mode.infill else ""
+        capture = _CaptureMessages()
+        # upstream's own generation function builds the messages (templates, NOTE, system) itself
+        up.hf_llms_gen.generate_code_strict_format(before, after, kind, "Meta-Llama-3-70B-Instruct", capture, capture,
+                                                   4096, prompts_path=str(up.prompt_templates))
+        prompt = prompts.render(task, "simcopilot")
+        if [m.model_dump() for m in prompt.messages] != capture.messages:
+            differ.append(task.id)
+        assert prompt.stop == ()  # upstream gives the model no stop sequence
+    assert len(bench.tasks) == 1163 and differ == []
 
 
 def test_upstream_templates_read_as_str_format_reads_them():
