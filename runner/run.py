@@ -424,9 +424,14 @@ class _CellRun:
             async def count(text: str) -> int:
                 return len(await self.runtime.tokenize(self.http, self.base, text))
 
-            prompt = await prompts.fit(task, self.cell.prompt_style, count,
-                                       context_length=self.files.context_length, max_tokens=self.settings.max_tokens,
-                                       chat=chat)
+            if self.cell.prompt_style == "simcopilot":  # upstream's own truncation rule, by tokens
+                prompt = await prompts.fit_upstream(task, self.cell.prompt_style, _ServerTokens(self),
+                                                    context_length=self.files.context_length,
+                                                    max_tokens=self.settings.max_tokens, chat=chat)
+            else:
+                prompt = await prompts.fit(task, self.cell.prompt_style, count,
+                                           context_length=self.files.context_length,
+                                           max_tokens=self.settings.max_tokens, chat=chat)
         self.prompts[task.id] = prompt
         return prompt
 
@@ -543,6 +548,19 @@ class _CellRun:
                                                 errors=len(errors)))
             self.store.write_cell(self.result)
             self.events.sweep_measured(self.cell, self.result.sweep[-1])
+
+
+class _ServerTokens:
+    """The serving model's tokenizer through the cell's server (``prompts.ServerTokens``)."""
+
+    def __init__(self, cell_run: "_CellRun") -> None:
+        self.run = cell_run
+
+    async def encode(self, text: str) -> list[int]:
+        return await self.run.runtime.tokenize(self.run.http, self.run.base, text)
+
+    async def decode(self, tokens: list[int]) -> str:
+        return await self.run.runtime.detokenize(self.run.http, self.run.base, tokens)
 
 
 def reproduce(matrix: Matrix, options: RunOptions, events: RunEvents | None = None) -> RunOutcome:

@@ -170,3 +170,32 @@ def test_prefix_style_continues_the_code_and_stops_where_the_hidden_suffix_begin
     assert prompts.render(completion, "prefix").stop == ("\n\n\n", "\n  public ", "\n    public ")
     # vLLM's OpenAI server refuses more than four stop sequences (HTTP 400)
     assert max(len(prompts.render(task, "prefix").stop) for task in starter.tasks) <= 4
+
+
+class CharTokens:
+    """One token per character: what a real tokenizer does, at a scale a test can read."""
+
+    async def encode(self, text):
+        return [ord(c) for c in text]
+
+    async def decode(self, ids):
+        return "".join(chr(i) for i in ids)
+
+
+def test_simcopilot_truncation_keeps_the_after_window_and_cuts_the_head_of_before(simcopilot):
+    bench = load_benchmark("simcopilot")
+    task = next(t for t in bench.tasks if t.mode == Mode.infill and len(t.after) > 2000 and len(t.before) > 2000)
+    full = prompts.render(task, "simcopilot")
+    used = len(full.token_text()) + 2 * prompts.CHAT_OVERHEAD_TOKENS_PER_MESSAGE
+    # room for the prompt minus all of `after` but its first 200 tokens and 300 of `before`'s
+    context = used - (len(task.after) - 200) - 300 + 200
+    prompt = asyncio.run(prompts.fit_upstream(task, "simcopilot", CharTokens(), context_length=context, max_tokens=200))
+    user = prompt.messages[1].content
+    # upstream's rule: `after` keeps its first max_tokens (200) tokens, then `before` loses its head
+    assert prompt.dropped_after_tokens == len(task.after) - 200
+    assert prompt.dropped_before_tokens == 300
+    assert f"After Section:\n{task.after[:200]}" in user and task.after[:201] not in user
+    assert task.before[300:] in user and task.before[299:] not in user
+    # a prompt that fits is left alone
+    roomy = asyncio.run(prompts.fit_upstream(task, "simcopilot", CharTokens(), context_length=used + 200, max_tokens=200))
+    assert roomy == full
