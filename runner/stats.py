@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, Sequence
 
 import numpy as np
@@ -93,6 +94,7 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> Interval:
     return Interval(max(0.0, centre - half), min(1.0, centre + half))
 
 
+@lru_cache(maxsize=4096)  # a report asks for the same (k, n) many times
 def bootstrap_interval(k: int, n: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
     """Upstream's ± for a pass rate: ``(mean, 1.96 SD)`` of ``resamples`` bootstrap pass rates.
 
