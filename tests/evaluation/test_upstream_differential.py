@@ -5,7 +5,7 @@ marker extraction (run with a replay model), ``post_process_gen_code``, ``extrac
 and ``load_test_cases_w_expected_output`` with upstream's own process runner (no sandbox,
 ``sys.executable``, ``javac``/``java`` with upstream's JUnit jar), the stages tried in the order
 of ``process_and_evaluate_code``. Our side is the CLI, sandboxed. Each answer is the reference
-built six ways. Sample: 2 tasks of simplex_method, 1 of Image_Transformation (the two Python
+built six ways. Sample: 2 tasks of simplex_method (multi-line: upstream fails the marker-wrapped one), 1 of Image_Transformation (the two Python
 programs without TensorFlow whose data is complete), 1 each of DoubleVectorTester and
 FactorizationTester: 5 tasks x 6 answers = 30 answers.
 """
@@ -25,7 +25,7 @@ from runner.records import Language, Task
 from tests.conftest import require
 
 SAMPLE = {  # program: (mode, index of the task in the checkpoint file's order)
-    "simplex_method": [("infill", 3), ("completion", 2)],
+    "simplex_method": [("infill", 4), ("completion", 13)],  # two-line and five-line spans
     "Image_Transformation": [("infill", 5)],
     "DoubleVectorTester": [("infill", 0)],
     "FactorizationTester": [("completion", 1)],
@@ -116,14 +116,17 @@ def test_runner_score_agrees_with_upstreams_pipeline_task_by_task(simcopilot, tm
         for (task_id, way), (passed, step) in expected.items()
         if (ours[(task_id, way)]["outcome"] == "pass") != passed or ours[(task_id, way)]["stage"] not in stage_names[step]]
     assert not disagreements, "\n".join(disagreements)
-    return expected
+
 
 
 def test_the_six_ways_are_not_all_trivial(simcopilot):
     """Upstream's quirks fail some of the six ways and pass others (the issue's counts)."""
     bench = load_benchmark("simcopilot")
     up = upstream.load()
-    task = bench.select(program="simplex_method", mode="infill")[3]
-    verdicts = {way: upstream_pipeline(up, task, bench.programs[task.program], text)[0]
+    task = bench.select(program="simplex_method", mode="infill")[4]  # 20-21, two lines
+    verdicts = {way: upstream_pipeline(up, task, bench.programs[task.program], text)
                 for way, text in answers_for(task).items()}
-    assert verdicts["fenced"] and verdicts["markers"] and not all(verdicts.values()), verdicts
+    # the marker extraction's .strip() takes the first line's indentation; auto_indent then moves
+    # every line by the same step, so the second line stays wrong
+    assert verdicts["markers"] == (False, "indented_code")
+    assert verdicts["fenced"] == (True, "cleaned_code") and verdicts["repeated_line"] == (True, "trimmed_code")
