@@ -199,3 +199,35 @@ def test_simcopilot_truncation_keeps_the_after_window_and_cuts_the_head_of_befor
     # a prompt that fits is left alone
     roomy = asyncio.run(prompts.fit_upstream(task, "simcopilot", CharTokens(), context_length=used + 200, max_tokens=200))
     assert roomy == full
+
+
+def test_simcopilot_truncation_counts_with_the_serving_models_tokenizer(simcopilot, tmp_path):
+    """Upstream's rule on a real llama-server's /tokenize and /detokenize (Gemma 3 270M's vocabulary)."""
+    import httpx
+
+    from tests.llama_server import running_llama
+
+    bench = load_benchmark("simcopilot")
+    task = next(t for t in bench.tasks if t.id == "java/infill/DoubleMatrixTester/438-438")
+    with running_llama(tmp_path / "server.log") as (runtime, _cell, server, _files):
+        async def run():
+            async with httpx.AsyncClient(timeout=120) as http:
+                class Tokens:
+                    async def encode(self, text):
+                        return await runtime.tokenize(http, server.base_url, text)
+
+                    async def decode(self, ids):
+                        return await runtime.detokenize(http, server.base_url, ids)
+
+                tokens = Tokens()
+                prompt = await prompts.fit_upstream(task, "simcopilot", tokens, context_length=2048, max_tokens=200)
+                before = prompt.messages[1].content.split("// --BEGIN MISSING CODE--")[0]
+                after = prompt.messages[1].content.split("After Section:\n", 1)[1]
+                return (prompt, len(await tokens.encode(prompt.token_text())), len(await tokens.encode(after)),
+                        len(await tokens.encode(task.after)), before)
+
+        prompt, used, after_tokens, full_after_tokens, before = asyncio.run(run())
+    assert full_after_tokens > 200 and prompt.dropped_after_tokens == full_after_tokens - 200
+    assert abs(after_tokens - 200) <= 2  # decoding then encoding again may merge a token at the cut
+    assert prompt.dropped_before_tokens > 0 and before.rstrip().endswith(task.before.rstrip().split("\n")[-1].strip())
+    assert used + 2 * prompts.CHAT_OVERHEAD_TOKENS_PER_MESSAGE + 200 <= 2048 + 4
