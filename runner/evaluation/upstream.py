@@ -173,13 +173,10 @@ def _import_context(name: str, root: Path) -> Iterator[None]:
     package.__path__ = [str(root)]  # type: ignore[attr-defined]
     saved = {key: sys.modules.get(key) for key in (*STUBBED_LIBRARIES, "helper_functions",
                                                    "helper_functions.post_gen_process")}
-    stubs = [lib for lib in STUBBED_LIBRARIES]
-    stub_names = set()
     try:
         sys.modules[name] = package
-        for lib in stubs:
+        for lib in STUBBED_LIBRARIES:
             sys.modules[lib] = _stub_module(lib)
-            stub_names.add(lib)
         for missing in MISSING_IN_UPSTREAM:
             sys.modules[f"{name}.{missing}"] = _stub_module(missing)
         helpers = importlib.import_module(f"{name}.helper_functions")
@@ -193,11 +190,10 @@ def _import_context(name: str, root: Path) -> Iterator[None]:
                 sys.modules.pop(key, None)
             else:
                 sys.modules[key] = value
-        # Submodules of stubs (e.g. "transformers.x") that an import may have registered.
-        for key in [k for k in sys.modules if k.split(".")[0] in stub_names and k not in saved]:
-            if isinstance(sys.modules[key], types.ModuleType) and key.split(".")[0] in stub_names:
-                if sys.modules[key].__doc__ and "inert stand-in" in (sys.modules[key].__doc__ or ""):
-                    sys.modules.pop(key, None)
+        # stub submodules an import registered ("transformers.x"): never left behind
+        for key in [k for k, m in sys.modules.items() if "inert stand-in" in (getattr(m, "__doc__", "") or "")
+                    and not k.startswith(name)]:
+            sys.modules.pop(key, None)
 
 
 # -- running the tests -----------------------------------------------------------------------------
