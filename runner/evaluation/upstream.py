@@ -191,8 +191,8 @@ def _import_context(name: str, root: Path) -> Iterator[None]:
             else:
                 sys.modules[key] = value
         # stub submodules an import registered ("transformers.x"): never left behind
-        for key in [k for k, m in sys.modules.items() if "inert stand-in" in (getattr(m, "__doc__", "") or "")
-                    and not k.startswith(name)]:
+        for key in [k for k, m in list(sys.modules.items())
+                    if "inert stand-in" in str(getattr(m, "__dict__", {}).get("__doc__") or "") and not k.startswith(name)]:
             sys.modules.pop(key, None)
 
 
