@@ -184,7 +184,17 @@ def judge_sample(evaluator, task: Task, sample: Sample) -> Sample:
     else:
         sample.outcome, sample.cleaned_outcome = verdict.outcome, verdict.cleaned_outcome
         sample.code, sample.stage, sample.stderr_tail = verdict.code, verdict.stage, verdict.stderr_tail
+        sample.cascade, sample.upstream, sample.runner = verdict.cascade, verdict.upstream, verdict.runner
     return sample
+
+
+def evaluator_for(benchmark: Benchmark, sandbox):
+    """The run's evaluator over ``benchmark`` in ``sandbox`` (any node): SimCoPilot's headline is
+    upstream's own scoring, our stricter cascade kept beside it; other benchmarks the reverse."""
+    from runner.evaluation import Evaluator
+
+    cascade = "upstream" if benchmark.name == "simcopilot" else "runner"
+    return Evaluator(benchmark.programs, sandbox=sandbox, junit_console=benchmark.junit_jar, cascade=cascade, both=True)
 
 
 class EvalBacklog:
@@ -384,12 +394,11 @@ class Reproduction:
 
     def sandbox_and_evaluator(self):
         """An evaluator over the run's benchmark, testing code in the sandbox the options name."""
-        from runner.evaluation import Evaluator
         from runner.evaluation.docker_sandbox import choose_sandbox
 
         sandbox = choose_sandbox(self.options.sandbox, allow_unsandboxed=self.options.allow_unsandboxed,
                                  progress=self.events.note, hide=(self.store.root.parent,))
-        return Evaluator(self.benchmark.programs, sandbox=sandbox, junit_console=self.benchmark.junit_jar)
+        return evaluator_for(self.benchmark, sandbox)
 
     # -- one cell --------------------------------------------------------------------------------
     def _missing(self, cell: Cell, result: CellResult) -> tuple[list[Task], list[Task], list[int]]:
@@ -571,9 +580,14 @@ class _CellRun:
             async def count(text: str) -> int:
                 return len(await self.runtime.tokenize(self.http, self.base, text))
 
-            prompt = await prompts.fit(task, self.cell.prompt_style, count,
-                                       context_length=self.files.context_length, max_tokens=self.settings.max_tokens,
-                                       chat=chat)
+            if self.cell.prompt_style == "simcopilot":  # upstream's own truncation rule, by tokens
+                prompt = await prompts.fit_upstream(task, self.cell.prompt_style, _ServerTokens(self),
+                                                    context_length=self.files.context_length,
+                                                    max_tokens=self.settings.max_tokens, chat=chat)
+            else:
+                prompt = await prompts.fit(task, self.cell.prompt_style, count,
+                                           context_length=self.files.context_length,
+                                           max_tokens=self.settings.max_tokens, chat=chat)
         self.prompts[task.id] = prompt
         return prompt
 
@@ -670,6 +684,19 @@ class _CellRun:
                                                 errors=len(errors)))
             self.sink.update(self.result)
             self.events.sweep_measured(self.cell, self.result.sweep[-1])
+
+
+class _ServerTokens:
+    """The serving model's tokenizer through the cell's server (``prompts.ServerTokens``)."""
+
+    def __init__(self, cell_run: "_CellRun") -> None:
+        self.run = cell_run
+
+    async def encode(self, text: str) -> list[int]:
+        return await self.run.runtime.tokenize(self.run.http, self.run.base, text)
+
+    async def decode(self, tokens: list[int]) -> str:
+        return await self.run.runtime.detokenize(self.run.http, self.run.base, tokens)
 
 
 def reproduce(matrix: Matrix, options: RunOptions, events: RunEvents | None = None) -> RunOutcome:

@@ -300,7 +300,7 @@ def judge_remote(benchmark: str, sandbox: str, allow_unsandboxed: bool, hide: tu
     ``hide``: folders the sandbox hides besides the runner's own (the driver's runs folder, where it exists)."""
     import ray
 
-    from runner.run import judge_sample
+    from runner.run import evaluator_for, judge_sample
 
     started = utcnow()
     key = (benchmark, sandbox, allow_unsandboxed, hide)
@@ -308,12 +308,10 @@ def judge_remote(benchmark: str, sandbox: str, allow_unsandboxed: bool, hide: tu
         evaluator = _EVALUATORS.get(key)
         if evaluator is None:
             from runner.benchmarks import load_benchmark
-            from runner.evaluation import Evaluator
             from runner.evaluation.docker_sandbox import choose_sandbox
 
-            bench = load_benchmark(benchmark)
             chosen = choose_sandbox(sandbox, allow_unsandboxed=allow_unsandboxed, hide=tuple(map(Path, hide)))
-            evaluator = Evaluator(bench.programs, sandbox=chosen, junit_console=bench.junit_jar)
+            evaluator = evaluator_for(load_benchmark(benchmark), chosen)
             _EVALUATORS[key] = evaluator
     judged = judge_sample(evaluator, task, sample)
     import socket
