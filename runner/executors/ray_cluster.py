@@ -30,6 +30,7 @@ import queue
 import shutil
 import tempfile
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -384,11 +385,18 @@ class RayExecutor(Executor):
         ray = self.ray
         if not ray.is_initialized():
             address = None if self.address == "local" else self.address
-            try:
-                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-            except ConnectionError as exc:
-                raise UserError(f"--ray {self.address}: no Ray cluster answers ({exc}); start one with "
-                                "`ray start --head`, or use --ray local") from None
+            # Ray Client starts a server process per connection, which can fail on a loaded head: retry
+            attempts = 3 if self.address.startswith("ray://") else 1
+            for attempt in range(1, attempts + 1):
+                try:
+                    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+                    break
+                except ConnectionError as exc:
+                    if attempt == attempts:
+                        raise UserError(f"--ray {self.address}: no Ray cluster answers ({exc}); start one with "
+                                        "`ray start --head`, or use --ray local") from None
+                    log.warning("--ray %s: connecting failed (%s); retrying", self.address, exc)
+                    time.sleep(2.0 * attempt)
             self._connected_here = True
         return ray
 
