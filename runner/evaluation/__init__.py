@@ -12,13 +12,24 @@ another ``Sandbox`` implementation, or compiles and tests Java in one JVM.
 
 from runner.evaluation.evaluator import Evaluator, default_workers
 from runner.evaluation.java_check import JavaToolchain, check_java, java_toolchain
-from runner.evaluation.oracle import SOLUTIONS, RebaselineResult, TaskCheck, check_solution, diagnose, rebaseline
+from runner.evaluation.oracle import (
+    SOLUTIONS,
+    SUSPECTS,
+    RebaselineResult,
+    TaskCheck,
+    append_check,
+    check_solution,
+    diagnose,
+    load_checks,
+    rebaseline,
+)
 from runner.evaluation.postprocess import assemble, balance, cascade, clean, reindent, trim
 from runner.evaluation.python_check import CheckResult, check_python, outputs_match
 from runner.evaluation.sandbox import Capabilities, ExecResult, Limits, LocalSandbox, Sandbox, capabilities
 
 __all__ = [
     "SOLUTIONS",
+    "SUSPECTS",
     "Capabilities",
     "CheckResult",
     "Evaluator",
@@ -29,6 +40,7 @@ __all__ = [
     "RebaselineResult",
     "Sandbox",
     "TaskCheck",
+    "append_check",
     "assemble",
     "balance",
     "capabilities",
@@ -40,6 +52,7 @@ __all__ = [
     "default_workers",
     "diagnose",
     "java_toolchain",
+    "load_checks",
     "outputs_match",
     "rebaseline",
     "reindent",

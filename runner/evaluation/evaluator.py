@@ -17,6 +17,10 @@ from runner.records import Language, Outcome, Program, Task, Verdict
 
 log = logging.getLogger(__name__)
 
+# Upstream's own per-run timeout (SimCoPilot helper_functions/eval_code.py, ``timeout=5*60``):
+# no limit of ours exceeds it, and the reference's timing run gets all of it.
+UPSTREAM_TIMEOUT_SECONDS = 300.0
+
 
 def default_workers() -> int:
     """One worker per core: each check is one child process at a time."""
@@ -36,6 +40,7 @@ class Evaluator:
         junit_console: os.PathLike | None = None,
         scale_time: bool = True,
         java_fast: bool = False,
+        ceiling_seconds: float = UPSTREAM_TIMEOUT_SECONDS,
     ) -> None:
         self.programs = programs
         self.limits = limits or Limits()
@@ -44,6 +49,7 @@ class Evaluator:
         self._junit_console = junit_console
         self._toolchain: JavaToolchain | None = None
         self.scale_time = scale_time
+        self.ceiling_seconds = ceiling_seconds
         self.java_fast = java_fast  # one JVM compiles and tests (see java_check.check_java)
         self._reference_seconds: dict[str, float | None] = {}
         self._calibration_locks: dict[str, threading.Lock] = {}
@@ -66,23 +72,46 @@ class Evaluator:
             return check_python(program, source, self.sandbox, limits, compare=compare, python=self.python)
         return check_java(program, source, self.sandbox, limits, self.toolchain, fast=self.java_fast)
 
+    def ceiling_limits(self) -> Limits:
+        """The limits at the ceiling (upstream's 300 s per run), with CPU time to match."""
+        wall = self.ceiling_seconds
+        return self.limits.model_copy(update={"wall_seconds": wall, "cpu_seconds": max(self.limits.cpu_seconds, int(wall * 2) + 1)})
+
     def reference_seconds(self, program: Program) -> float | None:
-        """The longest single run of the program's own source, measured once (``None`` if it does not pass)."""
+        """The longest single run of the program's own source, measured once (``None`` if it does not run cleanly).
+
+        Timed under the ceiling limits, not the floor: a heavy program (TensorFlow's import on a
+        loaded machine) must not lose its timing, and with it every scaled limit, to the floor.
+        Outputs are not compared (``compare=False``): an expected output that drifted with a
+        library version does not change how long the program runs.
+        """
         with self._lock:
             lock = self._calibration_locks.setdefault(program.name, threading.Lock())
         with lock:
             if program.name not in self._reference_seconds:
-                result = self.run_source(program, program.source.read_text(encoding="utf-8").replace("\t", "    "))
-                ok = result.outcome is Outcome.passed
-                self._reference_seconds[program.name] = result.seconds if ok else None
+                source = program.source.read_text(encoding="utf-8").replace("\t", "    ")
+                result = self.run_source(program, source, self.ceiling_limits(), compare=False)
+                # a Java tester whose JUnit tests fail still ran to its end: its time counts
+                timed = result.outcome is Outcome.passed or (program.language is Language.java and result.outcome is Outcome.fail)
+                self._reference_seconds[program.name] = result.seconds if timed else None
                 log.info("reference run of %s: %s in %.2f s", program.name, result.outcome.value, result.seconds)
             return self._reference_seconds[program.name]
 
     def limits_for(self, program: Program) -> Limits:
-        """The limits for one program: the wall clock scaled from its reference run (EvalPlus habit)."""
+        """The limits for one program: the wall clock scaled from its reference run (EvalPlus habit), capped at the ceiling.
+
+        A program whose reference does not run cleanly gets the ceiling itself, as upstream
+        gives every run: a scaled limit needs a time to scale.
+        """
         if not self.scale_time:
             return self.limits
-        return self.limits.scaled(self.reference_seconds(program))
+        seconds = self.reference_seconds(program)
+        if seconds is None:
+            return self.ceiling_limits()
+        scaled = self.limits.scaled(seconds)
+        if scaled.wall_seconds > self.ceiling_seconds:
+            return self.ceiling_limits()
+        return scaled
 
     def check(self, task: Task, code: str) -> CheckResult:
         """Assemble ``before`` + ``code`` + ``after`` and check it."""

@@ -66,7 +66,14 @@ def test_rebaseline_writes_upstream_shaped_expectations_that_the_loader_prefers(
         [c.expected_output.strip() for c in original]
 
 
-def test_diagnosis_separates_environment_problems_from_bugs():
+def test_diagnosis_separates_limits_missing_files_environment_drift_and_bugs():
     assert diagnose("ModuleNotFoundError: No module named 'tensorflow'") == "environment"
     assert diagnose("error: package org.apache.commons does not exist") == "environment"
     assert diagnose("AssertionError: expected 3 but was 4") == "bug"
+    assert diagnose("timed out after 20.0 s\n", Outcome.timeout) == "limit"
+    assert diagnose("Traceback ...\nMemoryError\n", Outcome.runtime_error) == "limit"
+    assert diagnose("killed by signal 9\n[out of memory]", Outcome.runtime_error) == "limit"
+    assert diagnose("FileNotFoundError: [Errno 2] No such file or directory: 'bankfullclean.csv'") == "missing_file"
+    drifted = "output differs (last line '0.1234', expected '0.1235')\n"
+    assert diagnose(drifted, Outcome.fail) == "drift"
+    assert diagnose(drifted, Outcome.runtime_error) == "bug"
