@@ -142,8 +142,13 @@ class Evaluator:
     def evaluate_many(self, items: Iterable[tuple[Task, str]], workers: int | None = None) -> Iterator[tuple[Task, Verdict]]:
         """Evaluate ``(task, raw_text)`` pairs on a pool of workers, yielding results in input order."""
         workers = workers or default_workers()
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval") as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval")
+        try:
             # Threads suffice: every check waits on a child process.
             futures = [(task, pool.submit(self.evaluate, task, raw)) for task, raw in items]
             for task, future in futures:
                 yield task, future.result()
+        finally:
+            # on Ctrl-C (or a caller that stops early) drop the queued checks: only those already
+            # running finish, instead of the whole queue (a full oracle run is hours)
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -171,3 +171,17 @@ def test_a_drifted_expected_output_keeps_the_timing_and_a_broken_reference_gets_
     assert evaluator.limits_for(drifted).wall_seconds < 30
     assert evaluator.reference_seconds(broken) is None
     assert evaluator.limits_for(broken).wall_seconds == 30
+
+
+def test_stopping_early_drops_the_queued_checks(world_dir, sandbox):
+    # Ctrl-C on a long oracle run must not leave it draining the whole queue
+    program = python_program(world_dir, "slow", SLOW, [("", "done")])
+    evaluator = Evaluator({program.name: program}, limits=FAST, sandbox=sandbox, scale_time=False)
+    started = []
+    evaluate = evaluator.evaluate
+    evaluator.evaluate = lambda task, raw: started.append(task.id) or evaluate(task, raw)
+    results = evaluator.evaluate_many([(task_for(program, SLOW, 3, 3), "time.sleep(1.5)")] * 6, workers=1)
+    _task, verdict = next(results)
+    assert verdict.outcome is Outcome.passed
+    results.close()
+    assert len(started) == 2  # the one yielded and the one running when stopped; four never started
