@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from runner.evaluation.evaluator import Evaluator
 from runner.evaluation.java_check import java_version
 from runner.evaluation.python_check import PYTHON_ENV
-from runner.records import Language, Mode, Outcome, Stage, Task, TestCase
+from runner.records import Language, Mode, Outcome, Program, Stage, Task, TestCase
 
 SOLUTIONS = ("reference", "empty")
 
@@ -33,6 +33,12 @@ _ENVIRONMENT = re.compile(
     r"ModuleNotFoundError|No module named|ImportError|cannot open shared object|"
     r"NoClassDefFoundError|ClassNotFoundException|package [\w.]+ does not exist|"
     r"error: cannot access|Network is unreachable|Permission denied"
+)
+# Data files a program names by a bare relative path ('./alice.avi'): a missing one fails the
+# reference without a FileNotFoundError when a library reads it silently (cv2.VideoCapture).
+_NAMED_FILE = re.compile(
+    r"""['"](?:\./)?([\w.-]+\.(?:avi|mp4|mov|wav|csv|tsv|jpe?g|png|gif|bmp|pkl|pickle|npy|npz|h5|txt|dat))['"]""",
+    re.IGNORECASE,
 )
 _DRIFT = re.compile(r"^output differs \(", re.MULTILINE)
 SUSPECTS = {
@@ -79,6 +85,16 @@ def diagnose(stderr_tail: str, outcome: Outcome | None = None) -> str:
     return "bug"
 
 
+def missing_named_files(program: Program) -> list[str]:
+    """Files the program's source names by a bare relative path that its folder lacks."""
+    try:
+        source = program.source.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    names = sorted(set(_NAMED_FILE.findall(source)))
+    return [name for name in names if not (program.data_dir / name).exists()]
+
+
 def check_solution(
     evaluator: Evaluator,
     tasks: list[Task],
@@ -94,6 +110,14 @@ def check_solution(
     items = [(task, solution_text(task, solution)) for task in tasks]
     for task, verdict in evaluator.evaluate_many(items, workers=workers):
         failing_reference = solution == "reference" and verdict.outcome is not Outcome.passed
+        program = evaluator.program(task)
+        suspect, note = None, ""
+        if failing_reference:
+            suspect = diagnose(verdict.stderr_tail, verdict.outcome)
+            missing = missing_named_files(program)
+            if missing and suspect != "limit":
+                suspect = "missing_file"
+                note = f"the program reads {', '.join(missing)}, not in {program.data_dir}\n"
         check = TaskCheck(
             task_id=task.id,
             language=task.language,
@@ -104,9 +128,9 @@ def check_solution(
             stage=verdict.stage,
             cleaned_outcome=verdict.cleaned_outcome,
             seconds=round(verdict.seconds, 3),
-            stderr_tail=verdict.stderr_tail[-2000:] if verdict.outcome is not Outcome.passed else "",
-            suspect=diagnose(verdict.stderr_tail, verdict.outcome) if failing_reference else None,
-            wall_limit_seconds=round(evaluator.limits_for(evaluator.program(task)).wall_seconds, 1),
+            stderr_tail=note + verdict.stderr_tail[-2000:] if verdict.outcome is not Outcome.passed else "",
+            suspect=suspect,
+            wall_limit_seconds=round(evaluator.limits_for(program).wall_seconds, 1),
         )
         if progress:
             progress(check)

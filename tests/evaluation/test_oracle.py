@@ -77,3 +77,25 @@ def test_diagnosis_separates_limits_missing_files_environment_drift_and_bugs():
     drifted = "output differs (last line '0.1234', expected '0.1235')\n"
     assert diagnose(drifted, Outcome.fail) == "drift"
     assert diagnose(drifted, Outcome.runtime_error) == "bug"
+
+
+def test_a_reference_that_silently_misses_a_named_data_file_is_diagnosed_as_missing_file(world_dir, sandbox):
+    # cv2.VideoCapture('./alice.avi') reads nothing and raises no FileNotFoundError: upstream's
+    # Image_Filtering fails that way, its video not being in upstream's repository
+    from runner.evaluation.oracle import missing_named_files
+    from runner.records import Mode, Task
+    from tests.evaluation.conftest import python_program
+
+    source = "import os\nframes = [1] if os.path.exists('./alice.avi') else []\nprint(frames[0], open('./apple.jpeg').read())\n"
+    program = python_program(world_dir, "video", source, [("", "1 x")], data={"apple.jpeg": "x"})
+    lines = source.split("\n")
+    task = Task(id="python/infill/video/3-3", benchmark="test", language=Language.python, mode=Mode.infill,
+                program="video", span=(3, 3), before="\n".join(lines[:2]), reference=lines[2],
+                after="\n".join(lines[3:]))
+    evaluator = Evaluator({program.name: program}, limits=LIMITS, sandbox=sandbox)
+
+    [check] = check_solution(evaluator, [task], "reference")
+
+    assert missing_named_files(program) == ["alice.avi"]
+    assert check.outcome is Outcome.runtime_error and check.suspect == "missing_file"
+    assert check.stderr_tail.startswith("the program reads alice.avi, not in ") and "IndexError" in check.stderr_tail
