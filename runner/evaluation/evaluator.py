@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 # Upstream's own per-run timeout (SimCoPilot helper_functions/eval_code.py, ``timeout=5*60``):
 # no limit of ours exceeds it, and the reference's timing run gets all of it.
 UPSTREAM_TIMEOUT_SECONDS = 300.0
+# how much slower a re-timed reference must be to replace the first timing
+_SLOWER = 1.25
 
 
 def default_workers() -> int:
@@ -52,7 +54,7 @@ class Evaluator:
         self.ceiling_seconds = ceiling_seconds
         self.java_fast = java_fast  # one JVM compiles and tests (see java_check.check_java)
         self._reference_seconds: dict[str, float | None] = {}
-        self._calibration_locks: dict[str, threading.Lock] = {}
+        self._calibration_locks: dict[str, threading.RLock] = {}
         self._lock = threading.Lock()
 
     @property
@@ -85,17 +87,41 @@ class Evaluator:
         Outputs are not compared (``compare=False``): an expected output that drifted with a
         library version does not change how long the program runs.
         """
-        with self._lock:
-            lock = self._calibration_locks.setdefault(program.name, threading.Lock())
-        with lock:
+        with self._calibration_lock(program):
             if program.name not in self._reference_seconds:
-                source = program.source.read_text(encoding="utf-8").replace("\t", "    ")
-                result = self.run_source(program, source, self.ceiling_limits(), compare=False)
-                # a Java tester whose JUnit tests fail still ran to its end: its time counts
-                timed = result.outcome is Outcome.passed or (program.language is Language.java and result.outcome is Outcome.fail)
-                self._reference_seconds[program.name] = result.seconds if timed else None
-                log.info("reference run of %s: %s in %.2f s", program.name, result.outcome.value, result.seconds)
+                self._reference_seconds[program.name] = self._time_reference(program)
             return self._reference_seconds[program.name]
+
+    def _calibration_lock(self, program: Program) -> threading.RLock:
+        # re-entrant: retime() asks limits_for() while holding it
+        with self._lock:
+            return self._calibration_locks.setdefault(program.name, threading.RLock())
+
+    def _time_reference(self, program: Program) -> float | None:
+        source = program.source.read_text(encoding="utf-8").replace("\t", "    ")
+        result = self.run_source(program, source, self.ceiling_limits(), compare=False)
+        # a Java tester whose JUnit tests fail still ran to its end: its time counts
+        timed = result.outcome is Outcome.passed or (program.language is Language.java and result.outcome is Outcome.fail)
+        log.info("reference run of %s: %s in %.2f s", program.name, result.outcome.value, result.seconds)
+        return result.seconds if timed else None
+
+    def retime(self, program: Program, timed_out_under: Limits) -> bool:
+        """Time the reference again after a run timed out under ``timed_out_under``; whether the limit grew.
+
+        The machine may have slowed since the reference was timed (others' load on a shared
+        host); a limit scaled from an old timing would then fail answers, the reference included,
+        that run as fast as the reference does now. A slower timing replaces the old one.
+        """
+        if not self.scale_time or timed_out_under.wall_seconds >= self.ceiling_seconds:
+            return False
+        with self._calibration_lock(program):
+            if self.limits_for(program).wall_seconds > timed_out_under.wall_seconds:
+                return True  # another worker already timed it again
+            seconds = self._time_reference(program)
+            # jitter is not a slowdown: only a clearly slower reference moves the limit
+            if seconds is not None and seconds > _SLOWER * (self._reference_seconds.get(program.name) or 0.0):
+                self._reference_seconds[program.name] = seconds
+        return self.limits_for(program).wall_seconds > timed_out_under.wall_seconds
 
     def limits_for(self, program: Program) -> Limits:
         """The limits for one program: the wall clock scaled from its reference run (EvalPlus habit), capped at the ceiling.
@@ -114,9 +140,17 @@ class Evaluator:
         return scaled
 
     def check(self, task: Task, code: str) -> CheckResult:
-        """Assemble ``before`` + ``code`` + ``after`` and check it."""
+        """Assemble ``before`` + ``code`` + ``after`` and check it.
+
+        A timeout under a scaled limit is final only once the reference, timed again now, does
+        not raise that limit (see ``retime``); otherwise the answer runs again under the new one.
+        """
         program = self.program(task)
-        return self.run_source(program, assemble(task, code), self.limits_for(program))
+        limits = self.limits_for(program)
+        result = self.run_source(program, assemble(task, code), limits)
+        if result.outcome is Outcome.timeout and self.retime(program, limits):
+            result = self.run_source(program, assemble(task, code), self.limits_for(program))
+        return result
 
     def evaluate(self, task: Task, raw_text: str) -> Verdict:
         """Run the cascade on a raw answer: the first stage that passes gives the verdict, else the last stage's."""

@@ -164,7 +164,9 @@ def check_java(
             workdir,
             jvm_limits,
         )
-    return _judge(run)
+    judged = _judge(run)
+    # the longest single run is what scaled limits grow from, and javac runs under them too
+    return judged.model_copy(update={"seconds": max(judged.seconds, compiled.seconds)})
 
 
 def _judge(run: ExecResult) -> CheckResult:

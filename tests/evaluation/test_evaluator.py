@@ -185,3 +185,26 @@ def test_stopping_early_drops_the_queued_checks(world_dir, sandbox):
     assert verdict.outcome is Outcome.passed
     results.close()
     assert len(started) == 2  # the one yielded and the one running when stopped; four never started
+
+
+DELAYED = """import time
+
+time.sleep(float(open("delay.txt").read()))
+print("done")
+"""
+
+
+def test_a_timeout_after_the_machine_slowed_times_the_reference_again_and_reruns(world_dir, sandbox):
+    # the reference was timed on a quiet machine; then others' load makes it (and every answer) slower
+    program = python_program(world_dir, "delayed", DELAYED, [("", "done")], data={"delay.txt": "0.2"})
+    evaluator = Evaluator({program.name: program}, limits=LOW_FLOOR, sandbox=sandbox, ceiling_seconds=60)
+    quiet = evaluator.reference_seconds(program)
+    (program.data_dir / "delay.txt").write_text("4")
+    assert evaluator.limits_for(program).wall_seconds < 4
+
+    verdict = evaluator.evaluate(task_for(program, DELAYED, 3, 3), 'time.sleep(float(open("delay.txt").read()))')
+
+    assert verdict.outcome is Outcome.passed
+    assert evaluator.reference_seconds(program) >= 4 > quiet
+    # timed again without having slowed further: the limit stays, a real timeout stays one
+    assert evaluator.retime(program, evaluator.limits_for(program)) is False
