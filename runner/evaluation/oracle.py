@@ -192,7 +192,7 @@ def environment(evaluator: Evaluator) -> dict:
     probe: dict = {}
     with evaluator.sandbox.workdir() as workdir:
         (workdir / "probe.py").write_text(_PROBE)
-        result = evaluator.sandbox.run([evaluator.python, "probe.py"], workdir, evaluator.limits, env=PYTHON_ENV)
+        result = evaluator.sandbox.run([evaluator.python, "probe.py"], workdir, evaluator.ceiling_limits(), env=PYTHON_ENV)
     try:
         probe = json.loads(result.stdout)
     except json.JSONDecodeError:
@@ -219,7 +219,8 @@ def rebaseline(evaluator: Evaluator, directory: Path, program_names: list[str] |
         if program.language is not Language.python or not program.available:
             continue
         source = program.source.read_text(encoding="utf-8").replace("\t", "    ")
-        result = evaluator.run_source(program, source, compare=False)
+        # under the ceiling, as the reference is timed: a heavy program must not lose its baseline to the floor
+        result = evaluator.run_source(program, source, evaluator.ceiling_limits(), compare=False)
         if result.outcome is not Outcome.passed:
             failed[name] = f"{result.outcome.value}: {result.stderr_tail[-1500:]}"
             continue

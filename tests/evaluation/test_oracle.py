@@ -99,3 +99,16 @@ def test_a_reference_that_silently_misses_a_named_data_file_is_diagnosed_as_miss
     assert missing_named_files(program) == ["alice.avi"]
     assert check.outcome is Outcome.runtime_error and check.suspect == "missing_file"
     assert check.stderr_tail.startswith("the program reads alice.avi, not in ") and "IndexError" in check.stderr_tail
+
+
+def test_rebaseline_runs_a_program_slower_than_the_floor_under_the_ceiling(world_dir, sandbox, isolated_home):
+    # TensorFlow programs take minutes on a loaded machine: their new baseline must not time out at the floor
+    from tests.evaluation.conftest import python_program
+
+    program = python_program(world_dir, "slow", "import time\ntime.sleep(1.5)\nprint('done')\n", [("", "stale")])
+    evaluator = Evaluator({program.name: program}, limits=Limits(wall_seconds=0.5), sandbox=sandbox, ceiling_seconds=30)
+
+    result = rebaseline(evaluator, isolated_home / "rebaseline" / "test")
+
+    assert result.written == ["slow"] and result.failed == {}
+    assert json.loads((result.directory / "slow.json").read_text())["expected_output1"] == "done\\n"  # escaped, as upstream stores it
