@@ -1,9 +1,9 @@
 """The reference oracle on upstream SimCoPilot: every reference of a fast subset passes in the sandbox image.
 
-The full oracle (all available tasks, in the TensorFlow image) takes over an hour on two cores;
-README "The reference oracle" gives its command and figures. CI runs the programs that need no
-third-party Python package (TensorFlow's import alone costs seconds a run) and a Java
-program, through the CLI, in the CPU (standard-library) variant of the same Dockerfile, as the
+The full oracle (all available tasks, in the TensorFlow image) takes hours on two shared cores;
+README ("The reference oracle") says how it runs. CI runs, through the CLI, every task of a
+Python program that needs no third-party package (TensorFlow's import alone costs seconds a
+run) and of a Java tester, in the CPU (standard-library) variant of the same Dockerfile, as the
 image's uid, with upstream's data installed private to root (0700) as `runner data fetch` leaves it.
 """
 
