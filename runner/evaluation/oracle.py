@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from runner.evaluation.evaluator import Evaluator
 from runner.evaluation.java_check import java_version
 from runner.evaluation.python_check import PYTHON_ENV
-from runner.records import Language, Mode, Outcome, Program, Stage, Task, TestCase
+from runner.records import Language, Mode, Outcome, Program, Stage, Task, TestCase, Verdict
 
 SOLUTIONS = ("reference", "empty")
 
@@ -95,6 +95,22 @@ def missing_named_files(program: Program) -> list[str]:
     return [name for name in names if not (program.data_dir / name).exists()]
 
 
+def reference_suspect(program: Program, verdict: Verdict) -> tuple[str, str]:
+    """Why a reference failed (a key of ``SUSPECTS``), and a note to put before its stderr."""
+    suspect = diagnose(verdict.stderr_tail, verdict.outcome)
+    if suspect == "limit":
+        return suspect, ""
+    missing = missing_named_files(program)
+    if missing:
+        return "missing_file", f"the program reads {', '.join(missing)}, not in {program.data_dir}\n"
+    if program.language is Language.python and verdict.cleaned_outcome is Outcome.fail and verdict.outcome is not Outcome.fail:
+        # the cleaned reference ran to its end with another output; a later cascade stage then
+        # broke the code (re-indenting a nested block): the verdict shown is that stage's
+        return "drift", (f"the cleaned reference's output differs from the expected one; the {verdict.stage.value} "
+                         f"stage then gave {verdict.outcome.value}:\n")
+    return suspect, ""
+
+
 def check_solution(
     evaluator: Evaluator,
     tasks: list[Task],
@@ -111,13 +127,7 @@ def check_solution(
     for task, verdict in evaluator.evaluate_many(items, workers=workers):
         failing_reference = solution == "reference" and verdict.outcome is not Outcome.passed
         program = evaluator.program(task)
-        suspect, note = None, ""
-        if failing_reference:
-            suspect = diagnose(verdict.stderr_tail, verdict.outcome)
-            missing = missing_named_files(program)
-            if missing and suspect != "limit":
-                suspect = "missing_file"
-                note = f"the program reads {', '.join(missing)}, not in {program.data_dir}\n"
+        suspect, note = reference_suspect(program, verdict) if failing_reference else (None, "")
         check = TaskCheck(
             task_id=task.id,
             language=task.language,

@@ -112,3 +112,18 @@ def test_rebaseline_runs_a_program_slower_than_the_floor_under_the_ceiling(world
 
     assert result.written == ["slow"] and result.failed == {}
     assert json.loads((result.directory / "slow.json").read_text())["expected_output1"] == "done\\n"  # escaped, as upstream stores it
+
+
+def test_a_drifted_reference_broken_by_a_later_cascade_stage_is_still_drift(world_dir):
+    # upstream's GAN_model/152-154: the cleaned reference prints drifted floats (fail), and the
+    # re-indented stage after it does not even compile; the verdict shown is the last stage's
+    from runner.evaluation.oracle import reference_suspect
+    from runner.records import Stage, Verdict
+    from tests.evaluation.conftest import python_program
+
+    program = python_program(world_dir, "gan", "print(0.1)\n", [("", "0.2")], output_to_check="all_output")
+    verdict = Verdict(outcome=Outcome.compile_error, stage=Stage.reindented, cleaned_outcome=Outcome.fail, code="",
+                      stderr_tail="IndentationError: unindent does not match any outer indentation level")
+    suspect, note = reference_suspect(program, verdict)
+    assert suspect == "drift" and "reindented stage then gave compile_error" in note
+    assert reference_suspect(program, verdict.model_copy(update={"cleaned_outcome": Outcome.compile_error}))[0] == "bug"
