@@ -231,11 +231,14 @@ _SANDBOX_OPTION = click.option(
 @click.option("--program", default=None, help="Only this program (upstream Task_Name).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per task instead of the table.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel checks [default: cores].")
+@click.option("--record", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Append each check to this JSON-lines file as it completes; a rerun skips the tasks it holds.")
 @click.option("--allow-unsandboxed", is_flag=True,
               help="Run even where the sandbox is incomplete (no namespaces / not root): accept the risk.")
 @_SANDBOX_OPTION
 @user_errors
-def tasks_check(name, solution, language, mode, program, as_json, workers, allow_unsandboxed, sandbox_kind) -> None:
+def tasks_check(name, solution, language, mode, program, as_json, workers, record, allow_unsandboxed,
+                sandbox_kind) -> None:
     """Run an oracle solution through the full evaluation and count passes per language and mode.
 
     The reference must pass every available task (exit 1 otherwise, naming each failure and
@@ -246,6 +249,7 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, allow
     Example:
       runner tasks check --benchmark starter --solution reference
       runner tasks check --solution empty --language java --json
+      runner tasks check --benchmark simcopilot --sandbox docker --record oracle.jsonl
     """
     import json
     from collections import Counter
@@ -254,7 +258,7 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, allow
     from rich.table import Table
 
     from runner.benchmarks import load_benchmark
-    from runner.evaluation import check_solution
+    from runner.evaluation import SUSPECTS, append_check, check_solution, load_checks
 
     bench = load_benchmark(name)
     if program is not None and program not in bench.programs:
@@ -265,9 +269,26 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, allow
         log(f"skipping {len(selected) - len(runnable)} unavailable tasks (see `runner tasks list --benchmark {name}`)")
     if not runnable:
         raise UserError(f"no available tasks in {name!r} match the filters; see `runner tasks list --benchmark {name}`")
+    done = load_checks(record, solution) if record else {}
+    todo = [t for t in runnable if t.id not in done]
+    if done:
+        log(f"{record}: {len(runnable) - len(todo)} tasks already checked, {len(todo)} to go")
     evaluator = _evaluator(bench, allow_unsandboxed, sandbox_kind)
-    log(f"checking {len(runnable)} tasks with the {solution} solution")
-    checks = check_solution(evaluator, runnable, solution, workers=workers)
+    log(f"checking {len(todo)} tasks with the {solution} solution")
+
+    counted = Counter()
+
+    def progress(check) -> None:
+        if record:
+            append_check(record, check)
+        counted[check.outcome.value == "pass"] += 1
+        if sum(counted.values()) % 25 == 0:
+            log(f"{sum(counted.values())}/{len(todo)} checked, {counted[True]} passed")
+        if check.solution == "reference" and check.outcome.value != "pass":
+            log(f"{check.task_id}: {check.outcome.value} ({SUSPECTS[check.suspect]})")
+
+    fresh = {c.task_id: c for c in check_solution(evaluator, todo, solution, workers=workers, progress=progress)}
+    checks = [done.get(t.id) or fresh[t.id] for t in runnable]
     failures = [c for c in checks if solution == "reference" and c.outcome.value != "pass"]
     if as_json:
         lines = [c.model_dump_json() for c in checks]
@@ -288,7 +309,7 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, allow
         console = Console()
         console.print(table)
         for c in failures:
-            hint = "looks like an environment problem" if c.suspect == "environment" else "looks like a bug"
+            hint = SUSPECTS.get(c.suspect or "bug", c.suspect)
             tail = "\n    ".join(c.stderr_tail.strip().splitlines()[-8:])
             click.echo(f"FAILED {c.task_id}: {c.outcome.value} ({hint})\n    {tail}")
     if failures:

@@ -14,13 +14,24 @@ fetched copy by ``runner.evaluation.upstream``) the headline and keeps our casca
 
 from runner.evaluation.evaluator import Evaluator, default_workers
 from runner.evaluation.java_check import JavaToolchain, check_java, java_toolchain
-from runner.evaluation.oracle import SOLUTIONS, RebaselineResult, TaskCheck, check_solution, diagnose, rebaseline
+from runner.evaluation.oracle import (
+    SOLUTIONS,
+    SUSPECTS,
+    RebaselineResult,
+    TaskCheck,
+    append_check,
+    check_solution,
+    diagnose,
+    load_checks,
+    rebaseline,
+)
 from runner.evaluation.postprocess import assemble, balance, cascade, clean, reindent, trim
 from runner.evaluation.python_check import CheckResult, check_python, outputs_match
 from runner.evaluation.sandbox import Capabilities, ExecResult, Limits, LocalSandbox, Sandbox, capabilities
 
 __all__ = [
     "SOLUTIONS",
+    "SUSPECTS",
     "Capabilities",
     "CheckResult",
     "Evaluator",
@@ -31,6 +42,7 @@ __all__ = [
     "RebaselineResult",
     "Sandbox",
     "TaskCheck",
+    "append_check",
     "assemble",
     "balance",
     "capabilities",
@@ -42,6 +54,7 @@ __all__ = [
     "default_workers",
     "diagnose",
     "java_toolchain",
+    "load_checks",
     "outputs_match",
     "rebaseline",
     "reindent",

@@ -21,6 +21,12 @@ from runner.records import Cascade, CascadeVerdict, Language, Outcome, Program, 
 
 log = logging.getLogger(__name__)
 
+# Upstream's own per-run timeout (SimCoPilot helper_functions/eval_code.py, ``timeout=5*60``):
+# no limit of ours exceeds it, and the reference's timing run gets all of it.
+UPSTREAM_TIMEOUT_SECONDS = 300.0
+# how much slower a re-timed reference must be to replace the first timing
+_SLOWER = 1.25
+
 
 def default_workers() -> int:
     """One worker per core: each check is one child process at a time."""
@@ -40,6 +46,7 @@ class Evaluator:
         junit_console: os.PathLike | None = None,
         scale_time: bool = True,
         java_fast: bool = False,
+        ceiling_seconds: float = UPSTREAM_TIMEOUT_SECONDS,
         cascade: Cascade | str = Cascade.runner,
         upstream_root: Path | None = None,
         both: bool = False,
@@ -51,9 +58,10 @@ class Evaluator:
         self._junit_console = junit_console
         self._toolchain: JavaToolchain | None = None
         self.scale_time = scale_time
+        self.ceiling_seconds = ceiling_seconds
         self.java_fast = java_fast  # one JVM compiles and tests (see java_check.check_java)
         self._reference_seconds: dict[str, float | None] = {}
-        self._calibration_locks: dict[str, threading.Lock] = {}
+        self._calibration_locks: dict[str, threading.RLock] = {}
         self._lock = threading.Lock()
         self.cascade = Cascade(cascade)
         # ``both``: the other cascade's verdict is taken too (runs and ``runner score`` keep both;
@@ -82,28 +90,83 @@ class Evaluator:
             return check_python(program, source, self.sandbox, limits, compare=compare, python=self.python)
         return check_java(program, source, self.sandbox, limits, self.toolchain, fast=self.java_fast)
 
+    def ceiling_limits(self) -> Limits:
+        """The limits at the ceiling (upstream's 300 s per run), with CPU time to match."""
+        wall = self.ceiling_seconds
+        return self.limits.model_copy(update={"wall_seconds": wall, "cpu_seconds": max(self.limits.cpu_seconds, int(wall * 2) + 1)})
+
     def reference_seconds(self, program: Program) -> float | None:
-        """The longest single run of the program's own source, measured once (``None`` if it does not pass)."""
-        with self._lock:
-            lock = self._calibration_locks.setdefault(program.name, threading.Lock())
-        with lock:
+        """The longest single run of the program's own source, measured once (``None`` if it does not run cleanly).
+
+        Timed under the ceiling limits, not the floor: a heavy program (TensorFlow's import on a
+        loaded machine) must not lose its timing, and with it every scaled limit, to the floor.
+        Outputs are not compared (``compare=False``): an expected output that drifted with a
+        library version does not change how long the program runs.
+        """
+        with self._calibration_lock(program):
             if program.name not in self._reference_seconds:
-                result = self.run_source(program, program.source.read_text(encoding="utf-8").replace("\t", "    "))
-                ok = result.outcome is Outcome.passed
-                self._reference_seconds[program.name] = result.seconds if ok else None
-                log.info("reference run of %s: %s in %.2f s", program.name, result.outcome.value, result.seconds)
+                self._reference_seconds[program.name] = self._time_reference(program)
             return self._reference_seconds[program.name]
 
+    def _calibration_lock(self, program: Program) -> threading.RLock:
+        # re-entrant: retime() asks limits_for() while holding it
+        with self._lock:
+            return self._calibration_locks.setdefault(program.name, threading.RLock())
+
+    def _time_reference(self, program: Program) -> float | None:
+        source = program.source.read_text(encoding="utf-8").replace("\t", "    ")
+        result = self.run_source(program, source, self.ceiling_limits(), compare=False)
+        # a Java tester whose JUnit tests fail still ran to its end: its time counts
+        timed = result.outcome is Outcome.passed or (program.language is Language.java and result.outcome is Outcome.fail)
+        log.info("reference run of %s: %s in %.2f s", program.name, result.outcome.value, result.seconds)
+        return result.seconds if timed else None
+
+    def retime(self, program: Program, timed_out_under: Limits) -> bool:
+        """Time the reference again after a run timed out under ``timed_out_under``; whether the limit grew.
+
+        The machine may have slowed since the reference was timed (others' load on a shared
+        host); a limit scaled from an old timing would then fail answers, the reference included,
+        that run as fast as the reference does now. A slower timing replaces the old one.
+        """
+        if not self.scale_time or timed_out_under.wall_seconds >= self.ceiling_seconds:
+            return False
+        with self._calibration_lock(program):
+            if self.limits_for(program).wall_seconds > timed_out_under.wall_seconds:
+                return True  # another worker already timed it again
+            seconds = self._time_reference(program)
+            # jitter is not a slowdown: only a clearly slower reference moves the limit
+            if seconds is not None and seconds > _SLOWER * (self._reference_seconds.get(program.name) or 0.0):
+                self._reference_seconds[program.name] = seconds
+        return self.limits_for(program).wall_seconds > timed_out_under.wall_seconds
+
     def limits_for(self, program: Program) -> Limits:
-        """The limits for one program: the wall clock scaled from its reference run (EvalPlus habit)."""
+        """The limits for one program: the wall clock scaled from its reference run (EvalPlus habit), capped at the ceiling.
+
+        A program whose reference does not run cleanly gets the ceiling itself, as upstream
+        gives every run: a scaled limit needs a time to scale.
+        """
         if not self.scale_time:
             return self.limits
-        return self.limits.scaled(self.reference_seconds(program))
+        seconds = self.reference_seconds(program)
+        if seconds is None:
+            return self.ceiling_limits()
+        scaled = self.limits.scaled(seconds)
+        if scaled.wall_seconds > self.ceiling_seconds:
+            return self.ceiling_limits()
+        return scaled
 
     def check(self, task: Task, code: str) -> CheckResult:
-        """Assemble ``before`` + ``code`` + ``after`` and check it."""
+        """Assemble ``before`` + ``code`` + ``after`` and check it.
+
+        A timeout under a scaled limit is final only once the reference, timed again now, does
+        not raise that limit (see ``retime``); otherwise the answer runs again under the new one.
+        """
         program = self.program(task)
-        return self.run_source(program, assemble(task, code), self.limits_for(program))
+        limits = self.limits_for(program)
+        result = self.run_source(program, assemble(task, code), limits)
+        if result.outcome is Outcome.timeout and self.retime(program, limits):
+            result = self.run_source(program, assemble(task, code), self.limits_for(program))
+        return result
 
     def evaluate(self, task: Task, raw_text: str) -> Verdict:
         """Judge a raw answer with both cascades; the headline fields are ``self.cascade``'s verdict."""
@@ -171,8 +234,13 @@ class Evaluator:
     def evaluate_many(self, items: Iterable[tuple[Task, str]], workers: int | None = None) -> Iterator[tuple[Task, Verdict]]:
         """Evaluate ``(task, raw_text)`` pairs on a pool of workers, yielding results in input order."""
         workers = workers or default_workers()
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval") as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval")
+        try:
             # Threads suffice: every check waits on a child process.
             futures = [(task, pool.submit(self.evaluate, task, raw)) for task, raw in items]
             for task, future in futures:
                 yield task, future.result()
+        finally:
+            # on Ctrl-C (or a caller that stops early) drop the queued checks: only those already
+            # running finish, instead of the whole queue (a full oracle run is hours)
+            pool.shutdown(wait=True, cancel_futures=True)

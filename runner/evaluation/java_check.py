@@ -42,11 +42,16 @@ class JavaToolchain(BaseModel):
     classpath: tuple[Path, ...]  # junit4, hamcrest: what a JUnit 3 tester needs beside the console jar
 
     def jvm_flags(self, limits: Limits) -> list[str]:
-        """Flags that keep a short JVM run small and fast: one GC thread, C1 only, bounded reservations."""
+        """Flags that keep a JVM run small: one GC thread, bounded reservations.
+
+        Both JIT tiers stay on, as upstream ran ``java``: C1 alone saves a tenth of a short
+        tester's CPU time but costs upstream's compute-heavy RNGTester half again as much
+        (26.9 s against 17.4 s of CPU), which on a loaded machine is the difference between
+        passing and timing out at the ceiling.
+        """
         return [
             f"-Xmx{limits.jvm_heap_mb}m",
             "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
             "-XX:-UsePerfData",
             "-XX:ReservedCodeCacheSize=64m",
             "-XX:CompressedClassSpaceSize=128m",
@@ -164,7 +169,9 @@ def check_java(
             workdir,
             jvm_limits,
         )
-    return _judge(run)
+    judged = _judge(run)
+    # the longest single run is what scaled limits grow from, and javac runs under them too
+    return judged.model_copy(update={"seconds": max(judged.seconds, compiled.seconds)})
 
 
 def _judge(run: ExecResult) -> CheckResult:

@@ -69,6 +69,15 @@ def outputs_match(actual: str, expected: str, output_to_check: str) -> bool:
     return last_line(actual) == last_line(expected)
 
 
+def first_difference(actual: str, expected: str) -> str:
+    """Where two whole outputs first differ, word by word (for an ``all_output`` mismatch), as a clause."""
+    got, want = actual.split(), expected.split()
+    for index, (a, b) in enumerate(zip(got, want)):
+        if a != b:
+            return f"; word {index + 1} of {len(want)} is {a!r}, expected {b!r}"
+    return f"; {len(got)} words, expected {len(want)}"
+
+
 def classify_run(result: ExecResult) -> Outcome | None:
     """The outcome a failed run implies, or ``None`` when the run ended normally."""
     if result.timed_out:
@@ -122,9 +131,10 @@ def check_python(
         outputs.append(result.stdout)
         if compare and not outputs_match(result.stdout, case.expected_output, program.output_to_check):
             got, want = last_line(result.stdout), last_line(case.expected_output)
+            where = first_difference(result.stdout, case.expected_output) if program.output_to_check == "all_output" else ""
             return CheckResult(
                 outcome=Outcome.fail,
-                stderr_tail=f"output differs (last line {got!r}, expected {want!r})\n{result.stderr_tail}",
+                stderr_tail=f"output differs (last line {got!r}, expected {want!r}{where})\n{result.stderr_tail}",
                 seconds=longest,
                 outputs=outputs,
             )

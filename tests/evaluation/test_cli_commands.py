@@ -53,13 +53,14 @@ def _rebaseline_file(home, program: str, data: dict) -> None:
     (folder / f"{program}.json").write_text(json.dumps(data))
 
 
-def test_failing_reference_names_the_task_calls_it_a_bug_and_exits_1(cli, isolated_home):
+def test_failing_reference_names_the_task_calls_it_a_drifted_output_and_exits_1(cli, isolated_home):
     # Wrong expectations, as a stale baseline would have them.
     _rebaseline_file(isolated_home, "job_scheduler", {"test_case1": "", "expected_output1": "not what it prints"})
     result = cli.invoke(main, ["tasks", "check", "--program", "job_scheduler", "--mode", "completion"])
     assert result.exit_code == 1
     assert "FAILED python/completion/job_scheduler/" in result.stdout
-    assert "looks like a bug" in result.stdout and "output differs" in result.stdout
+    assert "the expected output drifted (runner tasks rebaseline)" in result.stdout
+    assert "output differs" in result.stdout
 
 
 def test_a_missing_module_is_reported_as_an_environment_problem(cli, isolated_home):

@@ -133,6 +133,83 @@ def test_time_limits_scale_from_the_reference_run(py_setup, world_dir, sandbox):
     assert Evaluator({broken.name: broken}, limits=FAST, sandbox=sandbox).reference_seconds(broken) is None
 
 
+SLOW = """import time
+
+time.sleep(1.5)
+print("done")
+"""
+# a floor below the reference's own run time, as a heavy program (TensorFlow's import) has on a loaded machine
+LOW_FLOOR = FAST.model_copy(update={"wall_seconds": 0.5, "time_factor": 3})
+
+
+def test_a_reference_slower_than_the_floor_is_timed_under_the_ceiling_and_passes(world_dir, sandbox):
+    program = python_program(world_dir, "slow", SLOW, [("", "done")])
+    evaluator = Evaluator({program.name: program}, limits=LOW_FLOOR, sandbox=sandbox, ceiling_seconds=30)
+    seconds = evaluator.reference_seconds(program)
+    assert seconds is not None and seconds >= 1.5  # not lost to the 0.5 s floor
+    assert evaluator.limits_for(program).wall_seconds == pytest.approx(3 * seconds)
+    verdict = evaluator.evaluate(task_for(program, SLOW, 3, 3), 'time.sleep(1.5)')
+    assert verdict.outcome is Outcome.passed
+
+
+def test_limits_are_capped_at_the_ceiling_which_is_upstreams_300_seconds(world_dir, sandbox):
+    from runner.evaluation.evaluator import UPSTREAM_TIMEOUT_SECONDS
+
+    assert UPSTREAM_TIMEOUT_SECONDS == 300
+    program = python_program(world_dir, "slow", SLOW, [("", "done")])
+    evaluator = Evaluator({program.name: program}, limits=LOW_FLOOR, sandbox=sandbox, ceiling_seconds=2.5)
+    limits = evaluator.limits_for(program)  # 3 x 1.5 s would be 4.5 s
+    assert limits.wall_seconds == 2.5 and limits.cpu_seconds >= 6
+
+
+def test_a_drifted_expected_output_keeps_the_timing_and_a_broken_reference_gets_the_ceiling(world_dir, sandbox):
+    drifted = python_program(world_dir, "drifted", SLOW, [("", "done, in another library version")])
+    broken = python_program(world_dir, "broken", "raise SystemExit(1)\n", [("", "x")])
+    evaluator = Evaluator({p.name: p for p in (drifted, broken)}, limits=LOW_FLOOR, sandbox=sandbox,
+                          ceiling_seconds=30)
+    assert evaluator.reference_seconds(drifted) >= 1.5  # the run ended cleanly: its time counts
+    assert evaluator.limits_for(drifted).wall_seconds < 30
+    assert evaluator.reference_seconds(broken) is None
+    assert evaluator.limits_for(broken).wall_seconds == 30
+
+
+def test_stopping_early_drops_the_queued_checks(world_dir, sandbox):
+    # Ctrl-C on a long oracle run must not leave it draining the whole queue
+    program = python_program(world_dir, "slow", SLOW, [("", "done")])
+    evaluator = Evaluator({program.name: program}, limits=FAST, sandbox=sandbox, scale_time=False)
+    started = []
+    evaluate = evaluator.evaluate
+    evaluator.evaluate = lambda task, raw: started.append(task.id) or evaluate(task, raw)
+    results = evaluator.evaluate_many([(task_for(program, SLOW, 3, 3), "time.sleep(1.5)")] * 6, workers=1)
+    _task, verdict = next(results)
+    assert verdict.outcome is Outcome.passed
+    results.close()
+    assert len(started) == 2  # the one yielded and the one running when stopped; four never started
+
+
+DELAYED = """import time
+
+time.sleep(float(open("delay.txt").read()))
+print("done")
+"""
+
+
+def test_a_timeout_after_the_machine_slowed_times_the_reference_again_and_reruns(world_dir, sandbox):
+    # the reference was timed on a quiet machine; then others' load makes it (and every answer) slower
+    program = python_program(world_dir, "delayed", DELAYED, [("", "done")], data={"delay.txt": "0.2"})
+    evaluator = Evaluator({program.name: program}, limits=LOW_FLOOR, sandbox=sandbox, ceiling_seconds=60)
+    quiet = evaluator.reference_seconds(program)
+    (program.data_dir / "delay.txt").write_text("4")
+    assert evaluator.limits_for(program).wall_seconds < 4
+
+    verdict = evaluator.evaluate(task_for(program, DELAYED, 3, 3), 'time.sleep(float(open("delay.txt").read()))')
+
+    assert verdict.outcome is Outcome.passed
+    assert evaluator.reference_seconds(program) >= 4 > quiet
+    # timed again without having slowed further: the limit stays, a real timeout stays one
+    assert evaluator.retime(program, evaluator.limits_for(program)) is False
+
+
 def test_every_verdict_keeps_both_cascades_and_the_headline_is_upstreams(simcopilot, sandbox):
     from runner.benchmarks import load_benchmark
     from runner.records import Cascade

@@ -66,7 +66,64 @@ def test_rebaseline_writes_upstream_shaped_expectations_that_the_loader_prefers(
         [c.expected_output.strip() for c in original]
 
 
-def test_diagnosis_separates_environment_problems_from_bugs():
+def test_diagnosis_separates_limits_missing_files_environment_drift_and_bugs():
     assert diagnose("ModuleNotFoundError: No module named 'tensorflow'") == "environment"
     assert diagnose("error: package org.apache.commons does not exist") == "environment"
     assert diagnose("AssertionError: expected 3 but was 4") == "bug"
+    assert diagnose("timed out after 20.0 s\n", Outcome.timeout) == "limit"
+    assert diagnose("Traceback ...\nMemoryError\n", Outcome.runtime_error) == "limit"
+    assert diagnose("killed by signal 9\n[out of memory]", Outcome.runtime_error) == "limit"
+    assert diagnose("FileNotFoundError: [Errno 2] No such file or directory: 'bankfullclean.csv'") == "missing_file"
+    drifted = "output differs (last line '0.1234', expected '0.1235')\n"
+    assert diagnose(drifted, Outcome.fail) == "drift"
+    assert diagnose(drifted, Outcome.runtime_error) == "bug"
+
+
+def test_a_reference_that_silently_misses_a_named_data_file_is_diagnosed_as_missing_file(world_dir, sandbox):
+    # cv2.VideoCapture('./alice.avi') reads nothing and raises no FileNotFoundError: upstream's
+    # Image_Filtering fails that way, its video not being in upstream's repository
+    from runner.evaluation.oracle import missing_named_files
+    from runner.records import Mode, Task
+    from tests.evaluation.conftest import python_program
+
+    source = "import os\nframes = [1] if os.path.exists('./alice.avi') else []\nprint(frames[0], open('./apple.jpeg').read())\n"
+    program = python_program(world_dir, "video", source, [("", "1 x")], data={"apple.jpeg": "x"})
+    lines = source.split("\n")
+    task = Task(id="python/infill/video/3-3", benchmark="test", language=Language.python, mode=Mode.infill,
+                program="video", span=(3, 3), before="\n".join(lines[:2]), reference=lines[2],
+                after="\n".join(lines[3:]))
+    evaluator = Evaluator({program.name: program}, limits=LIMITS, sandbox=sandbox)
+
+    [check] = check_solution(evaluator, [task], "reference")
+
+    assert missing_named_files(program) == ["alice.avi"]
+    assert check.outcome is Outcome.runtime_error and check.suspect == "missing_file"
+    assert check.stderr_tail.startswith("the program reads alice.avi, not in ") and "IndexError" in check.stderr_tail
+
+
+def test_rebaseline_runs_a_program_slower_than_the_floor_under_the_ceiling(world_dir, sandbox, isolated_home):
+    # TensorFlow programs take minutes on a loaded machine: their new baseline must not time out at the floor
+    from tests.evaluation.conftest import python_program
+
+    program = python_program(world_dir, "slow", "import time\ntime.sleep(1.5)\nprint('done')\n", [("", "stale")])
+    evaluator = Evaluator({program.name: program}, limits=Limits(wall_seconds=0.5), sandbox=sandbox, ceiling_seconds=30)
+
+    result = rebaseline(evaluator, isolated_home / "rebaseline" / "test")
+
+    assert result.written == ["slow"] and result.failed == {}
+    assert json.loads((result.directory / "slow.json").read_text())["expected_output1"] == "done\\n"  # escaped, as upstream stores it
+
+
+def test_a_drifted_reference_broken_by_a_later_cascade_stage_is_still_drift(world_dir):
+    # upstream's GAN_model/152-154: the cleaned reference prints drifted floats (fail), and the
+    # re-indented stage after it does not even compile; the verdict shown is the last stage's
+    from runner.evaluation.oracle import reference_suspect
+    from runner.records import Stage, Verdict
+    from tests.evaluation.conftest import python_program
+
+    program = python_program(world_dir, "gan", "print(0.1)\n", [("", "0.2")], output_to_check="all_output")
+    verdict = Verdict(outcome=Outcome.compile_error, stage=Stage.reindented, cleaned_outcome=Outcome.fail, code="",
+                      stderr_tail="IndentationError: unindent does not match any outer indentation level")
+    suspect, note = reference_suspect(program, verdict)
+    assert suspect == "drift" and "reindented stage then gave compile_error" in note
+    assert reference_suspect(program, verdict.model_copy(update={"cleaned_outcome": Outcome.compile_error}))[0] == "bug"

@@ -58,7 +58,10 @@ def test_final_output_compares_only_the_last_line_and_all_output_the_whole_text(
 def test_all_output_programs_fail_on_any_changed_line(world_dir, sandbox):
     program = python_program(world_dir, "lines", "print('x')\nprint('y')\n", [("", "x\ny")], output_to_check="all_output")
     assert check_python(program, "print('x')\nprint('y')\n", sandbox, FAST).outcome is Outcome.passed
-    assert check_python(program, "print('z')\nprint('y')\n", sandbox, FAST).outcome is Outcome.fail
+    changed = check_python(program, "print('z')\nprint('y')\n", sandbox, FAST)
+    assert changed.outcome is Outcome.fail
+    # the last lines agree: the message points at the first word that does not
+    assert "last line 'y', expected 'y'; word 1 of 2 is 'z', expected 'x'" in changed.stderr_tail
 
 
 def test_a_program_without_test_cases_is_a_user_error(world_dir, sandbox):
