@@ -6,7 +6,7 @@ Styles:
   ``END MISSING CODE`` comment lines; the server applies the model's chat template.
 - ``simcopilot`` (chat): SimCoPilot's own template files, read from the fetched data
   (``$RUNNER_HOME/data/simcopilot/helper_functions/prompt_templates/``), never copied here.
-- ``codestral-fim`` / ``codellama-fim`` (completion): raw fill-in-the-middle text.
+- ``codestral-fim`` / ``codellama-fim`` / ``qwen-fim`` (completion): raw fill-in-the-middle text.
 
 A template may export ``system`` (``{% set system = ... %}``): the system message of a chat
 prompt. The sha256 of what is sent (the completion text, or the messages as canonical JSON)
@@ -65,6 +65,10 @@ STYLES: dict[str, StyleInfo] = {
                                "Codestral fill-in-the-middle: <s>[SUFFIX]after[PREFIX]before"),
     "codellama-fim": StyleInfo("completion", lambda lang: ("<EOT>",),
                                "Code Llama fill-in-the-middle: <PRE> before <SUF>after <MID>"),
+    "qwen-fim": StyleInfo("completion", lambda lang: ("<|endoftext|>",),
+                          "Qwen2.5-Coder fill-in-the-middle: <|fim_prefix|>before<|fim_suffix|>after<|fim_middle|>",
+                          # no suffix shown in completion mode: stop where a new definition begins
+                          task_stop=lambda task, after: () if task.mode == Mode.infill else _BLOCK_END[task.language]),
     "prefix": StyleInfo("completion", lambda lang: _BLOCK_END[lang],
                         "plain continuation of the code above the gap, for base models without "
                         "fill-in-the-middle or chat training",

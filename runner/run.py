@@ -5,7 +5,13 @@ Per cell, one server (started through the backend, its log in the run directory)
 1. **accuracy**: every selected task, ``settings.concurrency`` requests in flight; each answer is
    evaluated on a worker pool while generation goes on, and written once, with its outcome;
 2. **latency**: a seeded subset of ``settings.latency_tasks`` tasks, one request at a time, after
-   ``settings.warmup_requests`` untimed, unstored requests (answers are not evaluated again);
+   ``settings.warmup_requests`` untimed, unstored requests on other tasks' prompts (answers are not
+   evaluated again). Each task is timed in every state of ``settings.cache_states``:
+   ``cold`` (the runtime's own reset first: no reusable prefix), ``warm`` (reset, then the
+   previous task of the same program served untimed with one output token, so the timed prompt
+   shares its prefix, never the whole prompt) and ``replay`` (the identical prompt just served,
+   in its own ``replay`` phase). Each sample records the state and the server's cached-token count;
+   a runtime without a reset has no cold samples (``CellResult.reason`` says so);
 3. **sweep**: throughput at each concurrency of ``settings.sweep`` (``ignore_eos``: every request
    generates ``max_tokens``), recorded in ``CellResult.sweep``;
 
@@ -130,6 +136,33 @@ def latency_subset(tasks: list[Task], settings: RunSettings) -> list[Task]:
     """The seeded subset timed one request at a time."""
     count = min(settings.latency_tasks, len(tasks))
     return random.Random(settings.seed).sample(tasks, count)
+
+
+def _state_key(state: str) -> str:
+    """The ``Sample.phase_key`` a cache state's sample is stored under."""
+    return "replay/replay" if state == "replay" else f"latency/{state}"
+
+
+def predecessor(task: Task, pool: list[Task]) -> Task | None:
+    """The task served just before ``task`` in a copilot session: the same program and mode, the
+    nearest span above it (else the nearest below); its prompt shares ``task``'s prefix, not all of it."""
+    same = [t for t in pool if t.program == task.program and t.language == task.language and t.mode == task.mode
+            and t.id != task.id]
+    above = [t for t in same if t.span[0] < task.span[0]]
+    if above:
+        return max(above, key=lambda t: t.span[0])
+    below = [t for t in same if t.span[0] > task.span[0]]
+    return min(below, key=lambda t: t.span[0]) if below else None
+
+
+def warmup_tasks(tasks: list[Task], timed: list[Task], count: int, seed: int) -> list[Task]:
+    """``count`` tasks whose prompts are never timed (the timed ones only when nothing else exists)."""
+    timed_ids = {t.id for t in timed}
+    others = [t for t in tasks if t.id not in timed_ids] or list(tasks)
+    if not others:
+        return []
+    rng = random.Random(seed + 1)
+    return [rng.choice(others) for _ in range(count)]
 
 
 _COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket", "_created")
@@ -259,7 +292,8 @@ class Reproduction:
     def _missing(self, cell: Cell, result: CellResult) -> tuple[list[Task], list[Task], list[int]]:
         done = self.store.done_keys(cell)
         accuracy = [t for t in self.tasks if ("accuracy", t.id) not in done]
-        latency = [t for t in self.latency_tasks if ("latency", t.id) not in done]
+        keys = [_state_key(state) for state in self.settings.cache_states]
+        latency = [t for t in self.latency_tasks if any((key, t.id) not in done for key in keys)]
         measured = {p.concurrency for p in result.sweep}
         sweep = [c for c in self.settings.sweep if c not in measured] if self.settings.sweep_requests else []
         return accuracy, latency, sweep
@@ -277,7 +311,7 @@ class Reproduction:
         try:
             from runner.models import prepare
 
-            prepared = prepare(self.matrix, cell)
+            prepared = prepare(self.matrix, cell, progress=self.events.note)
             self._record_models(prepared.records)
             server, shared_with = self._server_for(cell, runtime, backend, prepared.files)
             result.load_seconds = server.load_seconds
@@ -427,16 +461,19 @@ class _CellRun:
         self.prompts[task.id] = prompt
         return prompt
 
-    async def _request(self, task: Task, phase: str, params: client.SamplingParams | None = None) -> Sample:
+    async def _request(self, task: Task, phase: str, params: client.SamplingParams | None = None, *,
+                       cache_state: str | None = None, extras: dict | None = None) -> Sample:
         try:
             prompt = await self._prompt(task)
         except httpx.HTTPError as exc:
             return Sample(task_id=task.id, cell_id=self.cell.id, phase=phase, prompt_style=self.cell.prompt_style,
-                          prompt_sha256="", outcome=Outcome.error, error=f"tokenize failed: {exc}", finished_at=utcnow())
+                          prompt_sha256="", outcome=Outcome.error, error=f"tokenize failed: {exc}",
+                          cache_state=cache_state, finished_at=utcnow())
         return await client.measure(self.http, self.base, self.runtime, self.cell, task.id, prompt,
                                     params or self.params, model=self.files.served_name, phase=phase,
                                     chat_template_sha256=self.chat_template_sha256,
-                                    timeout_s=self.settings.request_timeout_s)
+                                    timeout_s=self.settings.request_timeout_s, cache_state=cache_state,
+                                    extras=extras)
 
     async def _server_died(self, sample: Sample) -> bool:
         """Whether a failed request failed because the server is gone (then the cell stops)."""
@@ -498,18 +535,66 @@ class _CellRun:
 
     async def _latency(self, tasks: list[Task]) -> None:
         subset = self.run_.latency_tasks
-        self.events.phase_started(self.cell, "latency", len(subset), len(subset) - len(tasks))
+        states = list(self.settings.cache_states)
+        if "cold" in states and self.runtime.cache_reset is None:
+            states.remove("cold")
+            self.result.reason = f"no cold latency samples: {self.runtime.name} offers no cache reset"
+            self.events.note(f"{self.cell.id}: {self.result.reason}")
+        done = self.store.done_keys(self.cell)
+        keys = [_state_key(s) for s in states if s != "replay"]
+        self.events.phase_started(self.cell, "latency", len(subset) * len(keys),
+                                  sum((key, t.id) in done for key in keys for t in subset))
         if not tasks:
             return
-        for index in range(self.settings.warmup_requests):  # untimed, unstored: caches and allocator warm
-            warm = await self._request(subset[index % len(subset)], "warmup")
-            if await self._server_died(warm):
-                raise CellFailure(self.death)
+        pool = self.run_.benchmark.available()
+        # untimed, unstored, on prompts that are never timed: allocator and threads warm, no prefix reused
+        for task in warmup_tasks(pool, subset, self.settings.warmup_requests, self.settings.seed):
+            await self._untimed(task, "warmup")
+        primer = self.params.model_copy(update={"max_tokens": 1})
         for task in tasks:
-            sample = await self._request(task, "latency")
-            if await self._server_died(sample):
-                raise CellFailure(self.death)
-            self._write(sample)
+            served_last = False  # whether the server's last request was this very prompt
+            for state in states:
+                if (_state_key(state), task.id) in done:
+                    served_last = False
+                    continue
+                if state == "replay":
+                    if not served_last:
+                        await self._untimed(task, "replay-primer")
+                    sample = await self._timed(task, "replay", "replay")
+                elif state == "cold":
+                    await self._reset()
+                    sample = await self._timed(task, "latency", "cold", self.runtime.cold_extras(self.cell))
+                else:  # warm: only the previous task of the same program is in the cache
+                    await self._reset()
+                    before = predecessor(task, pool)
+                    if before is not None:
+                        await self._untimed(before, "warm-primer", primer)
+                    sample = await self._timed(task, "latency", "warm")
+                served_last = sample.outcome != Outcome.error
+
+    async def _reset(self) -> None:
+        """The runtime's own cache reset, when it has one (a failure fails the cell: cold would be a lie)."""
+        if self.runtime.cache_reset is None:
+            return
+        try:
+            await self.runtime.reset_cache(self.http, self.base)
+        except httpx.HTTPError as exc:
+            if self.backend.alive(self.server):
+                raise CellFailure(f"{self.runtime.name}: cache reset failed ({type(exc).__name__}: {exc}); "
+                                  f"cold and warm latency need it") from None
+            raise CellFailure(f"server died during the cell; log {self.store.server_log(self.cell)}") from None
+
+    async def _untimed(self, task: Task, phase: str, params: client.SamplingParams | None = None) -> None:
+        sample = await self._request(task, phase, params)
+        if await self._server_died(sample):
+            raise CellFailure(self.death)
+
+    async def _timed(self, task: Task, phase: str, state: str, extras: dict | None = None) -> Sample:
+        sample = await self._request(task, phase, cache_state=state, extras=extras)
+        if await self._server_died(sample):
+            raise CellFailure(self.death)
+        self._write(sample)
+        return sample
 
     async def _sweep(self, levels: list[int]) -> None:
         total = len(self.settings.sweep) if self.settings.sweep_requests else 0

