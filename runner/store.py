@@ -95,6 +95,10 @@ class CellResult(BaseModel):
     sweep: list[SweepPoint] = Field(default_factory=list)
     peak_gpu_memory_mib: float | None = None
     energy_joules: float | None = None
+    energy_source: str | None = None  # "nvml" or "rapl:<domains>" (runner.resources)
+    peak_rss_mib: float | None = None  # the local server's process tree, peak resident memory
+    #: a measurement this host could not make -> why (the report says it instead of an empty column)
+    resources_absent: dict[str, str] = Field(default_factory=dict)
     started_at: datetime | None = None
     finished_at: datetime | None = None
 

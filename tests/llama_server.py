@@ -18,7 +18,7 @@ def gemma_gguf() -> Path:
 
     binary = llama_server_path()
     require(binary.is_file() and os.access(binary, os.X_OK), f"llama-server at {binary}")
-    matrix = load_matrix(matrices_dir() / "demo.toml")
+    matrix = load_matrix(matrices_dir() / "gemma-smoke.toml")
     cell = next(c for c in matrix.cells if c.runtime == "llamacpp")
     return prepare(matrix, cell).files.path
 

@@ -40,7 +40,7 @@ def problems(path: Path) -> list[str]:
 
 def test_demo_matrix_expands_to_the_llamacpp_techniques_and_vllm():
     require("vllm" in runtime_names(), "runner.runtimes.vllm (the vLLM runtime)")
-    matrix = load_matrix(matrices_dir() / "demo.toml")
+    matrix = load_matrix(matrices_dir() / "gemma-smoke.toml")
     assert [c.id for c in matrix.cells] == [
         "gemma3-270m/llamacpp/q4_k_m/baseline",
         "gemma3-270m/llamacpp/q4_k_m/ngram-spec",
