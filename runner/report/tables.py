@@ -171,8 +171,9 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        state = f" ({self.latency_source})" if self.latency_source else ""
-        return f"{self.speed}{state}, {self.accuracy}"
+        # the cache state the speed was measured in, when one was recorded (latency/warm -> "warm cache")
+        state = self.latency_source.split("/", 1)[1] if self.latency_source and "/" in self.latency_source else None
+        return f"{self.speed}{f' ({state} cache)' if state else ''}, {self.accuracy}"
 
 
 @dataclass
@@ -692,6 +693,29 @@ class Tables:
     details: list[CellDetails]
     highlights: Highlights
     results: list[dict[str, Any]] = field(default_factory=list)
+    resources: "ResourceColumns | None" = None
+
+
+@dataclass
+class ResourceColumns:
+    """Which energy and memory figures any cell has (a column only then), and why the others are missing."""
+
+    peak_gpu_memory: bool
+    peak_rss: bool
+    energy: bool
+    cold_ttft: bool
+    notes: list[str]  # "energy: not measured on <machine>: <why>", one per distinct reason
+
+
+def resource_columns(rows: list[HeadlineRow]) -> ResourceColumns:
+    notes: dict[str, None] = {}
+    for row in rows:
+        for what, why in row.cell.result.resources_absent.items():
+            notes[f"{what.replace('_', ' ')}: not measured on {row.cell.run.machine}: {why}"] = None
+    return ResourceColumns(peak_gpu_memory=any(r.cell.result.peak_gpu_memory_mib is not None for r in rows),
+                           peak_rss=any(r.cell.result.peak_rss_mib is not None for r in rows),
+                           energy=any(r.energy_per_task_j is not None for r in rows),
+                           cold_ttft=any(r.latency.ttft_cold_p50 is not None for r in rows), notes=list(notes))
 
 
 def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
@@ -711,4 +735,4 @@ def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
                   quantizations=quantizations, quantization_notes=quantization_notes, reference=refs,
                   hardware=hardware(runs, rows), categories=category_table, category_notes=category_notes,
                   prompt_checks=prompt_checks(runs), task_outcomes=outcomes, details=cell_details(cells, outcomes),
-                  highlights=highlights(rows), results=result_rows(rows, refs))
+                  highlights=highlights(rows), results=result_rows(rows, refs), resources=resource_columns(rows))
