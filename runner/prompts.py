@@ -67,8 +67,11 @@ STYLES: dict[str, StyleInfo] = {
                                "Code Llama fill-in-the-middle: <PRE> before <SUF>after <MID>"),
     "qwen-fim": StyleInfo("completion", lambda lang: ("<|endoftext|>",),
                           "Qwen2.5-Coder fill-in-the-middle: <|fim_prefix|>before<|fim_suffix|>after<|fim_middle|>",
-                          # no suffix shown in completion mode: stop where a new definition begins
-                          task_stop=lambda task, after: () if task.mode == Mode.infill else _BLOCK_END[task.language]),
+                          # infill: the 0.5B model often writes on past the middle into the suffix it was
+                          # shown, so the answer also ends where the suffix's first line would begin;
+                          # completion (no suffix shown): where a new definition begins
+                          task_stop=lambda task, after: (_suffix_stop(task, after) if task.mode == Mode.infill
+                                                         else _BLOCK_END[task.language])),
     "prefix": StyleInfo("completion", lambda lang: _BLOCK_END[lang],
                         "plain continuation of the code above the gap, for base models without "
                         "fill-in-the-middle or chat training",

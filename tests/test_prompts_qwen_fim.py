@@ -23,7 +23,9 @@ def test_infill_prompt_is_prefix_suffix_middle_and_ends_at_the_models_own_end():
     prompt = prompts.render(task, "qwen-fim")
     assert prompt.kind == "completion"
     assert prompt.text == f"<|fim_prefix|>{task.before}\n<|fim_suffix|>\n{task.after}<|fim_middle|>"
-    assert prompt.stop == ("<|endoftext|>",)  # the middle ends with an end-of-generation token
+    first_after = next(line for line in task.after.split("\n") if line.strip())
+    # the middle ends with an end-of-generation token, or where the model starts writing the suffix again
+    assert prompt.stop == ("<|endoftext|>", "\n" + first_after)
 
 
 def test_completion_prompt_shows_no_suffix_and_stops_at_the_next_definition():

@@ -69,7 +69,16 @@ def test_a_run_writes_every_sample_once_with_its_outcome_and_resumes_to_nothing(
     tasks = select_tasks(__import__("runner.benchmarks", fromlist=["x"]).load_benchmark("starter"), matrix.tasks)
     assert sorted(s.task_id for s in accuracy) == sorted(t.id for t in tasks)
     assert all(s.outcome in set(Outcome) - {Outcome.error} and s.cleaned_outcome and s.code is not None for s in accuracy)
-    assert len(latency) == 2 and all(s.outcome is None and s.ttft_s <= s.e2e_s for s in latency)
+    # each latency task timed twice: after the server's cache reset (cold), and after the previous
+    # task of its program (warm); the server's own count of reused tokens is recorded
+    assert sorted((s.task_id, s.cache_state) for s in latency) == sorted(
+        (t, state) for t in {s.task_id for s in latency} for state in ("cold", "warm"))
+    assert len(latency) == 4 and all(s.outcome is None and s.ttft_s <= s.e2e_s for s in latency)
+    assert all(s.cached_tokens == 0 for s in latency if s.cache_state == "cold")
+    assert all(s.cached_tokens is not None for s in latency)
+    # the server's peak memory was measured; energy only where this host has a counter, else why not
+    assert result.peak_rss_mib > 100
+    assert result.energy_joules is not None or "energy" in result.resources_absent
     # temperature 0: the latency phase answers its tasks as the accuracy phase did
     by_task = {s.task_id: s.raw_text for s in accuracy}
     assert all(by_task[s.task_id] == s.raw_text for s in latency)
