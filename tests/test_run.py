@@ -79,9 +79,11 @@ def test_a_run_writes_every_sample_once_with_its_outcome_and_resumes_to_nothing(
     # the server's peak memory was measured; energy only where this host has a counter, else why not
     assert result.peak_rss_mib > 100
     assert result.energy_joules is not None or "energy" in result.resources_absent
-    # temperature 0: the latency phase answers its tasks as the accuracy phase did
-    by_task = {s.task_id: s.raw_text for s in accuracy}
-    assert all(by_task[s.task_id] == s.raw_text for s in latency)
+    # the latency phase times the very prompts the accuracy phase judged (its answers may differ in
+    # a late token: a prompt evaluated from scratch, from a shared prefix or beside another request
+    # in one batch rounds differently, and greedy decoding follows the rounding)
+    by_task = {s.task_id: s.prompt_sha256 for s in accuracy}
+    assert all(by_task[s.task_id] == s.prompt_sha256 for s in latency)
     (point,) = result.sweep
     assert point.concurrency == 1 and point.requests == 2 and point.output_tokens_per_s > 0
     assert result.server_metrics  # llama.cpp's Prometheus counters moved

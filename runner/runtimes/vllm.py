@@ -195,9 +195,17 @@ class Vllm(Runtime):
     cache_reset: ClassVar[str | None] = "POST /reset_prefix_cache"
 
     async def reset_cache(self, http: httpx.AsyncClient, base_url: str) -> None:
-        """Empty vLLM's prefix cache (refused by the server while requests run)."""
-        response = await http.post(f"{base_url}/reset_prefix_cache")
-        response.raise_for_status()
+        """Empty vLLM's prefix cache; it answers ``success: false`` while blocks are still held (a
+        request finishing), so it is asked again for a few seconds before that is an error."""
+        import asyncio
+
+        for _ in range(20):
+            response = await http.post(f"{base_url}/reset_prefix_cache")
+            response.raise_for_status()
+            if response.json().get("success", True):
+                return
+            await asyncio.sleep(0.25)
+        raise httpx.HTTPError("POST /reset_prefix_cache answered success=false for 5 s (blocks still held)")
 
     async def tokenize(self, http: httpx.AsyncClient, base_url: str, text: str) -> list[int]:
         """vLLM's ``POST /tokenize``, without added special tokens (as llama.cpp's ``/tokenize``)."""
