@@ -394,7 +394,9 @@ def _as_format(matrix: Matrix, key: str, quant: str, path: Path, record: ModelRe
     if is_gguf and fmt == "hf":
         folder = _converted(path, record, key)
         converted = ModelRecord(key=f"{key}:{quant}", path=str(folder), source=f"gguf-to-hf:{record.source}",
-                                revision=record.revision, sha256=sha256_tree(folder))
+                                revision=record.revision, sha256=sha256_tree(folder),
+                                command=f"python -m runner.convert {path.name} {folder.name} (transformers' GGUF "
+                                        f"loader: dequantized to float32 safetensors; input sha256 {record.sha256})")
         return folder, [record, converted]
     if not path.is_dir():
         raise UserError(f"{where}: runtime {runtime} serves a {fmt.upper()} folder, but the source gives "

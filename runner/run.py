@@ -292,7 +292,8 @@ class Reproduction:
     def _missing(self, cell: Cell, result: CellResult) -> tuple[list[Task], list[Task], list[int]]:
         done = self.store.done_keys(cell)
         accuracy = [t for t in self.tasks if ("accuracy", t.id) not in done]
-        keys = [_state_key(state) for state in self.settings.cache_states]
+        resets = get_runtime(cell.runtime).cache_reset is not None
+        keys = [_state_key(state) for state in self.settings.cache_states if resets or state != "cold"]
         latency = [t for t in self.latency_tasks if any((key, t.id) not in done for key in keys)]
         measured = {p.concurrency for p in result.sweep}
         sweep = [c for c in self.settings.sweep if c not in measured] if self.settings.sweep_requests else []
@@ -559,9 +560,11 @@ class _CellRun:
         if not tasks:
             return
         pool = self.run_.benchmark.available()
-        # untimed, unstored, on prompts that are never timed: allocator and threads warm, no prefix reused
+        # untimed, unstored, on prompts that are never timed: allocator, threads and the decode path
+        # warm (a few tokens do it), no prefix of a timed prompt left behind
+        warmup = self.params.model_copy(update={"max_tokens": min(16, self.params.max_tokens)})
         for task in warmup_tasks(pool, subset, self.settings.warmup_requests, self.settings.seed):
-            await self._untimed(task, "warmup")
+            await self._untimed(task, "warmup", warmup)
         primer = self.params.model_copy(update={"max_tokens": 1})
         for task in tasks:
             served_last = False  # whether the server's last request was this very prompt
