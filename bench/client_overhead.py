@@ -48,15 +48,20 @@ from runner.runtimes.llamacpp import llama_server_path  # noqa: E402
 
 
 class Minimal:
-    """The least a streaming client can do: one kept-alive ``http.client`` connection, the event
-    stream read line by line, the clock read at the first chunk with text and at ``[DONE]``."""
+    """The least a streaming client can do: an ``http.client`` connection opened before the clock
+    starts (llama-server closes it after a stream), the event stream read line by line, the clock
+    read at the first chunk with text and at ``[DONE]``."""
 
     def __init__(self, base_url: str):
-        url = urlparse(base_url)
-        self.conn = http.client.HTTPConnection(url.hostname, url.port, timeout=600)
+        self.url = urlparse(base_url)
+
+    def _connect(self) -> None:
+        self.conn = http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=600)
+        self.conn.connect()
 
     def stream(self, path: str, body: dict) -> tuple[float, float, dict]:
         data = json.dumps(body).encode()
+        self._connect()
         start = time.perf_counter()
         self.conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
         response = self.conn.getresponse()
@@ -76,6 +81,7 @@ class Minimal:
         return ttft, time.perf_counter() - start, timings
 
     def tokenize_ms(self, text: str) -> float:
+        self._connect()
         start = time.perf_counter()
         self.conn.request("POST", "/tokenize", body=json.dumps({"content": text}).encode(),
                           headers={"Content-Type": "application/json"})

@@ -40,16 +40,21 @@ def ladder_run(tmp_path) -> RunStore:
     tasks = [t.id for t in load_benchmark("starter").available()][:40]
     cells = [Cell(model="qwen2.5-coder-0.5b", runtime="llamacpp", quantization=q, prompt_style="qwen-fim",
                   label="baseline") for q in LADDER]
+    # the prompt cache off: a warm request costs what a cold one does
+    no_cache = Cell(model="qwen2.5-coder-0.5b", runtime="llamacpp", quantization="q4_k_m", prompt_style="qwen-fim",
+                    techniques={"prefix_cache": "off"}, label="no-prefix-cache")
+    cells.append(no_cache)
     store = RunStore(tmp_path / "runs" / "demo")
     store.write_manifest(Manifest(name="demo", matrix={"name": "demo", "benchmark": "starter"}, cells=cells,
                                   fingerprint=CPU, started_at=T0, finished_at=T0 + timedelta(minutes=20)))
     rng = random.Random(3)
     for cell in cells:
         p, e2e = LADDER[cell.quantization]
+        warm_factor = 2.0 if cell == no_cache else 1.0
         for task in tasks:
             store.append_sample(cell, sample(cell, task, "accuracy", rng, passed=random.Random(task).random() < p))
         for task in tasks[:5]:
-            for state, factor in (("cold", 2.0), ("warm", 1.0)):
+            for state, factor in (("cold", 2.0), ("warm", warm_factor)):
                 store.append_sample(cell, sample(cell, task, "latency", rng, state=state,
                                                  e2e=e2e * factor * rng.uniform(0.95, 1.05)))
         store.write_cell(CellResult(cell=cell, status="done", backend="local", load_seconds=3.0,
@@ -70,7 +75,11 @@ def test_the_ladder_is_the_first_chart_and_latency_names_its_cache_state(tmp_pat
     assert markdown.index("plots/ladder.png") < markdown.index("plots/pareto.png")
     # the cache state on every latency figure; the cold TTFT beside the warm one
     headline = html[html.index('id="headline"'):html.index('id="techniques"')]
-    assert "TTFT p50 cold" in headline and headline.count("latency/warm (n=5, cached tokens p50 900)") == 6
+    assert "TTFT p50 cold" in headline and headline.count("latency/warm (n=5, cached tokens p50 900)") == 7
+    # the technique's speed verdict names the cache state; its TTFT is compared in both states
+    techniques = html[html.index('id="techniques"'):html.index('id="quantization"')]
+    assert re.search(r"slower \(×(1\.9\d|2\.0\d) the latency\) \(warm cache\)", techniques)
+    assert re.search(r"cold ×(0\.9\d|1\.0\d)", techniques) and re.search(r"warm ×(1\.9\d|2\.0\d)", techniques)
     # measured: the server's memory; not measured: energy and GPU memory, said once, with the reason
     assert "server peak RSS MiB" in headline and "peak GPU MiB" not in headline and "J/task" not in headline
     assert NO_ENERGY in html
