@@ -33,4 +33,4 @@ cmake --build "$work/build" --config Release -j"$(nproc)" --target "${targets[@]
 mkdir -p "$dest/bin"
 for target in "${targets[@]}"; do cp "$work/build/bin/$target" "$dest/bin/"; done
 echo "$LLAMA_CPP_PYTHON_VERSION" > "$dest/VERSION"
-echo "built $dest/bin/llama-server" >&2
+echo "built ${targets[*]} in $dest/bin" >&2
