@@ -54,7 +54,7 @@ def test_demo_matrix_is_a_quantization_ladder_from_one_release_plus_techniques_a
     assert all(sources[q].of == "f16" for q in ladder - {"f16"})  # every rung from the one F16 file
     assert (sources["bf16"].kind, sources["bf16"].of) == ("dequantize", "release")
     assert matrix.settings.cache_states == ["cold", "warm"] and matrix.settings.latency_tasks >= 5
-    assert {c.prompt_style for c in matrix.cells} == {"qwen-fim"}
+    assert {c.prompt_style for c in matrix.cells} == {"prefix"}
 
 
 def test_a_quantize_source_needs_another_quantization_and_a_type(tmp_path):
