@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import click
 
 from runner import __version__
-from runner.errors import UserError
+from runner.errors import ERROR_LIMIT, UserError, cap
 
 
 class CliError(click.ClickException):
@@ -18,15 +19,24 @@ class CliError(click.ClickException):
     exit_code = 2
 
 
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
 def user_errors(fn):
-    """Turn the core's ``UserError`` into a one-line ``CliError``."""
+    """Turn the core's ``UserError`` (and a full disk) into a one-line ``CliError``."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            raise CliError(str(exc)) from None
+            raise CliError(cap(str(exc), 2 * ERROR_LIMIT)) from None
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            raise CliError(f"disk full{where} ({exc.strerror}): free some space, then rerun the same command; "
+                           "what was written is kept and the run resumes") from None
 
     return wrapper
 
@@ -509,22 +519,31 @@ def report(run_dirs: tuple[Path, ...], out_dir: Path) -> None:
     for path in (paths.html, paths.markdown, paths.csv, paths.json):
         click.echo(str(path))
 
-# --- commands: clean (Docker) ---------------------------------------------------------------
+# --- commands: clean (local servers, Docker) ------------------------------------------------
 
 
 @main.command()
 @click.option("--images", is_flag=True, help="Also remove the images the runner built.")
 @user_errors
 def clean(images: bool) -> None:
-    """Remove the containers a crashed or interrupted run left behind (label runner.managed=true).
+    """Stop the servers and remove the containers a crashed or killed run left behind.
 
-    Nothing else is touched: containers and images the runner did not create stay.
+    Local servers are found in the records under the runner home and signalled only when the
+    pid is still the recorded process (start time and command line) and its run is gone;
+    containers are those labelled runner.managed=true. Nothing else is touched.
 
     \b
     Example:
       runner clean
       runner clean --images
     """
+    from runner.backends.local import clean_orphans
+
+    for server in clean_orphans():
+        if server.action == "stopped":
+            click.echo(f"stopped local {server.runtime} server pid {server.pid}")
+        elif server.action == "kept":
+            log(f"kept local {server.runtime} server pid {server.pid}: its run is still going")
     from runner.backends.docker import clean as remove_managed
 
     removed = remove_managed(images=images)

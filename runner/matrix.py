@@ -324,9 +324,15 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
             if source.kind in ("dequantize", "quantize") and source.of not in spec.quantizations:
                 problems.append(f"{where}: models.{key}.quantizations.{quant}.of = {source.of!r}: "
                                 f"no such quantization; this model has {', '.join(spec.quantizations)}")
-            if source.kind == "quantize" and source.of == quant:
-                problems.append(f"{where}: models.{key}.quantizations.{quant}.of = {source.of!r}: a quantization "
-                                "cannot be made from itself; name another quantization of this model")
+            seen, step = {quant}, source
+            while step.kind in ("dequantize", "quantize") and step.of in spec.quantizations:
+                if step.of in seen:
+                    problems.append(f"{where}: models.{key}.quantizations.{quant}.of = {source.of!r}: a quantization "
+                                    "cannot be made from itself (the `of` chain comes back to it); name another "
+                                    "quantization of this model")
+                    break
+                seen.add(step.of)
+                step = spec.quantizations[step.of]
             if source.kind == "path" and not source.path.is_absolute():
                 source.path = (path.parent / source.path).resolve()
         if spec.draft is not None:

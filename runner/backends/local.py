@@ -3,11 +3,18 @@
 Each server runs in its own process group so that stopping it also stops anything it spawned.
 Every live server is kept in a module registry: ``stop_all()`` stops them, and it runs at
 interpreter exit too; the orchestrator calls it from its SIGTERM / SIGINT handler.
+
+A runner killed with ``kill -9`` runs none of that, so two more guards keep a server from
+outliving it: the kernel sends the server SIGTERM when the runner dies (``PR_SET_PDEATHSIG``),
+and each server is recorded under ``<runner home>/servers/`` (pid, start time, command line,
+the runner's pid) so that ``runner clean`` finds one that ignored the signal, checks that the
+pid is still that very process, and stops it.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging
 import os
 import signal
@@ -16,6 +23,8 @@ import subprocess
 import time
 from pathlib import Path
 from typing import ClassVar
+
+from pydantic import BaseModel, ValidationError
 
 import httpx
 
@@ -50,6 +59,78 @@ def log_tail(path: Path, lines: int = 15) -> str:
     return " | ".join(kept) or "(empty log)"
 
 
+def listeners(port: int) -> set[int]:
+    """Pids of the processes holding a listening TCP socket on ``port`` (IPv4 or IPv6), from
+    ``/proc/net/tcp*`` (socket inode) and ``/proc/<pid>/fd`` (who holds that inode)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            # local address "0100007F:1F90", state "0A" = LISTEN, inode in column 10
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return set()
+    pids: set[int] = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in os.scandir(f"/proc/{entry.name}/fd"):
+                if os.readlink(fd.path) in inodes:
+                    pids.add(int(entry.name))
+                    break
+        except OSError:  # gone, or not ours to inspect
+            continue
+    return pids
+
+
+def session_pids(leader: int) -> set[int]:
+    """The pids a server started as ``leader`` consists of: its session (a server runs in its own,
+    children included) and its descendants (a child may have started a session of its own)."""
+    session: set[int] = set()
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if len(fields) > 3:
+            pid = int(entry.name)
+            children.setdefault(int(fields[1]), []).append(pid)  # field 4 of stat: the parent
+            if int(fields[3]) == leader:  # field 6: the session id
+                session.add(pid)
+    tree, todo = {leader}, [leader]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in tree:
+                tree.add(child)
+                todo.append(child)
+    return session | tree
+
+
+def describe(pids: set[int]) -> str:
+    """``pid 123 (python3 -m http.server)`` for each pid, or that the owner is not visible."""
+    if not pids:
+        return "a process this user cannot see"
+    out = []
+    for pid in sorted(pids):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            command = " ".join(a.decode(errors="replace") for a in argv if a)[:120]
+        except OSError:
+            command = "?"
+        out.append(f"pid {pid} ({command})")
+    return ", ".join(out)
+
+
 def _stop_process(proc: subprocess.Popen, grace_s: float) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -65,6 +146,142 @@ def _stop_process(proc: subprocess.Popen, grace_s: float) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
+    _forget(proc.pid)
+
+
+# -- the server dies with the runner ------------------------------------------------------------
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int):
+    """A ``preexec_fn``: SIGTERM to the child when the process that started it dies, even by SIGKILL.
+
+    The signal follows the *thread* that forked, so servers are started from threads that live as
+    long as the run (the main thread, or a pool that outlives its servers)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the runner died before the signal was armed
+            os._exit(1)
+
+    return preexec
+
+
+class ServerRecord(BaseModel):
+    """A local server as ``runner clean`` needs to know it: enough to prove a pid is still that process."""
+
+    pid: int
+    start_ticks: int  # /proc/<pid>/stat field 22: differs for any later process with the same pid
+    cmdline: list[str]
+    boot_id: str
+    runner_pid: int
+    runner_start_ticks: int
+    runtime: str
+    log: str
+
+
+def _servers_dir() -> Path:
+    from runner.paths import runner_home
+
+    return runner_home() / "servers"
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _is_process(pid: int, start_ticks: int, cmdline: list[str] | None = None) -> bool:
+    """Whether ``pid`` is still the process that had ``start_ticks`` (and ``cmdline``)."""
+    if _start_ticks(pid) != start_ticks:
+        return False
+    return cmdline is None or _cmdline(pid) == cmdline
+
+
+def _record(proc: subprocess.Popen, runtime: str, log_path: Path) -> None:
+    ticks, cmdline = _start_ticks(proc.pid), _cmdline(proc.pid)
+    if ticks is None or cmdline is None:
+        return  # already gone
+    record = ServerRecord(pid=proc.pid, start_ticks=ticks, cmdline=cmdline, boot_id=_boot_id(), runner_pid=os.getpid(),
+                          runner_start_ticks=_start_ticks(os.getpid()) or 0, runtime=runtime, log=str(log_path))
+    folder = _servers_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{proc.pid}.json.tmp"
+    tmp.write_text(record.model_dump_json(), encoding="utf-8")
+    os.replace(tmp, folder / f"{proc.pid}.json")
+
+
+def _forget(pid: int) -> None:
+    (_servers_dir() / f"{pid}.json").unlink(missing_ok=True)
+
+
+class CleanedServer(BaseModel):
+    """What ``clean_orphans`` did with one recorded server."""
+
+    pid: int
+    runtime: str
+    action: str  # "stopped" | "kept" (its run is still alive) | "gone" (record dropped)
+
+
+def clean_orphans(grace_s: float = 10.0) -> list[CleanedServer]:
+    """Stop the local servers whose runner died without stopping them (from the records under
+    the runner home). A pid is signalled only if its start time and command line are still the
+    recorded ones, and only once the runner that started it is gone."""
+    folder = _servers_dir()
+    done: list[CleanedServer] = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            record = ServerRecord.model_validate_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValidationError, ValueError):
+            log.warning("%s: not a server record; removed", path)
+            path.unlink(missing_ok=True)
+            continue
+        same_boot = record.boot_id == _boot_id()
+        if not same_boot or not _is_process(record.pid, record.start_ticks, record.cmdline):
+            path.unlink(missing_ok=True)
+            done.append(CleanedServer(pid=record.pid, runtime=record.runtime, action="gone"))
+            continue
+        if _is_process(record.runner_pid, record.runner_start_ticks):
+            done.append(CleanedServer(pid=record.pid, runtime=record.runtime, action="kept"))
+            continue
+        _stop_group(record.pid, record.start_ticks, grace_s)
+        path.unlink(missing_ok=True)
+        done.append(CleanedServer(pid=record.pid, runtime=record.runtime, action="stopped"))
+    return done
+
+
+def _stop_group(pid: int, start_ticks: int, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL, to the process group of a server that is not our child."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and _is_process(pid, start_ticks):
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the leader may be gone while children of the group linger
+    except ProcessLookupError:
+        pass
 
 
 def stop_all(grace_s: float = 10.0) -> int:
@@ -99,10 +316,11 @@ class LocalBackend(Backend):
             try:
                 proc = subprocess.Popen(spec.argv, stdin=subprocess.DEVNULL, stdout=log_file,
                                         stderr=subprocess.STDOUT, env={**os.environ, **spec.env},
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
             except OSError as exc:
                 raise ServerStartError(f"{spec.runtime}: cannot launch {spec.argv[0]}: {exc.strerror}") from None
         _LIVE.add(str(proc.pid), proc)
+        _record(proc, spec.runtime, log_path)
         server = RunningServer(base_url=f"http://{self.host}:{spec.port}", load_seconds=0.0, ident=str(proc.pid))
         try:
             self._wait_healthy(proc, spec, server, log_path, started + health_timeout, health_timeout)
@@ -123,10 +341,20 @@ class LocalBackend(Backend):
                     raise ServerStartError(f"{spec.runtime} server exited with code {code} before it was "
                                            f"healthy (log {log_path}): {log_tail(log_path)}")
                 try:
-                    if http.get(url).status_code == 200:
-                        return
+                    healthy = http.get(url).status_code == 200
                 except httpx.HTTPError:
-                    pass  # not listening yet
+                    healthy = False  # not listening yet
+                if healthy:
+                    # the port was free when it was picked, but anyone may bind it before a slow
+                    # server does (vLLM binds only after loading): measure only our own server
+                    owners = listeners(spec.port)
+                    if owners & session_pids(proc.pid):
+                        return
+                    if owners or proc.poll() is not None or time.monotonic() > deadline:
+                        raise ServerStartError(
+                            f"{spec.runtime}: {url} is answered by another process ({describe(owners)}), "
+                            f"not by the server this cell started (pid {proc.pid}); stopped ours, measured nothing; "
+                            "stop that process or rerun (a new port is picked)")
                 if time.monotonic() > deadline:
                     raise ServerStartError(f"{spec.runtime} server not healthy at {url} after "
                                            f"{health_timeout:.0f}s; stopped it (log {log_path}): "

@@ -205,8 +205,11 @@ def _kill(container) -> None:
 
 
 def choose_sandbox(kind: str = "auto", *, allow_unsandboxed: bool = False, env: Mapping[str, str] | None = None,
-                   progress: Callable[[str], None] | None = None) -> Sandbox:
+                   progress: Callable[[str], None] | None = None, hide: tuple[Path, ...] = ()) -> Sandbox:
     """The sandbox ``--sandbox`` names: ``docker``, ``local``, or ``auto``.
+
+    ``hide``: folders the local sandbox hides besides the runner's own (e.g. the runs folder);
+    a container sees only its run directory anyway.
 
     ``auto`` is ``docker`` when an engine answers and the sandbox image is already there (its
     build needs a registry or a prepared context and takes minutes, so it is never started
@@ -232,4 +235,4 @@ def choose_sandbox(kind: str = "auto", *, allow_unsandboxed: bool = False, env: 
                          "(docker compose --profile sandbox build sandbox, or --sandbox docker, builds it)", image)
     if kind == "docker":
         return DockerSandbox(env=env, progress=progress)
-    return LocalSandbox(allow_unsandboxed=allow_unsandboxed)
+    return LocalSandbox(allow_unsandboxed=allow_unsandboxed, hide=hide)

@@ -127,13 +127,15 @@ def check_java(
     launcher = _fast_launcher(toolchain) if fast else None
     with sandbox.workdir() as workdir:
         copy_data(program, workdir)
+        # The JUnit jars travel with the run like the program's own jars: the sandbox's uid may not
+        # traverse the folder they live in (a 0700 home), and a container sees only its /work.
         jars = []
-        for jar in program.jars:
+        for jar in (toolchain.junit_console, *toolchain.classpath, *program.jars):
             local = workdir / jar.name
             if not local.exists():
                 shutil.copy2(jar, local)
             jars.append(local.name)
-        cp = ":".join([str(toolchain.junit_console), *map(str, toolchain.classpath), *jars, "."])
+        cp = ":".join([*jars, "."])
         (workdir / f"{tester}.java").write_text(source, encoding="utf-8")
         if launcher is not None:
             shutil.copy2(launcher, workdir / launcher.name)

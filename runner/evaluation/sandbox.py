@@ -6,6 +6,14 @@
   reaches any host or port, not even the runner's own loopback listeners;
 - a PID and mount namespace (``unshare --pid --fork --mount-proc``): when the child's first
   process ends, the kernel kills everything it left behind;
+- in that mount namespace, its own size-limited tmpfs on ``/tmp``, ``/var/tmp`` and ``/dev/shm``
+  (what it writes there dies with the run), and an empty tmpfs over every folder that holds
+  what it must not read: the runner's home and cache (benchmark references, fetched data,
+  run directories kept there), the benchmark programs shipped in the package, and the run
+  directories of the current run. What the program needs (its data files, jars, the JUnit
+  launcher) is copied into its private directory, so it never reads them through those paths;
+- a seccomp filter: no Unix socket can be created (``socketpair`` still works), so no socket
+  file of the host is reachable, wherever it lies;
 - a private, unprivileged uid per concurrent run (``setpriv``), taken from a pool guarded by
   lock files: the runner's own files (owned by root) are read-only to it, and
   ``RLIMIT_NPROC`` is a real process limit because it counts that uid's processes only;
@@ -26,6 +34,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,6 +47,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from runner.errors import UserError
+from runner.evaluation import seccomp
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +70,7 @@ class Limits(BaseModel):
     processes: int = Field(64, gt=0, description="RLIMIT_NPROC for the run's private uid")
     jvm_processes: int = Field(256, gt=0, description="RLIMIT_NPROC for the JVM (threads count)")
     output_bytes: int = Field(4 * 1024 * 1024, gt=0, description="stdout (and stderr) cap; beyond it the run is killed")
+    tmp_mb: int = Field(128, gt=0, description="size of each private tmpfs: /tmp, /var/tmp, /dev/shm")
     file_size_mb: int = Field(256, gt=0, description="RLIMIT_FSIZE: largest file the run may write")
     time_factor: float = Field(10.0, gt=0, description="a test's time limit is max(wall_seconds, time_factor x reference time)")
 
@@ -93,12 +104,15 @@ class Capabilities(BaseModel):
     network_namespace: bool
     pid_namespace: bool
     private_uid: bool  # processes limit and read-only runner files
+    private_mounts: bool = False  # own /tmp, /var/tmp, /dev/shm; the runner's folders hidden
+    unix_socket_filter: bool = False  # seccomp: no Unix socket
     rlimits: bool = True
     notes: list[str] = Field(default_factory=list)
 
     @property
     def complete(self) -> bool:
-        return self.network_namespace and self.pid_namespace and self.private_uid and self.rlimits
+        return (self.network_namespace and self.pid_namespace and self.private_uid and self.rlimits
+                and self.private_mounts and self.unix_socket_filter)
 
     def missing(self) -> list[str]:
         """Names of the mechanisms that are not available."""
@@ -106,6 +120,8 @@ class Capabilities(BaseModel):
             "network namespace (no network)": self.network_namespace,
             "PID namespace (kill leftovers)": self.pid_namespace,
             "private unprivileged uid (process limit, runner files read-only)": self.private_uid,
+            "private /tmp, /var/tmp, /dev/shm and hidden runner folders (mount namespace)": self.private_mounts,
+            "Unix socket filter (seccomp)": self.unix_socket_filter,
         }
         return [name for name, ok in names.items() if not ok]
 
@@ -157,6 +173,8 @@ def capabilities() -> Capabilities:
         and have_setpriv
         and _run_quiet(["setpriv", f"--reuid={UID_BASE}", f"--regid={UID_BASE}", "--clear-groups", "true"])
     )
+    mounts = pid and _mounts_work()
+    filtered = _seccomp_works()
     if not have_unshare:
         notes.append("`unshare` (util-linux) is not installed")
     elif not net:
@@ -165,7 +183,78 @@ def capabilities() -> Capabilities:
         notes.append("not running as root: cannot switch the child to a private uid")
     elif not have_setpriv:
         notes.append("`setpriv` (util-linux) is not installed")
-    return Capabilities(network_namespace=net, pid_namespace=pid, private_uid=uid, notes=notes)
+    if pid and not mounts:
+        notes.append("cannot mount a private tmpfs in the sandbox's mount namespace")
+    if not filtered:
+        notes.append("cannot install the seccomp filter (architecture or kernel)")
+    return Capabilities(network_namespace=net, pid_namespace=pid, private_uid=uid, private_mounts=mounts,
+                        unix_socket_filter=filtered, notes=notes)
+
+
+# Run as root inside the new mount namespace, before the uid is dropped: private tmpfs on
+# /dev/shm, /tmp and /var/tmp; an empty root-owned tmpfs over each hidden folder; the run's
+# own directory kept at its path (held on a bind mount while /tmp is replaced above it).
+# Arguments: workdir, tmpfs size in MiB, hidden folders..., "--", the command.
+_MOUNT_SCRIPT = r"""
+set -e
+w=$1; size=$2; shift 2
+opts="size=${size}m,mode=1777,nosuid,nodev"
+mount -t tmpfs -o "$opts" runner-shm /dev/shm
+mkdir /dev/shm/.runner-work
+mount --bind "$w" /dev/shm/.runner-work
+mount -t tmpfs -o "$opts" runner-tmp /tmp
+if [ -d /var/tmp ] && [ ! -L /var/tmp ]; then mount -t tmpfs -o "$opts" runner-var-tmp /var/tmp; fi
+while [ "$1" != "--" ]; do
+  if [ -d "$1" ]; then mount -t tmpfs -o size=4k,mode=0711,nosuid,nodev,noexec runner-hidden "$1"; fi
+  shift
+done
+shift
+mkdir -p "$w"
+mount --move /dev/shm/.runner-work "$w"
+rmdir /dev/shm/.runner-work
+cd "$w"
+exec "$@"
+"""
+
+
+def _mounts_work() -> bool:
+    with tempfile.TemporaryDirectory() as work:
+        return _run_quiet(["unshare", "--mount", "--", "sh", "-c", _MOUNT_SCRIPT, "sh", work, "1", "--",
+                           "sh", "-c", f'[ "$(pwd)" = "{work}" ] && touch /dev/shm/probe /var/tmp/probe'])
+
+
+def _seccomp_works() -> bool:
+    if not seccomp.supported():
+        return False
+    try:
+        socket_filter = seccomp.UnixSocketFilter()
+        done = subprocess.run([sys.executable, "-c", "import socket\ntry: socket.socket(socket.AF_UNIX)\n"
+                               "except PermissionError: raise SystemExit(0)\nraise SystemExit(1)"],
+                              preexec_fn=socket_filter.install, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=20)
+        return done.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def hidden_paths(extra: tuple[Path, ...] = ()) -> list[Path]:
+    """Folders the sandboxed code must not read: the runner's home and cache (fetched benchmark
+    data, references, converted models), the benchmarks shipped in the package, and ``extra``
+    (e.g. the runs folder of the current run)."""
+    from runner.paths import PACKAGE_DIR, cache_dir, runner_home
+
+    paths = [runner_home(), cache_dir(), PACKAGE_DIR / "benchmarks", *extra]
+    # never hide the interpreter that runs the programs (e.g. ``--runs-dir .`` in a checkout with its venv)
+    interpreter = os.environ.get("RUNNER_EVAL_PYTHON") or sys.executable
+    needed = [Path(os.path.realpath(p)) for p in (sys.prefix, os.path.dirname(os.path.abspath(interpreter)))]
+    seen: list[Path] = []
+    for path in paths:
+        real = Path(os.path.realpath(path))
+        if any(n == real or real in n.parents for n in needed):
+            log.warning("%s holds the evaluation interpreter: the sandbox cannot hide it", real)
+        elif real != Path("/") and real not in seen:
+            seen.append(real)
+    return seen
 
 
 class _UidLease:
@@ -234,8 +323,10 @@ def _chown_tree(path: Path, uid: int) -> None:
 class LocalSandbox(Sandbox):
     """Contain a child process on this machine with namespaces, a private uid and rlimits."""
 
-    def __init__(self, allow_unsandboxed: bool = False) -> None:
+    def __init__(self, allow_unsandboxed: bool = False, hide: tuple[Path, ...] | list[Path] = ()) -> None:
         self.capabilities = capabilities()
+        self.hidden = hidden_paths(tuple(hide))
+        self._socket_filter = seccomp.UnixSocketFilter() if self.capabilities.unix_socket_filter else None
         if not self.capabilities.complete and not allow_unsandboxed:
             raise UserError(
                 "this machine cannot fully sandbox untrusted code (missing: "
@@ -243,7 +334,7 @@ class LocalSandbox(Sandbox):
                 + "): run as root with util-linux, or pass --allow-unsandboxed to accept the risk"
             )
 
-    def _prefix(self, uid: int | None) -> list[str]:
+    def _prefix(self, uid: int | None, workdir: Path, limits: Limits) -> list[str]:
         caps = self.capabilities
         prefix: list[str] = []
         if caps.network_namespace or caps.pid_namespace:
@@ -252,6 +343,9 @@ class LocalSandbox(Sandbox):
                 prefix.append("--net")
             if caps.pid_namespace:
                 prefix += ["--pid", "--fork", "--kill-child", "--mount", "--mount-proc"]
+            if caps.pid_namespace and caps.private_mounts:
+                prefix += ["--", "sh", "-c", _MOUNT_SCRIPT, "sh", str(workdir), str(limits.tmp_mb),
+                           *map(str, self.hidden), "--"]
         if uid is not None:
             prefix += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--"]
         return prefix
@@ -262,7 +356,7 @@ class LocalSandbox(Sandbox):
         try:
             if uid is not None:
                 _chown_tree(workdir, uid)
-            return self._run(self._prefix(uid) + argv, workdir, limits, env, uid)
+            return self._run(self._prefix(uid, workdir, limits) + argv, workdir, limits, env, uid)
         finally:
             if uid is not None:
                 _kill_uid(uid)
@@ -270,6 +364,7 @@ class LocalSandbox(Sandbox):
                 lease.release()
 
     def _run(self, argv: list[str], workdir: Path, limits: Limits, env: dict[str, str] | None, uid: int | None) -> ExecResult:
+        socket_filter = self._socket_filter
         def set_limits() -> None:
             mem = limits.memory_mb * 1024 * 1024
             resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
@@ -279,6 +374,8 @@ class LocalSandbox(Sandbox):
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             if uid is not None:
                 resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+            if socket_filter is not None:
+                socket_filter.install()
 
         child_env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",

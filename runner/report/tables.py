@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner import stats
+from runner.errors import cap
 from runner.passrate import pass_count
 from runner.records import Outcome, Sample
 from runner.report.data import LANGUAGE_MODES, CellData, RunData, TaskCatalogue, machine_key, split_task_id
@@ -494,9 +495,10 @@ def task_outcomes(cells: list[CellData]) -> list[TaskOutcomes]:
 
 
 def _task_sort_key(task_id: str) -> tuple:
+    # (folders, first line of the span, id): ids from another tool may have no "/" or no span
     parts = task_id.split("/")
-    span = parts[-1].split("-")[0] if parts else ""
-    return (*parts[:-1], int(span) if span.isdigit() else 0, task_id)
+    span = parts[-1].split("-")[0]
+    return (tuple(parts[:-1]), int(span) if span.isdigit() else -1, task_id)
 
 
 @dataclass(frozen=True)
@@ -592,7 +594,7 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
                 "run": cell.run.name, "machine": cell.run.machine, "cell": cell.label, "cell_id": cell.cell.id,
                 "model": cell.cell.model, "runtime": cell.cell.runtime, "quantization": cell.cell.quantization,
                 "techniques": _techniques(cell.cell.techniques), "prompt_style": cell.cell.prompt_style,
-                "status": result.status, "status_reason": result.reason or "",
+                "status": result.status, "status_reason": cap(result.reason),
                 "language": language, "mode": mode,
                 "tasks": best.n, "passed": best.passed, "pass_rate": best.rate,
                 "pass_half_width": best.half_width, "pass_normal_low": best.normal_low,

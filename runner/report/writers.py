@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
 from datetime import datetime, timezone
@@ -12,6 +13,7 @@ from typing import Any
 import jinja2
 
 from runner import __version__
+from runner.errors import cap
 from runner.paths import templates_dir
 from runner.report.plots import Plot
 from runner.report.tables import Tables
@@ -41,17 +43,27 @@ def pvalue(value: float | None) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\|`[]"})
+
+
 def md(value: Any) -> str:
-    """A Markdown table cell: one line, pipes escaped."""
+    """A Markdown table cell: one line; pipes, backticks and link brackets escaped (HTML is escaped
+    for every expression of the Markdown template, see ``_md_finalize``)."""
     text = "" if value is None else str(value)
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ").strip() or " "
+    return text.translate(_MD_SPECIAL).replace("\r", " ").replace("\n", " ").strip() or " "
+
+
+def _md_finalize(value: Any) -> Any:
+    # Markdown renders inline HTML: labels, reasons, host names and error texts come from run
+    # directories that may have been made elsewhere, so no text reaches the page as markup.
+    return html.escape(value, quote=False) if isinstance(value, str) else value
 
 
 def _environment(autoescape: bool) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir() / "report"), autoescape=autoescape,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                             keep_trailing_newline=True)
-    env.filters.update(pct=pct, secs=secs, num=num, pvalue=pvalue, md=md)
+                             keep_trailing_newline=True, finalize=None if autoescape else _md_finalize)
+    env.filters.update(pct=pct, secs=secs, num=num, pvalue=pvalue, md=md, cap=cap)
     return env
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -194,3 +195,141 @@ def test_ctrl_c_while_waiting_for_health_stops_the_server(tmp_path):
     pids = [int(line.split()[0]) for line in os.popen("ps -eo pid,args").read().splitlines()[1:]
             if str(tmp_path) in line and "http.server" in line]
     assert pids == []
+
+
+def test_an_impostor_on_the_port_fails_the_start_with_a_clear_reason(tmp_path):
+    """Another process binds the picked port while a slow server (vLLM binds only after loading)
+    is still loading: the health check is answered, but not by our server."""
+    import http.server
+    import threading
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    port = free_port()
+    impostor = http.server.ThreadingHTTPServer(("127.0.0.1", port), Healthy)
+    threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    slow = textwrap.dedent(f"""
+        import http.server, time
+        time.sleep(60)  # loading a model
+        http.server.ThreadingHTTPServer(("127.0.0.1", {port}), http.server.SimpleHTTPRequestHandler).serve_forever()
+    """)
+    spec = ServerSpec(runtime="slow", argv=[sys.executable, "-c", slow], port=port, health_path="/health")
+    started = time.monotonic()
+    try:
+        with pytest.raises(ServerStartError) as info:
+            get_backend("local").start(spec, tmp_path / "server.log", health_timeout=120)
+    finally:
+        impostor.shutdown()
+        impostor.server_close()
+    message = str(info.value)
+    assert "answered by another process" in message and f"pid {os.getpid()}" in message, message
+    assert time.monotonic() - started < 30  # refused at once, not after the deadline
+    pid = int(message.split("started (pid ")[1].split(")")[0])
+    assert gone(pid)  # our slow server was stopped
+
+
+def test_our_own_server_passes_the_identity_check(tmp_path):
+    port = free_port()
+    backend = get_backend("local")
+    server = backend.start(python_server(tmp_path, port), tmp_path / "server.log", health_timeout=60)
+    try:
+        from runner.backends.local import listeners, session_pids
+
+        assert listeners(port) & session_pids(int(server.ident))
+    finally:
+        backend.stop(server)
+
+
+# -- no orphan: a server dies with its runner, and `runner clean` stops one that did not ---------
+RUNNER_CHILD = """
+import sys, time
+from pathlib import Path
+from runner.backends import get_backend
+from runner.runtimes.base import ServerSpec
+spec = ServerSpec.model_validate_json(Path(sys.argv[1]).read_text())
+server = get_backend("local").start(spec, Path(sys.argv[2]), health_timeout=300)
+print(server.ident, flush=True)
+time.sleep(600)
+"""
+
+
+def start_in_a_runner(tmp_path: Path, spec: ServerSpec) -> tuple[subprocess.Popen, int]:
+    """A separate runner process that starts ``spec`` and waits; returns it and the server's pid."""
+    (tmp_path / "spec.json").write_text(spec.model_dump_json())
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER_CHILD, str(tmp_path / "spec.json"), str(tmp_path / "server.log")],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    line = runner.stdout.readline()
+    assert line.strip().isdigit(), f"runner did not start its server: {line!r}"
+    return runner, int(line)
+
+
+def wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if gone(pid) or Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_llama_server_dies_with_its_runner_on_kill_9(tmp_path):
+    require(llama_server_path().is_file(), f"llama-server at {llama_server_path()}")
+    matrix_path = tmp_path / "gemma.toml"
+    matrix_path.write_text(GEMMA, encoding="utf-8")
+    matrix = load_matrix(matrix_path)
+    cell = matrix.cells[0]
+    spec = get_runtime("llamacpp").server_spec(cell, prepare(matrix, cell).files, free_port(), threads=1)
+    runner, server = start_in_a_runner(tmp_path, spec)
+    try:
+        assert Path(f"/proc/{server}/exe").resolve().name == "llama-server"
+        runner.kill()  # SIGKILL: no handler, no atexit
+        runner.wait()
+        assert wait_gone(server, 30), "llama-server outlived its runner"
+    finally:
+        if not gone(server):
+            os.kill(server, signal.SIGKILL)
+
+
+def test_runner_clean_stops_a_server_a_killed_run_left_and_nothing_else(tmp_path):
+    from click.testing import CliRunner
+
+    from runner.backends.local import _boot_id, _cmdline, _servers_dir, _start_ticks, ServerRecord
+    from runner.cli import main
+
+    # a server that ignores SIGTERM survives its runner's kill -9 (the parent-death signal is SIGTERM)
+    runner, server = start_in_a_runner(tmp_path, python_server(tmp_path, free_port(), ignore_sigterm=True))
+    bystander = subprocess.Popen(["sleep", "300"])
+    try:
+        runner.kill()
+        runner.wait()
+        time.sleep(0.5)
+        assert not gone(server)
+        # records that must not lead to a signal: a pid now held by another process (pid reuse),
+        # and a server whose run is still alive
+        ticks = _start_ticks(bystander.pid)
+        common = dict(cmdline=_cmdline(bystander.pid), boot_id=_boot_id(), runtime="sleep", log="x")
+        (_servers_dir() / f"{bystander.pid}.json").write_text(ServerRecord(
+            pid=bystander.pid, start_ticks=ticks - 1, runner_pid=999999, runner_start_ticks=1, **common).model_dump_json())
+        (_servers_dir() / "alive.json").write_text(ServerRecord(
+            pid=bystander.pid, start_ticks=ticks, runner_pid=os.getpid(), runner_start_ticks=_start_ticks(os.getpid()),
+            **common).model_dump_json())
+        # no engine for this test: `clean` would also remove every runner-labelled container of
+        # the daemon, other people's included on a shared machine
+        result = CliRunner().invoke(main, ["clean"], env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+        assert f"stopped local python server pid {server}" in result.output, result.output
+        assert wait_gone(server, 20)
+        assert bystander.poll() is None  # never signalled
+        assert "kept local sleep server" in result.output
+        assert sorted(p.name for p in _servers_dir().iterdir()) == ["alive.json"]
+    finally:
+        bystander.kill()
+        bystander.wait()
+        if not gone(server):
+            os.killpg(server, signal.SIGKILL)

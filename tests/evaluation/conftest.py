@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -79,3 +82,44 @@ def sandbox_uid_processes() -> list[int]:
             if sb.UID_BASE <= uid < sb.UID_BASE + sb.UID_POOL and state != "Z":
                 found.append(int(entry.name))
     return found
+
+
+@pytest.fixture
+def unix_listeners():
+    """World-writable Unix sockets of the host: a file in a world-traversable folder outside /tmp,
+    one in /tmp, and an abstract one."""
+    folder = Path(tempfile.mkdtemp(prefix="runner-test-sock-", dir="/run"))
+    folder.chmod(0o755)
+    listeners = []
+    addresses = [str(folder / "s.sock"), str(Path(tempfile.mkdtemp(prefix="runner-test-sock-")) / "s.sock"),
+                 f"\0runner-test-{uuid.uuid4().hex}"]
+    for address in addresses:
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(address)
+        if not address.startswith("\0"):
+            os.chmod(address, 0o777)
+            os.chmod(os.path.dirname(address), 0o755)
+        listener.listen(1)
+        listener.settimeout(0.3)
+        listeners.append(listener)
+    yield addresses, listeners
+    for listener, address in zip(listeners, addresses):
+        listener.close()
+        if not address.startswith("\0"):
+            shutil.rmtree(os.path.dirname(address), ignore_errors=True)
+
+
+#: a hostile program that tries each Unix socket address, then an unnamed pair (which must work)
+UNIX_CONNECT = """import socket
+for address in {addresses!r}:
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(address)
+        s.sendall(b'leak')
+        print('CONNECTED', repr(address))
+    except OSError as exc:
+        print('refused', type(exc).__name__)
+a, b = socket.socketpair()
+a.sendall(b'ok')
+print('pair', b.recv(2))
+"""

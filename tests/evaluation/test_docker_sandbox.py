@@ -10,6 +10,8 @@ import json
 import socket
 import sys
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +21,7 @@ from runner.evaluation.docker_sandbox import DockerSandbox, choose_sandbox, comm
 from runner.evaluation.python_check import check_python
 from runner.records import Outcome
 from tests.docker_images import SANDBOX_CPU_ENV, engine, sandbox_cpu_image
-from tests.evaluation.conftest import FAST, python_program
+from tests.evaluation.conftest import FAST, UNIX_CONNECT, python_program
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -185,3 +187,37 @@ def test_tasks_check_runs_in_the_sandbox_image(docker_sandbox, monkeypatch):
     records = json.loads(result.stdout)
     assert records and all(r["outcome"] == "pass" for r in records)
     assert leftover_sandbox_containers() == []
+
+
+# -- nothing shared with the host: temp folders, Unix sockets, the runner's own files ------------
+def test_files_written_to_tmp_and_dev_shm_outlive_nothing(docker_sandbox):
+    tag = uuid.uuid4().hex
+    places = [f"/tmp/leak-{tag}", f"/dev/shm/leak-{tag}", f"/var/tmp/leak-{tag}"]
+    write = (f"import os\nfor path in {places!r}:\n    try:\n        open(path, 'wb').write(b'x' * (1 << 20))\n"
+             "        print('wrote', path)\n    except OSError as exc:\n        print('refused', path, exc.errno)\n")
+    run = run_file(docker_sandbox, write)
+    assert run.exit_code == 0 and run.stdout.count("wrote") >= 2, run.stdout + run.stderr_tail
+    assert not any(Path(p).exists() for p in places)
+    again = run_file(docker_sandbox, f"import os\nprint([os.path.exists(p) for p in {places!r}])\n")
+    assert again.stdout.strip() == "[False, False, False]"
+
+
+def test_a_unix_socket_of_the_host_cannot_be_reached(docker_sandbox, unix_listeners):
+    addresses, listeners = unix_listeners
+    run = run_file(docker_sandbox, UNIX_CONNECT.format(addresses=addresses))
+    for listener in listeners:
+        with pytest.raises(socket.timeout):
+            listener.accept()
+    assert "CONNECTED" not in run.stdout and run.stdout.count("refused") == 3, run.stdout + run.stderr_tail
+
+
+def test_references_and_the_runner_cache_cannot_be_read(docker_sandbox):
+    from runner.paths import cache_dir
+
+    reference = next(p for p in load_benchmark("starter").programs.values()).source
+    targets = [str(reference), str(cache_dir())]
+    code = (f"import os\nfor path in {targets!r}:\n    try:\n        open(path).read() if os.path.isfile(path) "
+            "else os.listdir(path)\n        print('READ', path)\n"
+            "    except OSError as exc:\n        print('refused', type(exc).__name__)\n")
+    run = run_file(docker_sandbox, code)
+    assert "READ" not in run.stdout and run.stdout.count("refused") == 2, run.stdout + run.stderr_tail

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,8 @@ import runner
 from runner.evaluation.python_check import check_python
 from runner.evaluation.sandbox import Limits, LocalSandbox, capabilities
 from runner.records import Outcome
-from tests.evaluation.conftest import FAST, python_program, sandbox_uid_processes
+from tests.conftest import require
+from tests.evaluation.conftest import FAST, UNIX_CONNECT, python_program, sandbox_uid_processes
 
 
 def hostile(world_dir: Path, sandbox: LocalSandbox, code: str, limits: Limits = FAST, name: str = "hostile"):
@@ -101,7 +104,8 @@ def test_writes_outside_the_private_directory_are_refused(world_dir, sandbox):
     target.chmod(0o644)
     result, _ = hostile(world_dir, sandbox, f"open({str(target)!r}, 'a').write('pwned')\n")
     assert result.outcome is Outcome.runtime_error
-    assert "PermissionError" in result.stderr_tail
+    # the host's /tmp is not even there: the sandbox has its own
+    assert "PermissionError" in result.stderr_tail or "FileNotFoundError" in result.stderr_tail
     assert target.read_text() == "original"
 
 
@@ -149,3 +153,86 @@ def test_without_root_the_sandbox_refuses_unless_the_risk_is_accepted(sandbox):
     assert "--allow-unsandboxed" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     accepted = subprocess.run(argv + ["--allow-unsandboxed"], env=env, capture_output=True, text=True, timeout=300)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+
+
+# -- nothing shared with the host: temp folders, Unix sockets, the runner's own files ------------
+def test_files_written_to_tmp_var_tmp_and_dev_shm_outlive_nothing(world_dir, sandbox):
+    tag = uuid.uuid4().hex
+    host_file = Path("/tmp") / f"runner-host-{tag}"
+    host_file.write_text("the host's")
+    host_file.chmod(0o644)
+    places = [f"/tmp/leak-{tag}", f"/var/tmp/leak-{tag}", f"/dev/shm/leak-{tag}"]
+    write = (f"import os\nprint('host file seen', os.path.exists({str(host_file)!r}))\n"
+             f"for path in {places!r}:\n    open(path, 'wb').write(b'x' * (1 << 20))\n"
+             "    print('wrote', path, os.path.getsize(path))\n")
+    try:
+        with sandbox.workdir() as workdir:
+            (workdir / "w.py").write_text(write)
+            run = sandbox.run([sys.executable, "w.py"], workdir, FAST)
+        assert run.exit_code == 0, run.stderr_tail
+        assert "host file seen False" in run.stdout and run.stdout.count("wrote") == 3
+        assert not any(Path(p).exists() for p in places)  # the host never sees them
+        with sandbox.workdir() as workdir:  # nor does the next run
+            (workdir / "r.py").write_text(f"import os\nprint([os.path.exists(p) for p in {places!r}])\n")
+            again = sandbox.run([sys.executable, "r.py"], workdir, FAST)
+        assert again.stdout.strip() == "[False, False, False]"
+    finally:
+        host_file.unlink()
+        for path in places:
+            Path(path).unlink(missing_ok=True)
+
+
+def test_a_private_tmpfs_is_size_limited(sandbox):
+    limits = FAST.model_copy(update={"tmp_mb": 8})
+    code = ("import errno\ntry:\n    open('/dev/shm/big', 'wb').write(b'x' * (32 << 20))\n"
+            "except OSError as exc:\n    print('full', errno.errorcode[exc.errno])\n")
+    with sandbox.workdir() as workdir:
+        (workdir / "big.py").write_text(code)
+        run = sandbox.run([sys.executable, "big.py"], workdir, limits)
+    assert "full ENOSPC" in run.stdout, run.stderr_tail
+
+
+def test_a_unix_socket_of_the_host_cannot_be_reached(sandbox, unix_listeners):
+    addresses, listeners = unix_listeners
+    code = UNIX_CONNECT.format(addresses=addresses)
+    with sandbox.workdir() as workdir:
+        (workdir / "u.py").write_text(code)
+        run = sandbox.run([sys.executable, "u.py"], workdir, FAST)
+    for listener in listeners:
+        with pytest.raises(socket.timeout):
+            listener.accept()
+    assert "CONNECTED" not in run.stdout and run.stdout.count("refused") == 3, run.stdout + run.stderr_tail
+    assert "pair b'ok'" in run.stdout  # an unnamed pair reaches nothing and still works
+
+
+def test_references_run_directories_and_the_cache_cannot_be_read(world_dir, monkeypatch):
+    """Even where the runner's folders are world-readable, the sandbox sees them empty; the
+    program's own data file, copied in, is still there."""
+    from runner.benchmarks import load_benchmark
+    from runner.evaluation.docker_sandbox import choose_sandbox
+
+    require(capabilities().complete, "a complete local sandbox")
+    open_root = Path(tempfile.mkdtemp(prefix="runner-test-open-", dir="/run"))
+    try:
+        for name in ("home", "cache", "runs/other-run"):
+            (open_root / name).mkdir(parents=True)
+        os.system(f"chmod -R a+rX {open_root}")
+        secret_run = open_root / "runs" / "other-run" / "samples.jsonl"
+        secret_run.write_text('{"raw_text": "secret answer"}\n')
+        (open_root / "cache" / "model.gguf").write_text("weights")
+        os.system(f"chmod -R a+rX {open_root}")
+        monkeypatch.setenv("RUNNER_HOME", str(open_root / "home"))
+        monkeypatch.setenv("RUNNER_CACHE", str(open_root / "cache"))
+        reference = next(p for p in load_benchmark("starter").programs.values()).source
+        sandbox = choose_sandbox("local", hide=(open_root / "runs",))
+        targets = [str(reference), str(secret_run), str(open_root / "cache" / "model.gguf")]
+        code = (f"for path in {targets!r}:\n    try:\n        open(path).read()\n        print('READ', path)\n"
+                "    except OSError as exc:\n        print('refused', type(exc).__name__)\n"
+                "print('data', open('data.txt').read())\n")
+        program = python_program(world_dir, "reader", code, [("", "data mine")], data={"data.txt": "mine"})
+        result = check_python(program, code, sandbox, FAST)
+        assert result.outcome is Outcome.passed, result.stderr_tail
+        assert "READ" not in result.outputs[0] and result.outputs[0].count("refused") == 3
+        assert reference.is_file() and secret_run.is_file()  # hidden, not touched
+    finally:
+        shutil.rmtree(open_root, ignore_errors=True)

@@ -194,3 +194,48 @@ def test_pareto_frontier_keeps_only_cells_no_other_beats_on_both_axes():
     # (latency, pass rate): point 1 is slower and worse than 0; point 3 is slower than 2 at the same rate
     points = [(1.0, 50.0), (2.0, 40.0), (3.0, 60.0), (4.0, 60.0), (0.5, 10.0)]
     assert frontier(points) == [4, 0, 2]
+
+
+def hostile_run(root: Path) -> RunStore:
+    """A run made elsewhere: markup in a label, a host name and a reason, a 300 KB error text,
+    and task ids that are not ``language/mode/program/span``."""
+    from runner.records import Cell, Sample
+
+    cell = Cell(model="llama3-70b", runtime="vllm", quantization="bf16", label='<img src=x onerror="alert(1)">')
+    store = RunStore(root / "hostile")
+    fingerprint = H100.model_copy(update={"hostname": "<b>box</b>"})
+    store.write_manifest(Manifest(name="hostile", matrix={"benchmark": "starter"}, cells=[cell], fingerprint=fingerprint))
+    huge = "Traceback: " + "x" * 300_000 + " END-OF-ERROR"
+    store.write_cell(CellResult(cell=cell, status="failed", reason="<script>alert(2)</script> " + "y" * 300_000))
+    for task_id, outcome, error in [("plain-id", Outcome.fail, None), ("python/infill/lu_solver/3-4", Outcome.passed, None),
+                                    ("weird/", Outcome.error, huge), ("7", Outcome.fail, None)]:
+        store.append_sample(cell, Sample(task_id=task_id, cell_id=cell.id, prompt_style="instruct",
+                                         prompt_sha256="0" * 64, raw_text="x", code="x", outcome=outcome,
+                                         cleaned_outcome=outcome if outcome != Outcome.error else None, error=error,
+                                         stderr_tail="z" * 300_000))
+    return store
+
+
+def test_a_hostile_run_renders_escaped_and_capped_in_every_output(tmp_path):
+    store = hostile_run(tmp_path / "runs")
+    paths = render([store.root], tmp_path / "report")  # task ids without "/" sort instead of crashing
+    outputs = {"html": paths.html.read_text(), "markdown": paths.markdown.read_text(),
+               "csv": paths.csv.read_text(), "json": paths.json.read_text()}
+    for name, text in outputs.items():
+        assert "y" * 5000 not in text and "x" * 5000 not in text and "z" * 5000 not in text, name
+        assert "END-OF-ERROR" not in text, name
+    for name in ("html", "markdown"):
+        text = outputs[name]
+        assert "<script>" not in text and "<img" not in text and "<b>box" not in text, name
+        assert "&lt;script&gt;" in text and "&lt;img src=x" in text, name
+        assert "more characters" in text, name
+    assert "more characters]" in outputs["csv"] and "more characters]" in outputs["json"]
+
+
+def test_markdown_cells_escape_html_pipes_and_links():
+    from runner.report.writers import _environment, md
+
+    template = _environment(False).from_string("| {{ v|md }} |")
+    out = template.render(v='<a href="x">[click](javascript:1)</a> | `x`\nnext')
+    assert out == '| &lt;a href="x"&gt;\\[click\\](javascript:1)&lt;/a&gt; \\| \\`x\\` next |'
+    assert md(None) == " "
