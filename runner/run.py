@@ -132,10 +132,20 @@ def select_tasks(benchmark: Benchmark, task_filter: TaskFilter) -> list[Task]:
     return picked
 
 
-def latency_subset(tasks: list[Task], settings: RunSettings) -> list[Task]:
-    """The seeded subset timed one request at a time."""
-    count = min(settings.latency_tasks, len(tasks))
-    return random.Random(settings.seed).sample(tasks, count)
+def latency_subset(tasks: list[Task], settings: RunSettings, pool: list[Task] | None = None) -> list[Task]:
+    """The seeded subset timed one request at a time: tasks with an earlier gap in the same program
+    and mode (the ``warm`` state serves that one first), from the selected ``tasks``, then from the
+    rest of ``pool`` (every task the filter allows) when the selection has too few (a small limit
+    takes each program's first gaps, which have nothing above them)."""
+    pool = pool if pool is not None else tasks
+    rng = random.Random(settings.seed)
+    chosen = [t for t in tasks if predecessor(t, pool) is not None]
+    picked = rng.sample(chosen, min(settings.latency_tasks, len(chosen)))
+    if len(picked) < settings.latency_tasks:
+        ids = {t.id for t in tasks}
+        extra = [t for t in pool if t.id not in ids and predecessor(t, pool) is not None]
+        picked += rng.sample(extra, min(settings.latency_tasks - len(picked), len(extra)))
+    return picked
 
 
 def _state_key(state: str) -> str:
@@ -144,15 +154,13 @@ def _state_key(state: str) -> str:
 
 
 def predecessor(task: Task, pool: list[Task]) -> Task | None:
-    """The task served just before ``task`` in a copilot session: the same program and mode, the
-    nearest span above it (else the nearest below); its prompt shares ``task``'s prefix, not all of it."""
-    same = [t for t in pool if t.program == task.program and t.language == task.language and t.mode == task.mode
-            and t.id != task.id]
-    above = [t for t in same if t.span[0] < task.span[0]]
-    if above:
-        return max(above, key=lambda t: t.span[0])
-    below = [t for t in same if t.span[0] > task.span[0]]
-    return min(below, key=lambda t: t.span[0]) if below else None
+    """The task served just before ``task`` in a copilot session going down the file: the same
+    program and mode, the nearest span above it; None for a program's first gap. Its prompt shares
+    ``task``'s prefix up to its own gap, never all of it (a gap below would hold ``task``'s whole
+    prompt for a prefix-only style: a replay in disguise)."""
+    above = [t for t in pool if t.program == task.program and t.language == task.language
+             and t.mode == task.mode and t.span[0] < task.span[0]]
+    return max(above, key=lambda t: t.span[0]) if above else None
 
 
 def warmup_tasks(tasks: list[Task], timed: list[Task], count: int, seed: int) -> list[Task]:
@@ -199,7 +207,8 @@ class Reproduction:
         if not self.tasks:
             raise UserError(f"{matrix.path or matrix.name}: [tasks] selects no available task of benchmark "
                             f"{matrix.benchmark}; widen languages/modes/programs")
-        self.latency_tasks = latency_subset(self.tasks, self.settings)
+        everything = matrix.tasks.model_copy(update={"limit": None})
+        self.latency_tasks = latency_subset(self.tasks, self.settings, select_tasks(self.benchmark, everything))
         self.manifest: Manifest | None = None
         self.pending: list[Future] = []  # evaluations still running, possibly of earlier cells
         self.held: tuple[str, RunningServer, str] | None = None  # launch key, server, the cell it was started for
@@ -596,8 +605,10 @@ class _CellRun:
                 else:  # warm: only the previous task of the same program is in the cache
                     await self._reset()
                     before = predecessor(task, pool)
-                    if before is not None:
-                        await self._untimed(before, "warm-primer", primer)
+                    if before is None:  # a first gap (latency_subset avoids them): no warm state exists
+                        self.events.note(f"{self.cell.id}: {task.id} has no earlier gap: no warm sample")
+                        continue
+                    await self._untimed(before, "warm-primer", primer)
                     sample = await self._timed(task, "latency", "warm")
                 served_last = sample.outcome != Outcome.error
 

@@ -88,6 +88,8 @@ class Runtime(ABC):
     chat_endpoint: ClassVar[str] = "/v1/chat/completions"
     completion_endpoint: ClassVar[str] = "/v1/completions"
     tokenize_endpoint: ClassVar[str] = "/tokenize"
+    #: a cheap GET the server answers on a kept-alive connection (the client opens its connection with it)
+    health_endpoint: ClassVar[str] = "/health"
     metrics_endpoint: ClassVar[str | None] = "/metrics"
 
     def validate(self, cell: Cell) -> None:
