@@ -107,6 +107,9 @@ async def stream(http: httpx.AsyncClient, base_url: str, runtime: Runtime, cell:
     result = StreamResult()
     parts: list[str] = []
     await _open_connection(http, base_url, runtime)
+    # the server's own figures are read once, from the last chunk that carries them, not per chunk
+    with_timings: dict[str, Any] | None = None
+    with_usage: dict[str, Any] | None = None
     start = time.perf_counter()
     last: float | None = None
     async with http.stream("POST", f"{base_url}{endpoint(runtime, prompt)}", json=body) as response:
@@ -133,18 +136,21 @@ async def stream(http: httpx.AsyncClient, base_url: str, runtime: Runtime, cell:
                 parts.append(text)
             if finish:
                 result.finish_reason = finish
-            usage = chunk.get("usage")
-            if isinstance(usage, dict):
-                result.prompt_tokens = usage.get("prompt_tokens")
-                result.completion_tokens = usage.get("completion_tokens")
-            timings = runtime.parse_timings(chunk)
-            if timings is not None:
-                result.server_timings = timings
-            cached = runtime.parse_cached_tokens(chunk)
-            if cached is not None:
-                result.cached_tokens = cached
+            if "usage" in chunk:
+                with_usage = chunk
+            if "timings" in chunk:
+                with_timings = chunk
             result.system_fingerprint = chunk.get("system_fingerprint") or result.system_fingerprint
     result.e2e_s = time.perf_counter() - start
+    usage = (with_usage or {}).get("usage")
+    if isinstance(usage, dict):
+        result.prompt_tokens = usage.get("prompt_tokens")
+        result.completion_tokens = usage.get("completion_tokens")
+    for chunk in (with_usage, with_timings):
+        if chunk is not None:
+            result.server_timings = runtime.parse_timings(chunk) or result.server_timings
+            cached = runtime.parse_cached_tokens(chunk)
+            result.cached_tokens = cached if cached is not None else result.cached_tokens
     result.text = "".join(parts)
     return result
 

@@ -180,8 +180,10 @@ class LlamaCpp(Runtime):
         return f"llama-server is not built at {binary} (`runner models prepare` builds it)"
 
     def request_extras(self, cell: Cell) -> dict[str, Any]:
-        """Per-token timings in every chunk, and the prompt cache as the cell asks."""
-        return {"cache_prompt": cell.techniques.get("prefix_cache", "on") != "off", "timings_per_token": True}
+        """The prompt cache as the cell asks. No ``timings_per_token``: the last chunk carries the
+        request's timings anyway, and timings in every chunk cost the server time per token
+        (bench/client_overhead.py)."""
+        return {"cache_prompt": cell.techniques.get("prefix_cache", "on") != "off"}
 
     cache_reset: ClassVar[str | None] = ("every slot erased (POST /slots/{id}?action=erase) and the request sent "
                                          "with cache_prompt=false (the host-RAM prompt cache has no erase)")

@@ -45,7 +45,7 @@ def test_baseline_flags():
     assert value(argv, "--threads") == "2" and "--metrics" in argv and "--jinja" in argv
     for absent in ("--spec-type", "--cache-type-k", "--flash-attn", "--no-cache-prompt"):
         assert absent not in argv
-    assert RUNTIME.request_extras(cell()) == {"cache_prompt": True, "timings_per_token": True}
+    assert RUNTIME.request_extras(cell()) == {"cache_prompt": True}
 
 
 def test_technique_switches_map_to_flags():
