@@ -295,6 +295,62 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, allow
         raise SystemExit(1)
 
 
+@main.command()
+@click.argument("answers", type=click.Path(path_type=Path))
+@click.option("--benchmark", "name", default="simcopilot", show_default=True, help="starter or simcopilot.")
+@click.option("--cascade", type=click.Choice(["upstream", "runner"]), default="upstream", show_default=True,
+              help="The headline: SimCoPilot's own scoring (upstream) or this project's stricter cascade (runner). "
+                   "Both verdicts are kept either way.")
+@click.option("--headline-only", is_flag=True, help="Judge with the headline cascade only (half the test runs).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per task instead of the table.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel checks [default: cores].")
+@click.option("--allow-unsandboxed", is_flag=True, help="Run even where the sandbox is incomplete: accept the risk.")
+@_SANDBOX_OPTION
+@user_errors
+def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: bool, workers: int | None,
+          allow_unsandboxed: bool, sandbox_kind: str) -> None:
+    """Score raw model outputs from any tool: JSON lines {"task_id": ..., "text": ...}.
+
+    \b
+    Example:
+      runner score answers.jsonl --benchmark simcopilot
+      runner score answers.jsonl --cascade runner --json > verdicts.jsonl
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from runner import score as scoring
+    from runner.benchmarks import load_benchmark
+    from runner.evaluation import Evaluator
+    from runner.evaluation.docker_sandbox import choose_sandbox
+
+    bench = load_benchmark(name)
+    pairs = scoring.read_answers(answers, bench)
+    sandbox = choose_sandbox(sandbox_kind, allow_unsandboxed=allow_unsandboxed, progress=log)
+    evaluator = Evaluator(bench.programs, sandbox=sandbox, junit_console=bench.junit_jar, cascade=cascade,
+                          both=not headline_only)
+    log(f"scoring {len(pairs)} answers (headline: {cascade} cascade)")
+    scored = []
+    for record in scoring.score(pairs, evaluator, workers=workers):
+        scored.append(record)
+        if as_json:
+            click.echo(record.model_dump_json(exclude={"upstream": {"code"}, "runner": {"code"}}))
+    if as_json:
+        return
+    table = Table(title=f"{name}: {len(scored)} answers, {cascade} cascade")
+    table.caption = ("bootstrap: upstream's ± (seeded mean ± 1.96 SD of 10,000 resamples); "
+                     "flips: tasks whose pass/fail differs between the two cascades, of those judged by both")
+    for column in ("language", "mode", "tasks", "pass", "pass %", "bootstrap %", "Wilson 95% %", "flips"):
+        table.add_column(column, justify="left" if column in ("language", "mode") else "right")
+    for split in scoring.summarize(scored):
+        table.add_row(split.language.value, split.mode.value, str(split.total), str(split.passed),
+                      f"{100 * split.passed / split.total:.1f}",
+                      f"{100 * split.bootstrap_mean:.1f} ± {100 * split.bootstrap_half:.1f}",
+                      f"{100 * split.wilson.low:.1f}-{100 * split.wilson.high:.1f}",
+                      f"{split.flips}/{split.compared}")
+    Console().print(table)
+
+
 @tasks.command("rebaseline")
 @click.option("--benchmark", "name", default="starter", show_default=True, help="starter or simcopilot.")
 @click.option("--allow-unsandboxed", is_flag=True, help="Run even where the sandbox is incomplete: accept the risk.")

@@ -15,13 +15,14 @@ goes with every sample, so that a report can prove that every cell saw the same 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import string
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Awaitable, Callable, Literal
+from typing import Awaitable, Callable, Literal, Protocol
 
 import jinja2
 from pydantic import BaseModel, ConfigDict
@@ -59,8 +60,10 @@ def _comment(language: Language) -> str:
 STYLES: dict[str, StyleInfo] = {
     "instruct": StyleInfo("chat", lambda lang: (f"{_comment(lang)} {MARKER_END}",),
                           "instruction prompt through the model's chat template"),
-    "simcopilot": StyleInfo("chat", lambda lang: (f"{_comment(lang)} --{MARKER_END}--",),
-                            "SimCoPilot's upstream instruction prompt (fetched template files)"),
+    # Upstream sets no stop: the model writes to the end of its turn (or max tokens) and the
+    # answer is extracted the way upstream does (runner/evaluation/upstream.py).
+    "simcopilot": StyleInfo("chat", lambda lang: (),
+                            "SimCoPilot's upstream instruction prompt (fetched template files and code)"),
     "codestral-fim": StyleInfo("completion", lambda lang: ("</s>",),
                                "Codestral fill-in-the-middle: <s>[SUFFIX]after[PREFIX]before"),
     "codellama-fim": StyleInfo("completion", lambda lang: ("<EOT>",),
@@ -116,6 +119,8 @@ class Prompt(BaseModel):
     sha256: str
     dropped_before_lines: int = 0  # head lines of `before` left out to fit the context
     dropped_after_lines: int = 0  # tail lines of `after` left out to fit the context
+    dropped_before_tokens: int = 0  # upstream's rule (simcopilot style): head tokens of `before` cut
+    dropped_after_tokens: int = 0  # tail tokens of `after` cut
 
     def payload(self) -> dict:
         """The request fields that carry the prompt (``prompt`` or ``messages``)."""
@@ -169,14 +174,34 @@ def _load_upstream(name: str):
     return upstream_to_jinja(text), str(path), lambda: path.is_file() and path.stat().st_mtime == mtime
 
 
+def _upstream_messages(program_type: str, after: str) -> list[dict]:
+    """Upstream's ``create_input_messages`` on a probe template that is only its instruction text."""
+    from runner.evaluation import upstream
+
+    up = upstream.load()  # a UserError saying to fetch SimCoPilot when it is not there
+    return upstream.create_input_messages(up, program_type, "{instruction_text}", "", after)
+
+
+def upstream_instruction(program_type: str, after: str) -> str:
+    """Upstream's instruction text (the Python NOTE on indentation), from its own code."""
+    return _upstream_messages(program_type, after)[1]["content"]
+
+
+def upstream_system(program_type: str) -> str:
+    """Upstream's system message, from its own code."""
+    return _upstream_messages(program_type, "")[0]["content"]
+
+
 @lru_cache(maxsize=4)
 def _environment(folder: str) -> jinja2.Environment:
     loader = jinja2.ChoiceLoader([
         jinja2.FileSystemLoader(folder),
         jinja2.PrefixLoader({"simcopilot": jinja2.FunctionLoader(_load_upstream)}),
     ])
-    return jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
-                              keep_trailing_newline=False)
+    env = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=False)
+    env.globals.update(upstream_instruction=upstream_instruction, upstream_system=upstream_system)
+    return env
 
 
 def _template(style: str) -> jinja2.Template:
@@ -264,6 +289,59 @@ def prompt_set_sha256(tasks: list[Task], style: str, *, chat: bool = True) -> st
 
 # -- the context budget --------------------------------------------------------------------------
 Tokenizer = Callable[[str], Awaitable[int]]
+
+
+class ServerTokens(Protocol):
+    """The serving model's tokenizer, through the server (``/tokenize``, ``/detokenize``)."""
+
+    async def encode(self, text: str) -> list[int]: ...
+
+    async def decode(self, tokens: list[int]) -> str: ...
+
+
+class _BlockingTokens:
+    """``ServerTokens`` for synchronous code on a worker thread: each call waits on the event loop."""
+
+    def __init__(self, tokens: ServerTokens, loop: asyncio.AbstractEventLoop) -> None:
+        self.tokens, self.loop = tokens, loop
+        self.encoded: list[int] = []  # lengths of what was encoded, in call order
+        self.decoded: list[int] = []  # lengths of what was decoded
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        ids = asyncio.run_coroutine_threadsafe(self.tokens.encode(text), self.loop).result()
+        self.encoded.append(len(ids))
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        self.decoded.append(len(ids))
+        return asyncio.run_coroutine_threadsafe(self.tokens.decode(list(ids)), self.loop).result()
+
+
+async def fit_upstream(task: Task, style: str, tokens: ServerTokens, *, context_length: int, max_tokens: int,
+                       chat: bool = True) -> Prompt:
+    """The prompt of ``task``, cut by SimCoPilot's own rule when prompt + ``max_tokens`` exceeds the context.
+
+    Upstream's ``truncate_input_for_Meta`` (loaded from the fetched copy) removes the excess
+    tokens from the tail of ``after`` but keeps at least ``max_tokens`` of them, then from the
+    head of ``before``, again keeping ``max_tokens``; once, with the serving model's tokenizer.
+    The prompt is counted as its message texts plus a fixed allowance per message for the chat
+    template's headers (upstream counts the Meta-formatted dialog).
+    """
+    from runner.evaluation import upstream
+
+    prompt = render(task, style, chat=chat)
+    overhead = CHAT_OVERHEAD_TOKENS_PER_MESSAGE * len(prompt.messages)
+    excess = len(await tokens.encode(prompt.token_text())) + overhead + max_tokens - context_length
+    if excess <= 0:
+        return prompt
+    up = upstream.load()
+    shown_after = task.after if task.mode == Mode.infill else ""
+    blocking = _BlockingTokens(tokens, asyncio.get_running_loop())
+    before, after = await asyncio.to_thread(upstream.truncate, up, task.before, shown_after, excess, blocking, max_tokens)
+    (before_n, after_n), (kept_before, kept_after) = blocking.encoded[:2], blocking.decoded[:2]
+    cut = render(task, style, chat=chat, before=before, after=after if shown_after else task.after)
+    return cut.model_copy(update={"dropped_before_tokens": before_n - kept_before,
+                                  "dropped_after_tokens": after_n - kept_after if shown_after else 0})
 
 
 async def fit(task: Task, style: str, count_tokens: Tokenizer, *, context_length: int, max_tokens: int,

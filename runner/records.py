@@ -63,6 +63,7 @@ class Program(BaseModel):
     data_dir: Path  # the folder copied into the sandbox (data files, jars)
     output_to_check: str = "final_output"  # "final_output" | "all_output" (Python only)
     test_cases: tuple[TestCase, ...] = ()  # Python only; Java runs its JUnit tester
+    tests_json: Path | None = None  # the test file upstream's scoring reads (a re-baselined copy wins)
     tester_class: str | None = None  # Java: the TestCase class the console launcher selects
     jars: tuple[Path, ...] = ()  # Java: extra class-path entries shipped with the program
     available: bool = True
@@ -88,8 +89,27 @@ class Task(BaseModel):
     reason: str | None = None
 
 
+class Cascade(str, enum.Enum):
+    """Which post-processing cascade and test harness judged an answer."""
+
+    upstream = "upstream"  # SimCoPilot's own functions, loaded from the fetched copy (the paper's scoring)
+    runner = "runner"  # this project's stricter, fence-aware cascade and checks
+
+
+class CascadeVerdict(BaseModel):
+    """One cascade's verdict on one answer."""
+
+    cascade: Cascade
+    outcome: Outcome
+    stage: Stage | None = None  # the cascade stage whose code produced ``outcome``
+    cleaned_outcome: Outcome  # the verdict on the cleaned-only code
+    code: str = ""  # the post-processed code that was finally judged
+    stderr_tail: str = ""
+    pass_ratio: str | None = None  # upstream's "k/n" of test cases (upstream cascade only)
+
+
 class Verdict(BaseModel):
-    """Result of evaluating one answer through the post-processing cascade."""
+    """Result of evaluating one answer: the headline cascade's verdict, and each cascade's own."""
 
     outcome: Outcome
     stage: Stage | None = None  # the cascade stage whose code produced ``outcome``
@@ -97,6 +117,9 @@ class Verdict(BaseModel):
     code: str  # the post-processed code that was finally judged
     stderr_tail: str = ""
     seconds: float = 0.0
+    cascade: Cascade = Cascade.runner  # which of the two gives the headline fields above
+    upstream: CascadeVerdict | None = None  # None where upstream's code or test file is not there
+    runner: CascadeVerdict | None = None
 
 
 class Cell(BaseModel):
@@ -169,8 +192,11 @@ class Sample(BaseModel):
     server_timings: ServerTimings | None = None
     system_fingerprint: str | None = None  # the server build that answered (llama.cpp b<build>-<commit>)
     chat_template_sha256: str | None = None  # the chat template the server applied (chat prompts)
-    outcome: Outcome | None = None  # None until evaluated
+    outcome: Outcome | None = None  # None until evaluated (the headline cascade's verdict)
     cleaned_outcome: Outcome | None = None
+    cascade: Cascade | None = None  # the headline cascade
+    upstream: CascadeVerdict | None = None  # both verdicts are kept on every evaluated sample
+    runner: CascadeVerdict | None = None
     stderr_tail: str = ""
     error: str | None = None  # why the request failed, for outcome == error
     started_at: datetime = Field(default_factory=utcnow)

@@ -291,7 +291,10 @@ class Reproduction:
 
         sandbox = choose_sandbox(self.options.sandbox, allow_unsandboxed=self.options.allow_unsandboxed,
                                  progress=self.events.note, hide=(self.store.root.parent,))
-        evaluator = Evaluator(self.benchmark.programs, sandbox=sandbox, junit_console=self.benchmark.junit_jar)
+        # SimCoPilot's headline is upstream's own scoring; our stricter cascade is kept beside it.
+        cascade = "upstream" if self.benchmark.name == "simcopilot" else "runner"
+        evaluator = Evaluator(self.benchmark.programs, sandbox=sandbox, junit_console=self.benchmark.junit_jar,
+                              cascade=cascade, both=True)
         workers = self.options.eval_workers or default_workers()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval")
         try:
@@ -491,9 +494,14 @@ class _CellRun:
             async def count(text: str) -> int:
                 return len(await self.runtime.tokenize(self.http, self.base, text))
 
-            prompt = await prompts.fit(task, self.cell.prompt_style, count,
-                                       context_length=self.files.context_length, max_tokens=self.settings.max_tokens,
-                                       chat=chat)
+            if self.cell.prompt_style == "simcopilot":  # upstream's own truncation rule, by tokens
+                prompt = await prompts.fit_upstream(task, self.cell.prompt_style, _ServerTokens(self),
+                                                    context_length=self.files.context_length,
+                                                    max_tokens=self.settings.max_tokens, chat=chat)
+            else:
+                prompt = await prompts.fit(task, self.cell.prompt_style, count,
+                                           context_length=self.files.context_length,
+                                           max_tokens=self.settings.max_tokens, chat=chat)
         self.prompts[task.id] = prompt
         return prompt
 
@@ -567,6 +575,7 @@ class _CellRun:
         else:
             sample.outcome, sample.cleaned_outcome = verdict.outcome, verdict.cleaned_outcome
             sample.code, sample.stage, sample.stderr_tail = verdict.code, verdict.stage, verdict.stderr_tail
+            sample.cascade, sample.upstream, sample.runner = verdict.cascade, verdict.upstream, verdict.runner
         self._write(sample)
 
     async def _latency(self, tasks: list[Task]) -> None:
@@ -664,6 +673,19 @@ class _CellRun:
                                                 errors=len(errors)))
             self.store.write_cell(self.result)
             self.events.sweep_measured(self.cell, self.result.sweep[-1])
+
+
+class _ServerTokens:
+    """The serving model's tokenizer through the cell's server (``prompts.ServerTokens``)."""
+
+    def __init__(self, cell_run: "_CellRun") -> None:
+        self.run = cell_run
+
+    async def encode(self, text: str) -> list[int]:
+        return await self.run.runtime.tokenize(self.run.http, self.run.base, text)
+
+    async def decode(self, tokens: list[int]) -> str:
+        return await self.run.runtime.detokenize(self.run.http, self.run.base, tokens)
 
 
 def reproduce(matrix: Matrix, options: RunOptions, events: RunEvents | None = None) -> RunOutcome:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, Sequence
 
 import numpy as np
@@ -15,6 +16,8 @@ from scipy import stats as _scipy_stats
 
 #: the z of a two-sided 95% interval, as upstream writes it (1.96, not 1.959964...)
 Z95 = 1.96
+#: upstream's number of bootstrap resamples
+BOOTSTRAP_RESAMPLES = 10_000
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,11 @@ class Proportion:
     k: int
     n: int
     rate: float
-    half_width: float  # upstream's ± (normal approximation)
+    half_width: float  # the normal-approximation (Wald) ±
     normal: Interval  # rate ± half_width, clipped to [0, 1]
     wilson: Interval
+    bootstrap_mean: float = 0.0  # upstream's figure: the mean of the bootstrap pass rates ...
+    bootstrap_half: float = 0.0  # ... ± 1.96 SD of them (``bootstrap_interval``)
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def normal_half_width(k: int, n: int, z: float = Z95) -> float:
-    """Upstream's ± for a pass rate: ``z * sqrt(p (1 - p) / n)``; 0 for ``n == 0``."""
+    """The normal-approximation ± for a pass rate: ``z * sqrt(p (1 - p) / n)``; 0 for ``n == 0``."""
     _check_counts(k, n)
     if n == 0:
         return 0.0
@@ -89,11 +94,31 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> Interval:
     return Interval(max(0.0, centre - half), min(1.0, centre + half))
 
 
-def proportion(k: int, n: int, z: float = Z95) -> Proportion:
-    """``k/n`` with upstream's ± and both intervals."""
+@lru_cache(maxsize=4096)  # a report asks for the same (k, n) many times
+def bootstrap_interval(k: int, n: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """Upstream's ± for a pass rate: ``(mean, 1.96 SD)`` of ``resamples`` bootstrap pass rates.
+
+    The same draw as SimCoPilot's ``bootstrap_resampling``
+    (helper_functions/code_gen_result_analysis.py: ``np.random.choice([0, 1], (resamples, n),
+    p=[1-p, p])``), from a generator seeded with ``seed`` where upstream's is unseeded; a test
+    checks the two agree digit for digit under one seed. ``(0, 0)`` for ``n == 0``, as upstream.
+    """
     _check_counts(k, n)
+    if n == 0:
+        return 0.0, 0.0
+    p = k / n
+    draws = np.random.RandomState(seed).choice([0, 1], size=(resamples, n), p=[1 - p, p])
+    rates = draws.sum(axis=1) / n
+    return float(rates.mean()), float(Z95 * rates.std())
+
+
+def proportion(k: int, n: int, z: float = Z95, bootstrap: bool = True) -> Proportion:
+    """``k/n`` with the normal and Wilson intervals, and upstream's bootstrap ± (unless ``bootstrap=False``)."""
+    _check_counts(k, n)
+    mean, half = bootstrap_interval(k, n) if bootstrap else (0.0, 0.0)
     return Proportion(k=k, n=n, rate=k / n if n else 0.0, half_width=normal_half_width(k, n, z),
-                      normal=normal_interval(k, n, z), wilson=wilson_interval(k, n, z))
+                      normal=normal_interval(k, n, z), wilson=wilson_interval(k, n, z),
+                      bootstrap_mean=mean, bootstrap_half=half)
 
 
 def mcnemar_exact(b: int, c: int) -> float:

@@ -88,29 +88,43 @@ def test_simcopilot_style_without_fetched_templates_says_how_to_get_them(starter
         prompts.render(first(starter, "python", "infill"), "simcopilot")
 
 
-def write_upstream_style_templates(folder):
-    # Templates in upstream's format (str.format placeholders), written for this test.
-    folder.mkdir(parents=True)
-    (folder / "before_after_template.txt").write_text(
-        "Fill the {program_type} gap.{instruction_text}\n{examples}\nA literal {{brace}}, {{% raw %}} and {{{{ x }}}}.\n"
-        "{before_section}\n{begin_missing_code}\n{end_missing_code}\n{after_section}")
-    (folder / "without_after_template.txt").write_text(
-        "Continue the {program_type} code.{instruction_text}\n{before_section}\n{begin_missing_code}\n"
-        "{end_missing_code}")
+class _CaptureMessages:
+    """A replay "model" for upstream's generation function: keeps the messages it was asked with."""
+
+    def __init__(self):
+        self.formatter = self
+        self.messages = None
+
+    def encode_dialog_prompt(self, messages):
+        self.messages = messages
+        return []
+
+    def generate(self, **kwargs):
+        return [""], None
+
+    def decode(self, text):
+        return text  # the "tokens" generate returned are the text itself
 
 
-def test_simcopilot_style_renders_upstreams_template_files(starter):
-    write_upstream_style_templates(prompts.simcopilot_templates_dir())
-    task = first(starter, "java", "infill")
-    prompt = prompts.render(task, "simcopilot")
-    system, user = prompt.messages
-    assert system.content == "Java code generation"
-    assert user.content.startswith("Fill the Java gap.\n\nA literal {brace}, {% raw %} and {{ x }}.\n")
-    assert f"{task.before}\n// --BEGIN MISSING CODE--\n// --END MISSING CODE--\nAfter Section:\n{task.after}" in user.content
-    assert prompt.stop == ("// --END MISSING CODE--",)
-    completion = prompts.render(first(starter, "python", "completion"), "simcopilot")
-    assert completion.messages[1].content.startswith("Continue the Python code.\n\nNOTE: indentation")
-    assert "After Section" not in completion.messages[1].content
+def test_simcopilot_style_is_byte_identical_to_upstreams_prompt_builder_for_every_task(simcopilot):
+    from runner.evaluation import upstream
+
+    up = upstream.load()
+    bench = load_benchmark("simcopilot")
+    differ = []
+    for task in bench.tasks:
+        kind = "Java" if task.language == Language.java else "Python"
+        before = task.before.split("\n") if task.before else []
+        after = (task.after.split("\n") if task.after else []) if task.mode == Mode.infill else ""
+        capture = _CaptureMessages()
+        # upstream's own generation function builds the messages (templates, NOTE, system) itself
+        up.hf_llms_gen.generate_code_strict_format(before, after, kind, "Meta-Llama-3-70B-Instruct", capture, capture,
+                                                   4096, prompts_path=str(up.prompt_templates))
+        prompt = prompts.render(task, "simcopilot")
+        if [m.model_dump() for m in prompt.messages] != capture.messages:
+            differ.append(task.id)
+        assert prompt.stop == ()  # upstream gives the model no stop sequence
+    assert len(bench.tasks) == 1163 and differ == []
 
 
 def test_upstream_templates_read_as_str_format_reads_them():
@@ -156,3 +170,64 @@ def test_prefix_style_continues_the_code_and_stops_where_the_hidden_suffix_begin
     assert prompts.render(completion, "prefix").stop == ("\n\n\n", "\n  public ", "\n    public ")
     # vLLM's OpenAI server refuses more than four stop sequences (HTTP 400)
     assert max(len(prompts.render(task, "prefix").stop) for task in starter.tasks) <= 4
+
+
+class CharTokens:
+    """One token per character: what a real tokenizer does, at a scale a test can read."""
+
+    async def encode(self, text):
+        return [ord(c) for c in text]
+
+    async def decode(self, ids):
+        return "".join(chr(i) for i in ids)
+
+
+def test_simcopilot_truncation_keeps_the_after_window_and_cuts_the_head_of_before(simcopilot):
+    bench = load_benchmark("simcopilot")
+    task = next(t for t in bench.tasks if t.mode == Mode.infill and len(t.after) > 2000 and len(t.before) > 2000)
+    full = prompts.render(task, "simcopilot")
+    used = len(full.token_text()) + 2 * prompts.CHAT_OVERHEAD_TOKENS_PER_MESSAGE
+    # room for the prompt minus all of `after` but its first 200 tokens and 300 of `before`'s
+    context = used - (len(task.after) - 200) - 300 + 200
+    prompt = asyncio.run(prompts.fit_upstream(task, "simcopilot", CharTokens(), context_length=context, max_tokens=200))
+    user = prompt.messages[1].content
+    # upstream's rule: `after` keeps its first max_tokens (200) tokens, then `before` loses its head
+    assert prompt.dropped_after_tokens == len(task.after) - 200
+    assert prompt.dropped_before_tokens == 300
+    assert f"After Section:\n{task.after[:200]}" in user and task.after[:201] not in user
+    assert task.before[300:] in user and task.before[299:] not in user
+    # a prompt that fits is left alone
+    roomy = asyncio.run(prompts.fit_upstream(task, "simcopilot", CharTokens(), context_length=used + 200, max_tokens=200))
+    assert roomy == full
+
+
+def test_simcopilot_truncation_counts_with_the_serving_models_tokenizer(simcopilot, tmp_path):
+    """Upstream's rule on a real llama-server's /tokenize and /detokenize (Gemma 3 270M's vocabulary)."""
+    import httpx
+
+    from tests.llama_server import running_llama
+
+    bench = load_benchmark("simcopilot")
+    task = next(t for t in bench.tasks if t.id == "java/infill/DoubleMatrixTester/438-438")
+    with running_llama(tmp_path / "server.log") as (runtime, _cell, server, _files):
+        async def run():
+            async with httpx.AsyncClient(timeout=120) as http:
+                class Tokens:
+                    async def encode(self, text):
+                        return await runtime.tokenize(http, server.base_url, text)
+
+                    async def decode(self, ids):
+                        return await runtime.detokenize(http, server.base_url, ids)
+
+                tokens = Tokens()
+                prompt = await prompts.fit_upstream(task, "simcopilot", tokens, context_length=2048, max_tokens=200)
+                before = prompt.messages[1].content.split("// --BEGIN MISSING CODE--")[0]
+                after = prompt.messages[1].content.split("After Section:\n", 1)[1]
+                return (prompt, len(await tokens.encode(prompt.token_text())), len(await tokens.encode(after)),
+                        len(await tokens.encode(task.after)), before)
+
+        prompt, used, after_tokens, full_after_tokens, before = asyncio.run(run())
+    assert full_after_tokens > 200 and prompt.dropped_after_tokens == full_after_tokens - 200
+    assert abs(after_tokens - 200) <= 2  # decoding then encoding again may merge a token at the cut
+    assert prompt.dropped_before_tokens > 0 and before.rstrip().endswith(task.before.rstrip().split("\n")[-1].strip())
+    assert used + 2 * prompts.CHAT_OVERHEAD_TOKENS_PER_MESSAGE + 200 <= 2048 + 4

@@ -69,6 +69,8 @@ def test_a_run_writes_every_sample_once_with_its_outcome_and_resumes_to_nothing(
     tasks = select_tasks(__import__("runner.benchmarks", fromlist=["x"]).load_benchmark("starter"), matrix.tasks)
     assert sorted(s.task_id for s in accuracy) == sorted(t.id for t in tasks)
     assert all(s.outcome in set(Outcome) - {Outcome.error} and s.cleaned_outcome and s.code is not None for s in accuracy)
+    # the starter set's headline is our cascade, whose verdict the sample keeps (upstream's needs its fetched code)
+    assert all(s.cascade == "runner" and s.runner.outcome == s.outcome for s in accuracy)
     # each latency task timed twice: after the server's cache reset (cold), and after the previous
     # task of its program (warm); the server's own count of reused tokens is recorded
     assert sorted((s.task_id, s.cache_state) for s in latency) == sorted(

@@ -104,3 +104,20 @@ def test_paired_bootstrap_refuses_unpaired_input():
         stats.paired_bootstrap_ratio([1.0, 2.0], [1.0])
     with pytest.raises(ValueError):
         stats.paired_bootstrap_ratio([], [])
+
+
+def test_bootstrap_interval_is_upstreams_bootstrap_under_one_seed(simcopilot):
+    from runner.evaluation import upstream
+
+    up = upstream.load()
+    for k, n in [(208, 382), (96, 212), (0, 5), (7, 7), (153, 286)]:
+        assert stats.bootstrap_interval(k, n, seed=3) == upstream.bootstrap(up, k, n, seed=3)
+
+
+def test_bootstrap_half_width_is_close_to_the_normal_one_and_seeded():
+    mean, half = stats.bootstrap_interval(208, 382)
+    assert (mean, half) == stats.bootstrap_interval(208, 382)  # seeded: the report is reproducible
+    assert abs(mean - 208 / 382) < 0.003 and abs(half - stats.normal_half_width(208, 382)) < 0.003
+    assert stats.bootstrap_interval(0, 0) == (0.0, 0.0)
+    p = stats.proportion(208, 382)
+    assert (p.bootstrap_mean, p.bootstrap_half) == (mean, half)

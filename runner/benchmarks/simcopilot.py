@@ -15,13 +15,13 @@ tasks unavailable.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from runner.benchmarks import categories
 from runner.benchmarks.benchmark import Benchmark
 from runner.benchmarks.manifest import Manifest
 from runner.errors import UserError
@@ -79,9 +79,9 @@ def load_layout(
                 )
             program, lines = _load_program(root, language, entry, stems.get(language, {}), manifest, rebaseline)
             programs[program_name] = program
-            labels = _categories(root, language, program_name, notes)
+            records = _records(root, language, program_name, notes)
             for mode in Mode:
-                tasks.extend(_tasks(name, language, mode, program, entry[SPAN_FIELDS[mode]], lines, labels))
+                tasks.extend(_tasks(name, language, mode, program, entry[SPAN_FIELDS[mode]], lines, records))
     return Benchmark(
         name=name,
         root=root,
@@ -197,7 +197,10 @@ def _load_program(
         test_cases = _python_tests(source, rebaseline) if language is Language.python else ()
     except _Unavailable as problem:
         return Program(**base, available=False, reason=str(problem)), lines
-    return Program(**base, test_cases=test_cases), lines
+    override = rebaseline / f"{source.stem}.json" if rebaseline is not None else None
+    tests_json = override if language is Language.python and override is not None and override.is_file() \
+        else source.with_suffix(".json")
+    return Program(**base, test_cases=test_cases, tests_json=tests_json), lines
 
 
 def _read_source(source: Path) -> list[str]:
@@ -276,50 +279,12 @@ def dump_test_json(cases: list[TestCase] | tuple[TestCase, ...]) -> dict[str, st
 # --- categories --------------------------------------------------------------------------------
 
 
-def _categories(root: Path, language: Language, program: str, notes: list[str]) -> dict[int, set[str]]:
-    """Labels per usage line: reason categories, ``scope:<type>`` and ``range:<type>``."""
-    folder = root / categories_folder(language)
-    by_line: dict[int, set[str]] = defaultdict(set)
-    found = False
-    for kind in ("reason", "dependency"):
-        path = folder / f"{program}_{kind}_verified.csv"
-        if not path.is_file():
-            continue
-        found = True
-        for line_no, row in _csv_rows(path):
-            if kind == "reason":
-                by_line[_usage_line(path, line_no, row)].add(_reason_label(row[0]))
-            else:
-                if len(row) < 5:
-                    raise UserError(f"{path}: line {line_no} has {len(row)} columns, expected "
-                                    "var_name,usage_line,def_line,scope_type,range_type")
-                usage = _usage_line(path, line_no, row)
-                by_line[usage].add(f"scope:{row[3].strip()}")
-                by_line[usage].add(f"range:{row[4].strip()}")
-    if not found:
+def _records(root: Path, language: Language, program: str, notes: list[str]) -> categories.Records | None:
+    """The program's verified category records (see ``runner.benchmarks.categories``)."""
+    records = categories.read_records(root / categories_folder(language), program)
+    if records is None:
         notes.append(f"{program}: no category records in {categories_folder(language)}")
-    return by_line
-
-
-def _csv_rows(path: Path):
-    with path.open(encoding="utf-8", newline="") as handle:
-        for line_no, row in enumerate(csv.reader(handle), start=1):
-            if line_no == 1 or not any(cell.strip() for cell in row):
-                continue  # header, blank lines
-            yield line_no, row
-
-
-def _usage_line(path: Path, line_no: int, row: list[str]) -> int:
-    try:
-        return int(row[1].strip())
-    except (IndexError, ValueError):
-        raise UserError(f"{path}: line {line_no}: usage_line {row[1:2]!r} is not a line number") from None
-
-
-def _reason_label(raw: str) -> str:
-    # Upstream's records carry stray spaces and case slips ("if Body"); one spelling per label.
-    label = " ".join(raw.split())
-    return label[:1].upper() + label[1:]
+    return records
 
 
 # --- tasks --------------------------------------------------------------------------------------
@@ -332,7 +297,7 @@ def _tasks(
     program: Program,
     spans: list[list[int]],
     lines: list[str] | None,
-    labels: dict[int, set[str]],
+    records: categories.Records | None,
 ) -> list[Task]:
     seen: Counter[tuple[int, int]] = Counter()
     tasks = []
@@ -351,7 +316,6 @@ def _tasks(
             before = "\n".join(lines[: start - 1])
             reference = "\n".join(lines[start - 1 : end])
             after = "\n".join(lines[end:])
-        categories = set().union(*(labels.get(n, set()) for n in range(start, end + 1)))
         tasks.append(
             Task(
                 id=task_id,
@@ -363,18 +327,12 @@ def _tasks(
                 before=before,
                 reference=reference,
                 after=after,
-                categories=_ordered(categories),
+                categories=categories.labels(records, language, start, end),
                 available=available,
                 reason=reason,
             )
         )
     return tasks
-
-
-def _ordered(labels: set[str]) -> tuple[str, ...]:
-    reasons = sorted(l for l in labels if not l.startswith(("scope:", "range:")))
-    return tuple(reasons + sorted(l for l in labels if l.startswith("scope:"))
-                 + sorted(l for l in labels if l.startswith("range:")))
 
 
 def _junit_jar(root: Path) -> Path | None:

@@ -8,6 +8,8 @@ Typical use::
 
 ``Evaluator(..., limits=Limits(...), sandbox=..., java_fast=True)`` tunes the limits, swaps in
 another ``Sandbox`` implementation, or compiles and tests Java in one JVM.
+``Evaluator(..., cascade="upstream", both=True)`` makes SimCoPilot's own scoring (loaded from the
+fetched copy by ``runner.evaluation.upstream``) the headline and keeps our cascade's verdict beside it.
 """
 
 from runner.evaluation.evaluator import Evaluator, default_workers

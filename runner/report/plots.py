@@ -231,12 +231,15 @@ def latency_cdfs(rows: list[HeadlineRow], fig: Figure) -> str:
 
 def category_groups(categories: list[str]) -> list[tuple[str, list[str]]]:
     """SimCoPilot's categories in its three families: the reason for the code, the dependency
-    distance (``range:``) and the dependency scope (``scope:``)."""
+    distance (the longest of the task) and the dependency scope, each in upstream's order."""
+    from runner.benchmarks.categories import HORIZON_LABELS, RANGES, REASON_LABELS
+
+    order = {label: i for i, label in enumerate(REASON_LABELS + HORIZON_LABELS)}
     groups: dict[str, list[str]] = {"code reason": [], "dependency distance": [], "dependency scope": []}
-    for category in categories:
-        if category.startswith("range:"):
+    for category in sorted(categories, key=lambda c: (order.get(c, len(order)), c)):
+        if category in RANGES:
             groups["dependency distance"].append(category)
-        elif category.startswith("scope:"):
+        elif category in HORIZON_LABELS:
             groups["dependency scope"].append(category)
         else:
             groups["code reason"].append(category)
@@ -244,8 +247,8 @@ def category_groups(categories: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def category_heatmap(table: CategoryTable, rows: list[HeadlineRow], fig: Figure) -> str:
-    """Pass rate per SimCoPilot category (columns, one panel per family) per cell (rows)."""
-    labels = [c.label for c in table.cells]
+    """Pass rate per SimCoPilot category (columns, one panel per family) per cell and language x mode (rows)."""
+    labels = [r.key for r in table.rows]
     groups = category_groups(table.categories)
     axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
     cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#f3f4f6")
@@ -262,7 +265,7 @@ def category_heatmap(table: CategoryTable, rows: list[HeadlineRow], fig: Figure)
                     ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "#111827")
         image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=100, aspect="auto")
         ax.set_xticks(range(len(members)), [m.split(":", 1)[-1] for m in members], rotation=30, ha="right")
-        ax.set_yticks(range(len(labels)), [_short(lbl, rows) for lbl in labels])
+        ax.set_yticks(range(len(labels)), [f"{_short(r.cell.label, rows)} · {r.language} {r.mode}" for r in table.rows])
         ax.grid(False)
         ax.set_title(f"pass rate % by {family}", loc="left")
     if image is not None:
@@ -321,7 +324,7 @@ def render_all(tables: Tables, plot_dir: Path) -> list[Plot]:
         table = tables.categories
         widest = max(len(m) for _, m in category_groups(table.categories))
         panels = len(category_groups(table.categories))
-        size = (min(15, max(8, 0.6 * widest + 4)), panels * (0.3 * len(table.cells) + 1.4))
+        size = (min(15, max(8, 0.6 * widest + 4)), panels * (0.3 * len(table.rows) + 1.4))
         specs.append(("categories", "Pass rate by category", size, lambda f: category_heatmap(table, rows, f)))
     if any(r.sweep for r in rows):
         specs.append(("throughput", "Throughput vs concurrency", (11, 4), lambda f: throughput(rows, f)))

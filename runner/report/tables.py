@@ -30,16 +30,18 @@ BOOTSTRAP_RESAMPLES = 10_000
 # -- small records -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PassRate:
-    """Passes out of judged tasks with upstream's ± and the Wilson interval (all as fractions)."""
+    """Passes out of judged tasks with upstream's bootstrap ±, the normal ± and the Wilson interval (fractions)."""
 
     passed: int
     n: int
     rate: float | None
-    half_width: float | None
+    half_width: float | None  # normal approximation (Wald)
     normal_low: float | None
     normal_high: float | None
     wilson_low: float | None
     wilson_high: float | None
+    boot_mean: float | None = None  # upstream's ±: seeded bootstrap mean ...
+    boot_half: float | None = None  # ... ± 1.96 SD of 10,000 resampled pass rates
 
     @classmethod
     def of(cls, outcomes: list[Outcome | None]) -> "PassRate":
@@ -49,7 +51,41 @@ class PassRate:
         if n == 0:
             return cls(0, 0, None, None, None, None, None, None)
         p = stats.proportion(k, n)
-        return cls(k, n, p.rate, p.half_width, p.normal.low, p.normal.high, p.wilson.low, p.wilson.high)
+        return cls(k, n, p.rate, p.half_width, p.normal.low, p.normal.high, p.wilson.low, p.wilson.high,
+                   p.bootstrap_mean, p.bootstrap_half)
+
+
+@dataclass(frozen=True)
+class CascadeRow:
+    """One cell and split: the headline cascade, each cascade's pass rate, and the verdicts that flip."""
+
+    cell: CellData
+    language: str
+    mode: str
+    headline: str  # "upstream" or "runner"
+    upstream: PassRate
+    runner: PassRate
+    flips: int  # tasks passing under one cascade and not the other
+    compared: int  # tasks judged by both
+
+
+def cascades(cells: list[CellData]) -> list[CascadeRow]:
+    """Both cascades side by side, per cell and language x mode, where samples carry both verdicts."""
+    rows = []
+    for cell in cells:
+        by_key: dict[tuple[str, str], list[Sample]] = defaultdict(list)
+        for s in cell.accuracy:
+            if s.upstream is not None or s.runner is not None:
+                by_key[split_task_id(s.task_id)].append(s)
+        for (language, mode), samples in sorted(by_key.items()):
+            both = [s for s in samples if s.upstream is not None and s.runner is not None]
+            flips = sum((s.upstream.outcome == Outcome.passed) != (s.runner.outcome == Outcome.passed) for s in both)
+            heads = {s.cascade.value for s in samples if s.cascade is not None}
+            rows.append(CascadeRow(cell=cell, language=language, mode=mode, headline=", ".join(sorted(heads)) or "—",
+                                   upstream=PassRate.of([s.upstream.outcome for s in samples if s.upstream]),
+                                   runner=PassRate.of([s.runner.outcome for s in samples if s.runner]),
+                                   flips=flips, compared=len(both)))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -400,30 +436,52 @@ def hardware(runs: list[RunData], rows: list[HeadlineRow]) -> list[HardwareRow]:
 
 # -- categories ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class CategoryRow:
+    """One cell on one of the paper's splits (language x mode)."""
+
+    cell: CellData
+    language: str
+    mode: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.cell.label} · {self.language} {self.mode}"
+
+
+@dataclass(frozen=True)
 class CategoryTable:
-    """Pass rate by SimCoPilot category (rows: cells, columns: categories)."""
+    """Pass rate by SimCoPilot category (rows: cell x language x mode, as the paper reports them)."""
 
     categories: list[str]
     cells: list[CellData]
-    rates: dict[tuple[str, str], PassRate]  # (cell label, category) -> rate
+    rows: list[CategoryRow]
+    rates: dict[tuple[str, str], PassRate]  # (row key, category) -> rate
 
 
 def categories(cells: list[CellData], catalogue: TaskCatalogue) -> CategoryTable | None:
-    """Pass rate per category per cell, or None when no task carries categories."""
+    """Pass rate per category per cell and language x mode, or None when no task carries categories."""
     if not catalogue.tasks:
         return None
     outcomes: dict[tuple[str, str], list[Outcome | None]] = defaultdict(list)
     names: set[str] = set()
+    rows: dict[str, CategoryRow] = {}
     for cell in cells:
         for s in cell.accuracy:
             task = catalogue.tasks.get(s.task_id)
-            for category in (task.categories if task else ()):
-                outcomes[(cell.label, category)].append(s.outcome)
+            if not task or not task.categories:
+                continue
+            language, mode = split_task_id(s.task_id)
+            row = rows.setdefault(f"{cell.label} · {language} {mode}", CategoryRow(cell, language, mode))
+            for category in task.categories:
+                outcomes[(row.key, category)].append(s.outcome)
                 names.add(category)
     if not names:
         return None
     with_data = [c for c in cells if c.accuracy]
-    return CategoryTable(categories=sorted(names), cells=with_data,
+    order = {c.label: i for i, c in enumerate(with_data)}
+    ordered = sorted(rows.values(), key=lambda r: (order.get(r.cell.label, 0), LANGUAGE_MODES.index((r.language, r.mode))
+                                                   if (r.language, r.mode) in LANGUAGE_MODES else 99))
+    return CategoryTable(categories=sorted(names), cells=with_data, rows=ordered,
                          rates={k: PassRate.of(v) for k, v in outcomes.items()})
 
 
@@ -597,7 +655,8 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
                 "status": result.status, "status_reason": cap(result.reason),
                 "language": language, "mode": mode,
                 "tasks": best.n, "passed": best.passed, "pass_rate": best.rate,
-                "pass_half_width": best.half_width, "pass_normal_low": best.normal_low,
+                "pass_half_width": best.half_width, "pass_bootstrap_half": best.boot_half,
+                "pass_normal_low": best.normal_low,
                 "pass_normal_high": best.normal_high, "pass_wilson_low": best.wilson_low,
                 "pass_wilson_high": best.wilson_high,
                 "cleaned_passed": clean.passed, "cleaned_pass_rate": clean.rate,
@@ -691,6 +750,7 @@ class Tables:
     categories: CategoryTable | None
     category_notes: list[str]
     prompt_checks: list[PromptCheck]
+    cascades: list[CascadeRow]
     task_outcomes: list[TaskOutcomes]
     details: list[CellDetails]
     highlights: Highlights
@@ -736,5 +796,6 @@ def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
                   sweep_levels=sweep_levels(rows), techniques=techniques, technique_notes=technique_notes,
                   quantizations=quantizations, quantization_notes=quantization_notes, reference=refs,
                   hardware=hardware(runs, rows), categories=category_table, category_notes=category_notes,
-                  prompt_checks=prompt_checks(runs), task_outcomes=outcomes, details=cell_details(cells, outcomes),
-                  highlights=highlights(rows), results=result_rows(rows, refs), resources=resource_columns(rows))
+                  prompt_checks=prompt_checks(runs), cascades=cascades(cells), task_outcomes=outcomes,
+                  details=cell_details(cells, outcomes), highlights=highlights(rows), results=result_rows(rows, refs),
+                  resources=resource_columns(rows))

@@ -133,6 +133,12 @@ class Runtime(ABC):
         response.raise_for_status()
         return [int(t) for t in response.json()["tokens"]]
 
+    async def detokenize(self, http: httpx.AsyncClient, base_url: str, tokens: list[int]) -> str:
+        """The text of ``tokens`` (llama.cpp-style ``POST /detokenize``)."""
+        response = await http.post(f"{base_url}/detokenize", json={"tokens": tokens})
+        response.raise_for_status()
+        return response.json()["content"]
+
     def parse_timings(self, chunk: dict[str, Any]) -> ServerTimings | None:
         """The server's own timings carried by one response chunk, or None (default: none reported)."""
         return None

@@ -108,6 +108,12 @@ class ExLlamaV2(Runtime):
         response.raise_for_status()
         return [int(t) for t in response.json()["tokens"]]
 
+    async def detokenize(self, http: httpx.AsyncClient, base_url: str, tokens: list[int]) -> str:
+        """TabbyAPI's ``/v1/token/decode``."""
+        response = await http.post(f"{base_url}/v1/token/decode", json={"tokens": tokens})
+        response.raise_for_status()
+        return response.json()["text"]
+
     def parse_timings(self, chunk: dict[str, Any]) -> ServerTimings | None:
         """TabbyAPI's extended ``usage``: ``prompt_time`` and ``completion_time`` in seconds (10 ms steps)."""
         usage = chunk.get("usage")

@@ -214,6 +214,12 @@ class Vllm(Runtime):
         response.raise_for_status()
         return [int(t) for t in response.json()["tokens"]]
 
+    async def detokenize(self, http: httpx.AsyncClient, base_url: str, tokens: list[int]) -> str:
+        """vLLM's ``POST /detokenize``."""
+        response = await http.post(f"{base_url}/detokenize", json={"tokens": tokens})
+        response.raise_for_status()
+        return response.json()["prompt"]
+
     async def scrape_metrics(self, http: httpx.AsyncClient, base_url: str) -> dict[str, float]:
         """vLLM's latency histograms (``_sum``, ``_count``) and counters, summed over their labels."""
         try:

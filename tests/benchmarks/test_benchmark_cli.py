@@ -61,7 +61,7 @@ def test_tasks_list_json_gives_every_task(pinned):
         "mode": "infill",
         "program": "stack_calc",
         "span": [4, 5],
-        "categories": ["If Body", "scope:local", "range:Short-Range"],
+        "categories": ["Short-Range", "Variable"],
         "available": True,
         "reason": None,
     }

@@ -43,7 +43,11 @@ def test_the_bundled_manifest_lists_the_pinned_commit(tmp_path):
     manifest = load_manifest()
 
     assert manifest.commit == SIMCOPILOT_COMMIT
-    assert len(manifest.entries) == 100
+    # 100 data and template files, the 13 upstream code files the scoring loads at run time, and
+    # the category analysers and notebook the category test compares with
+    assert len(manifest.entries) == 117
+    cascade = manifest.entries["helper_functions/post_gen_process.py"]
+    assert (cascade.blob_sha1, cascade.size) == ("9f944c390185003754ae339e3fa8c9028f9dfdea", 40061)
     simplex = manifest.entries["example_code/Python/simplex_method/simplex_method.py"]
     assert (simplex.blob_sha1, simplex.size) == ("a722758adb130589cb4a454bebd28bf7e8ace10e", 5830)
     assert manifest.entries["example_code/Java/COMP215/A1/Test/allWordsBig"].size is None  # "unknown"

@@ -80,15 +80,17 @@ def test_a_span_listed_twice_gives_two_tasks(upstream_copy):
     ]
 
 
-def test_tasks_carry_the_categories_whose_usage_lines_fall_in_their_span(upstream_copy):
+def test_tasks_carry_upstreams_categories_of_their_span(upstream_copy):
     bench = load(upstream_copy)
 
-    assert bench.task("python/infill/stack_calc/4-5").categories == ("If Body", "scope:local", "range:Short-Range")
+    # "if Body" is not a spelling upstream's expression knows: it counts for nothing
+    assert bench.task("python/infill/stack_calc/4-5").categories == ("Short-Range", "Variable")
+    # the distance is recomputed (sys: 11 lines, medium), and only the longest class is kept
     assert bench.task("python/infill/stack_calc/11-12").categories == (
-        "List_Comprehension", "Loop Body", "scope:library", "scope:local", "range:Long-Range", "range:Short-Range",
+        "List_Comprehension", "Loop Body", "Medium-Range", "Variable", "Library",
     )
     assert bench.task("python/infill/stack_calc/8-8").categories == ()
-    assert bench.task("java/infill/QueueTester/5-5").categories == ("scope:globals", "range:Short-Range")
+    assert bench.task("java/infill/QueueTester/5-5").categories == ("Short-Range", "Global_Variable")
     assert bench.task("python/infill/word_freq/3-3").categories == ()  # its reason file is empty
 
 

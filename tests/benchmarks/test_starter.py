@@ -34,9 +34,7 @@ def test_a_python_infill_task_is_cut_at_its_span():
     assert before == source[:48]
     assert task.after.split("\n")[0] == '        if kind == "MISMATCH":'
     assert task.after.split("\n") == source[50:]
-    assert task.categories == (
-        "If Body", "If Condition", "Loop Body", "Pattern-Based Completion", "scope:local", "range:Short-Range",
-    )
+    assert task.categories == ("If Condition", "If Body", "Loop Body", "Short-Range", "Variable")
 
 
 def test_a_completion_task_at_the_end_of_the_file():
@@ -60,9 +58,7 @@ def test_a_java_task_and_its_program():
     assert task.reference.split("\n") == ["    if (index.size() == capacity) {", "      evictOldest();", "    }"]
     assert task.before.split("\n")[-2:] == ["      return old;", "    }"]
     assert task.after.split("\n")[0] == "    node = new Node<K, V>(key, value);"
-    assert task.categories == (
-        "If Body", "If Condition", "scope:globals", "scope:methods", "range:Long-Range", "range:Medium-Range",
-    )
+    assert task.categories == ("If Condition", "If Body", "Long-Range", "Global_Variable", "Function")
     assert program.tester_class == "LRUCacheTester"
     assert program.jars == ()
     assert program.source.name == "LRUCacheTester.java"

@@ -131,3 +131,21 @@ def test_time_limits_scale_from_the_reference_run(py_setup, world_dir, sandbox):
     assert limits.scaled(0.1).wall_seconds == 1
     broken = python_program(world_dir, "broken", "raise SystemExit(1)\n", [("", "x")])
     assert Evaluator({broken.name: broken}, limits=FAST, sandbox=sandbox).reference_seconds(broken) is None
+
+
+def test_every_verdict_keeps_both_cascades_and_the_headline_is_upstreams(simcopilot, sandbox):
+    from runner.benchmarks import load_benchmark
+    from runner.records import Cascade
+
+    bench = load_benchmark("simcopilot")
+    task = bench.task("python/infill/simplex_method/16-16")
+    evaluator = Evaluator(bench.programs, sandbox=sandbox, cascade="upstream", both=True)
+    # prose before unfenced code: upstream's clean_code keeps only lines its code regex knows;
+    # our cascade keeps the prose and the program does not compile
+    verdict = evaluator.evaluate(task, "Here is the missing line.\n" + task.reference)
+    assert verdict.cascade is Cascade.upstream
+    assert verdict.upstream.outcome is Outcome.passed and verdict.upstream.pass_ratio == "3/3"
+    assert verdict.runner.outcome is Outcome.compile_error
+    assert (verdict.outcome, verdict.stage) == (verdict.upstream.outcome, verdict.upstream.stage)
+    ours = Evaluator(bench.programs, sandbox=sandbox, cascade="runner", both=True).evaluate(task, task.reference)
+    assert ours.cascade is Cascade.runner and ours.upstream is not None and ours.runner.outcome is Outcome.passed

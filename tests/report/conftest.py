@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from runner.benchmarks import load_benchmark
-from runner.records import Cell, Outcome, Sample, ServerTimings, Stage
+from runner.records import Cascade, CascadeVerdict, Cell, Outcome, Sample, ServerTimings, Stage
 from runner.store import CellResult, Fingerprint, Manifest, ModelRecord, RunStore, SweepPoint
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
@@ -66,7 +66,16 @@ def make_sample(cell: Cell, task_id: str, phase: str, rng: random.Random, speed:
         stage = rng.choice([Stage.cleaned, Stage.cleaned, Stage.trimmed, Stage.reindented])
     cleaned = outcome if stage in (None, Stage.cleaned) else Outcome.fail
     started = T0 + timedelta(seconds=rng.randint(0, 3600))
-    return Sample(task_id=task_id, cell_id=cell.id, phase=phase, prompt_style=cell.prompt_style,
+    both = {}
+    if phase == "accuracy" and outcome is not None:
+        # upstream's verdict is the headline; ours differs on about one task in five (own generator,
+        # so the other figures stay as they were)
+        flip = random.Random(f"{cell.id}/{task_id}").random() < 0.2
+        ours = (Outcome.fail if outcome == Outcome.passed else Outcome.passed) if flip else outcome
+        both = {"cascade": Cascade.upstream,
+                "upstream": CascadeVerdict(cascade=Cascade.upstream, outcome=outcome, stage=stage, cleaned_outcome=cleaned),
+                "runner": CascadeVerdict(cascade=Cascade.runner, outcome=ours, cleaned_outcome=ours)}
+    return Sample(**both, task_id=task_id, cell_id=cell.id, phase=phase, prompt_style=cell.prompt_style,
                   prompt_sha256=prompt_sha(cell.prompt_style, task_id),
                   raw_text="```python\n    total += weight[i] * value[i]  # <script>alert(1)</script>\n```",
                   code="    total += weight[i] * value[i]", stage=stage, finish_reason="stop",

@@ -196,6 +196,26 @@ def test_pareto_frontier_keeps_only_cells_no_other_beats_on_both_axes():
     assert frontier(points) == [4, 0, 2]
 
 
+def test_report_puts_both_cascades_side_by_side_and_counts_flips(two_machine_runs, tmp_path):
+    h100_dir = two_machine_runs[0]
+    samples = [s for s in RunStore(h100_dir).latest_samples(BASELINE) if s.phase == "accuracy" and s.upstream]
+    java_infill = [s for s in samples if s.task_id.startswith("java/infill/")]
+    flips = sum((s.upstream.outcome == Outcome.passed) != (s.runner.outcome == Outcome.passed) for s in java_infill)
+    ours = sum(s.runner.outcome == Outcome.passed for s in java_infill)
+    assert 0 < flips < len(java_infill)
+    paths = render(two_machine_runs, tmp_path / "report")
+    html = paths.html.read_text()
+    table = re.search(r'<table id="cascade-table">.*?</table>', html, re.S).group(0)
+    row = re.search(r"llama3-70b/vllm/bf16/baseline @ H100 80GB HBM3</td><td class=\"l\">java</td>"
+                    r"<td class=\"l\">infill</td>.*?</tr>", table, re.S).group(0)
+    assert f"{flips} / {len(java_infill)}" in row and "upstream" in row
+    assert f"{100 * ours / len(java_infill):.1f}" in row
+    # upstream's ± (bootstrap) is what the tables print, labelled beside Wilson
+    assert "bootstrap" in html and "Wilson" in html
+    markdown = paths.readme.read_text() if hasattr(paths, "readme") else (tmp_path / "report" / "README.md").read_text()
+    assert "## Scoring: upstream's cascade and ours" in markdown
+
+
 def hostile_run(root: Path) -> RunStore:
     """A run made elsewhere: markup in a label, a host name and a reason, a 300 KB error text,
     and task ids that are not ``language/mode/program/span``."""

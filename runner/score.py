@@ -1,0 +1,132 @@
+"""Re-scoring answers from any tool: ``runner score ANSWERS.jsonl --benchmark simcopilot``.
+
+Input: JSON lines ``{"task_id": "<our task id>", "text": "<raw model output>"}``. Every line
+is checked before anything runs: a malformed line, a missing or non-string field, an unknown
+or unavailable task id, or a task answered twice is one ``UserError`` naming the file, the
+line, the field and the value. Each answer is then judged by both cascades (upstream's own
+scoring and this project's); ``cascade`` picks the headline.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from runner import stats
+from runner.benchmarks import Benchmark
+from runner.errors import UserError
+from runner.records import Cascade, CascadeVerdict, Language, Mode, Outcome, Stage, Task
+
+
+class Answer(BaseModel):
+    """One line of the input."""
+
+    task_id: str
+    text: str
+
+
+class ScoredAnswer(BaseModel):
+    """One line of ``--json`` output: the headline verdict, and each cascade's."""
+
+    task_id: str
+    language: Language
+    mode: Mode
+    program: str
+    outcome: Outcome
+    stage: Stage | None
+    cleaned_outcome: Outcome
+    cascade: Cascade
+    upstream: CascadeVerdict | None = None
+    runner: CascadeVerdict | None = None
+
+
+@dataclass(frozen=True)
+class SplitScore:
+    """Pass counts of one language x mode under the headline cascade, with both intervals."""
+
+    language: Language
+    mode: Mode
+    passed: int
+    total: int
+    bootstrap_mean: float  # upstream's ±: seeded bootstrap mean ...
+    bootstrap_half: float  # ... and 1.96 SD of the resampled pass rates
+    wilson: stats.Interval
+    flips: int  # tasks whose pass/fail differs between the two cascades
+    compared: int  # tasks that have both verdicts
+
+
+def read_answers(path: Path, benchmark: Benchmark) -> list[tuple[Task, Answer]]:
+    """The answers of ``path``, each with its task; every problem is a ``UserError`` naming the line."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; give a JSON-lines file of {{\"task_id\": ..., \"text\": ...}}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the file ({exc})") from None
+    tasks = {t.id: t for t in benchmark.tasks}
+    seen: dict[str, int] = {}
+    answers: list[tuple[Task, Answer]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where}: not JSON ({exc.msg} at column {exc.colno}); each line must be "
+                            "{\"task_id\": \"...\", \"text\": \"...\"}") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{where}: expected a JSON object, found {type(record).__name__}")
+        for field in ("task_id", "text"):
+            if field not in record:
+                raise UserError(f"{where}: field {field!r} is missing; each line needs task_id and text")
+            if not isinstance(record[field], str):
+                raise UserError(f"{where}: field {field!r} is {record[field]!r}, expected a string")
+        task_id = record["task_id"]
+        task = tasks.get(task_id)
+        if task is None:
+            raise UserError(f"{where}: task_id {task_id!r} is not a task of {benchmark.name!r}; "
+                            f"list them with `runner tasks list --benchmark {benchmark.name} --json`")
+        if not task.available:
+            raise UserError(f"{where}: task_id {task_id!r} cannot be scored here ({task.reason})")
+        if task_id in seen:
+            raise UserError(f"{where}: task_id {task_id!r} was already answered on line {seen[task_id]}")
+        seen[task_id] = number
+        answers.append((task, Answer(task_id=task_id, text=record["text"])))
+    if not answers:
+        raise UserError(f"{path}: no answers in the file")
+    return answers
+
+
+def score(answers: list[tuple[Task, Answer]], evaluator, workers: int | None = None,
+          progress: Callable[[ScoredAnswer], None] | None = None) -> Iterator[ScoredAnswer]:
+    """Judge every answer (in input order) with ``evaluator`` (built with ``both=True`` for both verdicts)."""
+    items = [(task, answer.text) for task, answer in answers]
+    for task, verdict in evaluator.evaluate_many(items, workers=workers):
+        scored = ScoredAnswer(task_id=task.id, language=task.language, mode=task.mode, program=task.program,
+                              outcome=verdict.outcome, stage=verdict.stage, cleaned_outcome=verdict.cleaned_outcome,
+                              cascade=verdict.cascade, upstream=verdict.upstream, runner=verdict.runner)
+        if progress is not None:
+            progress(scored)
+        yield scored
+
+
+def summarize(scored: list[ScoredAnswer], seed: int = 0) -> list[SplitScore]:
+    """Per language x mode (the paper's splits): passes, upstream's bootstrap ±, Wilson, flips."""
+    splits: dict[tuple[Language, Mode], list[ScoredAnswer]] = {}
+    for s in scored:
+        splits.setdefault((s.language, s.mode), []).append(s)
+    out = []
+    for (language, mode), group in sorted(splits.items(), key=lambda kv: (list(Language).index(kv[0][0]),
+                                                                          list(Mode).index(kv[0][1]))):
+        passed = sum(s.outcome is Outcome.passed for s in group)
+        both = [s for s in group if s.upstream is not None and s.runner is not None]
+        flips = sum((s.upstream.outcome is Outcome.passed) != (s.runner.outcome is Outcome.passed) for s in both)
+        mean, half = stats.bootstrap_interval(passed, len(group), seed=seed)
+        out.append(SplitScore(language, mode, passed, len(group), mean, half,
+                              stats.wilson_interval(passed, len(group)), flips, len(both)))
+    return out
