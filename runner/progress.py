@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from runner.errors import cap
+from runner.passrate import pass_count
 from runner.records import Cell, Outcome, Sample, Task
 from runner.run import RunEvents, RunOutcome
 from runner.store import CellResult, Manifest, RunStore, SweepPoint
@@ -85,20 +86,19 @@ def _median_ms(values: list[float]) -> str:
 def summary_table(store: RunStore, outcome: RunOutcome) -> Table:
     """Per cell: status, accuracy (best-of-cascade and cleaned-only), latency medians, throughput."""
     table = Table(title=f"run {outcome.run_dir}")
-    for column in ("cell", "status", "pass", "pass (cleaned)", "errors", "TTFT ms", "TPOT ms", "e2e ms", "load s",
-                   "sweep tok/s"):
+    for column in ("cell", "status", "pass", "pass (cleaned)", "request errors", "TTFT ms cold", "TTFT ms warm",
+                   "TPOT ms warm", "e2e ms warm", "load s", "sweep tok/s"):
         table.add_column(column, justify="left" if column in ("cell", "status") else "right")
     for result in store.cell_results():
         samples = store.latest_samples(result.cell)
-        accuracy = [s for s in samples if s.phase == "accuracy"]
-        judged = [s for s in accuracy if s.outcome not in (None, Outcome.error)]
-        errors = sum(s.outcome == Outcome.error for s in accuracy)
-        passed = sum(s.outcome == Outcome.passed for s in judged)
-        cleaned = sum(s.cleaned_outcome == Outcome.passed for s in judged)
-        latency = [s for s in samples if s.phase == "latency" and s.outcome != Outcome.error]
+        count = pass_count(samples)  # request errors count as not passing, and are shown apart
+        timed = [s for s in samples if s.phase == "latency" and s.outcome != Outcome.error]
+        cold = [s for s in timed if s.cache_state == "cold"]
+        latency = [s for s in timed if s.cache_state == "warm"]  # the realistic copilot case
         sweep = " ".join(f"c{p.concurrency}:{p.output_tokens_per_s:.0f}" for p in result.sweep) or "-"
         table.add_row(result.cell.id, result.status + (f" ({result.reason[:60]})" if result.reason else ""),
-                      f"{passed}/{len(judged)}", f"{cleaned}/{len(judged)}", str(errors),
+                      f"{count.passed}/{count.tasks}", f"{count.cleaned_passed}/{count.tasks}", str(count.errors),
+                      _median_ms([s.ttft_s for s in cold if s.ttft_s is not None]),
                       _median_ms([s.ttft_s for s in latency if s.ttft_s is not None]),
                       _median_ms([s.tpot_s for s in latency if s.tpot_s is not None]),
                       _median_ms([s.e2e_s for s in latency if s.e2e_s is not None]),

@@ -6,7 +6,7 @@ Styles:
   ``END MISSING CODE`` comment lines; the server applies the model's chat template.
 - ``simcopilot`` (chat): SimCoPilot's own template files, read from the fetched data
   (``$RUNNER_HOME/data/simcopilot/helper_functions/prompt_templates/``), never copied here.
-- ``codestral-fim`` / ``codellama-fim`` (completion): raw fill-in-the-middle text.
+- ``codestral-fim`` / ``codellama-fim`` / ``qwen-fim`` (completion): raw fill-in-the-middle text.
 
 A template may export ``system`` (``{% set system = ... %}``): the system message of a chat
 prompt. The sha256 of what is sent (the completion text, or the messages as canonical JSON)
@@ -68,6 +68,13 @@ STYLES: dict[str, StyleInfo] = {
                                "Codestral fill-in-the-middle: <s>[SUFFIX]after[PREFIX]before"),
     "codellama-fim": StyleInfo("completion", lambda lang: ("<EOT>",),
                                "Code Llama fill-in-the-middle: <PRE> before <SUF>after <MID>"),
+    "qwen-fim": StyleInfo("completion", lambda lang: ("<|endoftext|>",),
+                          "Qwen2.5-Coder fill-in-the-middle: <|fim_prefix|>before<|fim_suffix|>after<|fim_middle|>",
+                          # infill: the 0.5B model often writes on past the middle into the suffix it was
+                          # shown, so the answer also ends where the suffix's first line would begin;
+                          # completion (no suffix shown): where a new definition begins
+                          task_stop=lambda task, after: (_suffix_stop(task, after) if task.mode == Mode.infill
+                                                         else _BLOCK_END[task.language])),
     "prefix": StyleInfo("completion", lambda lang: _BLOCK_END[lang],
                         "plain continuation of the code above the gap, for base models without "
                         "fill-in-the-middle or chat training",

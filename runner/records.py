@@ -169,7 +169,14 @@ class Sample(BaseModel):
 
     task_id: str
     cell_id: str
-    phase: str = "accuracy"  # "accuracy" | "latency" | "sweep"
+    phase: str = "accuracy"  # "accuracy" | "latency" | "replay" | "sweep"
+    #: the server's cache when the request was sent (latency phases): ``cold`` (no reusable prefix:
+    #: reset by the runtime's own means), ``warm`` (the previous task of the same program was just
+    #: served: a shared prefix, never the same prompt), ``replay`` (the identical prompt was just served)
+    cache_state: str | None = None
+    #: prompt tokens the server reused from its cache, by its own count (llama.cpp ``timings.cache_n``,
+    #: vLLM ``usage.prompt_tokens_details.cached_tokens``); None when the server does not say
+    cached_tokens: int | None = None
     prompt_style: str
     prompt_sha256: str
     raw_text: str = ""
@@ -194,3 +201,8 @@ class Sample(BaseModel):
     error: str | None = None  # why the request failed, for outcome == error
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+
+    @property
+    def phase_key(self) -> str:
+        """The phase with the cache state, e.g. ``latency/cold``: one sample per task and key."""
+        return f"{self.phase}/{self.cache_state}" if self.cache_state else self.phase

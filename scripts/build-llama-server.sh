@@ -2,13 +2,18 @@
 # Build llama.cpp's C++ server (llama-server) from the llama.cpp tree vendored in the pinned
 # llama-cpp-python sdist, so that local and container cells run the same server.
 # Usage: scripts/build-llama-server.sh DEST_DIR [extra cmake flags, e.g. -DGGML_CUDA=ON]
-# Reuses DEST_DIR/bin/llama-server when it already exists (the build takes minutes).
+# Builds llama-server, llama-bench and llama-quantize (the quantization ladder is made with the
+# same source as the server that serves it); only the binaries DEST_DIR/bin lacks are built.
 # $PYTHON (default python3) runs pip to fetch the sdist; $LLAMA_CPP_SDIST skips the download.
 set -euo pipefail
 LLAMA_CPP_PYTHON_VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 dest="${1:?usage: build-llama-server.sh DEST_DIR [cmake flags]}"; shift || true
-if [ -x "$dest/bin/llama-server" ] && [ -x "$dest/bin/llama-bench" ]; then
-  echo "llama-server already built in $dest" >&2; exit 0
+targets=()
+for target in llama-server llama-bench llama-quantize; do
+  [ -x "$dest/bin/$target" ] || targets+=("$target")
+done
+if [ "${#targets[@]}" -eq 0 ]; then
+  echo "llama-server, llama-bench and llama-quantize already built in $dest" >&2; exit 0
 fi
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 sdist="${LLAMA_CPP_SDIST:-}"
@@ -24,8 +29,8 @@ src="$(ls -d "$work"/llama_cpp_python-*/vendor/llama.cpp)"
 cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
   -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF "$@" >&2
-cmake --build "$work/build" --config Release -j"$(nproc)" --target llama-server llama-bench >&2
+cmake --build "$work/build" --config Release -j"$(nproc)" --target "${targets[@]}" >&2
 mkdir -p "$dest/bin"
-cp "$work/build/bin/llama-server" "$work/build/bin/llama-bench" "$dest/bin/"
+for target in "${targets[@]}"; do cp "$work/build/bin/$target" "$dest/bin/"; done
 echo "$LLAMA_CPP_PYTHON_VERSION" > "$dest/VERSION"
-echo "built $dest/bin/llama-server" >&2
+echo "built ${targets[*]} in $dest/bin" >&2

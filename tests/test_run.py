@@ -71,10 +71,29 @@ def test_a_run_writes_every_sample_once_with_its_outcome_and_resumes_to_nothing(
     assert all(s.outcome in set(Outcome) - {Outcome.error} and s.cleaned_outcome and s.code is not None for s in accuracy)
     # the starter set's headline is our cascade, whose verdict the sample keeps (upstream's needs its fetched code)
     assert all(s.cascade == "runner" and s.runner.outcome == s.outcome for s in accuracy)
-    assert len(latency) == 2 and all(s.outcome is None and s.ttft_s <= s.e2e_s for s in latency)
-    # temperature 0: the latency phase answers its tasks as the accuracy phase did
-    by_task = {s.task_id: s.raw_text for s in accuracy}
-    assert all(by_task[s.task_id] == s.raw_text for s in latency)
+    # each latency task timed twice: after the server's cache reset (cold), and after the previous
+    # task of its program (warm); the server's own count of reused tokens is recorded
+    assert sorted((s.task_id, s.cache_state) for s in latency) == sorted(
+        (t, state) for t in {s.task_id for s in latency} for state in ("cold", "warm"))
+    assert len(latency) == 4 and all(s.outcome is None and s.ttft_s <= s.e2e_s for s in latency)
+    assert all(s.cached_tokens == 0 for s in latency if s.cache_state == "cold")
+    assert all(s.cached_tokens is not None for s in latency)
+    # the server's peak memory was measured; energy only where this host has a counter, else why not
+    assert result.peak_rss_mib > 100
+    assert result.energy_joules is not None or "energy" in result.resources_absent
+    # the timed tasks have a gap above them (their warm state serves it first): with a limit of 3,
+    # which takes first gaps, they come from the rest of the filter; their prompts are the style's
+    from runner import prompts
+    from runner.benchmarks import load_benchmark
+    from runner.run import predecessor
+
+    pool = load_benchmark("starter").available()
+    by_id = {t.id: t for t in pool}
+    for s in latency:
+        task = by_id[s.task_id]
+        assert task.language.value == "python" and task.program in ("lu_solver", "shortest_paths")
+        assert predecessor(task, pool) is not None
+        assert s.prompt_sha256 == prompts.render(task, "instruct", chat=False).sha256
     (point,) = result.sweep
     assert point.concurrency == 1 and point.requests == 2 and point.output_tokens_per_s > 0
     assert result.server_metrics  # llama.cpp's Prometheus counters moved

@@ -169,8 +169,8 @@ class _QueueSink:
         from runner.records import Outcome
 
         if sample.outcome != Outcome.error:
-            # the key RunStore.done_keys uses: the phase with its cache state where samples carry one
-            self._done.add((getattr(sample, "phase_key", sample.phase), sample.task_id))
+            # the key RunStore.done_keys uses: the phase with its cache state
+            self._done.add((sample.phase_key, sample.task_id))
         self.events.put(_Written(sample=sample))
 
     def done_keys(self) -> set[tuple[str, str]]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.errors import UserError
+from runner.passrate import counted
 from runner.records import Cell, Outcome, Sample, Task
 from runner.store import CellResult, Fingerprint, Manifest, RunStore
 
@@ -48,6 +49,10 @@ def split_task_id(task_id: str) -> tuple[str, str]:
     return (parts[0], parts[1]) if len(parts) >= 2 else ("?", "?")
 
 
+#: latency sources in order of preference; each names its cache state
+LATENCY_SOURCES = ("latency/warm", "latency/cold", "latency", "accuracy")
+
+
 @dataclass
 class CellData:
     """One cell of one run with its latest samples, split by phase."""
@@ -63,8 +68,8 @@ class CellData:
 
     @property
     def accuracy(self) -> list[Sample]:
-        """Accuracy-phase samples that carry a verdict (an ``error`` counts as not passing)."""
-        return [s for s in self.samples if s.phase == "accuracy" and s.outcome is not None]
+        """The samples the pass rate counts (``runner.passrate``: a request error counts as not passing)."""
+        return counted(self.samples)
 
     def accuracy_by_task(self) -> dict[str, Sample]:
         return {s.task_id: s for s in self.accuracy}
@@ -73,14 +78,19 @@ class CellData:
     def errors(self) -> list[Sample]:
         return [s for s in self.samples if s.outcome == Outcome.error]
 
-    def timed(self, phase: str) -> list[Sample]:
-        """Samples of ``phase`` that returned text in time (no request error)."""
-        return [s for s in self.samples if s.phase == phase and s.outcome != Outcome.error and s.e2e_s is not None]
+    def timed(self, source: str) -> list[Sample]:
+        """Samples of ``source`` that returned text in time (no request error). ``source`` is a phase
+        with its cache state (``latency/warm``, ``latency/cold``, ``replay/replay``) or a bare phase
+        (``accuracy``; ``latency`` for runs made before cache states were recorded)."""
+        return [s for s in self.samples if (s.phase_key == source or (s.phase == source and s.cache_state is None))
+                and s.outcome != Outcome.error and s.e2e_s is not None]
 
     @property
     def latency_source(self) -> str:
-        """``latency`` when the cell has one-at-a-time timings, else ``accuracy`` (queued requests)."""
-        return "latency" if self.timed("latency") else "accuracy"
+        """Where the cell's latency figures come from, the first that has samples: one request at a
+        time with a warm cache (the copilot case), with a cold one, without a recorded state, else
+        the accuracy phase (queued requests)."""
+        return next((source for source in LATENCY_SOURCES if self.timed(source)), "accuracy")
 
     @property
     def latency_samples(self) -> list[Sample]:

@@ -100,6 +100,69 @@ def _place_labels(fig: Figure, ax, points: list[tuple[float, float]], texts: lis
         placed.append(chosen)
 
 
+#: bits per weight of GGUF and vLLM formats (llama.cpp's own figures for a 7B model), for ordering a ladder
+BITS = {"f32": 32.0, "fp32": 32.0, "f16": 16.0, "fp16": 16.0, "bf16": 16.0, "q8_0": 8.5, "fp8": 8.0,
+        "q6_k": 6.56, "q5_k_m": 5.69, "q5_k_s": 5.54, "q5_0": 5.5, "q4_k_m": 4.89, "q4_k_s": 4.58, "iq4_xs": 4.25,
+        "q4_0": 4.5, "awq": 4.0, "gptq": 4.0, "q3_k_m": 3.91, "q3_k_s": 3.5, "q2_k": 2.96}
+
+
+def ladders(rows: list[HeadlineRow]) -> list[list[HeadlineRow]]:
+    """Groups of cells that differ only in quantization (same run, model, runtime, techniques and
+    style), three rungs at least, ordered from the most bits to the fewest."""
+    groups: dict[tuple, list[HeadlineRow]] = {}
+    for r in rows:
+        c = r.cell.cell
+        if r.overall.n:
+            key = (r.cell.run.name, c.model, c.runtime, tuple(sorted(c.techniques.items())), c.prompt_style)
+            groups.setdefault(key, []).append(r)
+    return [sorted(g, key=lambda r: -BITS.get(r.cell.cell.quantization, 0.0))
+            for g in groups.values() if len({r.cell.cell.quantization for r in g}) >= 3]
+
+
+def ladder(groups: list[list[HeadlineRow]], fig: Figure) -> str:
+    """Per ladder: pass rate with its Wilson interval (left axis) and output tokens/s (right axis)
+    against the quantization, most bits first: the trade-off the quantizations make."""
+    ax = fig.add_subplot()
+    speed_ax = ax.twinx()
+    speed_ax.grid(False)
+    speed_ax.spines["right"].set_visible(True)
+    names: list[str] = []
+    for g in groups:
+        for r in g:
+            if r.cell.cell.quantization not in names:
+                names.append(r.cell.cell.quantization)
+    xs = {q: i for i, q in enumerate(names)}
+    sources = set()
+    for n, g in enumerate(groups):
+        colour, speed_colour = PALETTE[(2 * n) % len(PALETTE)], PALETTE[(2 * n + 4) % len(PALETTE)]
+        label = f"{g[0].cell.cell.model}/{g[0].cell.cell.runtime}" + (f" ({g[0].cell.run.name})" if len(groups) > 1 else "")
+        x = [xs[r.cell.cell.quantization] for r in g]
+        y = [100 * r.overall.rate for r in g]
+        err = [[yy - 100 * r.overall.wilson_low for yy, r in zip(y, g)],
+               [100 * r.overall.wilson_high - yy for yy, r in zip(y, g)]]
+        ax.errorbar(x, y, yerr=err, fmt="-o", color=colour, capsize=4, linewidth=1.6, markersize=7,
+                    label=f"{label}: pass rate", zorder=3)
+        timed = [(xx, r.latency.output_tokens_per_s) for xx, r in zip(x, g) if r.latency.output_tokens_per_s]
+        sources.update(r.latency.source for r in g if r.latency.output_tokens_per_s)
+        if timed:
+            speed_ax.plot([t[0] for t in timed], [t[1] for t in timed], "--s", color=speed_colour, alpha=0.85,
+                          markersize=6, label=f"{label}: output tokens/s")
+    ax.set_xticks(range(len(names)), [f"{q}\n{BITS[q]:g} bits" if q in BITS else q for q in names])
+    ax.set_xlabel("quantization  →  fewer bits per weight")
+    ax.set_ylabel("pass rate %, best of cascade (Wilson 95%)")
+    speed_ax.set_ylabel("output tokens/s (dashed)  →  faster")
+    ax.set_ylim(bottom=0)
+    speed_ax.set_ylim(bottom=0)
+    handles = ax.get_legend_handles_labels()
+    more = speed_ax.get_legend_handles_labels()
+    ax.legend(handles[0] + more[0], handles[1] + more[1], loc="upper left", bbox_to_anchor=(1.08, 1.0),
+              frameon=False, fontsize=8)
+    ax.set_title("Quantization ladder: what each step down in bits costs in accuracy and buys in speed")
+    where = " and ".join(sorted(sources)) or "no"
+    return (f"Solid: pass rate over all tasks with its Wilson 95% interval; dashed: output tokens / e2e seconds "
+            f"from the {where} samples (one request at a time when latency/…). Most bits on the left.")
+
+
 def pareto(rows: list[HeadlineRow], fig: Figure) -> str:
     """Pass rate against e2e latency p50, one point per cell with its Wilson interval; returns a caption."""
     ax = fig.add_subplot()
@@ -250,6 +313,9 @@ def render_all(tables: Tables, plot_dir: Path) -> list[Plot]:
         stale.unlink()
     rows = tables.headline
     specs = []
+    groups = ladders(rows)
+    if groups:  # the first chart when the run has a quantization ladder: the trade-off it measures
+        specs.append(("ladder", "Quantization ladder", (11, 5), lambda f: ladder(groups, f)))
     if any(r.latency.e2e_p50 and r.overall.n for r in rows):
         specs.append(("pareto", "Latency vs accuracy", (11, 5.2), lambda f: pareto(rows, f)))
     if any(r.cell.latency_samples for r in rows):

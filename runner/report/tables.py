@@ -8,6 +8,7 @@ from typing import Any
 
 from runner import stats
 from runner.errors import cap
+from runner.passrate import pass_count
 from runner.records import Outcome, Sample
 from runner.report.data import LANGUAGE_MODES, CellData, RunData, TaskCatalogue, machine_key, split_task_id
 
@@ -91,7 +92,9 @@ def cascades(cells: list[CellData]) -> list[CascadeRow]:
 class LatencySummary:
     """One cell's latency figures, from the ``source`` phase (seconds)."""
 
-    source: str  # "latency" (one request at a time) or "accuracy" (queued at the run's concurrency)
+    #: "latency/warm" | "latency/cold" (one request at a time, the cache state named), "latency"
+    #: (a run without recorded states) or "accuracy" (queued at the run's concurrency)
+    source: str
     samples: int
     ttft_p50: float | None
     ttft_p95: float | None
@@ -100,10 +103,15 @@ class LatencySummary:
     e2e_p50: float | None
     e2e_p95: float | None
     output_tokens_per_s: float | None  # output tokens / e2e seconds, summed over the samples
+    cached_tokens_p50: float | None = None  # prompt tokens the server reused, by its own count
+    ttft_cold_p50: float | None = None  # TTFT with no reusable prefix (``latency/cold``), beside any source
+    cold_samples: int = 0
 
     @classmethod
     def of(cls, cell: CellData) -> "LatencySummary":
         samples = cell.latency_samples
+        cold = [s.ttft_s for s in cell.timed("latency/cold") if s.ttft_s is not None]
+        cached = [s.cached_tokens for s in samples if s.cached_tokens is not None]
         ttft = [s.ttft_s for s in samples if s.ttft_s is not None]
         tpot = [s.tpot_s for s in samples if s.tpot_s is not None]
         itl = [gap for s in samples for gap in s.itl_s]
@@ -114,7 +122,9 @@ class LatencySummary:
                    ttft_p50=stats.percentile(ttft, 50), ttft_p95=stats.percentile(ttft, 95),
                    tpot_p50=stats.percentile(tpot, 50), itl_p50=stats.percentile(itl, 50),
                    e2e_p50=stats.percentile(e2e, 50), e2e_p95=stats.percentile(e2e, 95),
-                   output_tokens_per_s=tokens / seconds if seconds > 0 else None)
+                   output_tokens_per_s=tokens / seconds if seconds > 0 else None,
+                   cached_tokens_p50=stats.percentile(cached, 50) if cached else None,
+                   ttft_cold_p50=stats.percentile(cold, 50) if cold else None, cold_samples=len(cold))
 
 
 @dataclass
@@ -128,7 +138,7 @@ class HeadlineRow:
     overall_cleaned: PassRate
     latency: LatencySummary
     sweep: dict[int, tuple[float, float]]  # concurrency -> (requests/s, output tokens/s)
-    errors: int
+    errors: int  # accuracy-phase request errors: counted in ``overall`` as not passing, shown apart
     energy_per_task_j: float | None
 
     @property
@@ -153,7 +163,7 @@ def headline(cells: list[CellData]) -> list[HeadlineRow]:
             overall_cleaned=PassRate.of([_cleaned(s) for s in cell.accuracy]),
             latency=LatencySummary.of(cell),
             sweep={p.concurrency: (p.requests_per_s, p.output_tokens_per_s) for p in result.sweep},
-            errors=len(cell.errors),
+            errors=pass_count(cell.samples).errors,
             energy_per_task_j=(result.energy_joules / judged) if result.energy_joules and judged else None,
         ))
     return rows
@@ -190,13 +200,17 @@ class Comparison:
     only_cell: int  # McNemar c: passed under the cell only
     p_value: float | None
     latency_ratio: stats.RatioEstimate | None  # e2e p50 cell / baseline, paired bootstrap
-    latency_source: str | None
+    latency_source: str | None  # the phase and cache state the ratio comes from (latency/warm...)
     speed: str
     accuracy: str
+    #: TTFT ratio cell / baseline per cache state measured one at a time (``cold``, ``warm``)
+    ttft_ratios: dict[str, stats.RatioEstimate] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
-        return f"{self.speed}, {self.accuracy}"
+        # the cache state the speed was measured in, when one was recorded (latency/warm -> "warm cache")
+        state = self.latency_source.split("/", 1)[1] if self.latency_source and "/" in self.latency_source else None
+        return f"{self.speed}{f' ({state} cache)' if state else ''}, {self.accuracy}"
 
 
 @dataclass
@@ -233,10 +247,23 @@ def compare(cell: CellData, baseline: CellData) -> Comparison:
     diff = 100 * (cell_rate - base_rate) if n else None
     p = stats.mcnemar_exact(only_base, only_cell) if n else None
     ratio, source = _latency_ratio(cell, baseline)
+    ttft = {state: r for state in ("cold", "warm")
+            if (r := _paired_ratio(cell, baseline, f"latency/{state}", "ttft_s")) is not None}
     return Comparison(cell=cell, baseline=baseline, pairs=n, baseline_rate=base_rate, cell_rate=cell_rate,
                       diff_points=diff, only_baseline=only_base, only_cell=only_cell, p_value=p,
                       latency_ratio=ratio, latency_source=source, speed=_speed_words(ratio),
-                      accuracy=_accuracy_words(diff, p))
+                      accuracy=_accuracy_words(diff, p), ttft_ratios=ttft)
+
+
+def _paired_ratio(cell: CellData, baseline: CellData, source: str, attr: str) -> stats.RatioEstimate | None:
+    """Median ratio cell / baseline of ``attr`` over the tasks both timed in ``source`` (two at least)."""
+    x = {s.task_id: getattr(s, attr) for s in baseline.timed(source) if getattr(s, attr) is not None}
+    y = {s.task_id: getattr(s, attr) for s in cell.timed(source) if getattr(s, attr) is not None}
+    common = sorted(set(x) & set(y))
+    if len(common) < 2:
+        return None
+    return stats.paired_bootstrap_ratio([x[t] for t in common], [y[t] for t in common], statistic="median",
+                                        resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
 
 
 #: fewer timed pairs than this give a ratio but no speed verdict
@@ -244,9 +271,12 @@ MIN_PAIRS = 5
 
 
 def _latency_ratio(cell: CellData, baseline: CellData) -> tuple[stats.RatioEstimate | None, str | None]:
-    """The e2e ratio from the one-at-a-time phase when it has enough pairs, else from the accuracy phase."""
+    """The e2e ratio from the one-at-a-time phase (warm cache first, then cold) when it has enough
+    pairs, else from the accuracy phase."""
+    from runner.report.data import LATENCY_SOURCES
+
     found = []
-    for phase in ("latency", "accuracy"):
+    for phase in LATENCY_SOURCES:
         x = {s.task_id: s.e2e_s for s in baseline.timed(phase)}
         y = {s.task_id: s.e2e_s for s in cell.timed(phase)}
         common = sorted(set(x) & set(y))
@@ -634,12 +664,15 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
                 "cleaned_wilson_high": clean.wilson_high,
                 "cell_tasks": row.overall.n, "cell_pass_rate": row.overall.rate,
                 "cell_wilson_low": row.overall.wilson_low, "cell_wilson_high": row.overall.wilson_high,
+                "request_errors": row.errors,
                 "latency_source": lat.source, "latency_samples": lat.samples,
+                "ttft_cold_p50_s": lat.ttft_cold_p50, "cached_tokens_p50": lat.cached_tokens_p50,
                 "ttft_p50_s": lat.ttft_p50, "ttft_p95_s": lat.ttft_p95, "tpot_p50_s": lat.tpot_p50,
                 "itl_p50_s": lat.itl_p50, "e2e_p50_s": lat.e2e_p50, "e2e_p95_s": lat.e2e_p95,
                 "output_tokens_per_s": lat.output_tokens_per_s,
                 "load_s": result.load_seconds, "peak_gpu_memory_mib": result.peak_gpu_memory_mib,
-                "energy_per_task_j": row.energy_per_task_j, "error_samples": row.errors,
+                "peak_rss_mib": result.peak_rss_mib, "energy_per_task_j": row.energy_per_task_j,
+                "energy_source": result.energy_source, "error_samples": row.errors,
                 # answers generated but not judged: the most at once, and those still waiting
                 "eval_backlog_peak": result.eval_backlog_peak, "eval_pending": result.eval_pending,
                 "nodes": " ".join(dict.fromkeys(p.node for p in result.placements)),
@@ -652,7 +685,15 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
             record["published_half_width"] = ref.published_half_width / 100 if ref else None
             record["within_published"] = ref.within if ref else None
             out.append(record)
-    return out
+    # a measurement no cell has is left out, never shown as an always-empty column; the report
+    # says why it is missing (CellResult.resources_absent)
+    empty = [k for k in _OPTIONAL_COLUMNS if out and all(r.get(k) is None for r in out)]
+    return [{k: v for k, v in r.items() if k not in empty} for r in out]
+
+
+#: columns that only some hosts or runtimes can fill
+_OPTIONAL_COLUMNS = ("peak_gpu_memory_mib", "peak_rss_mib", "energy_per_task_j", "energy_source",
+                     "ttft_cold_p50_s", "cached_tokens_p50")
 
 
 def frontier(points: list[tuple[float, float]]) -> list[int]:
@@ -717,6 +758,29 @@ class Tables:
     details: list[CellDetails]
     highlights: Highlights
     results: list[dict[str, Any]] = field(default_factory=list)
+    resources: "ResourceColumns | None" = None
+
+
+@dataclass
+class ResourceColumns:
+    """Which energy and memory figures any cell has (a column only then), and why the others are missing."""
+
+    peak_gpu_memory: bool
+    peak_rss: bool
+    energy: bool
+    cold_ttft: bool
+    notes: list[str]  # "energy: not measured on <machine>: <why>", one per distinct reason
+
+
+def resource_columns(rows: list[HeadlineRow]) -> ResourceColumns:
+    notes: dict[str, None] = {}
+    for row in rows:
+        for what, why in row.cell.result.resources_absent.items():
+            notes[f"{what.replace('_', ' ')}: not measured on {row.cell.run.machine}: {why}"] = None
+    return ResourceColumns(peak_gpu_memory=any(r.cell.result.peak_gpu_memory_mib is not None for r in rows),
+                           peak_rss=any(r.cell.result.peak_rss_mib is not None for r in rows),
+                           energy=any(r.energy_per_task_j is not None for r in rows),
+                           cold_ttft=any(r.latency.ttft_cold_p50 is not None for r in rows), notes=list(notes))
 
 
 def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
@@ -735,5 +799,6 @@ def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
                   sweep_levels=sweep_levels(rows), techniques=techniques, technique_notes=technique_notes,
                   quantizations=quantizations, quantization_notes=quantization_notes, reference=refs,
                   hardware=hardware(runs, rows), categories=category_table, category_notes=category_notes,
-                  prompt_checks=prompt_checks(runs), cascades=cascades(cells), task_outcomes=outcomes, details=cell_details(cells, outcomes),
-                  highlights=highlights(rows), results=result_rows(rows, refs))
+                  prompt_checks=prompt_checks(runs), cascades=cascades(cells), task_outcomes=outcomes,
+                  details=cell_details(cells, outcomes), highlights=highlights(rows), results=result_rows(rows, refs),
+                  resources=resource_columns(rows))

@@ -87,6 +87,8 @@ class Runtime(ABC):
     chat_endpoint: ClassVar[str] = "/v1/chat/completions"
     completion_endpoint: ClassVar[str] = "/v1/completions"
     tokenize_endpoint: ClassVar[str] = "/tokenize"
+    #: a cheap GET the server answers on a kept-alive connection (the client opens its connection with it)
+    health_endpoint: ClassVar[str] = "/health"
     metrics_endpoint: ClassVar[str | None] = "/metrics"
 
     def validate(self, cell: Cell) -> None:
@@ -140,6 +142,26 @@ class Runtime(ABC):
     def parse_timings(self, chunk: dict[str, Any]) -> ServerTimings | None:
         """The server's own timings carried by one response chunk, or None (default: none reported)."""
         return None
+
+    def parse_cached_tokens(self, chunk: dict[str, Any]) -> int | None:
+        """Prompt tokens the server reused from its cache, if this chunk says (OpenAI ``usage`` details)."""
+        usage = chunk.get("usage")
+        details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        return int(cached) if isinstance(cached, (int, float)) else None
+
+    # -- cache states ---------------------------------------------------------------------------------
+    #: how ``reset_cache`` leaves the server without a reusable prefix (said in the report);
+    #: None: this runtime offers no way, and its cells have no ``cold`` samples
+    cache_reset: ClassVar[str | None] = None
+
+    async def reset_cache(self, http: httpx.AsyncClient, base_url: str) -> None:
+        """Drop every reusable prompt prefix the server holds (raise ``httpx.HTTPError`` on failure)."""
+        raise NotImplementedError(f"{self.name} offers no cache reset")
+
+    def cold_extras(self, cell: Cell) -> dict[str, Any]:
+        """Fields added to a ``cold`` request, beyond ``request_extras`` (default: none)."""
+        return {}
 
     async def scrape_metrics(self, http: httpx.AsyncClient, base_url: str) -> dict[str, float]:
         """The server's Prometheus metrics, flattened; empty when the server serves none."""

@@ -8,6 +8,8 @@ backend mounts) and launches ``main.py --config <that file>``.
 Technique switches: ``kv_cache=fp16|q8|q6|q4`` -> ``model.cache_mode``; ``spec=draft`` ->
 ``draft_model`` (TabbyAPI's ExLlamaV2 backend drafts only with a draft model: no n-gram mode);
 ``parallel=<n>`` -> ``model.max_batch_size`` (default 8) with a cache of ``n`` full contexts.
+TabbyAPI has no endpoint that empties ExLlamaV2's page cache (``cache_reset`` is None): its
+cells have ``warm`` latency samples and no ``cold`` ones, which the report says.
 ExLlamaV2's dynamic generator always reuses cached prompt pages, so there is no prefix-cache
 switch to offer.
 """

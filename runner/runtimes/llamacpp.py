@@ -10,6 +10,11 @@ pinned build, llama-cpp-python 0.3.36):
   attention, so it turns ``-fa on`` unless ``flash_attn=off`` asks otherwise (refused).
 - ``prefix_cache=off``: ``--no-cache-prompt --cache-ram 0`` and ``cache_prompt: false`` in every
   request; ``on`` (the default) keeps the server's slot and host-RAM prompt caches.
+- cache states (``runner.run``): ``cold`` erases every slot (``POST /slots/{id}?action=erase``,
+  which the pinned server only routes when started with ``--slot-save-path``, although erase
+  writes nothing there) and sends the timed request with ``cache_prompt: false``, because the
+  host-RAM prompt cache (``--cache-ram``) has no erase and would otherwise restore a similar
+  prompt; the reused count is ``timings.cache_n``.
 - ``flash_attn=on|off|auto``: ``-fa``; ``parallel=<n>``: ``-np n`` slots (default 8, the
   default accuracy-phase concurrency), each with the model's full context length.
 """
@@ -77,6 +82,34 @@ def ensure_llama_server(log_path: Path | None = None) -> Path:
     return binary
 
 
+def llama_quantize_path() -> Path:
+    """``llama-quantize``, beside ``llama-server`` (built from the same source by the same script)."""
+    return llama_server_path().parent / "llama-quantize"
+
+
+def ensure_llama_quantize() -> Path:
+    """The ``llama-quantize`` binary, building it first (only that target) when missing."""
+    binary = llama_quantize_path()
+    if binary.is_file() and os.access(binary, os.X_OK):
+        return binary
+    if os.environ.get("RUNNER_LLAMA_SERVER"):
+        raise UserError(f"RUNNER_LLAMA_SERVER={llama_server_path()}: no llama-quantize beside it at {binary}; "
+                        "build it from the same llama.cpp source (scripts/build-llama-server.sh DEST)")
+    dest = binary.parent.parent
+    log_path = dest.parent / f"build-{dest.name}-quantize.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log.info("building llama-quantize into %s (minutes; log: %s)", dest, log_path)
+    with open(log_path, "w", encoding="utf-8") as fh:
+        done = subprocess.run(["bash", str(_BUILD_SCRIPT), str(dest)], stdout=fh, stderr=subprocess.STDOUT,
+                              env={**os.environ, "LLAMA_CPP_PYTHON_VERSION": LLAMA_CPP_PYTHON_VERSION,
+                                   "PYTHON": sys.executable})
+    if done.returncode != 0 or not binary.is_file():
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
+        raise UserError(f"building llama-quantize failed (exit {done.returncode}; log {log_path}): "
+                        + " | ".join(tail) + "; it needs cmake, g++ and make")
+    return binary
+
+
 @register_runtime
 class LlamaCpp(Runtime):
     """``llama-server``, OpenAI-compatible, reporting its own timings per request."""
@@ -111,7 +144,10 @@ class LlamaCpp(Runtime):
                 # a model that does not fit must fail, not silently shrink its context
                 "--n-gpu-layers", "all", "--fit", "off",
                 # the model's own chat template (Jinja), as the other runtimes apply it
-                "--jinja", "--metrics", "--no-webui", "--log-timestamps"]
+                "--jinja", "--metrics", "--no-webui", "--log-timestamps",
+                # only so that POST /slots/{id}?action=erase is routed (cold cache state); erase
+                # writes nothing, save/restore are never called; the model's folder exists everywhere
+                "--slot-save-path", str(model.path.parent)]
         if threads:
             argv += ["--threads", str(threads), "--threads-batch", str(threads)]
         kv = t.get("kv_cache")
@@ -144,8 +180,31 @@ class LlamaCpp(Runtime):
         return f"llama-server is not built at {binary} (`runner models prepare` builds it)"
 
     def request_extras(self, cell: Cell) -> dict[str, Any]:
-        """Per-token timings in every chunk, and the prompt cache as the cell asks."""
-        return {"cache_prompt": cell.techniques.get("prefix_cache", "on") != "off", "timings_per_token": True}
+        """The prompt cache as the cell asks. No ``timings_per_token``: the last chunk carries the
+        request's timings anyway, and timings in every chunk cost the server time per token
+        (bench/client_overhead.py)."""
+        return {"cache_prompt": cell.techniques.get("prefix_cache", "on") != "off"}
+
+    cache_reset: ClassVar[str | None] = ("every slot erased (POST /slots/{id}?action=erase) and the request sent "
+                                         "with cache_prompt=false (the host-RAM prompt cache has no erase)")
+
+    async def reset_cache(self, http: httpx.AsyncClient, base_url: str) -> None:
+        """Erase every slot's cached prompt (``GET /slots`` lists them)."""
+        response = await http.get(f"{base_url}/slots")
+        response.raise_for_status()
+        for slot in response.json():
+            erased = await http.post(f"{base_url}/slots/{int(slot['id'])}", params={"action": "erase"})
+            erased.raise_for_status()
+
+    def cold_extras(self, cell: Cell) -> dict[str, Any]:
+        """No prefix reuse for this request, not even from the host-RAM prompt cache."""
+        return {"cache_prompt": False}
+
+    def parse_cached_tokens(self, chunk: dict[str, Any]) -> int | None:
+        """``timings.cache_n``: prompt tokens taken from the slot's cache."""
+        timings = chunk.get("timings")
+        cached = timings.get("cache_n") if isinstance(timings, dict) else None
+        return int(cached) if isinstance(cached, (int, float)) else super().parse_cached_tokens(chunk)
 
     def parse_timings(self, chunk: dict[str, Any]) -> ServerTimings | None:
         """llama.cpp's ``timings``: ``predicted_ms`` covers tokens 2..n, ``prompt_n`` excludes ``cache_n``."""

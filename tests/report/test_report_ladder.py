@@ -1,0 +1,90 @@
+"""A CPU run with a quantization ladder and cache states: the report's first chart is the ladder,
+every latency figure names its cache state, and unmeasured energy is a note, never a column."""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+from datetime import timedelta
+
+from runner.benchmarks import load_benchmark
+from runner.records import Cell, Outcome, Sample, ServerTimings
+from runner.report import render
+from runner.store import CellResult, Fingerprint, Manifest, RunStore
+from tests.report.conftest import T0, prompt_sha
+
+LADDER = {"f16": (0.55, 9.0), "q8_0": (0.55, 6.0), "q5_k_m": (0.5, 5.0), "q4_k_m": (0.45, 4.4),
+          "q3_k_m": (0.3, 3.9), "q2_k": (0.1, 3.2)}  # pass probability, warm e2e median (s)
+CPU = Fingerprint(hostname="laptop", gpus=[], cpu="Intel(R) Xeon(R) CPU @ 2.20GHz", cpu_count=2, ram_gib=23.5,
+                  os="Debian GNU/Linux 12 (bookworm)", python="3.11.7", packages={"runner": "0.1.0"},
+                  runner_version="0.1.0", git_commit="abc", git_dirty=False)
+NO_ENERGY = "no GPU energy counter, and no /sys/class/powercap on this host (no RAPL driver, or a virtual machine)"
+
+
+def sample(cell: Cell, task: str, phase: str, rng: random.Random, *, state: str | None = None,
+           passed: bool | None = None, e2e: float = 1.0) -> Sample:
+    ttft = e2e / 4 if state == "warm" else e2e / 2
+    return Sample(task_id=task, cell_id=cell.id, phase=phase, prompt_style="qwen-fim", cache_state=state,
+                  cached_tokens=(0 if state == "cold" else 900) if state else None,
+                  prompt_sha256=prompt_sha("qwen-fim", task), raw_text="x = 1", code="x = 1",
+                  completion_tokens=40, prompt_tokens=1200, ttft_s=ttft, e2e_s=e2e, tpot_s=(e2e - ttft) / 39,
+                  server_timings=ServerTimings(prompt_n=300, prompt_ms=ttft * 900, predicted_n=40,
+                                               predicted_ms=(e2e - ttft) * 1000),
+                  outcome=(Outcome.passed if passed else Outcome.fail) if phase == "accuracy" else None,
+                  cleaned_outcome=(Outcome.passed if passed else Outcome.fail) if phase == "accuracy" else None,
+                  finished_at=T0 + timedelta(seconds=1))
+
+
+def ladder_run(tmp_path) -> RunStore:
+    tasks = [t.id for t in load_benchmark("starter").available()][:40]
+    cells = [Cell(model="qwen2.5-coder-0.5b", runtime="llamacpp", quantization=q, prompt_style="qwen-fim",
+                  label="baseline") for q in LADDER]
+    # the prompt cache off: a warm request costs what a cold one does
+    no_cache = Cell(model="qwen2.5-coder-0.5b", runtime="llamacpp", quantization="q4_k_m", prompt_style="qwen-fim",
+                    techniques={"prefix_cache": "off"}, label="no-prefix-cache")
+    cells.append(no_cache)
+    store = RunStore(tmp_path / "runs" / "demo")
+    store.write_manifest(Manifest(name="demo", matrix={"name": "demo", "benchmark": "starter"}, cells=cells,
+                                  fingerprint=CPU, started_at=T0, finished_at=T0 + timedelta(minutes=20)))
+    rng = random.Random(3)
+    for cell in cells:
+        p, e2e = LADDER[cell.quantization]
+        warm_factor = 2.0 if cell == no_cache else 1.0
+        for task in tasks:
+            store.append_sample(cell, sample(cell, task, "accuracy", rng, passed=random.Random(task).random() < p))
+        for task in tasks[:5]:
+            for state, factor in (("cold", 2.0), ("warm", warm_factor)):
+                store.append_sample(cell, sample(cell, task, "latency", rng, state=state,
+                                                 e2e=e2e * factor * rng.uniform(0.95, 1.05)))
+        store.write_cell(CellResult(cell=cell, status="done", backend="local", load_seconds=3.0,
+                                    peak_rss_mib=600.0 + 100 * LADDER[cell.quantization][1],
+                                    resources_absent={"energy": NO_ENERGY, "peak_gpu_memory": "no NVIDIA GPU (NVML found none)"}))
+    return store
+
+
+def test_the_ladder_is_the_first_chart_and_latency_names_its_cache_state(tmp_path):
+    store = ladder_run(tmp_path)
+    paths = render([store.root], tmp_path / "report")
+    html = paths.html.read_text()
+    glance = html[html.index('id="glance"'):html.index('id="headline"')]
+    assert glance.index("Quantization ladder") < glance.index("Latency–accuracy trade-off")
+    ticks = re.findall(r"(f16|q8_0|q5_k_m|q4_k_m|q3_k_m|q2_k)\s*</text>", glance)
+    assert ticks[:6] == list(LADDER)  # most bits on the left
+    markdown = paths.markdown.read_text()
+    assert markdown.index("plots/ladder.png") < markdown.index("plots/pareto.png")
+    # the cache state on every latency figure; the cold TTFT beside the warm one
+    headline = html[html.index('id="headline"'):html.index('id="techniques"')]
+    assert "TTFT p50 cold" in headline and headline.count("latency/warm (n=5, cached tokens p50 900)") == 7
+    # the technique's speed verdict names the cache state; its TTFT is compared in both states
+    techniques = html[html.index('id="techniques"'):html.index('id="quantization"')]
+    assert re.search(r"slower \(×(1\.9\d|2\.0\d) the latency\) \(warm cache\)", techniques)
+    assert re.search(r"cold ×(0\.9\d|1\.0\d)", techniques) and re.search(r"warm ×(1\.9\d|2\.0\d)", techniques)
+    # measured: the server's memory; not measured: energy and GPU memory, said once, with the reason
+    assert "server peak RSS MiB" in headline and "peak GPU MiB" not in headline and "J/task" not in headline
+    assert NO_ENERGY in html
+    with open(paths.csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert "energy_per_task_j" not in rows[0] and "peak_gpu_memory_mib" not in rows[0]
+    assert {r["latency_source"] for r in rows} == {"latency/warm"} and all(float(r["ttft_cold_p50_s"]) > 0 for r in rows)
+    assert all(float(r["peak_rss_mib"]) > 600 for r in rows)
