@@ -126,9 +126,9 @@ def when(text: str) -> float:
 
 def answers(store: RunStore, cell) -> dict[tuple[str, str], str]:
     samples = store.samples(cell)
-    keys = [(s.phase, s.task_id) for s in samples]
+    keys = [(s.phase_key, s.task_id) for s in samples]
     assert len(keys) == len(set(keys)), f"{cell.id}: duplicate samples {sorted(keys)}"
-    return {(s.phase, s.task_id): s.raw_text for s in samples}
+    return {(s.phase_key, s.task_id): s.raw_text for s in samples}
 
 
 def test_cells_get_disjoint_gpus_within_capacity_answer_as_locally_and_are_judged_on_the_workers(cluster, tmp_path):
@@ -174,7 +174,7 @@ def test_cells_get_disjoint_gpus_within_capacity_answer_as_locally_and_are_judge
     ray_store, local_store = RunStore(on_ray.run_dir), RunStore(local.run_dir)
     for cell in matrix.cells:
         there, here = answers(ray_store, cell), answers(local_store, cell)
-        assert len(there) == 3 + 1  # accuracy tasks + the latency task
+        assert len(there) == 3 + 2  # accuracy tasks + the latency task, cold and warm
         assert there == here, cell.id
         judged = [s.outcome for s in ray_store.samples(cell) if s.phase == "accuracy"]
         assert len(judged) == 3 and None not in judged and Outcome.error not in judged
@@ -231,7 +231,7 @@ def test_reproduce_through_ray_client_from_another_process(cluster, tmp_path):
     (cell,) = store.read_manifest().cells
     (placement,) = store.read_cell(cell).placements
     assert placement.node_id in {w.node_id for w in workers} and len(placement.gpu_ids) == 1
-    assert sorted(s.phase for s in store.samples(cell)) == ["accuracy", "accuracy", "latency"]
+    assert sorted(s.phase_key for s in store.samples(cell)) == ["accuracy", "accuracy", "latency/cold", "latency/warm"]
     assert [a["kind"] for a in activity(store.root)].count("eval") == 2
 
 
@@ -271,7 +271,7 @@ def test_a_worker_node_lost_mid_cell_is_rescheduled_on_the_other_and_loses_nothi
     assert second.node_id != victim.node_id and second.outcome == "done" and len(second.gpu_ids) == 2
     # nothing lost, nothing twice: each task answered once, accuracy judged
     samples = store.samples(cell)
-    keys = [(s.phase, s.task_id) for s in samples]
-    assert len(keys) == len(set(keys)) == 6 + 1
+    keys = [(s.phase_key, s.task_id) for s in samples]
+    assert len(keys) == len(set(keys)) == 6 + 2  # one timed task, cold and warm
     judged = [s.outcome for s in samples if s.phase == "accuracy"]
     assert len(judged) == 6 and None not in judged and Outcome.error not in judged
