@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import platformdirs
@@ -12,6 +13,13 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # The real cache (built llama-server, converted models) survives across tests and sessions.
 SHARED_CACHE = Path(os.environ.get("RUNNER_CACHE") or os.environ.get("RUNNER_HOME")
                     or platformdirs.user_cache_dir("runner"))
+
+
+def pytest_configure(config):  # noqa: ARG001
+    """Ctrl-C tests need SIGINT live: a shell that starts the suite in the background hands it over
+    ignored (POSIX), and every server or runner the tests spawn would inherit that."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def require(condition: bool, component: str) -> None:
