@@ -67,19 +67,7 @@ def ensure_llama_server(log_path: Path | None = None) -> Path:
     if not _BUILD_SCRIPT.is_file():
         raise UserError(f"llama-server is not built and {_BUILD_SCRIPT} is missing; build it with "
                         "scripts/build-llama-server.sh from a checkout, or set RUNNER_LLAMA_SERVER")
-    dest = binary.parent.parent
-    log_path = log_path or dest.parent / f"build-{dest.name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log.info("building llama-server into %s (minutes; log: %s)", dest, log_path)
-    with open(log_path, "w", encoding="utf-8") as fh:
-        done = subprocess.run(["bash", str(_BUILD_SCRIPT), str(dest)], stdout=fh, stderr=subprocess.STDOUT,
-                              env={**os.environ, "LLAMA_CPP_PYTHON_VERSION": LLAMA_CPP_PYTHON_VERSION,
-                                   "PYTHON": sys.executable})
-    if done.returncode != 0 or not binary.is_file():
-        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
-        raise UserError(f"building llama-server failed (exit {done.returncode}; log {log_path}): "
-                        + " | ".join(tail) + "; it needs cmake, g++ and make")
-    return binary
+    return _build("llama-server", binary, log_path)
 
 
 def llama_quantize_path() -> Path:
@@ -96,16 +84,22 @@ def ensure_llama_quantize() -> Path:
         raise UserError(f"RUNNER_LLAMA_SERVER={llama_server_path()}: no llama-quantize beside it at {binary}; "
                         "build it from the same llama.cpp source (scripts/build-llama-server.sh DEST)")
     dest = binary.parent.parent
-    log_path = dest.parent / f"build-{dest.name}-quantize.log"
+    return _build("llama-quantize", binary, dest.parent / f"build-{dest.name}-quantize.log")
+
+
+def _build(name: str, binary: Path, log_path: Path | None) -> Path:
+    """Run the build script into ``binary``'s tree (it makes every binary the runner uses)."""
+    dest = binary.parent.parent
+    log_path = log_path or dest.parent / f"build-{dest.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log.info("building llama-quantize into %s (minutes; log: %s)", dest, log_path)
+    log.info("building %s into %s (minutes; log: %s)", name, dest, log_path)
     with open(log_path, "w", encoding="utf-8") as fh:
         done = subprocess.run(["bash", str(_BUILD_SCRIPT), str(dest)], stdout=fh, stderr=subprocess.STDOUT,
                               env={**os.environ, "LLAMA_CPP_PYTHON_VERSION": LLAMA_CPP_PYTHON_VERSION,
                                    "PYTHON": sys.executable})
     if done.returncode != 0 or not binary.is_file():
         tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
-        raise UserError(f"building llama-quantize failed (exit {done.returncode}; log {log_path}): "
+        raise UserError(f"building {name} failed (exit {done.returncode}; log {log_path}): "
                         + " | ".join(tail) + "; it needs cmake, g++ and make")
     return binary
 
