@@ -578,12 +578,20 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
     for check in host.checks():
         checks.add_row(check.name, "ok" if check.ok else "no", check.detail)
     console.print(checks)
-    if plans:
-        cells = Table("cell", "runs here", "device", "why not", title=f"cells of {matrix}")
-        for plan in plans:
-            cells.add_row(plan.cell.id, "yes" if plan.runnable else "no", plan.device, plan.reason or "")
-        console.print(cells)
-        log(f"{sum(p.runnable for p in plans)} of {len(plans)} cells can run here")
+    _print_plans(console, plans, matrix, "runs here", "can run here")
+
+
+def _print_plans(console, plans, matrix: Path | None, column: str, verdict: str) -> None:
+    """The cells of a matrix, each with whether it can run where asked and why not."""
+    from rich.table import Table
+
+    if not plans:
+        return
+    cells = Table("cell", column, "device", "why not", title=f"cells of {matrix}")
+    for plan in plans:
+        cells.add_row(plan.cell.id, "yes" if plan.runnable else "no", plan.device, plan.reason or "")
+    console.print(cells)
+    log(f"{sum(p.runnable for p in plans)} of {len(plans)} cells {verdict}")
 
 
 def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json: bool) -> None:
@@ -616,12 +624,7 @@ def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json:
         table.add_row(node.node_id[:12] + (" (head)" if node.head else ""), node.host, f"{node.cpus:g}",
                       f"{node.gpus:g}", types)
     console.print(table)
-    if plans:
-        cells = Table("cell", "placeable", "device", "why not", title=f"cells of {matrix}")
-        for plan in plans:
-            cells.add_row(plan.cell.id, "yes" if plan.runnable else "no", plan.device, plan.reason or "")
-        console.print(cells)
-        log(f"{sum(p.runnable for p in plans)} of {len(plans)} cells can be placed on the cluster")
+    _print_plans(console, plans, matrix, "placeable", "can be placed on the cluster")
 
 
 # --- commands: report -----------------------------------------------------------------------
