@@ -4,7 +4,9 @@
 # Usage: scripts/build-llama-server.sh DEST_DIR [extra cmake flags, e.g. -DGGML_CUDA=ON]
 # Builds llama-server, llama-bench and llama-quantize (the quantization ladder is made with the
 # same source as the server that serves it); only the binaries DEST_DIR/bin lacks are built.
-# $PYTHON (default python3) runs pip to fetch the sdist; $LLAMA_CPP_SDIST skips the download.
+# $PYTHON (default python3) runs pip to fetch the sdist; $LLAMA_CPP_SDIST skips the download, and
+# $LLAMA_CPP_SRC (the sdist's vendor/llama.cpp, already unpacked) skips the unpacking too: for a host
+# that cannot reach PyPI (the source is carried there).
 set -euo pipefail
 LLAMA_CPP_PYTHON_VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 dest="${1:?usage: build-llama-server.sh DEST_DIR [cmake flags]}"; shift || true
@@ -17,15 +19,20 @@ if [ "${#targets[@]}" -eq 0 ]; then
 fi
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 sdist="${LLAMA_CPP_SDIST:-}"
-if [ -z "$sdist" ]; then
+src="${LLAMA_CPP_SRC:-}"
+if [ -n "$src" ]; then
+  [ -f "$src/CMakeLists.txt" ] || { echo "LLAMA_CPP_SRC=$src holds no CMakeLists.txt: not a llama.cpp tree" >&2; exit 2; }
+elif [ -z "$sdist" ]; then
   "${PYTHON:-python3}" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
     "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION}" -d "$work" 2>/dev/null \
   || "${PYTHON:-python3}" -m pip download --quiet --no-deps --no-binary :all: \
     "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION}" -d "$work"
   sdist="$(ls "$work"/llama_cpp_python-*.tar.gz)"
 fi
-tar -xzf "$sdist" -C "$work"
-src="$(ls -d "$work"/llama_cpp_python-*/vendor/llama.cpp)"
+if [ -z "$src" ]; then
+  tar -xzf "$sdist" -C "$work"
+  src="$(ls -d "$work"/llama_cpp_python-*/vendor/llama.cpp)"
+fi
 cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
   -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF "$@" >&2

@@ -8,8 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from runner import fingerprint
 from runner.resources import ResourceMeter, rapl_domains, rapl_joules, tree_rss_bytes
+
+from tests.conftest import require
 
 #: a parent that starts a child holding 200 MiB, both alive for a few seconds
 TREE = """
@@ -76,3 +80,32 @@ def test_tree_rss_of_a_gone_process_is_none():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     assert tree_rss_bytes(proc.pid) is None
+
+
+#: a stand-in for a GPU server: holds 4 GiB on the first GPU and multiplies bf16 matrices for 6 s
+GPU_LOAD = """
+import time, torch
+held = torch.empty(4 * 2**30, dtype=torch.uint8, device="cuda")
+a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+end = time.time() + 6
+while time.time() < end:
+    b = a @ a
+    torch.cuda.synchronize()
+"""
+
+
+@pytest.mark.gpu
+def test_on_an_nvidia_gpu_the_meter_reads_the_energy_counter_and_the_peak_memory_in_use():
+    require(bool(fingerprint.gpus()), "an NVIDIA GPU (run with -m gpu on a GPU host)")
+    require(subprocess.run([sys.executable, "-c", "import torch"]).returncode == 0, "torch, to load the GPU")
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", GPU_LOAD])
+    meter = ResourceMeter(server_pid=proc.pid, poll_s=0.2).start()
+    assert proc.wait(timeout=120) == 0
+    used = meter.stop()
+    seconds = time.monotonic() - started
+    assert used.energy_source == "nvml" and "energy" not in used.absent
+    watts = used.energy_joules / seconds
+    assert 30 < watts < 2000, (used.energy_joules, seconds)  # a busy datacenter GPU, in joules, not mJ
+    assert used.peak_gpu_memory_mib >= 4096 + 128, used.peak_gpu_memory_mib  # the 4 GiB held and the matrices
+    assert used.peak_rss_mib is not None and used.peak_rss_mib > 50  # the process's own host memory
