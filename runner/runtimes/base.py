@@ -139,6 +139,11 @@ class Runtime(ABC):
         response.raise_for_status()
         return response.json()["content"]
 
+    async def count_chat(self, http: httpx.AsyncClient, base_url: str, messages: list[dict]) -> int | None:
+        """The tokens ``messages`` take once the served model's chat template formats them (the
+        generation prompt included), or None where the server cannot say (the default)."""
+        return None
+
     def parse_timings(self, chunk: dict[str, Any]) -> ServerTimings | None:
         """The server's own timings carried by one response chunk, or None (default: none reported)."""
         return None

@@ -200,6 +200,13 @@ class LlamaCpp(Runtime):
         cached = timings.get("cache_n") if isinstance(timings, dict) else None
         return int(cached) if isinstance(cached, (int, float)) else super().parse_cached_tokens(chunk)
 
+    async def count_chat(self, http: httpx.AsyncClient, base_url: str, messages: list[dict]) -> int | None:
+        """``POST /apply-template`` (the prompt the server would build, without generating), then
+        ``/tokenize`` of it, its special tokens parsed as the completion request parses them."""
+        response = await http.post(f"{base_url}/apply-template", json={"messages": messages})
+        response.raise_for_status()
+        return len(await self.tokenize(http, base_url, response.json()["prompt"]))
+
     def parse_timings(self, chunk: dict[str, Any]) -> ServerTimings | None:
         """llama.cpp's ``timings``: ``predicted_ms`` covers tokens 2..n, ``prompt_n`` excludes ``cache_n``."""
         return timings_from(chunk.get("timings"))

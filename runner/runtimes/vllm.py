@@ -209,6 +209,13 @@ class Vllm(Runtime):
         response.raise_for_status()
         return [int(t) for t in response.json()["tokens"]]
 
+    async def count_chat(self, http: httpx.AsyncClient, base_url: str, messages: list[dict]) -> int | None:
+        """vLLM's ``POST /tokenize`` of chat messages: its chat template applied, the generation prompt added."""
+        response = await http.post(f"{base_url}{self.tokenize_endpoint}",
+                                   json={"messages": messages, "add_generation_prompt": True})
+        response.raise_for_status()
+        return len(response.json()["tokens"])
+
     async def detokenize(self, http: httpx.AsyncClient, base_url: str, tokens: list[int]) -> str:
         """vLLM's ``POST /detokenize``."""
         response = await http.post(f"{base_url}/detokenize", json={"tokens": tokens})

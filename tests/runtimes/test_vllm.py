@@ -158,10 +158,12 @@ def test_real_vllm_cpu_server_answers_tokenizes_reports_metrics_and_stops(gemma_
                 "model": "gemma3-270m", "prompt": "def fibonacci(n):\n", "max_tokens": 16,
                 "temperature": 0, "seed": 0})
             answer.raise_for_status()
+            messages = [{"role": "system", "content": "You write Python."},
+                        {"role": "user", "content": "Write a Python function that adds two numbers."}]
             chat = await http.post(f"{url}{RUNTIME.chat_endpoint}", json={
-                "model": "gemma3-270m", "max_tokens": 24, "temperature": 0, "seed": 0,
-                "messages": [{"role": "user", "content": "Write a Python function that adds two numbers."}]})
+                "model": "gemma3-270m", "max_tokens": 24, "temperature": 0, "seed": 0, "messages": messages})
             chat.raise_for_status()
+            templated = await RUNTIME.count_chat(http, url, messages)  # what truncation counts
             # cache states: a replay reuses the prefix cache, a reset empties it (counted by the server)
             cached = []
             for reset in (False, False, True):
@@ -172,19 +174,21 @@ def test_real_vllm_cpu_server_answers_tokenizes_reports_metrics_and_stops(gemma_
                 again.raise_for_status()
                 cached.append((RUNTIME.parse_cached_tokens(again.json()), again.json()["usage"]["completion_tokens"]))
             return (before, answer.json(), chat.json(), await RUNTIME.tokenize(http, url, "def fibonacci(n):\n"),
-                    await RUNTIME.scrape_metrics(http, url), await RUNTIME.server_version(http, url), cached)
+                    await RUNTIME.scrape_metrics(http, url), await RUNTIME.server_version(http, url), cached,
+                    templated)
 
     with backend.serve(spec, tmp_path / "vllm.log", health_timeout=900) as server:
         load_s = time.monotonic() - started
         pid = int(server.ident)
         port = server.base_url.rsplit(":", 1)[1]
-        before, answer, chat, tokens, after, version, cached = asyncio.run(body(server.base_url))
+        before, answer, chat, tokens, after, version, cached, templated = asyncio.run(body(server.base_url))
 
     text = answer["choices"][0]["text"]
     assert text.strip(), f"vLLM answered only whitespace: {text!r} (load {load_s:.0f}s)"
     # the same greedy continuation llama.cpp gives on the GGUF (tests/test_convert.py checks the tokens)
     assert text.startswith("    if n")
     assert chat["choices"][0]["message"]["content"].strip()
+    assert templated == chat["usage"]["prompt_tokens"]  # the chat template's tokens, counted without generating
     assert tokens == [2063, 10779, 78113, 236769, 236749, 1473, 107]  # no BOS, as llama.cpp's /tokenize
     completion_tokens = (answer["usage"]["completion_tokens"] + chat["usage"]["completion_tokens"]
                          + sum(tokens for _, tokens in cached))
