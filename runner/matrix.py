@@ -24,6 +24,7 @@ A matrix file has five parts::
     variants = [{ label = "ngram-spec", techniques = { spec = "ngram" } }]
     gpus = 1; gpu_type = "H100"       # optional: what a cluster (--ray) must give each of its cells
     limit = 12                        # optional: answer only the round-robin pick of 12 of the run's tasks
+    latency_tasks = 0                 # optional: time fewer of the run's latency tasks (0: none)
 
 On a cluster (``runner reproduce --ray``) each cell asks for ``gpus`` GPUs (default: its weights'
 ``gpus``, the tensor-parallel degree; 0 runs it on CPUs) and, when the group or the matrix's top-level
@@ -199,6 +200,9 @@ class CellGroup(BaseModel):
     #: a subset of every other cell's tasks (e.g. technique variants timed on many fewer tasks than
     #: the ladder is scored on; each is compared with its baseline on the tasks both answered)
     limit: int | None = Field(None, gt=0)
+    #: time only the first this many of the run's latency tasks (0: no latency phase; a quantization
+    #: ladder's rungs can take their speed from the accuracy phase while its techniques are timed)
+    latency_tasks: int | None = Field(None, ge=0)
 
     @field_validator("techniques", mode="before")
     @classmethod
@@ -235,6 +239,15 @@ class CellRequest(BaseModel):
         return {f"gpu:{self.gpu_type}": float(self.gpus)} if self.gpu_type and self.gpus else {}
 
 
+class CellLimits(BaseModel):
+    """A group's narrowing of the run's tasks for its cells (``CellGroup.limit``, ``latency_tasks``)."""
+
+    model_config = _STRICT
+
+    tasks: int | None = None
+    latency_tasks: int | None = None
+
+
 class Matrix(BaseModel):
     """A validated matrix with its cells expanded; what every other stage reads."""
 
@@ -247,7 +260,7 @@ class Matrix(BaseModel):
     models: dict[str, ModelSpec]
     cells: list[Cell]
     requests: dict[str, CellRequest] = Field(default_factory=dict)  # cell id -> what it asks a cluster for
-    limits: dict[str, int] = Field(default_factory=dict)  # cell id -> its group's task limit, where it has one
+    limits: dict[str, CellLimits] = Field(default_factory=dict)  # cell id -> its group's limits, where it has any
 
     def request(self, cell: Cell) -> CellRequest:
         """What ``cell`` asks a cluster for (default: its weights' GPU count, no type)."""
@@ -374,7 +387,7 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
 
     cells: list[Cell] = []
     requests: dict[str, CellRequest] = {}
-    limits: dict[str, int] = {}
+    limits: dict[str, CellLimits] = {}
     seen: dict[str, str] = {}
     for index, group in enumerate(parsed.cells):
         at = f"{where}: cells[{index}]"
@@ -424,8 +437,8 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
                 cells.append(cell)
                 gpus = group.gpus if group.gpus is not None else spec.quantizations[group.quantization].gpus
                 requests[cell.id] = CellRequest(gpus=gpus, gpu_type=group.gpu_type or parsed.gpu_type)
-                if group.limit is not None:
-                    limits[cell.id] = group.limit
+                if group.limit is not None or group.latency_tasks is not None:
+                    limits[cell.id] = CellLimits(tasks=group.limit, latency_tasks=group.latency_tasks)
     if problems:
         raise UserError("\n".join(problems))
     return Matrix(name=parsed.name, path=path, benchmark=parsed.benchmark, backend=parsed.backend,

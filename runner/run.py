@@ -143,10 +143,17 @@ def round_robin(chosen: list[Task], limit: int) -> list[Task]:
     return picked
 
 
+def cell_latency_tasks(matrix: Matrix, latency_tasks: list[Task], cell: Cell) -> list[Task]:
+    """The run's latency tasks that ``cell`` times: all, or the first as many as its group says."""
+    limits = matrix.limits.get(cell.id)
+    return latency_tasks if limits is None or limits.latency_tasks is None else latency_tasks[:limits.latency_tasks]
+
+
 def cell_tasks(matrix: Matrix, benchmark: Benchmark, tasks: list[Task], cell: Cell) -> list[Task]:
     """The run's ``tasks`` that ``cell`` answers: all of them, or the round-robin pick of its group's
     ``limit`` from them (a subset of every other cell's tasks, so that comparisons pair up)."""
-    limit = matrix.limits.get(cell.id)
+    limits = matrix.limits.get(cell.id)
+    limit = limits.tasks if limits else None
     if limit is None or len(tasks) <= limit:
         return tasks
     order = {t.id: n for n, t in enumerate(benchmark.available())}
@@ -463,7 +470,8 @@ class Reproduction:
         accuracy = [t for t in cell_tasks(self.matrix, self.benchmark, self.tasks, cell) if ("accuracy", t.id) not in done]
         resets = get_runtime(cell.runtime).cache_reset is not None
         keys = [_state_key(state) for state in self.settings.cache_states if resets or state != "cold"]
-        latency = [t for t in self.latency_tasks if any((key, t.id) not in done for key in keys)]
+        latency = [t for t in cell_latency_tasks(self.matrix, self.latency_tasks, cell)
+                   if any((key, t.id) not in done for key in keys)]
         measured = {p.concurrency for p in result.sweep}
         sweep = [c for c in self.settings.sweep if c not in measured] if self.settings.sweep_requests else []
         return accuracy, latency, sweep
@@ -717,7 +725,7 @@ class _CellRun:
             raise CellFailure(self.death)
 
     async def _latency(self, tasks: list[Task]) -> None:
-        subset = self.run_.latency_tasks
+        subset = cell_latency_tasks(self.run_.matrix, self.run_.latency_tasks, self.cell)
         states = list(self.settings.cache_states)
         if "cold" in states and self.runtime.cache_reset is None:
             states.remove("cold")

@@ -317,7 +317,7 @@ def test_cpu_study_is_the_demo_on_every_starter_task_plus_the_1_5b_model():
 def test_a_groups_limit_gives_its_cells_the_first_of_the_runs_round_robin_pick(tmp_path):
     from runner.benchmarks import load_benchmark
     from runner.matrix import TaskFilter
-    from runner.run import cell_tasks, select_tasks
+    from runner.run import cell_latency_tasks, cell_tasks, latency_subset, select_tasks
 
     path = write(tmp_path, """
         [tasks]
@@ -334,19 +334,22 @@ def test_a_groups_limit_gives_its_cells_the_first_of_the_runs_round_robin_pick(t
         prompt_styles = ["instruct"]
         baseline = false
         limit = 12
+        latency_tasks = 2
         variants = [{ label = "kv-q8_0", techniques = { kv_cache = "q8_0" } }]
     """)
     matrix = load_matrix(path)
     bench = load_benchmark("starter")
     run_tasks = select_tasks(bench, matrix.tasks)
     baseline, variant = matrix.cells
-    assert matrix.limits == {variant.id: 12}
+    assert {cell_id: limits.tasks for cell_id, limits in matrix.limits.items()} == {variant.id: 12}
     assert cell_tasks(matrix, bench, run_tasks, baseline) == run_tasks and len(run_tasks) == 40
     few = cell_tasks(matrix, bench, run_tasks, variant)
     # the same tasks a run limited to 12 would take: every language, program and mode, and all of
     # them among the baseline's, so that the variant pairs with it task by task
     assert few == select_tasks(bench, TaskFilter(limit=12)) and {t.id for t in few} <= {t.id for t in run_tasks}
     assert len({(t.language, t.program, t.mode) for t in few}) == 12 and {t.language for t in few} == set(Language)
+    timed = latency_subset(run_tasks, matrix.settings)
+    assert cell_latency_tasks(matrix, timed, baseline) == timed and cell_latency_tasks(matrix, timed, variant) == timed[:2]
     bad = write(tmp_path, """
         [[cells]]
         model = "tiny"

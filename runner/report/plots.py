@@ -13,7 +13,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from runner.report.tables import CategoryTable, HeadlineRow, Tables, frontier
+from runner.report.data import LATENCY_SOURCES
+from runner.report.tables import CategoryTable, HeadlineRow, LatencySummary, Tables, frontier
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
@@ -142,8 +143,13 @@ def ladder(groups: list[list[HeadlineRow]], fig: Figure) -> str:
                [100 * r.overall.wilson_high - yy for yy, r in zip(y, g)]]
         ax.errorbar(x, y, yerr=err, fmt="-o", color=colour, capsize=4, linewidth=1.6, markersize=7,
                     label=f"{label}: pass rate", zorder=3)
-        timed = [(xx, r.latency.output_tokens_per_s) for xx, r in zip(x, g) if r.latency.output_tokens_per_s]
-        sources.update(r.latency.source for r in g if r.latency.output_tokens_per_s)
+        # one source for every rung, so the dashed line compares like with like: rungs without a
+        # latency phase (a matrix can leave it to the techniques) move the whole ladder to "accuracy"
+        source = next(s for s in LATENCY_SOURCES if s == "accuracy" or all(r.cell.timed(s) for r in g))
+        speeds = [LatencySummary.of(r.cell, source).output_tokens_per_s for r in g]
+        timed = [(xx, speed) for xx, speed in zip(x, speeds) if speed]
+        if timed:
+            sources.add(source)
         if timed:
             speed_ax.plot([t[0] for t in timed], [t[1] for t in timed], "--s", color=speed_colour, alpha=0.85,
                           markersize=6, label=f"{label}: output tokens/s")
@@ -160,7 +166,8 @@ def ladder(groups: list[list[HeadlineRow]], fig: Figure) -> str:
     ax.set_title("Quantization ladder: what each step down in bits costs in accuracy and buys in speed")
     where = " and ".join(sorted(sources)) or "no"
     return (f"Solid: pass rate over all tasks with its Wilson 95% interval; dashed: output tokens / e2e seconds "
-            f"from the {where} samples (one request at a time when latency/…). Most bits on the left.")
+            f"from the {where} samples (one request at a time when latency/…, queued at the run's concurrency "
+            f"when accuracy), the same phase for every rung. Most bits on the left.")
 
 
 def pareto(rows: list[HeadlineRow], fig: Figure) -> str:

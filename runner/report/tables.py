@@ -108,8 +108,10 @@ class LatencySummary:
     cold_samples: int = 0
 
     @classmethod
-    def of(cls, cell: CellData) -> "LatencySummary":
-        samples = cell.latency_samples
+    def of(cls, cell: CellData, source: str | None = None) -> "LatencySummary":
+        """The figures of ``cell`` from ``source`` (default: its own, ``CellData.latency_source``)."""
+        source = source or cell.latency_source
+        samples = cell.timed(source)
         cold = [s.ttft_s for s in cell.timed("latency/cold") if s.ttft_s is not None]
         cached = [s.cached_tokens for s in samples if s.cached_tokens is not None]
         ttft = [s.ttft_s for s in samples if s.ttft_s is not None]
@@ -118,7 +120,7 @@ class LatencySummary:
         e2e = [s.e2e_s for s in samples if s.e2e_s is not None]
         tokens = sum(s.completion_tokens or 0 for s in samples)
         seconds = sum(s.e2e_s or 0.0 for s in samples if s.completion_tokens)
-        return cls(source=cell.latency_source, samples=len(samples),
+        return cls(source=source, samples=len(samples),
                    ttft_p50=stats.percentile(ttft, 50), ttft_p95=stats.percentile(ttft, 95),
                    tpot_p50=stats.percentile(tpot, 50), itl_p50=stats.percentile(itl, 50),
                    e2e_p50=stats.percentile(e2e, 50), e2e_p95=stats.percentile(e2e, 95),

@@ -8,6 +8,8 @@ import random
 import re
 from datetime import timedelta
 
+import pytest
+
 from runner.benchmarks import load_benchmark
 from runner.records import Cell, Outcome, Sample, ServerTimings
 from runner.report import render
@@ -36,7 +38,8 @@ def sample(cell: Cell, task: str, phase: str, rng: random.Random, *, state: str 
                   finished_at=T0 + timedelta(seconds=1))
 
 
-def ladder_run(tmp_path) -> RunStore:
+def ladder_run(tmp_path, untimed: frozenset[str] = frozenset()) -> RunStore:
+    """A demo-like run; the rungs in ``untimed`` have no latency phase (their group left it out)."""
     tasks = [t.id for t in load_benchmark("starter").available()][:40]
     cells = [Cell(model="qwen2.5-coder-0.5b", runtime="llamacpp", quantization=q, prompt_style="qwen-fim",
                   label="baseline") for q in LADDER]
@@ -52,8 +55,9 @@ def ladder_run(tmp_path) -> RunStore:
         p, e2e = LADDER[cell.quantization]
         warm_factor = 2.0 if cell == no_cache else 1.0
         for task in tasks:
-            store.append_sample(cell, sample(cell, task, "accuracy", rng, passed=random.Random(task).random() < p))
-        for task in tasks[:5]:
+            store.append_sample(cell, sample(cell, task, "accuracy", rng, passed=random.Random(task).random() < p,
+                                             e2e=e2e))
+        for task in tasks[:5] if cell.quantization not in untimed or cell == no_cache else []:
             for state, factor in (("cold", 2.0), ("warm", warm_factor)):
                 store.append_sample(cell, sample(cell, task, "latency", rng, state=state,
                                                  e2e=e2e * factor * rng.uniform(0.95, 1.05)))
@@ -73,6 +77,7 @@ def test_the_ladder_is_the_first_chart_and_latency_names_its_cache_state(tmp_pat
     assert ticks[:6] == list(LADDER)  # most bits on the left
     markdown = paths.markdown.read_text()
     assert markdown.index("plots/ladder.png") < markdown.index("plots/pareto.png")
+    assert "output tokens / e2e seconds from the latency/warm samples" in markdown
     # the cache state on every latency figure; the cold TTFT beside the warm one
     headline = html[html.index('id="headline"'):html.index('id="techniques"')]
     assert "TTFT p50 cold" in headline and headline.count("latency/warm (n=5, cached tokens p50 900)") == 7
@@ -88,3 +93,22 @@ def test_the_ladder_is_the_first_chart_and_latency_names_its_cache_state(tmp_pat
     assert "energy_per_task_j" not in rows[0] and "peak_gpu_memory_mib" not in rows[0]
     assert {r["latency_source"] for r in rows} == {"latency/warm"} and all(float(r["ttft_cold_p50_s"]) > 0 for r in rows)
     assert all(float(r["peak_rss_mib"]) > 600 for r in rows)
+
+
+def test_a_ladder_whose_rungs_skip_the_latency_phase_compares_speed_from_the_accuracy_phase(tmp_path):
+    """The demo times its techniques only: every rung's speed then comes from the same (accuracy)
+    phase, the timed q4_k_m rung's included, never a mix of phases on one line."""
+    from runner.report import data, tables
+    from runner.report.plots import ladders
+    from runner.report.tables import LatencySummary
+
+    store = ladder_run(tmp_path, untimed=frozenset(LADDER) - {"q4_k_m"})
+    paths = render([store.root], tmp_path / "report")
+    assert "output tokens / e2e seconds from the accuracy samples" in paths.markdown.read_text()
+    runs = data.load_runs([store.root])
+    (group,) = ladders(tables.build(runs, data.load_tasks(runs)).headline)
+    q4 = next(r for r in group if r.cell.cell.quantization == "q4_k_m")
+    assert q4.latency.source == "latency/warm"  # its own table row still shows its timed figures
+    speeds = [LatencySummary.of(r.cell, "accuracy").output_tokens_per_s for r in group]
+    # 40 tokens over each rung's accuracy-phase e2e: faster as the bits fall
+    assert speeds == pytest.approx([40 / e2e for _, e2e in LADDER.values()])
