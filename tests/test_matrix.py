@@ -56,12 +56,11 @@ def test_demo_matrix_is_a_quantization_ladder_from_one_release_plus_techniques_a
     assert (sources["bf16"].kind, sources["bf16"].of) == ("dequantize", "release")
     assert matrix.settings.cache_states == ["cold", "warm"] and matrix.settings.latency_tasks >= 5
     assert {c.prompt_style for c in matrix.cells} == {"prefix"}
-    # two cores: the techniques are timed on 12 of the tasks, the other rungs scored on all, untimed
+    # two cores: the techniques are scored on 8 of the rungs' tasks (paired with their baseline), and
+    # every cell is timed on the same latency tasks
     limits = matrix.limits
     assert [(limits[i].tasks, limits[i].latency_tasks) for i in ids[1:4]] == [(8, None)] * 3
-    assert {c.quantization for c in matrix.cells if c.id in limits and limits[c.id].latency_tasks == 0} \
-        == ladder - {"q4_k_m"}
-    assert ids[0] not in limits and ids[-1] not in limits and matrix.tasks.limit >= 32
+    assert set(limits) == set(ids[1:4]) and matrix.tasks.limit >= 32
 
 
 def test_a_quantize_source_needs_another_quantization_and_a_type(tmp_path):

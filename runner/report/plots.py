@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from runner.report.data import LATENCY_SOURCES
-from runner.report.tables import CategoryTable, HeadlineRow, LatencySummary, Tables, frontier
+from runner.report.tables import CategoryTable, HeadlineRow, LatencySummary, Tables, frontier, trade_off
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
@@ -173,7 +173,8 @@ def ladder(groups: list[list[HeadlineRow]], fig: Figure) -> str:
 def pareto(rows: list[HeadlineRow], fig: Figure) -> str:
     """Pass rate against e2e latency p50, one point per cell with its Wilson interval; returns a caption."""
     ax = fig.add_subplot()
-    usable = [r for r in rows if r.latency.e2e_p50 and r.overall.n]
+    trade = trade_off(rows)
+    usable = [p for p in trade.points if p.latency.e2e_p50]
     colours = _colours([r.cell.cell.runtime for r in usable])
     markers = _markers([r.cell.cell.quantization for r in usable])
     points = [(r.latency.e2e_p50, 100 * r.overall.rate) for r in usable]
@@ -209,8 +210,10 @@ def pareto(rows: list[HeadlineRow], fig: Figure) -> str:
     ax.set_title("Latency–accuracy trade-off: up and to the left is better")
     _place_labels(fig, ax, points, [_short(r.cell.label, usable) for r in usable])
     on_frontier = ", ".join(_short(usable[i].cell.label, usable) for i in best)
-    return (f"{len(usable)} cells; error bars: Wilson 95% interval of the pass rate over all tasks. "
-            f"On the frontier (no other cell is both faster and more accurate): {on_frontier or 'none'}.")
+    left_out = f" {trade.note()}." if trade.note() else ""
+    return (f"{len(usable)} cells scored on the same number of tasks; latency from the {trade.source} samples "
+            f"of every one; error bars: Wilson 95% interval of the pass rate over all tasks. On the frontier "
+            f"(no other cell is both faster and more accurate): {on_frontier or 'none'}.{left_out}")
 
 
 def latency_cdfs(rows: list[HeadlineRow], fig: Figure) -> str:

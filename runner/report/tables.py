@@ -710,12 +710,62 @@ def frontier(points: list[tuple[float, float]]) -> list[int]:
 
 
 @dataclass(frozen=True)
-class Highlights:
-    """What a reader should see first: the most accurate cell, the fastest, and the frontier."""
+class TradePoint:
+    """One cell on the latency–accuracy trade-off, its latency from the comparison's common source."""
 
-    most_accurate: HeadlineRow | None
-    fastest: HeadlineRow | None
-    frontier: list[HeadlineRow]
+    row: HeadlineRow
+    latency: LatencySummary
+
+    @property
+    def cell(self) -> CellData:
+        return self.row.cell
+
+    @property
+    def overall(self) -> PassRate:
+        return self.row.overall
+
+
+@dataclass(frozen=True)
+class TradeOff:
+    """The cells the trade-off compares, like with like: those scored on the most tasks, their
+    latency from one phase every one of them has (accuracy when some were never timed)."""
+
+    points: list[TradePoint]
+    source: str | None
+    left_out: list[HeadlineRow]  # scored on fewer tasks (a group's limit): compared in the technique table
+
+    def note(self) -> str | None:
+        """Why some cells are not on the chart, or None."""
+        if not self.left_out:
+            return None
+        names = ", ".join(r.cell.label for r in self.left_out)
+        return (f"{len(self.left_out)} cell(s) scored on fewer tasks are compared with their baseline "
+                f"task by task in the technique table instead: {names}")
+
+
+def trade_off(rows: list[HeadlineRow]) -> TradeOff:
+    """The comparable cells of ``rows`` and the latency source they share."""
+    from runner.report.data import LATENCY_SOURCES
+
+    judged = [r for r in rows if r.overall.n]
+    if not judged:
+        return TradeOff(points=[], source=None, left_out=[])
+    most = max(r.overall.n for r in judged)
+    full = [r for r in judged if r.overall.n == most]
+    source = next(s for s in LATENCY_SOURCES if s == "accuracy" or all(r.cell.timed(s) for r in full))
+    return TradeOff(points=[TradePoint(r, LatencySummary.of(r.cell, source)) for r in full], source=source,
+                    left_out=[r for r in judged if r.overall.n < most])
+
+
+@dataclass(frozen=True)
+class Highlights:
+    """What a reader should see first: the most accurate cell, the fastest, and the frontier, among
+    the cells ``trade`` compares."""
+
+    most_accurate: TradePoint | None
+    fastest: TradePoint | None
+    frontier: list[TradePoint]
+    trade: TradeOff
     cells: int
     done: int
     failed: int
@@ -725,15 +775,15 @@ class Highlights:
 
 
 def highlights(rows: list[HeadlineRow]) -> Highlights:
-    measured = [r for r in rows if r.overall.n and r.latency.e2e_p50]
-    judged = [r for r in rows if r.overall.n]
-    timed = [r for r in rows if r.latency.e2e_p50]
-    on_frontier = [measured[i] for i in frontier([(r.latency.e2e_p50, r.overall.rate) for r in measured])]
+    trade = trade_off(rows)
+    timed = [p for p in trade.points if p.latency.e2e_p50]
+    on_frontier = [timed[i] for i in frontier([(p.latency.e2e_p50, p.overall.rate) for p in timed])]
     status = [r.status for r in rows]
     return Highlights(
-        most_accurate=max(judged, key=lambda r: (r.overall.rate, -(r.latency.e2e_p50 or 0))) if judged else None,
-        fastest=min(timed, key=lambda r: r.latency.e2e_p50) if timed else None,
-        frontier=on_frontier, cells=len(rows), done=status.count("done"), failed=status.count("failed"),
+        most_accurate=max(trade.points, key=lambda p: (p.overall.rate, -(p.latency.e2e_p50 or 0)))
+        if trade.points else None,
+        fastest=min(timed, key=lambda p: p.latency.e2e_p50) if timed else None,
+        frontier=on_frontier, trade=trade, cells=len(rows), done=status.count("done"), failed=status.count("failed"),
         skipped=status.count("skipped"), answers=sum(r.overall.n for r in rows), errors=sum(r.errors for r in rows))
 
 
