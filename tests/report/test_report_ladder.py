@@ -38,8 +38,9 @@ def sample(cell: Cell, task: str, phase: str, rng: random.Random, *, state: str 
                   finished_at=T0 + timedelta(seconds=1))
 
 
-def ladder_run(tmp_path, untimed: frozenset[str] = frozenset()) -> RunStore:
-    """A demo-like run; the rungs in ``untimed`` have no latency phase (their group left it out)."""
+def ladder_run(tmp_path, untimed: frozenset[str] = frozenset(), technique_tasks: int = 40) -> RunStore:
+    """A demo-like run; the rungs in ``untimed`` have no latency phase (their group left it out), and
+    the technique cell is scored on the first ``technique_tasks`` tasks (its group's limit)."""
     tasks = [t.id for t in load_benchmark("starter").available()][:40]
     cells = [Cell(model="qwen2.5-coder-0.5b", runtime="llamacpp", quantization=q, prompt_style="qwen-fim",
                   label="baseline") for q in LADDER]
@@ -54,7 +55,7 @@ def ladder_run(tmp_path, untimed: frozenset[str] = frozenset()) -> RunStore:
     for cell in cells:
         p, e2e = LADDER[cell.quantization]
         warm_factor = 2.0 if cell == no_cache else 1.0
-        for task in tasks:
+        for task in tasks[:technique_tasks] if cell == no_cache else tasks:
             store.append_sample(cell, sample(cell, task, "accuracy", rng, passed=random.Random(task).random() < p,
                                              e2e=e2e))
         for task in tasks[:5] if cell.quantization not in untimed or cell == no_cache else []:
@@ -112,3 +113,24 @@ def test_a_ladder_whose_rungs_skip_the_latency_phase_compares_speed_from_the_acc
     speeds = [LatencySummary.of(r.cell, "accuracy").output_tokens_per_s for r in group]
     # 40 tokens over each rung's accuracy-phase e2e: faster as the bits fall
     assert speeds == pytest.approx([40 / e2e for _, e2e in LADDER.values()])
+
+
+def test_the_trade_off_compares_cells_scored_on_the_same_tasks_with_latency_from_one_phase(tmp_path):
+    """A technique scored on 8 of the 40 tasks is not ranked against the rungs (its pass rate is over
+    other tasks): it is left off the chart, said so, and compared with its baseline in its table."""
+    from runner.report import data, tables
+
+    store = ladder_run(tmp_path, untimed=frozenset({"q8_0"}), technique_tasks=8)
+    runs = data.load_runs([store.root])
+    built = tables.build(runs, data.load_tasks(runs))
+    trade = built.highlights.trade
+    assert [p.cell.cell.quantization for p in trade.points] == list(LADDER)
+    assert [r.cell.cell.label for r in trade.left_out] == ["no-prefix-cache"]
+    # q8_0 was never timed one at a time: every point's latency is then the accuracy phase's
+    assert trade.source == "accuracy" and {p.latency.source for p in trade.points} == {"accuracy"}
+    assert built.highlights.fastest.cell.cell.quantization == "q2_k"  # the fewest bits, the shortest e2e
+    (comparison,) = built.techniques
+    assert comparison.pairs == 8  # its own table pairs it with the baseline on the 8 it answered
+    markdown = render([store.root], tmp_path / "report").markdown.read_text()
+    assert "latency from the accuracy samples of every one" in markdown
+    assert "1 cell(s) scored on fewer tasks are compared with their baseline task by task" in markdown
