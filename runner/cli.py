@@ -660,7 +660,8 @@ def clean(images: bool) -> None:
 
     Local servers are found in the records under the runner home and signalled only when the
     pid is still the recorded process (start time and command line) and its run is gone;
-    containers are those labelled runner.managed=true. Nothing else is touched.
+    containers are those labelled runner.managed=true whose runner is gone (a container of a
+    run still going, on this engine, is kept and named). Nothing else is touched.
 
     \b
     Example:
@@ -681,6 +682,8 @@ def clean(images: bool) -> None:
         click.echo(f"removed container {name}")
     for name in removed.images:
         click.echo(f"removed image {name}")
+    for why in removed.kept:
+        log(f"kept container {why}")
     log(f"{len(removed.containers)} containers and {len(removed.images)} images removed")
 
 

@@ -17,6 +17,9 @@ from runner.errors import UserError
 log = logging.getLogger(__name__)
 
 MANAGED = "runner.managed"
+#: the runner process that made a container: ``host:boot_id:pid:start_ticks``. ``runner clean``
+#: leaves a container whose owner still runs (another run on a shared engine) and removes the rest.
+OWNER = "runner.owner"
 
 
 def docker_client(timeout: float = 120.0):
@@ -85,3 +88,31 @@ def image_digest(image) -> str:
     """The registry digest when the image has one, else its content id (``sha256:...``)."""
     repo_digests = image.attrs.get("RepoDigests") or []
     return repo_digests[0] if repo_digests else image.id
+
+
+def owner_label() -> dict[str, str]:
+    """The label naming this process as a container's owner (host, boot, pid and its start time)."""
+    import socket
+
+    from runner.backends.local import _boot_id, _start_ticks
+
+    return {OWNER: f"{socket.gethostname()}:{_boot_id()}:{os.getpid()}:{_start_ticks(os.getpid()) or 0}"}
+
+
+def owner_alive(labels: Mapping[str, str]) -> str | None:
+    """Why a container's owner may still be running (``runner clean`` keeps it), or None when the
+    owner is provably gone (same host, another boot or a dead pid) or the container names none."""
+    import socket
+
+    from runner.backends.local import _boot_id, _is_process
+
+    try:
+        host, boot, pid, ticks = labels[OWNER].rsplit(":", 3)
+        pid_n, ticks_n = int(pid), int(ticks)
+    except (KeyError, ValueError):
+        return None
+    if host != socket.gethostname():
+        return f"its runner is on host {host}, which this machine cannot check"
+    if boot == _boot_id() and _is_process(pid_n, ticks_n):
+        return f"its runner (pid {pid}) is still running"
+    return None

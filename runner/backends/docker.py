@@ -32,7 +32,8 @@ from pydantic import BaseModel, Field
 from runner.backends import register_backend
 from runner.backends.base import Backend, LiveServers, RunningServer, ServerStartError, free_port, log_tail
 from runner.compose import ComposeFile, Service, load_compose
-from runner.docker_engine import MANAGED, docker_client, ensure_image, gpus_available, image_digest  # noqa: F401
+from runner.docker_engine import (  # noqa: F401
+    MANAGED, docker_client, ensure_image, gpus_available, image_digest, owner_alive, owner_label)
 from runner.runtimes.base import ServerSpec
 
 log = logging.getLogger(__name__)
@@ -125,15 +126,21 @@ class Removed(BaseModel):
 
     containers: list[str] = Field(default_factory=list)
     images: list[str] = Field(default_factory=list)
+    kept: list[str] = Field(default_factory=list)  # "<container>: why" for those whose runner still runs
 
 
 def clean(images: bool = False, client=None) -> Removed:
-    """Remove the containers (and with ``images`` the images) labelled ``runner.managed=true``, nothing else."""
+    """Remove the containers (and with ``images`` the images) labelled ``runner.managed=true``,
+    nothing else, and of those none whose runner still runs (``docker_engine.owner_alive``)."""
     from docker.errors import APIError, NotFound
 
     client = client or docker_client()
     removed = Removed()
     for container in client.containers.list(all=True, filters={"label": f"{MANAGED}=true"}):
+        why = owner_alive(container.labels)
+        if why:
+            removed.kept.append(f"{container.name}: {why}")
+            continue
         try:
             container.remove(force=True)
             removed.containers.append(container.name)
@@ -253,7 +260,7 @@ class DockerBackend(Backend):
         run = run or self.run_name or "adhoc"
         cell = cell or "adhoc"
         labels = {MANAGED: "true", RUN_LABEL: run, CELL_LABEL: cell, "runner.runtime": spec.runtime,
-                  "runner.pid": str(os.getpid())}
+                  "runner.pid": str(os.getpid()), **owner_label()}
         config = self.container_config(spec, service, port)
         name = f"runner-{_label_value(run)}-{_label_value(cell)}-{uuid.uuid4().hex[:6]}"
         _install_sigterm()

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
+from runner.docker_engine import owner_label
 from runner.evaluation.sandbox import ExecResult, Limits, Sandbox
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class DockerSandbox(Sandbox):
             init=True,  # a real PID 1 reaps orphans and passes signals on
             log_config=LogConfig(type=LogConfig.types.NONE),  # output is read from the attach stream
             healthcheck={"test": ["NONE"]},
-            labels={"runner.managed": "true", "runner.component": "sandbox"},
+            labels={"runner.managed": "true", "runner.component": "sandbox", **owner_label()},
             stdin_open=False,
         )
         try:

@@ -193,18 +193,44 @@ def test_a_signal_to_a_docker_run_mid_cell_leaves_no_container(client, image, tm
     assert containers(client, **{"runner.run": "parity-docker"}) == []
 
 
-def test_clean_removes_only_what_the_runner_labelled(client):
+def test_clean_removes_what_a_dead_run_left_and_keeps_a_live_runs_containers(client):
+    """On a shared engine: a container whose runner died goes, one whose runner still runs (here,
+    this test process: another run in progress) stays and is named, others' containers stay."""
+    import socket
+    import subprocess
+
+    from runner.backends.local import _boot_id, _start_ticks
+    from runner.docker_engine import OWNER, owner_label
+
     base = base_image(client)
-    mine = client.containers.run(base, ["sleep", "300"], detach=True, labels={MANAGED: "true", "runner.run": "h7-crashed"})
-    theirs = client.containers.run(base, ["sleep", "300"], detach=True, labels={"owner": "someone-else"})
+    gone = subprocess.Popen(["sleep", "0.1"])
+    dead_owner = f"{socket.gethostname()}:{_boot_id()}:{gone.pid}:{_start_ticks(gone.pid) or 1}"
+    gone.wait()
+    started = []
+
+    def start(labels):
+        started.append(client.containers.run(base, ["sleep", "300"], detach=True, labels=labels))
+        return started[-1]
+
+    crashed = start({MANAGED: "true", "runner.run": "h7-crashed", OWNER: dead_owner})
+    unowned = start({MANAGED: "true", "runner.run": "before-owners"})  # made before containers named their runner
+    live = start({MANAGED: "true", "runner.run": "still-going", **owner_label()})
+    theirs = start({"owner": "someone-else"})
     try:
         result = CliRunner().invoke(main, ["clean"])
         assert result.exit_code == 0, result.output
-        assert f"removed container {mine.name}" in result.output
+        assert f"removed container {crashed.name}" in result.output
+        assert f"removed container {unowned.name}" in result.output
+        assert f"kept container {live.name}: its runner (pid {os.getpid()}) is still running" in result.output
         names = {c.name for c in client.containers.list(all=True)}
-        assert mine.name not in names and theirs.name in names
+        assert crashed.name not in names and unowned.name not in names
+        assert live.name in names and theirs.name in names
     finally:
-        theirs.remove(force=True)
+        for container in started:
+            try:
+                container.remove(force=True)
+            except Exception:  # noqa: BLE001 - removed by the clean under test
+                pass
 
 
 def test_backend_is_registered_and_takes_compose_variables():
