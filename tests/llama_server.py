@@ -15,12 +15,14 @@ from tests.conftest import require
 def _prepared(matrix_name: str, quantization: str) -> Path:
     from runner.matrix import load_matrix
     from runner.models import prepare
+    from runner.records import Cell
     from runner.runtimes.llamacpp import llama_server_path
 
     binary = llama_server_path()
     require(binary.is_file() and os.access(binary, os.X_OK), f"llama-server at {binary}")
     matrix = load_matrix(matrices_dir() / matrix_name)
-    cell = next(c for c in matrix.cells if c.runtime == "llamacpp" and c.quantization == quantization)
+    # the matrix's first model, served by llama.cpp from that quantization (whichever runtime its cells use)
+    cell = Cell(model=next(iter(matrix.models)), runtime="llamacpp", quantization=quantization)
     return prepare(matrix, cell).files.path
 
 
@@ -30,7 +32,8 @@ def gemma_gguf() -> Path:
 
 
 def qwen_gguf() -> Path:
-    """The Qwen2.5-Coder 0.5B release (Q4_K_M), joined from its six PyPI parts on first use."""
+    """The Qwen2.5-Coder 0.5B release (Q4_K_M), joined from its six PyPI parts on first use (the
+    source prompt-styles.toml dequantizes for vLLM)."""
     return _prepared("prompt-styles.toml", "q4_k_m")
 
 
