@@ -97,6 +97,12 @@ class CellData:
         return self.timed(self.latency_source)
 
 
+def shared_latency_source(cells: list[CellData]) -> str:
+    """The first latency source every one of ``cells`` has samples of (``accuracy`` at worst), so
+    that cells drawn on one axis are timed the same way."""
+    return next(s for s in LATENCY_SOURCES if s == "accuracy" or all(c.timed(s) for c in cells))
+
+
 @dataclass
 class RunData:
     """One run directory: its manifest and its cells."""

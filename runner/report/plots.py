@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from runner.report.data import LATENCY_SOURCES
+from runner.report.data import shared_latency_source
 from runner.report.tables import CategoryTable, HeadlineRow, LatencySummary, Tables, frontier, trade_off
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
@@ -145,7 +145,7 @@ def ladder(groups: list[list[HeadlineRow]], fig: Figure) -> str:
                     label=f"{label}: pass rate", zorder=3)
         # one source for every rung, so the dashed line compares like with like: rungs without a
         # latency phase (a matrix can leave it to the techniques) move the whole ladder to "accuracy"
-        source = next(s for s in LATENCY_SOURCES if s == "accuracy" or all(r.cell.timed(s) for r in g))
+        source = shared_latency_source([r.cell for r in g])
         speeds = [LatencySummary.of(r.cell, source).output_tokens_per_s for r in g]
         timed = [(xx, speed) for xx, speed in zip(x, speeds) if speed]
         if timed:

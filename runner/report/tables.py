@@ -10,7 +10,8 @@ from runner import stats
 from runner.errors import cap
 from runner.passrate import pass_count
 from runner.records import Outcome, Sample
-from runner.report.data import LANGUAGE_MODES, CellData, RunData, TaskCatalogue, machine_key, split_task_id
+from runner.report.data import (LANGUAGE_MODES, CellData, RunData, TaskCatalogue, machine_key,
+                                shared_latency_source, split_task_id)
 
 #: upstream's published LLaMA 3 70B pass rates, % and the ± of their 95% normal interval
 PUBLISHED_LLAMA3_70B: dict[tuple[str, str], tuple[float, float]] = {
@@ -745,14 +746,12 @@ class TradeOff:
 
 def trade_off(rows: list[HeadlineRow]) -> TradeOff:
     """The comparable cells of ``rows`` and the latency source they share."""
-    from runner.report.data import LATENCY_SOURCES
-
     judged = [r for r in rows if r.overall.n]
     if not judged:
         return TradeOff(points=[], source=None, left_out=[])
     most = max(r.overall.n for r in judged)
     full = [r for r in judged if r.overall.n == most]
-    source = next(s for s in LATENCY_SOURCES if s == "accuracy" or all(r.cell.timed(s) for r in full))
+    source = shared_latency_source([r.cell for r in full])
     return TradeOff(points=[TradePoint(r, LatencySummary.of(r.cell, source)) for r in full], source=source,
                     left_out=[r for r in judged if r.overall.n < most])
 
