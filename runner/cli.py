@@ -208,18 +208,40 @@ def tasks_list(name: str, as_json: bool) -> None:
     Console().print(table)
 
 
-def _evaluator(bench, allow_unsandboxed: bool, sandbox_kind: str = "local"):
-    from runner.evaluation import Evaluator
-    from runner.evaluation.docker_sandbox import choose_sandbox
+def _checked_evaluator(bench, tasks, *, sandbox_kind: str, allow_unsandboxed: bool, cascade: str | None = None,
+                       both: bool = False, expected: str = "auto", refresh: bool = False, workers: int | None = None):
+    """The evaluator for ``tasks``, after the sandbox's self-check and the environment check, each said on stderr."""
+    from runner.evaluation.environment import prepared_evaluator
 
-    sandbox = choose_sandbox(sandbox_kind, allow_unsandboxed=allow_unsandboxed, progress=log)
-    return Evaluator(bench.programs, sandbox=sandbox, junit_console=bench.junit_jar)
+    evaluator, report = prepared_evaluator(bench, tasks, sandbox_kind=sandbox_kind, cascade=cascade, both=both,
+                                           expected=expected, allow_unsandboxed=allow_unsandboxed, refresh=refresh,
+                                           workers=workers, note=log)
+    _log_environment(report)
+    return evaluator, report
+
+
+def _log_environment(report) -> None:
+    for check in report.programs:
+        if not check.scoreable:
+            log(f"unscoreable: {check.program} ({check.reason}); its tasks are left out of the headline rate")
+        elif check.drift is not None:
+            log(f"re-recorded: {check.program}'s expected outputs in this environment ({check.drift.values_moved} of "
+                f"{check.drift.values_compared} printed values moved, at most {check.drift.max_relative_change:.1e} "
+                f"relative; upstream's kept beside them)")
+    cached = sum(c.cached for c in report.programs)
+    log(f"environment checked ({report.sandbox[:23]}…, {report.cascade.value} harness): {len(report.programs)} programs, "
+        f"{len(report.unscoreable())} unscoreable, {len(report.re_recorded())} re-recorded"
+        + (f", {cached} from the cache" if cached else ""))
 
 
 _SANDBOX_OPTION = click.option(
     "--sandbox", "sandbox_kind", type=click.Choice(["auto", "docker", "local"]), default="auto", show_default=True,
     help="Where generated code runs: the pinned sandbox image (docker), this machine (local), or docker "
          "when an engine and the built image are there (auto).")
+_EXPECTED_OPTION = click.option(
+    "--expected", type=click.Choice(["auto", "upstream"]), default="auto", show_default=True,
+    help="Expected outputs: auto re-records a program's in this environment when its reference's floats "
+         "drifted (that program alone, upstream's kept beside them); upstream keeps the recorded ones.")
 
 
 @tasks.command("check")
@@ -235,15 +257,18 @@ _SANDBOX_OPTION = click.option(
               help="Append each check to this JSON-lines file as it completes; a rerun skips the tasks it holds.")
 @click.option("--allow-unsandboxed", is_flag=True,
               help="Run even where the sandbox is incomplete (no namespaces / not root): accept the risk.")
+@click.option("--cascade", type=click.Choice(["upstream", "runner"]), default=None,
+              help="The cascade that judges [default: the benchmark's headline: upstream for simcopilot].")
 @_SANDBOX_OPTION
+@_EXPECTED_OPTION
 @user_errors
 def tasks_check(name, solution, language, mode, program, as_json, workers, record, allow_unsandboxed,
-                sandbox_kind) -> None:
+                cascade, sandbox_kind, expected) -> None:
     """Run an oracle solution through the full evaluation and count passes per language and mode.
 
-    The reference must pass every available task (exit 1 otherwise, naming each failure and
+    The reference must pass every scoreable task (exit 1 otherwise, naming each failure and
     whether it looks like an environment problem or a bug); the empty answer should fail
-    nearly all.
+    nearly all. Programs whose reference cannot pass here are named as unscoreable, with why.
 
     \b
     Example:
@@ -273,8 +298,10 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, recor
     todo = [t for t in runnable if t.id not in done]
     if done:
         log(f"{record}: {len(runnable) - len(todo)} tasks already checked, {len(todo)} to go")
-    evaluator = _evaluator(bench, allow_unsandboxed, sandbox_kind)
-    log(f"checking {len(todo)} tasks with the {solution} solution")
+    evaluator, report = _checked_evaluator(bench, todo or runnable, sandbox_kind=sandbox_kind,
+                                            allow_unsandboxed=allow_unsandboxed, cascade=cascade, expected=expected,
+                                            workers=workers)
+    log(f"checking {len(todo)} tasks with the {solution} solution ({evaluator.cascade.value} cascade)")
 
     counted = Counter()
 
@@ -284,35 +311,48 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, recor
         counted[check.outcome.value == "pass"] += 1
         if sum(counted.values()) % 25 == 0:
             log(f"{sum(counted.values())}/{len(todo)} checked, {counted[True]} passed")
-        if check.solution == "reference" and check.outcome.value != "pass":
+        if check.solution == "reference" and check.outcome.value not in ("pass", "unscoreable"):
             log(f"{check.task_id}: {check.outcome.value} ({SUSPECTS[check.suspect]})")
 
     fresh = {c.task_id: c for c in check_solution(evaluator, todo, solution, workers=workers, progress=progress)}
     checks = [done.get(t.id) or fresh[t.id] for t in runnable]
-    failures = [c for c in checks if solution == "reference" and c.outcome.value != "pass"]
+    failures = [c for c in checks if solution == "reference" and c.outcome.value not in ("pass", "unscoreable")]
+    # an unscoreable program is the environment's (a missing file or library); one whose reference
+    # fails for no reason the check recognises, or at a limit, is the oracle's to report
+    suspicious = [c for c in report.unscoreable() if c.suspect in ("bug", "limit")]
     if as_json:
         lines = [c.model_dump_json() for c in checks]
         click.echo("[\n" + ",\n".join(lines) + "\n]")
     else:
-        passed, total, outcomes = Counter(), Counter(), Counter()
+        passed, total, outcomes, unscoreable = Counter(), Counter(), Counter(), Counter()
         for c in checks:
             key = (c.language.value, c.mode.value)
             total[key] += 1
             passed[key] += c.outcome.value == "pass"
+            unscoreable[key] += c.outcome.value == "unscoreable"
             outcomes[(key, c.outcome.value)] += 1
-        table = Table(title=f"{name}: {solution} solution")
-        for column in ("language", "mode", "tasks", "pass", "pass %", "other outcomes"):
-            table.add_column(column, justify="right" if column in ("tasks", "pass", "pass %") else "left")
+        table = Table(title=f"{name}: {solution} solution, {evaluator.cascade.value} cascade")
+        table.caption = ("pass %: over the scoreable tasks; all tasks %: unscoreable ones counted as failures "
+                         "(the published table's denominator)")
+        numeric = ("tasks", "unscoreable", "pass", "pass %", "all tasks %")
+        for column in ("language", "mode", *numeric, "other outcomes"):
+            table.add_column(column, justify="right" if column in numeric else "left")
         for key in sorted(total):
-            other = ", ".join(f"{o} {n}" for (k, o), n in sorted(outcomes.items()) if k == key and o != "pass")
-            table.add_row(*key, str(total[key]), str(passed[key]), f"{100 * passed[key] / total[key]:.1f}", other)
+            other = ", ".join(f"{o} {n}" for (k, o), n in sorted(outcomes.items())
+                              if k == key and o not in ("pass", "unscoreable"))
+            scoreable = total[key] - unscoreable[key]
+            table.add_row(*key, str(total[key]), str(unscoreable[key]), str(passed[key]),
+                          f"{100 * passed[key] / scoreable:.1f}" if scoreable else "—",
+                          f"{100 * passed[key] / total[key]:.1f}", other)
         console = Console()
         console.print(table)
         for c in failures:
             hint = SUSPECTS.get(c.suspect or "bug", c.suspect)
             tail = "\n    ".join(c.stderr_tail.strip().splitlines()[-8:])
             click.echo(f"FAILED {c.task_id}: {c.outcome.value} ({hint})\n    {tail}")
-    if failures:
+        for c in report.unscoreable():
+            click.echo(f"{'FAILED' if c in suspicious else 'UNSCOREABLE'} {c.program}: {c.reason}")
+    if failures or suspicious:
         raise SystemExit(1)
 
 
@@ -327,9 +367,10 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, recor
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel checks [default: cores].")
 @click.option("--allow-unsandboxed", is_flag=True, help="Run even where the sandbox is incomplete: accept the risk.")
 @_SANDBOX_OPTION
+@_EXPECTED_OPTION
 @user_errors
 def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: bool, workers: int | None,
-          allow_unsandboxed: bool, sandbox_kind: str) -> None:
+          allow_unsandboxed: bool, sandbox_kind: str, expected: str) -> None:
     """Score raw model outputs from any tool: JSON lines {"task_id": ..., "text": ...}.
 
     \b
@@ -342,14 +383,12 @@ def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: 
 
     from runner import score as scoring
     from runner.benchmarks import load_benchmark
-    from runner.evaluation import Evaluator
-    from runner.evaluation.docker_sandbox import choose_sandbox
 
     bench = load_benchmark(name)
     pairs = scoring.read_answers(answers, bench)
-    sandbox = choose_sandbox(sandbox_kind, allow_unsandboxed=allow_unsandboxed, progress=log)
-    evaluator = Evaluator(bench.programs, sandbox=sandbox, junit_console=bench.junit_jar, cascade=cascade,
-                          both=not headline_only)
+    evaluator, _report = _checked_evaluator(bench, [task for task, _ in pairs], sandbox_kind=sandbox_kind,
+                                            allow_unsandboxed=allow_unsandboxed, cascade=cascade,
+                                            both=not headline_only, expected=expected, workers=workers)
     log(f"scoring {len(pairs)} answers (headline: {cascade} cascade)")
     scored = []
     for record in scoring.score(pairs, evaluator, workers=workers):
@@ -359,47 +398,58 @@ def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: 
     if as_json:
         return
     table = Table(title=f"{name}: {len(scored)} answers, {cascade} cascade")
-    table.caption = ("bootstrap: upstream's ± (seeded mean ± 1.96 SD of 10,000 resamples); "
-                     "flips: tasks whose pass/fail differs between the two cascades, of those judged by both")
-    for column in ("language", "mode", "tasks", "pass", "pass %", "bootstrap %", "Wilson 95% %", "flips"):
+    table.caption = ("pass %, bootstrap, Wilson: over the scoreable tasks (the headline); all tasks %: unscoreable "
+                     "ones counted as failures (the published table's denominator); bootstrap: upstream's ± (seeded "
+                     "mean ± 1.96 SD of 10,000 resamples); flips: tasks whose pass/fail differs between the two "
+                     "cascades, of those judged by both")
+    for column in ("language", "mode", "tasks", "unscoreable", "pass", "pass %", "bootstrap %", "Wilson 95% %",
+                   "all tasks %", "flips"):
         table.add_column(column, justify="left" if column in ("language", "mode") else "right")
     for split in scoring.summarize(scored):
-        table.add_row(split.language.value, split.mode.value, str(split.total), str(split.passed),
-                      f"{100 * split.passed / split.total:.1f}",
-                      f"{100 * split.bootstrap_mean:.1f} ± {100 * split.bootstrap_half:.1f}",
-                      f"{100 * split.wilson.low:.1f}-{100 * split.wilson.high:.1f}",
-                      f"{split.flips}/{split.compared}")
+        scoreable = split.total > 0
+        table.add_row(split.language.value, split.mode.value, str(split.total + split.unscoreable),
+                      str(split.unscoreable), str(split.passed),
+                      f"{100 * split.passed / split.total:.1f}" if scoreable else "—",
+                      f"{100 * split.bootstrap_mean:.1f} ± {100 * split.bootstrap_half:.1f}" if scoreable else "—",
+                      f"{100 * split.wilson.low:.1f}-{100 * split.wilson.high:.1f}" if scoreable else "—",
+                      f"{100 * split.all_rate:.1f}", f"{split.flips}/{split.compared}")
     Console().print(table)
 
 
 @tasks.command("rebaseline")
 @click.option("--benchmark", "name", default="starter", show_default=True, help="starter or simcopilot.")
+@click.option("--program", default=None, help="Only this program (upstream Task_Name).")
 @click.option("--allow-unsandboxed", is_flag=True, help="Run even where the sandbox is incomplete: accept the risk.")
 @_SANDBOX_OPTION
 @user_errors
-def tasks_rebaseline(name: str, allow_unsandboxed: bool, sandbox_kind: str) -> None:
-    """Run the reference programs and store their stdout as the expected Python outputs.
+def tasks_rebaseline(name: str, program: str | None, allow_unsandboxed: bool, sandbox_kind: str) -> None:
+    """Check every program's reference in this environment again, re-recording drifted expected outputs.
 
-    Writes ``$RUNNER_HOME/rebaseline/<benchmark>/<Task_Name>.json`` (upstream's format) and
-    ``environment.json`` (Python, packages, Java, platform, date); the loader prefers them.
+    A program whose reference's printed floats moved (and nothing else) gets its expected outputs
+    re-recorded here, that program alone, upstream's kept beside them; ``reproduce``, ``score``
+    and ``tasks check`` do the same on their own, once per environment (cached).
 
     \b
     Example:
-      runner tasks rebaseline --benchmark simcopilot
+      runner tasks rebaseline --benchmark simcopilot --sandbox docker
     """
-    from runner.benchmarks import load_benchmark, rebaseline_dir
-    from runner.evaluation import rebaseline
+    from runner.benchmarks import load_benchmark
 
     bench = load_benchmark(name)
-    evaluator = _evaluator(bench, allow_unsandboxed, sandbox_kind)
-    result = rebaseline(evaluator, rebaseline_dir(name))
-    for program in result.written:
-        click.echo(f"rebaselined {program}")
-    click.echo(f"wrote {len(result.written)} files and environment.json to {result.directory}")
-    for program, why in result.failed.items():
-        click.echo(f"FAILED {program}: {why.strip().splitlines()[-1] if why.strip() else why}")
-    if result.failed:
-        raise SystemExit(1)
+    if program is not None and program not in bench.programs:
+        raise UserError(f"--program {program!r}: benchmark {name!r} has no such program; see `runner tasks list`")
+    tasks = [t for t in bench.select(program=program) if t.available]
+    if not tasks:
+        raise UserError(f"no available tasks in {name!r} match the filters; see `runner tasks list --benchmark {name}`")
+    _evaluator, report = _checked_evaluator(bench, tasks, sandbox_kind=sandbox_kind, allow_unsandboxed=allow_unsandboxed,
+                                            refresh=True)
+    for check in report.programs:
+        if check.re_recorded is not None:
+            click.echo(f"re-recorded {check.program}: {check.re_recorded}")
+        elif check.scoreable:
+            click.echo(f"unchanged {check.program}: its reference passes against upstream's expected outputs")
+        else:
+            click.echo(f"unscoreable {check.program}: {check.reason}")
 
 # --- commands: models, reproduce, doctor ------------------------------------------------------
 
@@ -415,6 +465,7 @@ def tasks_rebaseline(name: str, allow_unsandboxed: bool, sandbox_kind: str) -> N
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many tasks per cell.")
 @click.option("--skip-unrunnable", is_flag=True, help="Skip cells this host cannot run instead of refusing.")
 @_SANDBOX_OPTION
+@_EXPECTED_OPTION
 @click.option("--allow-unsandboxed", is_flag=True, help="Test generated code even where the sandbox is incomplete: accept the risk.")
 @click.option("--ray", "ray_address", metavar="ADDRESS", default=None,
               help="Run the cells on a Ray cluster: auto (the cluster this machine joined), ray://host:port, "
@@ -422,7 +473,7 @@ def tasks_rebaseline(name: str, allow_unsandboxed: bool, sandbox_kind: str) -> N
 @user_errors
 def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str | None, runs_dir: Path,
               fresh: bool, backend: str | None, limit: int | None, skip_unrunnable: bool, sandbox_kind: str,
-              allow_unsandboxed: bool, ray_address: str | None) -> None:
+              expected: str, allow_unsandboxed: bool, ray_address: str | None) -> None:
     """Run a matrix: per cell serve, generate, evaluate, time; resumes an interrupted run.
 
     \b
@@ -447,6 +498,7 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
     path = matrix or matrices_dir() / ("paper.toml" if run_all else f"{preset}.toml")
     options = RunOptions(name=name, runs_dir=runs_dir, fresh=fresh, backend=backend, limit=limit,
                          skip_unrunnable=skip_unrunnable, sandbox=sandbox_kind, allow_unsandboxed=allow_unsandboxed,
+                         expected=expected,
                          executor="ray" if ray_address else "inprocess", address=ray_address)
     # SIGTERM unwinds like Ctrl-C: every server is stopped on the way out
     signal.signal(signal.SIGTERM, signal.default_int_handler)

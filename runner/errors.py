@@ -15,3 +15,8 @@ def cap(text: str | None, limit: int = ERROR_LIMIT) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]} … [{len(text) - limit:,} more characters]"
+
+
+class EnvironmentFailure(Exception):
+    """The machine, not the answer, stopped a program from being judged (the sandbox could not
+    execute the interpreter, a container could not start). The task is ``unscoreable``, never failed."""

@@ -32,6 +32,17 @@ class Outcome(str, enum.Enum):
     runtime_error = "runtime_error"
     timeout = "timeout"
     error = "error"
+    #: no answer could pass here: the task's own reference fails in this environment (a data file
+    #: or library missing, the sandbox unable to run the program). Never the model's failure: the
+    #: headline pass rate leaves it out; the paper's denominator counts it as a failure.
+    unscoreable = "unscoreable"
+
+
+class ExpectedOutputs(str, enum.Enum):
+    """Which expected outputs judged a Python program's answers."""
+
+    upstream = "upstream"  # the benchmark's recorded outputs
+    re_recorded = "re-recorded"  # the reference's outputs re-recorded in this environment (float drift)
 
 
 class Stage(str, enum.Enum):
@@ -106,6 +117,7 @@ class CascadeVerdict(BaseModel):
     code: str = ""  # the post-processed code that was finally judged
     stderr_tail: str = ""
     pass_ratio: str | None = None  # upstream's "k/n" of test cases (upstream cascade only)
+    unscoreable_reason: str | None = None  # for outcome == unscoreable: why no answer can pass here
 
 
 class Verdict(BaseModel):
@@ -120,6 +132,8 @@ class Verdict(BaseModel):
     cascade: Cascade = Cascade.runner  # which of the two gives the headline fields above
     upstream: CascadeVerdict | None = None  # None where upstream's code or test file is not there
     runner: CascadeVerdict | None = None
+    unscoreable_reason: str | None = None  # for outcome == unscoreable: why no answer can pass here
+    expected_outputs: ExpectedOutputs | None = None  # Python programs: which expected outputs judged it
 
 
 class Cell(BaseModel):
@@ -199,6 +213,8 @@ class Sample(BaseModel):
     runner: CascadeVerdict | None = None
     stderr_tail: str = ""
     error: str | None = None  # why the request failed, for outcome == error
+    unscoreable_reason: str | None = None  # for outcome == unscoreable: why no answer can pass here
+    expected_outputs: ExpectedOutputs | None = None  # Python programs: which expected outputs judged it
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
 

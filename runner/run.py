@@ -85,6 +85,7 @@ class RunOptions:
     eval_workers: int | None = None
     sandbox: str = "local"  # where generated code is tested: local, docker or auto (see choose_sandbox)
     allow_unsandboxed: bool = False
+    expected: str = "auto"  # expected outputs: auto (re-record a drifted program's here) or upstream
     executor: str = "inprocess"  # which machine runs each cell: inprocess, or ray (runner.executors)
     address: str | None = None  # the executor's cluster: for ray, auto, ray://host:port, host:port or local
 
@@ -248,16 +249,19 @@ def judge_sample(evaluator, task: Task, sample: Sample) -> Sample:
         sample.outcome, sample.cleaned_outcome = verdict.outcome, verdict.cleaned_outcome
         sample.code, sample.stage, sample.stderr_tail = verdict.code, verdict.stage, verdict.stderr_tail
         sample.cascade, sample.upstream, sample.runner = verdict.cascade, verdict.upstream, verdict.runner
+        sample.unscoreable_reason, sample.expected_outputs = verdict.unscoreable_reason, verdict.expected_outputs
     return sample
 
 
 def evaluator_for(benchmark: Benchmark, sandbox):
     """The run's evaluator over ``benchmark`` in ``sandbox`` (any node): SimCoPilot's headline is
-    upstream's own scoring, our stricter cascade kept beside it; other benchmarks the reverse."""
+    upstream's own scoring, our stricter cascade kept beside it; other benchmarks the reverse.
+    Its programs are not checked yet: ``runner.evaluation.environment.check_environment`` does that."""
+    from runner.benchmarks import default_cascade
     from runner.evaluation import Evaluator
 
-    cascade = "upstream" if benchmark.name == "simcopilot" else "runner"
-    return Evaluator(benchmark.programs, sandbox=sandbox, junit_console=benchmark.junit_jar, cascade=cascade, both=True)
+    return Evaluator(benchmark.programs, sandbox=sandbox, junit_console=benchmark.junit_jar,
+                     cascade=default_cascade(benchmark.name), both=True)
 
 
 class EvalBacklog:
@@ -437,6 +441,7 @@ class Reproduction:
         verify_local_files(self.matrix)  # a wrong pinned file is the user's to fix, before anything starts
         self.manifest = self._open_store()
         cells = self._plan()
+        self._check_environment()  # before any model is loaded: a sandbox that cannot judge stops here
         self.events.run_started(self.store, self.manifest, self.tasks)
         outcome = RunOutcome(run_dir=self.store.root)
         try:
@@ -456,13 +461,26 @@ class Reproduction:
         accuracy, latency, sweep = self._missing(cell, result)
         return [t for t in accuracy if t.id not in judging], latency, sweep
 
-    def sandbox_and_evaluator(self):
-        """An evaluator over the run's benchmark, testing code in the sandbox the options name."""
-        from runner.evaluation.docker_sandbox import choose_sandbox
+    def _check_environment(self) -> None:
+        """The sandbox's self-check and every selected program's reference on the judging path; the
+        result (unscoreable programs, re-recorded expected outputs) goes into the manifest."""
+        from runner.evaluation.environment import prepared_evaluator
 
-        sandbox = choose_sandbox(self.options.sandbox, allow_unsandboxed=self.options.allow_unsandboxed,
-                                 progress=self.events.note, hide=(self.store.root.parent,))
-        return evaluator_for(self.benchmark, sandbox)
+        self.events.note(f"checking the environment: {len({t.program for t in self.tasks})} programs' references")
+        self.evaluator, report = prepared_evaluator(
+            self.benchmark, self.tasks, sandbox_kind=self.options.sandbox, expected=self.options.expected,
+            allow_unsandboxed=self.options.allow_unsandboxed, hide=(self.store.root.parent,), note=self.events.note)
+        for check in report.unscoreable():
+            self.events.note(f"unscoreable: {check.program} ({check.reason})")
+        for check in report.re_recorded():
+            self.events.note(f"re-recorded: {check.program}'s expected outputs in this environment")
+        with self.manifest_lock:
+            self.manifest.environment = report
+            self.store.write_manifest(self.manifest)
+
+    def sandbox_and_evaluator(self):
+        """The evaluator over the run's benchmark, its environment checked (``_check_environment``)."""
+        return self.evaluator
 
     # -- one cell --------------------------------------------------------------------------------
     def _missing(self, cell: Cell, result: CellResult) -> tuple[list[Task], list[Task], list[int]]:

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from runner import stats
 from runner.benchmarks import Benchmark
 from runner.errors import UserError
-from runner.records import Cascade, CascadeVerdict, Language, Mode, Outcome, Stage, Task
+from runner.records import Cascade, CascadeVerdict, ExpectedOutputs, Language, Mode, Outcome, Stage, Task
 
 
 class Answer(BaseModel):
@@ -40,23 +40,36 @@ class ScoredAnswer(BaseModel):
     stage: Stage | None
     cleaned_outcome: Outcome
     cascade: Cascade
+    #: Python: which expected outputs judged it (``re-recorded``: the reference's own outputs in this
+    #: environment, where upstream's recorded floats drifted)
+    expected_outputs: ExpectedOutputs | None = None
+    unscoreable_reason: str | None = None  # outcome unscoreable: why no answer can pass here
     upstream: CascadeVerdict | None = None
     runner: CascadeVerdict | None = None
 
 
 @dataclass(frozen=True)
 class SplitScore:
-    """Pass counts of one language x mode under the headline cascade, with both intervals."""
+    """Pass counts of one language x mode under the headline cascade, with both intervals.
+
+    ``total`` and the intervals count the scoreable tasks (the headline); ``all_rate`` is over all
+    tasks, the unscoreable ones counted as failures (the published table's denominator).
+    """
 
     language: Language
     mode: Mode
     passed: int
-    total: int
+    total: int  # scoreable tasks
     bootstrap_mean: float  # upstream's ±: seeded bootstrap mean ...
     bootstrap_half: float  # ... and 1.96 SD of the resampled pass rates
     wilson: stats.Interval
     flips: int  # tasks whose pass/fail differs between the two cascades
     compared: int  # tasks that have both verdicts
+    unscoreable: int = 0  # tasks no answer can pass here
+
+    @property
+    def all_rate(self) -> float:
+        return self.passed / (self.total + self.unscoreable)
 
 
 def read_answers(path: Path, benchmark: Benchmark) -> list[tuple[Task, Answer]]:
@@ -109,7 +122,9 @@ def score(answers: list[tuple[Task, Answer]], evaluator, workers: int | None = N
     for task, verdict in evaluator.evaluate_many(items, workers=workers):
         scored = ScoredAnswer(task_id=task.id, language=task.language, mode=task.mode, program=task.program,
                               outcome=verdict.outcome, stage=verdict.stage, cleaned_outcome=verdict.cleaned_outcome,
-                              cascade=verdict.cascade, upstream=verdict.upstream, runner=verdict.runner)
+                              cascade=verdict.cascade, expected_outputs=verdict.expected_outputs,
+                              unscoreable_reason=verdict.unscoreable_reason, upstream=verdict.upstream,
+                              runner=verdict.runner)
         if progress is not None:
             progress(scored)
         yield scored
@@ -121,12 +136,14 @@ def summarize(scored: list[ScoredAnswer], seed: int = 0) -> list[SplitScore]:
     for s in scored:
         splits.setdefault((s.language, s.mode), []).append(s)
     out = []
-    for (language, mode), group in sorted(splits.items(), key=lambda kv: (list(Language).index(kv[0][0]),
-                                                                          list(Mode).index(kv[0][1]))):
+    for (language, mode), everything in sorted(splits.items(), key=lambda kv: (list(Language).index(kv[0][0]),
+                                                                               list(Mode).index(kv[0][1]))):
+        group = [s for s in everything if s.outcome is not Outcome.unscoreable]
         passed = sum(s.outcome is Outcome.passed for s in group)
         both = [s for s in group if s.upstream is not None and s.runner is not None]
         flips = sum((s.upstream.outcome is Outcome.passed) != (s.runner.outcome is Outcome.passed) for s in both)
-        mean, half = stats.bootstrap_interval(passed, len(group), seed=seed)
-        out.append(SplitScore(language, mode, passed, len(group), mean, half,
-                              stats.wilson_interval(passed, len(group)), flips, len(both)))
+        mean, half = stats.bootstrap_interval(passed, len(group), seed=seed) if group else (0.0, 0.0)
+        wilson = stats.wilson_interval(passed, len(group)) if group else stats.Interval(0.0, 0.0)
+        out.append(SplitScore(language, mode, passed, len(group), mean, half, wilson, flips, len(both),
+                              unscoreable=len(everything) - len(group)))
     return out

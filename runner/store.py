@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 from pydantic import BaseModel, Field, ValidationError
 
 from runner.errors import UserError
+from runner.evaluation.environment import EnvironmentReport
 from runner.records import Cell, Sample, utcnow
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ class Manifest(BaseModel):
     images: dict[str, str] = Field(default_factory=dict)  # runtime/service -> image digest
     runtime_versions: dict[str, str] = Field(default_factory=dict)
     prompt_set_sha256: dict[str, str] = Field(default_factory=dict)  # prompt style -> hash
+    #: the environment check: which programs are unscoreable here and why, and which expected
+    #: outputs (upstream's or re-recorded here) judged each Python program
+    environment: EnvironmentReport | None = None
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
 

@@ -44,6 +44,21 @@ def benchmark_root(name: str) -> Path:
     raise UserError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)}")
 
 
+def default_cascade(name: str) -> str:
+    """The headline cascade of a benchmark: SimCoPilot's own scoring for SimCoPilot, ours elsewhere."""
+    return "upstream" if name == "simcopilot" else "runner"
+
+
+def benchmark_commit(bench: Benchmark) -> str:
+    """The pinned commit a loaded benchmark's copy was checked against (the runner's version for the starter set)."""
+    if bench.name == "simcopilot":
+        installed = bench.root / "files.tsv"
+        return (load_manifest(installed) if installed.is_file() else load_manifest()).commit
+    from runner import __version__
+
+    return f"{bench.name}-{__version__}"
+
+
 def load_benchmark(name: str) -> Benchmark:
     """Load ``starter`` or ``simcopilot`` with every task, available or not."""
     root = benchmark_root(name)
@@ -53,7 +68,9 @@ def load_benchmark(name: str) -> Benchmark:
     if name == "simcopilot":
         installed = root / "files.tsv"
         manifest = load_manifest(installed) if installed.is_file() else load_manifest()
-    return load_layout(root, name, manifest=manifest, rebaseline=rebaseline_dir(name))
+    # expected outputs are upstream's; the environment check re-records a drifted program's
+    # (runner.evaluation.environment), never a folder that would apply to every environment
+    return load_layout(root, name, manifest=manifest)
 
 
 __all__ = [
@@ -61,7 +78,9 @@ __all__ = [
     "Benchmark",
     "SIMCOPILOT_COMMIT",
     "TaskCount",
+    "benchmark_commit",
     "benchmark_root",
+    "default_cascade",
     "dump_test_json",
     "load_benchmark",
     "load_layout",

@@ -17,13 +17,11 @@ from runner.evaluation.java_check import JavaToolchain, check_java, java_toolcha
 from runner.evaluation.oracle import (
     SOLUTIONS,
     SUSPECTS,
-    RebaselineResult,
     TaskCheck,
     append_check,
     check_solution,
     diagnose,
     load_checks,
-    rebaseline,
 )
 from runner.evaluation.postprocess import assemble, balance, cascade, clean, reindent, trim
 from runner.evaluation.python_check import CheckResult, check_python, outputs_match
@@ -39,7 +37,6 @@ __all__ = [
     "JavaToolchain",
     "Limits",
     "LocalSandbox",
-    "RebaselineResult",
     "Sandbox",
     "TaskCheck",
     "append_check",
@@ -56,7 +53,6 @@ __all__ = [
     "java_toolchain",
     "load_checks",
     "outputs_match",
-    "rebaseline",
     "reindent",
     "trim",
 ]

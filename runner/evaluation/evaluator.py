@@ -16,8 +16,8 @@ from runner.evaluation.java_check import JavaToolchain, check_java, java_toolcha
 from runner.evaluation.postprocess import assemble, cascade
 from runner.evaluation.python_check import CheckResult, check_python, python_interpreter
 from runner.evaluation.sandbox import Limits, LocalSandbox, Sandbox
-from runner.errors import UserError
-from runner.records import Cascade, CascadeVerdict, Language, Outcome, Program, Task, Verdict
+from runner.errors import EnvironmentFailure, UserError
+from runner.records import Cascade, CascadeVerdict, ExpectedOutputs, Language, Outcome, Program, Task, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,17 @@ log = logging.getLogger(__name__)
 UPSTREAM_TIMEOUT_SECONDS = 300.0
 # how much slower a re-timed reference must be to replace the first timing
 _SLOWER = 1.25
+
+
+class ReferenceRun:
+    """A reference judged by the headline test harness, without post-processing (the environment check)."""
+
+    def __init__(self, outcome: Outcome, stderr_tail: str, seconds: float) -> None:
+        self.outcome, self.stderr_tail, self.seconds = outcome, stderr_tail, seconds
+
+    def verdict(self) -> Verdict:
+        return Verdict(outcome=self.outcome, cleaned_outcome=self.outcome, code="", stderr_tail=self.stderr_tail,
+                       seconds=self.seconds)
 
 
 def default_workers() -> int:
@@ -72,6 +83,11 @@ class Evaluator:
             raise UserError(problem)
         wanted = self.cascade is Cascade.upstream or both
         self.upstream = upstream_code.load(upstream_root) if wanted and not problem else None
+        # set by the environment check (runner.evaluation.environment.apply): programs no answer can
+        # pass here, with why; the expected outputs in force; the programs as loaded, before re-recording
+        self.unscoreable: dict[str, str] = {}
+        self.expected_outputs: dict[str, ExpectedOutputs] = {}
+        self.upstream_programs: dict[str, Program] = {}
 
     @property
     def toolchain(self) -> JavaToolchain:
@@ -169,18 +185,49 @@ class Evaluator:
         return result
 
     def evaluate(self, task: Task, raw_text: str) -> Verdict:
-        """Judge a raw answer with both cascades; the headline fields are ``self.cascade``'s verdict."""
+        """Judge a raw answer with both cascades; the headline fields are ``self.cascade``'s verdict.
+
+        A task of a program the environment check found unscoreable, or one whose run the sandbox
+        could not start, is ``unscoreable`` with its reason: never a verdict on the answer.
+        """
         started = time.monotonic()
-        run_ours = self.cascade is Cascade.runner or self.both
-        runner = self.evaluate_runner(task, raw_text) if run_ours else None
-        upstream = self.evaluate_upstream(task, raw_text) if self.upstream is not None else None
+        reason = self.unscoreable.get(task.program)
+        if reason is not None:
+            return self.unscoreable_verdict(reason)
+        try:
+            run_ours = self.cascade is Cascade.runner or self.both
+            runner = self.evaluate_runner(task, raw_text) if run_ours else None
+            upstream = self.evaluate_upstream(task, raw_text) if self.upstream is not None else None
+        except EnvironmentFailure as exc:
+            log.warning("%s: the environment stopped the check: %s", task.id, exc)
+            return self.unscoreable_verdict(f"environment: {exc}")
         headline = upstream if self.cascade is Cascade.upstream else runner
         if headline is None:
             raise UserError(f"{task.id}: upstream scoring needs {upstream_code.tests_file(self.program(task))}; "
                             "score this benchmark with --cascade runner")
         return Verdict(outcome=headline.outcome, stage=headline.stage, cleaned_outcome=headline.cleaned_outcome,
                        code=headline.code, stderr_tail=headline.stderr_tail, seconds=time.monotonic() - started,
-                       cascade=self.cascade, upstream=upstream, runner=runner)
+                       cascade=self.cascade, upstream=upstream, runner=runner,
+                       expected_outputs=self.expected_outputs.get(task.program))
+
+    def unscoreable_verdict(self, reason: str) -> Verdict:
+        """The verdict for a task no answer can pass here."""
+        return Verdict(outcome=Outcome.unscoreable, cleaned_outcome=Outcome.unscoreable, code="", cascade=self.cascade,
+                       stderr_tail=reason, unscoreable_reason=reason)
+
+    def judge_reference(self, task: Task, program: Program | None = None) -> ReferenceRun:
+        """The task's reference span through the headline test harness (no post-processing), against
+        ``program``'s expected outputs (default: the ones in force)."""
+        program = program or self.program(task)
+        started = time.monotonic()
+        if self.cascade is Cascade.upstream and self.upstream is not None and upstream_code.tests_file(program).is_file():
+            before, between, after = upstream_code.task_parts(task)
+            execute = self.upstream_execution(program)
+            run = upstream_code.run_tests(self.upstream, program, before, between, after, execute,
+                                          timeout=execute.limits.wall_seconds)
+            return ReferenceRun(run.outcome, run.detail, time.monotonic() - started)
+        result = self.run_source(program, assemble(task, task.reference), self.limits_for(program))
+        return ReferenceRun(result.outcome, result.stderr_tail, time.monotonic() - started)
 
     def evaluate_runner(self, task: Task, raw_text: str) -> CascadeVerdict:
         """This project's cascade: the first stage that passes gives the verdict, else the last stage's."""

@@ -1,4 +1,4 @@
-"""Oracle checks of the evaluator itself (reference and empty solutions) and re-baselining expected outputs."""
+"""Oracle checks of the evaluator itself (reference and empty solutions), and the sandbox's environment probe."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from runner.evaluation.evaluator import Evaluator
 from runner.evaluation.java_check import java_version
 from runner.evaluation.python_check import PYTHON_ENV
-from runner.records import Language, Mode, Outcome, Program, Stage, Task, TestCase, Verdict
+from runner.records import ExpectedOutputs, Language, Mode, Outcome, Program, Stage, Task, Verdict
 
 SOLUTIONS = ("reference", "empty")
 
@@ -65,6 +65,9 @@ class TaskCheck(BaseModel):
     stderr_tail: str = ""
     suspect: str | None = None  # for a failing reference: a key of SUSPECTS
     wall_limit_seconds: float | None = None  # the wall-clock limit its runs had
+    cascade: str | None = None  # the cascade that judged it
+    expected_outputs: ExpectedOutputs | None = None  # Python: upstream's or re-recorded here
+    unscoreable_reason: str | None = None  # outcome unscoreable: why no answer can pass here
 
 
 def solution_text(task: Task, solution: str) -> str:
@@ -125,7 +128,7 @@ def check_solution(
     checks = []
     items = [(task, solution_text(task, solution)) for task in tasks]
     for task, verdict in evaluator.evaluate_many(items, workers=workers):
-        failing_reference = solution == "reference" and verdict.outcome is not Outcome.passed
+        failing_reference = solution == "reference" and verdict.outcome not in (Outcome.passed, Outcome.unscoreable)
         program = evaluator.program(task)
         suspect, note = reference_suspect(program, verdict) if failing_reference else (None, "")
         check = TaskCheck(
@@ -140,7 +143,9 @@ def check_solution(
             seconds=round(verdict.seconds, 3),
             stderr_tail=note + verdict.stderr_tail[-2000:] if verdict.outcome is not Outcome.passed else "",
             suspect=suspect,
-            wall_limit_seconds=round(evaluator.limits_for(program).wall_seconds, 1),
+            wall_limit_seconds=None if verdict.outcome is Outcome.unscoreable else round(evaluator.limits_for(program).wall_seconds, 1),
+            cascade=verdict.cascade.value, expected_outputs=verdict.expected_outputs,
+            unscoreable_reason=verdict.unscoreable_reason,
         )
         if progress:
             progress(check)
@@ -175,15 +180,6 @@ def load_checks(path: Path, solution: str) -> dict[str, TaskCheck]:
     return done
 
 
-class RebaselineResult(BaseModel):
-    """What ``rebaseline`` wrote, and the programs whose reference did not run cleanly."""
-
-    directory: Path
-    written: list[str]
-    failed: dict[str, str]  # program -> stderr tail
-    environment: dict
-
-
 _PROBE = """
 import json, platform, sys
 from importlib import metadata
@@ -215,28 +211,3 @@ def environment(evaluator: Evaluator) -> dict:
         "runner_python": sys.version.split()[0],
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def rebaseline(evaluator: Evaluator, directory: Path, program_names: list[str] | None = None) -> RebaselineResult:
-    """Run each Python program's reference with its test cases and store the stdout as the expected outputs."""
-    from runner.benchmarks import dump_test_json  # the loader owns the upstream file format
-
-    directory.mkdir(parents=True, exist_ok=True)
-    written, failed = [], {}
-    names = program_names or sorted(evaluator.programs)
-    for name in names:
-        program = evaluator.programs[name]
-        if program.language is not Language.python or not program.available:
-            continue
-        source = program.source.read_text(encoding="utf-8").replace("\t", "    ")
-        # under the ceiling, as the reference is timed: a heavy program must not lose its baseline to the floor
-        result = evaluator.run_source(program, source, evaluator.ceiling_limits(), compare=False)
-        if result.outcome is not Outcome.passed:
-            failed[name] = f"{result.outcome.value}: {result.stderr_tail[-1500:]}"
-            continue
-        cases = [TestCase(code=c.code, expected_output=out) for c, out in zip(program.test_cases, result.outputs)]
-        (directory / f"{program.source.stem}.json").write_text(json.dumps(dump_test_json(cases), indent=4) + "\n")
-        written.append(name)
-    env = environment(evaluator)
-    (directory / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
-    return RebaselineResult(directory=directory, written=written, failed=failed, environment=env)
