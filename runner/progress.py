@@ -84,9 +84,10 @@ def _median_ms(values: list[float]) -> str:
 
 
 def summary_table(store: RunStore, outcome: RunOutcome) -> Table:
-    """Per cell: status, accuracy (best-of-cascade and cleaned-only), latency medians, throughput."""
+    """Per cell: status, accuracy over the scoreable tasks (best-of-cascade and cleaned-only), the
+    unscoreable tasks left out, latency medians, throughput."""
     table = Table(title=f"run {outcome.run_dir}")
-    for column in ("cell", "status", "pass", "pass (cleaned)", "request errors", "TTFT ms cold", "TTFT ms warm",
+    for column in ("cell", "status", "pass", "pass (cleaned)", "unscoreable", "request errors", "TTFT ms cold", "TTFT ms warm",
                    "TPOT ms warm", "e2e ms warm", "load s", "sweep tok/s"):
         table.add_column(column, justify="left" if column in ("cell", "status") else "right")
     for result in store.cell_results():
@@ -97,7 +98,8 @@ def summary_table(store: RunStore, outcome: RunOutcome) -> Table:
         latency = [s for s in timed if s.cache_state == "warm"]  # the realistic copilot case
         sweep = " ".join(f"c{p.concurrency}:{p.output_tokens_per_s:.0f}" for p in result.sweep) or "-"
         table.add_row(result.cell.id, result.status + (f" ({result.reason[:60]})" if result.reason else ""),
-                      f"{count.passed}/{count.tasks}", f"{count.cleaned_passed}/{count.tasks}", str(count.errors),
+                      f"{count.passed}/{count.scoreable}", f"{count.cleaned_passed}/{count.scoreable}",
+                      str(count.unscoreable), str(count.errors),
                       _median_ms([s.ttft_s for s in cold if s.ttft_s is not None]),
                       _median_ms([s.ttft_s for s in latency if s.ttft_s is not None]),
                       _median_ms([s.tpot_s for s in latency if s.tpot_s is not None]),

@@ -9,7 +9,7 @@ from typing import Any
 from runner import stats
 from runner.errors import cap
 from runner.passrate import pass_count
-from runner.records import Outcome, Sample
+from runner.records import ExpectedOutputs, Outcome, Sample
 from runner.report.data import (LANGUAGE_MODES, CellData, RunData, TaskCatalogue, machine_key,
                                 shared_latency_source, split_task_id)
 
@@ -148,7 +148,8 @@ class HeadlineRow:
     """One cell: pass rates per language × mode (best-of-cascade and cleaned-only) and its speed."""
 
     cell: CellData
-    best: dict[tuple[str, str], PassRate]
+    best: dict[tuple[str, str], PassRate]  # over the scoreable tasks (the headline)
+    best_all: dict[tuple[str, str], PassRate]  # over all tasks, unscoreable ones counted as failures
     cleaned: dict[tuple[str, str], PassRate]
     overall: PassRate
     overall_cleaned: PassRate
@@ -156,6 +157,7 @@ class HeadlineRow:
     sweep: dict[int, tuple[float, float]]  # concurrency -> (requests/s, output tokens/s)
     errors: int  # accuracy-phase request errors: counted in ``overall`` as not passing, shown apart
     energy_per_task_j: float | None
+    re_recorded: dict[tuple[str, str], int] = field(default_factory=dict)  # verdicts against re-recorded outputs
 
     @property
     def status(self) -> str:
@@ -174,6 +176,7 @@ def headline(cells: list[CellData]) -> list[HeadlineRow]:
         rows.append(HeadlineRow(
             cell=cell,
             best={k: PassRate.of([s.outcome for s in v]) for k, v in by_key.items()},
+            best_all={k: PassRate.of_all([s.outcome for s in v]) for k, v in by_key.items()},
             cleaned={k: PassRate.of([_cleaned(s) for s in v]) for k, v in by_key.items()},
             overall=PassRate.of([s.outcome for s in cell.accuracy]),
             overall_cleaned=PassRate.of([_cleaned(s) for s in cell.accuracy]),
@@ -181,6 +184,7 @@ def headline(cells: list[CellData]) -> list[HeadlineRow]:
             sweep={p.concurrency: (p.requests_per_s, p.output_tokens_per_s) for p in result.sweep},
             errors=pass_count(cell.samples).errors,
             energy_per_task_j=(result.energy_joules / judged) if result.energy_joules and judged else None,
+            re_recorded={k: sum(s.expected_outputs is ExpectedOutputs.re_recorded for s in v) for k, v in by_key.items()},
         ))
     return rows
 
@@ -662,6 +666,7 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
         cell, result, lat = row.cell, row.cell.result, row.latency
         for language, mode in keys:
             best = row.best.get((language, mode)) or PassRate.of([])
+            every = row.best_all.get((language, mode)) or PassRate.of([])
             clean = row.cleaned.get((language, mode)) or PassRate.of([])
             ref = ref_of.get((cell.label, language, mode))
             record: dict[str, Any] = {
@@ -675,6 +680,10 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
                 "pass_normal_low": best.normal_low,
                 "pass_normal_high": best.normal_high, "pass_wilson_low": best.wilson_low,
                 "pass_wilson_high": best.wilson_high,
+                # the paper's denominator: every task asked, an unscoreable one counted as a failure
+                "unscoreable": best.unscoreable, "all_tasks": every.n, "all_tasks_pass_rate": every.rate,
+                "all_tasks_bootstrap_half": every.boot_half,
+                "re_recorded_samples": row.re_recorded.get((language, mode), 0),
                 "cleaned_passed": clean.passed, "cleaned_pass_rate": clean.rate,
                 "cleaned_half_width": clean.half_width, "cleaned_wilson_low": clean.wilson_low,
                 "cleaned_wilson_high": clean.wilson_high,
@@ -799,6 +808,47 @@ def highlights(rows: list[HeadlineRow]) -> Highlights:
         skipped=status.count("skipped"), answers=sum(r.overall.n for r in rows), errors=sum(r.errors for r in rows))
 
 
+# -- the environment check ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EnvironmentRow:
+    """One program the environment check set apart in one run: unscoreable, or judged against re-recorded outputs."""
+
+    run: str
+    program: str
+    language: str
+    status: str  # "unscoreable" | "re-recorded"
+    detail: str  # the reason, or how many printed values moved and by how much
+    tasks: int  # accuracy samples of this program in the run's cells (each cell counts)
+
+
+def environment_rows(runs: list[RunData]) -> tuple[list[EnvironmentRow], list[str]]:
+    """The programs each run's environment check set apart, with their reasons, and notes on what it checked."""
+    rows, notes = [], []
+    for run in runs:
+        report = run.manifest.environment
+        if report is None:
+            notes.append(f"{run.name}: no environment check recorded (a run made before the check existed): "
+                         "an environment failure there counts as the model's")
+            continue
+        notes.append(f"{run.name}: {len(report.programs)} programs' references judged on the {report.cascade.value} "
+                     f"harness in sandbox {report.sandbox[:30]}; expected outputs: {report.expected}")
+        per_program: dict[str, int] = defaultdict(int)
+        for cell in run.cells:
+            for s in cell.accuracy:
+                per_program[s.task_id.split("/")[2] if s.task_id.count("/") >= 3 else s.task_id] += 1
+        for check in report.programs:
+            if not check.scoreable:
+                rows.append(EnvironmentRow(run.name, check.program, check.language.value, "unscoreable",
+                                           cap(check.reason or "its reference fails here", 300), per_program[check.program]))
+            elif check.drift is not None and check.expected_outputs is ExpectedOutputs.re_recorded:
+                d = check.drift
+                rows.append(EnvironmentRow(run.name, check.program, check.language.value, "re-recorded",
+                                           f"{d.values_moved} of {d.values_compared} printed values moved, at most "
+                                           f"{d.max_relative_change:.1e} relative; upstream's outputs kept beside them",
+                                           per_program[check.program]))
+    return rows, notes
+
+
 @dataclass
 class Tables:
     """Everything the templates show, computed once."""
@@ -823,6 +873,8 @@ class Tables:
     highlights: Highlights
     results: list[dict[str, Any]] = field(default_factory=list)
     resources: "ResourceColumns | None" = None
+    environment: list[EnvironmentRow] = field(default_factory=list)
+    environment_notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -857,6 +909,7 @@ def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
     outcomes = task_outcomes(cells)
     category_table = categories(cells, catalogue)
     category_notes = list(catalogue.notes)
+    env_rows, env_notes = environment_rows(runs)
     if category_table is None and not category_notes:
         category_notes.append("no answered task carries a category")
     return Tables(runs=runs, cells=cells, headline=rows, language_modes=language_modes(rows),
@@ -865,4 +918,4 @@ def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
                   hardware=hardware(runs, rows), categories=category_table, category_notes=category_notes,
                   prompt_checks=prompt_checks(runs), cascades=cascades(cells), task_outcomes=outcomes,
                   details=cell_details(cells, outcomes), highlights=highlights(rows), results=result_rows(rows, refs),
-                  resources=resource_columns(rows))
+                  resources=resource_columns(rows), environment=env_rows, environment_notes=env_notes)
