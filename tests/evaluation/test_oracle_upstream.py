@@ -52,6 +52,7 @@ def test_every_upstream_reference_of_the_program_passes_in_the_sandbox_image(
     checks = [TaskCheck.model_validate(r) for r in json.loads(result.stdout)]
     assert sorted(c.task_id for c in checks) == sorted(t.id for t in tasks)
     assert {c.mode for c in checks} == {Mode.infill, Mode.completion}
+    assert {c.cascade for c in checks} == {"upstream"}  # the oracle judges on the headline path
     failed = [(c.task_id, c.outcome.value, c.suspect, c.stderr_tail[-500:]) for c in checks if c.outcome is not Outcome.passed]
     assert failed == []
     assert all(0 < c.wall_limit_seconds <= UPSTREAM_TIMEOUT_SECONDS for c in checks)
