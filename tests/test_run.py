@@ -102,6 +102,10 @@ def test_a_run_writes_every_sample_once_with_its_outcome_and_resumes_to_nothing(
     assert manifest.finished_at and manifest.fingerprint.cpu_count == os.cpu_count()
     assert manifest.models[0].sha256 and manifest.runtime_versions["llamacpp"] == result.server_version
     assert set(manifest.prompt_set_sha256) == {"instruct:text"}
+    # the environment was checked before the cell: both programs' references pass here
+    checks = manifest.environment.by_program()
+    assert set(checks) == {"lu_solver", "shortest_paths"} and all(c.scoreable for c in checks.values())
+    assert all(s.expected_outputs == "upstream" for s in accuracy)
 
     lines = store.samples_path(result.cell).read_text().count("\n")
     skipped: list[str] = []
@@ -247,6 +251,20 @@ def test_sigint_to_reproduce_leaves_no_server_behind(tmp_path):
     assert not llama_servers_of_this_test()
     cell = RunStore(runs / "small").cell_results()[0]
     assert cell.status == "failed" and "interrupted" in cell.reason
+
+
+def test_a_sandbox_that_cannot_start_the_interpreter_stops_reproduce_before_any_model_loads(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from runner.cli import main
+
+    monkeypatch.setenv("RUNNER_EVAL_PYTHON", str(tmp_path / "no-such-python"))
+    result = CliRunner().invoke(main, ["reproduce", str(write_matrix(tmp_path, limit=2)), "--runs-dir",
+                                       str(tmp_path / "runs"), "--sandbox", "local"])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert "no-such-python" in line and line.startswith("Error:")
+    assert not list((tmp_path / "runs").rglob("server.log"))  # no server was started, no model loaded
 
 
 def test_reproduce_needs_exactly_one_matrix():

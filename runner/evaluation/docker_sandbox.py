@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from runner.docker_engine import owner_label
+from runner.errors import EnvironmentFailure
 from runner.evaluation.sandbox import ExecResult, Limits, Sandbox
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,27 @@ class DockerSandbox(Sandbox):
         return self.image.id
 
     def run(self, argv: list[str], workdir: Path, limits: Limits, env: dict[str, str] | None = None) -> ExecResult:
-        """Run ``argv`` in a new container with ``workdir`` as ``/work``; always removes the container."""
+        """Run ``argv`` in a new container with ``workdir`` as ``/work``; always removes the container.
+
+        A container the engine cannot create or start, or a command ``prlimit`` cannot execute
+        (confirmed by a ``--version`` probe, which an answer cannot fake), is an ``EnvironmentFailure``.
+        """
+        import docker.errors
+
+        from runner.evaluation.sandbox import looks_unstarted
+
+        try:
+            result = self._contained(argv, workdir, limits, env)
+            if looks_unstarted(result):
+                with self.workdir() as probe:
+                    if self._contained([argv[0], "--version"], probe, limits, None).exit_code != 0:
+                        raise EnvironmentFailure(f"{result.stderr_tail.strip()[:300]} (the sandbox image "
+                                                 f"{self.image.tags or self.image.id} cannot start {argv[0]})")
+            return result
+        except docker.errors.DockerException as exc:
+            raise EnvironmentFailure(f"the Docker engine could not run a sandbox container ({str(exc)[:300]})") from None
+
+    def _contained(self, argv: list[str], workdir: Path, limits: Limits, env: dict[str, str] | None) -> ExecResult:
         from docker.types import LogConfig, Ulimit
 
         _own_for_sandbox(Path(workdir))

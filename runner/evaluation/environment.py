@@ -265,9 +265,9 @@ def sandbox_fingerprint(evaluator) -> str:
         known = _FINGERPRINTS.get(id(evaluator))
         if known is not None:
             return known
-        digest = getattr(evaluator.sandbox, "image_digest", None)
-        if callable(digest):
-            value = f"docker:{digest()}"
+        digest = getattr(evaluator.sandbox, "image_digest", None)  # the Docker sandbox's image id
+        if isinstance(digest, str) and digest:
+            value = f"docker:{digest}"
         else:
             from runner.evaluation.oracle import environment
 

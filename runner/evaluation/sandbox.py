@@ -30,6 +30,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import resource
 import shutil
 import signal
@@ -46,7 +47,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from runner.errors import UserError
+from runner.errors import EnvironmentFailure, UserError
 from runner.evaluation import seccomp
 
 log = logging.getLogger(__name__)
@@ -194,16 +195,34 @@ def capabilities() -> Capabilities:
 # Run as root inside the new mount namespace, before the uid is dropped: private tmpfs on
 # /dev/shm, /tmp and /var/tmp; an empty root-owned tmpfs over each hidden folder; the run's
 # own directory kept at its path (held on a bind mount while /tmp is replaced above it).
-# Arguments: workdir, tmpfs size in MiB, hidden folders..., "--", the command.
+# The interpreter's prefixes that would vanish (under /tmp, /var/tmp, /dev/shm) or that the
+# private uid cannot reach (below a 0700 home) are kept: each is bound into the run's directory
+# before anything is replaced, carried with it, then moved back to its own path, read-only; a
+# non-traversable ancestor gets an empty 0755 tmpfs first (which also hides the rest of that home).
+# Arguments: workdir, tmpfs size in MiB, kept prefixes..., "--", ancestors to cover..., "--",
+# hidden folders..., "--", the command.
 _MOUNT_SCRIPT = r"""
 set -e
 w=$1; size=$2; shift 2
 opts="size=${size}m,mode=1777,nosuid,nodev"
+n=0
+while [ "$1" != "--" ]; do
+  mkdir -p "$w/.runner-keep/$n"; mount --bind "$1" "$w/.runner-keep/$n"
+  eval "keep_$n=\"\$1\""; n=$((n + 1)); shift
+done
+shift
 mount -t tmpfs -o "$opts" runner-shm /dev/shm
 mkdir /dev/shm/.runner-work
-mount --bind "$w" /dev/shm/.runner-work
+mount --rbind "$w" /dev/shm/.runner-work
+i=0
+while [ "$i" -lt "$n" ]; do umount "$w/.runner-keep/$i"; i=$((i + 1)); done  # the carried copy stays
 mount -t tmpfs -o "$opts" runner-tmp /tmp
 if [ -d /var/tmp ] && [ ! -L /var/tmp ]; then mount -t tmpfs -o "$opts" runner-var-tmp /var/tmp; fi
+while [ "$1" != "--" ]; do
+  if [ -d "$1" ]; then mount -t tmpfs -o size=4k,mode=0755,nosuid,nodev runner-cover "$1"; fi
+  shift
+done
+shift
 while [ "$1" != "--" ]; do
   if [ -d "$1" ]; then mount -t tmpfs -o size=4k,mode=0711,nosuid,nodev,noexec runner-hidden "$1"; fi
   shift
@@ -212,6 +231,15 @@ shift
 mkdir -p "$w"
 mount --move /dev/shm/.runner-work "$w"
 rmdir /dev/shm/.runner-work
+i=0
+while [ "$i" -lt "$n" ]; do
+  eval "p=\"\$keep_$i\""
+  mkdir -p "$p"
+  mount --move "$w/.runner-keep/$i" "$p"
+  mount -o remount,bind,ro "$p"
+  rmdir "$w/.runner-keep/$i"; i=$((i + 1))
+done
+if [ "$n" -gt 0 ]; then rmdir "$w/.runner-keep"; fi
 cd "$w"
 exec "$@"
 """
@@ -219,8 +247,62 @@ exec "$@"
 
 def _mounts_work() -> bool:
     with tempfile.TemporaryDirectory() as work:
-        return _run_quiet(["unshare", "--mount", "--", "sh", "-c", _MOUNT_SCRIPT, "sh", work, "1", "--",
+        return _run_quiet(["unshare", "--mount", "--", "sh", "-c", _MOUNT_SCRIPT, "sh", work, "1", "--", "--", "--",
                            "sh", "-c", f'[ "$(pwd)" = "{work}" ] && touch /dev/shm/probe /var/tmp/probe'])
+
+
+#: folders the sandbox replaces with its own empty tmpfs
+_REPLACED = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
+
+
+@lru_cache(maxsize=8)
+def interpreter_prefixes(interpreter: str) -> tuple[Path, ...]:
+    """Where ``interpreter`` lives: its venv (``sys.prefix``), its installation (``sys.base_prefix``)
+    and the folder its resolved binary belongs to; asked of the interpreter itself when it is not this one."""
+    found = [Path(os.path.realpath(interpreter)).parent.parent]
+    if os.path.realpath(interpreter) == os.path.realpath(sys.executable) or interpreter == sys.executable:
+        found += [Path(sys.prefix), Path(sys.base_prefix)]
+    else:
+        try:
+            done = subprocess.run([interpreter, "-c", "import sys; print(sys.prefix); print(sys.base_prefix)"],
+                                  capture_output=True, text=True, timeout=30)
+            found += [Path(line) for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+        except (OSError, subprocess.SubprocessError):
+            pass  # an interpreter that cannot start: the self-check names it
+    # a venv's bin/python is a link into the base installation: keep the venv at its own path too
+    found.append(Path(os.path.abspath(interpreter)).parent.parent)
+    return tuple(dict.fromkeys(Path(os.path.realpath(p)) for p in found))
+
+
+def _needs_keeping(path: Path) -> Path | None:
+    """For a prefix the private uid would not see: the highest ancestor to cover with a fresh 0755
+    tmpfs (``path`` itself when only /tmp and the like hide it), else ``None``."""
+    if not path.is_dir():
+        return None
+    if any(path == r or r in path.parents for r in _REPLACED):
+        return path
+    for ancestor in reversed(path.parents):  # "/" first
+        try:
+            if not os.stat(ancestor).st_mode & 0o001:
+                return ancestor
+        except OSError:
+            return None
+    return None
+
+
+def kept_paths(interpreters: tuple[str, ...]) -> tuple[list[Path], list[Path]]:
+    """The interpreter prefixes to keep visible read-only in the sandbox, and the ancestors to cover first."""
+    keep: list[Path] = []
+    cover: list[Path] = []
+    for interpreter in interpreters:
+        for prefix in interpreter_prefixes(interpreter):
+            top = _needs_keeping(prefix)
+            if top is None or prefix in keep or any(k in prefix.parents for k in keep):
+                continue
+            keep = [k for k in keep if prefix not in k.parents] + [prefix]
+            if top != prefix and not any(top == r or r in top.parents for r in _REPLACED) and top not in cover:
+                cover.append(top)
+    return keep, cover
 
 
 def _seccomp_works() -> bool:
@@ -235,6 +317,23 @@ def _seccomp_works() -> bool:
         return done.returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
+
+
+# what the sandbox's own wrappers print when they cannot start the command (exit 126 or 127), or
+# when a mount of the namespace fails (the mount script stops with mount's exit status)
+_UNSTARTED = re.compile(r"^(setpriv|unshare|sh|prlimit|env|mount|umount|mkdir|rmdir): ", re.MULTILINE)
+
+
+def looks_unstarted(result: ExecResult) -> bool:
+    """Whether a run's failure looks like the sandbox's, not the program's (to be confirmed by a probe)."""
+    return (result.exit_code in (126, 127, 32, 1) and not result.timed_out
+            and bool(_UNSTARTED.search(result.stderr_tail[:2000])))
+
+
+def _first_line(text: str) -> str:
+    match = _UNSTARTED.search(text)
+    line = text[match.start():] if match else text
+    return (line.strip().splitlines() or ["the sandbox failed"])[0][:300]
 
 
 def hidden_paths(extra: tuple[Path, ...] = ()) -> list[Path]:
@@ -323,9 +422,13 @@ def _chown_tree(path: Path, uid: int) -> None:
 class LocalSandbox(Sandbox):
     """Contain a child process on this machine with namespaces, a private uid and rlimits."""
 
-    def __init__(self, allow_unsandboxed: bool = False, hide: tuple[Path, ...] | list[Path] = ()) -> None:
+    def __init__(self, allow_unsandboxed: bool = False, hide: tuple[Path, ...] | list[Path] = (),
+                 interpreters: tuple[str, ...] | None = None) -> None:
         self.capabilities = capabilities()
         self.hidden = hidden_paths(tuple(hide))
+        # the interpreters whose installations stay visible (read-only) wherever they live
+        self.interpreters = interpreters if interpreters is not None else tuple(dict.fromkeys(
+            [os.environ.get("RUNNER_EVAL_PYTHON") or sys.executable, sys.executable]))
         self._socket_filter = seccomp.UnixSocketFilter() if self.capabilities.unix_socket_filter else None
         if not self.capabilities.complete and not allow_unsandboxed:
             raise UserError(
@@ -344,13 +447,26 @@ class LocalSandbox(Sandbox):
             if caps.pid_namespace:
                 prefix += ["--pid", "--fork", "--kill-child", "--mount", "--mount-proc"]
             if caps.pid_namespace and caps.private_mounts:
+                keep, cover = kept_paths(self.interpreters)
                 prefix += ["--", "sh", "-c", _MOUNT_SCRIPT, "sh", str(workdir), str(limits.tmp_mb),
-                           *map(str, self.hidden), "--"]
+                           *map(str, keep), "--", *map(str, cover), "--", *map(str, self.hidden), "--"]
         if uid is not None:
             prefix += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--"]
         return prefix
 
     def run(self, argv: list[str], workdir: Path, limits: Limits, env: dict[str, str] | None = None) -> ExecResult:
+        result = self._contained(argv, workdir, limits, env)
+        if looks_unstarted(result) and not self._starts(argv[0], limits):
+            raise EnvironmentFailure(f"{_first_line(result.stderr_tail)} (the sandbox cannot start {argv[0]})")
+        return result
+
+    def _starts(self, command: str, limits: Limits) -> bool:
+        """Whether the sandbox can start ``command`` at all (``--version``): tells the sandbox's own
+        failure from an answer that prints the same message and exits 127."""
+        with self.workdir() as probe:
+            return self._contained([command, "--version"], probe, limits, None).exit_code == 0
+
+    def _contained(self, argv: list[str], workdir: Path, limits: Limits, env: dict[str, str] | None) -> ExecResult:
         lease = _UidLease() if self.capabilities.private_uid else None
         uid = lease.uid if lease else None
         try:
