@@ -335,13 +335,15 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, recor
         table.caption = ("pass %: over the scoreable tasks; all tasks %: unscoreable ones counted as failures "
                          "(the published table's denominator)")
         numeric = ("tasks", "unscoreable", "pass", "pass %", "all tasks %")
-        for column in ("language", "mode", *numeric, "other outcomes"):
-            table.add_column(column, justify="right" if column in numeric else "left")
+        table.add_column("split", no_wrap=True)
+        for column in numeric:
+            table.add_column(column, justify="right", no_wrap=True)
+        table.add_column("other outcomes")
         for key in sorted(total):
             other = ", ".join(f"{o} {n}" for (k, o), n in sorted(outcomes.items())
                               if k == key and o not in ("pass", "unscoreable"))
             scoreable = total[key] - unscoreable[key]
-            table.add_row(*key, str(total[key]), str(unscoreable[key]), str(passed[key]),
+            table.add_row(" ".join(key), str(total[key]), str(unscoreable[key]), str(passed[key]),
                           f"{100 * passed[key] / scoreable:.1f}" if scoreable else "—",
                           f"{100 * passed[key] / total[key]:.1f}", other)
         console = Console()
@@ -402,12 +404,12 @@ def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: 
                      "ones counted as failures (the published table's denominator); bootstrap: upstream's ± (seeded "
                      "mean ± 1.96 SD of 10,000 resamples); flips: tasks whose pass/fail differs between the two "
                      "cascades, of those judged by both")
-    for column in ("language", "mode", "tasks", "unscoreable", "pass", "pass %", "bootstrap %", "Wilson 95% %",
-                   "all tasks %", "flips"):
-        table.add_column(column, justify="left" if column in ("language", "mode") else "right")
+    table.add_column("split", no_wrap=True)
+    for column in ("tasks", "unscoreable", "pass", "pass %", "bootstrap %", "Wilson 95% %", "all tasks %", "flips"):
+        table.add_column(column, justify="right")
     for split in scoring.summarize(scored):
         scoreable = split.total > 0
-        table.add_row(split.language.value, split.mode.value, str(split.total + split.unscoreable),
+        table.add_row(f"{split.language.value} {split.mode.value}", str(split.total + split.unscoreable),
                       str(split.unscoreable), str(split.passed),
                       f"{100 * split.passed / split.total:.1f}" if scoreable else "—",
                       f"{100 * split.bootstrap_mean:.1f} ± {100 * split.bootstrap_half:.1f}" if scoreable else "—",

@@ -170,6 +170,19 @@ class ModelSpec(BaseModel):
     prompt_styles: list[str] = Field(default_factory=lambda: ["instruct"], min_length=1)
     quantizations: dict[str, ModelSource] = Field(min_length=1)
     draft: DraftRef | None = None
+    #: the published row its cells are compared with, "<edition>: <model>" (runner.benchmarks.published)
+    published: str | None = None
+
+    @field_validator("published")
+    @classmethod
+    def _published_row(cls, value: str | None) -> str | None:
+        if value is not None:
+            from runner.benchmarks.published import references
+
+            if value not in references():
+                raise ValueError(f"{value!r} names no row of SimCoPilot's published tables; choose one of: "
+                                 + ", ".join(references()))
+        return value
 
 
 class Variant(BaseModel):

@@ -13,13 +13,6 @@ from runner.records import ExpectedOutputs, Outcome, Sample
 from runner.report.data import (LANGUAGE_MODES, CellData, RunData, TaskCatalogue, machine_key,
                                 shared_latency_source, split_task_id)
 
-#: upstream's published LLaMA 3 70B pass rates, % and the ± of their 95% normal interval
-PUBLISHED_LLAMA3_70B: dict[tuple[str, str], tuple[float, float]] = {
-    ("python", "infill"): (54.4, 5.0),
-    ("python", "completion"): (45.2, 6.6),
-    ("java", "infill"): (56.1, 5.8),
-    ("java", "completion"): (53.7, 5.7),
-}
 #: quantizations that count as a model's full-precision baseline (MLPerf's reference accuracy)
 FULL_PRECISION = ("bf16", "fp16", "f16", "fp32", "f32")
 #: significance level for the plain-words verdicts
@@ -380,16 +373,37 @@ def quantization_impact(cells: list[CellData]) -> tuple[list[QuantizationRow], l
 
 
 # -- published reference -------------------------------------------------------------------------
+#: SimCoPilot's tasks per split (the published tables' denominators)
+SPLIT_SIZES = {("python", "infill"): 382, ("python", "completion"): 212, ("java", "infill"): 283,
+               ("java", "completion"): 286}
+
+
+def _overlap(rate: PassRate, published: float, half: float) -> str:
+    """How a reproduced rate (± upstream's bootstrap half-width) stands against a published interval, in words."""
+    if rate.rate is None:
+        return "not measured"
+    value, spread = 100 * rate.rate, 100 * (rate.boot_half or 0.0)
+    if abs(value - published) <= half:
+        return "inside the published interval"
+    if value - spread <= published + half and published - half <= value + spread:
+        return "intervals overlap"
+    return "no overlap"
+
+
 @dataclass(frozen=True)
 class ReferenceRow:
-    """A reproduced Llama-3-70B pass rate beside upstream's published one."""
+    """A reproduced pass rate beside the published row its model names, both ways, with what is known to differ."""
 
     cell: CellData
     language: str
     mode: str
-    reproduced: PassRate
+    reproduced: PassRate  # over the scoreable tasks (the headline)
     published: float  # %
     published_half_width: float  # %
+    reproduced_all: PassRate | None = None  # over all tasks, unscoreable ones counted as failures
+    row: str = "2024: LLaMA 3 70B"  # the published row, "<edition>: <model>"
+    source: str = ""  # repository@commit file
+    differences: str = ""  # what is known to differ from the published setting
 
     @property
     def within(self) -> bool | None:
@@ -400,21 +414,54 @@ class ReferenceRow:
 
     @property
     def verdict(self) -> str:
-        if self.within is None:
-            return "not measured"
-        return "within the published interval" if self.within else "outside the published interval"
+        return _overlap(self.reproduced, self.published, self.published_half_width)
+
+    @property
+    def verdict_all(self) -> str:
+        return _overlap(self.reproduced_all, self.published, self.published_half_width) if self.reproduced_all else "not measured"
+
+
+def published_row_of(cell: CellData) -> str | None:
+    """The published row a cell's model names in its run's matrix (runs before the field: a ``llama3-70b*`` key is 2024's LLaMA 3 70B)."""
+    spec = (cell.run.manifest.matrix.get("models") or {}).get(cell.cell.model) or {}
+    if isinstance(spec, dict) and spec.get("published"):
+        return str(spec["published"])
+    return "2024: LLaMA 3 70B" if cell.cell.model.startswith("llama3-70b") else None
 
 
 def reference(rows: list[HeadlineRow]) -> list[ReferenceRow]:
-    """Every Llama-3-70B cell's pass rate per language × mode beside the published numbers."""
+    """Every cell whose model names a published row: its pass rate per split beside the published one, both ways."""
+    from runner.benchmarks.published import SPLITS, lookup, table_of
+    from runner.errors import UserError
+
     out = []
     for row in rows:
-        if not row.cell.cell.model.startswith("llama3-70b"):
+        name = published_row_of(row.cell)
+        if name is None:
             continue
-        for key, (published, half) in PUBLISHED_LLAMA3_70B.items():
+        try:
+            published = lookup(name)
+        except UserError:
+            continue  # a run from a matrix whose row no longer ships: nothing to compare with
+        table = table_of(published)
+        for key in SPLITS:
+            ref = published.rate(*key)
+            if ref is None:
+                continue
             rate = row.best.get(key) or PassRate.of([])
+            every = row.best_all.get(key) or PassRate.of([])
+            differences = []
+            if rate.unscoreable:
+                differences.append(f"{rate.unscoreable} unscoreable here")
+            if row.re_recorded.get(key):
+                differences.append(f"{row.re_recorded[key]} judged against re-recorded outputs")
+            size = SPLIT_SIZES.get(key)
+            if size and every.n < size:
+                differences.append(f"{size - every.n} of {size} tasks not asked or unavailable")
             out.append(ReferenceRow(cell=row.cell, language=key[0], mode=key[1], reproduced=rate,
-                                    published=published, published_half_width=half))
+                                    published=ref.rate, published_half_width=ref.half_width, reproduced_all=every,
+                                    row=published.reference, source=table.source,
+                                    differences="; ".join(differences) or "none known"))
     return out
 
 
@@ -709,6 +756,10 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
             record["published_pass_rate"] = ref.published / 100 if ref else None
             record["published_half_width"] = ref.published_half_width / 100 if ref else None
             record["within_published"] = ref.within if ref else None
+            record["published_row"] = f"{ref.row} ({ref.source})" if ref else None
+            record["published_verdict"] = ref.verdict if ref else None
+            record["published_verdict_all_tasks"] = ref.verdict_all if ref else None
+            record["published_differences"] = ref.differences if ref else None
             out.append(record)
     # a measurement no cell has is left out, never shown as an always-empty column; the report
     # says why it is missing (CellResult.resources_absent)
