@@ -361,8 +361,9 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, recor
 @main.command()
 @click.argument("answers", type=click.Path(path_type=Path))
 @click.option("--benchmark", "name", default="simcopilot", show_default=True, help="starter or simcopilot.")
-@click.option("--cascade", type=click.Choice(["upstream", "runner"]), default="upstream", show_default=True,
-              help="The headline: SimCoPilot's own scoring (upstream) or this project's stricter cascade (runner). "
+@click.option("--cascade", type=click.Choice(["upstream", "runner"]), default=None,
+              help="The headline: SimCoPilot's own scoring (upstream) or this project's stricter cascade (runner) "
+                   "[default: the benchmark's headline: upstream for simcopilot, runner for starter]. "
                    "Both verdicts are kept either way.")
 @click.option("--headline-only", is_flag=True, help="Judge with the headline cascade only (half the test runs).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per task instead of the table.")
@@ -386,7 +387,10 @@ def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: 
     from runner import score as scoring
     from runner.benchmarks import load_benchmark
 
+    from runner.benchmarks import default_cascade
+
     bench = load_benchmark(name)
+    cascade = cascade or default_cascade(name)
     pairs = scoring.read_answers(answers, bench)
     evaluator, _report = _checked_evaluator(bench, [task for task, _ in pairs], sandbox_kind=sandbox_kind,
                                             allow_unsandboxed=allow_unsandboxed, cascade=cascade,

@@ -115,3 +115,49 @@ def test_the_self_check_names_an_interpreter_the_sandbox_cannot_run_in_one_line(
     assert "no-such-python" in problem and "RUNNER_EVAL_PYTHON" in problem
     with pytest.raises(UserError):
         self_check(evaluator, {Language.python})
+
+
+def test_a_runner_installed_in_a_venv_under_tmp_scores_the_starter_references_as_pass(sandbox, tmp_path):
+    """A checkout's venv under /tmp (the issue: every answer was a runtime_error there, exit 0)."""
+    import json
+    import site
+
+    parent = Path(tempfile.mkdtemp(prefix="runner-clone-", dir="/tmp"))
+    try:
+        venv = parent / ".venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        # this checkout's packages, seen from the new venv (as an install into it would place them)
+        site_dir = next(venv.glob("lib/python3*/site-packages"))
+        (site_dir / "runner-deps.pth").write_text("\n".join(site.getsitepackages() + [str(Path(__file__).parents[2])]) + "\n")
+        from runner.benchmarks import load_benchmark
+
+        tasks = [t for t in load_benchmark("starter").available() if t.language is Language.python][::9]
+        answers = tmp_path / "answers.jsonl"
+        answers.write_text("".join(json.dumps({"task_id": t.id, "text": t.reference}) + "\n" for t in tasks))
+        env = {k: v for k, v in os.environ.items() if k != "RUNNER_EVAL_PYTHON"}
+        done = subprocess.run([str(venv / "bin" / "python"), "-m", "runner.cli", "score", str(answers), "--benchmark",
+                               "starter", "--cascade", "runner", "--sandbox", "local", "--json"],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        records = [json.loads(line) for line in done.stdout.splitlines()]
+        assert len(records) == len(tasks) and {r["outcome"] for r in records} == {"pass"}
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_score_stops_in_one_line_when_the_sandbox_cannot_start_the_interpreter(sandbox, tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from runner.benchmarks import load_benchmark
+    from runner.cli import main
+
+    task = next(t for t in load_benchmark("starter").available() if t.language is Language.python)
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"task_id": task.id, "text": task.reference}) + "\n")
+    monkeypatch.setenv("RUNNER_EVAL_PYTHON", str(tmp_path / "no-such-python"))
+    result = CliRunner().invoke(main, ["score", str(answers), "--benchmark", "starter", "--sandbox", "local"])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "sandbox self-check failed" in line and "no-such-python" in line and "RUNNER_EVAL_PYTHON" in line
