@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from runner.evaluation.evaluator import Evaluator
 from runner.evaluation.java_check import java_version
 from runner.evaluation.python_check import PYTHON_ENV
-from runner.records import ExpectedOutputs, Language, Mode, Outcome, Program, Stage, Task, Verdict
+from runner.records import Cascade, ExpectedOutputs, Language, Mode, Outcome, Program, Stage, Task, Verdict
 
 SOLUTIONS = ("reference", "empty")
 
@@ -70,9 +70,19 @@ class TaskCheck(BaseModel):
     unscoreable_reason: str | None = None  # outcome unscoreable: why no answer can pass here
 
 
-def solution_text(task: Task, solution: str) -> str:
-    """The oracle's answer to a task: the reference span, or nothing."""
-    return task.reference if solution == "reference" else ""
+def solution_text(task: Task, solution: str, cascade: Cascade = Cascade.runner) -> str:
+    """The oracle's answer to a task: the reference span, or nothing.
+
+    For upstream's cascade the reference comes in a fenced block, as an answer that follows the
+    prompt gives its code: upstream's ``clean_code`` takes a fenced block whole, while unfenced text
+    keeps only the lines its code expression recognises (which drops, e.g., the continuation line
+    ``shape=(*self.kernel_size,`` of GAN_model's references). Our cascade takes the bare span.
+    """
+    if solution != "reference":
+        return ""
+    if cascade is Cascade.upstream:
+        return f"```{task.language.value}\n{task.reference}\n```"
+    return task.reference
 
 
 def diagnose(stderr_tail: str, outcome: Outcome | None = None) -> str:
@@ -126,7 +136,7 @@ def check_solution(
     ``progress`` sees each check as it completes, in task order (``append_check`` records it).
     """
     checks = []
-    items = [(task, solution_text(task, solution)) for task in tasks]
+    items = [(task, solution_text(task, solution, evaluator.cascade)) for task in tasks]
     for task, verdict in evaluator.evaluate_many(items, workers=workers):
         failing_reference = solution == "reference" and verdict.outcome not in (Outcome.passed, Outcome.unscoreable)
         program = evaluator.program(task)

@@ -97,3 +97,14 @@ def test_a_drifted_reference_broken_by_a_later_cascade_stage_is_still_drift(worl
     suspect, note = reference_suspect(program, verdict)
     assert suspect == "drift" and "reindented stage then gave compile_error" in note
     assert reference_suspect(program, verdict.model_copy(update={"cleaned_outcome": Outcome.compile_error}))[0] == "bug"
+
+
+def test_the_oracle_hands_upstreams_cascade_the_reference_in_a_fence_and_ours_the_bare_span(starter):
+    from runner.evaluation.oracle import solution_text
+    from runner.records import Cascade
+
+    task = starter.available()[0]
+    fenced = solution_text(task, "reference", Cascade.upstream)
+    assert fenced == f"```{task.language.value}\n{task.reference}\n```"
+    assert solution_text(task, "reference", Cascade.runner) == task.reference
+    assert solution_text(task, "empty", Cascade.upstream) == ""
