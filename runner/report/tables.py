@@ -884,9 +884,13 @@ def environment_rows(runs: list[RunData]) -> tuple[list[EnvironmentRow], list[st
         notes.append(f"{run.name}: {len(report.programs)} programs' references judged on the {report.cascade.value} "
                      f"harness in sandbox {report.sandbox[:30]}; expected outputs: {report.expected}")
         per_program: dict[str, int] = defaultdict(int)
+        failed_here: dict[tuple[str, str], list[str]] = defaultdict(list)  # the sandbox failed inside a cell
         for cell in run.cells:
             for s in cell.accuracy:
-                per_program[s.task_id.split("/")[2] if s.task_id.count("/") >= 3 else s.task_id] += 1
+                program = s.task_id.split("/")[2] if s.task_id.count("/") >= 3 else s.task_id
+                per_program[program] += 1
+                if s.outcome == Outcome.unscoreable and (s.unscoreable_reason or "").startswith("environment:"):
+                    failed_here[(program, split_task_id(s.task_id)[0])].append(s.unscoreable_reason)
         for check in report.programs:
             if not check.scoreable:
                 rows.append(EnvironmentRow(run.name, check.program, check.language.value, "unscoreable",
@@ -897,6 +901,10 @@ def environment_rows(runs: list[RunData]) -> tuple[list[EnvironmentRow], list[st
                                            f"{d.values_moved} of {d.values_compared} printed values moved, at most "
                                            f"{d.max_relative_change:.1e} relative; upstream's outputs kept beside them",
                                            per_program[check.program]))
+        for (program, language), reasons in sorted(failed_here.items()):
+            rows.append(EnvironmentRow(run.name, program, language, "environment failure",
+                                       f"the sandbox could not run {len(reasons)} answer(s): {cap(reasons[-1], 240)}",
+                                       len(reasons)))
     return rows, notes
 
 

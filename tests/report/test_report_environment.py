@@ -37,7 +37,10 @@ def write_checked_run(root: Path) -> Path:
                                   environment=report))
     passes = 0
     for task in tasks:
-        if task.program == "expr_interpreter":
+        if task.program == "shortest_paths" and not passes % 5:  # the sandbox failed on this answer, in the cell
+            sample = _sample(task.id, Outcome.unscoreable, unscoreable_reason="environment: setpriv: failed to execute python3")
+            passes += 1
+        elif task.program == "expr_interpreter":
             sample = _sample(task.id, Outcome.unscoreable, unscoreable_reason="a data file is missing")
         else:
             outcome = Outcome.passed if passes % 2 == 0 else Outcome.fail
@@ -66,9 +69,12 @@ def test_unscoreable_tasks_leave_the_headline_rate_and_both_ways_are_labelled(tm
 
     markdown = paths.markdown.read_text()
     assert "## Environment check: what can be scored here" in markdown
-    assert f"| checked | expr_interpreter | python | unscoreable | {unscoreable} | a data file is missing" in markdown
+    missing = sum(s["task_id"].split("/")[2] == "expr_interpreter" for s in samples)
+    assert f"| checked | expr_interpreter | python | unscoreable | {missing} | a data file is missing" in markdown
     assert "| lu_solver | python | re-recorded |" in markdown and "7 of 40 printed values moved" in markdown
     assert f"{100 * passed / len(samples):.1f} (n={len(samples)})" in markdown
+    in_cell = sum((s.get("unscoreable_reason") or "").startswith("environment:") for s in samples)
+    assert in_cell and f"| shortest_paths | python | environment failure | {in_cell} | the sandbox could not run" in markdown
 
     html = paths.html.read_text()
     assert 'id="environment-table"' in html and "alice.avi" in html
