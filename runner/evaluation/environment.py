@@ -254,7 +254,6 @@ def _telling_line(stderr: str) -> str:
 
 # -- keys ------------------------------------------------------------------------------------------
 
-_FINGERPRINTS: dict[int, str] = {}
 _FINGERPRINT_LOCK = threading.Lock()
 
 
@@ -262,8 +261,8 @@ def sandbox_fingerprint(evaluator) -> str:
     """``docker:<image id>``, or ``local:<sha256>`` of what the local sandbox's interpreter sees
     (its path, version, installed distributions) and the Java toolchain: once per evaluator."""
     with _FINGERPRINT_LOCK:
-        known = _FINGERPRINTS.get(id(evaluator))
-        if known is not None:
+        known = getattr(evaluator, "sandbox_fingerprint", None)
+        if known:
             return known
         digest = getattr(evaluator.sandbox, "image_digest", None)  # the Docker sandbox's image id
         if isinstance(digest, str) and digest:
@@ -275,7 +274,7 @@ def sandbox_fingerprint(evaluator) -> str:
             for volatile in ("date", "runner_python"):
                 seen.pop(volatile, None)
             value = "local:" + hashlib.sha256(json.dumps(seen, sort_keys=True).encode()).hexdigest()
-        _FINGERPRINTS[id(evaluator)] = value
+        evaluator.sandbox_fingerprint = value
         return value
 
 

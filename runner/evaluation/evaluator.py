@@ -88,6 +88,7 @@ class Evaluator:
         self.unscoreable: dict[str, str] = {}
         self.expected_outputs: dict[str, ExpectedOutputs] = {}
         self.upstream_programs: dict[str, Program] = {}
+        self.sandbox_fingerprint: str | None = None  # what the environment check's cache is keyed by
 
     @property
     def toolchain(self) -> JavaToolchain:
