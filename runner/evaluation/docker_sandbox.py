@@ -95,19 +95,21 @@ class DockerSandbox(Sandbox):
         """Run ``argv`` in a new container with ``workdir`` as ``/work``; always removes the container.
 
         A container the engine cannot create or start, or a command ``prlimit`` cannot execute
-        (confirmed by a ``--version`` probe, which an answer cannot fake), is an ``EnvironmentFailure``.
+        (confirmed by a known-good probe, whose result an answer cannot fake), is an ``EnvironmentFailure``.
         """
         import docker.errors
 
-        from runner.evaluation.sandbox import looks_unstarted
+        from runner.evaluation.sandbox import looks_unstarted, probe_argv, probe_passed, unstarted_line
 
         try:
             result = self._contained(argv, workdir, limits, env)
             if looks_unstarted(result):
+                probe_run = probe_argv(argv[0])
                 with self.workdir() as probe:
-                    if self._contained([argv[0], "--version"], probe, limits, None).exit_code != 0:
-                        raise EnvironmentFailure(f"{result.stderr_tail.strip()[:300]} (the sandbox image "
-                                                 f"{self.image.tags or self.image.id} cannot start {argv[0]})")
+                    if not probe_passed(probe_run, self._contained(probe_run, probe, limits, None)):
+                        raise EnvironmentFailure(f"{unstarted_line(result.stderr_tail)}: the sandbox image "
+                                                 f"{self.image.tags or self.image.id} cannot start {argv[0]}; "
+                                                 "rebuild it (docker compose build sandbox) or use --sandbox local")
             return result
         except docker.errors.DockerException as exc:
             raise EnvironmentFailure(f"the Docker engine could not run a sandbox container ({str(exc)[:300]})") from None

@@ -11,7 +11,8 @@
   what it must not read: the runner's home and cache (benchmark references, fetched data,
   run directories kept there), the benchmark programs shipped in the package, and the run
   directories of the current run. What the program needs (its data files, jars, the JUnit
-  launcher) is copied into its private directory, so it never reads them through those paths;
+  launcher) is copied into its private directory, so it never reads them through those paths.
+  The interpreter's installation stays visible there, read-only, wherever it lives (see ``mounts``);
 - a seccomp filter: no Unix socket can be created (``socketpair`` still works), so no socket
   file of the host is reachable, wherever it lies;
 - a private, unprivileged uid per concurrent run (``setpriv``), taken from a pool guarded by
@@ -49,6 +50,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from runner.errors import EnvironmentFailure, UserError
 from runner.evaluation import seccomp
+from runner.evaluation.mounts import holds_interpreter, is_python, mounts_work, plan_mounts
+from runner.evaluation.mounts import interpreter_prefixes, kept_paths  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +177,7 @@ def capabilities() -> Capabilities:
         and have_setpriv
         and _run_quiet(["setpriv", f"--reuid={UID_BASE}", f"--regid={UID_BASE}", "--clear-groups", "true"])
     )
-    mounts = pid and _mounts_work()
+    mounts = pid and mounts_work()
     filtered = _seccomp_works()
     if not have_unshare:
         notes.append("`unshare` (util-linux) is not installed")
@@ -192,119 +195,6 @@ def capabilities() -> Capabilities:
                         unix_socket_filter=filtered, notes=notes)
 
 
-# Run as root inside the new mount namespace, before the uid is dropped: private tmpfs on
-# /dev/shm, /tmp and /var/tmp; an empty root-owned tmpfs over each hidden folder; the run's
-# own directory kept at its path (held on a bind mount while /tmp is replaced above it).
-# The interpreter's prefixes that would vanish (under /tmp, /var/tmp, /dev/shm) or that the
-# private uid cannot reach (below a 0700 home) are kept: each is bound into the run's directory
-# before anything is replaced, carried with it, then moved back to its own path, read-only; a
-# non-traversable ancestor gets an empty 0755 tmpfs first (which also hides the rest of that home).
-# Arguments: workdir, tmpfs size in MiB, kept prefixes..., "--", ancestors to cover..., "--",
-# hidden folders..., "--", the command.
-_MOUNT_SCRIPT = r"""
-set -e
-w=$1; size=$2; shift 2
-opts="size=${size}m,mode=1777,nosuid,nodev"
-n=0
-while [ "$1" != "--" ]; do
-  mkdir -p "$w/.runner-keep/$n"; mount --bind "$1" "$w/.runner-keep/$n"
-  eval "keep_$n=\"\$1\""; n=$((n + 1)); shift
-done
-shift
-mount -t tmpfs -o "$opts" runner-shm /dev/shm
-mkdir /dev/shm/.runner-work
-mount --rbind "$w" /dev/shm/.runner-work
-i=0
-while [ "$i" -lt "$n" ]; do umount "$w/.runner-keep/$i"; i=$((i + 1)); done  # the carried copy stays
-mount -t tmpfs -o "$opts" runner-tmp /tmp
-if [ -d /var/tmp ] && [ ! -L /var/tmp ]; then mount -t tmpfs -o "$opts" runner-var-tmp /var/tmp; fi
-while [ "$1" != "--" ]; do
-  if [ -d "$1" ]; then mount -t tmpfs -o size=4k,mode=0755,nosuid,nodev runner-cover "$1"; fi
-  shift
-done
-shift
-while [ "$1" != "--" ]; do
-  if [ -d "$1" ]; then mount -t tmpfs -o size=4k,mode=0711,nosuid,nodev,noexec runner-hidden "$1"; fi
-  shift
-done
-shift
-mkdir -p "$w"
-mount --move /dev/shm/.runner-work "$w"
-rmdir /dev/shm/.runner-work
-i=0
-while [ "$i" -lt "$n" ]; do
-  eval "p=\"\$keep_$i\""
-  mkdir -p "$p"
-  mount --move "$w/.runner-keep/$i" "$p"
-  mount -o remount,bind,ro "$p"
-  rmdir "$w/.runner-keep/$i"; i=$((i + 1))
-done
-if [ "$n" -gt 0 ]; then rmdir "$w/.runner-keep"; fi
-cd "$w"
-exec "$@"
-"""
-
-
-def _mounts_work() -> bool:
-    with tempfile.TemporaryDirectory() as work:
-        return _run_quiet(["unshare", "--mount", "--", "sh", "-c", _MOUNT_SCRIPT, "sh", work, "1", "--", "--", "--",
-                           "sh", "-c", f'[ "$(pwd)" = "{work}" ] && touch /dev/shm/probe /var/tmp/probe'])
-
-
-#: folders the sandbox replaces with its own empty tmpfs
-_REPLACED = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
-
-
-@lru_cache(maxsize=8)
-def interpreter_prefixes(interpreter: str) -> tuple[Path, ...]:
-    """Where ``interpreter`` lives: its venv (``sys.prefix``), its installation (``sys.base_prefix``)
-    and the folder its resolved binary belongs to; asked of the interpreter itself when it is not this one."""
-    found = [Path(os.path.realpath(interpreter)).parent.parent]
-    if os.path.realpath(interpreter) == os.path.realpath(sys.executable) or interpreter == sys.executable:
-        found += [Path(sys.prefix), Path(sys.base_prefix)]
-    else:
-        try:
-            done = subprocess.run([interpreter, "-c", "import sys; print(sys.prefix); print(sys.base_prefix)"],
-                                  capture_output=True, text=True, timeout=30)
-            found += [Path(line) for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
-        except (OSError, subprocess.SubprocessError):
-            pass  # an interpreter that cannot start: the self-check names it
-    # a venv's bin/python is a link into the base installation: keep the venv at its own path too
-    found.append(Path(os.path.abspath(interpreter)).parent.parent)
-    return tuple(dict.fromkeys(Path(os.path.realpath(p)) for p in found))
-
-
-def _needs_keeping(path: Path) -> Path | None:
-    """For a prefix the private uid would not see: the highest ancestor to cover with a fresh 0755
-    tmpfs (``path`` itself when only /tmp and the like hide it), else ``None``."""
-    if not path.is_dir():
-        return None
-    if any(path == r or r in path.parents for r in _REPLACED):
-        return path
-    for ancestor in reversed(path.parents):  # "/" first
-        try:
-            if not os.stat(ancestor).st_mode & 0o001:
-                return ancestor
-        except OSError:
-            return None
-    return None
-
-
-def kept_paths(interpreters: tuple[str, ...]) -> tuple[list[Path], list[Path]]:
-    """The interpreter prefixes to keep visible read-only in the sandbox, and the ancestors to cover first."""
-    keep: list[Path] = []
-    cover: list[Path] = []
-    for interpreter in interpreters:
-        for prefix in interpreter_prefixes(interpreter):
-            top = _needs_keeping(prefix)
-            if top is None or prefix in keep or any(k in prefix.parents for k in keep):
-                continue
-            keep = [k for k in keep if prefix not in k.parents] + [prefix]
-            if top != prefix and not any(top == r or r in top.parents for r in _REPLACED) and top not in cover:
-                cover.append(top)
-    return keep, cover
-
-
 def _seccomp_works() -> bool:
     if not seccomp.supported():
         return False
@@ -320,36 +210,64 @@ def _seccomp_works() -> bool:
 
 
 # what the sandbox's own wrappers print when they cannot start the command (exit 126 or 127), or
-# when a mount of the namespace fails (the mount script stops with mount's exit status)
-_UNSTARTED = re.compile(r"^(setpriv|unshare|sh|prlimit|env|mount|umount|mkdir|rmdir): ", re.MULTILINE)
+# when the mount script stops (mount's 32, mkdir's 1, a failed cd's 2); a script the uid may not
+# execute reaches ``/bin/sh: 0: cannot open ...: Permission denied`` (2) on some kernels
+_UNSTARTED = re.compile(r"^(/\S*/)?(setpriv|unshare|sh|prlimit|env|mount|umount|mkdir|rmdir): ", re.MULTILINE)
 
 
 def looks_unstarted(result: ExecResult) -> bool:
     """Whether a run's failure looks like the sandbox's, not the program's (to be confirmed by a probe)."""
-    return (result.exit_code in (126, 127, 32, 1) and not result.timed_out
+    return (result.exit_code in (126, 127, 32, 2, 1) and not result.timed_out
             and bool(_UNSTARTED.search(result.stderr_tail[:2000])))
 
 
-def _first_line(text: str) -> str:
+def probe_argv(command: str) -> list[str]:
+    """A known-good run of ``command`` (``print('ok')`` for a Python, else ``--version``), to confirm
+    an exec failure: an answer can fake the sandbox's message, not the probe's success."""
+    if is_python(command):
+        return [command, "-c", "print('ok')"]
+    return [command, "--version"]
+
+
+def probe_passed(argv: list[str], result: ExecResult) -> bool:
+    """Whether the ``probe_argv`` run ``argv`` started and did what it should."""
+    if result.exit_code != 0 or result.timed_out:
+        return False
+    return result.stdout.strip() == "ok" if argv[1:2] == ["-c"] else True
+
+
+def _start_fix(command: str) -> str:
+    if is_python(command):
+        return "set RUNNER_EVAL_PYTHON to an interpreter every user may run (e.g. /usr/bin/python3)"
+    return f"install {Path(command).name} where every user may run it (e.g. under /usr)"
+
+
+def unstarted_line(text: str) -> str:
+    """The telling line of a run the sandbox could not start (its wrapper's message), cut to 300 characters."""
     match = _UNSTARTED.search(text)
     line = text[match.start():] if match else text
     return (line.strip().splitlines() or ["the sandbox failed"])[0][:300]
 
 
-def hidden_paths(extra: tuple[Path, ...] = ()) -> list[Path]:
+def default_interpreters() -> tuple[str, ...]:
+    """The interpreter the programs run with: ``$RUNNER_EVAL_PYTHON`` or this one."""
+    return (os.environ.get("RUNNER_EVAL_PYTHON") or sys.executable,)
+
+
+def hidden_paths(extra: tuple[Path, ...] = (), interpreters: tuple[str, ...] | None = None) -> list[Path]:
     """Folders the sandboxed code must not read: the runner's home and cache (fetched benchmark
     data, references, converted models), the benchmarks shipped in the package, and ``extra``
     (e.g. the runs folder of the current run)."""
     from runner.paths import PACKAGE_DIR, cache_dir, runner_home
 
     paths = [runner_home(), cache_dir(), PACKAGE_DIR / "benchmarks", *extra]
-    # never hide the interpreter that runs the programs (e.g. ``--runs-dir .`` in a checkout with its venv)
-    interpreter = os.environ.get("RUNNER_EVAL_PYTHON") or sys.executable
-    needed = [Path(os.path.realpath(p)) for p in (sys.prefix, os.path.dirname(os.path.abspath(interpreter)))]
+    interpreters = default_interpreters() if interpreters is None else interpreters
     seen: list[Path] = []
     for path in paths:
         real = Path(os.path.realpath(path))
-        if any(n == real or real in n.parents for n in needed):
+        # a folder above the interpreter's installation is hidden and the installation kept inside
+        # it (``--runs-dir .`` in a checkout with its venv); only the installation itself cannot be
+        if any(holds_interpreter(real, i) for i in interpreters):
             log.warning("%s holds the evaluation interpreter: the sandbox cannot hide it", real)
         elif real != Path("/") and real not in seen:
             seen.append(real)
@@ -425,10 +343,10 @@ class LocalSandbox(Sandbox):
     def __init__(self, allow_unsandboxed: bool = False, hide: tuple[Path, ...] | list[Path] = (),
                  interpreters: tuple[str, ...] | None = None) -> None:
         self.capabilities = capabilities()
-        self.hidden = hidden_paths(tuple(hide))
-        # the interpreters whose installations stay visible (read-only) wherever they live
-        self.interpreters = interpreters if interpreters is not None else tuple(dict.fromkeys(
-            [os.environ.get("RUNNER_EVAL_PYTHON") or sys.executable, sys.executable]))
+        # whose installations stay visible, read-only, wherever they live; each run's own command is
+        # kept too (an evaluator may be given another interpreter than the one this sandbox knew)
+        self.interpreters = default_interpreters() if interpreters is None else tuple(interpreters)
+        self.hidden = hidden_paths(tuple(hide), self.interpreters)
         self._socket_filter = seccomp.UnixSocketFilter() if self.capabilities.unix_socket_filter else None
         if not self.capabilities.complete and not allow_unsandboxed:
             raise UserError(
@@ -437,7 +355,7 @@ class LocalSandbox(Sandbox):
                 + "): run as root with util-linux, or pass --allow-unsandboxed to accept the risk"
             )
 
-    def _prefix(self, uid: int | None, workdir: Path, limits: Limits) -> list[str]:
+    def _prefix(self, uid: int | None, workdir: Path, limits: Limits, command: str) -> list[str]:
         caps = self.capabilities
         prefix: list[str] = []
         if caps.network_namespace or caps.pid_namespace:
@@ -447,24 +365,26 @@ class LocalSandbox(Sandbox):
             if caps.pid_namespace:
                 prefix += ["--pid", "--fork", "--kill-child", "--mount", "--mount-proc"]
             if caps.pid_namespace and caps.private_mounts:
-                keep, cover = kept_paths(self.interpreters)
-                prefix += ["--", "sh", "-c", _MOUNT_SCRIPT, "sh", str(workdir), str(limits.tmp_mb),
-                           *map(str, keep), "--", *map(str, cover), "--", *map(str, self.hidden), "--"]
+                plan = plan_mounts(tuple(dict.fromkeys((*self.interpreters, command))), self.hidden)
+                prefix += ["--", *plan.script(workdir, limits.tmp_mb)]
         if uid is not None:
             prefix += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--"]
         return prefix
 
     def run(self, argv: list[str], workdir: Path, limits: Limits, env: dict[str, str] | None = None) -> ExecResult:
+        """Run ``argv`` contained; raise ``EnvironmentFailure`` when the sandbox itself could not start it."""
         result = self._contained(argv, workdir, limits, env)
         if looks_unstarted(result) and not self._starts(argv[0], limits):
-            raise EnvironmentFailure(f"{_first_line(result.stderr_tail)} (the sandbox cannot start {argv[0]})")
+            raise EnvironmentFailure(f"{unstarted_line(result.stderr_tail)}: the sandbox cannot start {argv[0]}; "
+                                     + _start_fix(argv[0]))
         return result
 
     def _starts(self, command: str, limits: Limits) -> bool:
-        """Whether the sandbox can start ``command`` at all (``--version``): tells the sandbox's own
-        failure from an answer that prints the same message and exits 127."""
+        """Whether a known-good run of ``command`` works: tells the sandbox's own failure from an
+        answer that prints the same message and exits 127."""
+        probe_run = probe_argv(command)
         with self.workdir() as probe:
-            return self._contained([command, "--version"], probe, limits, None).exit_code == 0
+            return probe_passed(probe_run, self._contained(probe_run, probe, limits, None))
 
     def _contained(self, argv: list[str], workdir: Path, limits: Limits, env: dict[str, str] | None) -> ExecResult:
         lease = _UidLease() if self.capabilities.private_uid else None
@@ -472,7 +392,7 @@ class LocalSandbox(Sandbox):
         try:
             if uid is not None:
                 _chown_tree(workdir, uid)
-            return self._run(self._prefix(uid, workdir, limits) + argv, workdir, limits, env, uid)
+            return self._run(self._prefix(uid, workdir, limits, argv[0]) + argv, workdir, limits, env, uid)
         finally:
             if uid is not None:
                 _kill_uid(uid)

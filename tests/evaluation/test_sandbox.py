@@ -236,3 +236,222 @@ def test_references_run_directories_and_the_cache_cannot_be_read(world_dir, monk
         assert reference.is_file() and secret_run.is_file()  # hidden, not touched
     finally:
         shutil.rmtree(open_root, ignore_errors=True)
+
+
+# -- the interpreter's installation stays visible, read-only, wherever it lives -------------------
+#: what each interpreter test runs: the prefix, a module from the venv's site-packages, one from a
+#: folder a .pth file there names, and the uid it ran as
+PREFIX_PROBE = ("import json, os, sys, tinypkg, pthmod\n"
+                "print(json.dumps([sys.prefix, tinypkg.VALUE, pthmod.VALUE, os.getuid()]))\n")
+
+
+def make_venv(parent: Path, base: str = "/usr/bin/python3") -> Path:
+    """A venv under ``parent`` with a package in site-packages and a .pth-named folder, all world-readable."""
+    require(Path(base).is_file(), base)
+    venv = parent / ".venv"
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    (site / "tinypkg").mkdir()
+    (site / "tinypkg" / "__init__.py").write_text("VALUE = 7\n")
+    (venv / "extra").mkdir()
+    (venv / "extra" / "pthmod.py").write_text("VALUE = 8\n")
+    (site / "extra.pth").write_text(f"{venv / 'extra'}\n")
+    os.system(f"chmod -R a+rX {venv}")
+    return venv
+
+
+def in_sandbox(sandbox: LocalSandbox, python: str, code: str, limits: Limits = FAST):
+    with sandbox.workdir() as workdir:
+        (workdir / "probe.py").write_text(code)
+        return sandbox.run([python, "probe.py"], workdir, limits)
+
+
+def prefix_run(sandbox: LocalSandbox, python: str) -> list:
+    import json
+
+    run = in_sandbox(sandbox, python, PREFIX_PROBE)
+    assert run.exit_code == 0, run.stderr_tail
+    return json.loads(run.stdout)
+
+
+@pytest.fixture
+def tmp_venv():
+    """A venv made under /tmp (the issue's case), in mkdtemp's 0700 folder beside a secret."""
+    parent = Path(tempfile.mkdtemp(prefix="runner-test-venv-", dir="/tmp"))
+    (parent / "secret.txt").write_text("s3cret")
+    (parent / "secret.txt").chmod(0o644)
+    try:
+        yield make_venv(parent)
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def private_venv():
+    """A venv two levels below a 0700 folder outside /tmp, beside a world-readable secret."""
+    home = Path(tempfile.mkdtemp(prefix="runner-test-home-", dir=Path.home()))
+    home.chmod(0o700)
+    (home / "secret.txt").write_text("s3cret")
+    (home / "secret.txt").chmod(0o644)
+    (home / "project").mkdir(mode=0o755)
+    try:
+        yield make_venv(home / "project"), home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_venv_under_tmp_as_the_evaluation_interpreter_runs_with_its_own_packages(tmp_venv, monkeypatch, sandbox):
+    from runner.evaluation.sandbox import UID_BASE
+
+    python = str(tmp_venv / "bin" / "python3")
+    monkeypatch.setenv("RUNNER_EVAL_PYTHON", python)
+    local = LocalSandbox()  # learns the interpreter from RUNNER_EVAL_PYTHON, as the CLI's does
+    prefix, tiny, pth, uid = prefix_run(local, python)
+    assert (prefix, tiny, pth) == (str(tmp_venv), 7, 8) and uid >= UID_BASE
+    # the rest of the host's /tmp stays out of sight, even the venv's own neighbour
+    secret = tmp_venv.parent / "secret.txt"
+    seen = in_sandbox(local, python, f"import os\nprint(os.path.exists({str(secret)!r}), len(os.listdir('/tmp')))\n")
+    assert seen.stdout.split() == ["False", "2"], seen.stdout + seen.stderr_tail  # the venv's folder and the runs'
+
+
+def test_a_kept_prefix_is_read_only_even_where_its_files_are_world_writable(tmp_venv, sandbox):
+    python = str(tmp_venv / "bin" / "python3")
+    site = next(tmp_venv.glob("lib/python3*/site-packages"))
+    site.chmod(0o777)  # only the read-only mount can refuse now
+    code = (f"import errno\ntry:\n    open({str(site / 'planted.py')!r}, 'w').write('x')\n    print('WROTE')\n"
+            "except OSError as exc:\n    print(errno.errorcode[exc.errno])\n")
+    run = in_sandbox(LocalSandbox(interpreters=(python,)), python, code)
+    assert run.stdout.strip() == "EROFS", run.stdout + run.stderr_tail
+    assert not (site / "planted.py").exists()
+
+
+def test_a_venv_below_a_0700_folder_runs_and_the_rest_of_that_folder_stays_hidden(private_venv, sandbox):
+    venv, home = private_venv
+    python = str(venv / "bin" / "python3")
+    local = LocalSandbox(interpreters=(python,))
+    prefix, tiny, pth, _ = prefix_run(local, python)
+    assert (prefix, tiny, pth) == (str(venv), 7, 8)
+    code = (f"import os\nprint(os.path.exists({str(home / 'secret.txt')!r}), sorted(os.listdir({str(home)!r})))\n"
+            f"print(os.path.exists({str(Path.home() / '.bashrc')!r}))\n")
+    seen = in_sandbox(local, python, code)
+    assert seen.stdout.split("\n")[:2] == ["False ['project']", "False"], seen.stdout + seen.stderr_tail
+
+
+def test_the_base_interpreter_of_this_venv_runs_wherever_it_is_installed(sandbox):
+    """This machine's is pyenv's under /root (0700); elsewhere it may be /usr: both must run."""
+    base = Path(os.path.realpath(sys.base_prefix))
+    python = next(str(p) for p in (base / "bin" / "python3", base / "bin" / "python") if p.exists())
+    prefix, = [line for line in in_sandbox(LocalSandbox(), python,
+                                            "import json, sys\nprint(sys.prefix)\n").stdout.splitlines()]
+    assert Path(prefix) == base
+
+
+def test_an_evaluator_given_its_own_interpreter_gets_it_kept_without_telling_the_sandbox(tmp_venv, world_dir, sandbox):
+    """``Evaluator(python=...)`` builds its sandbox before it knows the interpreter: each run keeps its own command."""
+    from runner.evaluation import Evaluator
+
+    python = str(tmp_venv / "bin" / "python3")
+    program = python_program(world_dir, "uses_venv", "import tinypkg\n", [("print(tinypkg.VALUE)", "7")])
+    evaluator = Evaluator({program.name: program}, limits=FAST, python=python)
+    result = evaluator.run_source(program, "import tinypkg\n")
+    assert result.outcome is Outcome.passed, result.stderr_tail
+
+
+def test_hidden_folders_stay_hidden_above_and_inside_a_kept_venv(tmp_venv, sandbox):
+    """A runner installed into a venv under /tmp: its shipped benchmarks lie inside the kept prefix."""
+    python = str(tmp_venv / "bin" / "python3")
+    site = next(tmp_venv.glob("lib/python3*/site-packages"))
+    inside = site / "runner" / "benchmarks"
+    inside.mkdir(parents=True)
+    (inside / "reference.py").write_text("ANSWER = 1\n")
+    above = tmp_venv.parent  # holds the venv and the secret beside it
+    os.system(f"chmod -R a+rX {above}")
+    for hide in ((inside,), (above, inside)):
+        local = LocalSandbox(interpreters=(python,), hide=hide)
+        assert all(Path(os.path.realpath(h)) in local.hidden for h in hide)
+        prefix, tiny, _, _ = prefix_run(local, python)
+        assert (prefix, tiny) == (str(tmp_venv), 7)
+        # the secret beside the venv is out of sight either way: /tmp is the sandbox's own
+        targets = [str(inside / "reference.py"), str(above / "secret.txt")]
+        seen = in_sandbox(local, python, f"import os\nprint([os.path.exists(p) for p in {targets!r}])\n")
+        assert seen.stdout.strip() == "[False, False]", (hide, seen.stdout, seen.stderr_tail)
+
+
+def test_the_mount_plan_keeps_only_what_the_private_uid_would_not_see(tmp_venv, private_venv):
+    from runner.evaluation.mounts import plan_mounts
+
+    venv, home = private_venv
+    real_home = Path(os.path.realpath(home))
+    plan = plan_mounts((str(tmp_venv / "bin" / "python3"), str(venv / "bin" / "python3"), "/usr/bin/python3"))
+    assert Path(os.path.realpath(tmp_venv)) in plan.keep and Path(os.path.realpath(venv)) in plan.keep
+    assert Path("/usr") not in plan.keep and Path("/") not in plan.keep
+    # the highest folder no other user may enter is covered, never /tmp or anything above it
+    closed = [a for a in (*reversed(real_home.parents), real_home) if not os.stat(a).st_mode & 0o001]
+    top = closed[0]  # /root here, the 0700 folder itself where home is open
+    assert top in plan.cover and not any(Path("/tmp") == c or c in Path("/tmp").parents for c in plan.cover)
+    # an interpreter directly in a folder the sandbox hides is not brought back over the hiding
+    hidden = plan_mounts((str(tmp_venv / "bin" / "python3"),), hidden=(Path(os.path.realpath(tmp_venv)),))
+    assert hidden.keep == ()
+
+
+# -- a command the sandbox cannot start is an environment failure, never a verdict ---------------
+def test_an_interpreter_that_does_not_exist_is_an_environment_failure(world_dir, sandbox):
+    from runner.errors import EnvironmentFailure
+
+    missing = str(world_dir / "no-such-python3")
+    with pytest.raises(EnvironmentFailure) as raised:
+        in_sandbox(sandbox, missing, "print(1)\n")
+    message = str(raised.value)
+    assert "\n" not in message and "failed to execute" in message and missing in message
+    assert "RUNNER_EVAL_PYTHON" in message  # the fix
+
+
+def test_an_interpreter_the_private_uid_may_not_execute_is_an_environment_failure(world_dir, sandbox):
+    from runner.errors import EnvironmentFailure
+
+    wrapper = world_dir / "bin" / "python3"
+    wrapper.parent.mkdir(mode=0o755)
+    wrapper.write_text('#!/bin/sh\nexec /usr/bin/python3 "$@"\n')
+    wrapper.chmod(0o700)  # root's alone
+    with pytest.raises(EnvironmentFailure, match="Permission denied"):
+        in_sandbox(sandbox, str(wrapper), "print(1)\n")
+
+
+def test_an_answer_that_fakes_the_sandboxs_exec_failure_is_judged_as_itself(world_dir, sandbox):
+    fake = ("import sys\nsys.stderr.write('setpriv: failed to execute /usr/bin/python3: No such file or directory\\n')\n"
+            "sys.exit(127)\n")
+    run = in_sandbox(sandbox, sys.executable, fake)
+    assert run.exit_code == 127 and run.stderr_tail.startswith("setpriv: failed to execute")
+    result, _ = hostile(world_dir, sandbox, fake)
+    assert result.outcome is Outcome.runtime_error  # the answer's own doing: an ordinary verdict
+
+
+def test_a_mount_script_that_stops_looks_like_the_sandboxs_failure():
+    """The shape ``looks_unstarted`` must recognise, from a real failing mount in a real namespace."""
+    from runner.evaluation.mounts import MountPlan
+    from runner.evaluation.sandbox import ExecResult, looks_unstarted, unstarted_line
+
+    require(capabilities().private_mounts, "a mount namespace")
+    argv = ["unshare", "--mount", "--", *MountPlan(keep=(Path("/no/such/prefix"),)).script(Path("/no/such/run"), 1), "true"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    result = ExecResult(exit_code=done.returncode, stdout=done.stdout, stderr_tail=done.stderr)
+    assert done.returncode != 0 and looks_unstarted(result), done.stderr
+    assert unstarted_line(done.stderr).startswith(("mount: ", "mkdir: "))
+
+
+def test_the_docker_sandbox_reports_a_command_its_image_cannot_start(world_dir):
+    from runner.errors import EnvironmentFailure
+    from runner.evaluation.docker_sandbox import DockerSandbox
+    from tests.docker_images import SANDBOX_CPU_ENV, engine, sandbox_cpu_image
+
+    client = engine()
+    sandbox_cpu_image(client)
+    docker = DockerSandbox(env=SANDBOX_CPU_ENV, client=client)
+    with pytest.raises(EnvironmentFailure, match="no-such-command"):
+        with docker.workdir() as workdir:
+            docker.run(["no-such-command", "x"], workdir, FAST)
+    fake = "import sys\nsys.stderr.write('prlimit: failed to execute python3: No such file or directory\\n')\nsys.exit(127)\n"
+    with docker.workdir() as workdir:
+        (workdir / "fake.py").write_text(fake)
+        run = docker.run([sys.executable, "fake.py"], workdir, FAST)
+    assert run.exit_code == 127  # the answer's own doing
