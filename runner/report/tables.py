@@ -400,17 +400,26 @@ class ReferenceRow:
     reproduced: PassRate  # over the scoreable tasks (the headline)
     published: float  # %
     published_half_width: float  # %
+    row: str  # the published row, "<edition>: <model>"
+    source: str  # repository@commit file
     reproduced_all: PassRate | None = None  # over all tasks, unscoreable ones counted as failures
-    row: str = "2024: LLaMA 3 70B"  # the published row, "<edition>: <model>"
-    source: str = ""  # repository@commit file
+    note: str = ""  # the published table's note (how its numbers were made, e.g. a hosted endpoint)
     differences: str = ""  # what is known to differ from the published setting
 
     @property
     def within(self) -> bool | None:
-        """Whether the reproduced rate falls inside the published 95% interval."""
-        if self.reproduced.rate is None:
+        """Whether the reproduced rate (scoreable tasks) falls inside the published 95% interval."""
+        return self._inside(self.reproduced)
+
+    @property
+    def within_all(self) -> bool | None:
+        """Whether the all-tasks rate (unscoreable ones as failures) falls inside the published 95% interval."""
+        return self._inside(self.reproduced_all)
+
+    def _inside(self, rate: PassRate | None) -> bool | None:
+        if rate is None or rate.rate is None:
             return None
-        return abs(100 * self.reproduced.rate - self.published) <= self.published_half_width
+        return abs(100 * rate.rate - self.published) <= self.published_half_width
 
     @property
     def verdict(self) -> str:
@@ -460,7 +469,7 @@ def reference(rows: list[HeadlineRow]) -> list[ReferenceRow]:
                 differences.append(f"{size - every.n} of {size} tasks not asked or unavailable")
             out.append(ReferenceRow(cell=row.cell, language=key[0], mode=key[1], reproduced=rate,
                                     published=ref.rate, published_half_width=ref.half_width, reproduced_all=every,
-                                    row=published.reference, source=table.source,
+                                    row=published.reference, source=table.source, note=table.note,
                                     differences="; ".join(differences) or "none known"))
     return out
 
@@ -753,10 +762,13 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
                 rps, tps = row.sweep.get(level, (None, None))
                 record[f"requests_per_s_c{level}"] = rps
                 record[f"output_tokens_per_s_c{level}"] = tps
-            record["published_pass_rate"] = ref.published / 100 if ref else None
-            record["published_half_width"] = ref.published_half_width / 100 if ref else None
+            # rounded: the published values have one decimal of a percent, and /100 adds float noise
+            record["published_pass_rate"] = round(ref.published / 100, 6) if ref else None
+            record["published_half_width"] = round(ref.published_half_width / 100, 6) if ref else None
             record["within_published"] = ref.within if ref else None
+            record["within_published_all_tasks"] = ref.within_all if ref else None
             record["published_row"] = f"{ref.row} ({ref.source})" if ref else None
+            record["published_source"] = ref.source if ref else None
             record["published_verdict"] = ref.verdict if ref else None
             record["published_verdict_all_tasks"] = ref.verdict_all if ref else None
             record["published_differences"] = ref.differences if ref else None
