@@ -257,11 +257,11 @@ def evaluator_for(benchmark: Benchmark, sandbox):
     """The run's evaluator over ``benchmark`` in ``sandbox`` (any node): SimCoPilot's headline is
     upstream's own scoring, our stricter cascade kept beside it; other benchmarks the reverse.
     Its programs are not checked yet: ``runner.evaluation.environment.check_environment`` does that."""
-    from runner.benchmarks import default_cascade
+    from runner.benchmarks import default_cascade, scoring_root
     from runner.evaluation import Evaluator
 
     return Evaluator(benchmark.programs, sandbox=sandbox, junit_console=benchmark.junit_jar,
-                     cascade=default_cascade(benchmark.name), both=True)
+                     cascade=default_cascade(benchmark.name), both=True, upstream_root=scoring_root(benchmark))
 
 
 class EvalBacklog:

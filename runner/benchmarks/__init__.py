@@ -1,16 +1,17 @@
 """Benchmarks: the shipped starter set and SimCoPilot (fetched or imported), in one layout.
 
-Both are read by the same upstream-layout reader (``simcopilot.load_layout``). Expected
-outputs re-baselined by ``runner tasks rebaseline`` live in ``$RUNNER_HOME/rebaseline/<name>/``
-and take the place of the shipped ones.
+Both are read by the same upstream-layout reader (``simcopilot.load_layout``). SimCoPilot has
+two editions (``runner.benchmarks.editions``), each installed in its own folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from runner import paths
 from runner.benchmarks.benchmark import Benchmark, TaskCount, program_text
+from runner.benchmarks.editions import DEFAULT_EDITION, EDITIONS, Edition, edition_of_commit, get_edition
 from runner.benchmarks.manifest import SIMCOPILOT_COMMIT, load_manifest
 from runner.benchmarks.simcopilot import dump_test_json, load_layout, parse_test_json
 from runner.errors import UserError
@@ -19,26 +20,23 @@ BENCHMARKS = ("starter", "simcopilot")
 STARTER_DIR = Path(__file__).resolve().parent / "starter"
 
 
-def simcopilot_dir() -> Path:
-    """Where ``runner data fetch simcopilot`` puts the imported copy."""
-    return paths.runner_home() / "data" / "simcopilot"
+def simcopilot_dir(edition: str | None = None) -> Path:
+    """Where ``runner data fetch simcopilot [--edition E]`` puts that edition's copy."""
+    return paths.runner_home() / "data" / get_edition(edition).folder
 
 
-def rebaseline_dir(name: str) -> Path:
-    """Folder of ``<Task_Name>.json`` files overriding a benchmark's Python expected outputs."""
-    return paths.runner_home() / "rebaseline" / name
-
-
-def benchmark_root(name: str) -> Path:
+def benchmark_root(name: str, edition: str | None = None) -> Path:
     """The directory a benchmark is read from, or a ``UserError`` saying how to get it."""
     if name == "starter":
         return STARTER_DIR
     if name == "simcopilot":
-        root = simcopilot_dir()
+        pinned = get_edition(edition)
+        root = simcopilot_dir(pinned.name)
         if not (root / "example_code").is_dir():
+            flag = "" if pinned.name == DEFAULT_EDITION else f" --edition {pinned.name}"
             raise UserError(
-                f"SimCoPilot is not in {root} yet; run `runner data fetch simcopilot` "
-                "(or `runner data fetch simcopilot --from PATH` with a local copy)"
+                f"SimCoPilot is not in {root} yet (edition {pinned.label}); run `runner data fetch simcopilot{flag}` "
+                f"(or `runner data fetch simcopilot{flag} --from PATH` with a local copy)"
             )
         return root
     raise UserError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)}")
@@ -52,25 +50,33 @@ def default_cascade(name: str) -> str:
 def benchmark_commit(bench: Benchmark) -> str:
     """The pinned commit a loaded benchmark's copy was checked against (the runner's version for the starter set)."""
     if bench.name == "simcopilot":
-        installed = bench.root / "files.tsv"
-        return (load_manifest(installed) if installed.is_file() else load_manifest()).commit
+        return get_edition(bench.edition).commit
     from runner import __version__
 
     return f"{bench.name}-{__version__}"
 
 
-def load_benchmark(name: str) -> Benchmark:
-    """Load ``starter`` or ``simcopilot`` with every task, available or not."""
-    root = benchmark_root(name)
+def scoring_root(bench: Benchmark) -> Path | None:
+    """The SimCoPilot copy whose scoring code judges ``bench``: its own for SimCoPilot, the default edition's otherwise."""
+    return bench.root if bench.name == "simcopilot" else None
+
+
+def load_benchmark(name: str, edition: str | None = None) -> Benchmark:
+    """Load ``starter`` or ``simcopilot`` (of ``edition``, the default if ``None``) with every task, available or not."""
+    root = benchmark_root(name, edition)
     # Only a SimCoPilot copy has a manifest saying which data files each program needs; the
     # import stores the one it was checked against beside the files.
     manifest = None
+    pinned = None
     if name == "simcopilot":
+        pinned = get_edition(edition)
         installed = root / "files.tsv"
-        manifest = load_manifest(installed) if installed.is_file() else load_manifest()
+        manifest = (load_manifest(installed, commit=pinned.commit) if installed.is_file()
+                    else load_manifest(pinned.manifest, commit=pinned.commit))
     # expected outputs are upstream's; the environment check re-records a drifted program's
     # (runner.evaluation.environment), never a folder that would apply to every environment
-    return load_layout(root, name, manifest=manifest)
+    bench = load_layout(root, name, manifest=manifest)
+    return dataclasses.replace(bench, edition=pinned.name) if pinned else bench
 
 
 __all__ = [
@@ -86,6 +92,11 @@ __all__ = [
     "load_layout",
     "parse_test_json",
     "program_text",
-    "rebaseline_dir",
+    "DEFAULT_EDITION",
+    "EDITIONS",
+    "Edition",
+    "edition_of_commit",
+    "get_edition",
+    "scoring_root",
     "simcopilot_dir",
 ]

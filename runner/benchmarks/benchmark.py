@@ -31,6 +31,7 @@ class Benchmark:
     tasks: list[Task]
     junit_jar: Path | None = None  # the JUnit console launcher a copy ships, if any
     notes: list[str] = field(default_factory=list)  # what the loader noticed but tolerated
+    edition: str | None = None  # SimCoPilot's edition ("2024" | "2025"); None for the starter set
 
     def available(self) -> list[Task]:
         """The tasks whose program is complete in this copy."""

@@ -23,6 +23,7 @@ import httpx
 
 from runner import __version__
 from runner.benchmarks import simcopilot_dir
+from runner.benchmarks.editions import DEFAULT_EDITION, Edition, get_edition
 from runner.benchmarks.manifest import (
     Manifest,
     Mismatch,
@@ -41,9 +42,9 @@ _CHUNK = 1 << 16
 Progress = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
 
 
-def default_url(commit: str) -> str:
+def default_url(commit: str, repository: str = REPOSITORY) -> str:
     """The GitHub tarball of ``commit``, unless ``RUNNER_SIMCOPILOT_URL`` names another."""
-    return os.environ.get(URL_ENV) or f"https://codeload.github.com/{REPOSITORY}/tar.gz/{commit}"
+    return os.environ.get(URL_ENV) or f"https://codeload.github.com/{repository}/tar.gz/{commit}"
 
 
 @dataclass(frozen=True)
@@ -70,36 +71,41 @@ def fetch_simcopilot(
     allow_modified: bool = False,
     progress: Progress | None = None,
     timeout: float = 30.0,
+    edition: str | None = None,
 ) -> ImportResult:
-    """Download the pinned tarball, verify it, and install it as the ``simcopilot`` benchmark."""
-    manifest = active_manifest()
-    url = url or default_url(manifest.commit)
-    data_root = simcopilot_dir().parent
+    """Download ``edition``'s pinned tarball, verify it, and install it as that edition of ``simcopilot``."""
+    pinned = get_edition(edition)
+    manifest = active_manifest(pinned.name)
+    url = url or default_url(manifest.commit, pinned.repository)
+    data_root = simcopilot_dir(pinned.name).parent
     data_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download-", dir=data_root) as tmp:
         archive = Path(tmp) / "simcopilot.tar.gz"
-        _download(url, archive, progress, timeout)
-        return _import_archive(archive, manifest, allow_modified, source=url, kind="download")
+        _download(url, archive, progress, timeout, pinned)
+        return _import_archive(archive, manifest, allow_modified, source=url, kind="download", edition=pinned)
 
 
-def import_simcopilot(source: Path, allow_modified: bool = False) -> ImportResult:
-    """Verify a local copy (directory or ``.tar.gz``/``.tgz``/``.tar``/``.zip``) and install it."""
-    manifest = active_manifest()
+def import_simcopilot(source: Path, allow_modified: bool = False, edition: str | None = None) -> ImportResult:
+    """Verify a local copy (directory or ``.tar.gz``/``.tgz``/``.tar``/``.zip``) of ``edition`` and install it."""
+    pinned = get_edition(edition)
+    manifest = active_manifest(pinned.name)
     source = Path(source).expanduser()
     if not source.exists():
-        raise UserError(f"{source}: no such file or directory; give a SimCoPilot checkout, "
+        raise UserError(f"{source}: no such file or directory; give a {pinned.repository} checkout, "
                         "an unpacked archive, or a .tar.gz/.zip of it")
     if source.is_dir():
-        return _import_directory(source, manifest, allow_modified)
-    return _import_archive(source, manifest, allow_modified, source=str(source.resolve()), kind="archive")
+        return _import_directory(source, manifest, allow_modified, pinned)
+    return _import_archive(source, manifest, allow_modified, source=str(source.resolve()), kind="archive",
+                           edition=pinned)
 
 
 # --- download ---------------------------------------------------------------------------------
 
 
-def _download(url: str, dest: Path, progress: Progress | None, timeout: float) -> None:
-    offline_hint = ("to import a local copy instead, run `runner data fetch simcopilot --from PATH` "
-                    f"(a checkout, unpacked archive or .tar.gz/.zip of {REPOSITORY})")
+def _download(url: str, dest: Path, progress: Progress | None, timeout: float, edition: Edition) -> None:
+    flag = "" if edition.name == DEFAULT_EDITION else f" --edition {edition.name}"
+    offline_hint = (f"to import a local copy instead, run `runner data fetch simcopilot{flag} --from PATH` "
+                    f"(a checkout, unpacked archive or .tar.gz/.zip of {edition.repository} at {edition.commit[:7]})")
     try:
         with httpx.stream("GET", url, follow_redirects=True, timeout=timeout) as response:
             if response.status_code != 200:
@@ -128,26 +134,27 @@ def _repo_root(folder: Path) -> Path:
     if len(children) == 1 and (children[0] / "example_code").is_dir():
         return children[0]
     raise UserError(f"{folder}: no example_code/ folder here or in a single subfolder; "
-                    f"expected a checkout or unpacked archive of {REPOSITORY}")
+                    "expected a checkout or unpacked archive of SimCoPilot")
 
 
-def _import_directory(folder: Path, manifest: Manifest, allow_modified: bool) -> ImportResult:
+def _import_directory(folder: Path, manifest: Manifest, allow_modified: bool, edition: Edition) -> ImportResult:
     root = _repo_root(folder)
     verification = verify_tree(root, manifest)
     _refuse_modified(verification, manifest, allow_modified, str(root))
-    staging = _staging_dir()
+    staging = _staging_dir(edition)
     try:
         for rel in verification.ok + [m.path for m in verification.modified]:
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(root / rel, target)
-        return _install(staging, manifest, verification, str(root.resolve()), "directory", allow_modified)
+        return _install(staging, manifest, verification, str(root.resolve()), "directory", allow_modified, edition)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _import_archive(archive: Path, manifest: Manifest, allow_modified: bool, source: str, kind: str) -> ImportResult:
-    staging = _staging_dir()
+def _import_archive(archive: Path, manifest: Manifest, allow_modified: bool, source: str, kind: str,
+                    edition: Edition) -> ImportResult:
+    staging = _staging_dir(edition)
     try:
         found: dict[str, Path] = {}
         with _open_archive(archive) as members:
@@ -170,7 +177,7 @@ def _import_archive(archive: Path, manifest: Manifest, allow_modified: bool, sou
             else:
                 verification.modified.append(mismatch)
         _refuse_modified(verification, manifest, allow_modified, source)
-        return _install(staging, manifest, verification, source, kind, allow_modified)
+        return _install(staging, manifest, verification, source, kind, allow_modified, edition)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -210,7 +217,7 @@ def _archive_prefix(archive: Path, names: list[str]) -> str:
         if any(n.startswith(prefix + "example_code/") for n in names):
             return prefix
     raise UserError(f"{archive}: no example_code/ folder at the top or in a single top folder; "
-                    f"expected an archive of {REPOSITORY}")
+                    "expected an archive of SimCoPilot")
 
 
 # --- install ----------------------------------------------------------------------------------
@@ -229,18 +236,20 @@ def _refuse_modified(verification: Verification, manifest: Manifest, allow_modif
         )
 
 
-def _staging_dir() -> Path:
-    data_root = simcopilot_dir().parent
+def _staging_dir(edition: Edition) -> Path:
+    data_root = simcopilot_dir(edition.name).parent
     data_root.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=".simcopilot-staging-", dir=data_root))
 
 
 def _install(
-    staging: Path, manifest: Manifest, verification: Verification, source: str, kind: str, allow_modified: bool
+    staging: Path, manifest: Manifest, verification: Verification, source: str, kind: str, allow_modified: bool,
+    edition: Edition,
 ) -> ImportResult:
-    """Write ``source.json`` into ``staging`` and swap it in place of the current copy."""
+    """Write ``source.json`` into ``staging`` and swap it in place of the edition's current copy."""
     record = {
-        "repository": REPOSITORY,
+        "repository": edition.repository,
+        "edition": edition.name,
         "commit": manifest.commit,
         "imported_at": utcnow().isoformat(),
         "source": source,
@@ -253,7 +262,7 @@ def _install(
     # The copy keeps the manifest it was checked against: the loader reads it to tell which
     # data files each program needs.
     shutil.copyfile(manifest.source, staging / INSTALLED_MANIFEST)
-    dest = simcopilot_dir()
+    dest = simcopilot_dir(edition.name)
     # Two renames on one file system: a reader sees the old copy or the new one, never half.
     old = Path(tempfile.mkdtemp(prefix=".simcopilot-old-", dir=dest.parent))
     if dest.exists():
@@ -263,9 +272,9 @@ def _install(
     return ImportResult(dest=dest, source=source, kind=kind, verification=verification, manifest=manifest)
 
 
-def read_source_record(root: Path | None = None) -> dict[str, object] | None:
-    """The ``source.json`` of the installed copy, or ``None`` if there is none."""
-    path = (root or simcopilot_dir()) / "source.json"
+def read_source_record(root: Path | None = None, edition: str | None = None) -> dict[str, object] | None:
+    """The ``source.json`` of the installed copy (of ``edition``), or ``None`` if there is none."""
+    path = (root or simcopilot_dir(edition)) / "source.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 

@@ -120,15 +120,18 @@ def load_manifest(path: Path = BUNDLED_MANIFEST, commit: str = SIMCOPILOT_COMMIT
     return Manifest(commit=commit, entries=entries, source=path)
 
 
-def active_manifest() -> Manifest:
-    """The manifest imports are checked against: ``$RUNNER_SIMCOPILOT_MANIFEST`` or the bundled one.
+def active_manifest(edition: str | None = None) -> Manifest:
+    """The manifest an import of ``edition`` is checked against: ``$RUNNER_SIMCOPILOT_MANIFEST`` or the bundled one.
 
     A replacement named ``simcopilot-<commit>-files.tsv`` records that commit; any other name
     records ``unknown``.
     """
+    from runner.benchmarks.editions import get_edition
+
+    pinned = get_edition(edition)
     env = os.environ.get(MANIFEST_ENV)
     if not env:
-        return load_manifest()
+        return load_manifest(pinned.manifest, commit=pinned.commit)
     path = Path(env).expanduser()
     match = _COMMIT_IN_NAME.fullmatch(path.name)
     return load_manifest(path, commit=match.group(1) if match else "unknown")

@@ -54,13 +54,8 @@ def load_layout(
     root: Path,
     name: str,
     manifest: Manifest | None = None,
-    rebaseline: Path | None = None,
 ) -> Benchmark:
-    """Read the benchmark in ``root``; ``manifest`` names files each program's folder must hold.
-
-    ``rebaseline`` is a folder of ``<Task_Name>.json`` files that replace the shipped Python
-    expected outputs.
-    """
+    """Read the benchmark in ``root``; ``manifest`` names files each program's folder must hold."""
     root = Path(root)
     if not (root / "example_code").is_dir():
         raise UserError(f"{root}: no example_code/ folder; this is not a SimCoPilot-layout directory")
@@ -77,7 +72,7 @@ def load_layout(
                     f"{root / checkpoints_file(language)}: Task_Name {program_name!r} appears twice "
                     "(program names must be unique across Python and Java)"
                 )
-            program, lines = _load_program(root, language, entry, stems.get(language, {}), manifest, rebaseline)
+            program, lines = _load_program(root, language, entry, stems.get(language, {}), manifest)
             programs[program_name] = program
             records = _records(root, language, program_name, notes)
             for mode in Mode:
@@ -170,7 +165,6 @@ def _load_program(
     entry: dict[str, Any],
     stems: dict[str, str],
     manifest: Manifest | None,
-    rebaseline: Path | None,
 ) -> tuple[Program, list[str] | None]:
     name = entry["Task_Name"]
     stem = stems.get(name)
@@ -194,13 +188,10 @@ def _load_program(
         missing = _missing_files(root, language, rel_stem, manifest)
         if missing:
             raise _Unavailable(f"missing file{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-        test_cases = _python_tests(source, rebaseline) if language is Language.python else ()
+        test_cases = _python_tests(source) if language is Language.python else ()
     except _Unavailable as problem:
         return Program(**base, available=False, reason=str(problem)), lines
-    override = rebaseline / f"{source.stem}.json" if rebaseline is not None else None
-    tests_json = override if language is Language.python and override is not None and override.is_file() \
-        else source.with_suffix(".json")
-    return Program(**base, test_cases=test_cases, tests_json=tests_json), lines
+    return Program(**base, test_cases=test_cases, tests_json=source.with_suffix(".json")), lines
 
 
 def _read_source(source: Path) -> list[str]:
@@ -223,13 +214,7 @@ def _missing_files(root: Path, language: Language, rel_stem: PurePosixPath, mani
     return [str(PurePosixPath(p).relative_to(rel_stem.parent)) for p in wanted if not (root / p).is_file()]
 
 
-def _python_tests(source: Path, rebaseline: Path | None) -> tuple[TestCase, ...]:
-    override = rebaseline / f"{source.stem}.json" if rebaseline is not None else None
-    if override is not None and override.is_file():
-        try:
-            return parse_test_json(json.loads(override.read_text(encoding="utf-8")))
-        except (ValueError, OSError) as exc:
-            raise UserError(f"{override}: {exc}; delete it or rerun `runner tasks rebaseline`") from None
+def _python_tests(source: Path) -> tuple[TestCase, ...]:
     path = source.with_suffix(".json")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -314,14 +314,15 @@ def prepared_evaluator(bench, tasks: list[Task], *, sandbox_kind: str = "auto", 
     Returns ``(evaluator, report)``. A sandbox that cannot run a program is a one-line
     ``UserError`` here, before any model is loaded.
     """
-    from runner.benchmarks import benchmark_commit, default_cascade
+    from runner.benchmarks import benchmark_commit, default_cascade, scoring_root
     from runner.evaluation.docker_sandbox import choose_sandbox
     from runner.evaluation.evaluator import Evaluator
     from runner.evaluation.selfcheck import self_check
 
     sandbox = choose_sandbox(sandbox_kind, allow_unsandboxed=allow_unsandboxed, progress=note, hide=hide)
     evaluator = Evaluator(bench.programs, sandbox=sandbox, junit_console=bench.junit_jar,
-                          cascade=cascade or default_cascade(bench.name), both=both)
+                          cascade=cascade or default_cascade(bench.name), both=both,
+                          upstream_root=scoring_root(bench))
     self_check(evaluator, {t.language for t in tasks if t.available})
     try:
         report = check_environment(evaluator, tasks, benchmark=bench.name, commit=benchmark_commit(bench),

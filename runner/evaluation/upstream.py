@@ -38,6 +38,7 @@ pointed at the private package for the time of the import.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import sys
 import threading
@@ -52,23 +53,46 @@ from runner.records import Language, Outcome, Program, Stage, Task
 
 PACKAGE = "_runner_simcopilot_upstream"
 #: libraries upstream's modules import but whose used functions never call
-STUBBED_LIBRARIES = ("openai", "anthropic", "tiktoken", "torch", "transformers", "pandas", "termcolor")
-#: modules upstream imports that its pinned commit does not hold
-MISSING_IN_UPSTREAM = ("helper_functions.xformer",)
+STUBBED_LIBRARIES = ("openai", "anthropic", "tiktoken", "torch", "transformers", "pandas", "termcolor", "together")
 #: upstream's stage names (keys of ``post_process_gen_code``'s result), in the order it tests them
 UPSTREAM_STAGES = ("cleaned_code", "trimmed_code", "indented_code")
 #: the model name whose generation path upstream's paper numbers (LLaMA 3 70B) come from
 META_MODEL = "Meta-Llama-3-70B-Instruct"
+#: the 2025 edition's name for its Llama (served by Together AI): its path has no truncation and
+#: extracts the marked code keeping its indentation (``helper_functions/LLMs_gen.py``)
+TOGETHER_MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 #: upstream's generation budget (``max_gen_tokens`` in ``generate_code_strict_format``)
 MAX_GEN_TOKENS = 200
-_SOURCES = (
-    "helper_functions/post_gen_process.py",
-    "helper_functions/LLMs_gen.py",
-    "helper_functions/eval_code.py",
-    "helper_functions/code_gen_result_analysis.py",
-    "open_source_model_gen/helper_functions/HF_LLMs_gen.py",
-    "open_source_model_gen/helper_functions/HF_models.py",
-)
+
+
+@dataclass(frozen=True)
+class Harness:
+    """Where one edition keeps the functions used here: module attribute -> repository path."""
+
+    name: str
+    sources: dict[str, str]
+    missing: tuple[str, ...]  # modules it imports that its commit does not hold
+    prompt_module: str  # the attribute whose ``create_input_messages`` builds the prompt
+    truncation: str  # "truncate_input_for_Meta" (2024's HF path) | "truncate_input" (2025's)
+
+
+_COMMON = {
+    "post_gen_process": "helper_functions/post_gen_process.py",
+    "llms_gen": "helper_functions/LLMs_gen.py",
+    "eval_code": "helper_functions/eval_code.py",
+    "analysis": "helper_functions/code_gen_result_analysis.py",
+}
+HARNESSES = {
+    # 2024: open models ran through open_source_model_gen/ (generation, prompt, truncation)
+    "2024": Harness("2024", {**_COMMON,
+                             "hf_llms_gen": "open_source_model_gen/helper_functions/HF_LLMs_gen.py",
+                             "hf_models": "open_source_model_gen/helper_functions/HF_models.py"},
+                    missing=("helper_functions.xformer",), prompt_module="hf_llms_gen",
+                    truncation="truncate_input_for_Meta"),
+    # 2025: one path for every model in helper_functions/ (model_inference.py calls it)
+    "2025": Harness("2025", {**_COMMON, "hf_models": "helper_functions/HF_models.py"},
+                    missing=(), prompt_module="llms_gen", truncation="truncate_input"),
+}
 
 
 class _Inert:
@@ -101,19 +125,29 @@ def _stub_module(name: str) -> types.ModuleType:
 
 @dataclass(frozen=True)
 class Upstream:
-    """The loaded modules of one installed copy."""
+    """The loaded modules of one installed copy, and which edition's layout they follow."""
 
     root: Path
+    harness: Harness
     post_gen_process: types.ModuleType
     llms_gen: types.ModuleType
     eval_code: types.ModuleType
     analysis: types.ModuleType
-    hf_llms_gen: types.ModuleType
     hf_models: types.ModuleType
+    hf_llms_gen: types.ModuleType | None = None  # 2024 only
+
+    @property
+    def edition(self) -> str:
+        return self.harness.name
 
     @property
     def prompt_templates(self) -> Path:
         return self.root / "helper_functions" / "prompt_templates"
+
+    @property
+    def prompt_builder(self) -> types.ModuleType:
+        """The module whose ``create_input_messages`` this edition's generation calls."""
+        return getattr(self, self.harness.prompt_module)
 
 
 _LOCK = threading.Lock()
@@ -122,20 +156,44 @@ _EXECUTION = threading.local()
 _NP_LOCK = threading.Lock()
 
 
-def upstream_root() -> Path:
-    """The installed SimCoPilot copy (``$RUNNER_HOME/data/simcopilot``)."""
+def upstream_root(edition: str | None = None) -> Path:
+    """The installed SimCoPilot copy of ``edition`` (``$RUNNER_HOME/data/simcopilot`` for 2024)."""
     from runner.benchmarks import simcopilot_dir
 
-    return simcopilot_dir()
+    return simcopilot_dir(edition)
+
+
+def harness_of(root: Path) -> Harness:
+    """Which edition's layout the copy at ``root`` has: its ``source.json``, else the files it holds."""
+    import json
+
+    from runner.benchmarks.editions import edition_of_commit
+
+    record = root / "source.json"
+    if record.is_file():
+        try:
+            data = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        name = data.get("edition")
+        pinned = edition_of_commit(str(data.get("commit") or ""))
+        if name in HARNESSES:
+            return HARNESSES[name]
+        if pinned is not None:
+            return HARNESSES[pinned.harness]
+    # a copy without a record (a test's folder): 2024's layout has open_source_model_gen/
+    return HARNESSES["2024" if (root / HARNESSES["2024"].sources["hf_llms_gen"]).is_file() else "2025"]
 
 
 def available(root: Path | None = None) -> str | None:
     """``None`` when upstream's scoring code is installed at ``root``, else why not."""
     root = Path(root or upstream_root())
-    missing = [rel for rel in _SOURCES if not (root / rel).is_file()]
+    harness = harness_of(root)
+    missing = [rel for rel in harness.sources.values() if not (root / rel).is_file()]
     if missing:
+        flag = "" if harness.name == "2024" else f" --edition {harness.name}"
         return (f"{root}: SimCoPilot's scoring code is missing ({', '.join(missing[:2])}"
-                f"{'...' if len(missing) > 2 else ''}); run `runner data fetch simcopilot` (again)")
+                f"{'...' if len(missing) > 2 else ''}); run `runner data fetch simcopilot{flag}` (again)")
     return None
 
 
@@ -150,10 +208,10 @@ def load(root: Path | None = None) -> Upstream:
             raise UserError(problem)
         # One private package name per copy, so that two copies (tests) never share modules.
         name = PACKAGE if not _LOADED else f"{PACKAGE}_{len(_LOADED)}"
-        with _import_context(name, root):
+        harness = harness_of(root)
+        with _import_context(name, root, harness):
             modules = {attr: importlib.import_module(f"{name}.{rel[:-3].replace('/', '.')}")
-                       for attr, rel in zip(("post_gen_process", "llms_gen", "eval_code", "analysis",
-                                             "hf_llms_gen", "hf_models"), _SOURCES)}
+                       for attr, rel in harness.sources.items()}
         eval_code = modules["eval_code"]
         eval_code.print = lambda *args, **kwargs: None  # upstream prints every verdict
         eval_code.colored = lambda text, *args, **kwargs: text
@@ -161,23 +219,30 @@ def load(root: Path | None = None) -> Upstream:
         # ``upstream_execute_with_timeout``; calls go through the dispatcher.
         eval_code.upstream_execute_with_timeout = eval_code.execute_with_timeout
         eval_code.execute_with_timeout = _dispatch(eval_code.execute_with_timeout)
-        loaded = Upstream(root=root, **modules)
+        if harness.name == "2025":
+            # the hosted endpoint's client and the tokenizer loader answer per thread (see extract, truncate)
+            modules["llms_gen"].together_client = _ReplayClient()
+            modules["hf_models"].load_tokenizer = _thread_tokenizer
+        loaded = Upstream(root=root, harness=harness, **modules)
         _LOADED[root] = loaded
         return loaded
 
 
 @contextmanager
-def _import_context(name: str, root: Path) -> Iterator[None]:
+def _import_context(name: str, root: Path, harness: Harness) -> Iterator[None]:
     """sys.modules as upstream's imports need it, for the time of the import only."""
     package = types.ModuleType(name, f"SimCoPilot at {root}")
     package.__path__ = [str(root)]  # type: ignore[attr-defined]
     saved = {key: sys.modules.get(key) for key in (*STUBBED_LIBRARIES, "helper_functions",
                                                    "helper_functions.post_gen_process")}
+    # 2025's Anthropic_models.py refuses to import without a key; its client is an inert stub anyway
+    key_was_set = "ANTHROPIC_API_KEY" in os.environ
     try:
+        os.environ.setdefault("ANTHROPIC_API_KEY", "unused-by-runner")
         sys.modules[name] = package
         for lib in STUBBED_LIBRARIES:
             sys.modules[lib] = _stub_module(lib)
-        for missing in MISSING_IN_UPSTREAM:
+        for missing in harness.missing:
             sys.modules[f"{name}.{missing}"] = _stub_module(missing)
         helpers = importlib.import_module(f"{name}.helper_functions")
         sys.modules["helper_functions"] = helpers
@@ -185,6 +250,8 @@ def _import_context(name: str, root: Path) -> Iterator[None]:
             f"{name}.helper_functions.post_gen_process")
         yield
     finally:
+        if not key_was_set:
+            os.environ.pop("ANTHROPIC_API_KEY", None)
         for key, value in saved.items():
             if value is None:
                 sys.modules.pop(key, None)
@@ -313,16 +380,56 @@ class _ReplayModel:
         return [self.text], None
 
 
-def extract(up: Upstream, raw: str, task: Task) -> str:
-    """Upstream's answer extraction: the text between the BEGIN/END marker lines, ``.strip()``ped,
-    else the whole answer.
+class _ReplayClient:
+    """The 2025 edition's ``together_client``: its chat call answers with this thread's recorded answer."""
 
-    The extraction sits inside upstream's generation function
-    (``HF_LLMs_gen.generate_code_strict_format``), after the model call. That function is run
-    as is, with a replay model that returns ``raw``, so the extraction is upstream's own code.
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self.chat = types.SimpleNamespace(completions=types.SimpleNamespace(create=self._create))
+
+    @contextmanager
+    def answering(self, text: str) -> Iterator[None]:
+        previous = getattr(self._local, "text", None)
+        self._local.text = text
+        try:
+            yield
+        finally:
+            self._local.text = previous
+
+    def _create(self, **kwargs):
+        text = getattr(self._local, "text", None)
+        if text is None:
+            raise RuntimeError("SimCoPilot's hosted endpoint is not reachable from runner")
+        message = types.SimpleNamespace(content=text)
+        return types.SimpleNamespace(choices=[types.SimpleNamespace(message=message)])
+
+
+_TOKENIZER = threading.local()
+
+
+def _thread_tokenizer(model):  # the 2025 edition's ``load_tokenizer``, during ``truncate`` only
+    tokenizer = getattr(_TOKENIZER, "tokenizer", None)
+    if tokenizer is None:
+        raise RuntimeError(f"no tokenizer for {model!r}: runner loads none from the hub")
+    return tokenizer
+
+
+def extract(up: Upstream, raw: str, task: Task) -> str:
+    """Upstream's answer extraction: the text between the BEGIN/END marker lines, else the whole answer.
+
+    The extraction sits inside upstream's generation function (``generate_code_strict_format``),
+    after the model call. That function is run as is, with a replay model that returns ``raw``,
+    so the extraction is the edition's own code: 2024's (``open_source_model_gen``, the path of
+    its LLaMA 3 70B) ``.strip()``s the marked text, so the first line loses its indentation;
+    2025's (``helper_functions/LLMs_gen.py``, the path of its Together AI models) drops only
+    blank lines at either end.
     """
     before, _, after = task_parts(task)
     shown_after = after if task.mode.value == "infill" else ""
+    if up.hf_llms_gen is None:
+        with up.llms_gen.together_client.answering(raw):
+            return up.llms_gen.generate_code_strict_format(
+                before, shown_after, TOGETHER_MODEL, program_type(task), prompts_path=str(up.prompt_templates))
     return up.hf_llms_gen.generate_code_strict_format(
         before, shown_after, program_type(task), META_MODEL, _ReplayModel(raw), _ReplayTokenizer(),
         4096, prompts_path=str(up.prompt_templates))
@@ -365,11 +472,21 @@ def candidates(up: Upstream, raw: str, task: Task) -> list[tuple[str, list[str]]
 
 def truncate(up: Upstream, before: str, after: str, token_len_to_remove: int, tokenizer,
              max_gen_tokens: int = MAX_GEN_TOKENS) -> tuple[str, str]:
-    """Upstream's ``truncate_input_for_Meta``: cut the tail of ``after`` (keeping ``max_gen_tokens``
-    tokens), then the head of ``before`` (the same), by tokens of ``tokenizer``.
+    """Upstream's truncation: cut the tail of ``after`` (keeping ``max_gen_tokens`` tokens), then
+    the head of ``before`` (the same), by tokens of ``tokenizer``.
 
-    ``tokenizer`` needs ``encode(text, bos=False, eos=False) -> list[int]`` and ``decode(ids) -> str``.
+    2024: ``truncate_input_for_Meta`` (its LLaMA path). 2025: ``HF_models.truncate_input``, the
+    same rule, which its hosted models never reached (their context is 128k); it is given the
+    served model's tokenizer in place of one loaded from the hub. ``tokenizer`` needs
+    ``encode(text, bos=False, eos=False) -> list[int]`` and ``decode(ids) -> str``.
     """
+    if up.harness.truncation == "truncate_input":
+        previous = getattr(_TOKENIZER, "tokenizer", None)
+        _TOKENIZER.tokenizer = tokenizer
+        try:
+            return up.hf_models.truncate_input(before, after, token_len_to_remove, TOGETHER_MODEL, max_gen_tokens)
+        finally:
+            _TOKENIZER.tokenizer = previous
     return up.hf_models.truncate_input_for_Meta(before, after, token_len_to_remove, tokenizer, max_gen_tokens)
 
 
@@ -379,7 +496,7 @@ def truncate(up: Upstream, before: str, after: str, token_len_to_remove: int, to
 def create_input_messages(up: Upstream, program: str, template: str, before: str, after: str) -> list[dict]:
     """Upstream's ``create_input_messages`` as its generation calls it (no examples, no instruction in comment)."""
     comment = "//" if program == "Java" else "#"
-    return up.hf_llms_gen.create_input_messages(program, template, before, after, "", False, comment)
+    return up.prompt_builder.create_input_messages(program, template, before, after, "", False, comment)
 
 
 def bootstrap(up: Upstream, passed: int, total: int, seed: int = 0, resamples: int = 10_000) -> tuple[float, float]:

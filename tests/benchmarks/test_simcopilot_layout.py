@@ -226,23 +226,3 @@ def test_a_missing_checkpoint_file_is_a_user_error_naming_it(upstream_copy):
 def test_a_folder_without_example_code_is_not_a_layout(tmp_path):
     with pytest.raises(UserError, match="no example_code/ folder"):
         load_layout(tmp_path, "tiny")
-
-
-def test_rebaselined_expected_outputs_replace_the_shipped_ones(upstream_copy, tmp_path):
-    rebaseline = tmp_path / "rebaseline"
-    rebaseline.mkdir()
-    cases = (Case(code="print(total([2.5]))", expected_output="2.5\n"),)
-    (rebaseline / "stack_calc.json").write_text(json.dumps(dump_test_json(cases)))
-
-    bench = load(upstream_copy, rebaseline=rebaseline)
-
-    assert bench.programs["stack_calc"].test_cases == cases
-    assert bench.programs["word_freq"].test_cases[0].expected_output == "{'a': 2}\n"
-    assert json.loads((rebaseline / "stack_calc.json").read_text())["expected_output1"] == "2.5\\n"
-
-
-def test_a_corrupt_rebaseline_file_is_a_user_error_naming_it(upstream_copy, tmp_path):
-    (tmp_path / "stack_calc.json").write_text("{")
-
-    with pytest.raises(UserError, match=r"stack_calc\.json: .*rerun `runner tasks rebaseline`"):
-        load(upstream_copy, rebaseline=tmp_path)

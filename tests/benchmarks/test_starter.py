@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from runner.benchmarks import load_benchmark, rebaseline_dir
+from runner import paths
+from runner.benchmarks import load_benchmark
 from runner.records import Language
 
 
@@ -77,7 +78,7 @@ def test_python_programs_carry_unescaped_expected_outputs():
 def test_a_folder_of_old_rebaselined_outputs_no_longer_replaces_upstreams():
     # it applied to every environment alike; drifted outputs are now re-recorded per environment
     # and per program by the environment check (runner.evaluation.environment)
-    folder = rebaseline_dir("starter")
+    folder = paths.runner_home() / "rebaseline" / "starter"  # where runner 0.1 kept them
     folder.mkdir(parents=True)
     (folder / "lu_solver.json").write_text(json.dumps({"test_case1": "print(1)", "expected_output1": "1\\n"}))
 
