@@ -44,6 +44,8 @@ def isolated_home(tmp_path_factory, monkeypatch) -> Path:
 #: ``shared/`` sits beside the repository, in a checkout, a worktree and CI's clean clone alike
 SHARED_DIR = Path(os.environ.get("RUNNER_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 SIMCOPILOT_ARCHIVE = SHARED_DIR / "simcopilot-90c5560.tar.gz"
+#: the 2025 edition: mj33rice/Sim-CoPilot at 096d1c4, the repository the paper links
+SIMCOPILOT_2025_ARCHIVE = SHARED_DIR / "sim-copilot-096d1c4.tar.gz"
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +70,32 @@ def simcopilot(simcopilot_import, isolated_home) -> Path:
     data.mkdir(exist_ok=True)
     (data / "simcopilot").symlink_to(simcopilot_import / "data" / "simcopilot")
     return data / "simcopilot"
+
+
+@pytest.fixture(scope="session")
+def simcopilot_2025_import(tmp_path_factory) -> Path:
+    """A runner home holding the 2025 edition, imported from upstream's archive in shared/."""
+    from runner.benchmarks.fetch import import_simcopilot
+
+    require(SIMCOPILOT_2025_ARCHIVE.is_file(), f"upstream Sim-CoPilot 2025 archive ({SIMCOPILOT_2025_ARCHIVE})")
+    home = tmp_path_factory.mktemp("simcopilot-2025-home")
+    saved = os.environ.get("RUNNER_HOME")
+    os.environ["RUNNER_HOME"] = str(home)
+    try:
+        result = import_simcopilot(SIMCOPILOT_2025_ARCHIVE, edition="2025")
+    finally:
+        if saved is None:
+            os.environ.pop("RUNNER_HOME", None)
+        else:
+            os.environ["RUNNER_HOME"] = saved
+    assert result.dest == home / "data" / "simcopilot-2025"
+    return home
+
+
+@pytest.fixture
+def simcopilot_2025(simcopilot_2025_import, isolated_home) -> Path:
+    """This test's runner home, holding the imported 2025 edition (shared, read-only by convention)."""
+    data = isolated_home / "data"
+    data.mkdir(exist_ok=True)
+    (data / "simcopilot-2025").symlink_to(simcopilot_2025_import / "data" / "simcopilot-2025")
+    return data / "simcopilot-2025"
