@@ -22,14 +22,23 @@ What is used, and from where (paths in upstream's repository):
 - ``helper_functions/code_gen_result_analysis.py``: ``bootstrap_resampling`` (the ± upstream
   reports).
 
+That is the 2024 edition (SimCoPilot 90c5560). The 2025 edition (Sim-CoPilot 096d1c4, the
+repository the paper links) has no ``open_source_model_gen/``: every model goes through
+``helper_functions/LLMs_gen.py`` (``model_inference.py`` calls it), so its prompt, extraction and
+truncation come from there and from ``helper_functions/HF_models.py`` (:data:`HARNESSES`). Its
+extraction is the path of its hosted models (``together_client``, replayed per thread here): it
+keeps the marked code's indentation. An installed copy says which edition it is in its
+``source.json`` (:func:`harness_of`).
+
 **Harmless imports.** Those modules import libraries their used functions never touch
 (``openai``, ``anthropic``, ``tiktoken``, ``torch``, ``transformers``, ``pandas``,
-``termcolor``), and two of them act at import (``client = OpenAI()``, ``anthropic.Anthropic()``,
+``termcolor``; 2025 adds ``together``), and two of them act at import (``client = OpenAI()``, ``anthropic.Anthropic()``,
 ``torch.device(...)``). While upstream's modules are imported, and only then, each of those
 names is an inert stub module in ``sys.modules`` (every attribute, call and result is another
 inert object, false in a test); the real modules, if any were imported, are put back right
 after. ``helper_functions/HF_models.py`` also imports ``helper_functions/xformer.py``, which the
-commit does not hold: it gets the same stub. Upstream's ``eval_code`` prints each verdict in
+2024 commit does not hold: it gets the same stub. 2025's ``Anthropic_models.py`` refuses to
+import without ``ANTHROPIC_API_KEY``: a placeholder is set for the time of the import. Upstream's ``eval_code`` prints each verdict in
 colour; in the loaded copy its module-level ``print`` and ``colored`` are silenced. The
 absolute import ``from helper_functions.post_gen_process import ...`` in ``HF_LLMs_gen.py`` is
 pointed at the private package for the time of the import.
