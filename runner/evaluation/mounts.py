@@ -156,7 +156,11 @@ def interpreter_prefixes(command: str) -> tuple[Path, ...]:
         found += [Path(sys.prefix), Path(sys.base_prefix)]
     elif is_python(executable):
         found += [Path(p) for p in _asked_prefixes(executable)]
-    return tuple(dict.fromkeys(Path(os.path.realpath(p)) for p in found))
+    # a venv reached through a symlinked folder (a checkout's .venv -> a venv elsewhere) is run at
+    # the linked path, which may lie under a folder the sandbox hides: keep that path too
+    linked = Path(os.path.abspath(executable)).parent.parent
+    resolved = [Path(os.path.realpath(p)) for p in found]
+    return tuple(dict.fromkeys([*resolved, *([linked] if linked not in resolved else [])]))
 
 
 def _placement(prefix: Path, masked: tuple[Path, ...]) -> tuple[bool, Path | None]:

@@ -92,6 +92,22 @@ def test_a_venv_under_a_0700_folder_runs_and_its_neighbours_stay_hidden(private_
     assert result.stdout.split() == ["7", "False"]
 
 
+def test_a_venv_reached_through_a_symlink_in_a_0700_folder_runs(private_venv, tmp_venv):
+    # a checkout in a 0700 home whose .venv links to a venv elsewhere (here under /tmp)
+    _, home = private_venv
+    checkout = home / "checkout"
+    checkout.mkdir()
+    (checkout / ".venv").symlink_to(Path(tmp_venv).parent.parent)
+    python = str(checkout / ".venv" / "bin" / "python3")
+    sandbox = LocalSandbox(interpreters=(python,))
+
+    result = run(sandbox, python, "import venvmod, os\nprint(venvmod.VALUE)\n"
+                                  f"print(os.path.exists({str(home / 'secret.txt')!r}))\n")
+
+    assert result.exit_code == 0, result.stderr_tail
+    assert result.stdout.split() == ["7", "False"]
+
+
 def test_an_interpreter_the_sandbox_cannot_start_is_an_environment_failure(world_dir, sandbox):
     with pytest.raises(EnvironmentFailure, match="no-such-python"):
         run(sandbox, str(world_dir / "no-such-python"), "print(1)\n")
