@@ -75,8 +75,25 @@ def load_benchmark(name: str, edition: str | None = None) -> Benchmark:
                     else load_manifest(pinned.manifest, commit=pinned.commit))
     # expected outputs are upstream's; the environment check re-records a drifted program's
     # (runner.evaluation.environment), never a folder that would apply to every environment
-    bench = load_layout(root, name, manifest=manifest)
-    return dataclasses.replace(bench, edition=pinned.name) if pinned else bench
+    categories_root, note = _categories_root(root, pinned)
+    bench = load_layout(root, name, manifest=manifest, categories_root=categories_root)
+    if pinned is None:
+        return bench
+    return dataclasses.replace(bench, edition=pinned.name, notes=[*([note] if note else []), *bench.notes])
+
+
+def _categories_root(root: Path, pinned: Edition | None) -> tuple[Path | None, str | None]:
+    """Where a copy's category records are: its own ``Analysis_Results/``, or, for an edition whose
+    commit lacks the folder (2025: its analyzer reads it, but it is not committed), the default
+    edition's copy, whose programs and spans are the same."""
+    if pinned is None or (root / "Analysis_Results").is_dir():
+        return None, None
+    fallback = simcopilot_dir(DEFAULT_EDITION)
+    if pinned.name != DEFAULT_EDITION and (fallback / "Analysis_Results").is_dir():
+        return fallback, (f"categories: from SimCoPilot {get_edition(DEFAULT_EDITION).label}'s Analysis_Results "
+                          f"(the {pinned.name} commit lacks the folder its dependency analyzer reads)")
+    return None, (f"categories: none (the {pinned.name} commit has no Analysis_Results; "
+                  f"`runner data fetch simcopilot` installs the {DEFAULT_EDITION} release, whose records apply)")
 
 
 __all__ = [

@@ -54,8 +54,11 @@ def load_layout(
     root: Path,
     name: str,
     manifest: Manifest | None = None,
+    categories_root: Path | None = None,
 ) -> Benchmark:
-    """Read the benchmark in ``root``; ``manifest`` names files each program's folder must hold."""
+    """Read the benchmark in ``root``; ``manifest`` names files each program's folder must hold.
+
+    Category records are read from ``categories_root`` (default: ``root``)."""
     root = Path(root)
     if not (root / "example_code").is_dir():
         raise UserError(f"{root}: no example_code/ folder; this is not a SimCoPilot-layout directory")
@@ -74,7 +77,7 @@ def load_layout(
                 )
             program, lines = _load_program(root, language, entry, stems.get(language, {}), manifest)
             programs[program_name] = program
-            records = _records(root, language, program_name, notes)
+            records = _records(Path(categories_root or root), language, program_name, notes)
             for mode in Mode:
                 tasks.extend(_tasks(name, language, mode, program, entry[SPAN_FIELDS[mode]], lines, records))
     return Benchmark(

@@ -73,3 +73,19 @@ def test_each_bundled_file_list_is_a_subset_of_its_commits_listing(name, listing
     # the scoring code each edition's harness imports is in its list
     harness = upstream.HARNESSES[edition.harness]
     assert set(harness.sources.values()) <= set(bundled)
+
+
+def test_2025_tasks_take_their_categories_from_the_2024_records_which_its_commit_lacks(simcopilot, simcopilot_2025):
+    old, new = load_benchmark("simcopilot"), load_benchmark("simcopilot", "2025")
+
+    assert not (simcopilot_2025 / "Analysis_Results").exists()
+    assert [t.categories for t in new.tasks] == [t.categories for t in old.tasks]
+    assert sum(bool(t.categories) for t in new.tasks) > 1000
+    assert new.notes[0].startswith("categories: from SimCoPilot 2024 (mj33rice/SimCoPilot@90c5560)")
+
+
+def test_without_the_2024_copy_the_2025_tasks_carry_no_categories_and_say_so(simcopilot_2025):
+    new = load_benchmark("simcopilot", "2025")
+
+    assert not any(t.categories for t in new.tasks)
+    assert new.notes[0].startswith("categories: none (the 2025 commit has no Analysis_Results")
