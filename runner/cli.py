@@ -90,6 +90,33 @@ def models() -> None:
     """
 
 
+_EDITION_NAMES = ("2024", "2025")  # runner.benchmarks.editions.EDITIONS, without importing it at start-up
+_EDITION_HELP = ("SimCoPilot's edition: 2024 (mj33rice/SimCoPilot@90c5560, the 2024 release) or 2025 "
+                 "(mj33rice/Sim-CoPilot@096d1c4, the repository the paper links)")
+
+
+def _edition_option(default_help: str = "2024", multiple: bool = False):
+    more = "; give it twice to judge the same answers under both, the first as the headline" if multiple else ""
+    return click.option("--edition", type=click.Choice(_EDITION_NAMES), default=None, multiple=multiple,
+                        help=f"{_EDITION_HELP}{more} [default: {default_help}].")
+
+
+def _edition_for(name: str, edition: str | None) -> str | None:
+    """The edition to load benchmark ``name`` with; the starter set refuses any but the default."""
+    from runner.benchmarks import DEFAULT_EDITION
+
+    if name != "simcopilot" and edition not in (None, DEFAULT_EDITION):
+        raise UserError(f"--edition {edition}: benchmark {name!r} has no editions (only simcopilot does); "
+                        "drop --edition or use --benchmark simcopilot")
+    return edition
+
+
+def _load_benchmark(name: str, edition: str | None = None):
+    from runner.benchmarks import load_benchmark
+
+    return load_benchmark(name, _edition_for(name, edition))
+
+
 # --- commands: data -------------------------------------------------------------------------
 
 
@@ -99,49 +126,55 @@ def models() -> None:
               help="Import a local copy: a checkout, an unpacked archive, or a .tar.gz/.zip file.")
 @click.option("--allow-modified", is_flag=True,
               help="Import files whose content differs from the pinned commit (refused by default).")
+@_edition_option()
 @user_errors
-def data_fetch(benchmark: str, source: Path | None, allow_modified: bool) -> None:
+def data_fetch(benchmark: str, source: Path | None, allow_modified: bool, edition: str | None) -> None:
     """Download SimCoPilot at the pinned commit (or import a copy) and verify every file.
+
+    Each edition is installed in its own folder, so both can be there side by side.
 
     \b
     Example:
       runner data fetch simcopilot
       runner data fetch simcopilot --from ~/src/SimCoPilot
       runner data fetch simcopilot --from SimCoPilot-90c5560.tar.gz
+      runner data fetch simcopilot --edition 2025 --from Sim-CoPilot-096d1c4.tar.gz
     """
-    from runner.benchmarks import fetch, load_benchmark
+    from runner.benchmarks import DEFAULT_EDITION, fetch, get_edition, load_benchmark
 
     if benchmark != "simcopilot":
         raise UserError(f"only simcopilot is fetched (the starter set ships with runner), not {benchmark!r}")
     try:
         if source is not None:
-            result = fetch.import_simcopilot(source, allow_modified=allow_modified)
+            result = fetch.import_simcopilot(source, allow_modified=allow_modified, edition=edition)
         else:
-            result = _download_with_progress(fetch, allow_modified)
+            result = _download_with_progress(fetch, allow_modified, edition)
     except fetch.ImportRefused as exc:
         _log_verification(exc.verification)
         raise
     _log_verification(result.verification)
-    for program in load_benchmark("simcopilot").programs.values():
+    for program in load_benchmark("simcopilot", edition).programs.values():
         if not program.available:
             log(f"unavailable: {program.language.value} program {program.name}: {program.reason}")
     v = result.verification
-    click.echo(f"SimCoPilot {result.manifest.commit[:7]} installed in {result.dest}: {len(v.ok)} files verified, "
-               f"{len(v.missing)} missing, {len(v.modified)} modified")
+    pinned = get_edition(edition)
+    which = "" if pinned.name == DEFAULT_EDITION else f" (edition {pinned.name}, {pinned.repository})"
+    click.echo(f"SimCoPilot {result.manifest.commit[:7]}{which} installed in {result.dest}: {len(v.ok)} files "
+               f"verified, {len(v.missing)} missing, {len(v.modified)} modified")
 
 
-def _download_with_progress(fetch, allow_modified: bool):
+def _download_with_progress(fetch, allow_modified: bool, edition: str | None = None):
     from rich.console import Console
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
     console = Console(stderr=True)
     if not console.is_terminal:  # a bar in a log file is noise
-        return fetch.fetch_simcopilot(allow_modified=allow_modified)
+        return fetch.fetch_simcopilot(allow_modified=allow_modified, edition=edition)
     with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
                   console=console, transient=True) as bar:
         job = bar.add_task("SimCoPilot", total=None)
         return fetch.fetch_simcopilot(
-            allow_modified=allow_modified,
+            allow_modified=allow_modified, edition=edition,
             progress=lambda done, total: bar.update(job, completed=done, total=total),
         )
 
@@ -162,13 +195,15 @@ def _log_verification(verification) -> None:
 @tasks.command("list")
 @click.option("--benchmark", "name", default="starter", show_default=True, help="starter or simcopilot.")
 @click.option("--json", "as_json", is_flag=True, help="Print every task as JSON instead of the counts.")
+@_edition_option()
 @user_errors
-def tasks_list(name: str, as_json: bool) -> None:
+def tasks_list(name: str, as_json: bool, edition: str | None) -> None:
     """Count the tasks per language, mode and program (available / unavailable).
 
     \b
     Example:
       runner tasks list --benchmark simcopilot
+      runner tasks list --benchmark simcopilot --edition 2025
       runner tasks list --benchmark starter --json
     """
     import itertools
@@ -177,9 +212,7 @@ def tasks_list(name: str, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from runner.benchmarks import load_benchmark
-
-    bench = load_benchmark(name)
+    bench = _load_benchmark(name, edition)
     for note in bench.notes:
         log(f"note: {note}")
     for program in bench.programs.values():
@@ -191,7 +224,8 @@ def tasks_list(name: str, as_json: bool) -> None:
         lines = [json.dumps(t.model_dump(mode="json", include=set(fields))) for t in bench.tasks]
         click.echo("[\n" + ",\n".join(lines) + "\n]")
         return
-    table = Table(title=f"{name}: {len(bench.available())} of {len(bench.tasks)} tasks available")
+    table = Table(title=f"{name}: {len(bench.available())} of {len(bench.tasks)} tasks available"
+                        + (f" (edition {bench.edition})" if bench.edition else ""))
     for column in ("language", "mode", "program"):
         table.add_column(column)
     table.add_column("available", justify="right")
@@ -261,9 +295,10 @@ _EXPECTED_OPTION = click.option(
               help="The cascade that judges [default: the benchmark's headline: upstream for simcopilot].")
 @_SANDBOX_OPTION
 @_EXPECTED_OPTION
+@_edition_option()
 @user_errors
 def tasks_check(name, solution, language, mode, program, as_json, workers, record, allow_unsandboxed,
-                cascade, sandbox_kind, expected) -> None:
+                cascade, sandbox_kind, expected, edition) -> None:
     """Run an oracle solution through the full evaluation and count passes per language and mode.
 
     The reference must pass every scoreable task (exit 1 otherwise, naming each failure and
@@ -275,6 +310,7 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, recor
       runner tasks check --benchmark starter --solution reference
       runner tasks check --solution empty --language java --json
       runner tasks check --benchmark simcopilot --sandbox docker --record oracle.jsonl
+      runner tasks check --benchmark simcopilot --edition 2025 --program simplex_method
     """
     import json
     from collections import Counter
@@ -282,10 +318,9 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, recor
     from rich.console import Console
     from rich.table import Table
 
-    from runner.benchmarks import load_benchmark
     from runner.evaluation import SUSPECTS, append_check, check_solution, load_checks
 
-    bench = load_benchmark(name)
+    bench = _load_benchmark(name, edition)
     if program is not None and program not in bench.programs:
         raise UserError(f"--program {program!r}: benchmark {name!r} has no such program; see `runner tasks list`")
     selected = bench.select(language=language, mode=mode, program=program)
@@ -331,7 +366,8 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, recor
             passed[key] += c.outcome.value == "pass"
             unscoreable[key] += c.outcome.value == "unscoreable"
             outcomes[(key, c.outcome.value)] += 1
-        table = Table(title=f"{name}: {solution} solution, {evaluator.cascade.value} cascade")
+        table = Table(title=f"{name}{f' {bench.edition}' if bench.edition else ''}: {solution} solution, "
+                            f"{evaluator.cascade.value} cascade")
         table.caption = ("pass %: over the scoreable tasks; all tasks %: unscoreable ones counted as failures "
                          "(the published table's denominator)")
         numeric = ("tasks", "unscoreable", "pass", "pass %", "all tasks %")
@@ -371,39 +407,59 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, recor
 @click.option("--allow-unsandboxed", is_flag=True, help="Run even where the sandbox is incomplete: accept the risk.")
 @_SANDBOX_OPTION
 @_EXPECTED_OPTION
+@_edition_option(multiple=True)
 @user_errors
 def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: bool, workers: int | None,
-          allow_unsandboxed: bool, sandbox_kind: str, expected: str) -> None:
+          allow_unsandboxed: bool, sandbox_kind: str, expected: str, edition: tuple[str, ...]) -> None:
     """Score raw model outputs from any tool: JSON lines {"task_id": ..., "text": ...}.
+
+    With --edition given twice, the same answers are also judged under the second edition's
+    scoring code: the first is the headline, and a second table compares the editions.
 
     \b
     Example:
       runner score answers.jsonl --benchmark simcopilot
       runner score answers.jsonl --cascade runner --json > verdicts.jsonl
+      runner score answers.jsonl --edition 2025 --edition 2024
     """
     from rich.console import Console
     from rich.table import Table
 
     from runner import score as scoring
-    from runner.benchmarks import load_benchmark
-
     from runner.benchmarks import default_cascade
 
-    bench = load_benchmark(name)
+    editions = list(edition) or [None]
+    repeated = sorted({e for e in editions if editions.count(e) > 1})
+    if repeated:
+        raise UserError(f"--edition {repeated[0]} is given twice; give each edition once (the first is the headline)")
+    # every edition's copy is there before anything runs (a missing one says how to fetch it)
+    bench, *others = [_load_benchmark(name, e) for e in editions]
     cascade = cascade or default_cascade(name)
     pairs = scoring.read_answers(answers, bench)
-    evaluator, _report = _checked_evaluator(bench, [task for task, _ in pairs], sandbox_kind=sandbox_kind,
-                                            allow_unsandboxed=allow_unsandboxed, cascade=cascade,
-                                            both=not headline_only, expected=expected, workers=workers)
-    log(f"scoring {len(pairs)} answers (headline: {cascade} cascade)")
+    checked = dict(sandbox_kind=sandbox_kind, allow_unsandboxed=allow_unsandboxed, cascade=cascade,
+                   both=not headline_only, expected=expected, workers=workers)
+    if others:
+        log(f"edition {bench.edition} (the headline): checking the environment")
+    evaluator, _report = _checked_evaluator(bench, [task for task, _ in pairs], **checked)
+    compared = []
+    for other in others:
+        tasks_there = scoring.edition_tasks(pairs, other)
+        log(f"edition {other.edition}: checking the environment")
+        other_evaluator, _ = _checked_evaluator(other, tasks_there or [t for t, _ in pairs], **checked)
+        log(f"scoring {len(pairs)} answers under edition {other.edition} ({cascade} cascade), "
+            f"to compare with the headline edition {bench.edition}")
+        compared.append(scoring.edition_verdicts(pairs, other, other_evaluator, workers=workers))
+    under = f" under edition {bench.edition}" if bench.edition else ""
+    log(f"scoring {len(pairs)} answers{under} (headline: {cascade} cascade)")
     scored = []
-    for record in scoring.score(pairs, evaluator, workers=workers):
+    for record in scoring.score(pairs, evaluator, workers=workers, edition=bench.edition, compared=compared):
         scored.append(record)
         if as_json:
             click.echo(record.model_dump_json(exclude={"upstream": {"code"}, "runner": {"code"}}))
     if as_json:
         return
-    table = Table(title=f"{name}: {len(scored)} answers, {cascade} cascade")
+    table = Table(title=f"{name}{f' {bench.edition}' if bench.edition else ''}: {len(scored)} answers, "
+                        f"{cascade} cascade")
     table.caption = ("pass %, bootstrap, Wilson: over the scoreable tasks (the headline); all tasks %: unscoreable "
                      "ones counted as failures (the published table's denominator); bootstrap: upstream's ± (seeded "
                      "mean ± 1.96 SD of 10,000 resamples); flips: tasks whose pass/fail differs between the two "
@@ -420,6 +476,34 @@ def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: 
                       f"{100 * split.wilson.low:.1f}-{100 * split.wilson.high:.1f}" if scoreable else "—",
                       f"{100 * split.all_rate:.1f}", f"{split.flips}/{split.compared}")
     Console().print(table)
+    if others:
+        _print_edition_table(bench.edition, [o.edition for o in others], scoring.summarize(scored), cascade)
+
+
+def _print_edition_table(headline: str, others: list[str], splits, cascade: str) -> None:
+    """Per split: the pass rate under each edition's scoring code, and how many verdicts flip."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"the same answers under each edition ({cascade} cascade)")
+    table.caption = (f"pass: passed/scoreable under that edition's code; flips: tasks whose pass/fail under "
+                     f"{headline} (the headline) and the other edition differ, of those scoreable under both")
+    table.add_column("split", no_wrap=True)
+    for name in (headline, *others):
+        table.add_column(f"{name} pass", justify="right", no_wrap=True)
+        table.add_column(f"{name} %", justify="right", no_wrap=True)
+    for name in others:
+        table.add_column(f"flips {headline}/{name}" if len(others) > 1 else "flips", justify="right", no_wrap=True)
+    for split in splits:
+        by_name = {e.edition: e for e in split.editions}
+        row = [f"{split.language.value} {split.mode.value}", f"{split.passed}/{split.total}",
+               f"{100 * split.passed / split.total:.1f}" if split.total else "—"]
+        for name in others:
+            e = by_name.get(name)
+            row += [f"{e.passed}/{e.total}", f"{100 * e.passed / e.total:.1f}" if e.total else "—"] if e else ["—", "—"]
+        row += [f"{by_name[name].flips}/{by_name[name].compared}" if name in by_name else "—" for name in others]
+        table.add_row(*row)
+    Console().print(table)
 
 
 @tasks.command("rebaseline")
@@ -427,8 +511,10 @@ def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: 
 @click.option("--program", default=None, help="Only this program (upstream Task_Name).")
 @click.option("--allow-unsandboxed", is_flag=True, help="Run even where the sandbox is incomplete: accept the risk.")
 @_SANDBOX_OPTION
+@_edition_option()
 @user_errors
-def tasks_rebaseline(name: str, program: str | None, allow_unsandboxed: bool, sandbox_kind: str) -> None:
+def tasks_rebaseline(name: str, program: str | None, allow_unsandboxed: bool, sandbox_kind: str,
+                     edition: str | None) -> None:
     """Check every program's reference in this environment again, re-recording drifted expected outputs.
 
     A program whose reference's printed floats moved (and nothing else) gets its expected outputs
@@ -438,10 +524,9 @@ def tasks_rebaseline(name: str, program: str | None, allow_unsandboxed: bool, sa
     \b
     Example:
       runner tasks rebaseline --benchmark simcopilot --sandbox docker
+      runner tasks rebaseline --benchmark simcopilot --edition 2025 --sandbox docker
     """
-    from runner.benchmarks import load_benchmark
-
-    bench = load_benchmark(name)
+    bench = _load_benchmark(name, edition)
     if program is not None and program not in bench.programs:
         raise UserError(f"--program {program!r}: benchmark {name!r} has no such program; see `runner tasks list`")
     tasks = [t for t in bench.select(program=program) if t.available]
@@ -476,10 +561,11 @@ def tasks_rebaseline(name: str, program: str | None, allow_unsandboxed: bool, sa
 @click.option("--ray", "ray_address", metavar="ADDRESS", default=None,
               help="Run the cells on a Ray cluster: auto (the cluster this machine joined), ray://host:port, "
                    "host:port, or local (a one-machine Ray). Needs pip install 'runner[ray]'.")
+@_edition_option(default_help="the matrix's edition")
 @user_errors
 def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str | None, runs_dir: Path,
               fresh: bool, backend: str | None, limit: int | None, skip_unrunnable: bool, sandbox_kind: str,
-              expected: str, allow_unsandboxed: bool, ray_address: str | None) -> None:
+              expected: str, allow_unsandboxed: bool, ray_address: str | None, edition: str | None) -> None:
     """Run a matrix: per cell serve, generate, evaluate, time; resumes an interrupted run.
 
     \b
@@ -488,6 +574,7 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
       runner reproduce matrices/demo.toml --name demo-2 --limit 4
       runner reproduce --all --backend docker --skip-unrunnable
       runner reproduce --all --ray auto        # cells over a Ray cluster's GPU nodes
+      runner reproduce --all --edition 2025    # SimCoPilot as the paper's repository scores it
     """
     import signal
 
@@ -502,6 +589,7 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
     if len(chosen) != 1:
         raise UserError("give exactly one of MATRIX, --preset demo or --all")
     path = matrix or matrices_dir() / ("paper.toml" if run_all else f"{preset}.toml")
+    loaded = load_matrix(path).with_edition(edition)
     options = RunOptions(name=name, runs_dir=runs_dir, fresh=fresh, backend=backend, limit=limit,
                          skip_unrunnable=skip_unrunnable, sandbox=sandbox_kind, allow_unsandboxed=allow_unsandboxed,
                          expected=expected,
@@ -510,7 +598,7 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with RichEvents() as events:
-            outcome = run_matrix(load_matrix(path), options, events)
+            outcome = run_matrix(loaded, options, events)
     except KeyboardInterrupt:
         from runner.backends.local import stop_all
 

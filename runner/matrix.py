@@ -4,6 +4,8 @@ A matrix file has five parts::
 
     name = "demo"                     # the run's default name
     benchmark = "starter"             # registered benchmark
+    edition = "2025"                  # SimCoPilot's edition (default "2024"; the starter set has none)
+    compare_editions = ["2024"]       # other editions the run's answers are also scored under
     backend = "local"                 # where servers run: local | docker
 
     [tasks]                           # TaskFilter: which tasks of the benchmark
@@ -44,6 +46,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from runner.benchmarks.editions import DEFAULT_EDITION, EDITIONS
 from runner.errors import UserError
 from runner.records import Cell, Language, Mode
 
@@ -232,8 +235,24 @@ class MatrixFile(BaseModel):
 
     name: str
     benchmark: str = "starter"
+    #: SimCoPilot's edition whose tasks and scoring code judge the run (runner.benchmarks.editions)
+    edition: str | None = None
+    #: other editions whose scoring code also judges the run's answers (never the headline's)
+    compare_editions: list[str] = Field(default_factory=list)
     backend: str = "local"
     gpu_type: str | None = None  # the GPU model every cell asks for on a cluster, unless its group says otherwise
+
+    @field_validator("edition", mode="before")
+    @classmethod
+    def _edition_text(cls, value: Any) -> Any:
+        # `edition = 2025` in TOML is an integer; an edition is its name
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("compare_editions", mode="before")
+    @classmethod
+    def _editions_text(cls, value: Any) -> Any:
+        return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value] \
+            if isinstance(value, list) else value
     tasks: TaskFilter = Field(default_factory=TaskFilter)
     settings: RunSettings = Field(default_factory=RunSettings)
     models: dict[str, ModelSpec] = Field(min_length=1)
@@ -267,6 +286,9 @@ class Matrix(BaseModel):
     name: str
     path: Path | None = None
     benchmark: str
+    #: the headline SimCoPilot edition (the default for the starter set, which has no editions)
+    edition: str = DEFAULT_EDITION
+    compare_editions: tuple[str, ...] = ()  # other editions the answers are also scored under
     backend: str
     tasks: TaskFilter
     settings: RunSettings
@@ -298,6 +320,52 @@ class Matrix(BaseModel):
     def resolved(self) -> dict[str, Any]:
         """The matrix as a JSON-ready dict, for the run manifest."""
         return self.model_dump(mode="json")
+
+    def with_edition(self, edition: str | None) -> "Matrix":
+        """This matrix with ``edition`` as its headline (``runner reproduce --edition``); ``None`` keeps its own.
+
+        An edition listed in ``compare_editions`` becomes the headline and leaves that list; a
+        non-default edition of the starter set is a ``UserError``.
+        """
+        if edition is None or edition == self.edition:
+            return self
+        if edition not in EDITIONS:
+            raise UserError(f"--edition {edition}: unknown SimCoPilot edition; known editions: {_known_editions()}")
+        if self.benchmark != "simcopilot" and edition != DEFAULT_EDITION:
+            raise UserError(f"--edition {edition}: {self.path or self.name} runs benchmark {self.benchmark!r}, "
+                            "which has no editions (only simcopilot does)")
+        compare = tuple(e for e in self.compare_editions if e != edition)
+        return self.model_copy(update={"edition": edition, "compare_editions": compare})
+
+
+def _known_editions() -> str:
+    return ", ".join(f"{e.name} ({e.repository}@{e.commit[:7]})" for e in EDITIONS.values())
+
+
+def _edition_problems(key: str, benchmark: str, edition: str | None, compare: list[str]) -> list[str]:
+    """What is wrong with a matrix's ``edition`` (named ``key``) and ``compare_editions``, one line each."""
+    problems = []
+    if edition is not None and edition not in EDITIONS:
+        problems.append(f"{key} = {edition!r}: unknown SimCoPilot edition; known editions: {_known_editions()}")
+    elif benchmark != "simcopilot" and edition not in (None, DEFAULT_EDITION):
+        problems.append(f"{key} = {edition!r}: benchmark {benchmark!r} has no editions (only simcopilot does); "
+                        "remove it or use benchmark = \"simcopilot\"")
+    headline = edition or DEFAULT_EDITION
+    seen: set[str] = set()
+    for other in compare:
+        if other not in EDITIONS:
+            problems.append(f"compare_editions = {other!r}: unknown SimCoPilot edition; known editions: "
+                            f"{_known_editions()}")
+        elif other == headline:
+            problems.append(f"compare_editions = {other!r}: that is the headline edition (edition = {headline!r}); "
+                            "list only the other editions to score the answers under")
+        elif other in seen:
+            problems.append(f"compare_editions = {other!r}: listed twice")
+        elif benchmark != "simcopilot":
+            problems.append(f"compare_editions = {other!r}: benchmark {benchmark!r} has no editions "
+                            "(only simcopilot does); remove it")
+        seen.add(other)
+    return problems
 
 
 def _key_path(loc: tuple) -> str:
@@ -365,7 +433,8 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
     from runner.runtimes import get_runtime, runtime_names
 
     where = str(path)
-    problems: list[str] = []
+    problems: list[str] = [f"{where}: {line}" for line in
+                           _edition_problems("edition", parsed.benchmark, parsed.edition, parsed.compare_editions)]
     runtimes = runtime_names()
     if parsed.backend not in backend_names():
         problems.append(f"{where}: backend = {parsed.backend!r}: unknown backend; "
@@ -454,6 +523,8 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
                     limits[cell.id] = CellLimits(tasks=group.limit, latency_tasks=group.latency_tasks)
     if problems:
         raise UserError("\n".join(problems))
-    return Matrix(name=parsed.name, path=path, benchmark=parsed.benchmark, backend=parsed.backend,
+    return Matrix(name=parsed.name, path=path, benchmark=parsed.benchmark,
+                  edition=parsed.edition or DEFAULT_EDITION, compare_editions=tuple(parsed.compare_editions),
+                  backend=parsed.backend,
                   tasks=parsed.tasks, settings=parsed.settings, models=parsed.models, cells=cells,
                   requests=requests, limits=limits)

@@ -4,8 +4,9 @@ Styles:
 
 - ``instruct`` (chat): the program with the gap marked by ``BEGIN MISSING CODE`` /
   ``END MISSING CODE`` comment lines; the server applies the model's chat template.
-- ``simcopilot`` (chat): SimCoPilot's own template files, read from the fetched data
-  (``$RUNNER_HOME/data/simcopilot/helper_functions/prompt_templates/``), never copied here.
+- ``simcopilot`` (chat): SimCoPilot's own template files, read from the fetched data of the run's
+  edition (``$RUNNER_HOME/data/simcopilot/helper_functions/prompt_templates/`` for 2024,
+  ``.../simcopilot-2025/...`` for 2025), and that edition's ``create_input_messages``, never copied here.
 - ``codestral-fim`` / ``codellama-fim`` / ``qwen-fim`` (completion): raw fill-in-the-middle text.
 
 A template may export ``system`` (``{% set system = ... %}``): the system message of a chat
@@ -51,6 +52,8 @@ class StyleInfo:
     description: str
     #: stop sequences taken from the task itself (e.g. where the visible suffix begins)
     task_stop: Callable[[Task, str], tuple[str, ...]] | None = None
+    #: stop sequences that depend on the SimCoPilot edition (language, edition name), in place of ``stop``
+    edition_stop: Callable[[Language, str], tuple[str, ...]] | None = None
 
 
 def _comment(language: Language) -> str:
@@ -60,10 +63,14 @@ def _comment(language: Language) -> str:
 STYLES: dict[str, StyleInfo] = {
     "instruct": StyleInfo("chat", lambda lang: (f"{_comment(lang)} {MARKER_END}",),
                           "instruction prompt through the model's chat template"),
-    # Upstream sets no stop: the model writes to the end of its turn (or max tokens) and the
-    # answer is extracted the way upstream does (runner/evaluation/upstream.py).
+    # 2024's LLaMA path sets no stop: the model writes to the end of its turn (or max tokens).
+    # 2025's hosted path stops at the END marker line (``stop=[f"{comment_symbol} --END MISSING
+    # CODE--"]`` in helper_functions/LLMs_gen.py). Either way the answer is then extracted the way
+    # that edition does (runner/evaluation/upstream.py).
     "simcopilot": StyleInfo("chat", lambda lang: (),
-                            "SimCoPilot's upstream instruction prompt (fetched template files and code)"),
+                            "SimCoPilot's upstream instruction prompt (fetched template files and code)",
+                            edition_stop=lambda lang, edition: (
+                                (f"{_comment(lang)} --{MARKER_END}--",) if edition == "2025" else ())),
     "codestral-fim": StyleInfo("completion", lambda lang: ("</s>",),
                                "Codestral fill-in-the-middle: <s>[SUFFIX]after[PREFIX]before"),
     "codellama-fim": StyleInfo("completion", lambda lang: ("<EOT>",),
@@ -121,6 +128,9 @@ class Prompt(BaseModel):
     dropped_after_lines: int = 0  # tail lines of `after` left out to fit the context
     dropped_before_tokens: int = 0  # upstream's rule (simcopilot style): head tokens of `before` cut
     dropped_after_tokens: int = 0  # tail tokens of `after` cut
+    #: the rule that cut the prompt to fit the context (empty when it was sent whole), e.g.
+    #: "2025: HF_models.truncate_input with the served tokenizer (upstream sent hosted models untruncated)"
+    truncation: str = ""
 
     def payload(self) -> dict:
         """The request fields that carry the prompt (``prompt`` or ``messages``)."""
@@ -143,11 +153,18 @@ def style_info(style: str) -> StyleInfo:
 
 
 # -- templates -----------------------------------------------------------------------------------
-def simcopilot_templates_dir() -> Path:
-    """Where ``runner data fetch simcopilot`` puts upstream's prompt template files."""
+def simcopilot_templates_dir(edition: str | None = None) -> Path:
+    """Where ``runner data fetch simcopilot [--edition E]`` puts that edition's prompt template files."""
     from runner.benchmarks import simcopilot_dir
 
-    return simcopilot_dir() / "helper_functions" / "prompt_templates"
+    return simcopilot_dir(edition) / "helper_functions" / "prompt_templates"
+
+
+def _edition_name(edition: str | None) -> str:
+    """The edition's name (``None``: the default one), checked."""
+    from runner.benchmarks import get_edition
+
+    return get_edition(edition).name
 
 
 def upstream_to_jinja(text: str) -> str:
@@ -163,52 +180,64 @@ def upstream_to_jinja(text: str) -> str:
     return "".join(parts)
 
 
-def _load_upstream(name: str):
-    folder = simcopilot_templates_dir()
+def _load_upstream(name: str, edition: str | None = None):
+    from runner.benchmarks import DEFAULT_EDITION
+
+    folder = simcopilot_templates_dir(edition)
     path = folder / name
     if not path.is_file():
+        flag = "" if _edition_name(edition) == DEFAULT_EDITION else f" --edition {_edition_name(edition)}"
         raise UserError(f"{path}: SimCoPilot's prompt template is missing; the `simcopilot` prompt style reads "
-                        "upstream's own templates: run `runner data fetch simcopilot` first")
+                        f"upstream's own templates: run `runner data fetch simcopilot{flag}` first")
     text = path.read_text(encoding="utf-8")
     mtime = path.stat().st_mtime
     return upstream_to_jinja(text), str(path), lambda: path.is_file() and path.stat().st_mtime == mtime
 
 
-def _upstream_messages(program_type: str, after: str) -> list[dict]:
-    """Upstream's ``create_input_messages`` on a probe template that is only its instruction text."""
+def _upstream(edition: str | None = None):
+    """The loaded scoring code of ``edition``'s installed copy (a UserError saying to fetch it when absent)."""
     from runner.evaluation import upstream
 
-    up = upstream.load()  # a UserError saying to fetch SimCoPilot when it is not there
-    return upstream.create_input_messages(up, program_type, "{instruction_text}", "", after)
+    return upstream.load(upstream.upstream_root(edition))
 
 
-def upstream_instruction(program_type: str, after: str) -> str:
-    """Upstream's instruction text (the Python NOTE on indentation), from its own code."""
-    return _upstream_messages(program_type, after)[1]["content"]
+def _upstream_messages(program_type: str, after: str, edition: str | None = None) -> list[dict]:
+    """The edition's ``create_input_messages`` (2024: ``open_source_model_gen/helper_functions/HF_LLMs_gen.py``,
+    2025: ``helper_functions/LLMs_gen.py``) on a probe template that is only its instruction text."""
+    from runner.evaluation import upstream
+
+    return upstream.create_input_messages(_upstream(edition), program_type, "{instruction_text}", "", after)
 
 
-def upstream_system(program_type: str) -> str:
-    """Upstream's system message, from its own code."""
-    return _upstream_messages(program_type, "")[0]["content"]
+def upstream_instruction(program_type: str, after: str, edition: str | None = None) -> str:
+    """Upstream's instruction text (the Python NOTE on indentation), from the edition's own code."""
+    return _upstream_messages(program_type, after, edition)[1]["content"]
 
 
-@lru_cache(maxsize=4)
-def _environment(folder: str) -> jinja2.Environment:
+def upstream_system(program_type: str, edition: str | None = None) -> str:
+    """Upstream's system message, from the edition's own code."""
+    return _upstream_messages(program_type, "", edition)[0]["content"]
+
+
+@lru_cache(maxsize=8)
+def _environment(folder: str, edition: str) -> jinja2.Environment:
+    """The templates of ``folder``, with ``simcopilot/...`` and the upstream helpers read from ``edition``'s copy."""
     loader = jinja2.ChoiceLoader([
         jinja2.FileSystemLoader(folder),
-        jinja2.PrefixLoader({"simcopilot": jinja2.FunctionLoader(_load_upstream)}),
+        jinja2.PrefixLoader({"simcopilot": jinja2.FunctionLoader(lambda name: _load_upstream(name, edition))}),
     ])
     env = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=False)
-    env.globals.update(upstream_instruction=upstream_instruction, upstream_system=upstream_system)
+    env.globals.update(upstream_instruction=lambda program_type, after: upstream_instruction(program_type, after, edition),
+                       upstream_system=lambda program_type: upstream_system(program_type, edition))
     return env
 
 
-def _template(style: str) -> jinja2.Template:
+def _template(style: str, edition: str | None = None) -> jinja2.Template:
     style_info(style)
     folder = templates_dir() / "prompts"
     try:
-        return _environment(str(folder)).get_template(f"{style}.j2")
+        return _environment(str(folder), _edition_name(edition)).get_template(f"{style}.j2")
     except jinja2.TemplateNotFound:
         raise UserError(f"{folder / (style + '.j2')}: prompt template missing; reinstall runner") from None
 
@@ -244,8 +273,11 @@ def sha256_of(kind: PromptKind, text: str | None, messages: tuple[ChatMessage, .
 
 
 def render(task: Task, style: str, *, chat: bool = True, before: str | None = None, after: str | None = None,
-           dropped: tuple[int, int] = (0, 0)) -> Prompt:
+           dropped: tuple[int, int] = (0, 0), edition: str | None = None) -> Prompt:
     """The prompt of ``task`` in ``style``; ``before``/``after`` override the task's (when cut to fit).
+
+    ``edition``: the SimCoPilot edition whose copy the ``simcopilot`` style reads its templates and
+    ``create_input_messages`` from (``None``: the default edition); other styles do not depend on it.
 
     ``chat=False`` is for a model without a chat template (a base model): a chat style is then
     sent as completion text, the system and user texts followed by the template's
@@ -253,12 +285,13 @@ def render(task: Task, style: str, *, chat: bool = True, before: str | None = No
     ``answer_stop``.
     """
     info = style_info(style)
-    template = _template(style)
+    template = _template(style, edition)
     context = _context(task, task.before if before is None else before, task.after if after is None else after)
     module = template.make_module(context)
     body = str(module)
     system = getattr(module, "system", None)
-    stop = info.stop(task.language)
+    stop = (info.stop(task.language) if info.edition_stop is None
+            else info.edition_stop(task.language, _edition_name(edition)))
     if info.task_stop is not None:
         stop = stop + info.task_stop(task, context["after"])
     if info.kind == "chat" and not chat:
@@ -279,10 +312,10 @@ def render(task: Task, style: str, *, chat: bool = True, before: str | None = No
                   dropped_after_lines=dropped[1])
 
 
-def prompt_set_sha256(tasks: list[Task], style: str, *, chat: bool = True) -> str:
+def prompt_set_sha256(tasks: list[Task], style: str, *, chat: bool = True, edition: str | None = None) -> str:
     """One hash for the untruncated prompts of ``tasks`` in ``style`` (task order does not matter)."""
     digest = hashlib.sha256()
-    for task_id, sha in sorted((t.id, render(t, style, chat=chat).sha256) for t in tasks):
+    for task_id, sha in sorted((t.id, render(t, style, chat=chat, edition=edition).sha256) for t in tasks):
         digest.update(f"{task_id}\t{sha}\n".encode())
     return digest.hexdigest()
 
@@ -329,40 +362,55 @@ class _BlockingTokens:
         return asyncio.run_coroutine_threadsafe(self.tokens.decode(list(ids)), self.loop).result()
 
 
+#: how each edition's rule is named in ``Prompt.truncation``
+TRUNCATION_RULES = {
+    "2024": "2024: open_source_model_gen/helper_functions/HF_models.truncate_input_for_Meta with the served "
+            "tokenizer (upstream's LLaMA 3 path, 4,096-token context)",
+    "2025": "2025: helper_functions/HF_models.truncate_input with the served tokenizer "
+            "(upstream sent hosted models untruncated)",
+}
+
+
 async def fit_upstream(task: Task, style: str, tokens: ServerTokens, *, context_length: int, max_tokens: int,
-                       chat: bool = True) -> Prompt:
+                       chat: bool = True, edition: str | None = None) -> Prompt:
     """The prompt of ``task``, cut by SimCoPilot's own rule when prompt + ``max_tokens`` exceeds the context.
 
-    Upstream's ``truncate_input_for_Meta`` (loaded from the fetched copy) removes the excess
-    tokens from the tail of ``after`` but keeps at least ``max_tokens`` of them, then from the
-    head of ``before``, again keeping ``max_tokens``; once, with the serving model's tokenizer.
-    As upstream counts its dialog in the served model's chat format, a chat prompt is counted
-    templated, by the server (``prompt_tokens``).
+    The edition's rule (loaded from its fetched copy) removes the excess tokens from the tail of
+    ``after`` but keeps at least ``max_tokens`` of them, then from the head of ``before``, again
+    keeping ``max_tokens``; once, with the serving model's tokenizer. 2024:
+    ``truncate_input_for_Meta``, the path of its LLaMA 3 70B, which counted its dialog in the
+    model's chat format. 2025: ``HF_models.truncate_input``: the 2025 edition sent its hosted
+    models (Llama 3.3 70B, Qwen2.5-Coder-32B on Together AI, 128k context) whole, so this is its
+    rule for a served context that is too small, given the served tokenizer in place of one
+    loaded from the hub. Either way a chat prompt is counted templated, by the server
+    (``prompt_tokens``), so that the cut prompt fits what the server processes.
+    ``Prompt.truncation`` names the rule when it cut.
     """
     from runner.evaluation import upstream
 
-    prompt = render(task, style, chat=chat)
+    prompt = render(task, style, chat=chat, edition=edition)
     excess = await prompt_tokens(prompt, tokens) + max_tokens - context_length
     if excess <= 0:
         return prompt
-    up = upstream.load()
+    up = _upstream(edition)
     shown_after = task.after if task.mode == Mode.infill else ""
     blocking = _BlockingTokens(tokens, asyncio.get_running_loop())
     before, after = await asyncio.to_thread(upstream.truncate, up, task.before, shown_after, excess, blocking, max_tokens)
     (before_n, after_n), (kept_before, kept_after) = blocking.encoded[:2], blocking.decoded[:2]
-    cut = render(task, style, chat=chat, before=before, after=after if shown_after else task.after)
+    cut = render(task, style, chat=chat, before=before, after=after if shown_after else task.after, edition=edition)
     return cut.model_copy(update={"dropped_before_tokens": before_n - kept_before,
-                                  "dropped_after_tokens": after_n - kept_after if shown_after else 0})
+                                  "dropped_after_tokens": after_n - kept_after if shown_after else 0,
+                                  "truncation": TRUNCATION_RULES[up.edition]})
 
 
 async def fit(task: Task, style: str, count_tokens: Tokenizer, *, context_length: int, max_tokens: int,
-              chat: bool = True) -> Prompt:
+              chat: bool = True, edition: str | None = None) -> Prompt:
     """The prompt of ``task``, cut as upstream does when prompt + ``max_tokens`` exceeds the context.
 
     Lines are dropped from the tail of ``after`` first, then from the head of ``before``, until
     the prompt's tokens (counted by the serving model's tokenizer, ``count_tokens``) fit.
     """
-    prompt = render(task, style, chat=chat)
+    prompt = render(task, style, chat=chat, edition=edition)
     budget = context_length - max_tokens
     if budget <= 0:
         raise UserError(f"max_tokens = {max_tokens} leaves no room for a prompt in a context of "
@@ -388,7 +436,7 @@ async def fit(task: Task, style: str, count_tokens: Tokenizer, *, context_length
                             f"more than the context ({context_length}) minus max_tokens ({max_tokens})")
         prompt = render(task, style, chat=chat, before="\n".join(before_lines[drop_before:]),
                         after="\n".join(after_lines[: len(after_lines) - drop_after]),
-                        dropped=(drop_before, drop_after))
+                        dropped=(drop_before, drop_after), edition=edition)
         used = await count_tokens(prompt.token_text()) + overhead
     return prompt
 

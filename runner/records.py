@@ -136,6 +136,52 @@ class Verdict(BaseModel):
     expected_outputs: ExpectedOutputs | None = None  # Python programs: which expected outputs judged it
 
 
+class EditionRef(BaseModel):
+    """A SimCoPilot edition as a run records it: its name and the pinned repository and commit."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str  # "2024" | "2025" (runner.benchmarks.editions)
+    repository: str  # GitHub owner/name, e.g. "mj33rice/Sim-CoPilot"
+    commit: str  # the full pinned sha
+
+    @classmethod
+    def of(cls, name: str | None) -> "EditionRef":
+        """The record of edition ``name`` (the default edition for ``None``); a ``UserError`` if unknown."""
+        from runner.benchmarks.editions import get_edition
+
+        edition = get_edition(name)
+        return cls(name=edition.name, repository=edition.repository, commit=edition.commit)
+
+    @property
+    def label(self) -> str:
+        """``2025 (mj33rice/Sim-CoPilot@096d1c4)``."""
+        return f"{self.name} ({self.repository}@{self.commit[:7]})"
+
+
+class EditionVerdict(BaseModel):
+    """One answer's headline verdict under another SimCoPilot edition's scoring code.
+
+    ``runner score --edition 2024 --edition 2025`` keeps one per edition after the first (the
+    headline, whose verdict is the answer's own fields); a run's ``compare_editions`` the same.
+    """
+
+    edition: str  # "2024" | "2025"
+    outcome: Outcome
+    stage: Stage | None = None
+    cleaned_outcome: Outcome | None = None
+    cascade: Cascade | None = None  # the headline cascade under that edition
+    unscoreable_reason: str | None = None  # for outcome == unscoreable: why no answer can pass there
+    expected_outputs: ExpectedOutputs | None = None
+
+    @classmethod
+    def of(cls, edition: str, verdict: "Verdict") -> "EditionVerdict":
+        """The headline fields of ``verdict``, judged under ``edition``."""
+        return cls(edition=edition, outcome=verdict.outcome, stage=verdict.stage,
+                   cleaned_outcome=verdict.cleaned_outcome, cascade=verdict.cascade,
+                   unscoreable_reason=verdict.unscoreable_reason, expected_outputs=verdict.expected_outputs)
+
+
 class Cell(BaseModel):
     """One point of the matrix: model x runtime x quantization x technique switches."""
 

@@ -43,11 +43,11 @@ import httpx
 
 from runner import client, fingerprint, prompts
 from runner.backends.base import Backend, RunningServer, log_tail
-from runner.benchmarks import load_benchmark
+from runner.benchmarks import DEFAULT_EDITION, load_benchmark
 from runner.benchmarks.benchmark import Benchmark
 from runner.errors import UserError
 from runner.matrix import Matrix, RunSettings, TaskFilter
-from runner.records import Cell, Outcome, Sample, Task, utcnow
+from runner.records import Cell, EditionRef, Outcome, Sample, Task, utcnow
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles, Runtime
 from runner.store import LOCK_NAME, CellResult, Manifest, ModelRecord, Placement, RunLock, RunStore, SweepPoint
@@ -331,7 +331,7 @@ class CellContext:
     @functools.cached_property
     def benchmark(self) -> Benchmark:
         """The run's benchmark as this machine has it (loaded on first use)."""
-        return load_benchmark(self.matrix.benchmark)
+        return load_benchmark(self.matrix.benchmark, self.matrix.edition)
 
 
 def this_node(gpu_ids: list[int], executor: str, *, node_id: str | None = None,
@@ -357,7 +357,7 @@ class Reproduction:
             self.matrix = matrix
         self.backend_name = options.backend or matrix.backend
         self.store = RunStore(Path(options.runs_dir) / (options.name or matrix.name), notice=self.events.note)
-        self.benchmark = load_benchmark(matrix.benchmark)
+        self.benchmark = load_benchmark(matrix.benchmark, matrix.edition)
         self.tasks = select_tasks(self.benchmark, matrix.tasks)
         if not self.tasks:
             raise UserError(f"{matrix.path or matrix.name}: [tasks] selects no available task of benchmark "
@@ -391,11 +391,16 @@ class Reproduction:
         styles = sorted({(c.prompt_style, self.matrix.model(c).chat) for c in self.matrix.cells})
         manifest = Manifest(name=root.name, matrix_path=str(self.matrix.path) if self.matrix.path else None,
                             matrix=resolved, cells=self.matrix.cells, fingerprint=fingerprint.collect(),
-                            prompt_set_sha256={(s if chat else f"{s}:text"): prompts.prompt_set_sha256(self.tasks, s, chat=chat)
+                            edition=EditionRef.of(self.benchmark.edition) if self.benchmark.edition else None,
+                            prompt_set_sha256={(s if chat else f"{s}:text"): prompts.prompt_set_sha256(
+                                                   self.tasks, s, chat=chat, edition=self.benchmark.edition)
                                                for s, chat in styles})
         if self.store.exists():
             old = self.store.read_manifest()
             changed = [key for key in ("settings", "models", "benchmark") if old.matrix.get(key) != resolved.get(key)]
+            # a run made before editions was 2024's: another edition's samples must not join it
+            if old.matrix.get("edition", DEFAULT_EDITION) != resolved.get("edition", DEFAULT_EDITION):
+                changed.append("edition")
             if changed:
                 raise UserError(f"{self.store.manifest_path}: this run was made with different matrix "
                                 f"{', '.join(changed)}; pick another --name, or rerun with --fresh, which "
@@ -670,7 +675,8 @@ class _CellRun:
         if cached is not None:
             return cached
         chat = self.run_.matrix.model(self.cell).chat
-        prompt = prompts.render(task, self.cell.prompt_style, chat=chat)
+        edition = self.run_.benchmark.edition  # the SimCoPilot edition's prompt and truncation (None: starter)
+        prompt = prompts.render(task, self.cell.prompt_style, chat=chat, edition=edition)
         room = self.files.context_length - self.settings.max_tokens - _TOKEN_MARGIN
         # a token is at least one byte: a prompt with fewer bytes than the room fits unasked
         if len(prompt.token_text().encode("utf-8")) > room:
@@ -680,11 +686,11 @@ class _CellRun:
             if self.cell.prompt_style == "simcopilot":  # upstream's own truncation rule, by tokens
                 prompt = await prompts.fit_upstream(task, self.cell.prompt_style, _ServerTokens(self),
                                                     context_length=self.files.context_length,
-                                                    max_tokens=self.settings.max_tokens, chat=chat)
+                                                    max_tokens=self.settings.max_tokens, chat=chat, edition=edition)
             else:
                 prompt = await prompts.fit(task, self.cell.prompt_style, count,
                                            context_length=self.files.context_length,
-                                           max_tokens=self.settings.max_tokens, chat=chat)
+                                           max_tokens=self.settings.max_tokens, chat=chat, edition=edition)
         self.prompts[task.id] = prompt
         return prompt
 

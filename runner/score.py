@@ -5,6 +5,10 @@ is checked before anything runs: a malformed line, a missing or non-string field
 or unavailable task id, or a task answered twice is one ``UserError`` naming the file, the
 line, the field and the value. Each answer is then judged by both cascades (upstream's own
 scoring and this project's); ``cascade`` picks the headline.
+
+SimCoPilot's editions share their task ids, so the same answers can also be judged under another
+edition's scoring code (``edition_verdicts``): each answer then carries that edition's verdict
+(``ScoredAnswer.editions``), and ``summarize`` counts each edition's passes and the verdicts that flip.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from runner import stats
 from runner.benchmarks import Benchmark
 from runner.errors import UserError
-from runner.records import Cascade, CascadeVerdict, ExpectedOutputs, Language, Mode, Outcome, Stage, Task
+from runner.records import (Cascade, CascadeVerdict, EditionVerdict, ExpectedOutputs, Language, Mode, Outcome,
+                            Stage, Task)
 
 
 class Answer(BaseModel):
@@ -46,6 +51,29 @@ class ScoredAnswer(BaseModel):
     unscoreable_reason: str | None = None  # outcome unscoreable: why no answer can pass here
     upstream: CascadeVerdict | None = None
     runner: CascadeVerdict | None = None
+    #: the SimCoPilot edition whose scoring code gave the verdict above (None: the starter set)
+    edition: str | None = None
+    #: the same answer under each other edition asked for (``--edition`` given twice), headline excluded
+    editions: list[EditionVerdict] = Field(default_factory=list)
+
+    def under(self, edition: str) -> EditionVerdict | None:
+        """This answer's verdict under ``edition`` (the headline's own fields for the headline edition)."""
+        if edition == self.edition:
+            return EditionVerdict(edition=edition, outcome=self.outcome, stage=self.stage,
+                                  cleaned_outcome=self.cleaned_outcome, cascade=self.cascade,
+                                  unscoreable_reason=self.unscoreable_reason, expected_outputs=self.expected_outputs)
+        return next((v for v in self.editions if v.edition == edition), None)
+
+
+@dataclass(frozen=True)
+class EditionSplit:
+    """One language x mode under another edition's scoring code, against the headline edition's."""
+
+    edition: str
+    passed: int
+    total: int  # tasks scoreable under this edition
+    flips: int  # tasks whose pass/fail differs from the headline edition's verdict ...
+    compared: int  # ... of those scoreable under both
 
 
 @dataclass(frozen=True)
@@ -66,6 +94,7 @@ class SplitScore:
     flips: int  # tasks whose pass/fail differs between the two cascades
     compared: int  # tasks that have both verdicts
     unscoreable: int = 0  # tasks no answer can pass here
+    editions: tuple[EditionSplit, ...] = ()  # the other editions' counts (``--edition`` given twice)
 
     @property
     def all_rate(self) -> float:
@@ -116,18 +145,52 @@ def read_answers(path: Path, benchmark: Benchmark) -> list[tuple[Task, Answer]]:
 
 
 def score(answers: list[tuple[Task, Answer]], evaluator, workers: int | None = None,
-          progress: Callable[[ScoredAnswer], None] | None = None) -> Iterator[ScoredAnswer]:
-    """Judge every answer (in input order) with ``evaluator`` (built with ``both=True`` for both verdicts)."""
+          progress: Callable[[ScoredAnswer], None] | None = None, *, edition: str | None = None,
+          compared: list[dict[str, EditionVerdict]] | tuple = ()) -> Iterator[ScoredAnswer]:
+    """Judge every answer (in input order) with ``evaluator`` (built with ``both=True`` for both verdicts).
+
+    ``edition`` names the edition ``evaluator`` scores with; ``compared`` holds, per other edition,
+    each task's verdict there (``edition_verdicts``), attached to the answer.
+    """
     items = [(task, answer.text) for task, answer in answers]
     for task, verdict in evaluator.evaluate_many(items, workers=workers):
         scored = ScoredAnswer(task_id=task.id, language=task.language, mode=task.mode, program=task.program,
                               outcome=verdict.outcome, stage=verdict.stage, cleaned_outcome=verdict.cleaned_outcome,
                               cascade=verdict.cascade, expected_outputs=verdict.expected_outputs,
                               unscoreable_reason=verdict.unscoreable_reason, upstream=verdict.upstream,
-                              runner=verdict.runner)
+                              runner=verdict.runner, edition=edition,
+                              editions=[other[task.id] for other in compared if task.id in other])
         if progress is not None:
             progress(scored)
         yield scored
+
+
+def edition_tasks(answers: list[tuple[Task, Answer]], benchmark: Benchmark) -> list[Task]:
+    """The tasks of ``benchmark`` (another edition) that ``answers`` answer and that are available there."""
+    tasks = {t.id: t for t in benchmark.tasks}
+    return [tasks[task.id] for task, _ in answers if task.id in tasks and tasks[task.id].available]
+
+
+def edition_verdicts(answers: list[tuple[Task, Answer]], benchmark: Benchmark, evaluator,
+                     workers: int | None = None) -> dict[str, EditionVerdict]:
+    """Each answer's headline verdict under ``benchmark``'s edition, judged by ``evaluator`` (built over it).
+
+    The editions share their task ids; a task not available in this edition (a data file it lacks)
+    is ``unscoreable`` there, with why.
+    """
+    edition = benchmark.edition or benchmark.name
+    tasks = {t.id: t for t in benchmark.tasks}
+    out: dict[str, EditionVerdict] = {}
+    for task, _ in answers:
+        there = tasks.get(task.id)
+        if there is None or not there.available:
+            why = there.reason if there is not None else "no such task"
+            out[task.id] = EditionVerdict(edition=edition, outcome=Outcome.unscoreable,
+                                          unscoreable_reason=f"not available in edition {edition}: {why}")
+    items = [(tasks[task.id], answer.text) for task, answer in answers if task.id not in out]
+    for task, verdict in evaluator.evaluate_many(items, workers=workers):
+        out[task.id] = EditionVerdict.of(edition, verdict)
+    return out
 
 
 def summarize(scored: list[ScoredAnswer], seed: int = 0) -> list[SplitScore]:
@@ -145,5 +208,19 @@ def summarize(scored: list[ScoredAnswer], seed: int = 0) -> list[SplitScore]:
         mean, half = stats.bootstrap_interval(passed, len(group), seed=seed) if group else (0.0, 0.0)
         wilson = stats.wilson_interval(passed, len(group)) if group else stats.Interval(0.0, 0.0)
         out.append(SplitScore(language, mode, passed, len(group), mean, half, wilson, flips, len(both),
-                              unscoreable=len(everything) - len(group)))
+                              unscoreable=len(everything) - len(group), editions=_edition_splits(everything)))
     return out
+
+
+def _edition_splits(scored: list[ScoredAnswer]) -> tuple[EditionSplit, ...]:
+    """Per other edition (in the order given): its passes over its scoreable tasks, and the flips."""
+    names = list(dict.fromkeys(v.edition for s in scored for v in s.editions))
+    splits = []
+    for name in names:
+        verdicts = [(s, s.under(name)) for s in scored]
+        there = [(s, v) for s, v in verdicts if v is not None and v.outcome is not Outcome.unscoreable]
+        both = [(s, v) for s, v in there if s.outcome is not Outcome.unscoreable]
+        flips = sum((s.outcome is Outcome.passed) != (v.outcome is Outcome.passed) for s, v in both)
+        splits.append(EditionSplit(name, sum(v.outcome is Outcome.passed for _, v in there), len(there),
+                                   flips, len(both)))
+    return tuple(splits)

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from runner.errors import UserError
 from runner.evaluation.environment import EnvironmentReport
-from runner.records import Cell, Sample, utcnow
+from runner.records import Cell, EditionRef, Sample, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,9 @@ class Manifest(BaseModel):
     images: dict[str, str] = Field(default_factory=dict)  # runtime/service -> image digest
     runtime_versions: dict[str, str] = Field(default_factory=dict)
     prompt_set_sha256: dict[str, str] = Field(default_factory=dict)  # prompt style -> hash
+    #: the SimCoPilot edition whose tasks and scoring code judged the run (``edition`` in the matrix);
+    #: None for the starter set, and for a SimCoPilot run made before editions (that was 2024's)
+    edition: EditionRef | None = None
     #: the environment check: which programs are unscoreable here and why, and which expected
     #: outputs (upstream's or re-recorded here) judged each Python program
     environment: EnvironmentReport | None = None

@@ -124,6 +124,17 @@ class RunData:
         name = self.manifest.matrix.get("benchmark")
         return str(name) if name else None
 
+    @property
+    def edition_label(self) -> str:
+        """What the run was judged on, for the header: ``SimCoPilot 2025 (mj33rice/Sim-CoPilot@096d1c4)``."""
+        if self.manifest.edition is not None:
+            return f"SimCoPilot {self.manifest.edition.label}"
+        if self.benchmark == "simcopilot":  # only 2024's existed before runs recorded their edition
+            from runner.records import EditionRef
+
+            return f"SimCoPilot {EditionRef.of('2024').label}, assumed: the run predates editions"
+        return "the starter set" if self.benchmark == "starter" else (self.benchmark or "an unnamed benchmark")
+
 
 def load_run(path: Path) -> RunData:
     """Read one run directory (a ``UserError`` when it is not one)."""
