@@ -357,6 +357,10 @@ class Reproduction:
             self.matrix = matrix
         self.backend_name = options.backend or matrix.backend
         self.store = RunStore(Path(options.runs_dir) / (options.name or matrix.name), notice=self.events.note)
+        if matrix.compare_editions:  # parsed, not yet acted on: refuse rather than ignore it
+            raise UserError(f"compare_editions = {list(matrix.compare_editions)!r}: a run does not score under a second "
+                            "edition yet; remove it and score the run's answers with `runner score ANSWERS --edition 2024 "
+                            "--edition 2025`")
         self.benchmark = load_benchmark(matrix.benchmark, matrix.edition)
         self.tasks = select_tasks(self.benchmark, matrix.tasks)
         if not self.tasks:
