@@ -688,7 +688,7 @@ class _CellRun:
                 return len(await self.runtime.tokenize(self.http, self.base, text))
 
             if self.cell.prompt_style == "simcopilot":  # upstream's own truncation rule, by tokens
-                prompt = await prompts.fit_upstream(task, self.cell.prompt_style, _ServerTokens(self),
+                prompt = await prompts.fit_upstream(task, self.cell.prompt_style, self.runtime.tokens(self.http, self.base),
                                                     context_length=self.files.context_length,
                                                     max_tokens=self.settings.max_tokens, chat=chat, edition=edition)
             else:
@@ -847,22 +847,6 @@ class _CellRun:
                                                 errors=len(errors)))
             self.sink.update(self.result)
             self.events.sweep_measured(self.cell, self.result.sweep[-1])
-
-
-class _ServerTokens:
-    """The serving model's tokenizer through the cell's server (``prompts.ServerTokens``)."""
-
-    def __init__(self, cell_run: "_CellRun") -> None:
-        self.run = cell_run
-
-    async def encode(self, text: str) -> list[int]:
-        return await self.run.runtime.tokenize(self.run.http, self.run.base, text)
-
-    async def decode(self, tokens: list[int]) -> str:
-        return await self.run.runtime.detokenize(self.run.http, self.run.base, tokens)
-
-    async def count_chat(self, messages: list[dict]) -> int | None:
-        return await self.run.runtime.count_chat(self.run.http, self.run.base, messages)
 
 
 def reproduce(matrix: Matrix, options: RunOptions, events: RunEvents | None = None) -> RunOutcome:

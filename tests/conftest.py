@@ -66,10 +66,7 @@ def simcopilot_import(tmp_path_factory) -> Path:
 @pytest.fixture
 def simcopilot(simcopilot_import, isolated_home) -> Path:
     """This test's runner home, holding the imported upstream copy (shared, read-only by convention)."""
-    data = isolated_home / "data"
-    data.mkdir(exist_ok=True)
-    (data / "simcopilot").symlink_to(simcopilot_import / "data" / "simcopilot")
-    return data / "simcopilot"
+    return _linked_copy(isolated_home, simcopilot_import, "simcopilot")
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +92,12 @@ def simcopilot_2025_import(tmp_path_factory) -> Path:
 @pytest.fixture
 def simcopilot_2025(simcopilot_2025_import, isolated_home) -> Path:
     """This test's runner home, holding the imported 2025 edition (shared, read-only by convention)."""
-    data = isolated_home / "data"
+    return _linked_copy(isolated_home, simcopilot_2025_import, "simcopilot-2025")
+
+
+def _linked_copy(home: Path, import_home: Path, folder: str) -> Path:
+    """``home/data/<folder>``, a link to the copy imported once into ``import_home``."""
+    data = home / "data"
     data.mkdir(exist_ok=True)
-    (data / "simcopilot-2025").symlink_to(simcopilot_2025_import / "data" / "simcopilot-2025")
-    return data / "simcopilot-2025"
+    (data / folder).symlink_to(import_home / "data" / folder)
+    return data / folder

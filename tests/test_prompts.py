@@ -214,17 +214,7 @@ def test_simcopilot_truncation_counts_with_the_serving_models_tokenizer(simcopil
     with running_llama(tmp_path / "server.log") as (runtime, _cell, server, _files):
         async def run():
             async with httpx.AsyncClient(timeout=120) as http:
-                class Tokens:
-                    async def encode(self, text):
-                        return await runtime.tokenize(http, server.base_url, text)
-
-                    async def decode(self, ids):
-                        return await runtime.detokenize(http, server.base_url, ids)
-
-                    async def count_chat(self, messages):
-                        return await runtime.count_chat(http, server.base_url, messages)
-
-                tokens = Tokens()
+                tokens = runtime.tokens(http, server.base_url)
                 prompt = await prompts.fit_upstream(task, "simcopilot", tokens, context_length=2048, max_tokens=200)
                 before = prompt.messages[1].content.split("// --BEGIN MISSING CODE--")[0]
                 after = prompt.messages[1].content.split("After Section:\n", 1)[1]

@@ -146,17 +146,7 @@ def test_2025_truncation_is_upstreams_truncate_input_with_the_served_tokenizer(s
     with running_llama(tmp_path / "server.log", model="qwen2.5-coder-0.5b", gguf=qwen_gguf()) as (runtime, _c, server, _f):
         async def ours():
             async with httpx.AsyncClient(timeout=120) as http:
-                class Tokens:
-                    async def encode(self, text):
-                        return await runtime.tokenize(http, server.base_url, text)
-
-                    async def decode(self, ids):
-                        return await runtime.detokenize(http, server.base_url, ids)
-
-                    async def count_chat(self, messages):
-                        return await runtime.count_chat(http, server.base_url, messages)
-
-                tokens = Tokens()
+                tokens = runtime.tokens(http, server.base_url)
                 out = []
                 for task in tasks:
                     full = prompts.render(task, "simcopilot", edition="2025")

@@ -144,6 +144,10 @@ class Runtime(ABC):
         generation prompt included), or None where the server cannot say (the default)."""
         return None
 
+    def tokens(self, http: httpx.AsyncClient, base_url: str) -> "ServerTokens":
+        """The served model's tokenizer through the running server (``runner.prompts.ServerTokens``)."""
+        return ServerTokens(self, http, base_url)
+
     def parse_timings(self, chunk: dict[str, Any]) -> ServerTimings | None:
         """The server's own timings carried by one response chunk, or None (default: none reported)."""
         return None
@@ -194,3 +198,19 @@ def timings_from(payload: Any) -> ServerTimings | None:
         return ServerTimings.model_validate(payload)
     except ValidationError:
         return None
+
+
+class ServerTokens:
+    """The served model's tokenizer, asked of one running server (what prompt truncation counts with)."""
+
+    def __init__(self, runtime: Runtime, http: httpx.AsyncClient, base_url: str) -> None:
+        self.runtime, self.http, self.base_url = runtime, http, base_url
+
+    async def encode(self, text: str) -> list[int]:
+        return await self.runtime.tokenize(self.http, self.base_url, text)
+
+    async def decode(self, tokens: list[int]) -> str:
+        return await self.runtime.detokenize(self.http, self.base_url, tokens)
+
+    async def count_chat(self, messages: list[dict]) -> int | None:
+        return await self.runtime.count_chat(self.http, self.base_url, messages)
