@@ -173,6 +173,7 @@ class EditionVerdict(BaseModel):
     cascade: Cascade | None = None  # the headline cascade under that edition
     unscoreable_reason: str | None = None  # for outcome == unscoreable: why no answer can pass there
     expected_outputs: ExpectedOutputs | None = None
+    error: str | None = None  # for outcome == error: why that edition's check could not judge it
 
     @classmethod
     def of(cls, edition: str, verdict: "Verdict") -> "EditionVerdict":
@@ -261,6 +262,8 @@ class Sample(BaseModel):
     error: str | None = None  # why the request failed, for outcome == error
     unscoreable_reason: str | None = None  # for outcome == unscoreable: why no answer can pass here
     expected_outputs: ExpectedOutputs | None = None  # Python programs: which expected outputs judged it
+    #: the same answer under each of the run's ``compare_editions`` (the headline edition's verdict is above)
+    editions: list[EditionVerdict] = Field(default_factory=list)
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
 

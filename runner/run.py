@@ -37,6 +37,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Protocol
 
 import httpx
@@ -47,9 +48,10 @@ from runner.benchmarks import DEFAULT_EDITION, load_benchmark
 from runner.benchmarks.benchmark import Benchmark
 from runner.errors import UserError
 from runner.matrix import Matrix, RunSettings, TaskFilter
-from runner.records import Cell, EditionRef, Outcome, Sample, Task, utcnow
+from runner.records import Cell, EditionRef, EditionVerdict, Outcome, Sample, Task, utcnow
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles, Runtime
+from runner.score import EditionJudge
 from runner.store import LOCK_NAME, CellResult, Manifest, ModelRecord, Placement, RunLock, RunStore, SweepPoint
 
 log = logging.getLogger(__name__)
@@ -236,8 +238,9 @@ class CellSink(Protocol):
         """The cell's samples already kept, as ``RunStore.done_keys`` gives them."""
 
 
-def judge_sample(evaluator, task: Task, sample: Sample) -> Sample:
-    """Judge one answer with ``evaluator`` and return the sample with its verdict (any worker, any node)."""
+def judge_sample(evaluator, task: Task, sample: Sample, compared: Sequence[EditionJudge] = ()) -> Sample:
+    """Judge one answer with ``evaluator`` and return the sample with its verdict (any worker, any node);
+    ``compared``: the run's other editions, each adding its own verdict on the same answer."""
     try:
         verdict = evaluator.evaluate(task, sample.raw_text)
     except UserError:
@@ -250,6 +253,25 @@ def judge_sample(evaluator, task: Task, sample: Sample) -> Sample:
         sample.code, sample.stage, sample.stderr_tail = verdict.code, verdict.stage, verdict.stderr_tail
         sample.cascade, sample.upstream, sample.runner = verdict.cascade, verdict.upstream, verdict.runner
         sample.unscoreable_reason, sample.expected_outputs = verdict.unscoreable_reason, verdict.expected_outputs
+        judge_editions(compared, sample)
+    return sample
+
+
+def judge_editions(compared: Sequence[EditionJudge], sample: Sample) -> Sample:
+    """Add the verdict of each edition in ``compared`` that ``sample`` lacks (a failed check is an
+    ``error`` verdict there, never the model's failure)."""
+    have = {v.edition for v in sample.editions}
+    for judge in compared:
+        if judge.edition in have:
+            continue
+        try:
+            sample.editions.append(judge.verdict(sample.task_id, sample.raw_text))
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - as for the headline: named, kept out of the score
+            log.exception("evaluating %s under edition %s failed", sample.task_id, judge.edition)
+            sample.editions.append(EditionVerdict(edition=judge.edition, outcome=Outcome.error,
+                                                  error=f"evaluation failed: {type(exc).__name__}: {exc}"))
     return sample
 
 
@@ -304,7 +326,7 @@ class StoreSink:
 
     def _judge_and_write(self, task: Task, sample: Sample) -> None:
         try:
-            self.write(judge_sample(self.evaluator, task, sample))
+            self.write(judge_sample(self.evaluator, task, sample, self.run.edition_judges))
         finally:
             self.backlog.done(task.id)
 
@@ -357,11 +379,10 @@ class Reproduction:
             self.matrix = matrix
         self.backend_name = options.backend or matrix.backend
         self.store = RunStore(Path(options.runs_dir) / (options.name or matrix.name), notice=self.events.note)
-        if matrix.compare_editions:  # parsed, not yet acted on: refuse rather than ignore it
-            raise UserError(f"compare_editions = {list(matrix.compare_editions)!r}: a run does not score under a second "
-                            "edition yet; remove it and score the run's answers with `runner score ANSWERS --edition 2024 "
-                            "--edition 2025`")
         self.benchmark = load_benchmark(matrix.benchmark, matrix.edition)
+        # every compared edition's copy is there before anything runs (a missing one says how to fetch it)
+        self.compared_benchmarks = [load_benchmark(matrix.benchmark, e) for e in matrix.compare_editions]
+        self.edition_judges: list[EditionJudge] = []  # built with the environment check
         self.tasks = select_tasks(self.benchmark, matrix.tasks)
         if not self.tasks:
             raise UserError(f"{matrix.path or matrix.name}: [tasks] selects no available task of benchmark "
@@ -396,6 +417,7 @@ class Reproduction:
         manifest = Manifest(name=root.name, matrix_path=str(self.matrix.path) if self.matrix.path else None,
                             matrix=resolved, cells=self.matrix.cells, fingerprint=fingerprint.collect(),
                             edition=EditionRef.of(self.benchmark.edition) if self.benchmark.edition else None,
+                            compare_editions=[EditionRef.of(b.edition) for b in self.compared_benchmarks],
                             prompt_set_sha256={(s if chat else f"{s}:text"): prompts.prompt_set_sha256(
                                                    self.tasks, s, chat=chat, edition=self.benchmark.edition)
                                                for s, chat in styles})
@@ -486,6 +508,39 @@ class Reproduction:
         with self.manifest_lock:
             self.manifest.environment = report
             self.store.write_manifest(self.manifest)
+        ids = {t.id for t in self.tasks}
+        self.edition_judges = []
+        for bench in self.compared_benchmarks:
+            there = [t for t in bench.tasks if t.id in ids and t.available]
+            self.events.note(f"edition {bench.edition} (compared): checking the environment")
+            evaluator, other = prepared_evaluator(
+                bench, there, sandbox_kind=self.options.sandbox, expected=self.options.expected,
+                allow_unsandboxed=self.options.allow_unsandboxed, hide=(self.store.root.parent,), note=self.events.note)
+            for check in other.unscoreable():
+                self.events.note(f"unscoreable under edition {bench.edition}: {check.program} ({check.reason})")
+            self.edition_judges.append(EditionJudge.over(bench, evaluator))
+            with self.manifest_lock:
+                self.manifest.compare_environments[bench.edition] = other
+                self.store.write_manifest(self.manifest)
+        self._judge_missing_editions()
+
+    def _judge_missing_editions(self) -> None:
+        """Answers kept before an edition joined ``compare_editions`` are judged under it now, the
+        sample appended again with that verdict (the newest line of a task supersedes the older)."""
+        if not self.edition_judges:
+            return
+        names = {j.edition for j in self.edition_judges}
+        todo = [(cell, s) for cell in self.matrix.cells for s in self.store.latest_samples(cell)
+                if s.phase == "accuracy" and s.outcome is not None and s.error is None
+                and not names <= {v.edition for v in s.editions}]
+        if not todo:
+            return
+        self.events.note(f"judging {len(todo)} kept answers under edition(s) {', '.join(sorted(names))}")
+        from runner.evaluation.evaluator import default_workers
+
+        with ThreadPoolExecutor(max_workers=self.options.eval_workers or default_workers()) as pool:
+            for (cell, _), sample in zip(todo, pool.map(lambda cs: judge_editions(self.edition_judges, cs[1]), todo)):
+                self.store.append_sample(cell, sample)
 
     def sandbox_and_evaluator(self):
         """The evaluator over the run's benchmark, its environment checked (``_check_environment``)."""

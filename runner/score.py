@@ -184,13 +184,39 @@ def edition_verdicts(answers: list[tuple[Task, Answer]], benchmark: Benchmark, e
     for task, _ in answers:
         there = tasks.get(task.id)
         if there is None or not there.available:
-            why = there.reason if there is not None else "no such task"
-            out[task.id] = EditionVerdict(edition=edition, outcome=Outcome.unscoreable,
-                                          unscoreable_reason=f"not available in edition {edition}: {why}")
+            out[task.id] = not_available(edition, there)
     items = [(tasks[task.id], answer.text) for task, answer in answers if task.id not in out]
     for task, verdict in evaluator.evaluate_many(items, workers=workers):
         out[task.id] = EditionVerdict.of(edition, verdict)
     return out
+
+
+def not_available(edition: str, there: Task | None) -> EditionVerdict:
+    """The verdict under ``edition`` on a task it lacks or cannot score (``there``: its task, if any)."""
+    why = there.reason if there is not None else "no such task"
+    return EditionVerdict(edition=edition, outcome=Outcome.unscoreable,
+                          unscoreable_reason=f"not available in edition {edition}: {why}")
+
+
+@dataclass(frozen=True)
+class EditionJudge:
+    """Another edition's scoring code over its own copy of the tasks: what a run's ``compare_editions``
+    judges each answer with, beside the headline edition."""
+
+    edition: str
+    tasks: dict[str, Task]  # that edition's tasks by id (the editions share their ids)
+    evaluator: object  # an Evaluator over that edition, its environment checked
+
+    @classmethod
+    def over(cls, benchmark: Benchmark, evaluator) -> "EditionJudge":
+        return cls(benchmark.edition or benchmark.name, {t.id: t for t in benchmark.tasks}, evaluator)
+
+    def verdict(self, task_id: str, text: str) -> EditionVerdict:
+        """``text`` judged as the answer to ``task_id`` under this edition (one answer, this thread)."""
+        there = self.tasks.get(task_id)
+        if there is None or not there.available:
+            return not_available(self.edition, there)
+        return EditionVerdict.of(self.edition, self.evaluator.evaluate(there, text))
 
 
 def summarize(scored: list[ScoredAnswer], seed: int = 0) -> list[SplitScore]:

@@ -80,6 +80,10 @@ class Manifest(BaseModel):
     #: the environment check: which programs are unscoreable here and why, and which expected
     #: outputs (upstream's or re-recorded here) judged each Python program
     environment: EnvironmentReport | None = None
+    #: the other editions whose scoring code also judged every answer (``compare_editions``), and
+    #: each one's environment check
+    compare_editions: list[EditionRef] = Field(default_factory=list)
+    compare_environments: dict[str, EnvironmentReport] = Field(default_factory=dict)
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
 

@@ -292,14 +292,16 @@ def _run_cell_here(job: CellJob, gpu_ids: list[int], placement: Placement, event
         events.put(_Ended(result=result))
 
 
-_EVALUATORS: dict[tuple[str, str, bool, tuple[str, ...], str], Any] = {}
+_EVALUATORS: dict[tuple, Any] = {}
 _EVALUATORS_LOCK = threading.Lock()
 
 
 def judge_remote(benchmark: str, sandbox: str, allow_unsandboxed: bool, hide: tuple[str, ...], task: Task,
-                 sample: Sample, expected: str = "auto") -> _Judged:
+                 sample: Sample, expected: str = "auto", edition: str | None = None,
+                 compare_editions: tuple[str, ...] = ()) -> _Judged:
     """The Ray task judging one answer on any node with CPUs (its benchmark and sandbox prepared there);
-    ``hide``: folders the sandbox hides besides the runner's own (the driver's runs folder, where it exists).
+    ``hide``: folders the sandbox hides besides the runner's own (the driver's runs folder, where it exists);
+    ``edition`` and ``compare_editions``: the run's SimCoPilot editions, each judged by its own code here.
 
     Each node checks its own environment: a program's reference is judged on the node before the
     first answer to it (cached there per environment), so that a node lacking a data file or with
@@ -307,32 +309,49 @@ def judge_remote(benchmark: str, sandbox: str, allow_unsandboxed: bool, hide: tu
     """
     import ray
 
-    from runner.run import evaluator_for, judge_sample
+    from runner.run import judge_sample
+    from runner.score import EditionJudge
 
     started = utcnow()
-    key = (benchmark, sandbox, allow_unsandboxed, hide, expected)
-    with _EVALUATORS_LOCK:  # one evaluator per worker process, reused by the tasks it runs
-        evaluator = _EVALUATORS.get(key)
-        if evaluator is None:
-            from runner.benchmarks import load_benchmark
-            from runner.evaluation.docker_sandbox import choose_sandbox
-
-            bench = load_benchmark(benchmark)
-            chosen = choose_sandbox(sandbox, allow_unsandboxed=allow_unsandboxed, hide=tuple(map(Path, hide)))
-            evaluator = evaluator_for(bench, chosen)
-            evaluator.checked_programs, evaluator.benchmark_commit = set(), _commit(bench)
-            _EVALUATORS[key] = evaluator
-        if task.program not in evaluator.checked_programs:
-            from runner.evaluation.environment import check_environment
-
-            check_environment(evaluator, [task], benchmark=benchmark, commit=evaluator.benchmark_commit,
-                              expected=expected, workers=1)
-            evaluator.checked_programs.add(task.program)
-    judged = judge_sample(evaluator, task, sample)
+    settings = (sandbox, allow_unsandboxed, hide, expected)
+    with _EVALUATORS_LOCK:  # one evaluator per edition and worker process, reused by the tasks it runs
+        bench, evaluator = _node_evaluator(benchmark, edition, task, settings)
+        judges = []
+        for other in compare_editions:
+            other_bench, other_evaluator = _node_evaluator(benchmark, other, task, settings)
+            judges.append(EditionJudge.over(other_bench, other_evaluator))
+    judged = judge_sample(evaluator, task, sample, judges)
     import socket
 
     return _Judged(sample=judged, node_id=ray.get_runtime_context().get_node_id(), node=socket.gethostname(),
                    started_at=started, ended_at=utcnow())
+
+
+def _node_evaluator(benchmark: str, edition: str | None, task: Task, settings: tuple) -> tuple[Any, Any]:
+    """This worker's benchmark and evaluator for ``edition``, ``task``'s program checked (lock held)."""
+    from runner.run import evaluator_for
+
+    sandbox, allow_unsandboxed, hide, expected = settings
+    key = (benchmark, edition, *settings)
+    found = _EVALUATORS.get(key)
+    if found is None:
+        from runner.benchmarks import load_benchmark
+        from runner.evaluation.docker_sandbox import choose_sandbox
+
+        bench = load_benchmark(benchmark, edition)
+        chosen = choose_sandbox(sandbox, allow_unsandboxed=allow_unsandboxed, hide=tuple(map(Path, hide)))
+        evaluator = evaluator_for(bench, chosen)
+        evaluator.checked_programs, evaluator.benchmark_commit = set(), _commit(bench)
+        found = _EVALUATORS[key] = (bench, evaluator)
+    bench, evaluator = found
+    there = next((t for t in bench.tasks if t.id == task.id), None)
+    if there is not None and there.available and there.program not in evaluator.checked_programs:
+        from runner.evaluation.environment import check_environment
+
+        check_environment(evaluator, [there], benchmark=benchmark, commit=evaluator.benchmark_commit,
+                          expected=expected, workers=1)
+        evaluator.checked_programs.add(there.program)
+    return found
 
 
 def _commit(bench) -> str:
@@ -635,7 +654,7 @@ class _Driver:
         backlog.add(task.id)
         ref = self._judge.options(num_cpus=1, max_retries=3, resources=self.eval_resources).remote(
             run.matrix.benchmark, run.options.sandbox, run.options.allow_unsandboxed, (str(self.store.root.parent),),
-            task, event.sample, run.options.expected)
+            task, event.sample, run.options.expected, run.benchmark.edition, tuple(run.matrix.compare_editions))
         written = threading.Event()
         with self._lock:
             self._verdicts.append(written)

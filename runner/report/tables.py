@@ -946,6 +946,7 @@ class Tables:
     resources: "ResourceColumns | None" = None
     environment: list[EnvironmentRow] = field(default_factory=list)
     environment_notes: list[str] = field(default_factory=list)
+    editions: list[Any] = field(default_factory=list)  # runner.report.editions.EditionRow
 
 
 @dataclass
@@ -972,6 +973,8 @@ def resource_columns(rows: list[HeadlineRow]) -> ResourceColumns:
 
 def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
     """Compute every table of the report from loaded runs."""
+    from runner.report.editions import edition_rows  # it builds on this module's PassRate
+
     cells = [c for r in runs for c in r.cells]
     rows = headline(cells)
     techniques, technique_notes = technique_impact(cells)
@@ -989,4 +992,5 @@ def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
                   hardware=hardware(runs, rows), categories=category_table, category_notes=category_notes,
                   prompt_checks=prompt_checks(runs), cascades=cascades(cells), task_outcomes=outcomes,
                   details=cell_details(cells, outcomes), highlights=highlights(rows), results=result_rows(rows, refs),
-                  resources=resource_columns(rows), environment=env_rows, environment_notes=env_notes)
+                  resources=resource_columns(rows), environment=env_rows, environment_notes=env_notes,
+                  editions=edition_rows(cells))
