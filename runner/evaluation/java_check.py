@@ -1,11 +1,17 @@
-"""Checking a Java program: compile its JUnit 3 tester with ``javac`` and run it with the JUnit console launcher."""
+"""Checking a Java program: compile its JUnit 3 tester and run it with the JUnit console launcher.
+
+Both run under ``RunnerCompileAndTest``, whose keyed record (not stdout, not the exit status) says
+what JUnit found: the tester's code shares the JVM and can print or exit as it likes.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
-import re
+import secrets
 import shutil
+import stat
 import subprocess
 import threading
 from functools import lru_cache
@@ -26,9 +32,12 @@ DEFAULT_JARS = {
     "RUNNER_JUNIT4_JAR": "/usr/share/java/junit4.jar",
     "RUNNER_HAMCREST_JAR": "/usr/share/java/hamcrest-core.jar",
 }
-FAST_LAUNCHER = "RunnerCompileAndTest"
+LAUNCHER = "RunnerCompileAndTest"
 _BUILD_LOCK = threading.Lock()
-_SUMMARY = re.compile(r"\[\s*(\d+)\s+(tests|containers)\s+(found|successful|failed|aborted)\s*\]")
+# The launcher's key (deleted by it before the tester loads) and its authenticated record.
+_KEY_FILE = ".runner-key"
+_RECORD_FILE = ".runner-record"
+_COUNTS = ("tests found", "tests successful", "tests failed", "tests aborted", "containers failed")
 
 
 class JavaToolchain(BaseModel):
@@ -89,8 +98,42 @@ def _toolchain(chosen: tuple[tuple[str, str], ...]) -> JavaToolchain:
     )
 
 
-def _summary(stdout: str) -> dict[str, int]:
-    return {f"{kind} {what}": int(n) for n, kind, what in _SUMMARY.findall(stdout)}
+class LaunchRecord(BaseModel):
+    """What the launcher reported once JUnit returned: its phase, exit status and JUnit's own counts."""
+
+    phase: str  # "tested" or "compile_error"
+    exit_code: int
+    counts: dict[str, int]
+
+
+def _arm(workdir: Path) -> bytes:
+    """A fresh key for this run's launcher, left where only it reads (and deletes) it."""
+    key = secrets.token_bytes(32)
+    (workdir / _RECORD_FILE).unlink(missing_ok=True)
+    path = workdir / _KEY_FILE
+    path.write_bytes(key)
+    os.chmod(path, 0o644)  # the sandbox's uid reads it; the folder is private to the run
+    return key
+
+
+def read_record(workdir: Path, key: bytes) -> LaunchRecord | None:
+    """The launcher's record if it is there and carries this run's key, else ``None``."""
+    try:
+        # never follow a link the answer left in its place: the runner reads this, not the sandbox
+        fd = os.open(workdir / _RECORD_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        raw = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    body, _, mac = raw.decode("ascii", errors="replace").strip().rpartition(" ")
+    if not hmac.compare_digest(hmac.new(key, body.encode("ascii", errors="replace"), hashlib.sha256).hexdigest(), mac):
+        return None
+    phase, code, *counts = body.split(" ")
+    return LaunchRecord(phase=phase, exit_code=int(code), counts=dict(zip(_COUNTS, map(int, counts))))
 
 
 def java_version() -> str:
@@ -102,12 +145,12 @@ def java_version() -> str:
     return (out.stderr or out.stdout).strip().split("\n")[0]
 
 
-def _fast_launcher(toolchain: JavaToolchain) -> Path:
-    """The compiled fast-path launcher, built once per source version into the runner's cache."""
-    source = Path(__file__).with_name(f"{FAST_LAUNCHER}.java")
+def _launcher(toolchain: JavaToolchain) -> Path:
+    """The compiled launcher, built once per source version into the runner's cache."""
+    source = Path(__file__).with_name(f"{LAUNCHER}.java")
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-    target = cache_dir() / "evaluation" / f"fast-java-{digest}"
-    built = target / f"{FAST_LAUNCHER}.class"
+    target = cache_dir() / "evaluation" / f"java-launcher-{digest}"
+    built = target / f"{LAUNCHER}.class"
     with _BUILD_LOCK:
         if not built.is_file():
             target.mkdir(parents=True, exist_ok=True)
@@ -115,7 +158,7 @@ def _fast_launcher(toolchain: JavaToolchain) -> Path:
             done = subprocess.run([toolchain.javac, "-cp", cp, "-d", str(target), str(source)],
                                   capture_output=True, text=True, timeout=300)
             if done.returncode != 0:
-                raise UserError(f"{source}: cannot compile the Java fast-path launcher: {done.stderr.strip()[-300:]}")
+                raise UserError(f"{source}: cannot compile the Java test launcher: {done.stderr.strip()[-300:]}")
     return built
 
 
@@ -124,12 +167,13 @@ def check_java(
 ) -> CheckResult:
     """Compile and run the program's tester; pass when JUnit finds tests and none fails.
 
-    ``fast`` compiles and tests in one JVM (``RunnerCompileAndTest``) instead of two; same verdicts.
+    The verdict comes from the launcher's keyed record, never from what the JVM printed or its
+    exit status alone. ``fast`` compiles and tests in one JVM instead of two; same verdicts.
     """
     tester = program.tester_class or program.source.stem
     jvm_limits = limits.for_jvm()
     flags = toolchain.jvm_flags(limits)
-    launcher = _fast_launcher(toolchain) if fast else None
+    launcher = _launcher(toolchain)
     with sandbox.workdir() as workdir:
         copy_data(program, workdir)
         # The JUnit jars travel with the run like the program's own jars: the sandbox's uid may not
@@ -142,13 +186,19 @@ def check_java(
             jars.append(local.name)
         cp = ":".join([*jars, "."])
         (workdir / f"{tester}.java").write_text(source, encoding="utf-8")
-        if launcher is not None:
-            shutil.copy2(launcher, workdir / launcher.name)
-            run = sandbox.run([toolchain.java, *flags, "-cp", cp, FAST_LAUNCHER, cp, f"{tester}.java", tester],
-                              workdir, jvm_limits)
-            if run.exit_code == 3 and "runner: compilation failed" in run.stderr_tail and not _summary(run.stdout):
+        shutil.copy2(launcher, workdir / launcher.name)
+
+        def launch(phase: str) -> tuple[ExecResult, LaunchRecord | None]:
+            key = _arm(workdir)
+            run = sandbox.run([toolchain.java, *flags, "-cp", cp, LAUNCHER, phase, cp, f"{tester}.java", tester,
+                               _KEY_FILE, _RECORD_FILE], workdir, jvm_limits)
+            return run, read_record(workdir, key)
+
+        if fast:
+            run, record = launch("compile")
+            if record is not None and record.phase == "compile_error" and run.exit_code == record.exit_code:
                 return CheckResult(outcome=Outcome.compile_error, stderr_tail=run.stderr_tail, seconds=run.seconds)
-            return _judge(run)
+            return _judge(run, record)
         compiled = sandbox.run(
             [toolchain.javac, *[f"-J{f}" for f in flags], "-nowarn", "-proc:none", "-encoding", "UTF-8",
              "-cp", cp, "-d", ".", f"{tester}.java"],
@@ -163,30 +213,31 @@ def check_java(
                 stderr_tail=(compiled.stderr_tail or compiled.stdout[-4000:]),
                 seconds=compiled.seconds,
             )
-        run = sandbox.run(
-            [toolchain.java, *flags, "-cp", cp, "org.junit.platform.console.ConsoleLauncher",
-             "--disable-banner", "--disable-ansi-colors", "--details=summary", "--select-class", tester],
-            workdir,
-            jvm_limits,
-        )
-    judged = _judge(run)
+        run, record = launch("test")
+    judged = _judge(run, record)
     # the longest single run is what scaled limits grow from, and javac runs under them too
     return judged.model_copy(update={"seconds": max(judged.seconds, compiled.seconds)})
 
 
-def _judge(run: ExecResult) -> CheckResult:
-    """The verdict from a JUnit console run: its summary counts, exit status and limits."""
-    counts = _summary(run.stdout)
+def _judge(run: ExecResult, record: LaunchRecord | None) -> CheckResult:
+    """The verdict from a launcher run: its record's counts and exit status, and the limits."""
     detail = (run.stdout[-3000:] + "\n" + run.stderr_tail).strip()
     if run.timed_out:
         return CheckResult(outcome=Outcome.timeout, stderr_tail=f"timed out after {run.seconds:.1f} s\n{detail}",
                            seconds=run.seconds, outputs=[run.stdout])
-    if run.output_truncated or run.killed_by_signal or "tests found" not in counts or counts["tests found"] == 0:
+    if record is None or record.phase != "tested" or run.exit_code != record.exit_code:
+        # the JVM ended before the launcher's record (the tester exited or halted), or the record is
+        # not this run's: whatever it printed, the tests did not report
+        why = "the JVM ended without the launcher's completion record"
+        return CheckResult(outcome=Outcome.runtime_error, stderr_tail=f"{why}\n{detail}", seconds=run.seconds,
+                           outputs=[run.stdout])
+    counts = record.counts
+    if run.output_truncated or run.killed_by_signal or counts["tests found"] == 0:
         return CheckResult(outcome=Outcome.runtime_error, stderr_tail=detail, seconds=run.seconds, outputs=[run.stdout])
     if counts.get("containers failed", 0) > 0 and counts.get("tests successful", 0) == 0:
         # The tester could not even start (a static initialiser threw).
         return CheckResult(outcome=Outcome.runtime_error, stderr_tail=detail, seconds=run.seconds, outputs=[run.stdout])
     failed = counts.get("tests failed", 0) + counts.get("tests aborted", 0) + counts.get("containers failed", 0)
-    outcome = Outcome.passed if failed == 0 and run.exit_code == 0 else Outcome.fail
+    outcome = Outcome.passed if failed == 0 and record.exit_code == 0 else Outcome.fail
     return CheckResult(outcome=outcome, stderr_tail="" if outcome is Outcome.passed else detail,
                        seconds=run.seconds, outputs=[run.stdout])

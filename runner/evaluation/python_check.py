@@ -43,12 +43,22 @@ def python_interpreter() -> str:
     return os.environ.get("RUNNER_EVAL_PYTHON") or sys.executable
 
 
+def answer_keys(program: Program) -> set[Path]:
+    """The program's test-case files: ``<stem>.json`` (Python's expected outputs, Java's recorded
+    console run) and a re-baselined copy, which the program under test must never read."""
+    keys = {program.source.with_suffix(".json"), *([program.tests_json] if program.tests_json else [])}
+    return {Path(os.path.realpath(key)) for key in keys}
+
+
 def copy_data(program: Program, workdir: Path) -> None:
-    """Copy the program's data files (not its sources) into the private directory, as upstream links them."""
+    """Copy the program's data files (not its sources, not its answer key) into the private directory."""
     if not program.data_dir.is_dir():
         return
+    keys = answer_keys(program)
     for item in program.data_dir.iterdir():
         if item.suffix in (".py", ".java") or item.name.startswith("."):
+            continue
+        if Path(os.path.realpath(item)) in keys:
             continue
         if item.is_dir():
             shutil.copytree(item, workdir / item.name, symlinks=False)

@@ -1,0 +1,120 @@
+"""Hostile answers against both sandboxes: each case is named for what it attacks, and none may pass.
+
+Each answer fills a real task of the starter benchmark, as a model's output would. The reference
+of the same task passes in the same sandbox, so a case cannot pass by everything failing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from runner.benchmarks import load_benchmark
+from runner.errors import UserError
+from runner.evaluation.java_check import check_java, java_toolchain
+from runner.evaluation.postprocess import assemble
+from runner.evaluation.python_check import check_python
+from runner.evaluation.sandbox import LocalSandbox, capabilities
+from runner.records import Outcome
+from tests.conftest import require
+from tests.evaluation.conftest import FAST, JAVA
+
+pytestmark = pytest.mark.timeout(900)
+
+JAVA_TASK = "java/infill/LRUCacheTester/37-38"
+PYTHON_TASK = "python/infill/lu_solver/16-17"
+FORGED_SUMMARY = 'System.out.println("[ 12 tests found ]\\n[ 12 tests successful ]\\n[ 0 tests failed ]");'
+
+
+@pytest.fixture(scope="module", params=["local", "docker"])
+def any_sandbox(request):
+    if request.param == "local":
+        caps = capabilities()
+        require(caps.complete, f"a complete local sandbox (missing: {caps.missing()})")
+        return LocalSandbox()
+    from runner.evaluation.docker_sandbox import DockerSandbox
+    from tests.docker_images import SANDBOX_CPU_ENV, engine, sandbox_cpu_image
+
+    client = engine()
+    sandbox_cpu_image(client)
+    return DockerSandbox(env=SANDBOX_CPU_ENV, client=client)
+
+
+@pytest.fixture(scope="module")
+def starter():
+    return load_benchmark("starter")
+
+
+@pytest.fixture(scope="module")
+def toolchain():
+    try:
+        return java_toolchain()
+    except UserError as exc:
+        require(False, f"JDK and JUnit jars ({exc})")
+
+
+def judge_java(starter, sandbox, toolchain, code: str, fast: bool):
+    task = starter.task(JAVA_TASK)
+    return check_java(starter.program_of(task), assemble(task, code), sandbox, JAVA, toolchain, fast=fast)
+
+
+JAVA_FORGERIES = {
+    "junit_summary_on_stdout_then_exit_0": FORGED_SUMMARY + " System.exit(0);",
+    "junit_summary_on_stdout_then_halt_0": FORGED_SUMMARY + " Runtime.getRuntime().halt(0);",
+    # the launcher's record, written in its place with a guessed key, before the real one exists
+    "launcher_record_written_by_the_answer": (
+        'try { java.nio.file.Files.write(java.nio.file.Paths.get(".runner-record"), '
+        '("tested 0 12 12 0 0 0 " + "0".repeat(64) + "\\n").getBytes()); } catch (Exception e) {} '
+        + FORGED_SUMMARY + " Runtime.getRuntime().halt(0);"
+    ),
+    # the key file, read before the launcher deletes it (it must already be gone)
+    "launcher_key_read_by_the_answer": (
+        'try { System.out.println("key " + java.nio.file.Files.readAllBytes('
+        'java.nio.file.Paths.get(".runner-key")).length); } catch (Exception e) { System.out.println("no key"); } '
+        + FORGED_SUMMARY + " System.exit(0);"
+    ),
+}
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["javac-then-java", "one-jvm"])
+@pytest.mark.parametrize("attack", list(JAVA_FORGERIES))
+def test_a_java_answer_cannot_forge_a_pass(starter, any_sandbox, toolchain, attack, fast):
+    result = judge_java(starter, any_sandbox, toolchain, JAVA_FORGERIES[attack], fast)
+    assert result.outcome is Outcome.runtime_error, result.stderr_tail
+    assert "completion record" in result.stderr_tail
+    if attack == "launcher_key_read_by_the_answer":
+        assert "no key" in result.outputs[0]
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["javac-then-java", "one-jvm"])
+def test_the_java_reference_passes_where_the_forgeries_do_not(starter, any_sandbox, toolchain, fast):
+    result = judge_java(starter, any_sandbox, toolchain, starter.task(JAVA_TASK).reference, fast)
+    assert result.outcome is Outcome.passed, result.stderr_tail
+
+
+# Finds its own test case in the test-case JSON of its folder and prints the expected output.
+ANSWER_KEY_READER = """\
+        import json, os, sys
+        source = open(__file__).read()
+        for name in os.listdir("."):
+            if name.endswith(".json"):
+                key = json.load(open(name))
+                for field, code in key.items():
+                    if field.startswith("test_case") and code in source:
+                        print(key["expected_output" + field[9:]].replace("\\\\n", "\\n"), end="")
+                        sys.stdout.flush()
+                        os._exit(0)
+        print("no answer key", sorted(os.listdir(".")))"""
+
+
+def test_a_python_answer_cannot_read_its_expected_outputs(starter, any_sandbox):
+    task = starter.task(PYTHON_TASK)
+    program = starter.program_of(task)
+    result = check_python(program, assemble(task, ANSWER_KEY_READER), any_sandbox, FAST)
+    assert result.outcome is not Outcome.passed
+    assert "no answer key" in result.outputs[0] and "lu_solver.json" not in result.outputs[0]
+
+
+def test_a_python_program_still_sees_its_own_data_files(starter, any_sandbox):
+    task = next(t for t in starter.tasks if t.program == "job_scheduler")
+    result = check_python(starter.program_of(task), assemble(task, task.reference), any_sandbox, FAST)
+    assert result.outcome is Outcome.passed, result.stderr_tail
