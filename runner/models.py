@@ -6,7 +6,9 @@ path, the dequantization of another quantization of the same model (to a Hugging
 folder), or ``llama-quantize`` run on another quantization (the quantization ladder). The runtime's ``model_format`` says what it needs: a GGUF
 file (llama.cpp), a Hugging Face folder (vLLM: a GGUF is converted by ``runner.convert``) or
 an EXL2 folder (ExLlamaV2). Everything lands under ``cache_dir()/models`` and is reused;
-sha256 digests are cached by path, size and mtime so that a rerun does not hash gigabytes.
+sha256 digests are cached by path, size and mtime so that a rerun need not rebuild, but the
+digest a run records is its files' content hashed again in that run (``hash_in_background``,
+while the server loads): a file whose bytes changed under the same mtime fails its cell.
 """
 
 from __future__ import annotations
@@ -69,15 +71,31 @@ def models_dir() -> Path:
 
 
 # -- digests ---------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    """The file's sha256, cached by absolute path, size and mtime in ``cache_dir()/sha256.json``."""
+def _sha256_index() -> Path:
+    return cache_dir() / "sha256.json"
+
+
+def _update_index(change: Callable[[dict], None]) -> None:
+    index = _sha256_index()
+    with _SHA_LOCK:
+        cached = _read_json(index)
+        change(cached)
+        tmp = index.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(cached, indent=1), encoding="utf-8")
+        os.replace(tmp, index)
+
+
+def sha256_file(path: Path, fresh: bool = False) -> str:
+    """The file's sha256, cached by absolute path, size and mtime in ``cache_dir()/sha256.json``.
+
+    The cached value only tells whether a rebuild can be skipped; ``fresh`` reads the content again.
+    """
     path = Path(path).resolve()
     stat = path.stat()
     key = str(path)
-    index = cache_dir() / "sha256.json"
-    with _SHA_LOCK:
-        cached = _read_json(index)
-        hit = cached.get(key)
+    if not fresh:
+        with _SHA_LOCK:
+            hit = _read_json(_sha256_index()).get(key)
         if hit and hit["size"] == stat.st_size and hit["mtime_ns"] == stat.st_mtime_ns:
             return hit["sha256"]
     digest = hashlib.sha256()
@@ -85,24 +103,70 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(4 * 1024 * 1024), b""):
             digest.update(block)
     value = digest.hexdigest()
-    with _SHA_LOCK:
-        cached = _read_json(index)
-        cached[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": value}
-        tmp = index.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cached, indent=1), encoding="utf-8")
-        os.replace(tmp, index)
+    _update_index(lambda cached: cached.__setitem__(key, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                                                          "sha256": value}))
     return value
 
 
-def sha256_tree(folder: Path) -> str:
+def forget_sha256(path: Path) -> None:
+    """Drop the cached digests of ``path`` (a file, or every file under a folder): the next look hashes."""
+    root = str(Path(path).resolve())
+    _update_index(lambda cached: [cached.pop(k) for k in list(cached) if k == root or k.startswith(root + os.sep)])
+
+
+def _tree_files(folder: Path) -> list[Path]:
+    # dot-entries are bookkeeping (hub download cache, the runner's markers), not model content
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def sha256_tree(folder: Path, fresh: bool = False) -> str:
     """One digest for a folder: sha256 over each file's relative path and sha256, in sorted order."""
     digest = hashlib.sha256()
     folder = Path(folder)
-    # dot-entries are bookkeeping (hub download cache, the runner's markers), not model content
-    for path in sorted(p for p in folder.rglob("*")
-                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)):
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
+    for path in _tree_files(folder):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path, fresh)}\n".encode())
     return digest.hexdigest()
+
+
+class ContentCheck:
+    """The served files hashed again from their content on a background thread (started at once)."""
+
+    def __init__(self, records: list[ModelRecord]) -> None:
+        self._records = records
+        self._outcome: list[ModelRecord] | UserError | None = None
+        self._thread = threading.Thread(target=self._hash, name="model-sha256", daemon=True)
+        self._thread.start()
+
+    def _hash(self) -> None:
+        checked, problems = [], []
+        for record in self._records:
+            path = Path(record.path)
+            try:
+                actual = sha256_file(path, fresh=True) if path.is_file() else sha256_tree(path, fresh=True)
+            except OSError as exc:
+                problems.append(f"{record.key}: cannot read {path} to hash it ({exc.strerror}); prepare it again")
+                continue
+            if record.sha256 and actual != record.sha256:
+                forget_sha256(path)  # so that the next preparation rebuilds (or refuses) it
+                problems.append(f"{record.key}: {path} hashes to sha256 {actual} now, but {record.sha256} was "
+                                "pinned or recorded for it: its content changed under the same size and mtime "
+                                "(bit rot, or an edit that kept the mtime); restore the file, or delete it and "
+                                "prepare again")
+            checked.append(record.model_copy(update={"sha256": actual}))
+        self._outcome = UserError("; ".join(problems)) if problems else checked
+
+    def result(self) -> list[ModelRecord]:
+        """The records with the digests of this run's read; ``UserError`` when any differs from its record."""
+        self._thread.join()
+        if not isinstance(self._outcome, list):
+            raise self._outcome or UserError("hashing the model files stopped unexpectedly; rerun the cell")
+        return self._outcome
+
+
+def hash_in_background(records: list[ModelRecord]) -> ContentCheck:
+    """Start hashing ``records``' files (call it before the server starts; ``result()`` once it is up)."""
+    return ContentCheck(records)
 
 
 def _read_json(path: Path) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 from runner.errors import UserError
 from runner.matrix import load_matrix
-from runner.models import check_free_space, fetch_source, prepare, sha256_file
+from runner.models import check_free_space, fetch_source, hash_in_background, prepare, sha256_file
 from tests.test_store import SMALL_MATRIX
 
 GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -68,6 +69,52 @@ def test_sha256_is_cached_by_size_and_mtime_and_recomputed_on_change(tmp_path):
     assert sha256_file(path) == hashlib.sha256(b"a" * 1000).hexdigest()
     path.write_bytes(b"b" * 1001)
     assert sha256_file(path) == hashlib.sha256(b"b" * 1001).hexdigest()
+
+
+def rot_keeping_mtime(path: Path) -> None:
+    """Flip 16 bytes in the middle of ``path`` and put its times back, as silent corruption does."""
+    before = path.stat()
+    with open(path, "r+b") as fh:
+        fh.seek(before.st_size // 2)
+        chunk = fh.read(16)
+        fh.seek(before.st_size // 2)
+        fh.write(bytes(b ^ 0xFF for b in chunk))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_size == before.st_size
+
+
+def local_model(tmp_path: Path, pin: str | None = None):
+    model = tmp_path / "w.gguf"
+    if not model.exists():
+        model.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    pinned = f'sha256 = "{pin}"\n' if pin else ""
+    return model, matrix_file(tmp_path, f'[models.gemma3-270m.quantizations.q4_k_m]\nkind = "path"\npath = "{model}"\n'
+                                        + pinned)
+
+
+def test_the_recorded_sha256_is_the_content_hashed_in_this_run_not_the_mtime_cache(tmp_path):
+    model, matrix = local_model(tmp_path)
+    good = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert [r.sha256 for r in hash_in_background(prepare(matrix, matrix.cells[0]).records).result()] == [good]
+    rot_keeping_mtime(model)
+    stale = prepare(matrix, matrix.cells[0])
+    assert stale.records[0].sha256 == good  # the size and mtime cache cannot see it: it only skips rebuilds
+    with pytest.raises(UserError, match=rf"gemma3-270m:q4_k_m: {model} hashes to sha256 [0-9a-f]{{64}} now, but "
+                                        rf"{good} was pinned or recorded for it: .*bit rot"):
+        hash_in_background(stale.records).result()
+    # the failed check dropped the cache entry: the next preparation sees the new content
+    assert prepare(matrix, matrix.cells[0]).records[0].sha256 == hashlib.sha256(model.read_bytes()).hexdigest() != good
+
+
+def test_a_pinned_file_with_bit_rot_is_refused_by_the_next_preparation(tmp_path):
+    model, _ = local_model(tmp_path)
+    _, matrix = local_model(tmp_path, pin=hashlib.sha256(model.read_bytes()).hexdigest())
+    hash_in_background(prepare(matrix, matrix.cells[0]).records).result()
+    rot_keeping_mtime(model)
+    with pytest.raises(UserError, match="pinned or recorded"):
+        hash_in_background(prepare(matrix, matrix.cells[0]).records).result()
+    with pytest.raises(UserError, match="it is not the file the matrix pins"):
+        prepare(matrix, matrix.cells[0])
 
 
 def test_a_wrong_pinned_sha256_is_refused(tmp_path):
@@ -364,3 +411,32 @@ type = "Q8_0"
     mtime = path.stat().st_mtime_ns
     again = prepare(matrix, matrix.cells[0])
     assert again.files.path.stat().st_mtime_ns == mtime and again.records[0].command == record.command
+
+
+def test_a_derived_rung_with_bit_rot_fails_its_check_and_is_rebuilt_by_the_next_preparation(tmp_path, monkeypatch):
+    from runner.runtimes.llamacpp import llama_quantize_path
+    from tests.conftest import require
+    from tests.llama_server import gemma_gguf
+
+    require(llama_quantize_path().is_file(), f"llama-quantize at {llama_quantize_path()} (scripts/build-llama-server.sh)")
+    # its own models folder: the shared cache's rung is other tests' (and other runs') to read
+    (tmp_path / "models").mkdir()
+    monkeypatch.setattr("runner.models.models_dir", lambda: tmp_path / "models")
+    matrix = matrix_file(tmp_path, f"""
+[models.gemma3-270m.quantizations.release]
+kind = "path"
+path = "{gemma_gguf()}"
+[models.gemma3-270m.quantizations.q8_0]
+kind = "quantize"
+of = "release"
+type = "Q8_0"
+""", quantization="q8_0")
+    path = prepare(matrix, matrix.cells[0]).files.path
+    assert path.is_relative_to(tmp_path)
+    made = hashlib.sha256(path.read_bytes()).hexdigest()
+    rot_keeping_mtime(path)
+    with pytest.raises(UserError, match=rf"{path} hashes to sha256 .* but {made} was pinned or recorded"):
+        hash_in_background(prepare(matrix, matrix.cells[0]).records).result()
+    again = prepare(matrix, matrix.cells[0])  # llama-quantize again: the rotten file is replaced
+    assert hashlib.sha256(again.files.path.read_bytes()).hexdigest() == made
+    assert [r.sha256 for r in hash_in_background(again.records).result()] == [made]

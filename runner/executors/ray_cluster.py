@@ -241,7 +241,7 @@ def serve_cell_to_queue(job: CellJob, events) -> None:
 def _run_cell_here(job: CellJob, gpu_ids: list[int], placement: Placement, events: queue.Queue,
                    running: dict[str, Any]) -> None:
     from runner.backends import get_backend
-    from runner.models import prepare
+    from runner.models import hash_in_background, prepare
     from runner.run import CellContext, CellFailure, _CellRun
     from runner.runtimes import get_runtime
 
@@ -256,12 +256,13 @@ def _run_cell_here(job: CellJob, gpu_ids: list[int], placement: Placement, event
     server = None
     try:
         prepared = prepare(job.matrix, cell)
-        events.put(_Prepared(records=prepared.records))
+        hashing = hash_in_background(prepared.records)  # while the server loads
         runtime = get_runtime(cell.runtime)
         spec = runtime.server_spec(cell, prepared.files, threads=settings.threads, gpus=len(gpu_ids))
         server = backend.start(spec, sink.log_path, health_timeout=settings.health_timeout_s, gpus=gpu_ids,
                                run=job.run_name, cell=cell.slug)
         running.update(backend=backend, server=server)
+        events.put(_Prepared(records=hashing.result()))
         placement.server = server.ident
         result.load_seconds, result.image_digest = server.load_seconds, server.image_digest
         sink.update(result)
