@@ -574,11 +574,12 @@ class Reproduction:
         self.store.write_cell(result)
         sink = StoreSink(self, cell, evaluator, pool, EvalBacklog(result))
         try:
-            from runner.models import prepare
+            from runner.models import hash_in_background, prepare
 
             prepared = prepare(self.matrix, cell, progress=self.events.note)
-            self._record_models(prepared.records)
+            hashing = hash_in_background(prepared.records)  # while the server loads
             server, shared_with = self._server_for(cell, runtime, backend, prepared.files, host_gpus)
+            self._record_models(hashing.result())
             placement.server = server.ident
             result.load_seconds = server.load_seconds
             result.image_digest = server.image_digest

@@ -308,3 +308,26 @@ def test_metrics_delta_subtracts_counters_and_keeps_gauges():
                              "# TYPE h histogram\nh_bucket{le=\"1.0\"} 3\nh_bucket{le=\"+Inf\"} 9\nh_sum 4.0\nh_count 9\n")
     assert metrics_delta(before, after) == {"a_total": 4, "g": 7, 'h_bucket{le="1.0"}': 1, 'h_bucket{le="+Inf"}': 5,
                                             "h_sum": 2.5, "h_count": 5}
+
+
+def test_a_model_file_with_bit_rot_under_its_old_mtime_fails_its_cell_and_its_old_sha256_is_not_recorded(tmp_path):
+    import hashlib
+    import shutil
+
+    from runner.models import sha256_file
+    from tests.test_models import rot_keeping_mtime
+
+    model = tmp_path / "gemma.gguf"
+    shutil.copy2(gemma_gguf(), model)
+    old = sha256_file(model)  # the size and mtime cache now holds the healthy content's digest
+    rot_keeping_mtime(model)
+    text = write_matrix(tmp_path, limit=1, sweep="[]").read_text().replace(str(gemma_gguf()), str(model))
+    (tmp_path / "rot.toml").write_text(text.replace("latency_tasks = 2", "latency_tasks = 0"))
+    outcome = reproduce(load_matrix(tmp_path / "rot.toml"), RunOptions(runs_dir=tmp_path / "runs"))
+    (result,) = outcome.results
+    assert result.status == "failed" and "bit rot" in result.reason and old in result.reason, result.reason
+    assert not RunStore(outcome.run_dir).samples(result.cell)  # no answer came from the rotten weights
+    recorded = [m.sha256 for m in RunStore(outcome.run_dir).read_manifest().models]
+    assert old not in recorded
+    assert sha256_file(model) == hashlib.sha256(model.read_bytes()).hexdigest()  # the stale entry is gone
+    assert not llama_servers_of_this_test()
