@@ -123,6 +123,8 @@ class ModelSource(BaseModel):
     type: str | None = None  # quantize: llama-quantize's output type, e.g. "F16", "Q8_0", "Q4_K_M"
     sha256: str | None = None  # expected sha256 of a single file, checked after download
     gpu_memory_gib: float | None = Field(None, gt=0)  # GPU memory the server needs, all GPUs together
+    #: the weights' size on disk (GiB) as downloaded or made; the plan's disk figure (None: unknown)
+    disk_gib: float | None = Field(None, gt=0)
     gpus: int = Field(1, gt=0)  # tensor-parallel degree
 
     @model_validator(mode="after")
@@ -432,9 +434,13 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
     from runner.backends import backend_names
     from runner.runtimes import get_runtime, runtime_names
 
+    from runner.paths import run_name_problem
+
     where = str(path)
     problems: list[str] = [f"{where}: {line}" for line in
                            _edition_problems("edition", parsed.benchmark, parsed.edition, parsed.compare_editions)]
+    if why := run_name_problem(parsed.name):
+        problems.append(f"{where}: name = {parsed.name!r}: {why}; use a plain name such as 'demo-2'")
     runtimes = runtime_names()
     if parsed.backend not in backend_names():
         problems.append(f"{where}: backend = {parsed.backend!r}: unknown backend; "
