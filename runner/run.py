@@ -390,6 +390,7 @@ class Reproduction:
         everything = matrix.tasks.model_copy(update={"limit": None})
         self.latency_tasks = latency_subset(self.tasks, self.settings, select_tasks(self.benchmark, everything))
         self.manifest: Manifest | None = None
+        self.plan = None  # runner.plan.Plan, made when the run starts
         self.manifest_lock = threading.Lock()  # cells on a cluster finish in any order, on driver threads
         self.pending: list[Future] = []  # evaluations still running, possibly of earlier cells
         self.held: tuple[str, RunningServer, str] | None = None  # launch key, server, the cell it was started for
@@ -440,13 +441,10 @@ class Reproduction:
         return manifest
 
     def _plan(self) -> list[Cell]:
-        """The cells to run; cells the executor cannot place are refused, or skipped when asked."""
+        """The cells to run; cells the executor cannot place are refused, or skipped when asked (their
+        records written: the store is open by then; ``_refuse`` has already run before it)."""
         problems = [(cell, why) for cell, why in self._problems() if why]
-        if problems and not self.options.skip_unrunnable:
-            lines = [f"  {cell.id}: {why}" for cell, why in problems]
-            raise UserError(f"{len(problems)} of {len(self.matrix.cells)} cells cannot run {self.executor.where} "
-                            f"(backend {self.backend_name}):\n" + "\n".join(lines)
-                            + "\nrun them on a host that can, or pass --skip-unrunnable")
+        self._refuse()
         skipped = {cell.id for cell, _ in problems}
         for cell, why in problems:
             result = self.store.read_cell(cell)
@@ -455,21 +453,41 @@ class Reproduction:
             self.events.note(f"skipping {cell.id}: {why}")
         return [cell for cell in self.matrix.cells if cell.id not in skipped]
 
+    def _refuse(self) -> None:
+        """Refuse a run with cells the executor cannot place (unless asked to skip them): a ``UserError``
+        saying each reason once, raised before anything is written."""
+        plan = self.plan or self._make_plan()
+        if plan.unrunnable and not self.options.skip_unrunnable:
+            raise UserError(f"{len(plan.unrunnable)} of {len(plan.cells)} cells cannot run {self.executor.where} "
+                            f"(backend {self.backend_name}):\n" + "\n".join(plan.reason_lines())
+                            + "\nrun them on a host that can, or pass --skip-unrunnable")
+
+    def _make_plan(self):
+        """The run's plan (``runner.plan``: the one ``doctor`` and ``reproduce --plan`` print)."""
+        from runner.plan import make_plan
+
+        self.plan = make_plan(self.matrix, backend=self.backend_name, executor=self.executor,
+                              benchmark=self.benchmark, name=self.store.root.name)
+        return self.plan
+
     def _problems(self) -> list[tuple[Cell, str | None]]:
         """Each cell with why the executor cannot place it (None when it can): this host's ``runner
         doctor`` plan in process, the cluster's nodes on Ray."""
-        return [(plan.cell, None if plan.runnable else plan.reason)
-                for plan in self.executor.plan(self.matrix, self.backend_name)]
+        plan = self.plan or self._make_plan()
+        return [(c.cell, None if c.runnable else c.reason) for c in plan.cells]
 
     def run(self) -> RunOutcome:
         """Run every cell through the executor (resuming a run directory that exists), then close the manifest."""
+        from runner.models import verify_local_files
+
+        # a refused run leaves no run directory: the plan and the pinned files are checked first
+        verify_local_files(self.matrix)
+        self._make_plan()
+        self._refuse()
         with RunLock(self.store.root):
             return self._run()
 
     def _run(self) -> RunOutcome:
-        from runner.models import verify_local_files
-
-        verify_local_files(self.matrix)  # a wrong pinned file is the user's to fix, before anything starts
         self.manifest = self._open_store()
         cells = self._plan()
         self._check_environment()  # before any model is loaded: a sandbox that cannot judge stops here
