@@ -542,6 +542,13 @@ def tasks_rebaseline(name: str, program: str | None, allow_unsandboxed: bool, sa
         else:
             click.echo(f"unscoreable {check.program}: {check.reason}")
 
+def _run_name(value: str | None) -> None:
+    from runner.paths import run_name_problem
+
+    if value is not None and (why := run_name_problem(value)):
+        raise UserError(f"--name {value!r}: {why}; use a plain name such as 'demo-2'")
+
+
 # --- commands: models, reproduce, doctor ------------------------------------------------------
 
 
@@ -555,6 +562,9 @@ def tasks_rebaseline(name: str, program: str | None, allow_unsandboxed: bool, sa
 @click.option("--backend", default=None, help="Where servers run: local or docker (default: the matrix's).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many tasks per cell.")
 @click.option("--skip-unrunnable", is_flag=True, help="Skip cells this host cannot run instead of refusing.")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Print the plan (cells, GPU memory, disk, hours) and write nothing: exit 0 if every cell "
+                   "can run, 1 if some cannot.")
 @_SANDBOX_OPTION
 @_EXPECTED_OPTION
 @click.option("--allow-unsandboxed", is_flag=True, help="Test generated code even where the sandbox is incomplete: accept the risk.")
@@ -564,13 +574,18 @@ def tasks_rebaseline(name: str, program: str | None, allow_unsandboxed: bool, sa
 @_edition_option(default_help="the matrix's edition")
 @user_errors
 def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str | None, runs_dir: Path,
-              fresh: bool, backend: str | None, limit: int | None, skip_unrunnable: bool, sandbox_kind: str,
-              expected: str, allow_unsandboxed: bool, ray_address: str | None, edition: str | None) -> None:
+              fresh: bool, backend: str | None, limit: int | None, skip_unrunnable: bool, plan_only: bool,
+              sandbox_kind: str, expected: str, allow_unsandboxed: bool, ray_address: str | None,
+              edition: str | None) -> None:
     """Run a matrix: per cell serve, generate, evaluate, time; resumes an interrupted run.
+
+    It plans first (the plan `runner doctor MATRIX` shows): a run that cannot go as asked prints the
+    whole plan and refuses before anything is written. MATRIX is a path or a shipped name (demo, paper).
 
     \b
     Example:
       runner reproduce --preset demo
+      runner reproduce --all --plan            # what the paper's matrix needs here; writes nothing
       runner reproduce matrices/demo.toml --name demo-2 --limit 4
       runner reproduce --all --backend docker --skip-unrunnable
       runner reproduce --all --ray auto        # cells over a Ray cluster's GPU nodes
@@ -588,8 +603,21 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
     chosen = [m for m in (matrix, preset, run_all or None) if m]
     if len(chosen) != 1:
         raise UserError("give exactly one of MATRIX, --preset demo or --all")
-    path = matrix or matrices_dir() / ("paper.toml" if run_all else f"{preset}.toml")
+    _run_name(name)
+    path = _shipped_or_path(matrix) if matrix else matrices_dir() / ("paper.toml" if run_all else f"{preset}.toml")
     loaded = load_matrix(path).with_edition(edition)
+    plan = _reproduce_plan(loaded, backend=backend, limit=limit, name=name, ray_address=ray_address)
+    if plan_only:
+        click.echo("\n".join(plan.lines()))
+        sys.exit(0 if plan.complete else 1)
+    if plan.problems or (plan.unrunnable and not skip_unrunnable):
+        # the whole plan, never cut, then the one line that says what to do
+        click.echo("\n".join(plan.lines(refusal=False)))
+        raise CliError(plan.refusal() if plan.unrunnable and not skip_unrunnable else f"cannot start: {plan.problems[0]}")
+    log(f"plan: {len(plan.cells) - len(plan.unrunnable)} of {len(plan.cells)} cells; about "
+        f"{plan.run.hours or 0:.1f} h (generation {plan.generation.hours or 0:.1f} h, evaluation "
+        f"{plan.evaluation.hours or 0:.1f} h); {plan.disk.needed_gib:.1f} GiB of weights to get "
+        "(`runner reproduce --plan` for the whole plan)")
     options = RunOptions(name=name, runs_dir=runs_dir, fresh=fresh, backend=backend, limit=limit,
                          skip_unrunnable=skip_unrunnable, sandbox=sandbox_kind, allow_unsandboxed=allow_unsandboxed,
                          expected=expected,
@@ -623,6 +651,22 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
         log(f"{len(outcome.failed)} cell(s) failed: " + ", ".join(r.cell.id for r in outcome.failed)
             + "; rerun the same command to complete them")
         sys.exit(1)
+
+def _reproduce_plan(loaded, *, backend: str | None, limit: int | None, name: str | None, ray_address: str | None):
+    """``runner.plan.make_plan`` for ``reproduce``'s options (on the Ray cluster with ``--ray``)."""
+    from runner.plan import make_plan
+
+    executor = None
+    if ray_address:
+        from runner.executors import get_executor
+
+        executor = get_executor("ray", address=ray_address)
+    try:
+        return make_plan(loaded, backend=backend, executor=executor, limit=limit, name=name)
+    finally:
+        if executor is not None:
+            executor.close()
+
 
 def _shipped_or_path(matrix: Path) -> Path:
     """A matrix path, or the name of a shipped one (``demo`` -> ``matrices/demo.toml``)."""
@@ -690,12 +734,14 @@ def models_prepare(matrix: Path, cell_ids: tuple[str, ...], runnable_only: bool,
 @click.option("--json", "as_json", is_flag=True, help="Print the host and the plan as JSON.")
 @user_errors
 def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as_json: bool) -> None:
-    """Say what this host offers (GPUs, Docker, disk, Java, servers) and which cells it can run.
+    """Say what this host offers (GPUs, Docker, disk, Java, servers, data, HF_TOKEN) and plan a matrix's cells.
+
+    The plan is the one `runner reproduce MATRIX --plan` prints. Exit 1 when no cell of MATRIX can run.
 
     \b
     Example:
       runner doctor
-      runner doctor matrices/paper.toml --backend docker
+      runner doctor paper --backend docker
       runner doctor matrices/paper.toml --ray auto
     """
     import json
@@ -703,41 +749,43 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
     from rich.console import Console
     from rich.table import Table
 
-    from runner.doctor import plan_cells, probe_host
+    from runner.doctor import probe_host
+    from runner.plan import data_check, make_plan, token_check, validate_backend
 
+    validate_backend(backend)
     if ray_address:
         _doctor_ray(matrix, backend, ray_address, as_json)
         return
 
     host = probe_host()
-    plans = []
+    plan = None
     if matrix is not None:
         from runner.matrix import load_matrix
 
-        plans = plan_cells(load_matrix(_shipped_or_path(matrix)), host, backend=backend)
+        plan = make_plan(load_matrix(_shipped_or_path(matrix)), backend=backend, host=host)
+    data = plan.data if plan else [data_check("simcopilot")]
+    token = plan.token if plan else token_check()
     if as_json:
-        click.echo(json.dumps({"host": host.model_dump(mode="json"),
-                               "cells": [p.model_dump(mode="json") for p in plans]}, indent=2))
-        return
-    console = Console(width=max(160, Console().width))
-    checks = Table("check", "", "detail", title="this host")
-    for check in host.checks():
-        checks.add_row(check.name, "ok" if check.ok else "no", check.detail)
-    console.print(checks)
-    _print_plans(console, plans, matrix, "runs here", "can run here")
-
-
-def _print_plans(console, plans, matrix: Path | None, column: str, verdict: str) -> None:
-    """The cells of a matrix, each with whether it can run where asked and why not."""
-    from rich.table import Table
-
-    if not plans:
-        return
-    cells = Table("cell", column, "device", "why not", title=f"cells of {matrix}")
-    for plan in plans:
-        cells.add_row(plan.cell.id, "yes" if plan.runnable else "no", plan.device, plan.reason or "")
-    console.print(cells)
-    log(f"{sum(p.runnable for p in plans)} of {len(plans)} cells {verdict}")
+        click.echo(json.dumps({"host": host.model_dump(mode="json"), "data": [d.model_dump(mode="json") for d in data],
+                               "hf_token": token.model_dump(mode="json"),
+                               "cells": [c.model_dump(mode="json") for c in plan.cells] if plan else [],
+                               "plan": plan.model_dump(mode="json", exclude={"cells"}) if plan else None}, indent=2))
+    else:
+        checks = Table("check", "", title="this host")
+        checks.add_column("detail", overflow="fold")  # wrapped, never cut with an ellipsis
+        for check in host.checks():
+            checks.add_row(check.name, "ok" if check.ok else "no", check.detail)
+        for d in data:
+            checks.add_row(f"data {d.benchmark}" + (f" {d.edition}" if d.edition else ""), "ok" if d.present else "no",
+                           d.detail)
+        checks.add_row("HF_TOKEN", "ok" if token.set or not token.gated else "no",
+                       ("set" if token.set else "not set")
+                       + (f"; gated repositories: {', '.join(token.gated)}" if token.gated else ""))
+        Console().print(checks)
+        if plan is not None:
+            click.echo("\n".join(plan.lines(refusal=False)))
+    if plan is not None and not plan.startable:
+        sys.exit(1)
 
 
 def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json: bool) -> None:
@@ -747,30 +795,33 @@ def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json:
     from rich.table import Table
 
     from runner.executors import get_executor
+    from runner.plan import make_plan
 
     executor = get_executor("ray", address=address)
     try:
         nodes = executor.nodes()
-        plans = []
+        plan = None
         if matrix is not None:
             from runner.matrix import load_matrix
 
-            loaded = load_matrix(_shipped_or_path(matrix))
-            plans = executor.plan(loaded, backend or loaded.backend)
+            plan = make_plan(load_matrix(_shipped_or_path(matrix)), backend=backend, executor=executor)
     finally:
         executor.close()
     if as_json:
         click.echo(json.dumps({"nodes": [n.model_dump(mode="json") for n in nodes],
-                               "cells": [p.model_dump(mode="json") for p in plans]}, indent=2))
-        return
-    console = Console(width=max(160, Console().width))
-    table = Table("node", "address", "CPUs", "GPUs", "GPU types", title=f"Ray cluster ({address})")
-    for node in nodes:
-        types = ", ".join(f"gpu:{t} x{v:g}" for t, v in sorted(node.gpu_types.items()))
-        table.add_row(node.node_id[:12] + (" (head)" if node.head else ""), node.host, f"{node.cpus:g}",
-                      f"{node.gpus:g}", types)
-    console.print(table)
-    _print_plans(console, plans, matrix, "placeable", "can be placed on the cluster")
+                               "cells": [c.model_dump(mode="json") for c in plan.cells] if plan else [],
+                               "plan": plan.model_dump(mode="json", exclude={"cells"}) if plan else None}, indent=2))
+    else:
+        table = Table("node", "address", "CPUs", "GPUs", "GPU types", title=f"Ray cluster ({address})")
+        for node in nodes:
+            types = ", ".join(f"gpu:{t} x{v:g}" for t, v in sorted(node.gpu_types.items()))
+            table.add_row(node.node_id[:12] + (" (head)" if node.head else ""), node.host, f"{node.cpus:g}",
+                          f"{node.gpus:g}", types)
+        Console().print(table)
+        if plan is not None:
+            click.echo("\n".join(plan.lines(refusal=False)))
+    if plan is not None and not plan.startable:
+        sys.exit(1)
 
 
 # --- commands: report -----------------------------------------------------------------------

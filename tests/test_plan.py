@@ -1,0 +1,234 @@
+"""One plan for doctor and reproduce: validation, per-cell needs, totals, and a CLI that never misleads."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from runner.cli import main
+from runner.doctor import GpuInfo, Host
+from runner.errors import UserError
+from runner.matrix import load_matrix
+from runner.plan import ORACLE_TIMINGS, make_plan
+from runner.run import RunOptions, reproduce
+
+#: one cell a CPU host runs (a local GGUF), one it cannot (ExLlamaV2 is CUDA only), sharing nothing
+MATRIX = """
+name = "{name}"
+benchmark = "{benchmark}"
+backend = "local"
+[tasks]
+limit = 4
+[models.tiny]
+name = "Tiny"
+[models.tiny.quantizations.q8_0]
+kind = "path"
+path = "{gguf}"
+gpu_memory_gib = 1
+[models.big]
+name = "Big"
+[models.big.quantizations."exl2-4.0"]
+kind = "hf"
+repo = "org/Big-exl2"
+revision = "4.0bpw"
+gpu_memory_gib = 48
+disk_gib = 34
+[[cells]]
+model = "tiny"
+runtime = "llamacpp"
+quantization = "q8_0"
+[[cells]]
+model = "big"
+runtime = "exllama"
+quantization = "exl2-4.0"
+"""
+
+CPU_HOST = Host(gpu_note="no NVIDIA driver or GPU", ram_gib=24, free_disk_gib=50, docker="27.0")
+
+
+@pytest.fixture
+def cpu_host(monkeypatch, tmp_path):
+    """This host, as the plan sees it: no GPU, a llama-server that exists (nothing starts)."""
+    binary = tmp_path / "llama-server"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("RUNNER_LLAMA_SERVER", str(binary))
+    monkeypatch.setattr("runner.doctor.probe_host", lambda max_age_s=30.0: CPU_HOST.model_copy(deep=True))
+    return CPU_HOST
+
+
+def write(tmp_path, name="mixed", benchmark="starter") -> str:
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF")
+    path = tmp_path / f"{name}.toml"
+    path.write_text(MATRIX.format(name=name, benchmark=benchmark, gguf=gguf), encoding="utf-8")
+    return str(path)
+
+
+def invoke(*args: str, env: dict | None = None):
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+# -- doctor and reproduce agree on bad matrices ------------------------------------------------------
+def test_an_unknown_backend_is_refused_by_doctor_and_reproduce_alike(tmp_path, cpu_host):
+    path, runs = write(tmp_path), tmp_path / "runs"
+    doctor = invoke("doctor", path, "--backend", "k8s")
+    run = invoke("reproduce", path, "--backend", "k8s", "--runs-dir", str(runs))
+    planned = invoke("reproduce", path, "--backend", "k8s", "--plan", "--runs-dir", str(runs))
+    line = "--backend 'k8s': unknown backend; known backends: docker, local"
+    for result in (doctor, run, planned):
+        assert result.exit_code == 2, result.output
+        assert line in result.output and "Traceback" not in result.output
+    assert not runs.exists()
+
+
+def test_an_unknown_benchmark_is_refused_by_doctor_and_reproduce_alike(tmp_path, cpu_host):
+    path, runs = write(tmp_path, benchmark="humaneval"), tmp_path / "runs"
+    line = f"{path}: benchmark = 'humaneval': unknown benchmark; known benchmarks: starter, simcopilot"
+    for args in (["doctor", path], ["doctor", path, "--json"], ["reproduce", path, "--runs-dir", str(runs)],
+                 ["reproduce", path, "--plan", "--runs-dir", str(runs)]):
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert line in result.output, (args, result.output)
+    assert not runs.exists()
+
+
+# -- reproduce --plan, and a refused run ---------------------------------------------------------------
+def test_plan_prints_needs_and_estimates_writes_nothing_and_exits_1_when_a_cell_cannot_run(tmp_path, cpu_host):
+    path, runs = write(tmp_path), tmp_path / "runs"
+    result = invoke("reproduce", path, "--plan", "--runs-dir", str(runs))
+    assert result.exit_code == 1, result.output
+    assert not runs.exists()
+    lines = result.output.rstrip("\n").splitlines()
+    assert lines[-1] == ("1 of 2 cells cannot run on this host (backend local); run them on a host that can, "
+                         "or pass --skip-unrunnable")
+    big = next(line for line in lines if line.startswith("big/exllama/exl2-4.0/baseline "))
+    assert big.split()[1:5] == ["no", "1", "48", "GiB"] and "34.0 GiB" in big
+    assert "big/exllama/exl2-4.0/baseline: runtime exllama runs on NVIDIA GPUs only" in result.output
+    assert next(line for line in lines if line.startswith("disk: ")).startswith("disk: 34.0 GiB of weights")
+    for part in ("generation: ", "evaluation: ", "whole run: "):
+        assert any(line.startswith(part) and " h (" in line for line in lines), part
+    # every cell runnable: exit 0, nothing written either
+    only_tiny = tmp_path / "tiny-only.toml"
+    only_tiny.write_text(open(path).read().split("[[cells]]")[0] + "[[cells]]" + open(path).read().split("[[cells]]")[1])
+    ok = invoke("reproduce", str(only_tiny), "--plan", "--runs-dir", str(runs))
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.rstrip().endswith("1 of 1 cells can run on this host") and not runs.exists()
+
+
+def test_a_refused_run_prints_the_whole_plan_and_leaves_no_run_directory(tmp_path, cpu_host):
+    path, runs = write(tmp_path), tmp_path / "runs"
+    result = invoke("reproduce", path, "--runs-dir", str(runs))
+    assert result.exit_code == 2, result.output
+    assert result.output.rstrip().endswith("pass --skip-unrunnable")
+    assert "tiny/llamacpp/q8_0/baseline" in result.output and "generation: " in result.output
+    assert not runs.exists()  # no manifest.json to make the next run "different matrix settings"
+    # the core refuses the same way, before the run directory exists
+    with pytest.raises(UserError) as info:
+        reproduce(load_matrix(path), RunOptions(runs_dir=runs))
+    assert "1 of 2 cells cannot run on this host (backend local)" in str(info.value)
+    assert "big/exllama/exl2-4.0/baseline: runtime exllama" in str(info.value)
+    assert not runs.exists()
+
+
+def test_all_plan_lists_every_paper_cell_uncut_with_needs_hours_and_the_fix_line_last(tmp_path):
+    """On this machine, as it is: without the SimCoPilot data the plan still plans."""
+    runs = tmp_path / "runs"
+    result = invoke("reproduce", "--all", "--plan", "--runs-dir", str(runs))
+    assert result.exit_code in (0, 1), result.output
+    assert not runs.exists()
+    out = result.output
+    assert "more characters" not in out
+    ids = [c.id for c in load_matrix("matrices/paper.toml").cells]
+    assert len(ids) == 54
+    rows = [line for line in out.splitlines() if line.split(" ")[0] in ids]
+    assert [row.split()[0] for row in rows] == ids
+    for row in rows:  # GPU memory, disk and hours on every row
+        assert " GiB " in row and row.count("GiB") >= 2 and " + " in row and "?" not in row, row
+    assert "runner data fetch simcopilot" in out  # the data is missing in a fresh runner home
+    assert "cannot start: SimCoPilot is not in" in out
+    hours = {line.split(":")[0]: line for line in out.splitlines() if line.startswith(("generation:", "evaluation:"))}
+    assert "runner/plan.py's table per runtime and GPU class" in hours["generation"]
+    if ORACLE_TIMINGS.is_file():
+        assert "the reference oracle's 1,072 per-task timings" in hours["evaluation"]
+    last = out.rstrip("\n").splitlines()[-1]
+    assert last.endswith("run them on a host that can, or pass --skip-unrunnable") or last.endswith(
+        "54 of 54 cells can run on this host")
+    # without --plan: the same plan, then the refusal as the last line (the data is missing)
+    refused = invoke("reproduce", "--all", "--runs-dir", str(runs))
+    assert refused.exit_code == 2, refused.output
+    assert [line.split()[0] for line in refused.output.splitlines() if line.split(" ")[0] in ids] == ids
+    assert refused.output.rstrip().splitlines()[-1].startswith("Error: ")
+    assert not runs.exists()
+
+
+def test_reproduce_takes_a_shipped_matrix_by_name_as_doctor_does(tmp_path):
+    result = invoke("reproduce", "demo", "--plan", "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code in (0, 1), result.output
+    assert result.output.startswith("plan for ") and "demo.toml: run 'demo'" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+# -- doctor ------------------------------------------------------------------------------------------------
+def test_doctor_exits_1_when_no_cell_can_run_and_says_each_reason_once(tmp_path, cpu_host):
+    path = tmp_path / "gpu-only.toml"
+    text = open(write(tmp_path)).read().replace('runtime = "llamacpp"', 'runtime = "exllama"') \
+        .replace('quantization = "q8_0"', 'quantization = "exl2-4.0"\nlabel = "again"').replace('model = "tiny"', 'model = "big"')
+    path.write_text(text)
+    result = invoke("doctor", str(path))
+    assert result.exit_code == 1, result.output
+    assert result.output.count("runtime exllama runs on NVIDIA GPUs only") == 1
+    assert "2 cells: runtime exllama runs on NVIDIA GPUs only" in result.output
+    assert "0 of 2 cells can run on this host" in result.output
+
+
+def test_doctor_json_carries_cell_ids_data_and_whether_hf_token_is_set_never_its_value(tmp_path, cpu_host):
+    path = write(tmp_path)
+    result = invoke("doctor", path, "--json", env={"HF_TOKEN": "hf_secret_value_123"})
+    assert result.exit_code == 0, result.output  # one cell of two can run
+    assert "hf_secret_value_123" not in result.output
+    report = json.loads(result.stdout)
+    assert [c["id"] for c in report["cells"]] == ["tiny/llamacpp/q8_0/baseline", "big/exllama/exl2-4.0/baseline"]
+    big = report["cells"][1]
+    assert (big["runnable"], big["gpu_memory_gib"], big["disk_gib"], big["cached"]) == (False, 48, 34, False)
+    assert report["hf_token"]["set"] is True
+    assert report["data"] == [{"benchmark": "starter", "edition": None, "present": True,
+                               "detail": report["data"][0]["detail"]}]
+    assert report["plan"]["reasons"] == [{"reason": big["reason"], "cells": [big["id"]]}]
+    assert report["plan"]["generation"]["basis"] and report["plan"]["evaluation"]["basis"]
+
+
+def test_doctor_without_a_matrix_reports_the_data_and_the_token(tmp_path, cpu_host):
+    result = invoke("doctor", env={"HF_TOKEN": ""})
+    assert result.exit_code == 0, result.output
+    text = re.sub(r"[│\s]+", " ", result.output)  # the table wraps long details, never cuts them
+    assert "data simcopilot no SimCoPilot is not in" in text and "run `runner data fetch simcopilot`" in text
+    assert "HF_TOKEN ok not set" in text and "…" not in text
+
+
+# -- the plan's figures --------------------------------------------------------------------------------------
+def test_paper_disk_counts_shared_files_once_and_every_cell_has_estimates(cpu_host):
+    matrix = load_matrix("matrices/paper.toml")
+    plan = make_plan(matrix, host=cpu_host)
+    files = {}
+    for key, spec in matrix.models.items():
+        for quant, source in spec.quantizations.items():
+            files[(source.repo, source.revision, source.filename, tuple(source.allow_patterns or []))] = source.disk_gib
+    assert plan.disk.total_gib == pytest.approx(sum(files.values()))  # fp8 reads the bf16 files: once
+    assert plan.disk.short_gib == pytest.approx(plan.disk.needed_gib - 50)
+    assert not plan.disk.unknown
+    assert all(c.generation_hours and c.evaluation_hours for c in plan.cells)
+    assert all(c.estimated_on.startswith("NVIDIA H100") or c.estimated_on.startswith("H100") for c in plan.cells)
+    assert plan.generation.hours == pytest.approx(sum(c.generation_hours for c in plan.cells))
+    # a bigger GPU class is faster, two GPUs for the 70B in BF16 too
+    h200 = Host(gpus=[GpuInfo(index=i, name="NVIDIA H200", memory_gib=140, free_gib=140) for i in range(2)],
+                ram_gib=512, free_disk_gib=2000, docker="27.0")
+    fast = make_plan(matrix, host=h200)
+    assert fast.generation.hours < plan.generation.hours
+    tp2 = next(c for c in fast.cells if c.id == "llama3-70b/vllm/bf16/baseline-tp2")
+    assert (tp2.gpus, tp2.gpu_memory_here_gib) == (2, 280)
+    assert fast.disk.short_gib is None
+    assert sorted(plan.token.gated) == ["meta-llama/Meta-Llama-3-70B-Instruct", "mistralai/Codestral-22B-v0.1"]
