@@ -614,10 +614,6 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
         # the whole plan, never cut, then the one line that says what to do
         click.echo("\n".join(plan.lines(refusal=False)))
         raise CliError(plan.refusal() if plan.unrunnable and not skip_unrunnable else f"cannot start: {plan.problems[0]}")
-    log(f"plan: {len(plan.cells) - len(plan.unrunnable)} of {len(plan.cells)} cells; about "
-        f"{plan.run.hours or 0:.1f} h (generation {plan.generation.hours or 0:.1f} h, evaluation "
-        f"{plan.evaluation.hours or 0:.1f} h); {plan.disk.needed_gib:.1f} GiB of weights to get "
-        "(`runner reproduce --plan` for the whole plan)")
     options = RunOptions(name=name, runs_dir=runs_dir, fresh=fresh, backend=backend, limit=limit,
                          skip_unrunnable=skip_unrunnable, sandbox=sandbox_kind, allow_unsandboxed=allow_unsandboxed,
                          expected=expected,
