@@ -53,7 +53,8 @@ def main() -> None:
 
     \b
     Example:
-      runner reproduce --preset demo     # the CPU demo: Gemma 3 270M on the starter set
+      runner reproduce --preset demo     # the CPU demo: Qwen2.5-Coder 0.5B on the starter set
+      runner reproduce --all --plan      # what the paper's matrix needs here (GPUs, disk, hours)
       runner report runs/demo            # render the report of a run
     """
 
@@ -684,7 +685,7 @@ def models_prepare(matrix: Path, cell_ids: tuple[str, ...], runnable_only: bool,
     \b
     Example:
       runner models prepare matrices/demo.toml
-      runner models prepare demo --cell gemma3-270m/vllm/bf16/baseline
+      runner models prepare demo --cell qwen2.5-coder-0.5b/llamacpp/q4_k_m/baseline
     """
     from rich.console import Console
     from rich.table import Table

@@ -232,3 +232,11 @@ def test_paper_disk_counts_shared_files_once_and_every_cell_has_estimates(cpu_ho
     assert (tp2.gpus, tp2.gpu_memory_here_gib) == (2, 280)
     assert fast.disk.short_gib is None
     assert sorted(plan.token.gated) == ["meta-llama/Meta-Llama-3-70B-Instruct", "mistralai/Codestral-22B-v0.1"]
+
+
+def test_the_help_names_the_demo_model_and_its_examples_name_real_cells():
+    text = invoke("--help").output
+    assert "Qwen2.5-Coder 0.5B" in text and "Gemma" not in text and "reproduce --all --plan" in text
+    example = next(line.split()[-1] for line in invoke("models", "prepare", "--help").output.splitlines()
+                   if "--cell" in line and "runner models prepare" in line)
+    assert example in [c.id for c in load_matrix("matrices/demo.toml").cells]
