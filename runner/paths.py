@@ -45,3 +45,16 @@ def templates_dir() -> Path:
 def matrices_dir() -> Path:
     """The shipped matrix files (``matrices/demo.toml``, ``matrices/paper.toml``)."""
     return _bundled("matrices")
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a run folder (one folder inside the runs folder), or ``None``."""
+    if not name or name in (".", ".."):
+        return "a run name must name a folder"
+    if "/" in name or "\\" in name:
+        return "a run name is one folder inside the runs folder, so it holds no '/' or '\\'"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "a run name holds no control characters (newline, tab)"
+    if len(name.encode()) > 255:
+        return "a run name is at most 255 bytes"
+    return None

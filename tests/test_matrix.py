@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -363,3 +364,13 @@ def test_a_groups_limit_gives_its_cells_the_first_of_the_runs_round_robin_pick(t
         limit = 0
     """)
     assert problems(bad) == [f"{bad}: cells[0].limit = 0: Input should be greater than 0"]
+
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/elsewhere", "two\nlines", "..", ""])
+def test_a_matrix_name_that_is_not_one_folder_name_is_one_line_naming_file_and_field(tmp_path, name):
+    path = tmp_path / "m.toml"
+    cell = '[[cells]]\nmodel = "tiny"\nruntime = "llamacpp"\nquantization = "q8_0"\n'
+    path.write_text(f"name = {json.dumps(name)}\n{cell}{MODEL}", encoding="utf-8")  # a JSON string is TOML's too
+    (line,) = problems(path)
+    assert line.startswith(f"{path}: name = {name!r}: a run name ") and line.endswith("such as 'demo-2'")
