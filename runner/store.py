@@ -8,7 +8,8 @@ Layout::
     runs/<name>/cells/<cell slug>/server.log
 
 A crash loses at most the sample in flight; a rerun reads what is there and produces only
-what is missing.
+what is missing. What the store creates is private: folders 0700 and files 0600 (less where the
+umask asks for less), since samples hold every answer and another user's code must not read them.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ class RunStore:
         return self.manifest_path.is_file()
 
     def write_manifest(self, manifest: Manifest) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         _atomic_write(self.manifest_path, manifest.model_dump_json(indent=2))
 
     def read_manifest(self) -> Manifest:
@@ -170,11 +171,12 @@ class RunStore:
     # -- cells ------------------------------------------------------------------------------
     def cell_dir(self, cell: Cell) -> Path:
         path = self.root / "cells" / cell.slug
-        path.mkdir(parents=True, exist_ok=True)
+        private_dir(path)
         return path
 
     def server_log(self, cell: Cell) -> Path:
-        return self.cell_dir(cell) / "server.log"
+        """The cell's server log, created private: the backends append to it and keep its mode."""
+        return private_file(self.cell_dir(cell) / "server.log")
 
     def write_cell(self, result: CellResult) -> None:
         _atomic_write(self.cell_dir(result.cell) / "cell.json", result.model_dump_json(indent=2))
@@ -199,7 +201,7 @@ class RunStore:
         """
         line = (sample.model_dump_json() + "\n").encode("utf-8")
         path = self.samples_path(cell)
-        with self._append_lock, open(path, "a+b") as fh:
+        with self._append_lock, open(_open_private(path, os.O_RDWR | os.O_APPEND), "a+b") as fh:
             self._repair_tail(path, fh)
             try:
                 fh.write(line)
@@ -220,7 +222,7 @@ class RunStore:
         keep = data.rfind(b"\n") + 1
         fragment = data[keep:]
         torn = path.with_name(path.name + TORN_SUFFIX)
-        with open(torn, "ab") as out:  # several crashes keep several fragments, one per line
+        with open(_open_private(torn, os.O_WRONLY | os.O_APPEND), "ab") as out:  # several crashes keep several fragments, one per line
             out.write(fragment + b"\n")
             out.flush()
             os.fsync(out.fileno())
@@ -286,8 +288,8 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         """Take the lock or raise ``UserError`` naming the holder's pid and host."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        private_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -324,10 +326,36 @@ def _read_holder(fd: int) -> dict[str, Any]:
         return {}
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` and its missing parents made as 0700 folders (``mkdir``'s own ``mode`` skips parents)."""
+    missing, probe = [], Path(path)
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # another thread or runner made it first
+            pass
+    return Path(path)
+
+
+def _open_private(path: Path, flags: int) -> int:
+    return os.open(path, flags | os.O_CREAT, 0o600)
+
+
+def private_file(path: Path) -> Path:
+    """``path``, created empty as a 0600 file if it is not there, so that later writers keep that mode."""
+    os.close(_open_private(path, os.O_WRONLY | os.O_APPEND))
+    return Path(path)
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.unlink(missing_ok=True)  # a crash's leftover keeps its mode through O_TRUNC
+        with open(_open_private(tmp, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as fh:
+            fh.write(text)
     except OSError as exc:  # e.g. a full disk: the old file stays whole; name it in the error
         tmp.unlink(missing_ok=True)
         raise OSError(exc.errno, exc.strerror, str(path)) from None

@@ -222,3 +222,68 @@ def test_fresh_deletes_the_runs_samples_but_not_the_lock_it_holds(tmp_path):
         assert (again.store.root / LOCK_NAME).is_file()
         with pytest.raises(UserError, match="in use by another runner"):  # still held through --fresh
             RunLock(again.store.root).acquire()
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, and put the old one back."""
+    saved = os.umask(0o022)
+    yield os.umask
+    os.umask(saved)
+
+
+def modes_under(root: Path) -> dict[str, int]:
+    """Every path from ``root`` down (``root`` itself as "."), with its permission bits."""
+    found = {".": root.stat().st_mode & 0o777}
+    for path in root.rglob("*"):
+        found[str(path.relative_to(root))] = path.stat().st_mode & 0o777
+    return found
+
+
+def fill_run(root: Path) -> None:
+    """A run directory as a run leaves it: manifest, cell record, samples (one torn), server log, lock."""
+    from runner.store import CellResult, RunLock
+
+    store = RunStore(root)
+    with RunLock(root):
+        store.write_manifest(Manifest(name="run", cells=[CELL]))
+        store.write_cell(CellResult(cell=CELL))
+        store.append_sample(CELL, sample("t/1"))
+        with open(store.samples_path(CELL), "ab") as fh:
+            fh.write(b'{"task_id": "t/')  # a crash mid-line: the next append moves it to .torn
+        store.append_sample(CELL, sample("t/2"))
+        with open(store.server_log(CELL), "ab") as fh:  # as the backends write it
+            fh.write(b"llama-server started\n")
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o000])
+def test_a_runs_folders_are_0700_and_its_files_0600_whatever_the_umask_allows(tmp_path, umask, mask):
+    umask(mask)
+    fill_run(tmp_path / "runs" / "run")
+    modes = modes_under(tmp_path / "runs")
+    assert {"run/manifest.json", "run/run.lock", "run/cells/m__llamacpp__q4__baseline/samples.jsonl.torn",
+            "run/cells/m__llamacpp__q4__baseline/server.log"} <= set(modes)
+    wrong = {path: oct(mode) for path, mode in modes.items()
+             if mode != (0o700 if (tmp_path / "runs" / path).is_dir() else 0o600)}
+    assert not wrong
+
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/runner-escape", "a\nb"])
+def test_reproduce_refuses_a_run_name_outside_the_runs_folder_in_one_line(tmp_path, name):
+    from click.testing import CliRunner
+
+    from runner.cli import main
+
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF")  # never loaded: the name is refused first
+    matrix = tmp_path / "small.toml"
+    matrix.write_text(SMALL_MATRIX.format(model=model))
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    result = CliRunner().invoke(main, ["reproduce", str(matrix), "--runs-dir", str(work / "runs"), "--name", name])
+    assert result.exit_code == 2, result.output
+    (line,) = [l for l in result.output.splitlines() if l.strip()]
+    assert f"--name {name!r}: a run name" in line and "'demo-2'" in line
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "model.gguf", "small.toml"]
+    assert not Path("/tmp/runner-escape").exists()

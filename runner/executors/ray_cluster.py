@@ -43,7 +43,7 @@ from runner.executors import register_executor
 from runner.executors.base import Executor
 from runner.matrix import Matrix
 from runner.records import Cell, Sample, Task, utcnow
-from runner.store import CellResult, ModelRecord, Placement
+from runner.store import CellResult, ModelRecord, Placement, private_file
 
 if TYPE_CHECKING:
     from runner.doctor import CellPlan
@@ -503,7 +503,7 @@ class _Driver:
         self.through_client = ray_client.is_connected()  # ray://: no streaming generators there
 
     def _activity(self, record: Activity) -> None:
-        with self._lock, open(self.store.root / "activity.jsonl", "a", encoding="utf-8") as fh:
+        with self._lock, open(private_file(self.store.root / "activity.jsonl"), "a", encoding="utf-8") as fh:
             fh.write(record.model_dump_json() + "\n")
             fh.flush()
 
