@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -395,6 +396,27 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, recor
         raise SystemExit(1)
 
 
+class _StdinFile(os.PathLike):
+    """Standard input in a temporary file: read as a path, called ``<stdin>`` in messages."""
+
+    def __enter__(self) -> "_StdinFile":
+        import tempfile
+
+        fd, self.path = tempfile.mkstemp(prefix="runner-stdin-", suffix=".jsonl")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(sys.stdin.read())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.unlink(self.path)
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __str__(self) -> str:
+        return "<stdin>"
+
+
 @main.command()
 @click.argument("answers", type=click.Path(path_type=Path))
 @click.option("--benchmark", "name", default="simcopilot", show_default=True, help="starter or simcopilot.")
@@ -421,6 +443,7 @@ def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: 
     Example:
       runner score answers.jsonl --benchmark simcopilot
       runner score answers.jsonl --cascade runner --json > verdicts.jsonl
+      my-tool --emit-jsonl | runner score - --benchmark starter
       runner score answers.jsonl --edition 2025 --edition 2024
     """
     from rich.console import Console
@@ -436,7 +459,11 @@ def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: 
     # every edition's copy is there before anything runs (a missing one says how to fetch it)
     bench, *others = [_load_benchmark(name, e) for e in editions]
     cascade = cascade or default_cascade(name)
-    pairs = scoring.read_answers(answers, bench)
+    if str(answers) == "-":  # the answers from standard input (`... | runner score -`)
+        with _StdinFile() as stdin:
+            pairs = scoring.read_answers(stdin, bench)
+    else:
+        pairs = scoring.read_answers(answers, bench)
     checked = dict(sandbox_kind=sandbox_kind, allow_unsandboxed=allow_unsandboxed, cascade=cascade,
                    both=not headline_only, expected=expected, workers=workers)
     if others:

@@ -240,3 +240,10 @@ def test_the_help_names_the_demo_model_and_its_examples_name_real_cells():
     example = next(line.split()[-1] for line in invoke("models", "prepare", "--help").output.splitlines()
                    if "--cell" in line and "runner models prepare" in line)
     assert example in [c.id for c in load_matrix("matrices/demo.toml").cells]
+
+
+def test_score_dash_reads_the_answers_from_standard_input():
+    result = CliRunner().invoke(main, ["score", "-", "--benchmark", "starter"], input='{"task_id": 1}\nnot json\n')
+    assert result.exit_code == 2, result.output
+    assert "<stdin>: line 1: field 'task_id' is 1, expected a string" in result.output
+    assert "no such file" not in result.output
