@@ -287,6 +287,8 @@ _EXPECTED_OPTION = click.option(
 @click.option("--language", type=click.Choice(["python", "java"]), default=None, help="Only this language.")
 @click.option("--mode", type=click.Choice(["infill", "completion"]), default=None, help="Only this mode.")
 @click.option("--program", default=None, help="Only this program (upstream Task_Name).")
+@click.option("--task", "task_ids", multiple=True, metavar="ID",
+              help="Only this task (repeatable; ids as `runner tasks list --json` names them).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per task instead of the table.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel checks [default: cores].")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -299,7 +301,7 @@ _EXPECTED_OPTION = click.option(
 @_EXPECTED_OPTION
 @_edition_option()
 @user_errors
-def tasks_check(name, solution, language, mode, program, as_json, workers, record, allow_unsandboxed,
+def tasks_check(name, solution, language, mode, program, task_ids, as_json, workers, record, allow_unsandboxed,
                 cascade, sandbox_kind, expected, edition) -> None:
     """Run an oracle solution through the full evaluation and count passes per language and mode.
 
@@ -313,6 +315,7 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, recor
       runner tasks check --solution empty --language java --json
       runner tasks check --benchmark simcopilot --sandbox docker --record oracle.jsonl
       runner tasks check --benchmark simcopilot --edition 2025 --program simplex_method
+      runner tasks check --benchmark simcopilot --task python/infill/simplex_method/4-4
     """
     import json
     from collections import Counter
@@ -326,6 +329,13 @@ def tasks_check(name, solution, language, mode, program, as_json, workers, recor
     if program is not None and program not in bench.programs:
         raise UserError(f"--program {program!r}: benchmark {name!r} has no such program; see `runner tasks list`")
     selected = bench.select(language=language, mode=mode, program=program)
+    if task_ids:
+        known = {t.id for t in bench.tasks}
+        unknown = next((i for i in task_ids if i not in known), None)
+        if unknown is not None:
+            raise UserError(f"--task {unknown!r}: not a task of {name!r}; list them with "
+                            f"`runner tasks list --benchmark {name} --json`")
+        selected = [t for t in selected if t.id in set(task_ids)]
     runnable = [t for t in selected if t.available]
     if len(runnable) < len(selected):
         log(f"skipping {len(selected) - len(runnable)} unavailable tasks (see `runner tasks list --benchmark {name}`)")

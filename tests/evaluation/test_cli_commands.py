@@ -39,6 +39,18 @@ def test_reference_check_prints_one_json_record_per_task(cli):
     assert all(r["task_id"].startswith("python/completion/job_scheduler/") for r in records)
 
 
+def test_task_narrows_the_check_to_the_named_tasks_and_an_unknown_one_is_one_line(cli):
+    result = cli.invoke(main, ["tasks", "check", "--task", "python/completion/job_scheduler/36-36", "--task",
+                               "python/completion/job_scheduler/46-47", "--json", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert sorted(r["task_id"] for r in json.loads(result.stdout)) == [
+        "python/completion/job_scheduler/36-36", "python/completion/job_scheduler/46-47"]
+    wrong = cli.invoke(main, ["tasks", "check", "--task", "python/completion/job_scheduler/36-36", "--task", "nope/1-1"])
+    assert wrong.exit_code == 2 and "Traceback" not in wrong.output
+    assert wrong.stderr.strip() == ("Error: --task 'nope/1-1': not a task of 'starter'; list them with "
+                                    "`runner tasks list --benchmark starter --json`")
+
+
 def test_empty_check_prints_the_pass_table_and_exits_0(cli):
     result = cli.invoke(main, ["tasks", "check", "--solution", "empty", "--language", "java", "--mode", "completion",
                                "--program", "LRUCacheTester"])
