@@ -7,7 +7,8 @@ run's directory as its only writable folder (``/work``; javac's classes must sur
 java run of the same check), the memory limit both as an address-space rlimit and as a cgroup limit without swap,
 the process limit as a pids limit, one CPU, the CPU-time and file-size limits as rlimits, no capabilities,
 ``no-new-privileges``, and the unprivileged uid 1000. Output is read from the attached
-streams, capped; the container is killed at the wall-clock limit or past the cap, and removed.
+streams, capped; the container is killed at the wall-clock limit or past the cap, and removed,
+by a reaper process (``docker_reaper``) if this one is killed first.
 
 Commands are resolved inside the image: a ``python``-like ``argv[0]`` becomes ``python3``,
 any other absolute ``argv[0]`` (``/usr/bin/javac``) its base name; the JUnit jars are at
@@ -67,6 +68,47 @@ def _own_for_sandbox(workdir: Path) -> None:
             for name in dirs:
                 os.chmod(os.path.join(root, name), 0o777)
         os.chmod(workdir, 0o777)
+
+
+class _Reaper:
+    """The process that removes this one's sandbox containers when it ends (``docker_reaper``)."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+
+        read, self._write = os.pipe()  # the write end is close-on-exec: no other child holds it open
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "runner.evaluation.docker_reaper"], stdin=read,
+                                         stdout=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            os.close(read)
+        self._lock = threading.Lock()
+
+    def _send(self, line: str) -> None:
+        try:
+            with self._lock:
+                os.write(self._write, line.encode() + b"\n")
+        except OSError as exc:  # the reaper is gone (killed by hand): the next container gets a new one
+            log.warning("the sandbox container reaper is gone (%s): a killed scorer may leave %s behind", exc, line[1:13])
+
+    def track(self, container_id: str) -> None:
+        self._send(f"+{container_id}")
+
+    def untrack(self, container_id: str) -> None:
+        self._send(f"-{container_id}")
+
+
+_REAPER: _Reaper | None = None
+_REAPER_LOCK = threading.Lock()
+
+
+def _reaper() -> _Reaper:
+    global _REAPER
+    with _REAPER_LOCK:
+        if _REAPER is None or _REAPER.proc.poll() is not None:
+            _REAPER = _Reaper()
+        return _REAPER
 
 
 class DockerSandbox(Sandbox):
@@ -150,11 +192,14 @@ class DockerSandbox(Sandbox):
             labels={"runner.managed": "true", "runner.component": "sandbox", **owner_label()},
             stdin_open=False,
         )
+        reaper = _reaper()
+        reaper.track(container.id)  # removed even if this process is killed while it runs
         try:
             return self._run(container, limits)
         finally:
             try:
                 container.remove(force=True)
+                reaper.untrack(container.id)
             except Exception as exc:  # the engine already removed it, or is going away
                 log.debug("removing sandbox container %s: %s", container.short_id, exc)
 

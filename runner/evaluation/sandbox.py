@@ -5,7 +5,9 @@
 - a fresh network namespace (``unshare --net``): only a downed loopback, so no connection
   reaches any host or port, not even the runner's own loopback listeners;
 - a PID and mount namespace (``unshare --pid --fork --mount-proc``): when the child's first
-  process ends, the kernel kills everything it left behind;
+  process ends, the kernel kills everything it left behind; ``unshare`` and that first process
+  carry a parent-death SIGKILL (``prctl``, ``--kill-child``, ``setpriv --pdeathsig``), so a scorer
+  killed however it dies takes its sandbox with it;
 - in that mount namespace, its own size-limited tmpfs on ``/tmp``, ``/var/tmp`` and ``/dev/shm``
   (what it writes there dies with the run), and an empty tmpfs over every folder that holds
   what it must not read: the runner's home and cache (benchmark references, fetched data,
@@ -195,6 +197,15 @@ def capabilities() -> Capabilities:
                         unix_socket_filter=filtered, notes=notes)
 
 
+@lru_cache(maxsize=1)
+def _setpriv_pdeathsig() -> bool:
+    """Whether ``setpriv`` takes ``--pdeathsig`` (util-linux 2.33 and later)."""
+    works = shutil.which("setpriv") is not None and _run_quiet(["setpriv", "--pdeathsig=KILL", "true"])
+    if not works:
+        log.warning("setpriv lacks --pdeathsig (util-linux < 2.33): a sandboxed answer may outlive a killed scorer")
+    return works
+
+
 def _seccomp_works() -> bool:
     if not seccomp.supported():
         return False
@@ -272,6 +283,24 @@ def hidden_paths(extra: tuple[Path, ...] = (), interpreters: tuple[str, ...] | N
         elif real != Path("/") and real not in seen:
             seen.append(real)
     return seen
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+@lru_cache(maxsize=1)
+def _prctl():
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+def die_with_parent(parent: int) -> None:
+    """In a child between fork and exec: be SIGKILLed when ``parent`` (the forking thread) ends."""
+    if _prctl()(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        os._exit(126)
+    if os.getppid() != parent:  # it ended before the signal was armed
+        os._exit(126)
 
 
 class _UidLease:
@@ -368,7 +397,10 @@ class LocalSandbox(Sandbox):
                 plan = plan_mounts(tuple(dict.fromkeys((*self.interpreters, command))), self.hidden)
                 prefix += ["--", *plan.script(workdir, limits.tmp_mb)]
         if uid is not None:
-            prefix += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--"]
+            # a uid change clears the parent-death signal ``--kill-child`` gave the namespace's first
+            # process; setpriv sets it again, or the answer would outlive a killed ``unshare``
+            death = ["--pdeathsig=KILL"] if _setpriv_pdeathsig() else []
+            prefix += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", *death, "--"]
         return prefix
 
     def run(self, argv: list[str], workdir: Path, limits: Limits, env: dict[str, str] | None = None) -> ExecResult:
@@ -401,7 +433,12 @@ class LocalSandbox(Sandbox):
 
     def _run(self, argv: list[str], workdir: Path, limits: Limits, env: dict[str, str] | None, uid: int | None) -> ExecResult:
         socket_filter = self._socket_filter
+        parent = os.getpid()
+
         def set_limits() -> None:
+            # the sandbox dies with its scorer, however the scorer dies: SIGKILL to ``unshare`` when
+            # this thread's process goes, and ``--kill-child`` takes the namespace down with it
+            die_with_parent(parent)
             mem = limits.memory_mb * 1024 * 1024
             resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
             resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))

@@ -6,6 +6,13 @@ of the same task passes in the same sandbox, so a case cannot pass by everything
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
 import pytest
 
 from runner.benchmarks import load_benchmark
@@ -25,9 +32,9 @@ PYTHON_TASK = "python/infill/lu_solver/16-17"
 FORGED_SUMMARY = 'System.out.println("[ 12 tests found ]\\n[ 12 tests successful ]\\n[ 0 tests failed ]");'
 
 
-@pytest.fixture(scope="module", params=["local", "docker"])
-def any_sandbox(request):
-    if request.param == "local":
+def make_sandbox(kind: str):
+    """The local sandbox, or the Docker one on the minimal sandbox image (skipped where either is missing)."""
+    if kind == "local":
         caps = capabilities()
         require(caps.complete, f"a complete local sandbox (missing: {caps.missing()})")
         return LocalSandbox()
@@ -37,6 +44,11 @@ def any_sandbox(request):
     client = engine()
     sandbox_cpu_image(client)
     return DockerSandbox(env=SANDBOX_CPU_ENV, client=client)
+
+
+@pytest.fixture(scope="module", params=["local", "docker"])
+def any_sandbox(request):
+    return make_sandbox(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +64,13 @@ def toolchain():
         require(False, f"JDK and JUnit jars ({exc})")
 
 
+# room for two JVM starts on a loaded machine: a forgery must end as itself, not as a timeout
+JAVA_ROOM = JAVA.model_copy(update={"wall_seconds": 60, "cpu_seconds": 120})
+
+
 def judge_java(starter, sandbox, toolchain, code: str, fast: bool):
     task = starter.task(JAVA_TASK)
-    return check_java(starter.program_of(task), assemble(task, code), sandbox, JAVA, toolchain, fast=fast)
+    return check_java(starter.program_of(task), assemble(task, code), sandbox, JAVA_ROOM, toolchain, fast=fast)
 
 
 JAVA_FORGERIES = {
@@ -118,3 +134,66 @@ def test_a_python_program_still_sees_its_own_data_files(starter, any_sandbox):
     task = next(t for t in starter.tasks if t.program == "job_scheduler")
     result = check_python(starter.program_of(task), assemble(task, task.reference), any_sandbox, FAST)
     assert result.outcome is Outcome.passed, result.stderr_tail
+
+
+# A scorer in its own process: it starts a sandboxed answer that sleeps, says so, and waits for it.
+SCORER = """\
+import sys, time
+from pathlib import Path
+from runner.evaluation.sandbox import Limits
+from tests.evaluation.test_hostile_answers import make_sandbox
+
+sandbox = make_sandbox(sys.argv[1])
+with sandbox.workdir() as workdir:
+    (workdir / "answer.py").write_text("import time\\nprint('asleep', flush=True)\\ntime.sleep(120)\\n")
+    print("starting", flush=True)
+    sandbox.run([sys.executable, "answer.py", sys.argv[2]], workdir, Limits(wall_seconds=120, cpu_seconds=200))
+"""
+
+
+def processes_naming(marker: str) -> list[str]:
+    """``pid argv`` of every live process whose command line holds ``marker`` (sandbox wrappers included)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if marker.encode() in argv and state != "Z":
+            found.append(f"{entry.name} {b' '.join(argv).decode(errors='replace')[:200]}")
+    return found
+
+
+def containers_naming(marker: str) -> list[str]:
+    from tests.docker_images import engine
+
+    # the summary listing: other tests remove their containers meanwhile, which a detailed one trips on
+    return [c["Id"] for c in engine().api.containers(all=True, filters={"label": "runner.component=sandbox"})
+            if marker in c.get("Command", "")]
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_nothing_of_an_answer_outlives_its_killed_scorer(any_sandbox, signal_number):
+    kind = "docker" if type(any_sandbox).__name__ == "DockerSandbox" else "local"
+    marker = f"runner-survival-{uuid.uuid4().hex}"
+    scorer = subprocess.Popen([sys.executable, "-c", SCORER, kind, marker], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parents[2])
+    try:
+        assert scorer.stdout.readline().strip() == "starting"
+        running = processes_naming if kind == "local" else containers_naming
+        deadline = time.monotonic() + 60
+        while not running(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # the answer itself is asleep inside by now
+        assert running(marker), "the answer never started"
+        scorer.send_signal(signal_number)
+        scorer.wait(timeout=30)
+    finally:
+        if scorer.poll() is None:
+            scorer.kill()
+            scorer.wait()
+    deadline = time.monotonic() + 15
+    while running(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not running(marker)
