@@ -14,6 +14,7 @@ while the server loads): a file whose bytes changed under the same mtime fails i
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -31,6 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from runner.errors import UserError
+from runner.evaluation.sandbox import die_with_parent
 from runner.matrix import Matrix, ModelSource
 from runner.paths import cache_dir
 from runner.records import Cell
@@ -373,14 +375,16 @@ def _quantized(matrix: Matrix, key: str, quant: str, progress: Progress) -> tupl
     binary = ensure_llama_quantize()
     check_free_space(target.parent, 4 * in_path.stat().st_size, what=f"llama-quantize {source.of} -> {source.type}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
+    # one writer per partial file: a runner killed mid-write never shares its leftover with the next
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     # --allow-requantize: the F16 rung is made from a quantized release (labelled as such)
     argv = [str(binary), "--allow-requantize", str(in_path), str(partial), source.type.upper()]
     command = " ".join([binary.name, *argv[1:2], in_path.name, target.name, source.type.upper()])
     progress(f"{key}:{quant}: {command}")
     log_path = target.with_name(target.name + ".log")
     with open(log_path, "w", encoding="utf-8") as fh:
-        ran = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        ran = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             preexec_fn=functools.partial(die_with_parent, os.getpid()))
     if ran.returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
         tail = " | ".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-3:])

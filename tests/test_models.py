@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -440,3 +441,61 @@ type = "Q8_0"
     again = prepare(matrix, matrix.cells[0])  # llama-quantize again: the rotten file is replaced
     assert hashlib.sha256(again.files.path.read_bytes()).hexdigest() == made
     assert [r.sha256 for r in hash_in_background(again.records).result()] == [made]
+
+
+def test_a_runner_killed_during_llama_quantize_leaves_no_quantizer_behind(tmp_path):
+    import signal
+
+    from runner.runtimes.llamacpp import llama_quantize_path
+    from tests.conftest import require
+    from tests.llama_server import gemma_gguf
+
+    require(llama_quantize_path().is_file(), f"llama-quantize at {llama_quantize_path()} (scripts/build-llama-server.sh)")
+    matrix = matrix_file(tmp_path, f"""
+[models.gemma3-270m.quantizations.release]
+kind = "path"
+path = "{gemma_gguf()}"
+[models.gemma3-270m.quantizations.q8_0]
+kind = "quantize"
+of = "release"
+type = "Q8_0"
+""", quantization="q8_0")
+    models = tmp_path / "models"
+    runner = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        import runner.models
+        from runner.matrix import load_matrix
+        runner.models.models_dir = lambda: Path(sys.argv[1])
+        matrix = load_matrix(sys.argv[2])
+        runner.models.prepare(matrix, matrix.cells[0])
+    """), str(models), str(matrix.path)], cwd=Path(__file__).parents[1])
+
+    def quantizers() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].endswith(b"llama-quantize") and any(str(models).encode() in a for a in argv):
+                found.append(int(entry.name))
+        return found
+
+    try:
+        deadline = time.monotonic() + 120
+        while not quantizers() and runner.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert quantizers(), "llama-quantize never started (or finished before it was seen)"
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=30)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    # at once: left alone, the orphan would go on for seconds more (it was caught as it started)
+    deadline = time.monotonic() + 1.0
+    while quantizers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not quantizers()
+    # any partial file is its own: a next runner writes another name and never shares this one
+    assert all(f".{runner.pid}.partial" in p.name for p in models.rglob("*.partial"))
