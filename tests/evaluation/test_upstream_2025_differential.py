@@ -9,8 +9,8 @@ of ``update_post_process_and_eval.process_and_evaluate_code`` (trimmed, then ind
 pass ratio is not 1), each test run by ``eval_code.load_test_cases_w_expected_output`` with
 upstream's own process runner (no sandbox, ``sys.executable``, ``javac``/``java`` with upstream's
 JUnit jar). Our side is the scoring path of ``runner score`` (``prepared_evaluator`` on the 2025
-benchmark, headline ``upstream``, sandboxed), through the CLI's ``--edition 2025`` where the CLI
-has it.
+benchmark, headline ``upstream``, sandboxed): ``runner score --edition 2025`` for each task's first
+answer, its Python API for the others.
 
 Sample: the 2024 differential test's 5 tasks (simplex_method x2, Image_Transformation, the fast
 Java testers DoubleVectorTester and FactorizationTester) x its six ways, plus a seventh way that is
@@ -21,23 +21,18 @@ differently, each judged by both editions' pipelines and by runner under both ed
 
 from __future__ import annotations
 
-import json
 import types
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from runner import score as scoring
 from runner.benchmarks import load_benchmark
-from runner.cli import main
 from runner.evaluation import upstream
-from runner.evaluation.environment import prepared_evaluator
 from runner.evaluation.sandbox import capabilities
-from runner.records import Language, Outcome, Task
+from runner.records import Language, Task
 from tests.conftest import require
-from tests.evaluation.test_upstream_differential import SAMPLE, answers_for
+from tests.evaluation.test_upstream_differential import SAMPLE, answers_for, runner_verdicts
 from tests.evaluation.test_upstream_differential import upstream_pipeline as upstream_pipeline_2024
 
 #: update_post_process_and_eval.process_and_evaluate_code's default ``steps``; it tests the ones after
@@ -129,45 +124,6 @@ def _test_run(up: upstream.Upstream, source: str, output_to_check: str, before: 
                 str(Path(source).with_suffix(".json")), list(before), between.split("\n"), list(after), source,
                 output_to_check)
     return _RUNS[key]
-
-
-def _cli_has_edition() -> bool:
-    return "--edition" in CliRunner().invoke(main, ["score", "--help"]).output
-
-
-def runner_verdicts(bench, items: list[tuple[Task, str]], tmp_path, label: str) -> list[tuple[bool, str]]:
-    """(passed, stage) of runner's headline (upstream) verdict for each ``(task, raw)``, in order.
-
-    Through ``runner score --edition E`` when the CLI has the option (one file per answer set: a
-    task is answered once per file), else through the same path by its Python API.
-    """
-    if _cli_has_edition():
-        out: dict[int, tuple[bool, str]] = {}
-        rounds: list[list[int]] = []
-        for n, (task, _) in enumerate(items):  # a task at most once per file
-            slot = next((r for r in rounds if all(items[i][0].id != task.id for i in r)), None)
-            if slot is None:
-                rounds.append(slot := [])
-            slot.append(n)
-        for k, indices in enumerate(rounds):
-            answers = tmp_path / f"{label}-{k}.jsonl"
-            answers.write_text("".join(json.dumps({"task_id": items[i][0].id, "text": items[i][1]}) + "\n"
-                                       for i in indices))
-            result = CliRunner().invoke(main, ["score", str(answers), "--benchmark", "simcopilot", "--edition",
-                                               bench.edition, "--cascade", "upstream", "--headline-only", "--json",
-                                               "--sandbox", "local", "--workers", "2"])
-            assert result.exit_code == 0, result.output
-            records = [json.loads(line) for line in result.stdout.splitlines()]
-            for i, record in zip(indices, records):
-                assert record["task_id"] == items[i][0].id
-                out[i] = (record["outcome"] == "pass", record["stage"])
-        return [out[i] for i in range(len(items))]
-    evaluator, _report = prepared_evaluator(bench, [task for task, _ in items], sandbox_kind="local",
-                                            cascade="upstream", both=False, workers=2)
-    assert evaluator.upstream is not None and evaluator.upstream.edition == bench.edition
-    pairs = [(task, scoring.Answer(task_id=task.id, text=text)) for task, text in items]
-    return [(s.outcome is Outcome.passed, s.stage.value if s.stage else None)
-            for s in scoring.score(pairs, evaluator, workers=2)]
 
 
 def disagreements(keys, expected, ours) -> list[str]:

@@ -4,7 +4,8 @@ Upstream's side is its functions called as its scripts call them: the generation
 marker extraction (run with a replay model), ``post_process_gen_code``, ``extract_code_results``
 and ``load_test_cases_w_expected_output`` with upstream's own process runner (no sandbox,
 ``sys.executable``, ``javac``/``java`` with upstream's JUnit jar), the stages tried in the order
-of ``process_and_evaluate_code``. Our side is the CLI, sandboxed. Each answer is the reference
+of ``process_and_evaluate_code``. Our side is ``runner score``'s path, sandboxed: the CLI for each
+task's first answer, its Python API for the others (``runner_verdicts``). Each answer is the reference
 built six ways. Sample: 2 tasks of simplex_method (multi-line: upstream fails the marker-wrapped one), 1 of Image_Transformation (the two Python
 programs without TensorFlow whose data is complete), 1 each of DoubleVectorTester and
 FactorizationTester: 5 tasks x 6 answers = 30 answers.
@@ -17,11 +18,13 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from runner import score as scoring
 from runner.benchmarks import load_benchmark
 from runner.cli import main
 from runner.evaluation import upstream
+from runner.evaluation.environment import prepared_evaluator
 from runner.evaluation.sandbox import capabilities
-from runner.records import Language, Task
+from runner.records import Language, Outcome, Task
 from tests.conftest import require
 
 SAMPLE = {  # program: (mode, index of the task in the checkpoint file's order)
@@ -87,36 +90,59 @@ def upstream_pipeline(up: upstream.Upstream, task: Task, program, raw: str) -> t
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("program", list(SAMPLE))
-def test_runner_score_agrees_with_upstreams_pipeline_task_by_task(simcopilot, tmp_path, program):
+def test_runner_score_agrees_with_upstreams_pipeline_task_by_task(simcopilot, tmp_path):
     require(capabilities().complete, "a complete local sandbox")
     bench = load_benchmark("simcopilot")
     up = upstream.load()
-    tasks = [bench.select(program=program, mode=mode)[index] for mode, index in SAMPLE[program]]
-    expected: dict[tuple[str, str], tuple[bool, str]] = {}
-    files: dict[str, list[str]] = {}
-    for task in tasks:
-        for way, text in answers_for(task).items():
-            expected[(task.id, way)] = upstream_pipeline(up, task, bench.programs[task.program], text)
-            files.setdefault(way, []).append(json.dumps({"task_id": task.id, "text": text}))
-    ours: dict[tuple[str, str], dict] = {}
-    for way, records in files.items():  # one file per way: a task is answered once per file
-        answers = tmp_path / f"{way}.jsonl"
-        answers.write_text("\n".join(records) + "\n")
-        result = CliRunner().invoke(main, ["score", str(answers), "--benchmark", "simcopilot", "--cascade", "upstream",
-                                           "--headline-only", "--json", "--sandbox", "local", "--workers", "2"])
-        assert result.exit_code == 0, result.output
-        for line in result.stdout.splitlines():
-            record = json.loads(line)
-            ours[(record["task_id"], way)] = record
-    stage_names = {"cleaned_code": ("cleaned",), "trimmed_code": ("trimmed",), "indented_code": ("reindented", "balanced")}
-    disagreements = [
-        f"{task_id} {way}: upstream {'pass' if passed else 'no pass'} at {step}, ours {ours[(task_id, way)]['outcome']} "
-        f"at {ours[(task_id, way)]['stage']} ({ours[(task_id, way)]['upstream']['stderr_tail'][-200:]!r})"
-        for (task_id, way), (passed, step) in expected.items()
-        if (ours[(task_id, way)]["outcome"] == "pass") != passed or ours[(task_id, way)]["stage"] not in stage_names[step]]
+    keys, items, expected = [], [], []
+    for program, picks in SAMPLE.items():
+        for mode, index in picks:
+            task = bench.select(program=program, mode=mode)[index]
+            for way, text in answers_for(task).items():
+                keys.append(f"{task.id} {way}")
+                items.append((task, text))
+                expected.append(upstream_pipeline(up, task, bench.programs[program], text))
+    ours = runner_verdicts(bench, items, tmp_path, "2024")
+    disagreements = [f"{key}: upstream {'pass' if passed else 'no pass'} at {step}, ours {'pass' if got else 'no pass'} "
+                     f"at {stage}" for key, (passed, step), (got, stage) in zip(keys, expected, ours)
+                     if got != passed or stage not in STAGE_NAMES[step]]
     assert not disagreements, "\n".join(disagreements)
 
+
+STAGE_NAMES = {"cleaned_code": ("cleaned",), "trimmed_code": ("trimmed",), "indented_code": ("reindented", "balanced")}
+
+
+def runner_verdicts(bench, items: list[tuple[Task, str]], tmp_path, label: str) -> list[tuple[bool, str]]:
+    """(passed, stage) of runner's headline (upstream) verdict for each ``(task, raw)``, in order.
+
+    The first answer of each task goes through ``runner score --edition E`` (a task is answered
+    once per file); the rest through the same scoring path by its Python API, with one evaluator
+    (its sandbox self-check and environment check taken once, not once per answer file).
+    """
+    first: dict[str, int] = {}
+    for n, (task, _) in enumerate(items):
+        first.setdefault(task.id, n)
+    out: dict[int, tuple[bool, str]] = {}
+    answers = tmp_path / f"{label}.jsonl"
+    answers.write_text("".join(json.dumps({"task_id": items[i][0].id, "text": items[i][1]}) + "\n"
+                               for i in first.values()))
+    result = CliRunner().invoke(main, ["score", str(answers), "--benchmark", "simcopilot", "--edition",
+                                       bench.edition, "--cascade", "upstream", "--headline-only", "--json",
+                                       "--sandbox", "local", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    for i, record in zip(first.values(), records, strict=True):
+        assert record["task_id"] == items[i][0].id and record["edition"] == (bench.edition or None)
+        out[i] = (record["outcome"] == "pass", record["stage"])
+    rest = [n for n in range(len(items)) if n not in out]
+    if rest:
+        evaluator, _report = prepared_evaluator(bench, [items[n][0] for n in rest], sandbox_kind="local",
+                                                cascade="upstream", both=False, workers=2)
+        assert evaluator.upstream is not None and evaluator.upstream.edition == bench.edition
+        pairs = [(items[n][0], scoring.Answer(task_id=items[n][0].id, text=items[n][1])) for n in rest]
+        for n, s in zip(rest, scoring.score(pairs, evaluator, workers=2), strict=True):
+            out[n] = (s.outcome is Outcome.passed, s.stage.value if s.stage else None)
+    return [out[n] for n in range(len(items))]
 
 
 def test_the_six_ways_are_not_all_trivial(simcopilot):
