@@ -418,6 +418,15 @@ def load_matrix(path: Path | str) -> Matrix:
     except FileNotFoundError:
         raise UserError(f"{where}: no such matrix file; shipped ones are in matrices/ "
                         "(e.g. matrices/demo.toml)") from None
+    except IsADirectoryError:
+        raise UserError(f"{where}: is a folder, not a matrix file; name a .toml file in it "
+                        "(e.g. matrices/demo.toml)") from None
+    except PermissionError:
+        raise UserError(f"{where}: cannot be read (permission denied); make it readable or copy it") from None
+    except UnicodeDecodeError as exc:
+        # TOML is UTF-8 by definition: a Latin-1 file or a binary one fails here, not in the parser
+        raise UserError(f"{where}: not a UTF-8 text file (byte {exc.start} is 0x{exc.object[exc.start]:02x}); "
+                        "a matrix is TOML in UTF-8: re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{where}: not valid TOML: {exc}") from None
     split = _split_dotted_keys(document)

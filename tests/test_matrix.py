@@ -374,3 +374,17 @@ def test_a_matrix_name_that_is_not_one_folder_name_is_one_line_naming_file_and_f
     path.write_text(f"name = {json.dumps(name)}\n{cell}{MODEL}", encoding="utf-8")  # a JSON string is TOML's too
     (line,) = problems(path)
     assert line.startswith(f"{path}: name = {name!r}: a run name ") and line.endswith("such as 'demo-2'")
+
+
+@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", 'name = "café"\n'.encode("latin-1")],
+                         ids=["binary", "latin-1"])
+def test_a_binary_or_latin1_matrix_is_one_line_saying_to_resave_as_utf8(tmp_path, content):
+    path = tmp_path / "m.toml"
+    path.write_bytes(content)
+    (line,) = problems(path)
+    assert line.startswith(f"{path}: not a UTF-8 text file") and "UTF-8" in line.split(";")[1]
+
+
+def test_a_folder_given_as_the_matrix_is_one_line_naming_it(tmp_path):
+    (line,) = problems(tmp_path)
+    assert line.startswith(f"{tmp_path}: is a folder, not a matrix file")
