@@ -907,8 +907,18 @@ def clean(images: bool) -> None:
         elif server.action == "kept":
             log(f"kept local {server.runtime} server pid {server.pid}: its run is still going")
     from runner.backends.docker import clean as remove_managed
+    from runner.docker_engine import docker_client
 
-    removed = remove_managed(images=images)
+    try:
+        # clean has no --backend: the only alternative to starting the engine is to skip its part
+        client = docker_client(otherwise=f"and rerun `runner clean{' --images' if images else ''}`")
+    except UserError as exc:
+        if images:
+            raise
+        # no engine, no running container: the local servers are done, which is all a CPU host has
+        log(f"containers not checked: {exc}")
+        return
+    removed = remove_managed(images=images, client=client)
     for name in removed.containers:
         click.echo(f"removed container {name}")
     for name in removed.images:

@@ -22,12 +22,15 @@ MANAGED = "runner.managed"
 OWNER = "runner.owner"
 
 
-def docker_client(timeout: float = 120.0):
-    """A connected Docker SDK client, or a ``UserError`` saying why not and what to do."""
+def docker_client(timeout: float = 120.0, *, otherwise: str = "or use --backend local"):
+    """A connected Docker SDK client, or a ``UserError`` saying why not and what to do.
+
+    ``otherwise`` ends the message: the alternative the calling command offers (its own option)."""
     import docker
     from docker.errors import DockerException
 
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    tail = f" {otherwise}" if otherwise else ""
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
@@ -36,9 +39,9 @@ def docker_client(timeout: float = 120.0):
         text = str(exc)
         if "Permission denied" in text or "PermissionError" in text:
             raise UserError(f"permission denied on the Docker engine at {host}: add your user to the docker "
-                            "group (sudo usermod -aG docker $USER, then log in again) or use --backend local") from None
+                            f"group (sudo usermod -aG docker $USER, then log in again){tail}") from None
         raise UserError(f"no Docker engine answers at {host}: start it (sudo systemctl start docker, or "
-                        "dockerd &) or use --backend local") from None
+                        f"dockerd &){tail}") from None
 
 
 def gpus_available(client) -> bool:

@@ -119,7 +119,7 @@ class DockerSandbox(Sandbox):
         from runner.docker_engine import docker_client, ensure_image
         from runner.compose import load_compose
 
-        self.client = client or docker_client()
+        self.client = client or docker_client(otherwise="or use --sandbox local")
         if image is None:
             service = load_compose(env=env).service("sandbox")
             self.image = ensure_image(self.client, service, progress=progress)
