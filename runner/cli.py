@@ -97,6 +97,10 @@ _EDITION_HELP = ("SimCoPilot's edition: 2024 (mj33rice/SimCoPilot@90c5560, the 2
                  "(mj33rice/Sim-CoPilot@096d1c4, the repository the paper links)")
 
 
+#: every command's --benchmark has the one default: the starter set ships with runner, SimCoPilot is fetched
+_BENCHMARK_HELP = "starter (ships with runner) or simcopilot (after `runner data fetch simcopilot`)."
+
+
 def _edition_option(default_help: str = "2024", multiple: bool = False):
     more = "; give it twice to judge the same answers under both, the first as the headline" if multiple else ""
     return click.option("--edition", type=click.Choice(_EDITION_NAMES), default=None, multiple=multiple,
@@ -195,7 +199,7 @@ def _log_verification(verification) -> None:
 
 
 @tasks.command("list")
-@click.option("--benchmark", "name", default="starter", show_default=True, help="starter or simcopilot.")
+@click.option("--benchmark", "name", default="starter", show_default=True, help=_BENCHMARK_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print every task as JSON instead of the counts.")
 @_edition_option()
 @user_errors
@@ -281,7 +285,7 @@ _EXPECTED_OPTION = click.option(
 
 
 @tasks.command("check")
-@click.option("--benchmark", "name", default="starter", show_default=True, help="starter or simcopilot.")
+@click.option("--benchmark", "name", default="starter", show_default=True, help=_BENCHMARK_HELP)
 @click.option("--solution", type=click.Choice(["reference", "empty"]), default="reference", show_default=True,
               help="The oracle answer: the reference span, or nothing.")
 @click.option("--language", type=click.Choice(["python", "java"]), default=None, help="Only this language.")
@@ -429,7 +433,7 @@ class _StdinFile(os.PathLike):
 
 @main.command()
 @click.argument("answers", type=click.Path(path_type=Path))
-@click.option("--benchmark", "name", default="simcopilot", show_default=True, help="starter or simcopilot.")
+@click.option("--benchmark", "name", default="starter", show_default=True, help=_BENCHMARK_HELP)
 @click.option("--cascade", type=click.Choice(["upstream", "runner"]), default=None,
               help="The headline: SimCoPilot's own scoring (upstream) or this project's stricter cascade (runner) "
                    "[default: the benchmark's headline: upstream for simcopilot, runner for starter]. "
@@ -453,8 +457,8 @@ def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: 
     Example:
       runner score answers.jsonl --benchmark simcopilot
       runner score answers.jsonl --cascade runner --json > verdicts.jsonl
-      my-tool --emit-jsonl | runner score - --benchmark starter
-      runner score answers.jsonl --edition 2025 --edition 2024
+      my-tool --emit-jsonl | runner score -
+      runner score answers.jsonl --benchmark simcopilot --edition 2025 --edition 2024
     """
     from rich.console import Console
     from rich.table import Table
@@ -545,7 +549,7 @@ def _print_edition_table(headline: str, others: list[str], splits, cascade: str)
 
 
 @tasks.command("rebaseline")
-@click.option("--benchmark", "name", default="starter", show_default=True, help="starter or simcopilot.")
+@click.option("--benchmark", "name", default="starter", show_default=True, help=_BENCHMARK_HELP)
 @click.option("--program", default=None, help="Only this program (upstream Task_Name).")
 @click.option("--allow-unsandboxed", is_flag=True, help="Run even where the sandbox is incomplete: accept the risk.")
 @_SANDBOX_OPTION

@@ -131,7 +131,8 @@ def read_answers(path: Path, benchmark: Benchmark) -> list[tuple[Task, Answer]]:
         task_id = record["task_id"]
         task = tasks.get(task_id)
         if task is None:
-            raise UserError(f"{where}: task_id {task_id!r} is not a task of {benchmark.name!r}; "
+            other = " (SimCoPilot answers need --benchmark simcopilot)" if benchmark.name == "starter" else ""
+            raise UserError(f"{where}: task_id {task_id!r} is not a task of {benchmark.name!r}{other}; "
                             f"list them with `runner tasks list --benchmark {benchmark.name} --json`")
         if not task.available:
             raise UserError(f"{where}: task_id {task_id!r} cannot be scored here ({task.reason})")

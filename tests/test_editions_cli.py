@@ -69,8 +69,8 @@ def test_a_missing_edition_says_how_to_fetch_it_in_one_line(simcopilot, tmp_path
     for args in (["tasks", "list", "--benchmark", "simcopilot", "--edition", "2025"],
                  ["tasks", "check", "--benchmark", "simcopilot", "--edition", "2025", "--program", "simplex_method"],
                  ["tasks", "rebaseline", "--benchmark", "simcopilot", "--edition", "2025"],
-                 ["score", str(answers), "--edition", "2025"],
-                 ["score", str(answers), "--edition", "2024", "--edition", "2025"]):
+                 ["score", str(answers), "--benchmark", "simcopilot", "--edition", "2025"],
+                 ["score", str(answers), "--benchmark", "simcopilot", "--edition", "2024", "--edition", "2025"]):
         one_line_error(invoke(*args), "runner data fetch simcopilot --edition 2025")
 
 
@@ -223,7 +223,7 @@ def test_score_judges_the_same_answers_under_each_edition_and_both(simcopilot, s
     assert flips.reference.startswith("   ") and "\n" in flips.reference.strip()
     answers = tmp_path / "answers.jsonl"
     answers.write_text("".join(json.dumps({"task_id": t.id, "text": marked(t)}) + "\n" for t in (first, flips)))
-    common = ["--sandbox", "local", "--workers", "2"]
+    common = ["--benchmark", "simcopilot", "--sandbox", "local", "--workers", "2"]
 
     def verdicts(*editions: str) -> dict[str, dict]:
         result = invoke("score", str(answers), "--json", *common, *[a for e in editions for a in ("--edition", e)])

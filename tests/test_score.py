@@ -57,3 +57,17 @@ def test_score_judges_raw_answers_and_prints_one_line_per_task(tmp_path):
     table = CliRunner().invoke(main, ["score", str(answers), "--benchmark", "starter", "--cascade", "runner",
                                       "--sandbox", "local"])
     assert table.exit_code == 0 and "python" in table.stdout and "infill" in table.stdout and "Wilson" in table.stdout
+
+
+def test_every_benchmark_option_defaults_to_the_starter_set_and_says_so(tmp_path):
+    commands = {"score": main.commands["score"]}
+    commands.update({f"tasks {n}": c for n, c in main.commands["tasks"].commands.items()})
+    defaults = {name: p.default for name, c in commands.items() for p in c.params if "--benchmark" in p.opts}
+    assert set(defaults.values()) == {"starter"} and {"score", "tasks list", "tasks check"} <= set(defaults)
+    help_text = CliRunner().invoke(main, ["score", "--help"], env={"COLUMNS": "200"}).output
+    assert "[default: starter]" in help_text
+    # the default taken, a SimCoPilot id says which option it needs; nothing is scored
+    answers = write(tmp_path / "answers.jsonl", json.dumps({"task_id": "python/infill/nope/1-2", "text": ""}))
+    result = CliRunner().invoke(main, ["score", str(answers), "--cascade", "runner"])
+    assert result.exit_code == 2 and "not a task of 'starter' (SimCoPilot answers need --benchmark simcopilot)" \
+        in result.output

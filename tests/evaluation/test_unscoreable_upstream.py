@@ -25,7 +25,7 @@ def test_image_filterings_references_are_unscoreable_naming_the_missing_video(si
     answers = tmp_path / "answers.jsonl"
     answers.write_text("".join(json.dumps({"task_id": t.id, "text": t.reference}) + "\n" for t in tasks + simplex))
 
-    result = CliRunner().invoke(main, ["score", str(answers), "--sandbox", "local", "--json", "--workers", "2"])
+    result = CliRunner().invoke(main, ["score", str(answers), "--benchmark", "simcopilot", "--sandbox", "local", "--json", "--workers", "2"])
 
     assert result.exit_code == 0, result.output[-3000:]
     records = {r["task_id"]: r for r in map(json.loads, result.stdout.splitlines())}
@@ -37,7 +37,7 @@ def test_image_filterings_references_are_unscoreable_naming_the_missing_video(si
         assert records[task.id]["outcome"] == "pass" and records[task.id]["expected_outputs"] == "upstream"
     assert "unscoreable: Image_Filtering" in result.stderr
 
-    table = CliRunner().invoke(main, ["score", str(answers), "--sandbox", "local", "--workers", "2"], env={"COLUMNS": "220"})
+    table = CliRunner().invoke(main, ["score", str(answers), "--benchmark", "simcopilot", "--sandbox", "local", "--workers", "2"], env={"COLUMNS": "220"})
     assert table.exit_code == 0, table.output[-3000:]
     # python infill: the simplex answers pass over the scoreable tasks; over all tasks they are diluted
     [row] = [line for line in table.stdout.splitlines() if "python infill" in line]
