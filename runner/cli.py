@@ -200,7 +200,7 @@ def _log_verification(verification) -> None:
 
 @tasks.command("list")
 @click.option("--benchmark", "name", default="starter", show_default=True, help=_BENCHMARK_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print every task as JSON instead of the counts.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per task instead of the counts.")
 @_edition_option()
 @user_errors
 def tasks_list(name: str, as_json: bool, edition: str | None) -> None:
@@ -226,9 +226,8 @@ def tasks_list(name: str, as_json: bool, edition: str | None) -> None:
             log(f"unavailable: {program.name}: {program.reason}")
     if as_json:
         fields = ("id", "language", "mode", "program", "span", "categories", "available", "reason")
-        # One task per line inside one JSON array: valid JSON, and still greppable.
-        lines = [json.dumps(t.model_dump(mode="json", include=set(fields))) for t in bench.tasks]
-        click.echo("[\n" + ",\n".join(lines) + "\n]")
+        for t in bench.tasks:  # JSON lines, as every --json: one object per line, streamable and greppable
+            click.echo(json.dumps(t.model_dump(mode="json", include=set(fields))))
         return
     table = Table(title=f"{name}: {len(bench.available())} of {len(bench.tasks)} tasks available"
                         + (f" (edition {bench.edition})" if bench.edition else ""))
@@ -293,7 +292,7 @@ _EXPECTED_OPTION = click.option(
 @click.option("--program", default=None, help="Only this program (upstream Task_Name).")
 @click.option("--task", "task_ids", multiple=True, metavar="ID",
               help="Only this task (repeatable; ids as `runner tasks list --json` names them).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON record per task instead of the table.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per task instead of the table.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel checks [default: cores].")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Append each check to this JSON-lines file as it completes; a rerun skips the tasks it holds.")
@@ -372,8 +371,8 @@ def tasks_check(name, solution, language, mode, program, task_ids, as_json, work
     # fails for no reason the check recognises, or at a limit, is the oracle's to report
     suspicious = [c for c in report.unscoreable() if c.suspect in ("bug", "limit")]
     if as_json:
-        lines = [c.model_dump_json() for c in checks]
-        click.echo("[\n" + ",\n".join(lines) + "\n]")
+        for c in checks:
+            click.echo(c.model_dump_json())
     else:
         passed, total, outcomes, unscoreable = Counter(), Counter(), Counter(), Counter()
         for c in checks:
@@ -769,7 +768,7 @@ def models_prepare(matrix: Path, cell_ids: tuple[str, ...], runnable_only: bool,
 @click.option("--backend", default=None, help="Plan for this backend (default: the matrix's).")
 @click.option("--ray", "ray_address", metavar="ADDRESS", default=None,
               help="Show a Ray cluster's nodes, GPUs and GPU types instead of this host, and plan the cells on it.")
-@click.option("--json", "as_json", is_flag=True, help="Print the host and the plan as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="The host and the plan as one JSON line.")
 @user_errors
 def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as_json: bool) -> None:
     """Say what this host offers (GPUs, Docker, disk, Java, servers, data, HF_TOKEN) and plan a matrix's cells.
@@ -807,7 +806,7 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
         click.echo(json.dumps({"host": host.model_dump(mode="json"), "data": [d.model_dump(mode="json") for d in data],
                                "hf_token": token.model_dump(mode="json"),
                                "cells": [c.model_dump(mode="json") for c in plan.cells] if plan else [],
-                               "plan": plan.model_dump(mode="json", exclude={"cells"}) if plan else None}, indent=2))
+                               "plan": plan.model_dump(mode="json", exclude={"cells"}) if plan else None}))
     else:
         checks = Table("check", "", title="this host")
         checks.add_column("detail", overflow="fold")  # wrapped, never cut with an ellipsis
@@ -848,7 +847,7 @@ def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json:
     if as_json:
         click.echo(json.dumps({"nodes": [n.model_dump(mode="json") for n in nodes],
                                "cells": [c.model_dump(mode="json") for c in plan.cells] if plan else [],
-                               "plan": plan.model_dump(mode="json", exclude={"cells"}) if plan else None}, indent=2))
+                               "plan": plan.model_dump(mode="json", exclude={"cells"}) if plan else None}))
     else:
         table = Table("node", "address", "CPUs", "GPUs", "GPU types", title=f"Ray cluster ({address})")
         for node in nodes:

@@ -53,7 +53,7 @@ def test_tasks_list_json_gives_every_task(pinned):
     listed = run("tasks", "list", "--benchmark", "simcopilot", "--json")
 
     assert listed.exit_code == 0, listed.output
-    tasks = json.loads(listed.stdout)
+    tasks = [json.loads(line) for line in listed.stdout.splitlines()]  # one task a line
     assert len(tasks) == 11
     assert tasks[0] == {
         "id": "python/infill/stack_calc/4-5",

@@ -33,7 +33,7 @@ def test_unknown_program_is_exit_2_naming_it(cli):
 def test_reference_check_prints_one_json_record_per_task(cli):
     result = cli.invoke(main, ["tasks", "check", "--program", "job_scheduler", "--mode", "completion", "--json", "--workers", "2"])
     assert result.exit_code == 0, result.output
-    records = json.loads(result.stdout)
+    records = [json.loads(line) for line in result.stdout.splitlines()]  # JSON lines, as every --json
     assert len(records) == 7
     assert {r["outcome"] for r in records} == {"pass"}
     assert all(r["task_id"].startswith("python/completion/job_scheduler/") for r in records)
@@ -43,7 +43,7 @@ def test_task_narrows_the_check_to_the_named_tasks_and_an_unknown_one_is_one_lin
     result = cli.invoke(main, ["tasks", "check", "--task", "python/completion/job_scheduler/36-36", "--task",
                                "python/completion/job_scheduler/46-47", "--json", "--workers", "2"])
     assert result.exit_code == 0, result.output
-    assert sorted(r["task_id"] for r in json.loads(result.stdout)) == [
+    assert sorted(json.loads(line)["task_id"] for line in result.stdout.splitlines()) == [
         "python/completion/job_scheduler/36-36", "python/completion/job_scheduler/46-47"]
     wrong = cli.invoke(main, ["tasks", "check", "--task", "python/completion/job_scheduler/36-36", "--task", "nope/1-1"])
     assert wrong.exit_code == 2 and "Traceback" not in wrong.output

@@ -189,7 +189,7 @@ def test_tasks_check_runs_in_the_sandbox_image(docker_sandbox, monkeypatch):
     result = CliRunner().invoke(main, ["tasks", "check", "--program", "SparseMatrixTester", "--mode", "completion",
                                        "--sandbox", "docker", "--json"])
     assert result.exit_code == 0, result.output
-    records = json.loads(result.stdout)
+    records = [json.loads(line) for line in result.stdout.splitlines()]
     assert records and all(r["outcome"] == "pass" for r in records)
     assert leftover_sandbox_containers() == []
 

@@ -1,0 +1,27 @@
+"""One --json convention across commands: JSON lines, one object per line (README, Other commands)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from runner.benchmarks import load_benchmark
+from runner.cli import main
+
+
+def objects(stdout: str) -> list[dict]:
+    lines = stdout.splitlines()
+    parsed = [json.loads(line) for line in lines]
+    assert lines and all(isinstance(p, dict) for p in parsed)
+    return parsed
+
+
+def test_tasks_list_and_doctor_print_json_lines():
+    listed = CliRunner().invoke(main, ["tasks", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [t["id"] for t in objects(listed.stdout)] == [t.id for t in load_benchmark("starter").tasks]
+    doctor = CliRunner().invoke(main, ["doctor", "--json"])
+    assert doctor.exit_code == 0, doctor.output
+    (report,) = objects(doctor.stdout)  # one record: the host, the data, the token
+    assert {"host", "data", "hf_token", "cells"} <= set(report)
