@@ -677,11 +677,11 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
         console = Console(width=200)
     console.print(summary_table(RunStore(outcome.run_dir), outcome))
     try:
-        from runner.report import render
+        from runner.report import default_out_dir, render
     except ImportError:
         log("the report renderer is not installed; samples are in " + str(outcome.run_dir))
     else:
-        out = Path("report") / outcome.run_dir.name
+        out = default_out_dir([outcome.run_dir])
         render([outcome.run_dir], out)
         log(f"report: {out}")
     if outcome.failed:
@@ -866,20 +866,22 @@ def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json:
 
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("report"), show_default=True,
-              help="Folder for index.html, README.md, results.csv, results.json and plots/.")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder for index.html, README.md, results.csv, results.json and plots/ [default: report/RUN "
+                   "for one run, report/FIRST-and-N-more for several].")
 @user_errors
-def report(run_dirs: tuple[Path, ...], out_dir: Path) -> None:
+def report(run_dirs: tuple[Path, ...], out_dir: Path | None) -> None:
     """Render the latency-accuracy report of one or more run directories (several machines compare).
 
     \b
     Example:
-      runner report runs/demo
+      runner report runs/demo                          # report/demo/
+      runner report runs/paper-h100 runs/paper-a100    # report/paper-h100-and-1-more/
       runner report runs/paper-h100 runs/paper-a100 -o report/gpus
     """
-    from runner.report import render
+    from runner.report import default_out_dir, render
 
-    paths = render(list(run_dirs), out_dir)
+    paths = render(list(run_dirs), out_dir or default_out_dir(list(run_dirs)))
     for path in (paths.html, paths.markdown, paths.csv, paths.json):
         click.echo(str(path))
 

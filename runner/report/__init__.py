@@ -27,6 +27,12 @@ class ReportPaths:
     plots: tuple[Path, ...]
 
 
+def default_out_dir(run_dirs: list[Path]) -> Path:
+    """``report/<run>`` for one run, ``report/<first>-and-<n>-more`` for several: reports never overwrite."""
+    names = [Path(p).resolve().name for p in run_dirs]
+    return Path("report") / (names[0] if len(names) == 1 else f"{names[0]}-and-{len(names) - 1}-more")
+
+
 def render(run_dirs: list[Path], out_dir: Path) -> ReportPaths:
     """Render the report of ``run_dirs`` into ``out_dir`` (created if needed)."""
     runs = data.load_runs([Path(p) for p in run_dirs])

@@ -264,3 +264,17 @@ def test_markdown_cells_escape_html_pipes_and_links():
     out = template.render(v='<a href="x">[click](javascript:1)</a> | `x`\nnext')
     assert out == '| &lt;a href="x"&gt;\\[click\\](javascript:1)&lt;/a&gt; \\| \\`x\\` next |'
     assert md(None) == " "
+
+
+def test_cli_report_defaults_to_a_folder_per_run_so_two_runs_never_overwrite(two_machine_runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    h100, a100 = map(str, two_machine_runs)
+    written = {}
+    for args in ([h100], [a100 + "/"], [h100, a100]):
+        result = CliRunner().invoke(main, ["report", *args])
+        assert result.exit_code == 0, result.output
+        written[tuple(args)] = result.output.split()[0]
+    assert list(written.values()) == [str(Path("report") / n / "index.html")
+                                      for n in ("paper-h100", "paper-a100", "paper-h100-and-1-more")]
+    assert "paper-a100" not in (tmp_path / "report" / "paper-h100" / "results.csv").read_text()
+    assert "[default: report/RUN for one run" in " ".join(CliRunner().invoke(main, ["report", "--help"]).output.split())
