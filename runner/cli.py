@@ -353,18 +353,17 @@ def tasks_check(name, solution, language, mode, program, task_ids, as_json, work
                                             workers=workers)
     log(f"checking {len(todo)} tasks with the {solution} solution ({evaluator.cascade.value} cascade)")
 
-    counted = Counter()
+    from runner.progress import CountProgress
 
     def progress(check) -> None:
         if record:
             append_check(record, check)
-        counted[check.outcome.value == "pass"] += 1
-        if sum(counted.values()) % 25 == 0:
-            log(f"{sum(counted.values())}/{len(todo)} checked, {counted[True]} passed")
+        counter.advance(check.outcome.value == "pass")
         if check.solution == "reference" and check.outcome.value not in ("pass", "unscoreable"):
             log(f"{check.task_id}: {check.outcome.value} ({SUSPECTS[check.suspect]})")
 
-    fresh = {c.task_id: c for c in check_solution(evaluator, todo, solution, workers=workers, progress=progress)}
+    with CountProgress("checked", len(todo), log) as counter:
+        fresh = {c.task_id: c for c in check_solution(evaluator, todo, solution, workers=workers, progress=progress)}
     checks = [done.get(t.id) or fresh[t.id] for t in runnable]
     failures = [c for c in checks if solution == "reference" and c.outcome.value not in ("pass", "unscoreable")]
     # an unscoreable program is the environment's (a missing file or library); one whose reference
@@ -492,11 +491,15 @@ def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: 
         compared.append(scoring.edition_verdicts(pairs, other, other_evaluator, workers=workers))
     under = f" under edition {bench.edition}" if bench.edition else ""
     log(f"scoring {len(pairs)} answers{under} (headline: {cascade} cascade)")
+    from runner.progress import CountProgress
+
     scored = []
-    for record in scoring.score(pairs, evaluator, workers=workers, edition=bench.edition, compared=compared):
-        scored.append(record)
-        if as_json:
-            click.echo(record.model_dump_json(exclude={"upstream": {"code"}, "runner": {"code"}}))
+    with CountProgress("scored", len(pairs), log) as counter:
+        for record in scoring.score(pairs, evaluator, workers=workers, edition=bench.edition, compared=compared):
+            scored.append(record)
+            counter.advance(record.outcome.value == "pass")
+            if as_json:
+                click.echo(record.model_dump_json(exclude={"upstream": {"code"}, "runner": {"code"}}))
     if as_json:
         return
     table = Table(title=f"{name}{f' {bench.edition}' if bench.edition else ''}: {len(scored)} answers, "

@@ -54,6 +54,9 @@ def test_score_judges_raw_answers_and_prints_one_line_per_task(tmp_path):
     first, second = (json.loads(l) for l in result.stdout.splitlines())
     assert (first["task_id"], first["outcome"], first["stage"], first["cascade"]) == (TASK, "pass", "cleaned", "runner")
     assert second["outcome"] != "pass" and second["runner"]["outcome"] == second["outcome"]
+    # off a terminal the progress is a log line on stderr, with an ETA until the last answer
+    assert "1/2 scored, 1 passed" in result.stderr and ", ETA " in result.stderr
+    assert "2/2 scored, 1 passed" in result.stderr
     table = CliRunner().invoke(main, ["score", str(answers), "--benchmark", "starter", "--cascade", "runner",
                                       "--sandbox", "local"])
     assert table.exit_code == 0 and "python" in table.stdout and "infill" in table.stdout and "Wilson" in table.stdout

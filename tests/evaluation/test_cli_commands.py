@@ -37,6 +37,9 @@ def test_reference_check_prints_one_json_record_per_task(cli):
     assert len(records) == 7
     assert {r["outcome"] for r in records} == {"pass"}
     assert all(r["task_id"].startswith("python/completion/job_scheduler/") for r in records)
+    # off a terminal the progress is a log line with an ETA, the last one without
+    assert "1/7 checked, 1 passed" in result.stderr and ", ETA " in result.stderr
+    assert "7/7 checked, 7 passed" in result.stderr
 
 
 def test_task_narrows_the_check_to_the_named_tasks_and_an_unknown_one_is_one_line(cli):
