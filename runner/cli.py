@@ -614,7 +614,7 @@ def _run_name(value: str | None) -> None:
 @click.option("--allow-unsandboxed", is_flag=True, help="Test generated code even where the sandbox is incomplete: accept the risk.")
 @click.option("--ray", "ray_address", metavar="ADDRESS", default=None,
               help="Run the cells on a Ray cluster: auto (the cluster this machine joined), ray://host:port, "
-                   "host:port, or local (a one-machine Ray). Needs pip install 'runner[ray]'.")
+                   "host:port, or local (a one-machine Ray). Needs pip install -e '.[ray]' (in the checkout).")
 @_edition_option(default_help="the matrix's edition")
 @user_errors
 def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str | None, runs_dir: Path,

@@ -18,8 +18,8 @@
 - **Activity log.** ``activity.jsonl`` in the run directory: one line per cell attempt and per
   evaluation, with node, GPU ids and start and end times.
 
-Every node needs the runner installed (``pip install 'runner[ray]'``) with the benchmark data it
-evaluates (``runner data fetch``), and the runtimes' servers or the Docker engine.
+Every node needs the runner installed (``pip install -e '.[ray]'`` in its checkout) with the benchmark
+data it evaluates (``runner data fetch``), and the runtimes' servers or the Docker engine.
 """
 
 from __future__ import annotations
@@ -65,8 +65,9 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise UserError(f"--ray needs Ray: pip install 'runner[ray]' (Ray {RAY_VERSION}, the same version on every "
-                        "node of the cluster)") from None
+        # the distribution name ``runner`` on PyPI is someone else's: install from this checkout
+        raise UserError(f"--ray needs Ray: pip install -e '.[ray]' in the runner checkout (Ray {RAY_VERSION}, the same "
+                        "version on every node of the cluster)") from None
     return ray
 
 

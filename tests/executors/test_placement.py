@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from runner.executors.ray_cluster import NodeInfo, place
+import pytest
+
+from runner.errors import UserError
+from runner.executors.ray_cluster import RAY_VERSION, NodeInfo, import_ray, place
 from runner.matrix import load_matrix
 
 MATRIX = """
@@ -78,3 +82,11 @@ def test_the_plan_says_why_no_node_can_hold_a_cell(tmp_path):
     no_h100 = place(m, vllm, [HEAD, A100_NODE])
     assert no_h100.startswith("asks for GPU type H100 and no node offers resource gpu:H100 (types here: A100)")
     assert "CPUs only (gpus = 0), 1 of them on one node" in place(m, cpu, [HEAD])
+
+
+def test_without_ray_the_hint_installs_from_the_checkout_not_pypis_other_runner(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(UserError) as info:
+        import_ray()
+    assert f"pip install -e '.[ray]' in the runner checkout (Ray {RAY_VERSION}" in str(info.value)
+    assert "runner[ray]" not in str(info.value)
