@@ -42,6 +42,16 @@ def user_errors(fn):
     return wrapper
 
 
+def _console():
+    """Where tables go: the terminal at its own width; off a terminal, COLUMNS or else 200 (a file gets whole rows)."""
+    from rich.console import Console
+
+    console = Console()
+    if console.is_terminal or os.environ.get("COLUMNS", "").isdigit():
+        return console
+    return Console(width=200)
+
+
 def log(message: str) -> None:
     """Progress and notes go to stderr so that stdout stays machine-readable."""
     click.echo(message, err=True)
@@ -215,7 +225,6 @@ def tasks_list(name: str, as_json: bool, edition: str | None) -> None:
     import itertools
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     bench = _load_benchmark(name, edition)
@@ -244,7 +253,7 @@ def tasks_list(name: str, as_json: bool, edition: str | None) -> None:
                       str(sum(r.unavailable for r in group)), style="bold", end_section=True)
     table.add_row("all", "all", "all programs", str(sum(r.available for r in rows)),
                   str(sum(r.unavailable for r in rows)), style="bold")
-    Console().print(table)
+    _console().print(table)
 
 
 def _checked_evaluator(bench, tasks, *, sandbox_kind: str, allow_unsandboxed: bool, cascade: str | None = None,
@@ -323,7 +332,6 @@ def tasks_check(name, solution, language, mode, program, task_ids, as_json, work
     import json
     from collections import Counter
 
-    from rich.console import Console
     from rich.table import Table
 
     from runner.evaluation import SUSPECTS, append_check, check_solution, load_checks
@@ -396,8 +404,7 @@ def tasks_check(name, solution, language, mode, program, task_ids, as_json, work
             table.add_row(" ".join(key), str(total[key]), str(unscoreable[key]), str(passed[key]),
                           f"{100 * passed[key] / scoreable:.1f}" if scoreable else "—",
                           f"{100 * passed[key] / total[key]:.1f}", other)
-        console = Console()
-        console.print(table)
+        _console().print(table)
         for c in failures:
             hint = SUSPECTS.get(c.suspect or "bug", c.suspect)
             tail = "\n    ".join(c.stderr_tail.strip().splitlines()[-8:])
@@ -458,7 +465,6 @@ def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: 
       my-tool --emit-jsonl | runner score -
       runner score answers.jsonl --benchmark simcopilot --edition 2025 --edition 2024
     """
-    from rich.console import Console
     from rich.table import Table
 
     from runner import score as scoring
@@ -519,14 +525,13 @@ def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: 
                       f"{100 * split.bootstrap_mean:.1f} ± {100 * split.bootstrap_half:.1f}" if scoreable else "—",
                       f"{100 * split.wilson.low:.1f}-{100 * split.wilson.high:.1f}" if scoreable else "—",
                       f"{100 * split.all_rate:.1f}", f"{split.flips}/{split.compared}")
-    Console().print(table)
+    _console().print(table)
     if others:
         _print_edition_table(bench.edition, [o.edition for o in others], scoring.summarize(scored), cascade)
 
 
 def _print_edition_table(headline: str, others: list[str], splits, cascade: str) -> None:
     """Per split: the pass rate under each edition's scoring code, and how many verdicts flip."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"the same answers under each edition ({cascade} cascade)")
@@ -547,7 +552,7 @@ def _print_edition_table(headline: str, others: list[str], splits, cascade: str)
             row += [f"{e.passed}/{e.total}", f"{100 * e.passed / e.total:.1f}" if e.total else "—"] if e else ["—", "—"]
         row += [f"{by_name[name].flips}/{by_name[name].compared}" if name in by_name else "—" for name in others]
         table.add_row(*row)
-    Console().print(table)
+    _console().print(table)
 
 
 @tasks.command("rebaseline")
@@ -637,7 +642,6 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
     """
     import signal
 
-    from rich.console import Console
 
     from runner.matrix import load_matrix
     from runner.paths import matrices_dir
@@ -675,10 +679,7 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
         sys.exit(130)
     from runner.store import RunStore
 
-    console = Console()
-    if not console.is_terminal:  # a file or pipe gets the whole table, not an 80-column squeeze
-        console = Console(width=200)
-    console.print(summary_table(RunStore(outcome.run_dir), outcome))
+    _console().print(summary_table(RunStore(outcome.run_dir), outcome))
     try:
         from runner.report import default_out_dir, render
     except ImportError:
@@ -730,7 +731,6 @@ def models_prepare(matrix: Path, cell_ids: tuple[str, ...], runnable_only: bool,
       runner models prepare matrices/demo.toml
       runner models prepare demo --cell qwen2.5-coder-0.5b/llamacpp/q4_k_m/baseline
     """
-    from rich.console import Console
     from rich.table import Table
 
     from runner.matrix import load_matrix
@@ -758,12 +758,16 @@ def models_prepare(matrix: Path, cell_ids: tuple[str, ...], runnable_only: bool,
         for record in records.values():
             click.echo(record.model_dump_json())
         return
-    table = Table("model", "source")
+    console = _console()
+    table = Table()
+    table.add_column("model", no_wrap=True)
+    table.add_column("source", overflow="fold")
     table.add_column("path", overflow="fold")
-    table.add_column("sha256", no_wrap=True, min_width=64)
+    # whole on one line where it fits (copyable); folded, never cut, on a narrow terminal
+    table.add_column("sha256", overflow="fold", no_wrap=console.width >= 120, min_width=16)
     for record in records.values():
         table.add_row(record.key, record.source, record.path, record.sha256 or "")
-    Console(width=max(200, Console().width)).print(table)
+    console.print(table)
 
 
 @main.command()
@@ -786,7 +790,6 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
     """
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from runner.doctor import probe_host
@@ -821,7 +824,7 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
         checks.add_row("HF_TOKEN", "ok" if token.set or not token.gated else "no",
                        ("set" if token.set else "not set")
                        + (f"; gated repositories: {', '.join(token.gated)}" if token.gated else ""))
-        Console().print(checks)
+        _console().print(checks)
         if plan is not None:
             click.echo("\n".join(plan.lines(refusal=False)))
     if plan is not None and not plan.startable:
@@ -831,7 +834,6 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
 def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json: bool) -> None:
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from runner.executors import get_executor
@@ -857,7 +859,7 @@ def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json:
             types = ", ".join(f"gpu:{t} x{v:g}" for t, v in sorted(node.gpu_types.items()))
             table.add_row(node.node_id[:12] + (" (head)" if node.head else ""), node.host, f"{node.cpus:g}",
                           f"{node.gpus:g}", types)
-        Console().print(table)
+        _console().print(table)
         if plan is not None:
             click.echo("\n".join(plan.lines(refusal=False)))
     if plan is not None and not plan.startable:
