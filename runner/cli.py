@@ -778,7 +778,8 @@ def models_prepare(matrix: Path, cell_ids: tuple[str, ...], runnable_only: bool,
 @click.option("--json", "as_json", is_flag=True, help="The host and the plan as one JSON line.")
 @user_errors
 def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as_json: bool) -> None:
-    """Say what this host offers (GPUs, Docker, disk, Java, servers, data, HF_TOKEN) and plan a matrix's cells.
+    """Say what this host offers (GPUs, Docker, disk, Java, servers, the sandbox's self-check, the benchmark data and
+    its unavailable tasks, HF_TOKEN) and plan a matrix's cells.
 
     The plan is the one `runner reproduce MATRIX --plan` prints. Exit 1 when no cell of MATRIX can run.
 
@@ -793,7 +794,7 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
     from rich.table import Table
 
     from runner.doctor import probe_host
-    from runner.plan import data_check, make_plan, token_check, validate_backend
+    from runner.plan import data_check, make_plan, sandbox_check, token_check, validate_backend
 
     validate_backend(backend)
     if ray_address:
@@ -808,9 +809,10 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
         plan = make_plan(load_matrix(_shipped_or_path(matrix)), backend=backend, host=host)
     data = plan.data if plan else [data_check("simcopilot")]
     token = plan.token if plan else token_check()
+    sandbox = sandbox_check()
     if as_json:
         click.echo(json.dumps({"host": host.model_dump(mode="json"), "data": [d.model_dump(mode="json") for d in data],
-                               "hf_token": token.model_dump(mode="json"),
+                               "sandbox": sandbox.model_dump(mode="json"), "hf_token": token.model_dump(mode="json"),
                                "cells": [c.model_dump(mode="json") for c in plan.cells] if plan else [],
                                "plan": plan.model_dump(mode="json", exclude={"cells"}) if plan else None}))
     else:
@@ -818,9 +820,13 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
         checks.add_column("detail", overflow="fold")  # wrapped, never cut with an ellipsis
         for check in host.checks():
             checks.add_row(check.name, "ok" if check.ok else "no", check.detail)
+        checks.add_row("sandbox", "ok" if sandbox.ok else "no", sandbox.detail)
         for d in data:
+            detail = d.detail + (f"; {d.tasks} tasks" if d.present else "")
+            if d.unavailable:
+                detail += f", unavailable here: {'; '.join(d.unavailable)}"
             checks.add_row(f"data {d.benchmark}" + (f" {d.edition}" if d.edition else ""), "ok" if d.present else "no",
-                           d.detail)
+                           detail)
         checks.add_row("HF_TOKEN", "ok" if token.set or not token.gated else "no",
                        ("set" if token.set else "not set")
                        + (f"; gated repositories: {', '.join(token.gated)}" if token.gated else ""))

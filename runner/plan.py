@@ -125,6 +125,16 @@ class DataCheck(BaseModel):
     edition: str | None
     present: bool
     detail: str  # where it is, or the command that fetches it
+    tasks: int = 0  # in the copy, available or not
+    #: per program with tasks no answer can be judged on here: "program: N of M tasks (why)"
+    unavailable: list[str] = Field(default_factory=list)
+
+
+class SandboxCheck(BaseModel):
+    """The sandbox ``--sandbox auto`` picks, and whether its self-check passed (or why not)."""
+
+    ok: bool
+    detail: str
 
 
 class TokenCheck(BaseModel):
@@ -282,14 +292,41 @@ def validate(matrix: Matrix, backend: str | None = None) -> None:
 # -- checks -----------------------------------------------------------------------------------------
 def data_check(benchmark: str, edition: str | None = None) -> DataCheck:
     """Whether the copy of ``benchmark`` (``edition``) is installed, or the command that fetches it."""
-    from runner.benchmarks import benchmark_root
+    from runner.benchmarks import benchmark_root, load_benchmark
 
     shown = edition if benchmark == "simcopilot" else None
     try:
         root = benchmark_root(benchmark, edition)
+        bench = load_benchmark(benchmark, edition)  # the copy as a run reads it: its files checked
     except UserError as exc:
         return DataCheck(benchmark=benchmark, edition=shown, present=False, detail=str(exc))
-    return DataCheck(benchmark=benchmark, edition=shown, present=True, detail=str(root))
+    unavailable = []
+    for program in sorted({t.program for t in bench.tasks if not t.available}):
+        tasks = [t for t in bench.tasks if t.program == program]
+        missing = [t for t in tasks if not t.available]
+        unavailable.append(f"{program}: {len(missing)} of {len(tasks)} tasks ({missing[0].reason})")
+    return DataCheck(benchmark=benchmark, edition=shown, present=True, detail=str(root), tasks=len(bench.tasks),
+                     unavailable=unavailable)
+
+
+def sandbox_check() -> SandboxCheck:
+    """Run the sandbox's self-check (a known pass and a known fail per language) on the one ``--sandbox auto`` picks."""
+    from runner.benchmarks import default_cascade, load_benchmark, scoring_root
+    from runner.evaluation.docker_sandbox import choose_sandbox
+    from runner.evaluation.evaluator import Evaluator
+    from runner.evaluation.selfcheck import self_check
+    from runner.records import Language
+
+    bench = load_benchmark("starter")  # ships with runner: the check needs no fetched data
+    try:
+        sandbox = choose_sandbox("auto")
+        evaluator = Evaluator(bench.programs, sandbox=sandbox, junit_console=bench.junit_jar,
+                              cascade=default_cascade(bench.name), upstream_root=scoring_root(bench))
+        self_check(evaluator, {Language.python, Language.java})
+    except UserError as exc:
+        return SandboxCheck(ok=False, detail=str(exc))
+    kind = "docker" if type(sandbox).__name__ == "DockerSandbox" else "local"
+    return SandboxCheck(ok=True, detail=f"the {kind} sandbox (--sandbox auto): Python and Java self-check passed")
 
 
 def token_check(matrix: Matrix | None = None) -> TokenCheck:

@@ -196,7 +196,7 @@ def test_doctor_json_carries_cell_ids_data_and_whether_hf_token_is_set_never_its
     assert (big["runnable"], big["gpu_memory_gib"], big["disk_gib"], big["cached"]) == (False, 48, 34, False)
     assert report["hf_token"]["set"] is True
     assert report["data"] == [{"benchmark": "starter", "edition": None, "present": True,
-                               "detail": report["data"][0]["detail"]}]
+                               "detail": report["data"][0]["detail"], "tasks": 121, "unavailable": []}]
     assert report["plan"]["reasons"] == [{"reason": big["reason"], "cells": [big["id"]]}]
     assert report["plan"]["generation"]["basis"] and report["plan"]["evaluation"]["basis"]
 
@@ -247,3 +247,38 @@ def test_score_dash_reads_the_answers_from_standard_input():
     assert result.exit_code == 2, result.output
     assert "<stdin>: line 1: field 'task_id' is 1, expected a string" in result.output
     assert "no such file" not in result.output
+
+
+def test_doctor_runs_the_sandboxs_self_check_and_says_when_it_fails(tmp_path, cpu_host, monkeypatch):
+    from runner.evaluation import docker_sandbox
+
+    path = write(tmp_path)
+    result = invoke("doctor", path, "--json")
+    report = json.loads(result.stdout)
+    assert set(report["sandbox"]) == {"ok", "detail"}
+    if report["sandbox"]["ok"]:
+        assert "Python and Java self-check passed" in report["sandbox"]["detail"]
+
+    def broken(*args, **kwargs):
+        raise UserError("the local sandbox is incomplete here: not running as root")
+
+    monkeypatch.setattr(docker_sandbox, "choose_sandbox", broken)
+    table = invoke("doctor", path, env={"COLUMNS": "200"})
+    [row] = [line for line in table.stdout.splitlines() if "│ sandbox" in line]
+    assert [c.strip() for c in row.split("│")][1:3] == ["sandbox", "no"] and "not running as root" in row
+
+
+def test_doctor_names_the_programs_whose_tasks_are_unavailable(monkeypatch):
+    from runner import benchmarks
+    from runner.plan import data_check
+
+    class Task:
+        def __init__(self, program, reason=None):
+            self.program, self.reason, self.available = program, reason, reason is None
+
+    class Bench:
+        tasks = [Task("a"), Task("b", "needs cv2"), Task("b"), Task("b", "needs cv2")]
+
+    monkeypatch.setattr(benchmarks, "load_benchmark", lambda name, edition=None: Bench())
+    check = data_check("starter")
+    assert (check.present, check.tasks, check.unavailable) == (True, 4, ["b: 2 of 3 tasks (needs cv2)"])
