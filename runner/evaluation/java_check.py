@@ -162,6 +162,22 @@ def _launcher(toolchain: JavaToolchain) -> Path:
     return built
 
 
+def launch_recorded(sandbox: Sandbox, workdir: Path, java: str, flags: list[str], cp: str, phase: str,
+                    tester: str, limits: Limits) -> tuple[ExecResult, LaunchRecord | None]:
+    """Run the launcher (already in ``workdir``, on ``cp``) on ``tester``: the JVM's run and its keyed
+    record, ``None`` when the JVM ended without writing this run's (``phase``: "compile" or "test")."""
+    key = _arm(workdir)
+    run = sandbox.run([java, *flags, "-cp", cp, LAUNCHER, phase, cp, f"{tester}.java", tester, _KEY_FILE,
+                       _RECORD_FILE], workdir, limits)
+    return run, read_record(workdir, key)
+
+
+def install_launcher(toolchain: JavaToolchain, workdir: Path) -> None:
+    """Put the compiled launcher beside the tester (the sandbox's uid may not read the cache)."""
+    launcher = _launcher(toolchain)
+    shutil.copy2(launcher, workdir / launcher.name)
+
+
 def check_java(
     program: Program, source: str, sandbox: Sandbox, limits: Limits, toolchain: JavaToolchain, fast: bool = False
 ) -> CheckResult:
@@ -189,10 +205,7 @@ def check_java(
         shutil.copy2(launcher, workdir / launcher.name)
 
         def launch(phase: str) -> tuple[ExecResult, LaunchRecord | None]:
-            key = _arm(workdir)
-            run = sandbox.run([toolchain.java, *flags, "-cp", cp, LAUNCHER, phase, cp, f"{tester}.java", tester,
-                               _KEY_FILE, _RECORD_FILE], workdir, jvm_limits)
-            return run, read_record(workdir, key)
+            return launch_recorded(sandbox, workdir, toolchain.java, flags, cp, phase, tester, jvm_limits)
 
         if fast:
             run, record = launch("compile")

@@ -560,6 +560,8 @@ class SandboxedExecution:
     def _java(self, merged_code: str, filename: str, workdir: Path) -> str:
         import shutil
 
+        from runner.evaluation import java_check
+
         tool = self.toolchain
         limits = self.limits.for_jvm()
         flags = tool.jvm_flags(self.limits)
@@ -582,8 +584,14 @@ class SandboxedExecution:
             return "Timeout: Execution exceeded time limit."
         if compiled.exit_code != 0:
             return f"Error: Compilation error: {compiled.stderr_tail or compiled.stdout[-4000:]}"
-        run = self.sandbox.run([tool.java, *flags, "-cp", cp, "org.junit.platform.console.ConsoleLauncher",
-                                "--select-class", Path(filename).stem], workdir, limits)
+        # Upstream runs JUnit's console launcher; here our launcher runs it inside the same JVM and
+        # reports through a keyed record, so that a tester that exits or halts early (after printing
+        # a summary of its own) is an error, not the last line it forged.
+        java_check.install_launcher(tool, workdir)
+        run, record = java_check.launch_recorded(self.sandbox, workdir, tool.java, flags, cp, "test",
+                                                 Path(filename).stem, limits)
+        if not run.timed_out and (record is None or record.phase != "tested" or record.exit_code != run.exit_code):
+            return f"Error: the JVM ended without the launcher's completion record\n{run.stderr_tail}"
         return self._answer(run)
 
     @staticmethod

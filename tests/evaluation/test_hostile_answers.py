@@ -197,3 +197,44 @@ def test_nothing_of_an_answer_outlives_its_killed_scorer(any_sandbox, signal_num
     while running(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not running(marker)
+
+
+# -- upstream's cascade, SimCoPilot's headline ------------------------------------------------------
+UPSTREAM_JAVA_TASK = "java/infill/DoubleVectorTester/224-224"  # in a constructor every test calls
+
+
+def forged_last_line(program) -> str:
+    """The line upstream compares a Java run's last line with: JUnit's ``[ 0 tests failed ]`` as recorded."""
+    import json
+
+    recorded = json.loads(program.source.with_suffix(".json").read_text())["expected_output1"]
+    return [line for line in recorded.encode().decode("unicode_escape").split("\n") if line.strip()][-1]
+
+
+@pytest.mark.parametrize("sandbox_kind", ["local", "docker"])
+def test_a_java_answer_cannot_forge_a_pass_under_upstreams_cascade(simcopilot, sandbox_kind, monkeypatch):
+    """Upstream passes a Java run that exits 0 and whose last line is JUnit's recorded one: an answer
+    printing that line and exiting 0 from the code under test passed so. Here it is an error."""
+    from runner.benchmarks import load_benchmark
+    from runner.evaluation.environment import prepared_evaluator
+
+    if sandbox_kind == "docker":
+        from tests.docker_images import SANDBOX_CPU_ENV, engine, sandbox_cpu_image
+
+        sandbox_cpu_image(engine())
+        for key, value in SANDBOX_CPU_ENV.items():
+            monkeypatch.setenv(key, value)
+    else:
+        require(capabilities().complete, "a complete local sandbox")
+    bench = load_benchmark("simcopilot")
+    task = bench.task(UPSTREAM_JAVA_TASK)
+    line = forged_last_line(bench.programs[task.program])
+    assert line.startswith("[") and "0 tests failed" in line
+    evaluator, _ = prepared_evaluator(bench, [task], sandbox_kind=sandbox_kind, cascade="upstream")
+    forged = f'    System.out.println("{line}"); System.exit(0);\n{task.reference}'
+
+    verdict = evaluator.evaluate(task, f"```java\n{forged}\n```")
+    assert verdict.cascade == "upstream" and verdict.outcome is not Outcome.passed, verdict
+    assert "completion record" in verdict.upstream.stderr_tail
+    honest = evaluator.evaluate(task, f"```java\n{task.reference}\n```")
+    assert honest.outcome is Outcome.passed, honest.stderr_tail
