@@ -216,7 +216,7 @@ def test_doctor_shows_the_clusters_nodes_gpus_and_which_cells_fit(cluster, tmp_p
     assert [(c["cell"]["label"], c["runnable"]) for c in report["cells"]] == [("one", True), ("three", False)]
     table = CliRunner().invoke(main, ["doctor", str(path), "--ray", "auto"])
     assert table.exit_code == 0 and f"gpu:{GPU_TYPE} x2" in table.output
-    assert "1 of 2 cells can be placed on the cluster" in table.output
+    assert "1 of 2 cells can run on the Ray cluster" in table.output
 
 
 def test_reproduce_through_ray_client_from_another_process(cluster, tmp_path):
