@@ -382,6 +382,19 @@ def test_parts_that_join_to_another_file_are_refused_and_nothing_is_kept(tmp_pat
 
 
 # -- llama-quantize (the quantization ladder), on the small Gemma ------------------------------------
+def q8_0_rung_of(source) -> str:
+    """The matrix's models: ``source`` as the release and a Q8_0 rung quantized from it."""
+    return f"""
+[models.gemma3-270m.quantizations.release]
+kind = "path"
+path = "{source}"
+[models.gemma3-270m.quantizations.q8_0]
+kind = "quantize"
+of = "release"
+type = "Q8_0"
+"""
+
+
 def test_a_quantized_rung_is_made_by_llama_quantize_cached_and_recorded_with_its_command(tmp_path):
     from gguf import GGUFReader
 
@@ -391,15 +404,7 @@ def test_a_quantized_rung_is_made_by_llama_quantize_cached_and_recorded_with_its
 
     require(llama_quantize_path().is_file(), f"llama-quantize at {llama_quantize_path()} (scripts/build-llama-server.sh)")
     source = gemma_gguf()
-    matrix = matrix_file(tmp_path, f"""
-[models.gemma3-270m.quantizations.release]
-kind = "path"
-path = "{source}"
-[models.gemma3-270m.quantizations.q8_0]
-kind = "quantize"
-of = "release"
-type = "Q8_0"
-""", quantization="q8_0")
+    matrix = matrix_file(tmp_path, q8_0_rung_of(source), quantization="q8_0")
     prepared = prepare(matrix, matrix.cells[0])
     path = prepared.files.path
     (record,) = prepared.records
@@ -423,15 +428,7 @@ def test_a_derived_rung_with_bit_rot_fails_its_check_and_is_rebuilt_by_the_next_
     # its own models folder: the shared cache's rung is other tests' (and other runs') to read
     (tmp_path / "models").mkdir()
     monkeypatch.setattr("runner.models.models_dir", lambda: tmp_path / "models")
-    matrix = matrix_file(tmp_path, f"""
-[models.gemma3-270m.quantizations.release]
-kind = "path"
-path = "{gemma_gguf()}"
-[models.gemma3-270m.quantizations.q8_0]
-kind = "quantize"
-of = "release"
-type = "Q8_0"
-""", quantization="q8_0")
+    matrix = matrix_file(tmp_path, q8_0_rung_of(gemma_gguf()), quantization="q8_0")
     path = prepare(matrix, matrix.cells[0]).files.path
     assert path.is_relative_to(tmp_path)
     made = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -451,15 +448,7 @@ def test_a_runner_killed_during_llama_quantize_leaves_no_quantizer_behind(tmp_pa
     from tests.llama_server import gemma_gguf
 
     require(llama_quantize_path().is_file(), f"llama-quantize at {llama_quantize_path()} (scripts/build-llama-server.sh)")
-    matrix = matrix_file(tmp_path, f"""
-[models.gemma3-270m.quantizations.release]
-kind = "path"
-path = "{gemma_gguf()}"
-[models.gemma3-270m.quantizations.q8_0]
-kind = "quantize"
-of = "release"
-type = "Q8_0"
-""", quantization="q8_0")
+    matrix = matrix_file(tmp_path, q8_0_rung_of(gemma_gguf()), quantization="q8_0")
     models = tmp_path / "models"
     runner = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import sys
