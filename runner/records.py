@@ -262,6 +262,9 @@ class Sample(BaseModel):
     error: str | None = None  # why the request failed, for outcome == error
     unscoreable_reason: str | None = None  # for outcome == unscoreable: why no answer can pass here
     expected_outputs: ExpectedOutputs | None = None  # Python programs: which expected outputs judged it
+    #: seconds its headline verdict took to reach (every cascade stage and test run; the plan's
+    #: estimate of judging time on this hardware reads it back); None until evaluated
+    eval_seconds: float | None = None
     #: the same answer under each of the run's ``compare_editions`` (the headline edition's verdict is above)
     editions: list[EditionVerdict] = Field(default_factory=list)
     started_at: datetime = Field(default_factory=utcnow)

@@ -253,6 +253,7 @@ def judge_sample(evaluator, task: Task, sample: Sample, compared: Sequence[Editi
         sample.code, sample.stage, sample.stderr_tail = verdict.code, verdict.stage, verdict.stderr_tail
         sample.cascade, sample.upstream, sample.runner = verdict.cascade, verdict.upstream, verdict.runner
         sample.unscoreable_reason, sample.expected_outputs = verdict.unscoreable_reason, verdict.expected_outputs
+        sample.eval_seconds = round(verdict.seconds, 3)
         judge_editions(compared, sample)
     return sample
 
