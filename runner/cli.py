@@ -654,7 +654,8 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
     _run_name(name)
     path = _shipped_or_path(matrix) if matrix else matrices_dir() / ("paper.toml" if run_all else f"{preset}.toml")
     loaded = load_matrix(path).with_edition(edition)
-    plan = _reproduce_plan(loaded, backend=backend, limit=limit, name=name, ray_address=ray_address)
+    plan = _reproduce_plan(loaded, backend=backend, limit=limit, name=name, ray_address=ray_address,
+                           runs_dir=runs_dir)
     if plan_only:
         click.echo("\n".join(plan.lines()))
         sys.exit(0 if plan.complete else 1)
@@ -693,8 +694,10 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
             + "; rerun the same command to complete them")
         sys.exit(1)
 
-def _reproduce_plan(loaded, *, backend: str | None, limit: int | None, name: str | None, ray_address: str | None):
-    """``runner.plan.make_plan`` for ``reproduce``'s options (on the Ray cluster with ``--ray``)."""
+def _reproduce_plan(loaded, *, backend: str | None, limit: int | None, name: str | None, ray_address: str | None,
+                    runs_dir: Path | None = None):
+    """``runner.plan.make_plan`` for ``reproduce``'s options (on the Ray cluster with ``--ray``); the
+    runs in ``runs_dir`` made on this hardware give the estimates where they measured the same cells."""
     from runner.plan import make_plan
 
     executor = None
@@ -703,7 +706,7 @@ def _reproduce_plan(loaded, *, backend: str | None, limit: int | None, name: str
 
         executor = get_executor("ray", address=ray_address)
     try:
-        return make_plan(loaded, backend=backend, executor=executor, limit=limit, name=name)
+        return make_plan(loaded, backend=backend, executor=executor, limit=limit, name=name, runs_dir=runs_dir)
     finally:
         if executor is not None:
             executor.close()
@@ -776,8 +779,10 @@ def models_prepare(matrix: Path, cell_ids: tuple[str, ...], runnable_only: bool,
 @click.option("--ray", "ray_address", metavar="ADDRESS", default=None,
               help="Show a Ray cluster's nodes, GPUs and GPU types instead of this host, and plan the cells on it.")
 @click.option("--json", "as_json", is_flag=True, help="The host and the plan as one JSON line.")
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="Earlier runs: cells they measured on this hardware give the plan's estimates.")
 @user_errors
-def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as_json: bool) -> None:
+def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as_json: bool, runs_dir: Path) -> None:
     """Say what this host offers (GPUs, Docker, disk, Java, servers, the sandbox's self-check, the benchmark data and
     its unavailable tasks, HF_TOKEN) and plan a matrix's cells.
 
@@ -806,7 +811,7 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
     if matrix is not None:
         from runner.matrix import load_matrix
 
-        plan = make_plan(load_matrix(_shipped_or_path(matrix)), backend=backend, host=host)
+        plan = make_plan(load_matrix(_shipped_or_path(matrix)), backend=backend, host=host, runs_dir=runs_dir)
     data = plan.data if plan else [data_check("simcopilot")]
     token = plan.token if plan else token_check()
     sandbox = sandbox_check()

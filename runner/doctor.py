@@ -54,6 +54,8 @@ class Host(BaseModel):
     docker: str | None = None  # the engine's version when reachable
     docker_note: str = ""  # why it is not reachable
     ram_gib: float = 0.0
+    cpu: str = ""  # the CPU's model name (``runner.fingerprint.cpu_model``)
+    cpu_count: int = 0  # logical cores (0: not probed; the plan then asks os.cpu_count())
     free_disk_gib: float = 0.0  # where models and servers are cached
     java: str | None = None  # "java -version"'s first line when javac, java and the JUnit jars are there
     java_note: str = ""
@@ -181,7 +183,10 @@ def _probe() -> Host:
         if runtime.requires_gpu and not gpus:
             problem = f"needs an NVIDIA GPU (CUDA only){'; ' + problem if problem else ''}"
         runtimes[name] = problem
+    from runner.fingerprint import cpu_model
+
     return Host(gpus=gpus, gpu_note=gpu_note, docker=docker_version, docker_note=docker_note, ram_gib=_ram_gib(),
+                cpu=cpu_model(), cpu_count=os.cpu_count() or 0,
                 free_disk_gib=shutil.disk_usage(cache_dir()).free / 2**30, java=java, java_note=java_note,
                 runtimes=runtimes, packages={p: _version(p) for p in RUNTIME_PACKAGES})
 
