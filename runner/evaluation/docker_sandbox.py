@@ -147,7 +147,7 @@ class DockerSandbox(Sandbox):
             result = self._contained(argv, workdir, limits, env)
             if looks_unstarted(result):
                 probe_run = probe_argv(argv[0])
-                with self.workdir() as probe:
+                with self.workdir(limits) as probe:
                     if not probe_passed(probe_run, self._contained(probe_run, probe, limits, None)):
                         raise EnvironmentFailure(f"{unstarted_line(result.stderr_tail)}: the sandbox image "
                                                  f"{self.image.tags or self.image.id} cannot start {argv[0]}; "

@@ -190,7 +190,7 @@ def check_java(
     jvm_limits = limits.for_jvm()
     flags = toolchain.jvm_flags(limits)
     launcher = _launcher(toolchain)
-    with sandbox.workdir() as workdir:
+    with sandbox.workdir(limits) as workdir:
         copy_data(program, workdir)
         # The JUnit jars travel with the run like the program's own jars: the sandbox's uid may not
         # traverse the folder they live in (a 0700 home), and a container sees only its /work.

@@ -1,16 +1,24 @@
-"""The local sandbox's mount namespace: private temp folders, hidden runner folders, and the
-interpreter's installation kept visible, read-only, wherever it lives.
+"""The local sandbox's file system: a fresh root that holds only what a program needs.
 
-An interpreter under ``/tmp`` would vanish under the private tmpfs, one below a 0700 home (pyenv
-under ``/root``, a checkout's venv) is out of the private uid's reach, and one below a hidden
-folder would be hidden with it: every answer would then be a ``runtime_error``. Each such prefix
-is bound aside before anything is replaced and put back at its own path, read-only, afterwards.
+Default deny: the sandbox builds a new, empty root (a tmpfs) in its own mount namespace, binds
+into it, read-only, the system's programs and libraries (``/usr`` and its links), the few files
+of ``/etc`` that the loader and the JVM read, and each interpreter's installation wherever it
+lives; gives it a private ``/tmp``, ``/var/tmp`` and ``/dev/shm``, a minimal ``/dev`` and the PID
+namespace's own ``/proc``; binds the run's folder, read-write, at its own path; then moves into it
+with ``pivot_root`` and detaches the old root. Nothing else of the host exists inside: no home,
+no runner cache, no other run's folder, no ``/run`` or ``/sys``, whatever their permissions.
+
+The one place a hidden folder is still needed is inside what is bound: a runner installed into the
+interpreter's own venv ships its benchmark references there, so those are covered with an empty
+tmpfs after the bind.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,91 +28,123 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: folders the sandbox replaces with its own empty tmpfs
-REPLACED = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
+#: the system's programs and libraries, bound read-only (on a merged-/usr system all but /usr are links)
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+#: what of /etc the sandbox's programs read: the dynamic loader's cache and configuration, the
+#: alternatives that /usr/bin/java and javac resolve through, the JDK's configuration (Debian links
+#: the JDK's ``jvm.cfg`` and ``conf/`` there) and the time zone; everything else of /etc stays out
+ETC = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/java*",
+       "/etc/localtime", "/etc/timezone")
+#: folders the sandbox makes its own, empty and size-limited
+PRIVATE = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
 #: the PATH the sandboxed child gets (``LocalSandbox``), which resolves a bare command name
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
 
-# Run as root inside the new mount namespace (``unshare --mount`` makes every mount private, which
-# ``mount --move`` needs), before the uid is dropped:
-#  1. each kept prefix is bound into the run's directory, which is then carried (``--rbind``) on
-#     /dev/shm's fresh tmpfs while /tmp and /var/tmp are replaced;
-#  2. an empty 0755 tmpfs covers each ancestor the private uid cannot traverse (the rest of that
-#     home stays out of sight), then an empty root-owned tmpfs covers each hidden folder;
-#  3. the run's directory goes back to its path, each kept prefix to its own, remounted read-only;
-#  4. hidden folders inside a kept prefix (the benchmarks of a runner installed in that venv) are
-#     covered last, since the kept bind would otherwise show them again.
-# Arguments: workdir, tmpfs size in MiB, then four lists each ended by "--" (kept prefixes,
-# ancestors to cover, hidden folders, hidden folders inside kept prefixes), then the command.
+# Run as root inside the new mount namespace (``unshare --mount`` makes every mount private) before
+# the uid is dropped. Arguments: the run's folder, the private tmpfs size in MiB, the folder to
+# build the new root on, then three lists each ended by "--" (system paths, kept prefixes, hidden
+# folders inside them), then the command. The new root is read-only once built.
 MOUNT_SCRIPT = r"""
 set -e
-w=$1; size=$2; shift 2
+umask 022
+w=$1; size=$2; r=$3; shift 3
 opts="size=${size}m,mode=1777,nosuid,nodev"
-hide() { if [ -d "$1" ]; then mount -t tmpfs -o size=4k,mode=0711,nosuid,nodev,noexec runner-hidden "$1"; fi; }
-n=0
+ro() { mount -o remount,bind,ro,nosuid,nodev "$1"; }
+bind_ro() {
+  if [ -d "$1" ]; then mkdir -p "$r$1"; else mkdir -p "$r${1%/*}"; : > "$r$1"; fi
+  mount --bind "$1" "$r$1"; ro "$r$1"
+}
+mount -t tmpfs -o size=1m,mode=0755,nosuid,nodev runner-root "$r"
 while [ "$1" != "--" ]; do
-  mkdir -p "$w/.runner-keep/$n"; mount --bind "$1" "$w/.runner-keep/$n"
-  eval "keep_$n=\"\$1\""; n=$((n + 1)); shift
-done
-shift
-mount -t tmpfs -o "$opts" runner-shm /dev/shm
-mkdir /dev/shm/.runner-work
-mount --rbind "$w" /dev/shm/.runner-work
-i=0
-while [ "$i" -lt "$n" ]; do umount "$w/.runner-keep/$i"; i=$((i + 1)); done
-mount -t tmpfs -o "$opts" runner-tmp /tmp
-if [ -d /var/tmp ] && [ ! -L /var/tmp ]; then mount -t tmpfs -o "$opts" runner-var-tmp /var/tmp; fi
-while [ "$1" != "--" ]; do
-  if [ -d "$1" ]; then mount -t tmpfs -o size=4k,mode=0755,nosuid,nodev runner-cover "$1"; fi
+  if [ -L "$1" ]; then mkdir -p "$r${1%/*}"; ln -s "$(readlink "$1")" "$r$1"
+  elif [ -e "$1" ]; then bind_ro "$1"; fi
   shift
 done
 shift
-while [ "$1" != "--" ]; do hide "$1"; shift; done
+mkdir -p "$r/tmp" "$r/var/tmp" "$r/dev" "$r/proc"
+mount -t tmpfs -o "$opts" runner-tmp "$r/tmp"
+mount -t tmpfs -o "$opts" runner-var-tmp "$r/var/tmp"
+mount -t tmpfs -o size=64k,mode=0755,nosuid,noexec runner-dev "$r/dev"
+for n in null zero full random urandom; do : > "$r/dev/$n"; mount --bind "/dev/$n" "$r/dev/$n"; done
+ln -s /proc/self/fd "$r/dev/fd"
+ln -s /proc/self/fd/0 "$r/dev/stdin"; ln -s /proc/self/fd/1 "$r/dev/stdout"; ln -s /proc/self/fd/2 "$r/dev/stderr"
+mkdir "$r/dev/shm"
+mount -t tmpfs -o "$opts" runner-shm "$r/dev/shm"
+mount -t proc -o nosuid,nodev,noexec proc "$r/proc"
+mkdir -p "$r$w"
+mount --bind "$w" "$r$w"
+while [ "$1" != "--" ]; do bind_ro "$1"; shift; done
 shift
-mkdir -p "$w"
-mount --move /dev/shm/.runner-work "$w"
-rmdir /dev/shm/.runner-work
-i=0
-while [ "$i" -lt "$n" ]; do
-  eval "p=\"\$keep_$i\""
-  mkdir -p "$p"
-  mount --move "$w/.runner-keep/$i" "$p"
-  mount -o remount,bind,ro "$p"
-  rmdir "$w/.runner-keep/$i"; i=$((i + 1))
+while [ "$1" != "--" ]; do
+  if [ -d "$r$1" ]; then mount -t tmpfs -o size=4k,mode=0711,nosuid,nodev,noexec runner-hidden "$r$1"; fi
+  shift
 done
-if [ "$n" -gt 0 ]; then rmdir "$w/.runner-keep"; fi
-while [ "$1" != "--" ]; do hide "$1"; shift; done
 shift
+mkdir "$r/.old"
+cd "$r"
+pr=/usr/sbin/pivot_root; [ -x "$pr" ] || pr=/sbin/pivot_root
+"$pr" . .old
+umount -l /.old
+rmdir /.old
+mount -o remount,ro,nosuid,nodev /
 cd "$w"
 exec "$@"
 """
 
 
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def system_paths() -> tuple[str, ...]:
+    """The system folders and /etc entries this machine has, as the fresh root binds them."""
+    found = [p for p in SYSTEM if os.path.lexists(p)]
+    for pattern in ETC:
+        found += sorted(glob.glob(pattern)) if "*" in pattern else ([pattern] if os.path.lexists(pattern) else [])
+    return tuple(found)
+
+
+def in_system(path: Path) -> bool:
+    """Whether ``path`` is already visible through a bound system folder (``/usr/local/...``)."""
+    real = Path(os.path.realpath(path))
+    return any(_within(real, Path(os.path.realpath(p))) for p in SYSTEM if os.path.isdir(p))
+
+
 @dataclass(frozen=True)
 class MountPlan:
-    """What the mount script does besides the temp folders: the four lists it takes."""
+    """What the fresh root holds besides the system: kept prefixes, and hidden folders inside them."""
 
     keep: tuple[Path, ...] = ()
-    cover: tuple[Path, ...] = ()
     hide: tuple[Path, ...] = ()
-    hide_inside_kept: tuple[Path, ...] = ()
 
-    def script(self, workdir: Path, tmp_mb: int) -> list[str]:
-        """The ``sh -c`` command line that sets the namespace up, to be followed by the command."""
-        lists = (self.keep, self.cover, self.hide, self.hide_inside_kept)
-        return ["sh", "-c", MOUNT_SCRIPT, "sh", str(workdir), str(tmp_mb),
-                *[arg for paths in lists for arg in (*map(str, paths), "--")]]
+    def script(self, workdir: Path, tmp_mb: int, root: Path) -> list[str]:
+        """The ``sh -c`` command line that builds the root on ``root`` and enters it, to be followed by the command."""
+        lists = (system_paths(), tuple(map(str, self.keep)), tuple(map(str, self.hide)))
+        return ["sh", "-c", MOUNT_SCRIPT, "sh", str(workdir), str(tmp_mb), str(root),
+                *[arg for paths in lists for arg in (*paths, "--")]]
+
+
+def new_root_mountpoint(base: Path) -> Path:
+    """The folder each sandbox's namespace mounts its fresh root on (one for all: each namespace's own)."""
+    point = base / ".root"
+    point.mkdir(mode=0o700, exist_ok=True)
+    return point
 
 
 def mounts_work() -> bool:
-    """Whether this machine lets the sandbox set its mount namespace up (root, util-linux)."""
+    """Whether this machine lets the sandbox build its fresh root (root, util-linux's pivot_root)."""
     with tempfile.TemporaryDirectory() as work:
-        argv = ["unshare", "--mount", "--", *MountPlan().script(Path(work), 1),
-                "sh", "-c", f'[ "$(pwd)" = "{work}" ] && touch /dev/shm/probe /var/tmp/probe']
+        base = Path(tempfile.mkdtemp(prefix="runner-root-probe-"))
         try:
+            check = (f'[ "$(pwd)" = "{work}" ] && touch /dev/shm/probe /var/tmp/probe /tmp/probe '
+                     f'&& [ ! -e {shlex.quote(str(base))} ] && [ -x /usr/bin/env ]')
+            argv = ["unshare", "--mount", "--pid", "--fork", "--",
+                    *MountPlan().script(Path(work), 1, new_root_mountpoint(base)), "sh", "-c", check]
             done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20)
         except (OSError, subprocess.SubprocessError):
             return False
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
         return done.returncode == 0
 
 
@@ -112,10 +152,6 @@ def is_python(command: str) -> bool:
     """Whether ``command`` names a Python interpreter (``python3``, ``.venv/bin/python``, ``pypy3``)."""
     name = Path(command).name
     return "python" in name or "pypy" in name
-
-
-def _within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
 
 
 def _command_path(command: str) -> str | None:
@@ -163,52 +199,26 @@ def interpreter_prefixes(command: str) -> tuple[Path, ...]:
     return tuple(dict.fromkeys([*resolved, *([linked] if linked not in resolved else [])]))
 
 
-def _placement(prefix: Path, masked: tuple[Path, ...]) -> tuple[bool, Path | None]:
-    """Whether ``prefix`` must be kept, and the ancestor to cover with a fresh 0755 tmpfs first."""
-    under = [m for m in masked if _within(prefix, m)]
-    for ancestor in reversed(prefix.parents):  # "/" first
-        if any(_within(ancestor, m) for m in under):
-            break  # from here down the sandbox makes the folders itself, open to all
-        try:
-            if not os.stat(ancestor).st_mode & 0o001:
-                return True, ancestor
-        except OSError:
-            return False, None
-    return bool(under), None
-
-
 def plan_mounts(interpreters: tuple[str, ...], hidden: tuple[Path, ...] | list[Path] = ()) -> MountPlan:
-    """The namespace that keeps each interpreter's prefixes visible, read-only, with ``hidden`` out of sight."""
-    hidden = tuple(hidden)
-    masked = (*REPLACED, *hidden)
+    """The prefixes of ``interpreters`` the fresh root must bind, and the ``hidden`` folders inside what it binds."""
     keep: list[Path] = []
-    cover: list[Path] = []
     for interpreter in interpreters:
         for prefix in interpreter_prefixes(interpreter):
-            if not prefix.is_dir() or any(_within(k, prefix) for k in keep):
+            if not prefix.is_dir() or in_system(prefix) or any(_within(prefix, k) for k in keep):
                 continue
-            needed, top = _placement(prefix, masked)
-            if not needed:
-                continue
-            if prefix in hidden or any(_within(r, prefix) for r in REPLACED):
-                # binding a hidden folder or the host's /tmp back would undo the sandbox
-                log.warning("%s is (or holds) a folder the sandbox replaces or hides: it stays out of sight", prefix)
-                continue
-            if top is not None and any(_within(r, top) for r in REPLACED):
-                log.warning("%s is below %s, which no other user may enter: it stays out of sight", prefix, top)
+            if any(_within(p, prefix) for p in PRIVATE) or prefix == Path("/"):
+                # binding a folder that holds /tmp (or all of /) would bring the host back
+                log.warning("%s holds a folder the sandbox makes its own: it stays out of sight", prefix)
                 continue
             keep = [k for k in keep if not _within(k, prefix)] + [prefix]
-            if top is not None and not any(_within(top, c) for c in cover):
-                cover = [c for c in cover if not _within(c, top)] + [top]
-    inside = tuple(h for h in hidden if any(_within(h, k) and h != k for k in keep))
-    return MountPlan(keep=tuple(keep), cover=tuple(cover), hide=tuple(h for h in hidden if h not in inside),
-                     hide_inside_kept=inside)
+    bound = [*keep, *(Path(os.path.realpath(p)) for p in SYSTEM if os.path.isdir(p) and not os.path.islink(p))]
+    inside = tuple(h for h in hidden if any(_within(h, b) for b in bound))
+    return MountPlan(keep=tuple(keep), hide=inside)
 
 
-def kept_paths(interpreters: tuple[str, ...], hidden: tuple[Path, ...] | list[Path] = ()) -> tuple[list[Path], list[Path]]:
-    """The interpreter prefixes to keep visible read-only in the sandbox, and the ancestors to cover first."""
-    plan = plan_mounts(interpreters, hidden)
-    return list(plan.keep), list(plan.cover)
+def kept_paths(interpreters: tuple[str, ...], hidden: tuple[Path, ...] | list[Path] = ()) -> list[Path]:
+    """The interpreter prefixes the fresh root binds, read-only, at their own paths."""
+    return list(plan_mounts(interpreters, hidden).keep)
 
 
 def holds_interpreter(folder: Path, interpreter: str) -> bool:

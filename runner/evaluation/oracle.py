@@ -206,7 +206,7 @@ print(json.dumps({"python": sys.version.split()[0], "implementation": platform.p
 def environment(evaluator: Evaluator) -> dict:
     """Python (as the sandbox sees it), package and Java versions, platform and date."""
     probe: dict = {}
-    with evaluator.sandbox.workdir() as workdir:
+    with evaluator.sandbox.workdir(evaluator.ceiling_limits()) as workdir:
         (workdir / "probe.py").write_text(_PROBE)
         result = evaluator.sandbox.run([evaluator.python, "probe.py"], workdir, evaluator.ceiling_limits(), env=PYTHON_ENV)
     try:

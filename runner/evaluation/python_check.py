@@ -130,7 +130,7 @@ def check_python(
             compile(text, filename, "exec")
         except (SyntaxError, ValueError) as exc:
             return CheckResult(outcome=Outcome.compile_error, stderr_tail=f"{type(exc).__name__}: {exc}", outputs=outputs)
-        with sandbox.workdir() as workdir:
+        with sandbox.workdir(limits) as workdir:
             copy_data(program, workdir)
             (workdir / filename).write_text(text, encoding="utf-8")
             result = sandbox.run([interpreter, filename], workdir, limits, env=PYTHON_ENV)

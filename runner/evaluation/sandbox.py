@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from runner.errors import EnvironmentFailure, UserError
 from runner.evaluation import seccomp
-from runner.evaluation.mounts import holds_interpreter, is_python, mounts_work, plan_mounts
+from runner.evaluation.mounts import holds_interpreter, is_python, mounts_work, new_root_mountpoint, plan_mounts
 from runner.evaluation.mounts import interpreter_prefixes, kept_paths  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class Limits(BaseModel):
     jvm_processes: int = Field(256, gt=0, description="RLIMIT_NPROC for the JVM (threads count)")
     output_bytes: int = Field(4 * 1024 * 1024, gt=0, description="stdout (and stderr) cap; beyond it the run is killed")
     tmp_mb: int = Field(128, gt=0, description="size of each private tmpfs: /tmp, /var/tmp, /dev/shm")
+    work_mb: int = Field(512, gt=0, description="size of the run's working folder (a tmpfs where the runner "
+                                                "is root): its program, data files and whatever it writes")
     file_size_mb: int = Field(256, gt=0, description="RLIMIT_FSIZE: largest file the run may write")
     time_factor: float = Field(10.0, gt=0, description="a test's time limit is max(wall_seconds, time_factor x reference time)")
 
@@ -140,13 +142,17 @@ class Sandbox(ABC):
         """Run ``argv`` in ``workdir`` (made by ``workdir()``) and return what it did."""
 
     @contextmanager
-    def workdir(self) -> Iterator[Path]:
-        """A fresh private directory for one run, removed afterwards."""
+    def workdir(self, limits: Limits | None = None) -> Iterator[Path]:
+        """A fresh private directory for one run (a tmpfs of ``limits.work_mb`` where the runner is
+        root, so that an answer cannot fill the host's disk), removed afterwards."""
         base = _workdir_base()
         path = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+        mounted = work_limit_works() and _mount_work(path, (limits or Limits()).work_mb)
         try:
             yield path
         finally:
+            if mounted:
+                _unmount(path)
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -156,7 +162,84 @@ def _workdir_base() -> Path:
     base = Path(tempfile.gettempdir()) / f"runner-sandbox-{os.getuid()}"
     base.mkdir(mode=0o711, exist_ok=True)
     os.chmod(base, 0o711)
+    _sweep_work_mounts(str(base))
     return base
+
+
+# -- the working folder as a size-limited tmpfs ------------------------------------------------------
+_MS_NOSUID, _MS_NODEV, _MNT_DETACH = 2, 4, 2
+_WORK_SOURCE = "runner-work-"
+
+
+@lru_cache(maxsize=1)
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _mount_work(path: Path, megabytes: int) -> bool:
+    # the source names this process, so that a later runner can tell a mount a killed one left
+    source = f"{_WORK_SOURCE}{os.getpid()}".encode()
+    options = f"size={megabytes}m,mode=0700".encode()
+    return _libc().mount(source, str(path).encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options) == 0
+
+
+def _unmount(path: Path) -> None:
+    # detached: a namespace that still holds the folder (a sandbox being torn down) keeps its copy
+    if _libc().umount2(str(path).encode(), _MNT_DETACH) != 0:
+        log.warning("cannot unmount the sandbox's working folder %s", path)
+
+
+@lru_cache(maxsize=1)
+def work_limit_works() -> bool:
+    """Whether the working folder can be a size-limited tmpfs here (the runner is root and may mount)."""
+    if os.geteuid() != 0:
+        return False
+    probe = Path(tempfile.mkdtemp(prefix="runner-work-probe-"))
+    try:
+        if not _mount_work(probe, 1):
+            log.warning("cannot mount a tmpfs for the sandbox's working folder: an answer may fill the disk")
+            return False
+        _unmount(probe)
+        return True
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def _mount_points(fstype: str, source_prefix: str) -> list[tuple[str, str]]:
+    """(mount point, source) of this namespace's mounts of ``fstype`` whose source starts so."""
+    found = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+            for line in fh:
+                fields, _, rest = line.partition(" - ")
+                kind, source = (rest.split() + ["", ""])[:2]
+                if kind == fstype and source.startswith(source_prefix):
+                    point = fields.split()[4].encode().decode("unicode_escape")
+                    found.append((point, source))
+    except OSError:
+        pass
+    return found
+
+
+@lru_cache(maxsize=8)
+def _sweep_work_mounts(base: str) -> None:
+    """Unmount the working folders that runners killed before their cleanup left under ``base``."""
+    if os.geteuid() != 0:
+        return
+    for point, source in _mount_points("tmpfs", _WORK_SOURCE):
+        if os.path.dirname(point) != base:
+            continue
+        try:
+            os.kill(int(source.removeprefix(_WORK_SOURCE)), 0)
+            continue  # its runner is alive
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        _unmount(Path(point))
+        shutil.rmtree(point, ignore_errors=True)
 
 
 def _run_quiet(argv: list[str]) -> bool:
@@ -221,9 +304,9 @@ def _seccomp_works() -> bool:
 
 
 # what the sandbox's own wrappers print when they cannot start the command (exit 126 or 127), or
-# when the mount script stops (mount's 32, mkdir's 1, a failed cd's 2); a script the uid may not
+# when the mount script stops (mount's 32, mkdir's, ln's and pivot_root's 1, a failed cd's 2); a script the uid may not
 # execute reaches ``/bin/sh: 0: cannot open ...: Permission denied`` (2) on some kernels
-_UNSTARTED = re.compile(r"^(/\S*/)?(setpriv|unshare|sh|prlimit|env|mount|umount|mkdir|rmdir): ", re.MULTILINE)
+_UNSTARTED = re.compile(r"^(/\S*/)?(setpriv|unshare|sh|prlimit|env|mount|umount|mkdir|rmdir|ln|readlink|pivot_root): ", re.MULTILINE)
 
 
 def looks_unstarted(result: ExecResult) -> bool:
@@ -395,7 +478,7 @@ class LocalSandbox(Sandbox):
                 prefix += ["--pid", "--fork", "--kill-child", "--mount", "--mount-proc"]
             if caps.pid_namespace and caps.private_mounts:
                 plan = plan_mounts(tuple(dict.fromkeys((*self.interpreters, command))), self.hidden)
-                prefix += ["--", *plan.script(workdir, limits.tmp_mb)]
+                prefix += ["--", *plan.script(workdir, limits.tmp_mb, new_root_mountpoint(_workdir_base()))]
         if uid is not None:
             # a uid change clears the parent-death signal ``--kill-child`` gave the namespace's first
             # process; setpriv sets it again, or the answer would outlive a killed ``unshare``
@@ -415,7 +498,7 @@ class LocalSandbox(Sandbox):
         """Whether a known-good run of ``command`` works: tells the sandbox's own failure from an
         answer that prints the same message and exits 127."""
         probe_run = probe_argv(command)
-        with self.workdir() as probe:
+        with self.workdir(limits) as probe:
             return probe_passed(probe_run, self._contained(probe_run, probe, limits, None))
 
     def _contained(self, argv: list[str], workdir: Path, limits: Limits, env: dict[str, str] | None) -> ExecResult:

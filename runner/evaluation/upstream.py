@@ -550,7 +550,7 @@ class SandboxedExecution:
         from runner.evaluation.python_check import PYTHON_ENV, copy_data
 
         filename = Path(source_code_path).name
-        with self.sandbox.workdir() as workdir:
+        with self.sandbox.workdir(self.limits) as workdir:
             copy_data(self.program, workdir)
             if self.program.language is Language.python:
                 (workdir / filename).write_text(merged_code + "\n" + test_case, encoding="utf-8")
