@@ -1,0 +1,186 @@
+"""The measuring client at GPU speeds: ``runner.client.measure`` (the function the latency and sweep
+phases call, on an httpx client set up as the sweep sets it up) against ``bench/stream_source.py``,
+which sends a token every 1, 5 or 20 ms to 1, 16, 64 and 256 concurrent streams and records when
+it sent each chunk on the clock the client reads (``CLOCK_MONOTONIC``, same host).
+
+    .venv/bin/python bench/client_speed.py [--quick] [--align] [--rounds 2] [--json PATH]
+
+The source runs in its own process pinned to CPU 0 and this process to CPU 1 (``--no-pin``: as
+the scheduler likes). Per configuration, one line:
+- TTFT added p50: the client's TTFT minus the source's own time to its first send (request read to
+  first chunk sent): what the client adds, its sending of the request included;
+- ITL added p50 / p99: each chunk after the first, the client's reception (its clock start + TTFT +
+  the ITLs so far) minus the source's send — the lag the client's readings carry;
+- ITL error p50 / p99 of |measured ITL - the source's gap between the two sends|;
+- chunks/s received, and the client process's CPU time (user + system) per chunk;
+- source late p99: the source's own lag on its schedule (the source is not the bottleneck while
+  it stays small).
+The last line is the 64-stream, 5 ms configuration as key=value pairs. A full run writes every
+configuration to ``bench/results/client-speed.json`` (``--json`` elsewhere), which the report quotes
+beside the sweep's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from runner import client  # noqa: E402
+from runner.prompts import Prompt  # noqa: E402
+from runner.records import Cell  # noqa: E402
+from runner.runtimes import get_runtime  # noqa: E402
+from stream_source import StreamRecord, StreamSource  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "client-speed.json"
+STREAMS = (1, 16, 64, 256)
+GAPS_MS = (1, 5, 20)
+HEADLINE = (64, 5)
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run_config(base_url: str, streams: int, gap_ms: float, tokens: int, rounds: int):
+    """``streams`` concurrent streams, each ``rounds`` requests of ``tokens`` tokens one after another."""
+    runtime = get_runtime("vllm")
+    cell = Cell(model="stream-source", runtime="vllm", quantization="none", label="client-speed")
+    prompt = Prompt(style="bench", kind="completion", text="x", sha256="0" * 64)
+    params = client.SamplingParams(max_tokens=tokens, ignore_eos=True)
+    # as the sweep phase sets its client up (runner.run): one pool with room for every stream
+    limits = httpx.Limits(max_connections=streams + 4)
+    traces: list[tuple[int, client.StreamResult]] = []
+    errors: list[str] = []
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), limits=limits) as http:
+        async def one(stream: int) -> None:
+            for r in range(rounds):
+                ident = stream * rounds + r
+                trace: list[client.StreamResult] = []
+                sample = await client.measure(http, base_url, runtime, cell, f"s{ident}", prompt, params,
+                                              model="stream-source", phase="sweep", timeout_s=120.0, trace=trace,
+                                              extras={"stream_id": ident, "stream_gap_us": round(gap_ms * 1000)})
+                if sample.error:
+                    errors.append(sample.error)
+                else:
+                    traces.append((ident, trace[0]))
+
+        cpu, wall = _cpu_s(), time.perf_counter()
+        await asyncio.gather(*(one(s) for s in range(streams)))
+        wall, cpu = time.perf_counter() - wall, _cpu_s() - cpu
+    return traces, errors, wall, cpu
+
+
+def analyse(traces: list[tuple[int, client.StreamResult]], records: dict[int, StreamRecord], wall: float,
+            cpu: float) -> dict:
+    """The figures of one configuration (milliseconds, except chunks/s and µs of CPU per chunk)."""
+    ttft_added, itl_added, itl_error, late = [], [], [], []
+    chunks = 0
+    for ident, result in traces:
+        record = records[ident]
+        sends = record.sends_ns / 1e9
+        received = result.started_s + result.ttft_s + np.concatenate(([0.0], np.cumsum(result.itl_s)))
+        if len(received) != len(sends):
+            raise SystemExit(f"stream {ident}: {len(received)} chunks with text received, {len(sends)} sent")
+        chunks += len(received)
+        ttft_added.append(result.ttft_s - (sends[0] - record.request_ns / 1e9))
+        itl_added.append(received[1:] - sends[1:])
+        itl_error.append(np.abs(np.asarray(result.itl_s) - np.diff(sends)))
+        late.append(record.lateness_ns / 1e6)
+    added = np.concatenate(itl_added) * 1000
+    error = np.concatenate(itl_error) * 1000
+    return {
+        "ttft_added_p50_ms": float(np.percentile(np.array(ttft_added) * 1000, 50)),
+        "itl_added_p50_ms": float(np.percentile(added, 50)),
+        "itl_added_p99_ms": float(np.percentile(added, 99)),
+        "itl_error_p50_ms": float(np.percentile(error, 50)),
+        "itl_error_p99_ms": float(np.percentile(error, 99)),
+        "chunks_per_s": chunks / wall,
+        "cpu_us_per_chunk": cpu / chunks * 1e6,
+        "source_late_p99_ms": float(np.percentile(np.concatenate(late), 99)),
+        "chunks": chunks,
+    }
+
+
+def pin(cpu: int) -> bool:
+    """Keep this process on ``cpu`` (True when it could)."""
+    try:
+        os.sched_setaffinity(0, {cpu})
+        return True
+    except (AttributeError, OSError):
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one request per stream, 50 tokens, gaps 1 and 5 ms")
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=2, help="requests per stream, one after another")
+    parser.add_argument("--streams", type=int, nargs="*", default=list(STREAMS))
+    parser.add_argument("--gaps", type=float, nargs="*", default=list(GAPS_MS), help="inter-token gaps, ms")
+    parser.add_argument("--align", action="store_true",
+                        help="every stream's token at the same step of a global grid (a GPU server's batch)")
+    parser.add_argument("--impl", choices=("c", "python"), default="c", help="the stream source's implementation")
+    parser.add_argument("--no-pin", action="store_true", help="leave both processes to the scheduler")
+    parser.add_argument("--json", type=Path, help=f"write the figures here (a full run: {RESULTS})")
+    args = parser.parse_args()
+    if args.quick:
+        args.tokens, args.rounds, args.gaps = 50, 1, [g for g in args.gaps if g <= 5] or args.gaps
+    out_path = args.json or (None if args.quick or args.impl != "c" else RESULTS)
+
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = not args.no_pin and len(cpus) >= 2 and pin(cpus[1])
+    source_cpu = cpus[0] if pinned else None
+    where = (f"source on CPU {cpus[0]}, client on CPU {cpus[1]}" if pinned
+             else "unpinned (source and client share the scheduler's CPUs)")
+    print(f"# {platform.node()}: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {where}; "
+          f"{args.tokens} tokens x {args.rounds} request(s) per stream; source {args.impl}"
+          f"{', aligned sends' if args.align else ''}")
+    print(f"{'streams':>7} {'gap ms':>6} | {'TTFT+ p50':>9} | {'ITL+ p50':>8} {'p99':>7} | {'|ITL err| p50':>13} "
+          f"{'p99':>7} | {'chunks/s':>8} | {'CPU us/chunk':>12} | {'source late p99':>15}")
+    figures = []
+    for gap in args.gaps:
+        for streams in args.streams:
+            with StreamSource(gap_ms=gap, tokens=args.tokens, align=args.align, cpu=source_cpu,
+                              impl=args.impl) as source:
+                traces, errors, wall, cpu = asyncio.run(run_config(source.base_url, streams, gap, args.tokens,
+                                                                   args.rounds))
+                records = source.records()
+            if errors:
+                raise SystemExit(f"{len(errors)} requests failed at {streams} streams, {gap:g} ms: {errors[0]}")
+            f = {"streams": streams, "gap_ms": gap, **analyse(traces, records, wall, cpu)}
+            figures.append(f)
+            print(f"{streams:>7} {gap:>6g} | {f['ttft_added_p50_ms']:>6.3f} ms | {f['itl_added_p50_ms']:>5.3f} ms "
+                  f"{f['itl_added_p99_ms']:>7.3f} | {f['itl_error_p50_ms']:>10.3f} ms {f['itl_error_p99_ms']:>7.3f} | "
+                  f"{f['chunks_per_s']:>8.0f} | {f['cpu_us_per_chunk']:>9.1f} us | {f['source_late_p99_ms']:>12.3f} ms",
+                  flush=True)
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps({
+            "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.processor() or platform.machine()})",
+            "command": "python bench/client_speed.py " + " ".join(sys.argv[1:]),
+            "pinned": where, "aligned": args.align, "tokens": args.tokens, "rounds": args.rounds,
+            "load_average": round(os.getloadavg()[0], 1), "figures": figures}, indent=1) + "\n")
+    head = next((f for f in figures if (f["streams"], f["gap_ms"]) == HEADLINE), figures[-1])
+    print(f"streams={head['streams']} gap_ms={head['gap_ms']:g} itl_added_p50_ms={head['itl_added_p50_ms']:.3f} "
+          f"itl_added_p99_ms={head['itl_added_p99_ms']:.3f} ttft_added_p50_ms={head['ttft_added_p50_ms']:.3f} "
+          f"chunks_per_s={head['chunks_per_s']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
