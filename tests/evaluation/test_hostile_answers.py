@@ -197,6 +197,107 @@ def test_nothing_of_an_answer_outlives_its_killed_scorer(any_sandbox, signal_num
     while running(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not running(marker)
+    # the killed scorer's size-limited working folder is unmounted by the next runner's first use
+    from runner.evaluation.sandbox import _mount_points, _sweep_work_mounts, _workdir_base, work_limit_works
+
+    source = f"runner-work-{scorer.pid}"
+    left = [point for point, name in _mount_points("tmpfs", source) if name == source]
+    assert left or not work_limit_works()  # killed before its cleanup: the mount is still there
+    _sweep_work_mounts.cache_clear()
+    _workdir_base()
+    assert not [point for point, name in _mount_points("tmpfs", source) if name == source]
+
+
+# -- disk fill: the working folder is size-limited ---------------------------------------------------
+DISK_FILLER = """\
+import errno, os
+written = 0
+try:
+    for i in range(4096):
+        with open(f"fill-{i}", "wb") as fh:
+            fh.write(b"x" * (1 << 20))
+        written += 1
+except OSError as exc:
+    print("stopped", errno.errorcode.get(exc.errno))
+print("MiB", written)
+"""
+
+
+def test_an_answer_cannot_fill_the_hosts_disk_from_its_working_folder(any_sandbox):
+    from runner.evaluation.sandbox import work_limit_works
+
+    require(work_limit_works(), "root, to mount the working folder's tmpfs")
+    limits = FAST.model_copy(update={"work_mb": 24, "wall_seconds": 60})
+    with any_sandbox.workdir(limits) as workdir:
+        (workdir / "fill.py").write_text(DISK_FILLER)
+        run = any_sandbox.run([sys.executable, "fill.py"], workdir, limits)
+    assert "stopped ENOSPC" in run.stdout, run.stdout + run.stderr_tail
+    assert int(run.stdout.split("MiB")[1]) <= limits.work_mb
+
+
+# -- escape: the local sandbox's root holds only what the program needs; a container sees its image --
+WALKER = """\
+import json, os, sys
+allowed = json.loads(sys.argv[1])
+outside, canaries, seen = [], [], 0
+for root, dirs, files in os.walk("/", followlinks=False):
+    if root in ("/proc", "/sys"):  # the kernel's views (the PID namespace's own processes), not files
+        dirs[:] = []
+        continue
+    for name in files:
+        path = os.path.join(root, name)
+        if not os.access(path, os.R_OK):
+            continue
+        seen += 1
+        if "runner-canary" in path:
+            canaries.append(path)
+        if not any(path == a or path.startswith(a.rstrip("/") + "/") for a in allowed):
+            outside.append(path)
+print(json.dumps({"seen": seen, "outside": outside[:40], "outside_count": len(outside), "canaries": canaries}))
+"""
+
+
+@pytest.fixture
+def canaries():
+    """World-readable files where a host keeps things: /tmp, /run, /var/lib, /etc, another run's folder."""
+    import shutil
+    import tempfile
+
+    from runner.evaluation.sandbox import _workdir_base
+
+    token = uuid.uuid4().hex[:8]
+    folders = [Path(tempfile.mkdtemp(prefix=f"runner-canary-{token}-", dir=d))
+               for d in ("/tmp", "/run", "/var/lib", "/etc", str(_workdir_base()))]
+    for folder in folders:
+        folder.chmod(0o755)
+        (folder / "runner-canary.txt").write_text("secret")
+        (folder / "runner-canary.txt").chmod(0o644)
+    yield folders
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_an_answer_that_walks_the_root_finds_only_what_its_program_needs(any_sandbox, canaries):
+    import json
+
+    from runner.evaluation.mounts import plan_mounts, system_paths
+
+    if type(any_sandbox).__name__ == "DockerSandbox":
+        # the container's root is the sandbox image (read-only): its system, its /etc and its package
+        # state under /var; nothing of the host's but the run's folder at /work
+        allowed = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/var/lib", "/var/cache", "/var/log",
+                   "/tmp", "/work", "/dev", "/.dockerenv"]
+    else:
+        keep = plan_mounts(tuple(dict.fromkeys((*any_sandbox.interpreters, sys.executable)))).keep
+        allowed = [*system_paths(), *map(str, keep), "/tmp", "/var/tmp", "/dev"]
+    limits = FAST.model_copy(update={"wall_seconds": 180, "cpu_seconds": 240})
+    with any_sandbox.workdir(limits) as workdir:
+        (workdir / "walk.py").write_text(WALKER)
+        run = any_sandbox.run([sys.executable, "walk.py", json.dumps(allowed)], workdir, limits)
+    assert run.exit_code == 0, run.stderr_tail
+    found = json.loads(run.stdout)
+    assert found["seen"] > 100  # it did walk: the system's files are there
+    assert found["canaries"] == [] and found["outside_count"] == 0, found
 
 
 # -- upstream's cascade, SimCoPilot's headline ------------------------------------------------------
