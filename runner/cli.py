@@ -781,12 +781,18 @@ def models_prepare(matrix: Path, cell_ids: tuple[str, ...], runnable_only: bool,
 @click.option("--json", "as_json", is_flag=True, help="The host and the plan as one JSON line.")
 @click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Earlier runs: cells they measured on this hardware give the plan's estimates.")
+@click.option("--check-environment", "take_check", is_flag=True,
+              help="Take the environment check (each program's reference on the judging path) for the programs "
+                   "it has not checked yet, as a run would first; cached for the run (minutes for SimCoPilot).")
 @user_errors
-def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as_json: bool, runs_dir: Path) -> None:
-    """Say what this host offers (GPUs, Docker, disk, Java, servers, the sandbox's self-check, the benchmark data and
-    its unavailable tasks, HF_TOKEN) and plan a matrix's cells.
+def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as_json: bool, runs_dir: Path,
+           take_check: bool) -> None:
+    """Say what this host offers (GPUs, Docker, disk, Java, servers, the sandbox's self-check, the benchmark data,
+    its unavailable tasks and unscoreable programs, HF_TOKEN) and plan a matrix's cells.
 
-    The plan is the one `runner reproduce MATRIX --plan` prints. Exit 1 when no cell of MATRIX can run.
+    The plan is the one `runner reproduce MATRIX --plan` prints. Unscoreable programs are the environment
+    check's verdicts as cached (a run takes the check first; --check-environment takes it now).
+    Exit 1 when no cell of MATRIX can run.
 
     \b
     Example:
@@ -796,10 +802,11 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
     """
     import json
 
+    from rich.markup import escape
     from rich.table import Table
 
     from runner.doctor import probe_host
-    from runner.plan import data_check, make_plan, sandbox_check, token_check, validate_backend
+    from runner.plan import data_check, make_plan, sandbox_check, scoring_check, token_check, validate_backend
 
     validate_backend(backend)
     if ray_address:
@@ -807,14 +814,19 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
         return
 
     host = probe_host()
-    plan = None
+    plan = loaded = None
     if matrix is not None:
         from runner.matrix import load_matrix
 
-        plan = make_plan(load_matrix(_shipped_or_path(matrix)), backend=backend, host=host, runs_dir=runs_dir)
-    data = plan.data if plan else [data_check("simcopilot")]
+        loaded = load_matrix(_shipped_or_path(matrix))
+        plan = make_plan(loaded, backend=backend, host=host, runs_dir=runs_dir)
     token = plan.token if plan else token_check()
     sandbox = sandbox_check()
+    programs = loaded.tasks.programs if loaded is not None else None
+    progress = (lambda check: log(f"environment check: {check.program}: "
+                                  f"{'scoreable' if check.scoreable else 'unscoreable'}")) if take_check else None
+    data = [scoring_check(d, programs, take=take_check, progress=progress)
+            for d in (plan.data if plan else [data_check("simcopilot")])]
     if as_json:
         click.echo(json.dumps({"host": host.model_dump(mode="json"), "data": [d.model_dump(mode="json") for d in data],
                                "sandbox": sandbox.model_dump(mode="json"), "hf_token": token.model_dump(mode="json"),
@@ -830,8 +842,13 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
             detail = d.detail + (f"; {d.tasks} tasks" if d.present else "")
             if d.unavailable:
                 detail += f", unavailable here: {'; '.join(d.unavailable)}"
+            if d.unscoreable:
+                detail += ", unscoreable here: " + "; ".join(
+                    f"{u.program}: {u.tasks} tasks ({u.reason})" for u in d.unscoreable)
+            if d.scoring:
+                detail += f"; unscoreable per {d.scoring}"
             checks.add_row(f"data {d.benchmark}" + (f" {d.edition}" if d.edition else ""), "ok" if d.present else "no",
-                           detail)
+                           escape(detail))  # a reason's [brackets] are text, not rich markup
         checks.add_row("HF_TOKEN", "ok" if token.set or not token.gated else "no",
                        ("set" if token.set else "not set")
                        + (f"; gated repositories: {', '.join(token.gated)}" if token.gated else ""))

@@ -164,6 +164,15 @@ class Reason(BaseModel):
     cells: list[str]
 
 
+class UnscoreableProgram(BaseModel):
+    """A program whose reference cannot pass on the judging path here, so no answer to it can be judged."""
+
+    program: str
+    language: str
+    tasks: int  # its available tasks: every one is unscoreable
+    reason: str  # the environment check's, e.g. "a data file is missing: the program reads alice.avi, ..."
+
+
 class DataCheck(BaseModel):
     """A benchmark copy the run reads: present, or how to get it."""
 
@@ -174,6 +183,10 @@ class DataCheck(BaseModel):
     tasks: int = 0  # in the copy, available or not
     #: per program with tasks no answer can be judged on here: "program: N of M tasks (why)"
     unavailable: list[str] = Field(default_factory=list)
+    #: programs the environment check found unscoreable here (``scoring_check``; doctor fills it)
+    unscoreable: list[UnscoreableProgram] = Field(default_factory=list)
+    #: what ``unscoreable`` rests on: the sandbox and how many programs the check has seen ("": not asked)
+    scoring: str = ""
 
 
 class SandboxCheck(BaseModel):
@@ -353,6 +366,78 @@ def data_check(benchmark: str, edition: str | None = None) -> DataCheck:
         unavailable.append(f"{program}: {len(missing)} of {len(tasks)} tasks ({missing[0].reason})")
     return DataCheck(benchmark=benchmark, edition=shown, present=True, detail=str(root), tasks=len(bench.tasks),
                      unavailable=unavailable)
+
+
+def scoring_check(data: DataCheck, programs: list[str] | None = None, *, take: bool = False,
+                  progress=None) -> DataCheck:
+    """``data`` with the programs its benchmark's environment check finds unscoreable here, and how
+    many it has checked: the check a run takes first (``runner.evaluation.environment``: each program's
+    reference on the judging path of the sandbox ``--sandbox auto`` picks, with the run's expected-output
+    policy ``auto``), read from its cache; ``take``: check the programs not in the cache too (one
+    reference run each, cached for the run). ``programs``: only these (a matrix's ``[tasks]``)."""
+    from runner.benchmarks import benchmark_commit, default_cascade, load_benchmark, scoring_root
+    from runner.evaluation import environment
+    from runner.evaluation.docker_sandbox import choose_sandbox
+    from runner.evaluation.evaluator import Evaluator
+    from runner.errors import EnvironmentFailure
+
+    if not data.present:
+        return data
+    bench = load_benchmark(data.benchmark, data.edition)
+    first: dict[str, object] = {}
+    for task in bench.tasks:
+        if task.available and (not programs or task.program in programs):
+            first.setdefault(task.program, task)
+    try:
+        sandbox = choose_sandbox("auto")
+        evaluator = Evaluator(bench.programs, sandbox=sandbox, junit_console=bench.junit_jar,
+                              cascade=default_cascade(bench.name), both=True, upstream_root=scoring_root(bench))
+        commit = benchmark_commit(bench)
+        if take:
+            report = environment.check_environment(evaluator, list(first.values()), benchmark=bench.name,
+                                                   commit=commit, progress=progress)
+            checks = report.programs
+        else:
+            report = environment.EnvironmentReport(benchmark=bench.name, commit=commit, cascade=evaluator.cascade,
+                                                   sandbox=environment.sandbox_fingerprint(evaluator), expected="auto")
+            checks = _cached_checks(report, [evaluator.upstream_programs.get(n) or evaluator.programs[n]
+                                             for n in first])
+    except (UserError, EnvironmentFailure) as exc:
+        return data.model_copy(update={"scoring": f"the environment check cannot run here: {exc}"})
+    counts: dict[str, int] = {}
+    for task in bench.tasks:
+        if task.available:
+            counts[task.program] = counts.get(task.program, 0) + 1
+    found = [UnscoreableProgram(program=c.program, language=c.language.value, tasks=counts.get(c.program, 0),
+                                reason=c.reason or "its reference fails here")
+             for c in sorted(checks, key=lambda c: c.program) if not c.scoreable]
+    kind = report.sandbox.split(":", 1)[0]
+    seen = f"{len(checks)} of {len(first)} programs"
+    if take:
+        scoring = f"the environment check in the {kind} sandbox: {seen} checked"
+    else:
+        scoring = f"the environment check in the {kind} sandbox, as cached: {seen} checked"
+        if len(checks) < len(first):
+            scoring += (f"; the other {len(first) - len(checks)} are checked when a run starts "
+                        "(or now: doctor --check-environment, cached for the run)")
+    return data.model_copy(update={"unscoreable": found, "scoring": scoring})
+
+
+def _cached_checks(report, programs) -> list:
+    """The environment check's cached verdicts on ``programs`` in ``report``'s environment, where it has one."""
+    from runner import paths
+    from runner.evaluation import environment
+
+    folder = paths.runner_home() / "environment" / report.benchmark / environment._short(report.sandbox)
+    found = []
+    for program in programs:
+        # the check's own cache key (its inputs: commit, program files, sandbox, harness, policy)
+        cached = folder / f"{program.name}-{environment._key(report, program)[:16]}.json"
+        try:
+            found.append(environment.ProgramCheck.model_validate_json(cached.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def sandbox_check() -> SandboxCheck:

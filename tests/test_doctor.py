@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from runner.doctor import GpuInfo, Host, plan_cells, probe_host
@@ -141,3 +143,64 @@ def test_cli_doctor_reports_the_host_and_the_plan(matrix):
         assert "NVIDIA GPUs only" in plans["llama3-70b/exllama/exl2-6.0"]["reason"]
     text = CliRunner().invoke(main, ["doctor"])
     assert text.exit_code == 0 and "NVIDIA GPUs" in text.stdout and "Docker engine" in text.stdout
+
+
+SIMCOPILOT_2025_MATRIX = """
+name = "unscoreable"
+benchmark = "simcopilot"
+edition = "2025"
+[tasks]
+programs = ["Image_Filtering", "Credit_Scoring_Fairness", "Timeseries_Clustering"]
+[models.tiny]
+name = "Tiny"
+[models.tiny.quantizations.q8_0]
+kind = "path"
+path = "/models/tiny.gguf"
+gpu_memory_gib = 1
+[[cells]]
+model = "tiny"
+runtime = "llamacpp"
+quantization = "q8_0"
+"""
+
+
+def test_doctor_names_the_unscoreable_programs_with_their_tasks_and_why(simcopilot_2025, tmp_path):
+    """The 2025 edition as upstream's archive has it: three of the matrix's programs read a data file
+    no copy has. doctor says what the environment check (cached, or taken with --check-environment) found."""
+    import json
+
+    from click.testing import CliRunner
+
+    from runner.cli import main
+    from runner.evaluation.sandbox import capabilities
+
+    require(capabilities().complete, "a complete local sandbox")
+    path = tmp_path / "unscoreable.toml"
+    path.write_text(SIMCOPILOT_2025_MATRIX, encoding="utf-8")
+
+    def doctor(*extra: str):
+        result = CliRunner().invoke(main, ["doctor", str(path), *extra], env={"COLUMNS": "300"})
+        assert result.exit_code in (0, 1) and "Traceback" not in result.output, result.output
+        return result
+
+    # nothing checked yet in this runner home: doctor says so, and how to check now
+    [before] = json.loads(doctor("--json").stdout)["data"]
+    assert before["edition"] == "2025" and before["unscoreable"] == []
+    assert "as cached: 0 of 3 programs checked" in before["scoring"] and "doctor --check-environment" in before["scoring"]
+
+    [taken] = json.loads(doctor("--json", "--check-environment").stdout)["data"]
+    found = {u["program"]: u for u in taken["unscoreable"]}
+    assert {p: (u["language"], u["tasks"]) for p, u in found.items()} == {
+        "Image_Filtering": ("python", 107), "Credit_Scoring_Fairness": ("python", 41),
+        "Timeseries_Clustering": ("python", 42)}
+    for program, missing in (("Image_Filtering", "alice.avi"), ("Credit_Scoring_Fairness", "bankfullclean.csv"),
+                             ("Timeseries_Clustering", "norm_ret_df.csv")):
+        assert found[program]["reason"].startswith(f"a data file is missing: the program reads {missing}, not in ")
+    assert re.fullmatch(r"the environment check in the (local|docker) sandbox: 3 of 3 programs checked", taken["scoring"])
+
+    # then from the check's cache, in the table as in the JSON (and the run would reuse it)
+    [cached] = json.loads(doctor("--json").stdout)["data"]
+    assert cached["unscoreable"] == taken["unscoreable"] and "as cached: 3 of 3 programs checked" in cached["scoring"]
+    row = " ".join(line.strip("│ ") for line in doctor().stdout.splitlines() if "│" in line)
+    assert "unscoreable here: Credit_Scoring_Fairness: 41 tasks (a data file is missing: the program reads " \
+           "bankfullclean.csv" in " ".join(row.split())
