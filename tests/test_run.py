@@ -106,6 +106,11 @@ def test_a_run_writes_every_sample_once_with_its_outcome_and_resumes_to_nothing(
     checks = manifest.environment.by_program()
     assert set(checks) == {"lu_solver", "shortest_paths"} and all(c.scoreable for c in checks.values())
     assert all(s.expected_outputs == "upstream" for s in accuracy)
+    # and the manifest says under which limits, the working folder's size among them
+    from runner.evaluation.sandbox import Limits, work_limit_works
+
+    assert manifest.environment.limits.work_mb == Limits().work_mb
+    assert manifest.environment.work_folder_limited is work_limit_works() and (os.geteuid() != 0 or work_limit_works())
 
     lines = store.samples_path(result.cell).read_text().count("\n")
     skipped: list[str] = []

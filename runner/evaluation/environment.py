@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 
 from runner import paths
 from runner.errors import EnvironmentFailure, UserError
+from runner.evaluation.sandbox import Limits, work_limit_works
 from runner.records import Cascade, ExpectedOutputs, Language, Outcome, Program, Task, TestCase
 
 #: bump when the check's logic changes: every cached result is then taken again
@@ -108,6 +109,10 @@ class EnvironmentReport(BaseModel):
     cascade: Cascade = Field(description="the harness that judged the references (the headline cascade)")
     sandbox: str = Field(description="the sandbox fingerprint: local:<hash of the interpreter and packages> or docker:<image id>")
     expected: str = Field(description="the policy: auto (re-record drifted outputs) or upstream")
+    limits: Limits | None = Field(None, description="every sandboxed run's resource limits (before scaling to "
+                                                    "a program's reference time); work_mb: its working folder's size")
+    work_folder_limited: bool | None = Field(None, description="whether the working folder was a tmpfs of "
+                                                               "limits.work_mb here (it needs root), else the host's disk")
     programs: list[ProgramCheck] = Field(default_factory=list)
 
     def unscoreable(self) -> list[ProgramCheck]:
@@ -139,7 +144,7 @@ def check_environment(evaluator, tasks: list[Task], *, benchmark: str, commit: s
             first.setdefault(task.program, task)
     sandbox_id = sandbox_fingerprint(evaluator)
     report = EnvironmentReport(benchmark=benchmark, commit=commit, cascade=evaluator.cascade, sandbox=sandbox_id,
-                               expected=expected)
+                               expected=expected, limits=evaluator.limits, work_folder_limited=work_limit_works())
     folder = paths.runner_home() / "environment" / benchmark / _short(sandbox_id)
 
     def one(task: Task) -> ProgramCheck:
