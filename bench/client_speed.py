@@ -43,7 +43,7 @@ from runner import client  # noqa: E402
 from runner.prompts import Prompt  # noqa: E402
 from runner.records import Cell  # noqa: E402
 from runner.runtimes import get_runtime  # noqa: E402
-from stream_source import StreamRecord, StreamSource  # noqa: E402
+from stream_source import StreamRecord, StreamSource, realtime_priority  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "client-speed.json"
 STREAMS = (1, 16, 64, 256)
@@ -136,6 +136,9 @@ def main() -> None:
                         help="every stream's token at the same step of a global grid (a GPU server's batch)")
     parser.add_argument("--impl", choices=("c", "python"), default="c", help="the stream source's implementation")
     parser.add_argument("--no-pin", action="store_true", help="leave both processes to the scheduler")
+    parser.add_argument("--realtime", action="store_true",
+                        help="source and client under SCHED_FIFO: other processes on a shared machine no longer "
+                             "hold a reading back for a scheduler tick (root or CAP_SYS_NICE)")
     parser.add_argument("--json", type=Path, help=f"write the figures here (a full run: {RESULTS})")
     args = parser.parse_args()
     if args.quick:
@@ -147,6 +150,12 @@ def main() -> None:
     source_cpu = cpus[0] if pinned else None
     where = (f"source on CPU {cpus[0]}, client on CPU {cpus[1]}" if pinned
              else "unpinned (source and client share the scheduler's CPUs)")
+    if args.realtime:
+        try:
+            realtime_priority()
+        except PermissionError:
+            raise SystemExit("--realtime needs root or CAP_SYS_NICE (SCHED_FIFO)") from None
+        where += ", both SCHED_FIFO"
     print(f"# {platform.node()}: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {where}; "
           f"{args.tokens} tokens x {args.rounds} request(s) per stream; source {args.impl}"
           f"{', aligned sends' if args.align else ''}")
@@ -156,7 +165,7 @@ def main() -> None:
     for gap in args.gaps:
         for streams in args.streams:
             with StreamSource(gap_ms=gap, tokens=args.tokens, align=args.align, cpu=source_cpu,
-                              impl=args.impl) as source:
+                              impl=args.impl, realtime=args.realtime) as source:
                 traces, errors, wall, cpu = asyncio.run(run_config(source.base_url, streams, gap, args.tokens,
                                                                    args.rounds))
                 records = source.records()
@@ -174,7 +183,7 @@ def main() -> None:
             "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.processor() or platform.machine()})",
             "command": "python bench/client_speed.py " + " ".join(sys.argv[1:]),
-            "pinned": where, "aligned": args.align, "tokens": args.tokens, "rounds": args.rounds,
+            "setup": where, "aligned": args.align, "realtime": args.realtime, "tokens": args.tokens, "rounds": args.rounds,
             "load_average": round(os.getloadavg()[0], 1), "figures": figures}, indent=1) + "\n")
     head = next((f for f in figures if (f["streams"], f["gap_ms"]) == HEADLINE), figures[-1])
     print(f"streams={head['streams']} gap_ms={head['gap_ms']:g} itl_added_p50_ms={head['itl_added_p50_ms']:.3f} "

@@ -75,6 +75,13 @@ def binary() -> Path:
     return out
 
 
+def realtime_priority() -> None:
+    """Run the calling process under ``SCHED_FIFO`` at a low real-time priority (needs root or
+    CAP_SYS_NICE; ``PermissionError`` otherwise). The kernel's real-time throttling still leaves
+    other processes 5% of each CPU where one of these would spin."""
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(5))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,12 +93,15 @@ class StreamSource:
 
     ``cpu`` pins it to that CPU (``os.sched_setaffinity``) so that the client measured beside it
     has the other cores to itself; ``align`` sends every running stream's token at the same step
-    of a global ``gap`` grid (a GPU server's batch) instead of ``gap`` after each request arrived.
+    of a global ``gap`` grid (a GPU server's batch) instead of ``gap`` after each request arrived;
+    ``realtime`` runs it under ``SCHED_FIFO`` (``realtime_priority``), so that other processes on
+    its CPU never hold a due send back for a scheduler tick.
     """
 
     def __init__(self, gap_ms: float = 5.0, tokens: int = 200, *, align: bool = False, cpu: int | None = None,
-                 impl: str = "c"):
+                 impl: str = "c", realtime: bool = False):
         self.gap_ms, self.tokens, self.align, self.cpu, self.impl = gap_ms, tokens, align, cpu, impl
+        self.realtime = realtime
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._dir = tempfile.TemporaryDirectory(prefix="stream-source-")
@@ -106,9 +116,16 @@ class StreamSource:
         return [sys.executable, str(Path(__file__).resolve()), "--serve", *args]
 
     def __enter__(self) -> "StreamSource":
-        cpu = self.cpu
-        preexec = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
-        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, text=True, preexec_fn=preexec)
+        cpu, realtime = self.cpu, self.realtime
+
+        def preexec() -> None:
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+            if realtime:
+                realtime_priority()
+
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, text=True,
+                                     preexec_fn=preexec if cpu is not None or realtime else None)
         line = self.proc.stdout.readline()
         if not line.startswith("listening"):
             self.proc.kill()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -144,14 +145,30 @@ async def stream(http: httpx.AsyncClient, base_url: str, runtime: Runtime, cell:
         body = _Body()
         while not body.finished:
             await reader.wait(timeout.read)
-            await body.feed(reader)
+            async with _parse_turn():
+                await body.feed(reader)
+                if body.finished and body.status == 200:
+                    await _read_events(body.events, runtime, start, result)
         if body.status != 200:
             raise ValueError(f"HTTP {body.status} from {path}: {bytes(body.raw).decode('utf-8', 'replace')[:300]}")
-        await _read_events(body.events, runtime, start, result)
         result.e2e_s = body.end - start
         return result
     finally:
         transport.abort()
+
+
+_TURNS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()
+
+
+def _parse_turn() -> asyncio.Lock:
+    """The running loop's parsing turn: one stream parses at a time, one slice per turn of the
+    loop, so that however many streams end together the loop polls its sockets (and stamps the
+    other streams' reads) between two slices, not after every stream's slice."""
+    loop = asyncio.get_running_loop()
+    lock = _TURNS.get(loop)
+    if lock is None:
+        lock = _TURNS[loop] = asyncio.Lock()
+    return lock
 
 
 class _Reader(asyncio.Protocol):
