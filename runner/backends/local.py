@@ -14,7 +14,6 @@ pid is still that very process, and stops it.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import logging
 import os
 import signal
@@ -29,6 +28,7 @@ import httpx
 
 from runner.backends import register_backend
 from runner.backends.base import Backend, LiveServers, RunningServer, ServerStartError, free_port, log_tail
+from runner.lifetime import tied
 from runner.runtimes.base import ServerSpec
 
 log = logging.getLogger(__name__)
@@ -124,25 +124,6 @@ def _stop_process(proc: subprocess.Popen, grace_s: float) -> None:
         pass
     proc.wait()
     _forget(proc.pid)
-
-
-# -- the server dies with the runner ------------------------------------------------------------
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int):
-    """A ``preexec_fn``: SIGTERM to the child when the process that started it dies, even by SIGKILL.
-
-    The signal follows the *thread* that forked, so servers are started from threads that live as
-    long as the run (the main thread, or a pool that outlives its servers)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def preexec() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the runner died before the signal was armed
-            os._exit(1)
-
-    return preexec
 
 
 class ServerRecord(BaseModel):
@@ -298,7 +279,7 @@ class LocalBackend(Backend):
             try:
                 proc = subprocess.Popen(spec.argv, stdin=subprocess.DEVNULL, stdout=log_file,
                                         stderr=subprocess.STDOUT, env={**os.environ, **env},
-                                        start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
+                                        start_new_session=True, preexec_fn=tied(signal.SIGTERM))
             except OSError as exc:
                 raise ServerStartError(f"{spec.runtime}: cannot launch {spec.argv[0]}: {exc.strerror}") from None
         _LIVE.add(str(proc.pid), proc)

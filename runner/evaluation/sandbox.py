@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from runner.errors import EnvironmentFailure, UserError
 from runner.evaluation import seccomp
+from runner.lifetime import die_with_parent
 from runner.evaluation.mounts import holds_interpreter, is_python, mounts_work, new_root_mountpoint, plan_mounts
 from runner.evaluation.mounts import interpreter_prefixes, kept_paths  # noqa: F401 (re-exported)
 
@@ -366,24 +367,6 @@ def hidden_paths(extra: tuple[Path, ...] = (), interpreters: tuple[str, ...] | N
         elif real != Path("/") and real not in seen:
             seen.append(real)
     return seen
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-@lru_cache(maxsize=1)
-def _prctl():
-    import ctypes
-
-    return ctypes.CDLL(None, use_errno=True).prctl
-
-
-def die_with_parent(parent: int) -> None:
-    """In a child between fork and exec: be SIGKILLed when ``parent`` (the forking thread) ends."""
-    if _prctl()(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        os._exit(126)
-    if os.getppid() != parent:  # it ended before the signal was armed
-        os._exit(126)
 
 
 class _UidLease:

