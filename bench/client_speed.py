@@ -3,10 +3,15 @@ phases call, on an httpx client set up as the sweep sets it up) against ``bench/
 which sends a token every 1, 5 or 20 ms to 1, 16, 64 and 256 concurrent streams and records when
 it sent each chunk on the clock the client reads (``CLOCK_MONOTONIC``, same host).
 
-    .venv/bin/python bench/client_speed.py [--quick] [--align] [--rounds 2] [--json PATH]
+    .venv/bin/python bench/client_speed.py [--quick] [--realtime] [--align] [--rounds 2] [--repeat 3] [--json PATH]
 
 The source runs in its own process pinned to CPU 0 and this process to CPU 1 (``--no-pin``: as
-the scheduler likes). Per configuration, one line:
+the scheduler likes); ``--realtime`` puts both under ``SCHED_FIFO``, so that on a shared machine
+another tenant's busy process no longer holds a reading back for a scheduler tick (that, not the
+client, is most of the p99 without it); ``--align`` sends all streams' tokens at the same instants
+(a GPU server's batch step), the harder case for a client that reads them one by one. Each
+configuration runs ``--repeat`` times with a fresh source, and the median run's figures are shown
+(every run's are in the JSON). Per configuration, one line:
 - TTFT added p50: the client's TTFT minus the source's own time to its first send (request read to
   first chunk sent): what the client adds, its sending of the request included;
 - ITL added p50 / p99: each chunk after the first, the client's reception (its clock start + TTFT +
@@ -130,6 +135,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one request per stream, 50 tokens, gaps 1 and 5 ms")
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2, help="requests per stream, one after another")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per configuration, each with a fresh source; the median run's figures are shown")
     parser.add_argument("--streams", type=int, nargs="*", default=list(STREAMS))
     parser.add_argument("--gaps", type=float, nargs="*", default=list(GAPS_MS), help="inter-token gaps, ms")
     parser.add_argument("--align", action="store_true",
@@ -142,7 +149,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help=f"write the figures here (a full run: {RESULTS})")
     args = parser.parse_args()
     if args.quick:
-        args.tokens, args.rounds, args.gaps = 50, 1, [g for g in args.gaps if g <= 5] or args.gaps
+        args.tokens, args.rounds, args.repeat = 50, 1, 1
+        args.gaps = [g for g in args.gaps if g <= 5] or args.gaps
     out_path = args.json or (None if args.quick or args.impl != "c" else RESULTS)
 
     cpus = sorted(os.sched_getaffinity(0))
@@ -157,26 +165,34 @@ def main() -> None:
             raise SystemExit("--realtime needs root or CAP_SYS_NICE (SCHED_FIFO)") from None
         where += ", both SCHED_FIFO"
     print(f"# {platform.node()}: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {where}; "
-          f"{args.tokens} tokens x {args.rounds} request(s) per stream; source {args.impl}"
+          f"{args.tokens} tokens x {args.rounds} request(s) per stream, median of {args.repeat} run(s); "
+          f"source {args.impl}"
           f"{', aligned sends' if args.align else ''}")
     print(f"{'streams':>7} {'gap ms':>6} | {'TTFT+ p50':>9} | {'ITL+ p50':>8} {'p99':>7} | {'|ITL err| p50':>13} "
           f"{'p99':>7} | {'chunks/s':>8} | {'CPU us/chunk':>12} | {'source late p99':>15}")
     figures = []
     for gap in args.gaps:
         for streams in args.streams:
-            with StreamSource(gap_ms=gap, tokens=args.tokens, align=args.align, cpu=source_cpu,
-                              impl=args.impl, realtime=args.realtime) as source:
-                traces, errors, wall, cpu = asyncio.run(run_config(source.base_url, streams, gap, args.tokens,
-                                                                   args.rounds))
-                records = source.records()
-            if errors:
-                raise SystemExit(f"{len(errors)} requests failed at {streams} streams, {gap:g} ms: {errors[0]}")
-            f = {"streams": streams, "gap_ms": gap, **analyse(traces, records, wall, cpu)}
+            runs = []
+            for _ in range(args.repeat):
+                with StreamSource(gap_ms=gap, tokens=args.tokens, align=args.align, cpu=source_cpu,
+                                  impl=args.impl, realtime=args.realtime) as source:
+                    traces, errors, wall, cpu = asyncio.run(run_config(source.base_url, streams, gap, args.tokens,
+                                                                       args.rounds))
+                    records = source.records()
+                if errors:
+                    raise SystemExit(f"{len(errors)} requests failed at {streams} streams, {gap:g} ms: {errors[0]}")
+                runs.append(analyse(traces, records, wall, cpu))
+            # the median run of each figure: one stall of a shared machine (another tenant, the
+            # hypervisor) moves one run's p99, not the figure
+            f = {"streams": streams, "gap_ms": gap, **{k: float(np.median([r[k] for r in runs])) for k in runs[0]},
+                 "runs": runs}
             figures.append(f)
             print(f"{streams:>7} {gap:>6g} | {f['ttft_added_p50_ms']:>6.3f} ms | {f['itl_added_p50_ms']:>5.3f} ms "
                   f"{f['itl_added_p99_ms']:>7.3f} | {f['itl_error_p50_ms']:>10.3f} ms {f['itl_error_p99_ms']:>7.3f} | "
-                  f"{f['chunks_per_s']:>8.0f} | {f['cpu_us_per_chunk']:>9.1f} us | {f['source_late_p99_ms']:>12.3f} ms",
-                  flush=True)
+                  f"{f['chunks_per_s']:>8.0f} | {f['cpu_us_per_chunk']:>9.1f} us | {f['source_late_p99_ms']:>12.3f} ms"
+                  + (f" | p99 of {len(runs)} runs: " + " ".join(f"{r['itl_added_p99_ms']:.2f}" for r in runs)
+                     if len(runs) > 1 else ""), flush=True)
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps({
@@ -184,6 +200,7 @@ def main() -> None:
             "machine": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.processor() or platform.machine()})",
             "command": "python bench/client_speed.py " + " ".join(sys.argv[1:]),
             "setup": where, "aligned": args.align, "realtime": args.realtime, "tokens": args.tokens, "rounds": args.rounds,
+            "repeat": args.repeat,
             "load_average": round(os.getloadavg()[0], 1), "figures": figures}, indent=1) + "\n")
     head = next((f for f in figures if (f["streams"], f["gap_ms"]) == HEADLINE), figures[-1])
     print(f"streams={head['streams']} gap_ms={head['gap_ms']:g} itl_added_p50_ms={head['itl_added_p50_ms']:.3f} "

@@ -30,12 +30,14 @@ import asyncio
 import json
 import time
 import weakref
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from runner.paths import PACKAGE_DIR
 from runner.prompts import Prompt
 from runner.records import Cell, Outcome, Sample, ServerTimings, utcnow
 from runner.runtimes.base import Runtime
@@ -442,6 +444,31 @@ async def measure(http: httpx.AsyncClient, base_url: str, runtime: Runtime, cell
         sample.system_fingerprint = result.system_fingerprint
     sample.finished_at = utcnow()
     return sample
+
+
+def overhead_note(path: Path | None = None) -> str | None:
+    """One line on this client's own overhead at high token rates, as ``bench/client_speed.py``
+    last measured it (the checkout's ``bench/results/client-speed.json``, or ``path``), saying
+    where and when; None without that file (an installed runner has none)."""
+    path = path or PACKAGE_DIR.parent / "bench" / "results" / "client-speed.json"
+    try:
+        measured = json.loads(path.read_text(encoding="utf-8"))
+        by_config = {(f["streams"], f["gap_ms"]): f for f in measured["figures"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    parts = []
+    for config in ((64, 5), (256, 5)):
+        f = by_config.get(config)
+        if f is not None:
+            parts.append(f"{config[0]} streams x {config[1]} ms gaps: readings lag the sends by p50 "
+                         f"{f['itl_added_p50_ms']:.2f} ms, p99 {f['itl_added_p99_ms']:.2f} ms, TTFT "
+                         f"+{f['ttft_added_p50_ms']:.2f} ms")
+    if not parts:
+        return None
+    top = max(f["chunks_per_s"] for f in measured["figures"])
+    return (f"Client overhead (not measured in these runs: bench/client_speed.py on {measured.get('machine')}, "
+            f"{str(measured.get('measured', ''))[:10]}, {measured.get('setup')}; the sweep's requests go through "
+            f"the same runner.client.measure): " + "; ".join(parts) + f"; up to {top:,.0f} chunks/s received.")
 
 
 def _timeout_of(http: httpx.AsyncClient) -> str:

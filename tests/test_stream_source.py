@@ -5,6 +5,7 @@ out, and the HTTP parsing holds however the bytes are split."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 
 import httpx
@@ -148,3 +149,16 @@ def test_an_error_status_and_a_body_to_the_connections_end():
     assert plain.finished and len(plain.events) == 1 and plain.end == 2.0
     with pytest.raises(httpx.RemoteProtocolError):
         _parse([STREAM[:200]], closed=True)
+
+
+def test_the_reports_overhead_line_says_where_it_was_measured(tmp_path):
+    path = tmp_path / "client-speed.json"
+    assert client.overhead_note(path) is None
+    figure = {"streams": 64, "gap_ms": 5, "itl_added_p50_ms": 0.036, "itl_added_p99_ms": 0.257,
+              "ttft_added_p50_ms": 0.09, "chunks_per_s": 12030.0}
+    path.write_text('{"measured": "2026-01-02T03:04:05+00:00", "machine": "box (2 CPUs)", "setup": "pinned", '
+                    f'"figures": [{json.dumps(figure)}]}}')
+    note = client.overhead_note(path)
+    assert note.startswith("Client overhead (not measured in these runs: bench/client_speed.py on box (2 CPUs), "
+                           "2026-01-02, pinned;")
+    assert "64 streams x 5 ms gaps: readings lag the sends by p50 0.04 ms, p99 0.26 ms, TTFT +0.09 ms" in note

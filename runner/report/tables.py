@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner import stats
+from runner.client import overhead_note
 from runner.errors import cap
 from runner.passrate import pass_count
 from runner.records import ExpectedOutputs, Outcome, Sample
@@ -947,6 +948,7 @@ class Tables:
     environment: list[EnvironmentRow] = field(default_factory=list)
     environment_notes: list[str] = field(default_factory=list)
     editions: list[Any] = field(default_factory=list)  # runner.report.editions.EditionRow
+    client_overhead: str | None = None  # runner.client.overhead_note: bench/client_speed.py's figures, where measured
 
 
 @dataclass
@@ -993,4 +995,4 @@ def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
                   prompt_checks=prompt_checks(runs), cascades=cascades(cells), task_outcomes=outcomes,
                   details=cell_details(cells, outcomes), highlights=highlights(rows), results=result_rows(rows, refs),
                   resources=resource_columns(rows), environment=env_rows, environment_notes=env_notes,
-                  editions=edition_rows(cells))
+                  editions=edition_rows(cells), client_overhead=overhead_note() if sweep_levels(rows) else None)
