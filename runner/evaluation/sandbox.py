@@ -8,13 +8,12 @@
   process ends, the kernel kills everything it left behind; ``unshare`` and that first process
   carry a parent-death SIGKILL (``prctl``, ``--kill-child``, ``setpriv --pdeathsig``), so a scorer
   killed however it dies takes its sandbox with it;
-- in that mount namespace, its own size-limited tmpfs on ``/tmp``, ``/var/tmp`` and ``/dev/shm``
-  (what it writes there dies with the run), and an empty tmpfs over every folder that holds
-  what it must not read: the runner's home and cache (benchmark references, fetched data,
-  run directories kept there), the benchmark programs shipped in the package, and the run
-  directories of the current run. What the program needs (its data files, jars, the JUnit
-  launcher) is copied into its private directory, so it never reads them through those paths.
-  The interpreter's installation stays visible there, read-only, wherever it lives (see ``mounts``);
+- in that mount namespace, a fresh root (default deny, see ``mounts``): the system's programs and
+  libraries, the loader's and the JDK's /etc entries and each interpreter's prefix, read-only; the
+  run's folder; its own size-limited ``/tmp``, ``/var/tmp`` and ``/dev/shm``. Nothing else of the
+  host is there: no home, no cache, no run directory. What the program needs (its data files,
+  jars, the JUnit launcher) is copied into its private folder, itself a size-limited tmpfs
+  (``Limits.work_mb``) where the runner is root;
 - a seccomp filter: no Unix socket can be created (``socketpair`` still works), so no socket
   file of the host is reachable, wherever it lies;
 - a private, unprivileged uid per concurrent run (``setpriv``), taken from a pool guarded by
@@ -113,7 +112,7 @@ class Capabilities(BaseModel):
     network_namespace: bool
     pid_namespace: bool
     private_uid: bool  # processes limit and read-only runner files
-    private_mounts: bool = False  # own /tmp, /var/tmp, /dev/shm; the runner's folders hidden
+    private_mounts: bool = False  # the fresh root: own /tmp, /var/tmp, /dev/shm; nothing else of the host
     unix_socket_filter: bool = False  # seccomp: no Unix socket
     rlimits: bool = True
     notes: list[str] = Field(default_factory=list)
@@ -129,7 +128,7 @@ class Capabilities(BaseModel):
             "network namespace (no network)": self.network_namespace,
             "PID namespace (kill leftovers)": self.pid_namespace,
             "private unprivileged uid (process limit, runner files read-only)": self.private_uid,
-            "private /tmp, /var/tmp, /dev/shm and hidden runner folders (mount namespace)": self.private_mounts,
+            "a fresh root with only the system, the interpreter and the run's folder (mount namespace)": self.private_mounts,
             "Unix socket filter (seccomp)": self.unix_socket_filter,
         }
         return [name for name, ok in names.items() if not ok]
@@ -274,7 +273,7 @@ def capabilities() -> Capabilities:
     elif not have_setpriv:
         notes.append("`setpriv` (util-linux) is not installed")
     if pid and not mounts:
-        notes.append("cannot mount a private tmpfs in the sandbox's mount namespace")
+        notes.append("cannot build the sandbox's fresh root in a mount namespace (mount, pivot_root)")
     if not filtered:
         notes.append("cannot install the seccomp filter (architecture or kernel)")
     return Capabilities(network_namespace=net, pid_namespace=pid, private_uid=uid, private_mounts=mounts,
