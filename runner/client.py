@@ -11,8 +11,9 @@ Definitions (the report uses the same words):
 - token counts: the server's own ``usage`` (``stream_options.include_usage``), never re-counted.
 
 The clock starts with a connection already open, and the request's JSON already encoded: each
-request opens a connection of its own first (llama-server closes one after every streamed
-response, and a new connection inside TTFT would time TCP's setup, not the server). The response is
+request opens a connection of its own first, which the server closes after the response
+(``Connection: close``; llama-server closes one after every stream anyway, and a new connection
+inside TTFT would time TCP's setup, not the server). The response is
 read by an ``asyncio.Protocol`` that stamps each read with ``time.perf_counter()`` as the event loop
 delivers it and keeps the bytes; HTTP, SSE and JSON are parsed afterwards, so that at hundreds of
 concurrent streams no parsing delays a reading (``bench/client_speed.py`` measures the lag against a
@@ -44,6 +45,7 @@ from runner.runtimes.base import Runtime
 
 _clock = time.perf_counter
 _SLICE = 32  # reads or events parsed between two turns of the event loop
+_LINGER_S = 10.0  # how long a finished response's connection waits for the server to close it
 
 
 class SamplingParams(BaseModel):
@@ -130,7 +132,7 @@ async def stream(http: httpx.AsyncClient, base_url: str, runtime: Runtime, cell:
     payload = json.dumps(request_body(cell, runtime, prompt, params, model, extras)).encode()
     head = (f"POST {url.path.rstrip('/')}{path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
             f"Content-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: {len(payload)}\r\n"
-            f"User-Agent: runner\r\n\r\n").encode()
+            f"User-Agent: runner\r\nConnection: close\r\n\r\n").encode()
     loop = asyncio.get_running_loop()
     timeout = http.timeout
     try:
@@ -154,9 +156,13 @@ async def stream(http: httpx.AsyncClient, base_url: str, runtime: Runtime, cell:
         if body.status != 200:
             raise ValueError(f"HTTP {body.status} from {path}: {bytes(body.raw).decode('utf-8', 'replace')[:300]}")
         result.e2e_s = body.end - start
-        return result
-    finally:
+    except BaseException:
         transport.abort()
+        raise
+    # the server closes first (Connection: close; _Reader closes on its EOF), so that the
+    # connection's TIME_WAIT is the server's, never a sweep's thousands of client ports
+    loop.call_later(_LINGER_S, transport.abort)
+    return result
 
 
 _TURNS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()
