@@ -996,8 +996,10 @@ def _totals(matrix: Matrix, cells: list[PlannedCell], classes: dict[str, int], m
     if measured and earlier is not None:
         runs = earlier.judged_runs.get(matrix.benchmark, {})
         named = ", ".join(f"run {run} ({n} answers)" for run, n in runs.items())
-        eval_basis = (f"{measured} of {sum(c.tasks or 0 for c in cells)} answers at the judging time measured on "
-                      f"{earlier.hardware} in {named} (per task, else per language); the rest: {eval_basis}")
+        total = sum(c.tasks or 0 for c in cells)
+        eval_basis = (f"{measured} of {total} answers at the judging time measured on {earlier.hardware} in {named} "
+                      f"(per task, else per language)" + (f"; the rest: {eval_basis}" if measured < total
+                                                         else f", on {workers} workers (one per core here)"))
     known = [g for g in gen if g is not None]
     return {
         "generation": Estimate(hours=sum(known) if known else None, basis=gen_basis),
