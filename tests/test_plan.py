@@ -404,3 +404,27 @@ def test_an_earlier_run_on_this_hardware_gives_the_estimate_and_another_fingerpr
         result = invoke(*map(str, args), env={"COLUMNS": "200"})
         assert "generation: " in result.output and "(measured in run cli on CPU " in result.output, result.output
     assert not (cli_runs / matrix.name).exists()
+
+
+def test_the_hardware_class_is_the_gpus_names_else_the_cpus_model_and_cores():
+    from runner.plan import hardware_class, host_hardware
+
+    h200 = [GpuInfo(index=i, name="NVIDIA H200", memory_gib=140, free_gib=140) for i in range(2)]
+    assert host_hardware(Host(gpus=h200, cpu="Xeon", cpu_count=64)) == "2 x NVIDIA H200"
+    assert hardware_class(["NVIDIA H200", "NVIDIA H200"], "AMD EPYC", 128) == "2 x NVIDIA H200"  # the CPU is not it
+    assert hardware_class([], "Test CPU @ 2.0GHz", 2) == "CPU Test CPU @ 2.0GHz (2 cores)" == host_hardware(TWO_CORES)
+    assert hardware_class([], "Test CPU @ 2.0GHz", 4) != host_hardware(TWO_CORES)
+
+
+def test_a_cell_resumed_over_two_sittings_is_not_a_measurement(tmp_path, cpu_host):
+    from runner.store import Placement, RunStore
+
+    matrix, runs = load_matrix(write(tmp_path)), tmp_path / "runs"
+    tiny = "tiny/llamacpp/q8_0/baseline"
+    _record_run(runs, "resumed", matrix, tiny, cpu=TWO_CORES.cpu, cores=2, accuracy_s=3.0, latency_s=5.0, eval_s=2.0)
+    store = RunStore(runs / "resumed")
+    result = store.read_cell(matrix.cell(tiny))
+    store.write_cell(result.model_copy(update={"placements": [*result.placements, Placement(node="elsewhere")]}))
+    cell = next(c for c in make_plan(matrix, host=TWO_CORES, runs_dir=runs).cells if c.id == tiny)
+    assert cell.generation_basis == "table"
+    assert cell.evaluation_measured == 4  # its verdicts' times still count: each answer was judged once
