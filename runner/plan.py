@@ -667,7 +667,9 @@ def earlier_runs(runs_dir: Path | None, hardware: str) -> EarlierRuns:
             benchmark = str(manifest.matrix.get("benchmark", "starter"))
             models, settings = manifest.matrix.get("models") or {}, manifest.matrix.get("settings") or {}
             judged = found.judged.setdefault(benchmark, {})
-            for result in store.cell_results():
+            # only cells that have a record: the store's readers would make a missing cell's folder
+            started = [c for c in manifest.cells if (folder / "cells" / c.slug / "cell.json").is_file()]
+            for result in (store.read_cell(c) for c in started):
                 for sample in store.latest_samples(result.cell):
                     if sample.phase == "accuracy" and sample.eval_seconds is not None:
                         judged.setdefault(sample.task_id, []).append(sample.eval_seconds)

@@ -364,7 +364,9 @@ def test_an_earlier_run_on_this_hardware_gives_the_estimate_and_another_fingerpr
     # the same cell measured on another machine (another CPU, and the same CPU with more cores): ignored
     _record_run(runs, "other-cpu", matrix, tiny, cpu="Other CPU", cores=2, accuracy_s=50, latency_s=50, eval_s=60)
     _record_run(runs, "more-cores", matrix, tiny, cpu=host.cpu, cores=16, accuracy_s=50, latency_s=50, eval_s=60)
+    before = sorted(p for p in runs.rglob("*"))
     ignored = make_plan(matrix, host=host, runs_dir=runs)
+    assert sorted(p for p in runs.rglob("*")) == before  # reading the runs writes nothing (no empty cell folders)
     assert ignored.cells[0].generation_hours == pytest.approx(table.cells[0].generation_hours)
     assert ignored.evaluation.hours == pytest.approx(table.evaluation.hours)
     assert "measured in run" not in ignored.generation.basis
