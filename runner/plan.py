@@ -743,7 +743,7 @@ class _Judged(BaseModel):
 def _cell_tasks(matrix: Matrix, benchmark, selected, latency, cell: Cell, judged: _Judged | None = None) -> _Tasks:
     """The cell's tasks from the loaded benchmark (``selected``), or counted from the matrix without it;
     judging seconds as ``judged`` measured them here where it did, else the oracle's or the table's."""
-    from runner.run import cell_latency_tasks, cell_tasks
+    from runner.selection import cell_latency_tasks, cell_tasks
 
     judged = judged or _Judged()
     means, _ = _eval_seconds(matrix.benchmark)
@@ -871,7 +871,7 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
 
         benchmark = load_benchmark(matrix.benchmark, matrix.edition)
     if benchmark is not None:
-        from runner.run import latency_subset, select_tasks
+        from runner.selection import latency_subset, select_tasks
 
         selected = select_tasks(benchmark, matrix.tasks)
         if not selected:

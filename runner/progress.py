@@ -13,7 +13,8 @@ from rich.table import Table
 from runner.errors import cap
 from runner.passrate import pass_count
 from runner.records import Cell, Outcome, Sample, Task
-from runner.run import RunEvents, RunOutcome
+from runner.events import RunEvents
+from runner.run import RunOutcome
 from runner.store import CellResult, Manifest, RunStore, SweepPoint
 
 

@@ -1,77 +1,40 @@
 """The orchestrator behind ``runner reproduce``: plan, then per cell serve, generate, evaluate, stop.
 
-Per cell, one server (started through the backend, its log in the run directory):
-
-1. **accuracy**: every selected task, ``settings.concurrency`` requests in flight; each answer is
-   evaluated on a worker pool while generation goes on, and written once, with its outcome;
-2. **latency**: a seeded subset of ``settings.latency_tasks`` tasks, one request at a time, after
-   ``settings.warmup_requests`` untimed, unstored requests on other tasks' prompts (answers are not
-   evaluated again). Each task is timed in every state of ``settings.cache_states``:
-   ``cold`` (the runtime's own reset first: no reusable prefix), ``warm`` (reset, then the
-   previous task of the same program served untimed with one output token, so the timed prompt
-   shares its prefix, never the whole prompt) and ``replay`` (the identical prompt just served,
-   in its own ``replay`` phase). Each sample records the state and the server's cached-token count;
-   a runtime without a reset has no cold samples (``CellResult.reason`` says so);
-3. **sweep**: throughput at each concurrency of ``settings.sweep`` (``ignore_eos``: every request
-   generates ``max_tokens``), recorded in ``CellResult.sweep``;
-
-with the server's Prometheus metrics read before and after (the difference is kept). Where a cell
-runs is its executor's choice (``runner.executors``: in this process, or a Ray cluster whose workers
-stream samples back); the run store stays here, in the driver. Samples are flushed one by one; a rerun produces only what is missing (``RunStore.done_keys``). A
-server that dies marks its cell ``failed`` with its log tail and the run goes on. The core
-never prints: it reports through a ``RunEvents`` object.
+A reproduction opens (or resumes) the run directory, checks the environment, asks its executor
+to run each cell (``runner.cell``: the accuracy, latency and sweep phases against one server) and
+keeps every sample in the run store as it arrives. Where a cell runs is its executor's choice
+(``runner.executors``: in this process, or a Ray cluster whose workers stream samples back); the
+run store stays here, in the driver. Samples are flushed one by one; a rerun produces only what is
+missing (``RunStore.done_keys``). A server that dies marks its cell ``failed`` with its log tail and
+the run goes on. The core never prints: it reports through a ``RunEvents`` object.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
-import itertools
 import logging
-import random
 import shutil
-import socket
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
-from typing import Protocol
 
-import httpx
-
-from runner import client, fingerprint, prompts
-from runner.backends.base import Backend, RunningServer, log_tail
+from runner import fingerprint, prompts
+from runner.backends.base import Backend, RunningServer
 from runner.benchmarks import DEFAULT_EDITION, load_benchmark
-from runner.benchmarks.benchmark import Benchmark
+from runner.cell import CellFailure, CellRun, EvalBacklog, judge_editions, judge_sample, this_node
 from runner.errors import UserError
-from runner.matrix import Matrix, RunSettings, TaskFilter
-from runner.records import Cell, EditionRef, EditionVerdict, Outcome, Sample, Task, utcnow
+from runner.events import RunEvents
+from runner.matrix import Matrix
+from runner.records import Cell, EditionRef, Sample, Task, utcnow
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles, Runtime
 from runner.score import EditionJudge
-from runner.store import LOCK_NAME, CellResult, Manifest, ModelRecord, Placement, RunLock, RunStore, SweepPoint
+from runner.selection import cell_latency_tasks, cell_tasks, latency_subset, select_tasks, state_key
+from runner.store import LOCK_NAME, CellResult, Manifest, ModelRecord, RunLock, RunStore
 
 log = logging.getLogger(__name__)
 
-#: tokens a server may add to a prompt beyond its text (BOS, special tokens); with it, a prompt of
-#: at most ``context - max_tokens - margin`` UTF-8 bytes fits without asking the tokenizer
-_TOKEN_MARGIN = 32
-
-
-class RunEvents:
-    """What the orchestrator reports while it works; the CLI renders it (the default ignores it)."""
-
-    def run_started(self, store: RunStore, manifest: Manifest, tasks: list[Task]) -> None: ...
-    def cell_started(self, cell: Cell, index: int, count: int) -> None: ...
-    def cell_skipped(self, result: CellResult) -> None: ...
-    def phase_started(self, cell: Cell, phase: str, total: int, done: int) -> None: ...
-    def sample_written(self, cell: Cell, sample: Sample) -> None: ...
-    def sweep_measured(self, cell: Cell, point: SweepPoint) -> None: ...
-    def cell_finished(self, result: CellResult) -> None: ...
-    def note(self, message: str) -> None: ...
 
 
 @dataclass
@@ -104,210 +67,6 @@ class RunOutcome:
         return [r for r in self.results if r.status == "failed"]
 
 
-class CellFailure(Exception):
-    """The cell cannot go on (its server died); the message says why."""
-
-
-# -- tasks -----------------------------------------------------------------------------------------
-def select_tasks(benchmark: Benchmark, task_filter: TaskFilter) -> list[Task]:
-    """The available tasks the filter selects; with a limit, taken in turn from each program."""
-    languages = set(task_filter.languages)
-    modes = set(task_filter.modes)
-    programs = set(task_filter.programs)
-    unknown = programs - set(benchmark.programs)
-    if unknown:
-        raise UserError(f"tasks.programs = {sorted(unknown)}: no such program in benchmark {benchmark.name}; "
-                        f"programs: {', '.join(sorted(benchmark.programs))}")
-    chosen = [t for t in benchmark.available()
-              if (not languages or t.language in languages) and (not modes or t.mode in modes)
-              and (not programs or t.program in programs)]
-    if task_filter.limit is None or len(chosen) <= task_filter.limit:
-        return chosen
-    return round_robin(chosen, task_filter.limit)
-
-
-def round_robin(chosen: list[Task], limit: int) -> list[Task]:
-    """``limit`` of ``chosen`` (in benchmark order), taken in turn from each program and mode, the
-    languages alternating, so that a small limit still covers every language, program and mode.
-    The first k of a pick are the pick of k: a smaller limit selects a subset of a larger one."""
-    groups: dict[tuple[str, str, str], list[Task]] = {}
-    for task in chosen:
-        groups.setdefault((task.language.value, task.program, task.mode.value), []).append(task)
-    by_language: dict[str, list[list[Task]]] = {}
-    for (language, _, _), group in groups.items():
-        by_language.setdefault(language, []).append(group)
-    interleaved = [g for row in itertools.zip_longest(*by_language.values()) for g in row if g is not None]
-    queues = [list(reversed(group)) for group in interleaved]
-    picked: list[Task] = []
-    while len(picked) < min(limit, len(chosen)):
-        for queue in queues:
-            if queue and len(picked) < limit:
-                picked.append(queue.pop())
-    return picked
-
-
-def cell_latency_tasks(matrix: Matrix, latency_tasks: list[Task], cell: Cell) -> list[Task]:
-    """The run's latency tasks that ``cell`` times: all, or the first as many as its group says."""
-    limits = matrix.limits.get(cell.id)
-    return latency_tasks if limits is None or limits.latency_tasks is None else latency_tasks[:limits.latency_tasks]
-
-
-def cell_tasks(matrix: Matrix, benchmark: Benchmark, tasks: list[Task], cell: Cell) -> list[Task]:
-    """The run's ``tasks`` that ``cell`` answers: all of them, or the round-robin pick of its group's
-    ``limit`` from them (a subset of every other cell's tasks, so that comparisons pair up)."""
-    limits = matrix.limits.get(cell.id)
-    limit = limits.tasks if limits else None
-    if limit is None or len(tasks) <= limit:
-        return tasks
-    order = {t.id: n for n, t in enumerate(benchmark.available())}
-    return round_robin(sorted(tasks, key=lambda t: order[t.id]), limit)
-
-
-def latency_subset(tasks: list[Task], settings: RunSettings, pool: list[Task] | None = None) -> list[Task]:
-    """The seeded subset timed one request at a time: tasks with an earlier gap in the same program
-    and mode (the ``warm`` state serves that one first), from the selected ``tasks``, then from the
-    rest of ``pool`` (every task the filter allows) when the selection has too few (a small limit
-    takes each program's first gaps, which have nothing above them)."""
-    pool = pool if pool is not None else tasks
-    rng = random.Random(settings.seed)
-    chosen = [t for t in tasks if predecessor(t, pool) is not None]
-    picked = rng.sample(chosen, min(settings.latency_tasks, len(chosen)))
-    if len(picked) < settings.latency_tasks:
-        ids = {t.id for t in tasks}
-        extra = [t for t in pool if t.id not in ids and predecessor(t, pool) is not None]
-        picked += rng.sample(extra, min(settings.latency_tasks - len(picked), len(extra)))
-    return picked
-
-
-def _state_key(state: str) -> str:
-    """The ``Sample.phase_key`` a cache state's sample is stored under."""
-    return "replay/replay" if state == "replay" else f"latency/{state}"
-
-
-def predecessor(task: Task, pool: list[Task]) -> Task | None:
-    """The task served just before ``task`` in a copilot session going down the file: the same
-    program and mode, the nearest span above it; None for a program's first gap. Its prompt shares
-    ``task``'s prefix up to its own gap, never all of it (a gap below would hold ``task``'s whole
-    prompt for a prefix-only style: a replay in disguise)."""
-    above = [t for t in pool if t.program == task.program and t.language == task.language
-             and t.mode == task.mode and t.span[0] < task.span[0]]
-    return max(above, key=lambda t: t.span[0]) if above else None
-
-
-def warmup_tasks(tasks: list[Task], timed: list[Task], count: int, seed: int) -> list[Task]:
-    """``count`` tasks whose prompts are never timed (the timed ones only when nothing else exists)."""
-    timed_ids = {t.id for t in timed}
-    others = [t for t in tasks if t.id not in timed_ids] or list(tasks)
-    if not others:
-        return []
-    rng = random.Random(seed + 1)
-    return [rng.choice(others) for _ in range(count)]
-
-
-_COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket", "_created")
-
-
-def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """What the cell added: counters and histogram series as differences, gauges as read after."""
-    delta = {}
-    for key, value in after.items():
-        name = key.split("{", 1)[0]
-        counter = name.endswith(_COUNTER_SUFFIXES) and not name.endswith("_created")
-        if name.endswith("_created"):
-            continue  # a timestamp, not a quantity
-        delta[key] = value - before.get(key, 0.0) if counter else value
-    return delta
-
-
-# -- where a cell's results go ---------------------------------------------------------------------
-class CellSink(Protocol):
-    """Where a running cell puts what it produces: the run store here, or a stream back to the driver."""
-
-    log_path: Path  # the server's log, on the machine that runs it
-
-    def write(self, sample: Sample) -> None:
-        """Keep a finished sample (appended and flushed before returning, where the store is)."""
-
-    def judge(self, task: Task, sample: Sample) -> None:
-        """Have an answer evaluated, then kept with its verdict; must not block generation."""
-
-    def update(self, result: CellResult) -> None:
-        """Keep the cell's record as it grows (sweep points)."""
-
-    def done_keys(self) -> set[tuple[str, str]]:
-        """The cell's samples already kept, as ``RunStore.done_keys`` gives them."""
-
-
-def judge_sample(evaluator, task: Task, sample: Sample, compared: Sequence[EditionJudge] = ()) -> Sample:
-    """Judge one answer with ``evaluator`` and return the sample with its verdict (any worker, any node);
-    ``compared``: the run's other editions, each adding its own verdict on the same answer."""
-    try:
-        verdict = evaluator.evaluate(task, sample.raw_text)
-    except UserError:
-        raise  # e.g. the sandbox refuses: surfaces from the run, the sample is asked for again
-    except Exception as exc:  # noqa: BLE001 - a broken check must not pass as a verdict on the model
-        log.exception("evaluating %s failed", task.id)
-        sample.outcome, sample.error = Outcome.error, f"evaluation failed: {type(exc).__name__}: {exc}"
-    else:
-        sample.outcome, sample.cleaned_outcome = verdict.outcome, verdict.cleaned_outcome
-        sample.code, sample.stage, sample.stderr_tail = verdict.code, verdict.stage, verdict.stderr_tail
-        sample.cascade, sample.upstream, sample.runner = verdict.cascade, verdict.upstream, verdict.runner
-        sample.unscoreable_reason, sample.expected_outputs = verdict.unscoreable_reason, verdict.expected_outputs
-        sample.eval_seconds = round(verdict.seconds, 3)
-        judge_editions(compared, sample)
-    return sample
-
-
-def judge_editions(compared: Sequence[EditionJudge], sample: Sample) -> Sample:
-    """Add the verdict of each edition in ``compared`` that ``sample`` lacks (a failed check is an
-    ``error`` verdict there, never the model's failure)."""
-    have = {v.edition for v in sample.editions}
-    for judge in compared:
-        if judge.edition in have:
-            continue
-        try:
-            sample.editions.append(judge.verdict(sample.task_id, sample.raw_text))
-        except UserError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - as for the headline: named, kept out of the score
-            log.exception("evaluating %s under edition %s failed", sample.task_id, judge.edition)
-            sample.editions.append(EditionVerdict(edition=judge.edition, outcome=Outcome.error,
-                                                  error=f"evaluation failed: {type(exc).__name__}: {exc}"))
-    return sample
-
-
-def evaluator_for(benchmark: Benchmark, sandbox):
-    """The run's evaluator over ``benchmark`` in ``sandbox`` (any node): SimCoPilot's headline is
-    upstream's own scoring, our stricter cascade kept beside it; other benchmarks the reverse.
-    Its programs are not checked yet: ``runner.evaluation.environment.check_environment`` does that."""
-    from runner.benchmarks import default_cascade, scoring_root
-    from runner.evaluation import Evaluator
-
-    return Evaluator(benchmark.programs, sandbox=sandbox, junit_console=benchmark.junit_jar,
-                     cascade=default_cascade(benchmark.name), both=True, upstream_root=scoring_root(benchmark))
-
-
-class EvalBacklog:
-    """Answers of one cell generated but not judged yet, thread-safe; its figures go to ``cell.json``."""
-
-    def __init__(self, result: CellResult):
-        self.result = result
-        self._lock = threading.Lock()
-        self.pending: set[str] = set()  # task ids
-
-    def add(self, task_id: str) -> None:
-        with self._lock:
-            self.pending.add(task_id)
-            self.result.eval_pending = len(self.pending)
-            self.result.eval_backlog_peak = max(self.result.eval_backlog_peak, len(self.pending))
-
-    def done(self, task_id: str) -> None:
-        with self._lock:
-            self.pending.discard(task_id)
-            self.result.eval_pending = len(self.pending)
-            self.result.evaluated_at = utcnow()
-
-
 class StoreSink:
     """The in-process sink: samples go straight to the run store, answers to the local evaluation pool."""
 
@@ -336,34 +95,6 @@ class StoreSink:
 
     def done_keys(self) -> set[tuple[str, str]]:
         return self.run.store.done_keys(self.cell)
-
-
-@dataclass
-class CellContext:
-    """What a cell needs from its run, wherever it runs: the matrix, the run's tasks, what it reports to."""
-
-    matrix: Matrix
-    tasks: list[Task]
-    latency_tasks: list[Task]
-    events: RunEvents = field(default_factory=RunEvents)
-
-    @property
-    def settings(self) -> RunSettings:
-        return self.matrix.settings
-
-    @functools.cached_property
-    def benchmark(self) -> Benchmark:
-        """The run's benchmark as this machine has it (loaded on first use)."""
-        return load_benchmark(self.matrix.benchmark, self.matrix.edition)
-
-
-def this_node(gpu_ids: list[int], executor: str, *, node_id: str | None = None,
-              gpu_type: str | None = None) -> Placement:
-    """A placement on this machine with ``gpu_ids``; the GPU name from NVML when it sees them, else ``gpu_type``."""
-    names = {g.get("index"): g.get("name") for g in fingerprint.gpus()}
-    known = [names[i] for i in gpu_ids if names.get(i)]
-    return Placement(executor=executor, node=socket.gethostname(), node_id=node_id, gpu_ids=gpu_ids,
-                     gpu_name=known[0] if known else gpu_type)
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -570,7 +301,7 @@ class Reproduction:
         done = self.store.done_keys(cell)
         accuracy = [t for t in cell_tasks(self.matrix, self.benchmark, self.tasks, cell) if ("accuracy", t.id) not in done]
         resets = get_runtime(cell.runtime).cache_reset is not None
-        keys = [_state_key(state) for state in self.settings.cache_states if resets or state != "cold"]
+        keys = [state_key(state) for state in self.settings.cache_states if resets or state != "cold"]
         latency = [t for t in cell_latency_tasks(self.matrix, self.latency_tasks, cell)
                    if any((key, t.id) not in done for key in keys)]
         measured = {p.concurrency for p in result.sweep}
@@ -605,7 +336,7 @@ class Reproduction:
             result.server_shared_with = shared_with
             if shared_with:
                 self.events.note(f"{cell.id}: same launch as {shared_with}, reusing its server")
-            cell_run = _CellRun(self, cell, runtime, backend, server, prepared.files, sink, result)
+            cell_run = CellRun(self, cell, runtime, backend, server, prepared.files, sink, result)
             asyncio.run(cell_run.run(accuracy, latency, sweep))
             result.status = "done"
             result.generation_finished_at = utcnow()
@@ -669,259 +400,6 @@ class Reproduction:
                 if (record.key, record.path) not in known:
                     self.manifest.models.append(record)
             self.store.write_manifest(self.manifest)
-
-
-class _CellRun:
-    """The three phases of one cell against its running server, on whichever machine runs it: what it
-    produces goes to ``sink`` (the run store here, or the stream back to the driver)."""
-
-    def __init__(self, run: Reproduction | CellContext, cell: Cell, runtime: Runtime, backend: Backend,
-                 server: RunningServer, files: ModelFiles, sink: CellSink, result: CellResult):
-        self.run_ = run
-        self.cell = cell
-        self.runtime = runtime
-        self.backend = backend
-        self.server = server
-        self.files = files
-        self.sink = sink
-        self.result = result
-        self.settings = run.settings
-        self.events = run.events
-        self.params = client.SamplingParams(temperature=self.settings.temperature, seed=self.settings.seed,
-                                            max_tokens=self.settings.max_tokens)
-        self.prompts: dict[str, prompts.Prompt] = {}
-        self.death: str | None = None
-        self.chat_template_sha256: str | None = None
-
-    @property
-    def base(self) -> str:
-        return self.server.base_url
-
-    async def run(self, accuracy: list[Task], latency: list[Task], sweep: list[int]) -> None:
-        limits = httpx.Limits(max_connections=max([self.settings.concurrency, *self.settings.sweep]) + 4)
-        timeout = httpx.Timeout(self.settings.request_timeout_s, connect=10.0)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
-            self.http = http
-            self.result.server_version = await self.runtime.server_version(http, self.base)
-            self.chat_template_sha256 = await self._chat_template_sha256()
-            before = await self.runtime.scrape_metrics(http, self.base)
-            meter = self._meter().start()
-            try:
-                await self._accuracy(accuracy)
-                await self._latency(latency)
-                await self._sweep(sweep)
-            finally:
-                used = meter.stop()
-                self.result.energy_joules, self.result.energy_source = used.energy_joules, used.energy_source
-                self.result.peak_gpu_memory_mib, self.result.peak_rss_mib = used.peak_gpu_memory_mib, used.peak_rss_mib
-                self.result.resources_absent = used.absent
-                if self.death is None and self.backend.alive(self.server):
-                    after = await self.runtime.scrape_metrics(http, self.base)
-                    self.result.server_metrics = metrics_delta(before, after)
-
-    def _meter(self) -> "ResourceMeter":
-        """Energy and memory of this cell: the local server's process tree, the host's GPUs (NVML), RAPL."""
-        from runner.resources import ResourceMeter
-
-        local = self.backend.name == "local" and self.server.ident.isdigit()
-        return ResourceMeter(server_pid=int(self.server.ident) if local else None)
-
-    async def _chat_template_sha256(self) -> str | None:
-        """sha256 of the chat template the server applies: llama.cpp's ``/props``, else the model folder's."""
-        try:
-            response = await self.http.get(f"{self.base}/props")
-            if response.status_code == 200:
-                template = response.json().get("chat_template")
-                if template:
-                    return hashlib.sha256(template.encode()).hexdigest()
-        except (httpx.HTTPError, ValueError):
-            pass
-        folder = self.files.tokenizer_path or (self.files.path if self.files.path.is_dir() else None)
-        if folder is not None:
-            import json
-
-            for name in ("chat_template.jinja", "tokenizer_config.json"):
-                path = folder / name
-                if path.is_file():
-                    text = path.read_text(encoding="utf-8")
-                    template = json.loads(text).get("chat_template") if name.endswith(".json") else text
-                    if template:
-                        return hashlib.sha256(str(template).encode()).hexdigest()
-        return None
-
-    async def _prompt(self, task: Task) -> prompts.Prompt:
-        cached = self.prompts.get(task.id)
-        if cached is not None:
-            return cached
-        chat = self.run_.matrix.model(self.cell).chat
-        edition = self.run_.benchmark.edition  # the SimCoPilot edition's prompt and truncation (None: starter)
-        prompt = prompts.render(task, self.cell.prompt_style, chat=chat, edition=edition)
-        room = self.files.context_length - self.settings.max_tokens - _TOKEN_MARGIN
-        # a token is at least one byte: a prompt with fewer bytes than the room fits unasked
-        if len(prompt.token_text().encode("utf-8")) > room:
-            async def count(text: str) -> int:
-                return len(await self.runtime.tokenize(self.http, self.base, text))
-
-            if self.cell.prompt_style == "simcopilot":  # upstream's own truncation rule, by tokens
-                prompt = await prompts.fit_upstream(task, self.cell.prompt_style, self.runtime.tokens(self.http, self.base),
-                                                    context_length=self.files.context_length,
-                                                    max_tokens=self.settings.max_tokens, chat=chat, edition=edition)
-            else:
-                prompt = await prompts.fit(task, self.cell.prompt_style, count,
-                                           context_length=self.files.context_length,
-                                           max_tokens=self.settings.max_tokens, chat=chat, edition=edition)
-        self.prompts[task.id] = prompt
-        return prompt
-
-    async def _request(self, task: Task, phase: str, params: client.SamplingParams | None = None, *,
-                       cache_state: str | None = None, extras: dict | None = None) -> Sample:
-        try:
-            prompt = await self._prompt(task)
-        except httpx.HTTPError as exc:
-            return Sample(task_id=task.id, cell_id=self.cell.id, phase=phase, prompt_style=self.cell.prompt_style,
-                          prompt_sha256="", outcome=Outcome.error, error=f"tokenize failed: {exc}",
-                          cache_state=cache_state, finished_at=utcnow())
-        return await client.measure(self.http, self.base, self.runtime, self.cell, task.id, prompt,
-                                    params or self.params, model=self.files.served_name, phase=phase,
-                                    chat_template_sha256=self.chat_template_sha256,
-                                    timeout_s=self.settings.request_timeout_s, cache_state=cache_state,
-                                    extras=extras)
-
-    async def _server_died(self, sample: Sample) -> bool:
-        """Whether a failed request failed because the server is gone (then the cell stops)."""
-        if sample.outcome != Outcome.error:
-            return False
-        if self.death is not None:
-            return True
-        await asyncio.sleep(0.2)  # let a dying process be reaped before asking
-        if self.backend.alive(self.server):
-            return False
-        self.death = (f"server died during the cell ({sample.error}); log {self.sink.log_path}: "
-                      f"{log_tail(self.sink.log_path, 5)}")
-        return True
-
-    def _write(self, sample: Sample) -> None:
-        self.sink.write(sample)
-
-    async def _accuracy(self, tasks: list[Task]) -> None:
-        total = len(cell_tasks(self.run_.matrix, self.run_.benchmark, self.run_.tasks, self.cell))
-        self.events.phase_started(self.cell, "accuracy", total, total - len(tasks))
-        if not tasks:
-            return
-        gate = asyncio.Semaphore(self.settings.concurrency)
-        loop = asyncio.get_running_loop()
-
-        async def one(task: Task) -> None:
-            async with gate:
-                if self.death:
-                    return
-                sample = await self._request(task, "accuracy")
-            if await self._server_died(sample):
-                return
-            if sample.outcome == Outcome.error:
-                self._write(sample)
-            else:
-                self.sink.judge(task, sample)  # judged beside generation, never awaited here
-
-        await asyncio.gather(*(one(task) for task in tasks))
-        if self.death:
-            raise CellFailure(self.death)
-
-    async def _latency(self, tasks: list[Task]) -> None:
-        subset = cell_latency_tasks(self.run_.matrix, self.run_.latency_tasks, self.cell)
-        states = list(self.settings.cache_states)
-        if "cold" in states and self.runtime.cache_reset is None:
-            states.remove("cold")
-            self.result.reason = f"no cold latency samples: {self.runtime.name} offers no cache reset"
-            self.events.note(f"{self.cell.id}: {self.result.reason}")
-        done = self.sink.done_keys()
-        keys = [_state_key(s) for s in states if s != "replay"]
-        self.events.phase_started(self.cell, "latency", len(subset) * len(keys),
-                                  sum((key, t.id) in done for key in keys for t in subset))
-        if not tasks:
-            return
-        pool = self.run_.benchmark.available()
-        # untimed, unstored, on prompts that are never timed: allocator, threads and the decode path
-        # warm (a few tokens do it), no prefix of a timed prompt left behind
-        warmup = self.params.model_copy(update={"max_tokens": min(16, self.params.max_tokens)})
-        for task in warmup_tasks(pool, subset, self.settings.warmup_requests, self.settings.seed):
-            await self._untimed(task, "warmup", warmup)
-        primer = self.params.model_copy(update={"max_tokens": 1})
-        for task in tasks:
-            served_last = False  # whether the server's last request was this very prompt
-            for state in states:
-                if (_state_key(state), task.id) in done:
-                    served_last = False
-                    continue
-                if state == "replay":
-                    if not served_last:
-                        await self._untimed(task, "replay-primer")
-                    sample = await self._timed(task, "replay", "replay")
-                elif state == "cold":
-                    await self._reset()
-                    sample = await self._timed(task, "latency", "cold", self.runtime.cold_extras(self.cell))
-                else:  # warm: only the previous task of the same program is in the cache
-                    await self._reset()
-                    before = predecessor(task, pool)
-                    if before is None:  # a first gap (latency_subset avoids them): no warm state exists
-                        self.events.note(f"{self.cell.id}: {task.id} has no earlier gap: no warm sample")
-                        continue
-                    await self._untimed(before, "warm-primer", primer)
-                    sample = await self._timed(task, "latency", "warm")
-                served_last = sample.outcome != Outcome.error
-
-    async def _reset(self) -> None:
-        """The runtime's own cache reset, when it has one (a failure fails the cell: cold would be a lie)."""
-        if self.runtime.cache_reset is None:
-            return
-        try:
-            await self.runtime.reset_cache(self.http, self.base)
-        except httpx.HTTPError as exc:
-            if self.backend.alive(self.server):
-                raise CellFailure(f"{self.runtime.name}: cache reset failed ({type(exc).__name__}: {exc}); "
-                                  f"cold and warm latency need it") from None
-            raise CellFailure(f"server died during the cell; log {self.sink.log_path}") from None
-
-    async def _untimed(self, task: Task, phase: str, params: client.SamplingParams | None = None) -> None:
-        sample = await self._request(task, phase, params)
-        if await self._server_died(sample):
-            raise CellFailure(self.death)
-
-    async def _timed(self, task: Task, phase: str, state: str, extras: dict | None = None) -> Sample:
-        sample = await self._request(task, phase, cache_state=state, extras=extras)
-        if await self._server_died(sample):
-            raise CellFailure(self.death)
-        self._write(sample)
-        return sample
-
-    async def _sweep(self, levels: list[int]) -> None:
-        total = len(self.settings.sweep) if self.settings.sweep_requests else 0
-        self.events.phase_started(self.cell, "sweep", total, total - len(levels))
-        params = self.params.model_copy(update={"ignore_eos": True})
-        tasks = self.run_.tasks
-        for level in levels:
-            count = self.settings.sweep_requests
-            gate = asyncio.Semaphore(level)
-
-            async def one(task: Task) -> Sample:
-                async with gate:
-                    return await self._request(task, "sweep", params)
-
-            started = time.perf_counter()
-            samples = await asyncio.gather(*(one(tasks[i % len(tasks)]) for i in range(count)))
-            seconds = time.perf_counter() - started
-            errors = [s for s in samples if s.outcome == Outcome.error]
-            for sample in errors:
-                if await self._server_died(sample):
-                    raise CellFailure(self.death)
-                self.events.note(f"{self.cell.id}: sweep request at concurrency {level} failed: {sample.error}")
-            ok = [s for s in samples if s.outcome != Outcome.error]
-            tokens = sum(s.completion_tokens or 0 for s in ok)
-            self.result.sweep.append(SweepPoint(concurrency=level, requests=len(ok), seconds=seconds,
-                                                requests_per_s=len(ok) / seconds, output_tokens_per_s=tokens / seconds,
-                                                errors=len(errors)))
-            self.sink.update(self.result)
-            self.events.sweep_measured(self.cell, self.result.sweep[-1])
 
 
 def reproduce(matrix: Matrix, options: RunOptions, events: RunEvents | None = None) -> RunOutcome:

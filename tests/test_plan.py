@@ -319,7 +319,7 @@ def _record_run(runs, name: str, matrix, cell_id: str, *, cpu: str, cores: int, 
 
     from runner.benchmarks import load_benchmark
     from runner.records import Outcome, Sample
-    from runner.run import cell_latency_tasks, cell_tasks, latency_subset, select_tasks
+    from runner.selection import cell_latency_tasks, cell_tasks, latency_subset, select_tasks
     from runner.store import CellResult, Fingerprint, Manifest, Placement, RunStore
 
     bench = load_benchmark(matrix.benchmark)

@@ -13,7 +13,9 @@ import pytest
 
 from runner.matrix import load_matrix
 from runner.records import Outcome
-from runner.run import RunEvents, RunOptions, reproduce, select_tasks
+from runner.events import RunEvents
+from runner.run import RunOptions, reproduce
+from runner.selection import select_tasks
 from runner.store import RunStore
 from tests.llama_server import gemma_gguf
 
@@ -85,7 +87,7 @@ def test_a_run_writes_every_sample_once_with_its_outcome_and_resumes_to_nothing(
     # which takes first gaps, they come from the rest of the filter; their prompts are the style's
     from runner import prompts
     from runner.benchmarks import load_benchmark
-    from runner.run import predecessor
+    from runner.selection import predecessor
 
     pool = load_benchmark("starter").available()
     by_id = {t.id: t for t in pool}
@@ -304,7 +306,7 @@ def test_a_run_made_with_other_settings_is_not_silently_mixed(tmp_path):
 
 
 def test_metrics_delta_subtracts_counters_and_keeps_gauges():
-    from runner.run import metrics_delta
+    from runner.cell import metrics_delta
     from runner.runtimes.base import parse_prometheus
 
     before = parse_prometheus("# TYPE a_total counter\na_total 5\n# TYPE g gauge\ng 3\n"

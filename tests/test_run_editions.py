@@ -21,7 +21,9 @@ from runner.evaluation.sandbox import capabilities
 from runner.matrix import load_matrix
 from runner.records import Cell, EditionRef, Outcome, Sample
 from runner.report import render
-from runner.run import RunEvents, RunOptions, judge_sample, reproduce
+from runner.events import RunEvents
+from runner.run import RunOptions, reproduce
+from runner.cell import judge_sample
 from runner.score import EditionJudge
 from runner.store import CellResult, Manifest, RunStore
 from tests.conftest import require

@@ -186,7 +186,7 @@ class _QueueSink:
 
 def _queue_events(events: queue.Queue):
     """The run events a worker forwards to the driver's progress display (phases; samples travel anyway)."""
-    from runner.run import RunEvents
+    from runner.events import RunEvents
 
     class QueueEvents(RunEvents):
         def phase_started(self, cell: Cell, phase: str, total: int, done: int) -> None:
@@ -211,7 +211,7 @@ def serve_cell(job: CellJob) -> Iterator[BaseModel]:
     context = ray.get_runtime_context()
     gpu_ids = [int(g) for g in context.get_accelerator_ids().get("GPU", [])]
     node_id = context.get_node_id()
-    from runner.run import this_node
+    from runner.cell import this_node
 
     placement = this_node(gpu_ids, "ray", node_id=node_id, gpu_type=job.gpu_type or _node_gpu_type(ray, node_id))
     yield _Started(placement=placement)
@@ -243,7 +243,7 @@ def _run_cell_here(job: CellJob, gpu_ids: list[int], placement: Placement, event
                    running: dict[str, Any]) -> None:
     from runner.backends import get_backend
     from runner.models import hash_in_background, prepare
-    from runner.run import CellContext, CellFailure, _CellRun
+    from runner.cell import CellContext, CellFailure, CellRun
     from runner.runtimes import get_runtime
 
     cell, settings = job.cell, job.matrix.settings
@@ -272,7 +272,7 @@ def _run_cell_here(job: CellJob, gpu_ids: list[int], placement: Placement, event
         latency = [t for t in job.latency_tasks if t.id in set(job.latency)]
         context = CellContext(matrix=job.matrix, tasks=job.tasks, latency_tasks=job.latency_tasks,
                               events=_queue_events(events))
-        asyncio.run(_CellRun(context, cell, runtime, backend, server, prepared.files, sink, result)
+        asyncio.run(CellRun(context, cell, runtime, backend, server, prepared.files, sink, result)
                     .run(accuracy, latency, job.sweep))
         result.status = "done"
         result.generation_finished_at = utcnow()
@@ -311,7 +311,7 @@ def judge_remote(benchmark: str, sandbox: str, allow_unsandboxed: bool, hide: tu
     """
     import ray
 
-    from runner.run import judge_sample
+    from runner.cell import judge_sample
     from runner.score import EditionJudge
 
     started = utcnow()
@@ -331,7 +331,7 @@ def judge_remote(benchmark: str, sandbox: str, allow_unsandboxed: bool, hide: tu
 
 def _node_evaluator(benchmark: str, edition: str | None, task: Task, settings: tuple) -> tuple[Any, Any]:
     """This worker's benchmark and evaluator for ``edition``, ``task``'s program checked (lock held)."""
-    from runner.run import evaluator_for
+    from runner.cell import evaluator_for
 
     sandbox, allow_unsandboxed, hide, expected = settings
     key = (benchmark, edition, *settings)
@@ -510,7 +510,7 @@ class _Driver:
 
     def drive(self, cell: Cell) -> CellResult:
         """Run ``cell`` on the cluster until it is done, failed, or lost ``MAX_ATTEMPTS`` times."""
-        from runner.run import EvalBacklog
+        from runner.cell import EvalBacklog
 
         run = self.run
         result = self.store.read_cell(cell)
