@@ -13,9 +13,9 @@ benchmark, headline ``upstream``, sandboxed): ``runner score --edition 2025`` fo
 answer, its Python API for the others.
 
 Sample: the 2024 differential test's 5 tasks (simplex_method x2, Image_Transformation, the fast
-Java testers DoubleVectorTester and FactorizationTester) x its six ways, plus a seventh way that is
-the 2025 edition's own answer shape (its hosted path stops at the END marker: the marker's line and
-what follows never come back), so 35 answers. And three answers the two editions score
+Java testers DoubleVectorTester and FactorizationTester) in the ways it samples (``SUITE_WAYS``), plus a
+seventh way that is the 2025 edition's own answer shape (its hosted path stops at the END marker: the
+marker's line and what follows never come back): 23 answers, 35 with RUNNER_FULL_DIFFERENTIAL=1. And three answers the two editions score
 differently, each judged by both editions' pipelines and by runner under both editions.
 """
 
@@ -32,7 +32,7 @@ from runner.evaluation import upstream
 from runner.evaluation.sandbox import capabilities
 from runner.records import Language, Task
 from tests.conftest import require
-from tests.evaluation.test_upstream_differential import SAMPLE, answers_for, runner_verdicts
+from tests.evaluation.test_upstream_differential import SAMPLE, answers_for, runner_verdicts, sampled_ways
 from tests.evaluation.test_upstream_differential import upstream_pipeline as upstream_pipeline_2024
 
 #: update_post_process_and_eval.process_and_evaluate_code's default ``steps``; it tests the ones after
@@ -138,11 +138,13 @@ def test_runner_2025_scoring_agrees_with_the_2025_pipeline_task_by_task(simcopil
     require(capabilities().complete, "a complete local sandbox")
     bench = load_benchmark("simcopilot", "2025")
     up = upstream.load(simcopilot_2025)
-    tasks = [bench.select(program=program, mode=mode)[index] for program, picks in SAMPLE.items()
-             for mode, index in picks]
+    picked = [(bench.select(program=program, mode=mode)[index], sampled_ways(program, mode, index))
+              for program, picks in SAMPLE.items() for mode, index in picks]
     keys, items, expected = [], [], []
-    for task in tasks:
-        for way, text in answers_2025(task).items():
+    for task, ways in picked:
+        answers = answers_2025(task)
+        for way in (*ways, "stopped_at_end_marker"):
+            text = answers[way]
             keys.append(f"{task.id} {way}")
             items.append((task, text))
             expected.append(upstream_pipeline_2025(up, task, bench.programs[task.program], text))
