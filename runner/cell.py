@@ -87,9 +87,20 @@ class CellSink(Protocol):
 
 def judge_sample(evaluator, task: Task, sample: Sample, compared: Sequence[EditionJudge] = ()) -> Sample:
     """Judge one answer with ``evaluator`` and return the sample with its verdict (any worker, any node);
-    ``compared``: the run's other editions, each adding its own verdict on the same answer."""
+    ``compared``: the run's other editions, each adding its own verdict on the same answer.
+
+    Where the evaluator judges through a verdict cache (``runner.evaluation.verdicts``: attached by
+    the run, or a Ray node's own), an answer already judged in this environment takes that verdict,
+    and ``sample.verdict_from`` says where it was first judged."""
+    from runner.evaluation import verdicts
+
     try:
-        verdict = evaluator.evaluate(task, sample.raw_text)
+        cache = verdicts.cache_of(evaluator, task)
+        if cache is None:
+            verdict, reused_from = evaluator.evaluate(task, sample.raw_text), None
+        else:
+            judgment = cache.judge(evaluator, task, sample.raw_text, origin=sample.cell_id)
+            verdict, reused_from = judgment.verdict, judgment.reused_from
     except UserError:
         raise  # e.g. the sandbox refuses: surfaces from the run, the sample is asked for again
     except Exception as exc:  # noqa: BLE001 - a broken check must not pass as a verdict on the model
@@ -101,6 +112,7 @@ def judge_sample(evaluator, task: Task, sample: Sample, compared: Sequence[Editi
         sample.cascade, sample.upstream, sample.runner = verdict.cascade, verdict.upstream, verdict.runner
         sample.unscoreable_reason, sample.expected_outputs = verdict.unscoreable_reason, verdict.expected_outputs
         sample.eval_seconds = round(verdict.seconds, 3)
+        sample.verdict_from = reused_from
         judge_editions(compared, sample)
     return sample
 

@@ -72,6 +72,10 @@ class RunSettings(BaseModel):
     request_timeout_s: float = Field(300.0, gt=0)
     health_timeout_s: float = Field(900.0, gt=0)  # model load included
     threads: int | None = Field(None, gt=0)  # CPU threads for CPU servers; None: the runtime's default
+    #: take the verdict of an answer already judged in this environment from the verdict cache
+    #: (runner.evaluation.verdicts; the sample says so in ``verdict_from``); false judges every answer
+    #: afresh. It changes how a verdict is reached, not which: a run may be resumed with it switched
+    reuse_verdicts: bool = True
 
     @field_validator("sweep")
     @classmethod

@@ -263,8 +263,13 @@ class Sample(BaseModel):
     unscoreable_reason: str | None = None  # for outcome == unscoreable: why no answer can pass here
     expected_outputs: ExpectedOutputs | None = None  # Python programs: which expected outputs judged it
     #: seconds its headline verdict took to reach (every cascade stage and test run; the plan's
-    #: estimate of judging time on this hardware reads it back); None until evaluated
+    #: estimate of judging time on this hardware reads it back); None until evaluated. For a
+    #: verdict reused from the verdict cache (``verdict_from``), the lookup's own time (milliseconds)
     eval_seconds: float | None = None
+    #: where the verdict was first judged when it was reused from the verdict cache
+    #: (``runner.evaluation.verdicts``): ``<run>/<cell id>`` of the sample it was judged for (the cell
+    #: id alone where that run is not known); None when it was judged for this sample
+    verdict_from: str | None = None
     #: the same answer under each of the run's ``compare_editions`` (the headline edition's verdict is above)
     editions: list[EditionVerdict] = Field(default_factory=list)
     started_at: datetime = Field(default_factory=utcnow)

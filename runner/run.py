@@ -156,7 +156,8 @@ class Reproduction:
                                                for s, chat in styles})
         if self.store.exists():
             old = self.store.read_manifest()
-            changed = [key for key in ("settings", "models", "benchmark") if old.matrix.get(key) != resolved.get(key)]
+            changed = [key for key in ("settings", "models", "benchmark")
+                       if _compared(old.matrix, key) != _compared(resolved, key)]
             # a run made before editions was 2024's: another edition's samples must not join it
             if old.matrix.get("edition", DEFAULT_EDITION) != resolved.get("edition", DEFAULT_EDITION):
                 changed.append("edition")
@@ -251,6 +252,11 @@ class Reproduction:
         self.evaluator, report = prepared_evaluator(
             self.benchmark, self.tasks, sandbox_kind=self.options.sandbox, expected=self.options.expected,
             allow_unsandboxed=self.options.allow_unsandboxed, hide=(self.store.root.parent,), note=self.events.note)
+        from runner.benchmarks import benchmark_commit
+        from runner.evaluation import verdicts
+
+        verdicts.attach(self.evaluator, benchmark=self.benchmark.name, commit=benchmark_commit(self.benchmark),
+                        edition=self.benchmark.edition, enabled=self.settings.reuse_verdicts, run=self.store.root.name)
         for check in report.unscoreable():
             self.events.note(f"unscoreable: {check.program} ({check.reason})")
         for check in report.re_recorded():
@@ -400,6 +406,19 @@ class Reproduction:
                 if (record.key, record.path) not in known:
                     self.manifest.models.append(record)
             self.store.write_manifest(self.manifest)
+
+
+#: settings that change how a verdict is reached, never which: a run resumes with them switched
+_HOW_NOT_WHAT = ("reuse_verdicts",)
+
+
+def _compared(matrix: dict, key: str):
+    """``matrix[key]`` as resuming compares it: settings without ``_HOW_NOT_WHAT`` (a run made
+    before one existed lacks it)."""
+    value = matrix.get(key)
+    if key == "settings" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in _HOW_NOT_WHAT}
+    return value
 
 
 def reproduce(matrix: Matrix, options: RunOptions, events: RunEvents | None = None) -> RunOutcome:
