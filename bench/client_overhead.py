@@ -2,11 +2,14 @@
 same requests, beside a minimal synchronous client sending the same bodies, and its decode rate
 beside llama.cpp generating in-process (``llama-bench``).
 
-    .venv/bin/python bench/client_overhead.py [--requests 8] [--threads 1] [--tokens 128]
+    .venv/bin/python bench/client_overhead.py [--requests 8] [--threads 1] [--tokens 128] [--realtime]
 
-Each task's request is sent by both clients in turn (ours: ``runner.client.measure`` on httpx's
-async client; minimal: ``http.client`` reading the event stream line by line), with the prompt
-cache off, so that the pairs differ only in the client. Figures (printed, one per line):
+Each task's request is sent by both clients in turn (ours: ``runner.client.measure``, which reads
+the response through an ``asyncio.Protocol`` of its own and parses it after the stream; minimal:
+``http.client`` reading the event stream line by line, the JSON parsed per chunk), each opening its
+connection before its clock starts, with the prompt cache off, so that the pairs differ only in the
+client. ``bench/client_speed.py`` measures the client at GPU token rates instead, against a stream
+source whose send times are known. Figures (printed, one per line):
 - TTFT: client TTFT - server ``prompt_ms``, median ms, for each client, and ours - minimal (paired);
   what remains for the minimal client is the server's work outside ``prompt_ms`` (HTTP, JSON,
   tokenization, slot launch, the first sampling), shown beside a ``/tokenize`` round trip of the
@@ -24,6 +27,7 @@ import argparse
 import asyncio
 import http.client
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -98,14 +102,17 @@ async def requests(base_url: str, runtime, cell: Cell, served: str, count: int, 
     async with httpx.AsyncClient(timeout=600) as http:
         warm = prompts.render(tasks[0], "instruct", chat=False)
         await client.measure(http, base_url, runtime, cell, "warmup", warm, params, model=served)
-        for task in tasks:  # one at a time: no queueing on either side
+        for index, task in enumerate(tasks):  # one at a time: no queueing on either side
             prompt = prompts.render(task, "instruct", chat=False).model_copy(update={"stop": ()})
+            body = client.request_body(cell, runtime, prompt, params, served)
+            if index % 2:  # every other pair minimal first: neither client always follows the other
+                minimal.append(fast.stream(runtime.completion_endpoint, body))
             sample = await client.measure(http, base_url, runtime, cell, task.id, prompt, params, model=served)
             if sample.error:
                 raise SystemExit(f"{task.id}: {sample.error}")
             samples.append(sample)
-            body = client.request_body(cell, runtime, prompt, params, served)
-            minimal.append(fast.stream(runtime.completion_endpoint, body))
+            if not index % 2:
+                minimal.append(fast.stream(runtime.completion_endpoint, body))
             bare.append(fast.stream(runtime.completion_endpoint, {**body, "timings_per_token": True}))
             tokenize.append(fast.tokenize_ms(prompt.text))
     return samples, minimal, bare, tokenize
@@ -128,6 +135,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--realtime", action="store_true",
+                        help="both clients under SCHED_FIFO (llama-server not): on a shared machine another "
+                             "tenant's busy process no longer holds a client's reading back for a scheduler tick")
     args = parser.parse_args()
 
     matrix = load_matrix(matrices_dir() / "gemma-smoke.toml")
@@ -138,6 +148,8 @@ def main() -> None:
     runtime = get_runtime("llamacpp")
     spec = runtime.server_spec(cell, files, threads=args.threads)
     with tempfile.TemporaryDirectory() as tmp, LocalBackend().serve(spec, Path(tmp) / "server.log") as server:
+        if args.realtime:  # after the server's start: llama-server keeps the ordinary policy
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(5))
         samples, minimal, bare, tokenize = asyncio.run(
             requests(server.base_url, runtime, cell, files.served_name, args.requests, args.tokens))
     in_process = llama_bench(files.path, args.threads, args.tokens)
@@ -149,7 +161,8 @@ def main() -> None:
     e2e_ratio = [s.e2e_s * 1000 / e for s, e in zip(samples, server_e2e)]
     decode = [(s.completion_tokens - 1) / (s.e2e_s - s.ttft_s) for s in samples]
     print(f"requests: {len(samples)} (one at a time, {args.tokens} tokens each, ignore_eos, threads {args.threads}, "
-          f"prompts {min(s.prompt_tokens for s in samples)}-{max(s.prompt_tokens for s in samples)} tokens)")
+          f"prompts {min(s.prompt_tokens for s in samples)}-{max(s.prompt_tokens for s in samples)} tokens"
+          f"{'; clients SCHED_FIFO' if args.realtime else ''})")
     print(f"TTFT  client - server prompt_ms: median {statistics.median(ttft_gap):.1f} ms, "
           f"ratio client/server median {statistics.median(ttft_ratio):.3f}")
     print(f"e2e   client - server (prompt_ms + predicted_ms): median {statistics.median(e2e_gap):.1f} ms, "
@@ -161,6 +174,9 @@ def main() -> None:
     print(f"TTFT  - prompt_ms: ours {med(o[0] for o in ours):.2f} ms, minimal {med(m[0] for m in least):.2f} ms, "
           f"ours - minimal paired median {med(o[0] - m[0] for o, m in zip(ours, least)):+.2f} ms; "
           f"/tokenize round trip of the same prompts {med(tokenize):.2f} ms")
+    spread = sorted(o[0] - m[0] for o, m in zip(ours, least))
+    print(f"TTFT  ours - minimal per pair: quartiles {spread[len(spread) // 4]:+.2f} / "
+          f"{spread[(3 * len(spread)) // 4]:+.2f} ms (the noise the paired median sits in)")
     print(f"e2e   - server:    ours {med(o[1] for o in ours):.2f} ms, minimal {med(m[1] for m in least):.2f} ms, "
           f"ours - minimal paired median {med(o[1] - m[1] for o, m in zip(ours, least)):+.2f} ms")
     print(f"timings_per_token: minimal e2e gap {med(p[1] for p in plain):.2f} ms with, "

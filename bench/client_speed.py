@@ -20,7 +20,9 @@ configuration runs ``--repeat`` times with a fresh source, and the median run's 
 - chunks/s received, and the client process's CPU time (user + system) per chunk;
 - source late p99: the source's own lag on its schedule (the source is not the bottleneck while
   it stays small).
-The last line is the 64-stream, 5 ms configuration as key=value pairs. A full run writes every
+Then TTFT+ of ours beside ``bench/client_overhead.py``'s minimal ``http.client`` client, request
+pairs one at a time (``--versus-minimal``). The last line is the 64-stream, 5 ms configuration as
+key=value pairs. A full run writes every
 configuration to ``bench/results/client-speed.json`` (``--json`` elsewhere), which the report quotes
 beside the sweep's figures.
 """
@@ -121,6 +123,33 @@ def analyse(traces: list[tuple[int, client.StreamResult]], records: dict[int, St
     }
 
 
+async def versus_minimal(base_url: str, requests: int, tokens: int):
+    """``requests`` pairs, one at a time, of ours and ``bench/client_overhead.py``'s minimal
+    ``http.client`` client, in turn first: each client's (stream id, TTFT, e2e)."""
+    from client_overhead import Minimal
+
+    runtime = get_runtime("vllm")
+    cell = Cell(model="stream-source", runtime="vllm", quantization="none", label="client-speed")
+    prompt = Prompt(style="bench", kind="completion", text="x", sha256="0" * 64)
+    params = client.SamplingParams(max_tokens=tokens, ignore_eos=True)
+    fast = Minimal(base_url)
+    ours, least = [], []
+    async with httpx.AsyncClient(timeout=60) as http:
+        for i in range(requests):
+            order = (0, 1) if i % 2 else (1, 0)
+            for who in order:
+                ident = 2 * i + who
+                if who == 0:
+                    sample = await client.measure(http, base_url, runtime, cell, f"o{i}", prompt, params,
+                                                  model="stream-source", extras={"stream_id": ident})
+                    ours.append((ident, sample.ttft_s, sample.e2e_s))
+                else:
+                    body = client.request_body(cell, runtime, prompt, params, "stream-source", {"stream_id": ident})
+                    ttft, e2e, _ = fast.stream(runtime.completion_endpoint, body)
+                    least.append((ident, ttft, e2e))
+    return ours, least
+
+
 def pin(cpu: int) -> bool:
     """Keep this process on ``cpu`` (True when it could)."""
     try:
@@ -146,10 +175,12 @@ def main() -> None:
     parser.add_argument("--realtime", action="store_true",
                         help="source and client under SCHED_FIFO: other processes on a shared machine no longer "
                              "hold a reading back for a scheduler tick (root or CAP_SYS_NICE)")
+    parser.add_argument("--versus-minimal", type=int, default=40, metavar="PAIRS",
+                        help="TTFT beside bench/client_overhead.py's minimal client, one request at a time (0: not)")
     parser.add_argument("--json", type=Path, help=f"write the figures here (a full run: {RESULTS})")
     args = parser.parse_args()
     if args.quick:
-        args.tokens, args.rounds, args.repeat = 50, 1, 1
+        args.tokens, args.rounds, args.repeat, args.versus_minimal = 50, 1, 1, 10
         args.gaps = [g for g in args.gaps if g <= 5] or args.gaps
     out_path = args.json or (None if args.quick or args.impl != "c" else RESULTS)
 
@@ -193,6 +224,25 @@ def main() -> None:
                   f"{f['chunks_per_s']:>8.0f} | {f['cpu_us_per_chunk']:>9.1f} us | {f['source_late_p99_ms']:>12.3f} ms"
                   + (f" | p99 of {len(runs)} runs: " + " ".join(f"{r['itl_added_p99_ms']:.2f}" for r in runs)
                      if len(runs) > 1 else ""), flush=True)
+    minimal = None
+    if args.versus_minimal:
+        with StreamSource(gap_ms=5, tokens=20, cpu=source_cpu, realtime=args.realtime) as source:
+            ours, least = asyncio.run(versus_minimal(source.base_url, args.versus_minimal, 20))
+            records = source.records()
+
+        def added(pairs, which):  # TTFT past the first send, e2e past the last (then [DONE])
+            return np.array([times[which] - (records[i].sends_ns[0 if which == 0 else -1] - records[i].request_ns) / 1e9
+                             for i, *times in pairs]) * 1000
+
+        minimal = {"requests": len(ours)}
+        for which, name in ((0, "ttft"), (1, "e2e")):
+            mine, theirs = added(ours, which), added(least, which)
+            minimal.update({f"{name}_added_p50_ms": float(np.median(mine)),
+                            f"minimal_{name}_added_p50_ms": float(np.median(theirs)),
+                            f"{name}_ours_minus_minimal_p50_ms": float(np.median(mine - theirs))})
+            print(f"1 stream x 5 ms x 20 tokens, {len(mine)} pairs one at a time: {name.upper()}+ p50 ours "
+                  f"{np.median(mine):.3f} ms, minimal http.client client (bench/client_overhead.py) "
+                  f"{np.median(theirs):.3f} ms, ours - minimal paired median {np.median(mine - theirs):+.3f} ms")
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps({
@@ -201,7 +251,8 @@ def main() -> None:
             "command": "python bench/client_speed.py " + " ".join(sys.argv[1:]),
             "setup": where, "aligned": args.align, "realtime": args.realtime, "tokens": args.tokens, "rounds": args.rounds,
             "repeat": args.repeat,
-            "load_average": round(os.getloadavg()[0], 1), "figures": figures}, indent=1) + "\n")
+            "load_average": round(os.getloadavg()[0], 1), "versus_minimal": minimal, "figures": figures},
+                                       indent=1) + "\n")
     head = next((f for f in figures if (f["streams"], f["gap_ms"]) == HEADLINE), figures[-1])
     print(f"streams={head['streams']} gap_ms={head['gap_ms']:g} itl_added_p50_ms={head['itl_added_p50_ms']:.3f} "
           f"itl_added_p99_ms={head['itl_added_p99_ms']:.3f} ttft_added_p50_ms={head['ttft_added_p50_ms']:.3f} "
