@@ -150,24 +150,32 @@ def _median_ms(values: list[float]) -> str:
 
 def summary_table(store: RunStore, outcome: RunOutcome) -> Table:
     """Per cell: status, accuracy over the scoreable tasks (best-of-cascade and cleaned-only), the
-    unscoreable tasks left out, latency medians, throughput."""
+    unscoreable tasks left out, answers judged and verdicts reused, latency medians, throughput;
+    the caption: the run's judged and reused answers in total."""
+    from runner.evaluation.verdicts import JudgingCounts, judging_counts
+
     table = Table(title=f"run {outcome.run_dir}")
-    for column in ("cell", "status", "pass", "pass (cleaned)", "unscoreable", "request errors", "TTFT ms cold", "TTFT ms warm",
-                   "TPOT ms warm", "e2e ms warm", "load s", "sweep tok/s"):
+    for column in ("cell", "status", "pass", "pass (cleaned)", "unscoreable", "request errors", "judged/reused",
+                   "TTFT ms cold", "TTFT ms warm", "TPOT ms warm", "e2e ms warm", "load s", "sweep tok/s"):
         table.add_column(column, justify="left" if column in ("cell", "status") else "right")
+    total = JudgingCounts()
     for result in store.cell_results():
         samples = store.latest_samples(result.cell)
         count = pass_count(samples)  # request errors count as not passing, and are shown apart
+        judging = judging_counts(samples)
+        total += judging
         timed = [s for s in samples if s.phase == "latency" and s.outcome != Outcome.error]
         cold = [s for s in timed if s.cache_state == "cold"]
         latency = [s for s in timed if s.cache_state == "warm"]  # the realistic copilot case
         sweep = " ".join(f"c{p.concurrency}:{p.output_tokens_per_s:.0f}" for p in result.sweep) or "-"
         table.add_row(result.cell.id, result.status + (f" ({result.reason[:60]})" if result.reason else ""),
                       f"{count.passed}/{count.scoreable}", f"{count.cleaned_passed}/{count.scoreable}",
-                      str(count.unscoreable), str(count.errors),
+                      str(count.unscoreable), str(count.errors), f"{judging.judged}/{judging.reused}",
                       _median_ms([s.ttft_s for s in cold if s.ttft_s is not None]),
                       _median_ms([s.ttft_s for s in latency if s.ttft_s is not None]),
                       _median_ms([s.tpot_s for s in latency if s.tpot_s is not None]),
                       _median_ms([s.e2e_s for s in latency if s.e2e_s is not None]),
                       f"{result.load_seconds:.1f}" if result.load_seconds is not None else "-", sweep)
+    table.caption = (f"answers: {total.label} (a reused verdict is the one an identical answer got in "
+                     "this environment: runner.evaluation.verdicts)")
     return table

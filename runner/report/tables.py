@@ -9,6 +9,7 @@ from typing import Any
 from runner import stats
 from runner.client import overhead_note
 from runner.errors import cap
+from runner.evaluation.verdicts import JudgingCounts, judging_counts
 from runner.passrate import pass_count
 from runner.records import ExpectedOutputs, Outcome, Sample
 from runner.report.data import (LANGUAGE_MODES, CellData, RunData, TaskCatalogue, machine_key,
@@ -156,6 +157,11 @@ class HeadlineRow:
     @property
     def status(self) -> str:
         return self.cell.result.status
+
+    @property
+    def judging(self) -> JudgingCounts:
+        """The cell's answers judged afresh and those with a reused verdict."""
+        return judging_counts(self.cell.samples)
 
 
 def headline(cells: list[CellData]) -> list[HeadlineRow]:
@@ -747,6 +753,8 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
                 "cell_tasks": row.overall.n, "cell_pass_rate": row.overall.rate,
                 "cell_wilson_low": row.overall.wilson_low, "cell_wilson_high": row.overall.wilson_high,
                 "request_errors": row.errors,
+                # the cell's answers judged afresh, and those that took an identical answer's verdict
+                "cell_answers_judged": row.judging.judged, "cell_answers_reused": row.judging.reused,
                 "latency_source": lat.source, "latency_samples": lat.samples,
                 "ttft_cold_p50_s": lat.ttft_cold_p50, "cached_tokens_p50": lat.cached_tokens_p50,
                 "ttft_p50_s": lat.ttft_p50, "ttft_p95_s": lat.ttft_p95, "tpot_p50_s": lat.tpot_p50,
@@ -872,6 +880,24 @@ def highlights(rows: list[HeadlineRow]) -> Highlights:
         skipped=status.count("skipped"), answers=sum(r.overall.n for r in rows), errors=sum(r.errors for r in rows))
 
 
+# -- judging: answers judged and verdicts reused -----------------------------------------------------
+@dataclass(frozen=True)
+class JudgingRow:
+    """One cell's accuracy answers: judged afresh, and those whose verdict the verdict cache gave
+    (an identical answer judged before in the same environment: ``Sample.verdict_from``)."""
+
+    cell: CellData
+    judged: int
+    reused: int
+
+
+def judging(cells: list[CellData]) -> tuple[list[JudgingRow], JudgingCounts]:
+    """Per cell and in total, the answers judged and the verdicts reused."""
+    rows = [JudgingRow(cell, c.judged, c.reused) for cell in cells for c in [judging_counts(cell.samples)]]
+    total = JudgingCounts(sum(r.judged for r in rows), sum(r.reused for r in rows))
+    return rows, total
+
+
 # -- the environment check ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EnvironmentRow:
@@ -949,6 +975,8 @@ class Tables:
     environment_notes: list[str] = field(default_factory=list)
     editions: list[Any] = field(default_factory=list)  # runner.report.editions.EditionRow
     client_overhead: str | None = None  # runner.client.overhead_note: bench/client_speed.py's figures, where measured
+    judging: list[JudgingRow] = field(default_factory=list)  # per cell: answers judged, verdicts reused
+    judging_total: JudgingCounts = field(default_factory=JudgingCounts)
 
 
 @dataclass
@@ -986,6 +1014,7 @@ def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
     category_table = categories(cells, catalogue)
     category_notes = list(catalogue.notes)
     env_rows, env_notes = environment_rows(runs)
+    judging_rows, judging_total = judging(cells)
     if category_table is None and not category_notes:
         category_notes.append("no answered task carries a category")
     return Tables(runs=runs, cells=cells, headline=rows, language_modes=language_modes(rows),
@@ -995,4 +1024,5 @@ def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
                   prompt_checks=prompt_checks(runs), cascades=cascades(cells), task_outcomes=outcomes,
                   details=cell_details(cells, outcomes), highlights=highlights(rows), results=result_rows(rows, refs),
                   resources=resource_columns(rows), environment=env_rows, environment_notes=env_notes,
-                  editions=edition_rows(cells), client_overhead=overhead_note() if sweep_levels(rows) else None)
+                  editions=edition_rows(cells), client_overhead=overhead_note() if sweep_levels(rows) else None,
+                  judging=judging_rows, judging_total=judging_total)

@@ -243,3 +243,86 @@ def test_a_sample_without_verdict_from_still_loads():
     sample = Sample.model_validate_json(json.dumps(old))
     assert sample.verdict_from is None
     assert verdicts.judging_counts([sample]) == verdicts.JudgingCounts(judged=1, reused=0)
+
+
+# -- a real run ---------------------------------------------------------------------------------
+def small_matrix(folder, techniques: tuple[str, str], reuse: bool = True):
+    from tests.llama_server import gemma_gguf
+
+    cells = "".join(f"""
+[[cells]]
+model = "gemma3-vctest"
+runtime = "llamacpp"
+quantization = "q4_k_m"
+techniques = {{ {t} }}
+""" for t in techniques)
+    path = folder / "verdicts.toml"
+    path.write_text(f"""
+name = "verdicts"
+benchmark = "starter"
+[tasks]
+languages = ["python"]
+programs = ["lu_solver"]
+limit = 3
+[settings]
+max_tokens = 24
+concurrency = 2
+latency_tasks = 0
+warmup_requests = 0
+sweep = [1]
+sweep_requests = 0
+request_timeout_s = 120
+health_timeout_s = 300
+threads = 1
+reuse_verdicts = {str(reuse).lower()}
+[models.gemma3-vctest]
+name = "Gemma 3 270M"
+chat = false
+prompt_styles = ["instruct"]
+[models.gemma3-vctest.quantizations.q4_k_m]
+kind = "path"
+path = "{gemma_gguf()}"
+{cells}""")
+    return path
+
+
+@pytest.mark.slow
+def test_a_technique_cell_that_repeats_the_baselines_answers_reuses_their_verdicts(tmp_path):
+    """Two cells, the second a technique variant (two slots) of the first: its answers are the
+    first's, so their verdicts are reused; the summary and the report count them."""
+    require(capabilities().complete, "a complete local sandbox")
+    from runner.matrix import load_matrix
+    from runner.progress import summary_table
+    from runner.report import render
+    from runner.run import RunOptions, reproduce
+    from runner.store import RunStore
+
+    matrix = load_matrix(small_matrix(tmp_path, ("parallel = 1", "parallel = 2")))
+    outcome = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs"))
+    assert [r.status for r in outcome.results] == ["done", "done"]
+    store = RunStore(outcome.run_dir)
+    first, second = (store.latest_samples(r.cell) for r in outcome.results)
+    texts = {s.task_id: s.raw_text for s in first}
+    repeated = [s for s in second if texts.get(s.task_id) == s.raw_text]
+    assert repeated, "the technique changed every answer: nothing to reuse"
+    # every repeated answer took the first cell's verdict (or the same answer's within a cell)
+    assert all(s.verdict_from and s.verdict_from.startswith("verdicts/") for s in repeated)
+    by_id = {s.task_id: s for s in first}
+    assert all(fields(s) == fields(by_id[s.task_id]) for s in repeated)
+    counts = [verdicts.judging_counts(samples) for samples in (first, second)]
+    assert counts[1].reused >= len(repeated) > 0
+    assert counts[0].judged + counts[0].reused == counts[1].judged + counts[1].reused == 3
+    # the terminal summary and the report say so, per cell and in total
+    table = summary_table(store, outcome)
+    column = next(c for c in table.columns if c.header == "judged/reused")
+    assert list(column._cells) == [f"{c.judged}/{c.reused}" for c in counts]
+    total = counts[0] + counts[1]
+    assert f"answers: {total.judged} judged, {total.reused} reused" in str(table.caption)
+    paths = render([outcome.run_dir], tmp_path / "report")
+    rows = json.loads(paths.json.read_text())
+    assert {(r["cell_id"], r["cell_answers_judged"], r["cell_answers_reused"]) for r in rows} == {
+        (res.cell.id, c.judged, c.reused) for res, c in zip(outcome.results, counts)}
+    markdown = paths.markdown.read_text()
+    assert "## Judging: answers judged and verdicts reused" in markdown
+    assert f"| **total** | **{total.judged}** | **{total.reused}** |" in markdown
+    assert 'id="judging-table"' in paths.html.read_text()
