@@ -61,12 +61,13 @@ def main() -> None:
     workers = os.cpu_count() or 1  # the plan judges on one worker per core here
 
     rows, gen_total, eval_total, resumed = [], 0.0, 0.0, False
-    rows += [(c.id, None, None, "not started") for c in manifest.cells
-             if not (store.root / "cells" / c.slug / "cell.json").is_file()]
     compared = []  # the planned cells the run finished: the phases compare these alone
     planned = {c.id: c for c in plan.cells}
-    # only the cells that have a record (the store's readers would make a missing cell's folder)
-    for result in (store.read_cell(c) for c in manifest.cells if (store.root / "cells" / c.slug / "cell.json").is_file()):
+    for each in manifest.cells:
+        if not (store.root / "cells" / each.slug / "cell.json").is_file():  # (reading it would make its folder)
+            rows.append((each.id, None, None, "not started"))
+            continue
+        result = store.read_cell(each)
         cell = planned.get(result.cell.id)
         end = result.generation_finished_at or result.finished_at
         if cell is None or result.status != "done" or result.started_at is None or end is None:
