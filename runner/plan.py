@@ -671,7 +671,8 @@ def earlier_runs(runs_dir: Path | None, hardware: str) -> EarlierRuns:
             started = [c for c in manifest.cells if (folder / "cells" / c.slug / "cell.json").is_file()]
             for result in (store.read_cell(c) for c in started):
                 for sample in store.latest_samples(result.cell):
-                    if sample.phase == "accuracy" and sample.eval_seconds is not None:
+                    # a verdict reused from the verdict cache took a lookup, not a judging: left out
+                    if sample.phase == "accuracy" and sample.eval_seconds is not None and not sample.verdict_from:
                         judged.setdefault(sample.task_id, []).append(sample.eval_seconds)
                         counts = found.judged_runs.setdefault(benchmark, {})
                         counts[manifest.name] = counts.get(manifest.name, 0) + 1
