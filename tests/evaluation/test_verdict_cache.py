@@ -52,9 +52,12 @@ def java_task(bench) -> Task:
 
 
 @pytest.fixture
-def cache(evaluator, bench):
+def cache(evaluator, bench, isolated_home):
     """The cache a run attaches, under this test's RUNNER_HOME."""
-    yield verdicts.attach(evaluator, benchmark=bench.name, commit=benchmark_commit(bench), run="r1")
+    attached = verdicts.attach(evaluator, benchmark=bench.name, commit=benchmark_commit(bench), run="r1")
+    assert attached.folder.is_relative_to(isolated_home)
+    yield attached
+    assert attached.folder.is_relative_to(isolated_home)
     evaluator.verdict_cache = None
 
 
@@ -154,17 +157,14 @@ def test_each_input_change_misses(evaluator, bench, cache, monkeypatch):
     assert cache.key(evaluator, task, raw) != base
     monkeypatch.setitem(evaluator.expected_outputs, task.program, ExpectedOutputs.upstream)
     assert cache.key(evaluator, task, raw) == base
-    # a different sandbox
-    monkeypatch.setattr(evaluator, "sandbox_fingerprint", "docker:sha256:0123")
-    assert cache.key(evaluator, task, raw) != base
-    monkeypatch.undo()
-    assert cache.key(evaluator, task, raw) == base
-    # different limits, time scaling, cascade, `both`
-    for attribute, value in (("limits", Limits(memory_mb=1024)), ("scale_time", False),
-                             ("both", not evaluator.both), ("ceiling_seconds", 100.0)):
-        monkeypatch.setattr(evaluator, attribute, value)
-        assert cache.key(evaluator, task, raw) != base, attribute
-        monkeypatch.undo()
+    # a different sandbox; different limits, time scaling, cascade, `both`
+    # (each undone by its own context: monkeypatch.undo() would also undo this test's RUNNER_HOME)
+    for attribute, value in (("sandbox_fingerprint", "docker:sha256:0123"), ("limits", Limits(memory_mb=1024)),
+                             ("scale_time", False), ("both", not evaluator.both), ("ceiling_seconds", 100.0)):
+        with pytest.MonkeyPatch.context() as changed:
+            changed.setattr(evaluator, attribute, value)
+            assert cache.key(evaluator, task, raw) != base, attribute
+        assert cache.key(evaluator, task, raw) == base
     # another edition or commit of the benchmark
     for change in ({"edition": "2025"}, {"commit": "starter-0.0.0"}, {"benchmark": "simcopilot"}):
         other_cache = verdicts.VerdictCache(**{"benchmark": cache.benchmark, "commit": cache.commit, **change})
@@ -220,20 +220,20 @@ def test_the_setting_off_judges_every_answer_afresh(evaluator, bench, runs):
         evaluator.verdict_cache = None
 
 
-def test_machine_dependent_and_environment_verdicts_are_not_kept(evaluator, bench, cache, runs, monkeypatch):
+def test_machine_dependent_and_environment_verdicts_are_not_kept(evaluator, bench, cache, runs):
     task = bench.task(PY_TASK)
     forever = "        while True:\n            pass"
-    monkeypatch.setattr(evaluator, "limits", evaluator.limits.model_copy(update={"wall_seconds": 1.0, "time_factor": 1.0}))
-    monkeypatch.setattr(evaluator, "scale_time", False)
-    first = judged(evaluator, task, forever)
-    assert first.outcome == Outcome.timeout
-    assert judged(evaluator, task, forever).verdict_from is None  # judged again: speed decides a timeout
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as short:
+        short.setattr(evaluator, "limits", evaluator.limits.model_copy(update={"wall_seconds": 1.0, "time_factor": 1.0}))
+        short.setattr(evaluator, "scale_time", False)
+        first = judged(evaluator, task, forever)
+        assert first.outcome == Outcome.timeout
+        assert judged(evaluator, task, forever).verdict_from is None  # judged again: speed decides a timeout
     # a program unscoreable here: its verdict says nothing of the answer
-    monkeypatch.setitem(evaluator.unscoreable, task.program, "its data file is missing")
-    assert judged(evaluator, task, task.reference).outcome == Outcome.unscoreable
-    monkeypatch.undo()
-    assert not list(cache.folder.rglob("*.json"))
+    with pytest.MonkeyPatch.context() as missing:
+        missing.setitem(evaluator.unscoreable, task.program, "its data file is missing")
+        assert judged(evaluator, task, task.reference).outcome == Outcome.unscoreable
+    assert not cache.folder.exists() or not list(cache.folder.rglob("*.json"))
     assert judged(evaluator, task, task.reference).verdict_from is None  # not taken from the unscoreable one
 
 
@@ -263,9 +263,9 @@ benchmark = "starter"
 [tasks]
 languages = ["python"]
 programs = ["lu_solver"]
-limit = 3
+limit = 2
 [settings]
-max_tokens = 24
+max_tokens = 16
 concurrency = 2
 latency_tasks = 0
 warmup_requests = 0
@@ -311,7 +311,7 @@ def test_a_technique_cell_that_repeats_the_baselines_answers_reuses_their_verdic
     assert all(fields(s) == fields(by_id[s.task_id]) for s in repeated)
     counts = [verdicts.judging_counts(samples) for samples in (first, second)]
     assert counts[1].reused >= len(repeated) > 0
-    assert counts[0].judged + counts[0].reused == counts[1].judged + counts[1].reused == 3
+    assert counts[0].judged + counts[0].reused == counts[1].judged + counts[1].reused == 2
     # the terminal summary and the report say so, per cell and in total
     table = summary_table(store, outcome)
     column = next(c for c in table.columns if c.header == "judged/reused")
@@ -326,3 +326,19 @@ def test_a_technique_cell_that_repeats_the_baselines_answers_reuses_their_verdic
     assert "## Judging: answers judged and verdicts reused" in markdown
     assert f"| **total** | **{total.judged}** | **{total.reused}** |" in markdown
     assert 'id="judging-table"' in paths.html.read_text()
+
+
+def test_a_ray_nodes_evaluator_judges_through_its_own_homes_cache(bench, tmp_path, monkeypatch):
+    """``judge_remote``'s evaluator (``ray_cluster._node_evaluator``: its benchmark commit known, no
+    cache attached) reuses verdicts under the node's own RUNNER_HOME."""
+    require(capabilities().complete, "a complete local sandbox")
+    from runner.executors import ray_cluster
+
+    monkeypatch.setattr(ray_cluster, "_EVALUATORS", {})
+    task = bench.task(PY_TASK)
+    _, evaluator = ray_cluster._node_evaluator("starter", None, task, ("local", False, (), "auto"))
+    first = judged(evaluator, task, task.reference)
+    again = judged(evaluator, task, task.reference, cell="other")
+    assert first.verdict_from is None and again.verdict_from == first.cell_id and fields(again) == fields(first)
+    cache = evaluator.verdict_cache
+    assert cache.commit == benchmark_commit(bench) and str(cache.folder).startswith(os.environ["RUNNER_HOME"])
