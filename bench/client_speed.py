@@ -160,6 +160,7 @@ def pin(cpu: int) -> bool:
 
 
 def main() -> None:
+    """Run every configuration, print a line each, write the JSON, end with the headline line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one request per stream, 50 tokens, gaps 1 and 5 ms")
     parser.add_argument("--tokens", type=int, default=200)

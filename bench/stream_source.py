@@ -221,6 +221,7 @@ async def _serve(port: int, record_path: Path, gap_us: int, tokens: int, align: 
 
 
 def main() -> None:
+    """Serve until Ctrl-C (or, with ``--serve``, be the asyncio implementation's process)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", nargs=5, metavar=("PORT", "RECORD", "GAP_US", "TOKENS", "ALIGN"),
                         help=argparse.SUPPRESS)
