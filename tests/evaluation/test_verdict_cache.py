@@ -342,3 +342,16 @@ def test_a_ray_nodes_evaluator_judges_through_its_own_homes_cache(bench, tmp_pat
     assert first.verdict_from is None and again.verdict_from == first.cell_id and fields(again) == fields(first)
     cache = evaluator.verdict_cache
     assert cache.commit == benchmark_commit(bench) and str(cache.folder).startswith(os.environ["RUNNER_HOME"])
+
+
+def test_a_run_resumes_across_the_setting_and_from_before_it_existed():
+    """``reuse_verdicts`` changes how a verdict is reached, not which: resuming ignores it."""
+    from runner.matrix import RunSettings
+    from runner.run import _compared
+
+    now = {"settings": RunSettings().model_dump(mode="json")}
+    before = {"settings": {k: v for k, v in now["settings"].items() if k != "reuse_verdicts"}}
+    off = {"settings": {**now["settings"], "reuse_verdicts": False}}
+    assert now["settings"]["reuse_verdicts"] is True
+    assert _compared(now, "settings") == _compared(before, "settings") == _compared(off, "settings")
+    assert _compared(now, "settings") != _compared({"settings": {**now["settings"], "seed": 1}}, "settings")
