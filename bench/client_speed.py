@@ -176,13 +176,16 @@ def main() -> None:
     parser.add_argument("--realtime", action="store_true",
                         help="source and client under SCHED_FIFO: other processes on a shared machine no longer "
                              "hold a reading back for a scheduler tick (root or CAP_SYS_NICE)")
-    parser.add_argument("--versus-minimal", type=int, default=40, metavar="PAIRS",
-                        help="TTFT beside bench/client_overhead.py's minimal client, one request at a time (0: not)")
+    parser.add_argument("--versus-minimal", type=int, metavar="PAIRS",
+                        help="TTFT beside bench/client_overhead.py's minimal client, one request at a time "
+                             "(40, --quick 10; 0: not)")
     parser.add_argument("--json", type=Path, help=f"write the figures here (a full run: {RESULTS})")
     args = parser.parse_args()
     if args.quick:
-        args.tokens, args.rounds, args.repeat, args.versus_minimal = 50, 1, 1, 10
+        args.tokens, args.rounds, args.repeat = 50, 1, 1
         args.gaps = [g for g in args.gaps if g <= 5] or args.gaps
+    if args.versus_minimal is None:
+        args.versus_minimal = 10 if args.quick else 40
     out_path = args.json or (None if args.quick or args.impl != "c" else RESULTS)
 
     cpus = sorted(os.sched_getaffinity(0))
