@@ -300,10 +300,12 @@ _EVALUATORS_LOCK = threading.Lock()
 
 def judge_remote(benchmark: str, sandbox: str, allow_unsandboxed: bool, hide: tuple[str, ...], task: Task,
                  sample: Sample, expected: str = "auto", edition: str | None = None,
-                 compare_editions: tuple[str, ...] = ()) -> _Judged:
+                 compare_editions: tuple[str, ...] = (), reuse_verdicts: bool = True,
+                 run_name: str | None = None) -> _Judged:
     """The Ray task judging one answer on any node with CPUs (its benchmark and sandbox prepared there);
     ``hide``: folders the sandbox hides besides the runner's own (the driver's runs folder, where it exists);
-    ``edition`` and ``compare_editions``: the run's SimCoPilot editions, each judged by its own code here.
+    ``edition`` and ``compare_editions``: the run's SimCoPilot editions, each judged by its own code here;
+    ``reuse_verdicts``: the run's setting for the node's verdict cache (under the node's own home).
 
     Each node checks its own environment: a program's reference is judged on the node before the
     first answer to it (cached there per environment), so that a node lacking a data file or with
@@ -318,6 +320,7 @@ def judge_remote(benchmark: str, sandbox: str, allow_unsandboxed: bool, hide: tu
     settings = (sandbox, allow_unsandboxed, hide, expected)
     with _EVALUATORS_LOCK:  # one evaluator per edition and worker process, reused by the tasks it runs
         bench, evaluator = _node_evaluator(benchmark, edition, task, settings)
+        node_verdict_cache(bench, evaluator, enabled=reuse_verdicts, run=run_name)
         judges = []
         for other in compare_editions:
             other_bench, other_evaluator = _node_evaluator(benchmark, other, task, settings)
@@ -327,6 +330,18 @@ def judge_remote(benchmark: str, sandbox: str, allow_unsandboxed: bool, hide: tu
 
     return _Judged(sample=judged, node_id=ray.get_runtime_context().get_node_id(), node=socket.gethostname(),
                    started_at=started, ended_at=utcnow())
+
+
+def node_verdict_cache(bench, evaluator, *, enabled: bool, run: str | None):
+    """The verdict cache this node's ``evaluator`` judges through, under the node's own home, as the
+    run asks (``settings.reuse_verdicts``); kept while the run's asks stay the same."""
+    from runner.evaluation import verdicts
+
+    cache = getattr(evaluator, "verdict_cache", None)
+    if cache is None or cache.enabled != enabled or cache.run != run:
+        cache = verdicts.attach(evaluator, benchmark=bench.name, commit=evaluator.benchmark_commit,
+                                edition=bench.edition, enabled=enabled, run=run)
+    return cache
 
 
 def _node_evaluator(benchmark: str, edition: str | None, task: Task, settings: tuple) -> tuple[Any, Any]:
@@ -656,7 +671,8 @@ class _Driver:
         backlog.add(task.id)
         ref = self._judge.options(num_cpus=1, max_retries=3, resources=self.eval_resources).remote(
             run.matrix.benchmark, run.options.sandbox, run.options.allow_unsandboxed, (str(self.store.root.parent),),
-            task, event.sample, run.options.expected, run.benchmark.edition, tuple(run.matrix.compare_editions))
+            task, event.sample, run.options.expected, run.benchmark.edition, tuple(run.matrix.compare_editions),
+            run.settings.reuse_verdicts, self.store.root.name)
         written = threading.Event()
         with self._lock:
             self._verdicts.append(written)

@@ -344,6 +344,24 @@ def test_a_ray_nodes_evaluator_judges_through_its_own_homes_cache(bench, tmp_pat
     assert cache.commit == benchmark_commit(bench) and str(cache.folder).startswith(os.environ["RUNNER_HOME"])
 
 
+def test_a_ray_node_judges_afresh_when_the_run_turns_reuse_off(bench, tmp_path, monkeypatch):
+    """``judge_remote`` carries ``settings.reuse_verdicts`` and the run's name to the node's cache."""
+    require(capabilities().complete, "a complete local sandbox")
+    from runner.executors import ray_cluster
+
+    monkeypatch.setattr(ray_cluster, "_EVALUATORS", {})
+    task = bench.task(PY_TASK)
+    node_bench, evaluator = ray_cluster._node_evaluator("starter", None, task, ("local", False, (), "auto"))
+    ray_cluster.node_verdict_cache(node_bench, evaluator, enabled=False, run="paper")
+    first = judged(evaluator, task, task.reference)
+    again = judged(evaluator, task, task.reference, cell="other")
+    assert first.verdict_from is None and again.verdict_from is None  # judged twice
+    ray_cluster.node_verdict_cache(node_bench, evaluator, enabled=True, run="paper")
+    judged(evaluator, task, task.reference)
+    reused = judged(evaluator, task, task.reference, cell="third")
+    assert reused.verdict_from and reused.verdict_from.startswith("paper/")
+
+
 def test_a_run_resumes_across_the_setting_and_from_before_it_existed():
     """``reuse_verdicts`` changes how a verdict is reached, not which: resuming ignores it."""
     from runner.matrix import RunSettings
