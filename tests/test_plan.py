@@ -12,7 +12,8 @@ from runner.cli import main
 from runner.doctor import GpuInfo, Host
 from runner.errors import UserError
 from runner.matrix import load_matrix
-from runner.plan import ORACLE_TIMINGS, make_plan
+from runner.estimates import ORACLE_TIMINGS
+from runner.plan import make_plan
 from runner.run import RunOptions, reproduce
 
 #: one cell a CPU host runs (a local GGUF), one it cannot (ExLlamaV2 is CUDA only), sharing nothing
@@ -151,7 +152,7 @@ def test_all_plan_lists_every_paper_cell_uncut_with_needs_hours_and_the_fix_line
     assert "runner data fetch simcopilot" in out  # the data is missing in a fresh runner home
     assert "cannot start: SimCoPilot is not in" in out
     hours = {line.split(":")[0]: line for line in out.splitlines() if line.startswith(("generation:", "evaluation:"))}
-    assert "runner/plan.py's table per runtime and GPU class" in hours["generation"]
+    assert "runner/estimates.py's table per runtime and GPU class" in hours["generation"]
     if ORACLE_TIMINGS.is_file():
         assert "the reference oracle's 1,072 per-task timings" in hours["evaluation"]
     last = out.rstrip("\n").splitlines()[-1]
@@ -352,7 +353,7 @@ def _record_run(runs, name: str, matrix, cell_id: str, *, cpu: str, cores: int, 
 def test_an_earlier_run_on_this_hardware_gives_the_estimate_and_another_fingerprint_is_ignored(tmp_path, cpu_host):
     from datetime import datetime, timezone
 
-    from runner.plan import CELL_OVERHEAD_S
+    from runner.estimates import CELL_OVERHEAD_S
 
     matrix, runs = load_matrix(write(tmp_path)), tmp_path / "runs"
     tiny = "tiny/llamacpp/q8_0/baseline"
@@ -382,7 +383,7 @@ def test_an_earlier_run_on_this_hardware_gives_the_estimate_and_another_fingerpr
     assert cell.evaluation_hours * 3600 == pytest.approx(answers * 2.0 / 2)  # two workers
     assert (f"measured in run here on CPU {host.cpu} (2 cores): 1 cells, {answers + 2 * timed} samples"
             in plan.generation.basis)
-    assert "runner/plan.py's table per runtime and GPU class: 1 cells as on" in plan.generation.basis  # the GPU cell
+    assert "runner/estimates.py's table per runtime and GPU class: 1 cells as on" in plan.generation.basis  # the GPU cell
     assert plan.evaluation.basis.startswith(f"4 of 8 answers at the judging time measured on CPU {host.cpu} (2 cores)")
     big = next(c for c in plan.cells if c.id != tiny)  # estimated on an assumed GPU: nothing measured here applies
     assert (big.generation_basis, big.evaluation_measured) == ("table", 0)
@@ -409,7 +410,7 @@ def test_an_earlier_run_on_this_hardware_gives_the_estimate_and_another_fingerpr
 
 
 def test_the_hardware_class_is_the_gpus_names_else_the_cpus_model_and_cores():
-    from runner.plan import hardware_class, host_hardware
+    from runner.estimates import hardware_class, host_hardware
 
     h200 = [GpuInfo(index=i, name="NVIDIA H200", memory_gib=140, free_gib=140) for i in range(2)]
     assert host_hardware(Host(gpus=h200, cpu="Xeon", cpu_count=64)) == "2 x NVIDIA H200"
