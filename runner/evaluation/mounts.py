@@ -15,6 +15,7 @@ tmpfs after the bind.
 
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import os
@@ -104,16 +105,17 @@ def system_paths() -> tuple[str, ...]:
     return tuple(found)
 
 
-def _copied_and_bound() -> tuple[list[str], list[str], list[str]]:
+@functools.lru_cache(maxsize=1)
+def _copied_and_bound() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """What the root holds of the system: top-level links and /etc's entries, copied as they are,
-    and the folders it binds."""
+    and the folders it binds (looked up once a process: every sandboxed run asks)."""
     top, etc, bound = [], [], []
     for path in system_paths():
         if path.startswith("/etc/"):
             etc.append(path)
         else:
             (bound if os.path.isdir(path) and not os.path.islink(path) else top).append(path)
-    return top, etc, bound
+    return tuple(top), tuple(etc), tuple(bound)
 
 
 def in_system(path: Path) -> bool:
