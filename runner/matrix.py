@@ -76,6 +76,13 @@ class RunSettings(BaseModel):
     #: (runner.evaluation.verdicts; the sample says so in ``verdict_from``); false judges every answer
     #: afresh. It changes how a verdict is reached, not which: a run may be resumed with it switched
     reuse_verdicts: bool = True
+    #: cells run at once on one node (runner.executors.inprocess): None, as many as the node's GPUs
+    #: allow (one at a time on a host without GPUs). Accuracy phases overlap; a timed phase (latency,
+    #: sweep) waits until no other cell generates on its node (runner.activity's timing lock)
+    parallel_cells: int | None = Field(None, gt=0)
+    #: the noise floor: this many of a cell's tasks asked again after its accuracy phase, at the
+    #: accuracy phase's concurrency and once more at concurrency 1 (0: not measured)
+    repeat_tasks: int = Field(0, ge=0)
 
     @field_validator("sweep")
     @classmethod

@@ -409,7 +409,7 @@ class Reproduction:
 
 
 #: settings that change how a verdict is reached, never which: a run resumes with them switched
-_HOW_NOT_WHAT = ("reuse_verdicts",)
+_HOW_NOT_WHAT = ("reuse_verdicts", "parallel_cells")
 
 
 def _compared(matrix: dict, key: str):
