@@ -33,6 +33,9 @@ DEFAULT_JARS = {
     "RUNNER_HAMCREST_JAR": "/usr/share/java/hamcrest-core.jar",
 }
 LAUNCHER = "RunnerCompileAndTest"
+#: upstream's check (``javac -cp CP FILE``, then the console launcher) in one JVM: ours, an opt-in
+#: of upstream's scoring path (``upstream.SandboxedExecution``, ``java_path="one-jvm"``)
+ONE_JVM_LAUNCHER = "RunnerUpstreamOneJvm"
 _BUILD_LOCK = threading.Lock()
 # The launcher's key (deleted by it before the tester loads) and its authenticated record.
 _KEY_FILE = ".runner-key"
@@ -145,12 +148,13 @@ def java_version() -> str:
     return (out.stderr or out.stdout).strip().split("\n")[0]
 
 
-def _launcher(toolchain: JavaToolchain) -> Path:
-    """The compiled launcher, built once per source version into the runner's cache."""
-    source = Path(__file__).with_name(f"{LAUNCHER}.java")
+def _launcher(toolchain: JavaToolchain, name: str = LAUNCHER) -> Path:
+    """The compiled launcher ``name`` (a ``.java`` file beside this module), built once per source
+    version into the runner's cache."""
+    source = Path(__file__).with_name(f"{name}.java")
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-    target = cache_dir() / "evaluation" / f"java-launcher-{digest}"
-    built = target / f"{LAUNCHER}.class"
+    target = cache_dir() / "evaluation" / (f"java-launcher-{digest}" if name == LAUNCHER else f"java-{name}-{digest}")
+    built = target / f"{name}.class"
     with _BUILD_LOCK:
         if not built.is_file():
             target.mkdir(parents=True, exist_ok=True)
@@ -172,10 +176,21 @@ def launch_recorded(sandbox: Sandbox, workdir: Path, java: str, flags: list[str]
     return run, read_record(workdir, key)
 
 
-def install_launcher(toolchain: JavaToolchain, workdir: Path) -> None:
+def install_launcher(toolchain: JavaToolchain, workdir: Path, name: str = LAUNCHER) -> None:
     """Put the compiled launcher beside the tester (the sandbox's uid may not read the cache)."""
-    launcher = _launcher(toolchain)
+    launcher = _launcher(toolchain, name)
     shutil.copy2(launcher, workdir / launcher.name)
+
+
+def launch_one_jvm(sandbox: Sandbox, workdir: Path, java: str, flags: list[str], cp: str, filename: str,
+                   tester: str, limits: Limits) -> tuple[ExecResult, LaunchRecord | None]:
+    """Upstream's ``javac -cp CP FILE`` and its console launcher run, in one JVM (``RunnerUpstreamOneJvm``,
+    installed in ``workdir`` with ``install_launcher(..., ONE_JVM_LAUNCHER)``): the run and its keyed
+    record, whose phase is ``compile_error`` (javac's status, its diagnostics on stderr) or ``tested``."""
+    key = _arm(workdir)
+    run = sandbox.run([java, *flags, "-cp", cp, ONE_JVM_LAUNCHER, cp, filename, tester, _KEY_FILE, _RECORD_FILE],
+                      workdir, limits)
+    return run, read_record(workdir, key)
 
 
 def check_java(

@@ -532,6 +532,15 @@ def _seeded_bootstrap(up: Upstream, np, passed: int, total: int, seed: int, resa
 # -- upstream's test runs, in this project's sandbox ------------------------------------------------
 
 
+#: How upstream's Java check runs here. ``javac+java``: as upstream's ``execute_java_code`` does it,
+#: ``javac -cp CP FILE`` in one JVM, then the console launcher in a second. ``one-jvm`` (ours, an
+#: opt-in): the same javac arguments through ``javax.tools`` and the same launcher run, in one JVM
+#: (``RunnerUpstreamOneJvm.java``), compile and tests then sharing one run's time, CPU and heap limits.
+#: ``bench/eval_throughput.py --java-paths`` compares the two on the Java oracle.
+JAVA_PATHS = ("javac+java", "one-jvm")
+DEFAULT_JAVA_PATH = "javac+java"
+
+
 class SandboxedExecution:
     """Upstream's ``execute_with_timeout`` for one program, run in a ``Sandbox`` under ``Limits``.
 
@@ -542,9 +551,13 @@ class SandboxedExecution:
     the program, the folder) and runs the console launcher on the tester class.
     """
 
-    def __init__(self, program: Program, sandbox, limits, python: str, toolchain=None, junit_jar: Path | None = None):
+    def __init__(self, program: Program, sandbox, limits, python: str, toolchain=None, junit_jar: Path | None = None,
+                 java_path: str | None = None):
         self.program, self.sandbox, self.limits, self.python = program, sandbox, limits, python
         self.toolchain, self.junit_jar = toolchain, junit_jar
+        self.java_path = java_path or DEFAULT_JAVA_PATH
+        if self.java_path not in JAVA_PATHS:
+            raise ValueError(f"java_path {self.java_path!r}: one of {', '.join(JAVA_PATHS)}")
 
     def __call__(self, merged_code: str, test_case: str, source_code_path: str, timeout: float) -> str:
         from runner.evaluation.python_check import PYTHON_ENV, copy_data
@@ -579,6 +592,8 @@ class SandboxedExecution:
         extra = [] if self.junit_jar is not None else [str(p) for p in tool.classpath]
         cp = ":".join([str(console), *jars, ".", *extra])
         (workdir / filename).write_text(merged_code, encoding="utf-8")
+        if self.java_path == "one-jvm":
+            return self._java_one_jvm(tool, workdir, flags, cp, filename, limits)
         compiled = self.sandbox.run([tool.javac, *[f"-J{f}" for f in flags], "-cp", cp, filename], workdir, limits)
         if compiled.timed_out:
             return "Timeout: Execution exceeded time limit."
@@ -591,6 +606,21 @@ class SandboxedExecution:
         run, record = java_check.launch_recorded(self.sandbox, workdir, tool.java, flags, cp, "test",
                                                  Path(filename).stem, limits)
         if not run.timed_out and (record is None or record.phase != "tested" or record.exit_code != run.exit_code):
+            return f"Error: the JVM ended without the launcher's completion record\n{run.stderr_tail}"
+        return self._answer(run)
+
+    def _java_one_jvm(self, tool, workdir: Path, flags: list[str], cp: str, filename: str, limits) -> str:
+        """``_java``'s two runs in one JVM, answering as they do (``java_path="one-jvm"``)."""
+        from runner.evaluation import java_check
+
+        java_check.install_launcher(tool, workdir, java_check.ONE_JVM_LAUNCHER)
+        run, record = java_check.launch_one_jvm(self.sandbox, workdir, tool.java, flags, cp, filename,
+                                                Path(filename).stem, limits)
+        if run.timed_out:
+            return "Timeout: Execution exceeded time limit."
+        if record is not None and record.phase == "compile_error" and record.exit_code == run.exit_code:
+            return f"Error: Compilation error: {run.stderr_tail or run.stdout[-4000:]}"
+        if record is None or record.phase != "tested" or record.exit_code != run.exit_code:
             return f"Error: the JVM ended without the launcher's completion record\n{run.stderr_tail}"
         return self._answer(run)
 
