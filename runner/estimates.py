@@ -23,7 +23,14 @@ whose every assumption is in the tables below:
   demo's plan within ``DEMO_BAND`` of it; ``bench/plan_accuracy.py`` compares a plan with a run).
 - **evaluation**, else: the per-task ``seconds`` that the reference oracle recorded
   (``bench/results/oracle-simcopilot-2024-upstream.jsonl``, in a checkout; its per-language mean for
-  a task it lacks), else ``EVAL_SECONDS``; run on one worker per core, beside generation.
+  a task it lacks), else ``EVAL_SECONDS``; run on one worker per core, beside generation. A
+  technique cell's (``baseline_of``) is cut by the share of its answers expected to repeat its
+  baseline's, whose verdicts the verdict cache hands over (``settings.reuse_verdicts``): as earlier
+  runs in the runs folder measured it (``verdict_reuse``, any hardware), else ``TECHNIQUE_REUSE``.
+- **the run**: ``simulate`` places the cells on the node's GPUs (``settings.parallel_cells`` at most)
+  or a cluster's nodes as the executors do, each generation split where the node's timing lock
+  splits it (``GenerationTime``: the load; the untimed phases, shared; the timed ones, alone); the
+  run ends with the schedule or with the evaluation pool's work, whichever is later.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -141,6 +149,20 @@ def host_hardware(host) -> str:
     return hardware_class([g.name for g in host.gpus], host.cpu or cpu_model(), host.cpu_count or os.cpu_count() or 0)
 
 
+class GenerationTime(BaseModel):
+    """A cell's generation in the parts the node's timing lock (``runner.activity``) treats apart: the
+    load, which takes no lock; the untimed phases (warm-up, accuracy), which share the node with other
+    cells; the timed phases (latency, sweep), which hold the node alone."""
+
+    load_s: float
+    untimed_s: float
+    timed_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.load_s + self.untimed_s + self.timed_s
+
+
 class MeasuredCell(BaseModel):
     """A finished cell of an earlier run on this hardware, as the plan scales it."""
 
@@ -155,11 +177,12 @@ class MeasuredCell(BaseModel):
     sweep_s: float
     samples: int
 
-    def seconds(self, accuracy: int, latency: int, overhead: float) -> float | None:
+    def generation(self, accuracy: int, latency: int, overhead: float) -> "GenerationTime | None":
         """Its time for ``accuracy`` answers and ``latency`` timed tasks; None where it measured none to scale."""
         if (accuracy and not self.accuracy_n) or (latency and not self.latency_n):
             return None
-        return self.load_s + overhead + self.accuracy_s * accuracy + self.latency_s * latency + self.sweep_s
+        return GenerationTime(load_s=self.load_s + overhead, untimed_s=self.accuracy_s * accuracy,
+                              timed_s=self.latency_s * latency + self.sweep_s)
 
 
 class EarlierRuns(BaseModel):
@@ -366,8 +389,8 @@ def served_gib(source: ModelSource) -> float | None:
     return min(known) if known else None
 
 
-def generation_seconds(matrix: Matrix, cell: Cell, tasks: CellWork, device: str, gbps: float,
-                        threads: int = CPU_FIT_THREADS) -> float | None:
+def generation_time(matrix: Matrix, cell: Cell, tasks: CellWork, device: str, gbps: float,
+                    threads: int = CPU_FIT_THREADS) -> GenerationTime | None:
     """The cell's serving time under the module's assumptions (None: the weights' size is unknown)."""
     from runner.runtimes import get_runtime
 
@@ -395,8 +418,269 @@ def generation_seconds(matrix: Matrix, cell: Cell, tasks: CellWork, device: str,
     warm = 1.0 if cell.techniques.get("prefix_cache") == "off" else WARM_PREFILL_SHARE.get(cell.runtime, 1.0)
     per_task = sum(request(prompt * (warm if s == "warm" else 1.0), output) for s in states)
     per_task += prompt / prefill * (("warm" in states) + ("replay" in states))  # primers
-    latency = tasks.latency * per_task + settings.warmup_requests * request(prompt, 16)
+    latency = tasks.latency * per_task
+    warmup = settings.warmup_requests * request(prompt, 16)
     sweep = sum(settings.sweep_requests * request(prompt, settings.max_tokens) / gain(level)
                 for level in settings.sweep) if settings.sweep_requests else 0.0
     load = served / LOAD_GIBPS + STARTUP_S[device].get(cell.runtime, 30.0)
-    return accuracy + latency + sweep + load + CELL_OVERHEAD_S[device]
+    return GenerationTime(load_s=load + CELL_OVERHEAD_S[device], untimed_s=warmup + accuracy, timed_s=latency + sweep)
+
+
+# -- verdicts reused ----------------------------------------------------------------------------------
+#: the share of a technique cell's answers assumed to repeat its baseline's (so its verdicts come from
+#: the verdict cache, ``settings.reuse_verdicts``) where no earlier run in the runs folder measured it.
+#: A demo run on the 2-core VM reused 24 of its 3 technique cells' 24 verdicts and 158 of 248 over all
+#: ten cells (the quantization rungs and vLLM repeating the Q4_K_M rung's answers); 0.6 stays below the
+#: techniques' own 100%: eight answers each of a 0.5B model are a thin basis, and a quantized KV cache
+#: or speculation under batching can change a token. Other cells (new weights, runtime or prompt
+#: style) are assumed to reuse none: their answers are the quantity measured.
+TECHNIQUE_REUSE = 0.6
+
+
+def baseline_of(cell: Cell, cells: list[Cell]) -> Cell | None:
+    """The cell ``cell`` is compared with as a technique (``runner.report.comparisons``' rule): same
+    model, runtime, quantization and prompt style, the fewest switches that are a strict subset of its
+    own; None: ``cell`` is no technique cell."""
+    mine = set(cell.techniques.items())
+    candidates = [o for o in cells if o.model == cell.model and o.runtime == cell.runtime
+                  and o.quantization == cell.quantization and o.prompt_style == cell.prompt_style
+                  and set(o.techniques.items()) < mine]
+    return min(candidates, key=lambda o: len(o.techniques)) if candidates else None
+
+
+class VerdictReuse(BaseModel):
+    """Technique cells' judged answers in earlier runs, and how many of them repeated an answer of their
+    baseline's group in the same run (its verdict taken from the cache)."""
+
+    answers: int = 0
+    reused: int = 0
+    runs: dict[str, int] = Field(default_factory=dict)  # run -> technique answers counted
+
+    @property
+    def share(self) -> float | None:
+        return min(self.reused / self.answers, 1.0) if self.answers else None
+
+
+def verdict_reuse(runs_dir: Path | None) -> VerdictReuse:
+    """``VerdictReuse`` over every run in ``runs_dir`` that reused verdicts, whatever its hardware (which
+    answers repeat is the models' doing, not the machine's). A reuse counts where the verdict came from
+    a cell of the same group (the technique cells and their baselines) of the same run, in either
+    direction: cells running at once may judge a technique's answer first and reuse it for the baseline,
+    the pair judging one verdict either way. Verdicts of an earlier run of the same matrix are left out:
+    a rerun reusing them all says nothing of what a technique changes."""
+    from runner.records import Outcome
+    from runner.store import RunStore
+
+    found = VerdictReuse()
+    if runs_dir is None or not Path(runs_dir).is_dir():
+        return found
+    for folder in sorted(Path(runs_dir).iterdir()):
+        store = RunStore(folder, notice=lambda _: None)
+        if not store.exists():
+            continue
+        try:
+            manifest = store.read_manifest()
+            # a run made before the verdict cache has no such setting, and judged every answer
+            if (manifest.matrix.get("settings") or {}).get("reuse_verdicts") is not True:
+                continue
+            # only cells that have a record: the store's readers would make a missing cell's folder
+            started = [c for c in manifest.cells if (folder / "cells" / c.slug / "cell.json").is_file()]
+            groups: dict[str, set[str]] = {}  # baseline id -> the ids of it and its technique cells
+            technique: dict[str, str] = {}  # technique cell id -> its baseline's
+            for cell in started:
+                base = baseline_of(cell, started)
+                if base is not None:
+                    technique[cell.id] = base.id
+                    groups.setdefault(base.id, {base.id}).add(cell.id)
+            if not technique:
+                continue
+            answers = reused = 0
+            for cell in started:
+                group = groups.get(technique.get(cell.id, cell.id))
+                if group is None:
+                    continue
+                for sample in store.latest_samples(cell):
+                    if sample.phase != "accuracy" or sample.outcome in (None, Outcome.error) or sample.error:
+                        continue
+                    answers += cell.id in technique
+                    run, _, source = (sample.verdict_from or "").partition("/")
+                    reused += run == manifest.name and source in group
+        except (UserError, OSError, ValueError):
+            continue  # a damaged or foreign folder: its figures are not worth a refusal
+        if answers:
+            found.answers += answers
+            found.reused += min(reused, answers)
+            found.runs[manifest.name] = found.runs.get(manifest.name, 0) + answers
+    return found
+
+
+# -- the schedule: cells at once on a node's GPUs, timed phases alone -----------------------------------
+class ScheduleNode(BaseModel):
+    """A node cells are placed on (this host in process, a cluster's node under Ray)."""
+
+    name: str
+    gpus: int  # 0: its cells run on its CPUs
+    cells_at_once: int | None = None  # ``settings.parallel_cells`` or its default (None: as GPUs allow)
+    cpu_cells: int | None = None  # cells without GPUs it holds at once (None: no limit but the above)
+
+
+class ScheduleItem(BaseModel):
+    """One cell as the schedule sees it: the GPUs it holds, its generation's parts, its judging."""
+
+    id: str
+    gpus: int
+    load_h: float
+    untimed_h: float
+    timed_h: float
+    eval_h: float
+
+    @property
+    def sequential_h(self) -> float:
+        """Alone: its answers judged while it generates, the longer of the two."""
+        return max(self.load_h + self.untimed_h + self.timed_h, self.eval_h)
+
+
+class Span(BaseModel):
+    start_h: float
+    end_h: float
+
+
+class ScheduledCell(BaseModel):
+    """Where and when a cell runs in the simulated schedule, hours from the run's start."""
+
+    id: str
+    node: str
+    gpu_ids: list[int]
+    start_h: float  # its GPUs taken; it loads
+    untimed: Span | None  # its accuracy phase, sharing the node
+    timed: Span | None  # its latency and sweep, the node's timing lock held alone
+    end_h: float  # its generation and its answers' judging both over: its GPUs free
+
+
+class Schedule(BaseModel):
+    """The simulated run: each cell placed, the run's end, and what one cell at a time would take."""
+
+    nodes: list[ScheduleNode]
+    cells: list[ScheduledCell]
+    makespan_h: float
+    sequential_h: float
+    judging_h: float  # every answer's judging on the evaluation pool, end to end
+    at_once: int  # the most cells running together
+
+    @property
+    def hours(self) -> float:
+        """The run's end: the schedule's, unless the evaluation pool, shared by every cell, ends later."""
+        return max(self.makespan_h, self.judging_h)
+
+
+@dataclass
+class _Running:
+    item: ScheduleItem
+    node: int
+    gpu_ids: list[int]
+    start: float
+    stage: str = "load"  # load, wait-shared, untimed, wait-timed, timed, tail
+    ends: float = 0.0  # the running stage's end
+    untimed: Span | None = None
+    timed: Span | None = None
+    generated: float = 0.0
+
+
+_EPS = 1e-9
+
+
+def simulate(items: list[ScheduleItem], nodes: list[ScheduleNode]) -> Schedule:
+    """Place ``items`` in order on ``nodes`` as the executors do: a cell starts when a node has its GPUs
+    free (and a cell slot), a cell that does not fit yet letting a smaller one behind it start, on the
+    first node that fits; a cell needing more GPUs than any node has takes the largest whole. Each node
+    has ``runner.activity``'s timing lock: an untimed phase holds it shared, a timed one alone, granted
+    in the order asked, so that a waiting timed phase holds back untimed phases asked after it. A cell
+    loads without it, and keeps its GPUs until the longer of its generation and its judging is over
+    (the plan's model of judging beside generation, as for one cell at a time)."""
+    widest = max((n.gpus for n in nodes), default=0)
+    free = [list(range(n.gpus)) for n in nodes]
+    holders: list[list[_Running]] = [[] for _ in nodes]  # of the lock
+    asked: list[list[tuple[_Running, bool]]] = [[] for _ in nodes]  # (cell, exclusive), in order
+    waiting = list(items)
+    running: list[_Running] = []
+    placed: dict[str, ScheduledCell] = {}
+    now, at_once = 0.0, 0
+
+    def need(item: ScheduleItem, node: ScheduleNode) -> int | None:
+        if not node.gpus:
+            return 0 if (item.gpus == 0 or widest == 0) else None
+        if item.gpus > widest:
+            return node.gpus if node.gpus == widest else None
+        return item.gpus if item.gpus else 0
+
+    def fits(item: ScheduleItem, index: int) -> bool:
+        node, gpus = nodes[index], need(item, nodes[index])
+        if gpus is None:
+            return False
+        here = [r for r in running if r.node == index]
+        if node.cells_at_once is not None and len(here) >= node.cells_at_once:
+            return False
+        if gpus == 0 and node.cpu_cells is not None and sum(not r.gpu_ids for r in here) >= node.cpu_cells:
+            return False
+        return len(free[index]) >= gpus
+
+    def advance(run: _Running) -> None:
+        """Its next stage, from ``now``."""
+        order = ("load", "wait-shared", "untimed", "wait-timed", "timed", "tail")
+        stage = order[order.index(run.stage) + 1]
+        if stage == "wait-shared" and run.item.untimed_h <= 0:
+            stage = "wait-timed"
+        if stage == "wait-timed" and run.item.timed_h <= 0:
+            stage = "tail"
+        run.stage = stage
+        if stage in ("wait-shared", "wait-timed"):
+            asked[run.node].append((run, stage == "wait-timed"))
+        elif stage == "tail":
+            run.generated = now
+            run.ends = max(now, run.start + run.item.eval_h)
+
+    while waiting or running:
+        for item in list(waiting):
+            index = next((i for i in range(len(nodes)) if fits(item, i)), None)
+            if index is None:
+                continue
+            gpus = need(item, nodes[index]) or 0
+            run = _Running(item=item, node=index, gpu_ids=free[index][:gpus], start=now, ends=now + item.load_h)
+            del free[index][:gpus]
+            waiting.remove(item)
+            running.append(run)
+        at_once = max(at_once, len(running))
+        if not running:
+            raise ValueError("a cell fits no node of the schedule")  # need() always finds one: a bug
+        for index in range(len(nodes)):
+            while asked[index]:
+                run, exclusive = asked[index][0]
+                held = holders[index]
+                if (exclusive and held) or any(h.stage == "timed" for h in held):
+                    break
+                asked[index].pop(0)
+                held.append(run)
+                run.stage = "timed" if exclusive else "untimed"
+                length = run.item.timed_h if exclusive else run.item.untimed_h
+                run.ends = now + length
+                span = Span(start_h=now, end_h=now + length)
+                run.timed, run.untimed = (span, run.untimed) if exclusive else (run.timed, span)
+        now = min(r.ends for r in running if r.stage in ("load", "untimed", "timed", "tail"))
+        for run in list(running):
+            if run.stage not in ("load", "untimed", "timed", "tail") or run.ends > now + _EPS:
+                continue
+            if run.stage in ("untimed", "timed"):
+                holders[run.node].remove(run)
+            if run.stage != "tail":
+                advance(run)
+                if run.stage != "tail" or run.ends > now + _EPS:
+                    continue
+            running.remove(run)
+            free[run.node] = sorted(free[run.node] + run.gpu_ids)
+            placed[run.item.id] = ScheduledCell(id=run.item.id, node=nodes[run.node].name, gpu_ids=run.gpu_ids,
+                                                start_h=run.start, untimed=run.untimed, timed=run.timed,
+                                                end_h=run.ends)
+    cells = [placed[item.id] for item in items]
+    return Schedule(nodes=nodes, cells=cells, makespan_h=max((c.end_h for c in cells), default=0.0),
+                    sequential_h=sum(item.sequential_h for item in items),
+                    judging_h=sum(item.eval_h for item in items), at_once=at_once)

@@ -23,9 +23,10 @@ from runner.errors import UserError
 from runner.matrix import Matrix, ModelSource
 from runner.paths import cache_dir
 from runner.estimates import (CELL_OVERHEAD_S, CPU_GBPS_MAX, CPU_GBPS_PER_THREAD, OUTPUT_FRACTION, REFERENCE_GPU,
-                               SIMCOPILOT_PROMPT_TOKENS, TENSOR_PARALLEL_EFFICIENCY, EarlierRuns, JudgingTimes,
-                               MeasuredCell, cell_work, earlier_runs, eval_seconds, generation_seconds,
-                               gpu_bandwidth, host_hardware, oracle_seconds, timing_key)
+                               SIMCOPILOT_PROMPT_TOKENS, TECHNIQUE_REUSE, TENSOR_PARALLEL_EFFICIENCY, EarlierRuns,
+                               GenerationTime, JudgingTimes, MeasuredCell, Schedule, ScheduleItem, ScheduleNode,
+                               VerdictReuse, baseline_of, cell_work, earlier_runs, eval_seconds, generation_time,
+                               gpu_bandwidth, host_hardware, oracle_seconds, simulate, timing_key, verdict_reuse)
 from runner.records import Cell
 
 #: publishers whose repositories on the Hugging Face hub are gated (a licence to accept, HF_TOKEN)
@@ -57,11 +58,19 @@ class PlannedCell(BaseModel):
     tasks: int | None  # accuracy tasks it answers
     estimated_on: str  # the hardware class its hours assume
     generation_hours: float | None
-    evaluation_hours: float | None
+    #: of ``generation_hours``: the model's load (no lock), and the timed phases, which hold the node alone
+    load_hours: float | None = None
+    timed_hours: float | None = None
+    evaluation_hours: float | None  # with the verdicts expected from the cache taken off
     #: what its generation hours rest on: "table", or "run <name>" (its cell measured on this hardware)
     generation_basis: str = "table"
     #: of its answers, how many are judged in the time an earlier run here measured (per task or language)
     evaluation_measured: int = 0
+    #: a technique cell's baseline (``runner.estimates.baseline_of``), and the share of its answers
+    #: expected to repeat the baseline's, their verdicts reused rather than judged
+    baseline: str | None = None
+    reuse: float = 0.0
+    evaluation_reused_hours: float = 0.0  # what judging the reused verdicts afresh would take
 
 
 class Reason(BaseModel):
@@ -137,9 +146,10 @@ class Plan(BaseModel):
     cells: list[PlannedCell]
     reasons: list[Reason]
     disk: DiskTotal
-    generation: Estimate
+    generation: Estimate  # the cells' generation, one after another
     evaluation: Estimate
-    run: Estimate  # evaluation beside generation: per cell the longer of the two
+    run: Estimate  # the schedule's: cells at once where the node allows, evaluation beside generation
+    schedule: Schedule | None = None  # None: no cell's hours are known
 
     @property
     def unrunnable(self) -> list[PlannedCell]:
@@ -206,9 +216,14 @@ class Plan(BaseModel):
                    f"cached, {d.needed_gib:.1f} GiB to get{free}{short}")
         if d.unknown:
             out.append(f"  size unknown (no disk_gib in the matrix): {', '.join(d.unknown)}")
-        for label, estimate in (("generation", self.generation), ("evaluation", self.evaluation),
-                                ("whole run", self.run)):
+        for label, estimate in (("generation", self.generation), ("evaluation", self.evaluation)):
             out.append(f"{label}: {_hours(estimate.hours)} h ({estimate.basis})")
+        s = self.schedule
+        if s is not None and s.at_once > 1:
+            out.append(f"whole run: {_hours(self.run.hours)} h with up to {s.at_once} cells at once "
+                       f"(sequential: {_hours(s.sequential_h)} h; {self.run.basis})")
+        else:
+            out.append(f"whole run: {_hours(self.run.hours)} h ({self.run.basis})")
         out.append("")
         for problem in self.problems:
             out.append(f"cannot start: {problem}")
@@ -509,6 +524,9 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
     languages = {t.id: t.language.value for t in benchmark.tasks} if benchmark is not None else {
         task: language for task, (language, _) in oracle_seconds().items()}
     judged = JudgingTimes.of(earlier, matrix.benchmark, languages)
+    # which answers repeat is the models' doing, not the hardware's: any run in the folder tells
+    reuse = verdict_reuse(runs_dir) if matrix.settings.reuse_verdicts else None
+    share = 0.0 if reuse is None else reuse.share if reuse.share is not None else TECHNIQUE_REUSE
     dumped = matrix.resolved()
     used: dict[str, list[MeasuredCell]] = {}
     classes: dict[str, int] = {}
@@ -536,25 +554,32 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
             gbps = gbps * (1 + (gpus - 1) * TENSOR_PARALLEL_EFFICIENCY)
         there, measured = _cached(matrix, cell.model, cell.quantization)
         tasks = cell_work(matrix, benchmark, selected, latency, cell, judged if on_this_host else None)
-        seconds, basis = None, "table"
+        time: GenerationTime | None = None
+        basis = "table"
         key = timing_key(matrix.benchmark, dumped["models"], dumped["settings"], cell) if on_this_host else None
         if earlier is not None and key in earlier.cells:
             match = earlier.cells[key]
-            seconds = match.seconds(sum(tasks.by_language.values()), tasks.latency, CELL_OVERHEAD_S[device])
-            if seconds is not None:
+            time = match.generation(sum(tasks.by_language.values()), tasks.latency, CELL_OVERHEAD_S[device])
+            if time is not None:
                 basis = f"run {match.run}"
                 used.setdefault(match.run, []).append(match)
-        if seconds is None:
-            seconds = generation_seconds(matrix, cell, tasks, device, gbps, matrix.settings.threads or workers)
+        if time is None:
+            time = generation_time(matrix, cell, tasks, device, gbps, matrix.settings.threads or workers)
             classes[label] = classes.get(label, 0) + 1
+        baseline = baseline_of(cell, matrix.cells)
+        reused = share if baseline is not None else 0.0
         cells.append(PlannedCell(
             id=cell.id, cell=cell, runnable=verdict.runnable, device=verdict.device, reason=verdict.reason,
             gpus=gpus_needed if device == "gpu" else 0, gpu_memory_gib=source.gpu_memory_gib,
             gpu_memory_here_gib=here, weights=source.describe(),
             disk_gib=measured if measured is not None else source.disk_gib, cached=there, tasks=sum(tasks.by_language.values()),
-            estimated_on=label, generation_hours=None if seconds is None else seconds / 3600,
-            evaluation_hours=tasks.eval_seconds / workers / 3600, generation_basis=basis,
-            evaluation_measured=tasks.eval_measured if on_this_host else 0))
+            estimated_on=label, generation_hours=None if time is None else time.total_s / 3600,
+            load_hours=None if time is None else time.load_s / 3600,
+            timed_hours=None if time is None else time.timed_s / 3600,
+            evaluation_hours=tasks.eval_seconds * (1 - reused) / workers / 3600, generation_basis=basis,
+            evaluation_measured=tasks.eval_measured if on_this_host else 0,
+            baseline=baseline.id if baseline is not None else None, reuse=reused,
+            evaluation_reused_hours=tasks.eval_seconds * reused / workers / 3600))
 
     reasons: dict[str, list[str]] = {}
     for c in cells:
@@ -565,7 +590,25 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
                 data=data, token=token_check(matrix), problems=problems, cells=cells,
                 reasons=[Reason(reason=r, cells=ids) for r, ids in reasons.items()],
                 disk=_disk(matrix, host.free_disk_gib if in_process else None),
-                **_totals(matrix, cells, classes, selected is not None, workers, earlier, used))
+                **_totals(matrix, cells, classes, selected is not None, workers, earlier, used, reuse,
+                          _nodes(matrix, host, executor if not in_process else None)))
+
+
+def _nodes(matrix: Matrix, host, executor) -> list[ScheduleNode]:
+    """Where the cells run at once: this host (``host``), or the nodes of ``executor``'s cluster."""
+    at_once = matrix.settings.parallel_cells
+    if executor is None:  # as runner.executors.inprocess: one cell per GPU, one at a time without GPUs
+        return [ScheduleNode(name="this host", gpus=len(host.gpus), cells_at_once=at_once or max(1, len(host.gpus)))]
+    listing = getattr(executor, "nodes", None)
+    try:
+        found = listing() if listing is not None else []
+    except Exception:  # noqa: BLE001 - the nodes only shape an estimate; executor.plan has already spoken
+        found = []
+    # a cell without GPUs asks Ray for its threads' CPUs (runner.executors.ray_cluster)
+    threads = matrix.settings.threads or 1
+    nodes = [ScheduleNode(name=n.host, gpus=int(n.gpus), cpu_cells=int(n.cpus) // threads)
+             for n in found if int(n.gpus) or int(n.cpus) >= threads]
+    return nodes or [ScheduleNode(name="the cluster (its nodes unknown)", gpus=0, cells_at_once=1)]
 
 
 def _cpu_cell(matrix: Matrix, cell: Cell, host) -> bool:
@@ -593,8 +636,8 @@ def _disk(matrix: Matrix, free_gib: float | None) -> DiskTotal:
 
 
 def _totals(matrix: Matrix, cells: list[PlannedCell], classes: dict[str, int], measured_prompts: bool,
-            workers: int, earlier: EarlierRuns | None = None,
-            used: dict[str, list[MeasuredCell]] | None = None) -> dict[str, Estimate]:
+            workers: int, earlier: EarlierRuns | None = None, used: dict[str, list[MeasuredCell]] | None = None,
+            reuse: VerdictReuse | None = None, nodes: list[ScheduleNode] | None = None) -> dict:
     gen = [c.generation_hours for c in cells]
     evals = [c.evaluation_hours for c in cells]
     unknown = [c.id for c in cells if c.generation_hours is None]
@@ -624,10 +667,69 @@ def _totals(matrix: Matrix, cells: list[PlannedCell], classes: dict[str, int], m
         eval_basis = (f"{measured} of {total} answers at the judging time measured on {earlier.hardware} in {named} "
                       f"(per task, else per language)" + (f"; the rest: {eval_basis}" if measured < total
                                                          else f", on {workers} workers (one per core here)"))
+    eval_basis += _reuse_basis(cells, reuse)
     known = [g for g in gen if g is not None]
+    schedule = None
+    if known:
+        items = [ScheduleItem(id=c.id, gpus=matrix.request(c.cell).gpus, load_h=c.load_hours or 0.0,
+                              untimed_h=(c.generation_hours or 0.0) - (c.load_hours or 0.0) - (c.timed_hours or 0.0),
+                              timed_h=c.timed_hours or 0.0, eval_h=c.evaluation_hours or 0.0) for c in cells]
+        schedule = simulate(items, nodes or [ScheduleNode(name="this host", gpus=0, cells_at_once=1)])
     return {
         "generation": Estimate(hours=sum(known) if known else None, basis=gen_basis),
         "evaluation": Estimate(hours=sum(evals), basis=eval_basis),
-        "run": Estimate(hours=sum(max(g or 0.0, e or 0.0) for g, e in zip(gen, evals)) if known else None,
-                        basis="each cell's answers are judged while it generates: per cell the longer of the two"),
+        "run": Estimate(hours=schedule.hours if schedule else None,
+                        basis=_run_basis(matrix, schedule, workers, unknown) if schedule else
+                        "no cell's generation hours are known"),
+        "schedule": schedule,
     }
+
+
+def _reuse_basis(cells: list[PlannedCell], reuse: VerdictReuse | None) -> str:
+    """What the evaluation figure takes off for verdicts the cache hands over, and on what basis."""
+    techniques = [c for c in cells if c.baseline is not None]
+    if not techniques:
+        return ""
+    if reuse is None:
+        return (f"; no verdict reused (settings.reuse_verdicts = false): the {len(techniques)} technique cells "
+                "judged afresh")
+    saved = sum(c.evaluation_reused_hours for c in techniques)
+    share = techniques[0].reuse
+    if reuse.share is not None:
+        runs = ", ".join(f"run {run}" for run in reuse.runs)
+        why = f"measured in {runs}: {reuse.reused} of {reuse.answers} technique answers"
+    else:
+        why = "assumed: runner/estimates.py TECHNIQUE_REUSE; no earlier run here measured it"
+    return (f"; reuse: {share:.0%} of the {len(techniques)} technique cells' answers take their baseline's "
+            f"verdict ({why}), {_hours(saved)} h less; other cells: none assumed")
+
+
+def _run_basis(matrix: Matrix, schedule: Schedule, workers: int, unknown: list[str]) -> str:
+    at_once = matrix.settings.parallel_cells
+    nodes = schedule.nodes
+    if len(nodes) == 1 and nodes[0].name == "this host":
+        gpus = nodes[0].gpus
+        if gpus == 1 and not at_once:
+            where = "one cell at a time on this host's GPU (one per GPU)"
+        elif gpus and at_once == 1:
+            where = f"one cell at a time on this host's {gpus} GPUs (settings.parallel_cells = 1)"
+        elif gpus:
+            limit = f"{at_once} at most (settings.parallel_cells)" if at_once else "one per GPU at most"
+            where = f"cells in matrix order on this host's {gpus} GPUs as their GPUs free up, {limit}"
+        elif (at_once or 1) > 1:
+            where = f"{at_once} cells at once on this host's CPU (settings.parallel_cells)"
+        else:
+            where = "one cell at a time: this host has no GPU (settings.parallel_cells = N runs N at once)"
+    elif nodes[0].name.startswith("the cluster"):
+        where = "one cell at a time: the cluster's nodes could not be listed"
+    else:
+        where = (f"cells over the cluster's {len(nodes)} nodes ({sum(n.gpus for n in nodes)} GPUs) as their "
+                 "GPUs free up")
+    basis = where + ("; timed phases (latency, sweep) alone on their node" if schedule.at_once > 1 else "")
+    basis += "; each cell's answers judged while it generates, the cell done when the longer of the two ends"
+    if schedule.judging_h > schedule.makespan_h:
+        basis += (f"; the evaluation pool ends the run: {_hours(schedule.judging_h)} h of judging on {workers} "
+                  f"workers, the cells' schedule {_hours(schedule.makespan_h)} h")
+    if unknown:
+        basis += f"; {len(unknown)} cells left out: their weights' size is unknown"
+    return basis

@@ -312,10 +312,13 @@ def test_the_demos_plan_on_a_2_core_cpu_is_within_the_band_of_its_measured_durat
 
 
 def _record_run(runs, name: str, matrix, cell_id: str, *, cpu: str, cores: int, accuracy_s: float,
-                latency_s: float, eval_s: float, load_s: float = 4.0, started=None):
+                latency_s: float, eval_s: float, load_s: float = 4.0, started=None, reused: int = 0,
+                reused_from: str | None = None):
     """A finished run as ``runner reproduce`` leaves it (manifest, cell record, samples), written
     through the store: ``cell_id``'s planned tasks answered one after another, ``accuracy_s`` each,
-    its latency tasks cold then warm, ``latency_s`` per task, every answer judged in ``eval_s``."""
+    its latency tasks cold then warm, ``latency_s`` per task, every answer judged in ``eval_s``, the
+    first ``reused`` of them with the verdict of ``reused_from`` (``<run>/<cell id>``). Recording
+    another cell under the same ``name`` adds it to that run."""
     from datetime import datetime, timedelta, timezone
 
     from runner.benchmarks import load_benchmark
@@ -333,9 +336,10 @@ def _record_run(runs, name: str, matrix, cell_id: str, *, cpu: str, cores: int, 
     store.write_manifest(Manifest(name=name, matrix=matrix.resolved(), cells=matrix.cells, started_at=started,
                                   fingerprint=Fingerprint(hostname="elsewhere", cpu=cpu, cpu_count=cores)))
     clock = started + timedelta(seconds=load_s)
-    for task in cell_tasks(matrix, bench, selected, cell):
+    for index, task in enumerate(cell_tasks(matrix, bench, selected, cell)):
         store.append_sample(cell, Sample(task_id=task.id, cell_id=cell.id, prompt_style=cell.prompt_style,
                                          prompt_sha256="0" * 64, outcome=Outcome.fail, eval_seconds=eval_s,
+                                         verdict_from=reused_from if index < reused else None,
                                          started_at=clock, finished_at=clock + timedelta(seconds=accuracy_s)))
         clock += timedelta(seconds=accuracy_s)
     for task in cell_latency_tasks(matrix, latency, cell):
@@ -380,6 +384,9 @@ def test_an_earlier_run_on_this_hardware_gives_the_estimate_and_another_fingerpr
     assert cell.generation_basis == "run here"
     assert cell.generation_hours * 3600 == pytest.approx(4.0 + CELL_OVERHEAD_S["cpu"] + answers * 3.0 + timed * 5.0)
     assert cell.evaluation_measured == answers == 4
+    # of which the latency phase holds the node alone: the part a schedule of cells at once serializes
+    assert cell.timed_hours * 3600 == pytest.approx(timed * 5.0)
+    assert cell.load_hours * 3600 == pytest.approx(4.0 + CELL_OVERHEAD_S["cpu"])
     assert cell.evaluation_hours * 3600 == pytest.approx(answers * 2.0 / 2)  # two workers
     assert (f"measured in run here on CPU {host.cpu} (2 cores): 1 cells, {answers + 2 * timed} samples"
             in plan.generation.basis)
@@ -431,3 +438,262 @@ def test_a_cell_resumed_over_two_sittings_is_not_a_measurement(tmp_path, cpu_hos
     cell = next(c for c in make_plan(matrix, host=TWO_CORES, runs_dir=runs).cells if c.id == tiny)
     assert cell.generation_basis == "table"
     assert cell.evaluation_measured == 4  # its verdicts' times still count: each answer was judged once
+
+
+# -- the run's hours: cells at once on a node's GPUs, verdicts reused ------------------------------------------
+#: three models whose weights need 1, 2 and 4 GPUs; the 1-GPU one with a second quantization and techniques
+EIGHT_GPUS_MATRIX = """
+name = "eight"
+benchmark = "starter"
+backend = "local"
+[tasks]
+limit = 60
+[settings]
+latency_tasks = 2
+sweep = [1]
+sweep_requests = 4
+{settings}
+[models.small]
+name = "Small"
+[models.small.quantizations.q8_0]
+kind = "hf"
+repo = "org/Small-GGUF"
+revision = "main"
+filename = "small-q8_0.gguf"
+disk_gib = 8
+gpu_memory_gib = 12
+[models.small.quantizations.q4_k_m]
+kind = "hf"
+repo = "org/Small-GGUF"
+revision = "main"
+filename = "small-q4_k_m.gguf"
+disk_gib = 4.5
+gpu_memory_gib = 8
+[models.mid]
+name = "Mid"
+[models.mid.quantizations.q8_0]
+kind = "hf"
+repo = "org/Mid-GGUF"
+revision = "main"
+filename = "mid-q8_0.gguf"
+disk_gib = 36
+gpu_memory_gib = 60
+gpus = 2
+[models.big]
+name = "Big"
+[models.big.quantizations.q8_0]
+kind = "hf"
+repo = "org/Big-GGUF"
+revision = "main"
+filename = "big-q8_0.gguf"
+disk_gib = 75
+gpu_memory_gib = 120
+gpus = 4
+[[cells]]
+model = "small"
+runtime = "llamacpp"
+quantization = "q8_0"
+variants = [
+  {{ label = "ngram-spec", techniques = {{ spec = "ngram" }} }},
+  {{ label = "kv-q8_0", techniques = {{ kv_cache = "q8_0" }} }},
+  {{ label = "no-prefix-cache", techniques = {{ prefix_cache = "off" }} }},
+]
+[[cells]]
+model = "small"
+runtime = "llamacpp"
+quantization = "q4_k_m"
+[[cells]]
+model = "mid"
+runtime = "llamacpp"
+quantization = "q8_0"
+variants = [{{ label = "ngram-spec", techniques = {{ spec = "ngram" }} }}]
+[[cells]]
+model = "big"
+runtime = "llamacpp"
+quantization = "q8_0"
+variants = [{{ label = "ngram-spec", techniques = {{ spec = "ngram" }} }}]
+"""
+EIGHT_H100 = Host(gpus=[GpuInfo(index=i, name="NVIDIA H100 80GB HBM3", memory_gib=80, free_gib=80) for i in range(8)],
+                  ram_gib=1024, free_disk_gib=4000, cpu="Test CPU @ 2.0GHz", cpu_count=16)
+SMALL, TECHNIQUES = "small/llamacpp/q8_0/baseline", ("ngram-spec", "kv-q8_0", "no-prefix-cache")
+
+
+def eight(tmp_path, settings: str = ""):
+    path = tmp_path / f"eight{re.sub(r'[^a-z0-9]+', '-', settings)}.toml"
+    path.write_text(EIGHT_GPUS_MATRIX.format(settings=settings), encoding="utf-8")
+    return load_matrix(path)
+
+
+def _overlap(a, b) -> bool:
+    return a is not None and b is not None and a.start_h < b.end_h - 1e-9 and b.start_h < a.end_h - 1e-9
+
+
+def _check_schedule(plan, matrix, gpus: int) -> None:
+    """What the executors guarantee, read off the simulated schedule: each cell on as many GPUs as it asks,
+    never one another running cell holds; its phases as long as the plan's; a timed phase alone on its node."""
+    planned = {c.id: c for c in plan.cells}
+    placed = plan.schedule.cells
+    assert [c.id for c in placed] == [c.id for c in matrix.cells]
+    for c in placed:
+        p = planned[c.id]
+        assert len(c.gpu_ids) == matrix.request(p.cell).gpus and set(c.gpu_ids) <= set(range(gpus))
+        assert c.timed.end_h - c.timed.start_h == pytest.approx(p.timed_hours)
+        untimed = p.generation_hours - p.load_hours - p.timed_hours
+        assert c.untimed.end_h - c.untimed.start_h == pytest.approx(untimed)
+        assert c.start_h + p.load_hours <= c.untimed.start_h + 1e-9 and c.untimed.end_h <= c.timed.start_h + 1e-9
+        assert c.end_h >= c.timed.end_h - 1e-9 and c.end_h >= c.start_h + p.evaluation_hours - 1e-9
+    for a in placed:
+        for b in placed:
+            if a is b or a.node != b.node:
+                continue
+            if a.start_h < b.end_h - 1e-9 and b.start_h < a.end_h - 1e-9:
+                assert not set(a.gpu_ids) & set(b.gpu_ids), (a.id, b.id)
+            # nothing else generates on the node while a cell is timed
+            assert not _overlap(a.timed, b.timed) and not _overlap(a.timed, b.untimed), (a.id, b.id)
+
+
+def test_cells_run_at_once_on_eight_gpus_faster_than_one_after_another_their_timed_phases_alone(tmp_path, cpu_host):
+    matrix = eight(tmp_path)
+    plan = make_plan(matrix, host=EIGHT_H100)
+    assert plan.complete
+    schedule = plan.schedule
+    sequential = sum(max(c.generation_hours, c.evaluation_hours) for c in plan.cells)
+    assert schedule.sequential_h == pytest.approx(sequential)
+    assert plan.run.hours < 0.8 * sequential and schedule.at_once >= 4
+    _check_schedule(plan, matrix, 8)
+    # the timed phases cannot overlap: the run lasts at least all of them end to end
+    assert plan.run.hours >= sum(c.timed_hours for c in plan.cells)
+    assert all(0 < c.timed_hours < c.generation_hours - c.load_hours for c in plan.cells)
+    line = next(line for line in plan.lines() if line.startswith("whole run: "))
+    assert line.startswith(f"whole run: {plan.run.hours:.2f} h with up to {schedule.at_once} cells at once "
+                           f"(sequential: {sequential:.2f} h; cells in matrix order on this host's 8 GPUs")
+    assert "timed phases (latency, sweep) alone on their node" in line
+
+    # one cell at a time: the sequential sum, whatever the GPUs
+    one = make_plan(eight(tmp_path, "parallel_cells = 1"), host=EIGHT_H100)
+    assert one.schedule.at_once == 1
+    assert one.run.hours == pytest.approx(sequential) == pytest.approx(one.schedule.sequential_h)
+    assert "whole run: " in "\n".join(one.lines()) and "(settings.parallel_cells = 1)" in one.run.basis
+    # two at once: between the two, and never more than two running
+    two = make_plan(eight(tmp_path, "parallel_cells = 2"), host=EIGHT_H100)
+    assert two.schedule.at_once == 2 and plan.run.hours <= two.run.hours < sequential
+    for a in two.schedule.cells:
+        assert sum(b.start_h <= a.start_h < b.end_h - 1e-9 for b in two.schedule.cells) <= 2
+    _check_schedule(two, eight(tmp_path, "parallel_cells = 2"), 8)
+
+
+def test_a_host_without_gpus_runs_one_cell_at_a_time_unless_told_and_the_judging_pool_can_end_the_run(tmp_path):
+    demo = load_matrix("matrices/demo.toml")
+    plan = make_plan(demo, host=TWO_CORES)
+    assert plan.schedule.at_once == 1 and plan.run.hours == pytest.approx(plan.schedule.sequential_h)
+    assert plan.run.basis.startswith("one cell at a time: this host has no GPU")
+    three = make_plan(demo.model_copy(update={"settings": demo.settings.model_copy(update={"parallel_cells": 3})}),
+                      host=TWO_CORES)
+    assert three.schedule.at_once == 3 and three.run.hours < plan.run.hours
+    assert three.run.basis.startswith("3 cells at once on this host's CPU")
+    # judging slower than generating: the shared evaluation pool, not the cells' schedule, ends the run
+    from runner.estimates import ScheduleItem, ScheduleNode, simulate
+
+    items = [ScheduleItem(id=str(i), gpus=0, load_h=0.1, untimed_h=0.5, timed_h=0.2, eval_h=2.0) for i in range(3)]
+    schedule = simulate(items, [ScheduleNode(name="this host", gpus=0, cells_at_once=3)])
+    assert schedule.makespan_h == pytest.approx(2.0) and schedule.hours == pytest.approx(6.0)
+    assert [c.timed.start_h for c in schedule.cells] == pytest.approx([0.6, 0.8, 1.0])  # one after another
+
+
+class _Cluster:
+    """An executor as the plan sees a Ray cluster's: its verdicts per cell and its nodes."""
+
+    name, where = "ray", "on the Ray cluster"
+
+    def __init__(self, nodes):
+        self._nodes = nodes
+
+    def plan(self, matrix, backend):
+        from runner.doctor import CellPlan
+
+        return [CellPlan(cell=c, runnable=True, device="gpu") for c in matrix.cells]
+
+    def nodes(self):
+        if isinstance(self._nodes, Exception):
+            raise self._nodes
+        return self._nodes
+
+
+def test_on_a_cluster_cells_spread_over_its_nodes_each_node_timing_one_cell_at_a_time(tmp_path):
+    from runner.executors.ray_cluster import NodeInfo
+
+    matrix = eight(tmp_path)
+    nodes = [NodeInfo(node_id=f"n{i}", host=f"10.0.0.{i}", cpus=32, gpus=4) for i in (1, 2)]
+    plan = make_plan(matrix, executor=_Cluster(nodes))
+    schedule = plan.schedule
+    assert {c.node for c in schedule.cells} == {"10.0.0.1", "10.0.0.2"}
+    _check_schedule(plan, matrix, 4)
+    # each node has its own timing lock: two nodes time their cells at the same moment
+    from runner.estimates import ScheduleItem, ScheduleNode, simulate
+
+    items = [ScheduleItem(id=str(i), gpus=4, load_h=0.1, untimed_h=0.5, timed_h=0.2, eval_h=0.0) for i in range(2)]
+    apart = simulate(items, [ScheduleNode(name=n.host, gpus=4) for n in nodes])
+    assert [(c.node, c.timed.start_h) for c in apart.cells] == [("10.0.0.1", pytest.approx(0.6)),
+                                                                 ("10.0.0.2", pytest.approx(0.6))]
+    assert plan.run.hours < schedule.sequential_h
+    assert "cells over the cluster's 2 nodes (8 GPUs)" in plan.run.basis
+    # a cluster whose nodes cannot be listed: one cell at a time, said so
+    unknown = make_plan(matrix, executor=_Cluster(RuntimeError("no cluster")))
+    assert unknown.schedule.at_once == 1 and unknown.run.hours == pytest.approx(unknown.schedule.sequential_h)
+    assert unknown.run.basis.startswith("one cell at a time: the cluster's nodes could not be listed")
+
+
+def test_technique_cells_judge_only_what_their_baseline_did_not_answer_alike(tmp_path, cpu_host):
+    from runner.estimates import TECHNIQUE_REUSE
+
+    matrix = eight(tmp_path)
+    plan = make_plan(matrix, host=EIGHT_H100)
+    by = {c.id: c for c in plan.cells}
+    base = by[SMALL]
+    for label in TECHNIQUES:  # the same tasks as their baseline, the baseline's verdicts for most
+        cell = by[f"small/llamacpp/q8_0/{label}"]
+        assert (cell.baseline, cell.reuse) == (SMALL, TECHNIQUE_REUSE)
+        assert cell.evaluation_hours == pytest.approx(base.evaluation_hours * (1 - TECHNIQUE_REUSE))
+    assert by["mid/llamacpp/q8_0/ngram-spec"].baseline == "mid/llamacpp/q8_0/baseline"
+    # baselines and other weights judge every answer
+    for cell_id in (SMALL, "small/llamacpp/q4_k_m/baseline", "mid/llamacpp/q8_0/baseline"):
+        assert (by[cell_id].baseline, by[cell_id].reuse) == (None, 0.0)
+    assert by["small/llamacpp/q4_k_m/baseline"].evaluation_hours == pytest.approx(base.evaluation_hours)
+    assert plan.evaluation.hours == pytest.approx(sum(c.evaluation_hours for c in plan.cells))
+    assert ("reuse: 60% of the 5 technique cells' answers take their baseline's verdict (assumed: "
+            "runner/estimates.py TECHNIQUE_REUSE; no earlier run here measured it)") in plan.evaluation.basis
+    saved = sum(c.evaluation_reused_hours for c in plan.cells)
+    assert saved > 0 and f"{saved:.2f} h less" in plan.evaluation.basis
+
+    # settings.reuse_verdicts = false: every answer judged
+    fresh = make_plan(eight(tmp_path, "reuse_verdicts = false"), host=EIGHT_H100)
+    full = {c.id: c for c in fresh.cells}
+    assert all(c.reuse == 0.0 for c in fresh.cells)
+    assert full[f"small/llamacpp/q8_0/{TECHNIQUES[0]}"].evaluation_hours == pytest.approx(base.evaluation_hours)
+    assert fresh.evaluation.hours == pytest.approx(plan.evaluation.hours + saved)
+    assert "no verdict reused (settings.reuse_verdicts = false)" in fresh.evaluation.basis
+    for line in fresh.lines():
+        if line.startswith("evaluation: "):
+            assert f"evaluation: {fresh.evaluation.hours:.2f} h (" in line
+
+
+def test_the_reuse_share_is_measured_from_earlier_runs_in_the_runs_folder(tmp_path, cpu_host):
+    matrix, runs = eight(tmp_path), tmp_path / "runs"
+    common = dict(cpu="Another CPU", cores=64, accuracy_s=1.0, latency_s=1.0, eval_s=3.0)  # any hardware
+    n, _ = _record_run(runs, "earlier", matrix, SMALL, **common)
+    assert n == 60
+    for label, reused in zip(TECHNIQUES, (60, 45, 30)):  # 135 of 180 took the baseline's verdict in that run
+        _record_run(runs, "earlier", matrix, f"small/llamacpp/q8_0/{label}", reused=reused,
+                    reused_from=f"earlier/{SMALL}", **common)
+    # verdicts from another run (a rerun of the same matrix reuses all) say nothing of the techniques
+    _record_run(runs, "rerun", matrix, f"small/llamacpp/q8_0/{TECHNIQUES[0]}", reused=60,
+                reused_from=f"earlier/small/llamacpp/q8_0/{TECHNIQUES[0]}", **common)
+    _record_run(runs, "rerun", matrix, SMALL, reused=60, reused_from=f"earlier/{SMALL}", **common)
+    plan = make_plan(matrix, host=EIGHT_H100, runs_dir=runs)
+    by = {c.id: c for c in plan.cells}
+    share = 135 / 240  # the rerun's technique answers count, none of them reused within it
+    assert by[f"small/llamacpp/q8_0/{TECHNIQUES[1]}"].reuse == pytest.approx(share)
+    assert by[f"small/llamacpp/q8_0/{TECHNIQUES[1]}"].evaluation_hours == pytest.approx(
+        by[SMALL].evaluation_hours * (1 - share))
+    assert "reuse: 56% of the 5 technique cells' answers take their baseline's verdict (measured in run " \
+           "earlier, run rerun: 135 of 240 technique answers)" in plan.evaluation.basis
