@@ -11,6 +11,7 @@ A cell needs from its run only a ``RunContext``: the matrix, the run's tasks, th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 import httpx
 
 from runner import client, fingerprint, prompts
+from runner.activity import Activity, TimingLock, phase_record
 from runner.backends.base import Backend, RunningServer, log_tail
 from runner.benchmarks import load_benchmark
 from runner.benchmarks.benchmark import Benchmark
@@ -83,6 +85,9 @@ class CellSink(Protocol):
 
     def done_keys(self) -> set[tuple[str, str]]:
         """The cell's samples already kept, as ``RunStore.done_keys`` gives them."""
+
+    def activity(self, record: Activity) -> None:
+        """Keep one line of the run's ``activity.jsonl`` (a phase, where and when it ran)."""
 
 
 def judge_sample(evaluator, task: Task, sample: Sample, compared: Sequence[EditionJudge] = ()) -> Sample:
@@ -246,9 +251,12 @@ class CellRun:
             before = await self.runtime.scrape_metrics(http, self.base)
             meter = self._meter().start()
             try:
-                await self._accuracy(accuracy)
-                await self._latency(latency)
-                await self._sweep(sweep)
+                async with self._phase("accuracy", timed=False, idle=not accuracy):
+                    await self._accuracy(accuracy)
+                async with self._phase("latency", timed=True, idle=not latency):
+                    await self._latency(latency)
+                async with self._phase("sweep", timed=True, idle=not sweep):
+                    await self._sweep(sweep)
             finally:
                 used = meter.stop()
                 self.result.energy_joules, self.result.energy_source = used.energy_joules, used.energy_source
@@ -257,6 +265,28 @@ class CellRun:
                 if self.death is None and self.backend.alive(self.server):
                     after = await self.runtime.scrape_metrics(http, self.base)
                     self.result.server_metrics = metrics_delta(before, after)
+
+    @contextlib.asynccontextmanager
+    async def _phase(self, name: str, *, timed: bool, idle: bool = False):
+        """Run a phase under the node's timing lock (exclusive when ``timed``) and record it in the
+        run's activity; an ``idle`` phase (nothing left to ask) takes no lock and leaves no record."""
+        if idle:
+            yield
+            return
+        placement = self.result.placements[-1] if self.result.placements else None
+        node = placement.node if placement else socket.gethostname()
+        node_id = (placement.node_id if placement else None) or node
+        gpu_ids = list(placement.gpu_ids) if placement else []
+        lock = TimingLock(node_id, tell=lambda text: self.events.note(f"{self.cell.id}: {text}"))
+        started, outcome = utcnow(), "failed"
+        async with (lock.exclusive() if timed else lock.shared()):
+            started = utcnow()
+            try:
+                yield
+                outcome = "done"
+            finally:
+                self.sink.activity(phase_record(self.cell.id, name, node_id, node, gpu_ids, started, timed=timed,
+                                                lock_wait_s=lock.waited, outcome=outcome))
 
     def _meter(self) -> "ResourceMeter":
         """Energy and memory of this cell: the local server's process tree, the host's GPUs (NVML), RAPL."""

@@ -599,6 +599,17 @@ def _run_name(value: str | None) -> None:
 
 
 # --- commands: models, reproduce, doctor ------------------------------------------------------
+def _gpu_ids(ctx, param, value: str | None) -> list[int] | None:  # noqa: ARG001 - click's callback
+    if value is None:
+        return None
+    try:
+        ids = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give GPU ids as numbers separated by commas, e.g. 0,1,2,3") from None
+    if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise click.BadParameter(f"{value!r}: give distinct GPU ids >= 0 separated by commas, e.g. 0,1,2,3")
+    return ids
+
 
 
 @main.command()
@@ -620,12 +631,17 @@ def _run_name(value: str | None) -> None:
 @click.option("--ray", "ray_address", metavar="ADDRESS", default=None,
               help="Run the cells on a Ray cluster: auto (the cluster this machine joined), ray://host:port, "
                    "host:port, or local (a one-machine Ray). Needs pip install -e '.[ray]' (in the checkout).")
+@click.option("--parallel-cells", type=click.IntRange(min=1), default=None,
+              help="Cells at once on this host (default: settings.parallel_cells, else one per GPU, one without "
+                   "GPUs). Timed phases still run alone.")
+@click.option("--gpus", "gpu_ids", metavar="IDS", default=None, callback=_gpu_ids,
+              help="The GPU ids cells may be placed on here, e.g. 0,1,2,3 (default: every GPU NVML sees).")
 @_edition_option(default_help="the matrix's edition")
 @user_errors
 def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str | None, runs_dir: Path,
               fresh: bool, backend: str | None, limit: int | None, skip_unrunnable: bool, plan_only: bool,
               sandbox_kind: str, expected: str, allow_unsandboxed: bool, ray_address: str | None,
-              edition: str | None) -> None:
+              parallel_cells: int | None, gpu_ids: list[int] | None, edition: str | None) -> None:
     """Run a matrix: per cell serve, generate, evaluate, time; resumes an interrupted run.
 
     It plans first (the plan `runner doctor MATRIX` shows): a run that cannot go as asked prints the
@@ -638,6 +654,7 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
       runner reproduce matrices/demo.toml --name demo-2 --limit 4
       runner reproduce --all --backend docker --skip-unrunnable
       runner reproduce --all --ray auto        # cells over a Ray cluster's GPU nodes
+      runner reproduce --all --parallel-cells 4  # four cells at once on this host's GPUs
       runner reproduce --all --edition 2025    # SimCoPilot as the paper's repository scores it
     """
     import signal
@@ -654,6 +671,13 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
     _run_name(name)
     path = _shipped_or_path(matrix) if matrix else matrices_dir() / ("paper.toml" if run_all else f"{preset}.toml")
     loaded = load_matrix(path).with_edition(edition)
+    if parallel_cells is not None:
+        if ray_address:
+            raise UserError("--parallel-cells is for this host; on a Ray cluster every cell that fits runs at once")
+        loaded = loaded.model_copy(update={"settings": loaded.settings.model_copy(
+            update={"parallel_cells": parallel_cells})})
+    if gpu_ids is not None and ray_address:
+        raise UserError("--gpus is for this host; on a Ray cluster each node offers its own GPUs")
     plan = _reproduce_plan(loaded, backend=backend, limit=limit, name=name, ray_address=ray_address,
                            runs_dir=runs_dir)
     if plan_only:
@@ -666,7 +690,7 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
     options = RunOptions(name=name, runs_dir=runs_dir, fresh=fresh, backend=backend, limit=limit,
                          skip_unrunnable=skip_unrunnable, sandbox=sandbox_kind, allow_unsandboxed=allow_unsandboxed,
                          expected=expected,
-                         executor="ray" if ray_address else "inprocess", address=ray_address)
+                         executor="ray" if ray_address else "inprocess", address=ray_address, gpus=gpu_ids)
     # SIGTERM unwinds like Ctrl-C: every server is stopped on the way out
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

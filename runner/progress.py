@@ -26,8 +26,9 @@ class RichEvents(RunEvents):
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[passed]}"), TimeElapsedColumn(), TextColumn("ETA"),
                                  TimeRemainingColumn(), console=self.console, transient=False)
-        self.bar = None
-        # answers are judged after their cell may have moved on: bars and counts are per cell
+        # cells may run at once, and answers are judged after their cell has moved on: a bar per
+        # cell and phase, each cell's current phase apart
+        self.current: dict[str, object] = {}
         self.bars: dict[tuple[str, str], object] = {}
         self.passed: dict[str, int] = {}
         self.judged: dict[str, int] = {}
@@ -50,10 +51,11 @@ class RichEvents(RunEvents):
         self.console.log(f"{result.cell.id}: already complete")
 
     def phase_started(self, cell: Cell, phase: str, total: int, done: int) -> None:
-        if self.bar is not None:
-            self.progress.stop_task(self.bar)
-        self.bar = self.progress.add_task(f"{cell.id} {phase}", total=total, completed=done, passed="")
-        self.bars[(cell.id, phase)] = self.bar
+        if cell.id in self.current:
+            self.progress.stop_task(self.current[cell.id])
+        bar = self.current[cell.id] = self.progress.add_task(f"{cell.id} {phase}", total=total, completed=done,
+                                                             passed="")
+        self.bars[(cell.id, phase)] = bar
 
     def sample_written(self, cell: Cell, sample: Sample) -> None:
         if sample.phase == "accuracy" and sample.outcome is not None:
@@ -68,13 +70,14 @@ class RichEvents(RunEvents):
             self.console.log(f"{cell.id} {sample.task_id}: request error: {cap(sample.error, 300)}")
 
     def sweep_measured(self, cell: Cell, point: SweepPoint) -> None:
-        if self.bar is not None:
-            self.progress.update(self.bar, advance=1, passed=f"c={point.concurrency}: {point.output_tokens_per_s:.1f} tok/s")
+        bar = self.current.get(cell.id)
+        if bar is not None:
+            self.progress.update(bar, advance=1, passed=f"c={point.concurrency}: {point.output_tokens_per_s:.1f} tok/s")
 
     def cell_finished(self, result: CellResult) -> None:
-        if self.bar is not None:
-            self.progress.stop_task(self.bar)
-            self.bar = None
+        bar = self.current.pop(result.cell.id, None)
+        if bar is not None:
+            self.progress.stop_task(bar)
         tail = f": {cap(result.reason)}" if result.reason else ""
         self.console.log(f"{result.cell.id}: {result.status}{tail}")
 

@@ -11,27 +11,25 @@ the run goes on. The core never prints: it reports through a ``RunEvents`` objec
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner import fingerprint, prompts
-from runner.backends.base import Backend, RunningServer
 from runner.benchmarks import DEFAULT_EDITION, load_benchmark
-from runner.cell import CellFailure, CellRun, EvalBacklog, judge_editions, judge_sample, this_node
+from runner.cell import judge_editions
 from runner.errors import UserError
 from runner.events import RunEvents
 from runner.matrix import Matrix
-from runner.records import Cell, EditionRef, Sample, Task, utcnow
+from runner.records import Cell, EditionRef, Task, utcnow
 from runner.runtimes import get_runtime
-from runner.runtimes.base import ModelFiles, Runtime
 from runner.score import EditionJudge
 from runner.selection import cell_latency_tasks, cell_tasks, latency_subset, select_tasks, state_key
 from runner.store import LOCK_NAME, CellResult, Manifest, ModelRecord, RunLock, RunStore
+from runner.activity import ActivityLog
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +51,8 @@ class RunOptions:
     expected: str = "auto"  # expected outputs: auto (re-record a drifted program's here) or upstream
     executor: str = "inprocess"  # which machine runs each cell: inprocess, or ray (runner.executors)
     address: str | None = None  # the executor's cluster: for ray, auto, ray://host:port, host:port or local
+    parallel_cells: int | None = None  # overrides settings.parallel_cells
+    gpus: list[int] | None = None  # in process: the GPU ids cells may be placed on (default: all NVML sees)
 
 
 @dataclass
@@ -67,36 +67,6 @@ class RunOutcome:
         return [r for r in self.results if r.status == "failed"]
 
 
-class StoreSink:
-    """The in-process sink: samples go straight to the run store, answers to the local evaluation pool."""
-
-    def __init__(self, run: "Reproduction", cell: Cell, evaluator, pool: ThreadPoolExecutor, backlog: EvalBacklog):
-        self.run, self.cell, self.evaluator, self.pool, self.backlog = run, cell, evaluator, pool, backlog
-        self.log_path = run.store.server_log(cell)
-
-    def write(self, sample: Sample) -> None:
-        self.run.store.append_sample(self.cell, sample)
-        self.run.events.sample_written(self.cell, sample)
-
-    def judge(self, task: Task, sample: Sample) -> None:
-        # Tests run on the pool and are not awaited here: the server goes on generating,
-        # and the next cell loads while this cell's last answers are still being tested.
-        self.backlog.add(task.id)
-        self.run.pending.append(self.pool.submit(self._judge_and_write, task, sample))
-
-    def _judge_and_write(self, task: Task, sample: Sample) -> None:
-        try:
-            self.write(judge_sample(self.evaluator, task, sample, self.run.edition_judges))
-        finally:
-            self.backlog.done(task.id)
-
-    def update(self, result: CellResult) -> None:
-        self.run.store.write_cell(result)
-
-    def done_keys(self) -> set[tuple[str, str]]:
-        return self.run.store.done_keys(self.cell)
-
-
 # -- the run -----------------------------------------------------------------------------------
 class Reproduction:
     """One ``runner reproduce``: a matrix into one run directory."""
@@ -109,6 +79,10 @@ class Reproduction:
         if options.limit is not None:
             matrix = matrix.model_copy(update={"tasks": matrix.tasks.model_copy(update={"limit": options.limit})})
             self.matrix = matrix
+        if options.parallel_cells is not None:
+            settings = matrix.settings.model_copy(update={"parallel_cells": options.parallel_cells})
+            matrix = matrix.model_copy(update={"settings": settings})
+            self.matrix, self.settings = matrix, settings
         self.backend_name = options.backend or matrix.backend
         self.store = RunStore(Path(options.runs_dir) / (options.name or matrix.name), notice=self.events.note)
         self.benchmark = load_benchmark(matrix.benchmark, matrix.edition)
@@ -124,11 +98,11 @@ class Reproduction:
         self.manifest: Manifest | None = None
         self.plan = None  # runner.plan.Plan, made when the run starts
         self.manifest_lock = threading.Lock()  # cells on a cluster finish in any order, on driver threads
-        self.pending: list[Future] = []  # evaluations still running, possibly of earlier cells
-        self.held: tuple[str, RunningServer, str] | None = None  # launch key, server, the cell it was started for
+        self.activity = ActivityLog(self.store.root)  # every phase's node, GPUs, start and end
         from runner.executors import get_executor
 
-        self.executor = get_executor(options.executor, address=options.address)
+        extra = {"gpus": options.gpus} if options.gpus is not None else {}
+        self.executor = get_executor(options.executor, address=options.address, **extra)
 
     # -- run directory ---------------------------------------------------------------------------
     def _open_store(self) -> Manifest:
@@ -302,7 +276,6 @@ class Reproduction:
         """The evaluator over the run's benchmark, its environment checked (``_check_environment``)."""
         return self.evaluator
 
-    # -- one cell --------------------------------------------------------------------------------
     def _missing(self, cell: Cell, result: CellResult) -> tuple[list[Task], list[Task], list[int]]:
         done = self.store.done_keys(cell)
         accuracy = [t for t in cell_tasks(self.matrix, self.benchmark, self.tasks, cell) if ("accuracy", t.id) not in done]
@@ -314,59 +287,6 @@ class Reproduction:
         sweep = [c for c in self.settings.sweep if c not in measured] if self.settings.sweep_requests else []
         return accuracy, latency, sweep
 
-    def _run_cell(self, cell: Cell, backend: Backend, evaluator, pool: ThreadPoolExecutor) -> CellResult:
-        """Run ``cell`` here, in this process (the in-process executor's step)."""
-        result = self.store.read_cell(cell)
-        accuracy, latency, sweep = self._missing(cell, result)
-        if not (accuracy or latency or sweep) and result.status == "done":
-            self.events.cell_skipped(result)
-            return result
-        runtime = get_runtime(cell.runtime)
-        host_gpus = [int(g.get("index", i)) for i, g in enumerate(self.manifest.fingerprint.gpus)]
-        placement = this_node(host_gpus, "inprocess")
-        result = result.model_copy(update={"status": "running", "reason": None, "backend": backend.name,
-                                           "started_at": utcnow(), "finished_at": None,
-                                           "placements": [*result.placements, placement]})
-        self.store.write_cell(result)
-        sink = StoreSink(self, cell, evaluator, pool, EvalBacklog(result))
-        try:
-            from runner.models import hash_in_background, prepare
-
-            prepared = prepare(self.matrix, cell, progress=self.events.note)
-            hashing = hash_in_background(prepared.records)  # while the server loads
-            server, shared_with = self._server_for(cell, runtime, backend, prepared.files, host_gpus)
-            self._record_models(hashing.result())
-            placement.server = server.ident
-            result.load_seconds = server.load_seconds
-            result.image_digest = server.image_digest
-            result.server_shared_with = shared_with
-            if shared_with:
-                self.events.note(f"{cell.id}: same launch as {shared_with}, reusing its server")
-            cell_run = CellRun(self, cell, runtime, backend, server, prepared.files, sink, result)
-            asyncio.run(cell_run.run(accuracy, latency, sweep))
-            result.status = "done"
-            result.generation_finished_at = utcnow()
-        except CellFailure as exc:
-            result.status, result.reason = "failed", str(exc)
-            self._release(backend)
-        except UserError as exc:  # the model or the server could not be prepared or started
-            result.status, result.reason = "failed", str(exc)
-            self._release(backend)
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            result.status, result.reason = "failed", "interrupted; rerun the same command to finish it"
-            self._release(backend)
-            raise
-        except Exception as exc:  # noqa: BLE001 - one broken cell must not cost the cells after it
-            log.exception("cell %s failed", cell.id)
-            result.status, result.reason = "failed", f"{type(exc).__name__}: {exc}"[:1000]
-            self._release(backend)
-        finally:
-            result.finished_at = placement.ended_at = utcnow()
-            placement.outcome = "done" if result.status == "done" else "failed"
-            self.store.write_cell(result)
-            self.finish_cell(result)
-        return result
-
     def finish_cell(self, result: CellResult) -> None:
         """Note in the manifest what a finished cell learned about its runtime (any thread)."""
         with self.manifest_lock:
@@ -375,29 +295,6 @@ class Reproduction:
             if result.image_digest:
                 self.manifest.images[result.cell.runtime] = result.image_digest
             self.store.write_manifest(self.manifest)
-
-    def _server_for(self, cell: Cell, runtime: Runtime, backend: Backend, files: ModelFiles,
-                    gpus: list[int]) -> tuple[RunningServer, str | None]:
-        """The server for ``cell``: the one still up when the previous cell launched exactly the same
-        command (e.g. one model under two prompt styles), else a new one; with the id it was started for."""
-        # the launch names no port: equal launches serve identically, so reuse changes no result
-        spec = runtime.server_spec(cell, files, threads=self.settings.threads, gpus=len(gpus))
-        key = spec.model_dump_json()
-        held = self.held
-        if held is not None and held[0] == key and backend.alive(held[1]):
-            return held[1], held[2]
-        self._release(backend)
-        # in process a server may use every GPU of the host (None), or none where there is none
-        server = backend.start(spec, self.store.server_log(cell), health_timeout=self.settings.health_timeout_s,
-                               gpus=None if gpus else [], run=self.store.root.name, cell=cell.slug)
-        self.held = (key, server, cell.id)
-        return server, None
-
-    def _release(self, backend: Backend) -> None:
-        """Stop the server kept up for a following cell, if any."""
-        held, self.held = self.held, None
-        if held is not None:
-            backend.stop(held[1])
 
     def _record_models(self, records: list[ModelRecord]) -> None:
         with self.manifest_lock:

@@ -28,6 +28,7 @@ and on the limit scaled from this machine's reference time).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -292,18 +293,37 @@ class VerdictCache:
 
     @contextmanager
     def _one_at_a_time(self, key: str) -> Iterator[None]:
-        """Judgings of one key in this process wait for each other: the second finds the first's verdict."""
+        """Judgings of one key wait for each other, in this process and in others under the same home
+        (a Ray node's workers, cells judged at once): the second finds the first's verdict."""
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
             self._users[key] = self._users.get(key, 0) + 1
         try:
-            with lock:
+            with lock, self._across_processes(key):
                 yield
         finally:
             with self._guard:
                 self._users[key] -= 1
                 if not self._users[key]:
                     del self._users[key], self._locks[key]
+
+    @contextmanager
+    def _across_processes(self, key: str) -> Iterator[None]:
+        # one flock file per 4096th of the keys: few files, and two unrelated answers rarely wait
+        # for each other; where the folder cannot be written, the cache's own miss handling applies
+        folder = self.folder / ".locks"
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(folder / f"{key[:3]}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            log.debug("verdict cache: no lock file (%s); judging without one", exc)
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def judge(self, evaluator, task: Task, raw_text: str, origin: str) -> Judgment:
         """``raw_text`` judged as the answer to ``task``: the cached verdict of its key, else judged now

@@ -15,8 +15,9 @@
 - **Evaluation fans out** as Ray CPU tasks (``num_cpus=1``) to any node with a free CPU, or only to
   the nodes declaring the resource ``runner-sandbox`` when some do, so a GPU task never waits for a
   test suite; each verdict comes back to the driver, and ``cell.json`` keeps the cell's backlog.
-- **Activity log.** ``activity.jsonl`` in the run directory: one line per cell attempt and per
-  evaluation, with node, GPU ids and start and end times.
+- **Activity log.** ``activity.jsonl`` in the run directory (``runner.activity``): one line per
+  cell attempt, per phase and per evaluation, with node, GPU ids and start and end times. Cells
+  sharing a node time their latency and sweep phases under that node's timing lock.
 
 Every node needs the runner installed (``pip install -e '.[ray]'`` in its checkout) with the benchmark
 data it evaluates (``runner data fetch``), and the runtimes' servers or the Docker engine.
@@ -38,12 +39,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from pydantic import BaseModel, Field
 
+from runner.activity import Activity
 from runner.errors import UserError
 from runner.executors import register_executor
 from runner.executors.base import Executor
 from runner.matrix import Matrix
 from runner.records import Cell, Sample, Task, utcnow
-from runner.store import CellResult, ModelRecord, Placement, private_file
+from runner.store import CellResult, ModelRecord, Placement
 
 if TYPE_CHECKING:
     from runner.doctor import CellPlan
@@ -81,20 +83,6 @@ class NodeInfo(BaseModel):
     gpus: float = 0
     gpu_types: dict[str, float] = Field(default_factory=dict)  # "H100" -> 8 (from resources gpu:<type>)
     head: bool = False
-
-
-class Activity(BaseModel):
-    """One line of ``activity.jsonl``: a cell attempt or one evaluation, where and when it ran."""
-
-    kind: str  # "cell" | "eval"
-    cell_id: str
-    task_id: str | None = None
-    node_id: str
-    node: str
-    gpu_ids: list[int] = Field(default_factory=list)
-    started_at: datetime
-    ended_at: datetime
-    outcome: str | None = None
 
 
 class CellJob(BaseModel):
@@ -149,6 +137,10 @@ class _Phase(BaseModel):
     done: int
 
 
+class _Activity(BaseModel):
+    record: Activity
+
+
 class _Judged(BaseModel):
     sample: Sample
     node_id: str
@@ -182,6 +174,9 @@ class _QueueSink:
 
     def update(self, result: CellResult) -> None:
         self.events.put(_Updated(result=result.model_copy(deep=True)))
+
+    def activity(self, record: Activity) -> None:
+        self.events.put(_Activity(record=record))
 
 
 def _queue_events(events: queue.Queue):
@@ -510,7 +505,7 @@ class _Driver:
         self.stopping = False
         self._streams: dict[str, Any] = {}  # cell id -> its running task's stream
         self._verdicts: list[threading.Event] = []  # one per fanned-out answer, set once it is written
-        self._lock = threading.Lock()  # activity.jsonl and the verdict list
+        self._lock = threading.Lock()  # the verdict list
         self._serve = ray.remote(serve_cell)
         self._serve_to_queue = ray.remote(serve_cell_to_queue)
         self._judge = ray.remote(judge_remote)
@@ -519,9 +514,7 @@ class _Driver:
         self.through_client = ray_client.is_connected()  # ray://: no streaming generators there
 
     def _activity(self, record: Activity) -> None:
-        with self._lock, open(private_file(self.store.root / "activity.jsonl"), "a", encoding="utf-8") as fh:
-            fh.write(record.model_dump_json() + "\n")
-            fh.flush()
+        self.run.activity.append(record)
 
     def drive(self, cell: Cell) -> CellResult:
         """Run ``cell`` on the cluster until it is done, failed, or lost ``MAX_ATTEMPTS`` times."""
@@ -656,6 +649,8 @@ class _Driver:
             gpus = ",".join(map(str, event.placement.gpu_ids)) or "none"
             run.events.note(f"{cell.id}: on node {event.placement.node} ({(event.placement.node_id or '')[:8]}), "
                             f"GPUs {gpus}" + (f" ({event.placement.gpu_name})" if event.placement.gpu_name else ""))
+        elif isinstance(event, _Activity):
+            self._activity(event.record)
         elif isinstance(event, _Prepared):
             run._record_models(event.records)
         elif isinstance(event, _Phase):

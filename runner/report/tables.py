@@ -719,6 +719,23 @@ def judging(cells: list[CellData]) -> tuple[list[JudgingRow], JudgingCounts]:
     return rows, total
 
 
+# -- timing isolation: timed samples against other generation on their node ----------------------
+@dataclass(frozen=True)
+class TimingRow:
+    """One run's timed figures checked against its activity records (``runner.activity``)."""
+
+    run: RunData
+    isolation: Any  # runner.activity.TimingIsolation
+
+
+def timing_rows(runs: list[RunData]) -> list[TimingRow]:
+    """Per run, whether any timed sample overlapped another cell's generation on its node."""
+    from runner.activity import overlapping_timed, read_activity
+
+    return [TimingRow(run, overlapping_timed(read_activity(run.path), [s for c in run.cells for s in c.samples]))
+            for run in runs]
+
+
 # -- the environment check ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EnvironmentRow:
@@ -798,6 +815,7 @@ class Tables:
     client_overhead: str | None = None  # runner.client.overhead_note: bench/client_speed.py's figures, where measured
     judging: list[JudgingRow] = field(default_factory=list)  # per cell: answers judged, verdicts reused
     judging_total: JudgingCounts = field(default_factory=JudgingCounts)
+    timing: list[TimingRow] = field(default_factory=list)  # per run: timed samples that overlapped other generation
 
 
 @dataclass
@@ -846,4 +864,4 @@ def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
                   details=cell_details(cells, outcomes), highlights=highlights(rows), results=result_rows(rows, refs),
                   resources=resource_columns(rows), environment=env_rows, environment_notes=env_notes,
                   editions=edition_rows(cells), client_overhead=overhead_note() if sweep_levels(rows) else None,
-                  judging=judging_rows, judging_total=judging_total)
+                  judging=judging_rows, judging_total=judging_total, timing=timing_rows(runs))
