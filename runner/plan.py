@@ -24,9 +24,10 @@ from runner.matrix import Matrix, ModelSource
 from runner.paths import cache_dir
 from runner.estimates import (CELL_OVERHEAD_S, CPU_GBPS_MAX, CPU_GBPS_PER_THREAD, OUTPUT_FRACTION, REFERENCE_GPU,
                                SIMCOPILOT_PROMPT_TOKENS, TECHNIQUE_REUSE, TENSOR_PARALLEL_EFFICIENCY, EarlierRuns,
-                               GenerationTime, JudgingTimes, MeasuredCell, Schedule, ScheduleItem, ScheduleNode,
-                               VerdictReuse, baseline_of, cell_work, earlier_runs, eval_seconds, generation_time,
-                               gpu_bandwidth, host_hardware, oracle_seconds, simulate, timing_key, verdict_reuse)
+                               GenerationTime, JudgingTimes, MeasuredCell, VerdictReuse, baseline_of, cell_work,
+                               earlier_runs, eval_seconds, generation_time, gpu_bandwidth, host_hardware,
+                               oracle_seconds, timing_key, verdict_reuse)
+from runner.schedule import Schedule, ScheduleItem, ScheduleNode, simulate
 from runner.records import Cell
 
 #: publishers whose repositories on the Hugging Face hub are gated (a licence to accept, HF_TOKEN)

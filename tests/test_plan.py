@@ -592,7 +592,7 @@ def test_a_host_without_gpus_runs_one_cell_at_a_time_unless_told_and_the_judging
     assert three.schedule.at_once == 3 and three.run.hours < plan.run.hours
     assert three.run.basis.startswith("3 cells at once on this host's CPU")
     # judging slower than generating: the shared evaluation pool, not the cells' schedule, ends the run
-    from runner.estimates import ScheduleItem, ScheduleNode, simulate
+    from runner.schedule import ScheduleItem, ScheduleNode, simulate
 
     items = [ScheduleItem(id=str(i), gpus=0, load_h=0.1, untimed_h=0.5, timed_h=0.2, eval_h=2.0) for i in range(3)]
     schedule = simulate(items, [ScheduleNode(name="this host", gpus=0, cells_at_once=3)])
@@ -629,7 +629,7 @@ def test_on_a_cluster_cells_spread_over_its_nodes_each_node_timing_one_cell_at_a
     assert {c.node for c in schedule.cells} == {"10.0.0.1", "10.0.0.2"}
     _check_schedule(plan, matrix, 4)
     # each node has its own timing lock: two nodes time their cells at the same moment
-    from runner.estimates import ScheduleItem, ScheduleNode, simulate
+    from runner.schedule import ScheduleItem, ScheduleNode, simulate
 
     items = [ScheduleItem(id=str(i), gpus=4, load_h=0.1, untimed_h=0.5, timed_h=0.2, eval_h=0.0) for i in range(2)]
     apart = simulate(items, [ScheduleNode(name=n.host, gpus=4) for n in nodes])
