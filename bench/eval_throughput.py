@@ -234,31 +234,37 @@ def summarize_paths(lines: list[dict], java_tasks: int, solutions: list[str]) ->
 
 def extrapolate(bench, rows: list[dict], cores: int, recorded: Path | None) -> dict:
     """A full cell's judging time on ``cores`` cores: each program's warm s/task measured here, else
-    (a program this sandbox cannot run) its mean in the recorded oracle, else its language's mean;
-    times its tasks in the cell, plus one calibration per program; one check per core."""
+    (a program this sandbox cannot run) its mean in the recorded oracle (0 where the oracle found it
+    unscoreable), else the mean of its language's programs there; times its tasks in the cell, plus
+    one calibration per program; one check per core."""
     measured = {r["program"]: r for r in rows if r.get("runnable")}
     from_record: dict[str, list[float]] = defaultdict(list)
+    unscoreable: set[str] = set()  # judged without a run (the environment check's verdict)
     if recorded is not None and recorded.exists():
         for text in recorded.read_text(encoding="utf-8").splitlines():
             if text.strip():
                 line = json.loads(text)
-                if line["outcome"] != "unscoreable":
+                if line["outcome"] == "unscoreable":
+                    unscoreable.add(line["program"])
+                else:
                     from_record[line["program"]].append(line["seconds"])
     by_language: dict[str, list[float]] = defaultdict(list)
-    for r in measured.values():
-        by_language[r["language"]].append(r["warm_s"] or r["cold_s"])
+    for name, values in from_record.items():
+        by_language[bench.programs[name].language.value].append(statistics.fmean(values))
     total, calibration, parts = 0.0, 0.0, {}
     for name, program in sorted(bench.programs.items()):
         n = len(bench.select(program=name))
         if name in measured:
             per, source = measured[name]["warm_s"] or measured[name]["cold_s"], "measured"
             calibration += measured[name]["calibration_s"]
+        elif name in unscoreable and not from_record.get(name):
+            per, source = 0.0, "unscoreable in the recorded oracle: judged without a run"
         elif from_record.get(name):
             per, source = statistics.fmean(from_record[name]), "recorded oracle (docker, full image)"
             calibration += per
         else:
             values = by_language.get(program.language.value) or [0.0]
-            per, source = statistics.fmean(values), f"mean of the measured {program.language.value} programs"
+            per, source = statistics.fmean(values), f"mean of the recorded oracle's {program.language.value} programs"
             calibration += per
         total += n * per
         parts[name] = {"tasks": n, "s_per_task": round(per, 2), "source": source}
