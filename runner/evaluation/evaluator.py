@@ -247,9 +247,11 @@ class Evaluator:
     def upstream_execution(self, program: Program) -> upstream_code.SandboxedExecution:
         """Upstream's test runs for ``program``, in this evaluator's sandbox and limits."""
         java = program.language is Language.java
+        # java_fast is in the verdict cache's key: upstream's check must follow it, as ours does
         return upstream_code.SandboxedExecution(program, self.sandbox, self.limits_for(program), self.python,
                                                 toolchain=self.toolchain if java else None,
-                                                junit_jar=Path(self._junit_console) if java and self._junit_console else None)
+                                                junit_jar=Path(self._junit_console) if java and self._junit_console else None,
+                                                java_path="one-jvm" if self.java_fast else "javac+java")
 
     def evaluate_upstream(self, task: Task, raw_text: str) -> CascadeVerdict | None:
         """SimCoPilot's own scoring: its extraction, post-processing and test comparison, tests run here.
