@@ -1,7 +1,8 @@
 """The paper's matrix scaled down, on an 8-GPU node: cells of 1, 2 and 4 GPUs at once, in process and on Ray.
 
-One small model (Gemma 3 270M, real llama-server on the CPU, one thread each), a baseline and
-techniques that repeat its answers (greedy n-gram speculation, the prompt cache off). The 8 GPUs are
+``matrices/paper-shaped.toml``: one small model (Gemma 3 270M, real llama-server on the CPU, one
+thread each), a baseline and techniques that repeat its answers (greedy n-gram speculation, the
+prompt cache off). The 8 GPUs are
 logical (a stand-in only for the CUDA devices that do not exist here): the in-process executor is
 told their ids (``--gpus``), Ray's worker node declares them; either hands each cell disjoint ids
 and restricts its server to them through CUDA_VISIBLE_DEVICES, exactly as on a GPU node.
@@ -16,63 +17,50 @@ from __future__ import annotations
 
 import itertools
 import os
+from contextlib import contextmanager
+import re
 import time
 from pathlib import Path
 
 import pytest
 
 from runner.activity import Activity, overlapping_timed, read_activity
+from runner.evaluation.verdicts import judging_counts
 from runner.matrix import load_matrix
+from runner.paths import matrices_dir
 from runner.run import RunOptions, reproduce
 from runner.store import RunStore
 from tests.conftest import SHARED_CACHE, require
 from tests.llama_server import gemma_gguf
 
 pytestmark = pytest.mark.slow
-MODEL_KEY = "gemma3-paper-shaped"
 NODE_GPUS = 8
-#: (label, GPUs, techniques): the baseline tensor-parallel over 4, its techniques on 2 and 1
-CELLS = [("base", 4, {}), ("ngram", 2, {"spec": "ngram"}), ("no-prompt-cache", 1, {"prefix_cache": "off"})]
-TASKS, LATENCY_TASKS = 4, 1
 
 
-def paper_shaped(folder: Path) -> Path:
-    groups = "\n".join(f"""
-[[cells]]
-model = "{MODEL_KEY}"
-runtime = "llamacpp"
-quantization = "q4_k_m"
-label = "{label}"
-gpus = {gpus}
-techniques = {{ {", ".join(f'{k} = "{v}"' for k, v in {"parallel": "1", **techniques}.items())} }}
-""" for label, gpus, techniques in CELLS)
-    path = folder / "paper-shaped.toml"
-    path.write_text(f"""
-name = "paper-shaped"
-benchmark = "starter"
-[tasks]
-languages = ["python"]
-limit = {TASKS}
-[settings]
-max_tokens = 16
-concurrency = 2
-latency_tasks = {LATENCY_TASKS}
-warmup_requests = 0
-sweep = [2]
-sweep_requests = 2
-request_timeout_s = 120
-health_timeout_s = 300
-threads = 1
-[models.{MODEL_KEY}]
-name = "Gemma 3 270M"
-chat = false
-prompt_styles = ["prefix"]
-[models.{MODEL_KEY}.quantizations.q4_k_m]
-kind = "path"
-path = "{gemma_gguf()}"
-{groups}
-""")
-    return path
+def paper_shaped():
+    """The shipped scaled matrix (``matrices/paper-shaped.toml``), its model prepared."""
+    gemma_gguf()  # llama-server and the model, or skip / fail here
+    return load_matrix(matrices_dir() / "paper-shaped.toml")
+
+
+MATRIX = load_matrix(matrices_dir() / "paper-shaped.toml")
+CELLS = MATRIX.cells
+TASKS, LATENCY_TASKS = MATRIX.tasks.limit, MATRIX.settings.latency_tasks
+
+
+@contextmanager
+def environment(**values: str):
+    """``os.environ`` with ``values`` set, as it was afterwards (module fixtures run before a test's home is set)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _spans(a: Activity, b: Activity) -> bool:
@@ -125,9 +113,12 @@ def reused_share(run_dir: Path) -> float:
 def sequential(tmp_path_factory) -> tuple[Path, float]:
     """The same matrix one cell at a time, the reference for answers and for wall time."""
     folder = tmp_path_factory.mktemp("sequential")
-    matrix = load_matrix(paper_shaped(folder))
-    started = time.monotonic()
-    outcome = reproduce(matrix, RunOptions(runs_dir=folder / "runs", parallel_cells=1, gpus=list(range(NODE_GPUS))))
+    matrix = paper_shaped()
+    # a module fixture: no test's home is set yet
+    with environment(RUNNER_HOME=str(folder / "home"), RUNNER_CACHE=str(SHARED_CACHE)):
+        started = time.monotonic()
+        outcome = reproduce(matrix, RunOptions(runs_dir=folder / "runs", parallel_cells=1,
+                                               gpus=list(range(NODE_GPUS))))
     assert [r.status for r in outcome.results] == ["done"] * len(CELLS), [r.reason for r in outcome.results]
     return outcome.run_dir, time.monotonic() - started
 
@@ -135,7 +126,7 @@ def sequential(tmp_path_factory) -> tuple[Path, float]:
 def test_in_process_on_eight_logical_gpus_places_disjointly_times_alone_and_answers_as_one_at_a_time(
         sequential, tmp_path):
     seq_dir, seq_s = sequential
-    matrix = load_matrix(paper_shaped(tmp_path))
+    matrix = paper_shaped()
     started = time.monotonic()
     outcome = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs", gpus=list(range(NODE_GPUS))))
     wall = time.monotonic() - started
@@ -148,6 +139,16 @@ def test_in_process_on_eight_logical_gpus_places_disjointly_times_alone_and_answ
     assert reused_share(outcome.run_dir) > 0.5
     # the sequential run kept the same records, with nothing at once
     assert not overlapping_timed(read_activity(seq_dir), []).parallel
+    # the report says the timed figures were isolated, and that cells did run at once
+    from runner.report import render
+
+    html = render([outcome.run_dir], tmp_path / "report").html.read_text()
+    row = re.search(r'<table id="timing-table">.*?</table>', html, re.S).group(0)
+    assert "several on one node" in row and f"<td>{len(CELLS) * LATENCY_TASKS * 2}</td>" in row
+    assert 'class="timing-overlaps">0' in row and "badge bad" not in row
+    counts = judging_counts([s for c in RunStore(outcome.run_dir).read_manifest().cells
+                             for s in RunStore(outcome.run_dir).latest_samples(c)])
+    print(f"paper-shaped, in process: {counts.judged} answers judged, {counts.reused} verdicts reused")
 
 
 @pytest.fixture(scope="module")
@@ -159,29 +160,24 @@ def eight_gpu_node(tmp_path_factory):
     except ImportError:
         require(False, "Ray (pip install -e '.[ray]')")
     gemma_gguf()
-    saved = {k: os.environ.get(k) for k in ("RUNNER_HOME", "RUNNER_CACHE")}
-    os.environ["RUNNER_HOME"] = str(tmp_path_factory.mktemp("ray-node-home"))
-    os.environ["RUNNER_CACHE"] = str(SHARED_CACHE)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0, "include_dashboard": False})
-    worker = cluster.add_node(num_cpus=2, num_gpus=NODE_GPUS)
-    ray.init(address=cluster.address, log_to_driver=False)
-    cluster.wait_for_nodes()
+    # the node's processes inherit this environment: the shared cache, a home of their own
+    with environment(RUNNER_HOME=str(tmp_path_factory.mktemp("ray-node-home")), RUNNER_CACHE=str(SHARED_CACHE)):
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0,
+                                                                "include_dashboard": False})
+        worker = cluster.add_node(num_cpus=2, num_gpus=NODE_GPUS)
+        ray.init(address=cluster.address, log_to_driver=False)
+        cluster.wait_for_nodes()
     try:
         yield worker
     finally:
         ray.shutdown()
         cluster.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_ray_on_one_eight_gpu_node_places_disjointly_times_alone_and_answers_as_one_at_a_time(
         sequential, eight_gpu_node, tmp_path):
     seq_dir, seq_s = sequential
-    matrix = load_matrix(paper_shaped(tmp_path))
+    matrix = paper_shaped()
     started = time.monotonic()
     outcome = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs", executor="ray", address="auto"))
     wall = time.monotonic() - started
