@@ -1,16 +1,16 @@
 """A cell against its baseline: technique impact (paired McNemar on accuracy, a paired bootstrap on
-latency) and quantization impact (accuracy retained against the full-precision cell, MLPerf's rule)."""
+latency) and quantization impact (accuracy retained against the full-precision cell, MLPerf's rule),
+each beside the baseline's noise floor (``runner.noise``): a change inside it is never an effect."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from runner import stats
+from runner.noise import AgainstFloor, against_floor
+from runner.baselines import is_full_precision, quantization_baseline, technique_baseline
 from runner.records import Outcome
 from runner.report.data import CellData
-
-#: quantizations that count as a model's full-precision baseline (MLPerf's reference accuracy)
-FULL_PRECISION = ("bf16", "fp16", "f16", "fp32", "f32")
 #: significance level for the plain-words verdicts
 ALPHA = 0.05
 BOOTSTRAP_SEED = 20240601
@@ -36,6 +36,8 @@ class Comparison:
     accuracy: str
     #: TTFT ratio cell / baseline per cache state measured one at a time (``cold``, ``warm``)
     ttft_ratios: dict[str, stats.RatioEstimate] = field(default_factory=dict)
+    #: the paired answers whose text differs, beside the baseline's noise floor
+    noise: AgainstFloor | None = None
 
     @property
     def verdict(self) -> str:
@@ -55,6 +57,11 @@ class QuantizationRow:
 
     @property
     def verdict(self) -> str:
+        words = self._mlperf()
+        noise = self.comparison.noise
+        return f"within the noise floor ({words})" if noise is not None and noise.within else words
+
+    def _mlperf(self) -> str:
         if self.retained is None:
             return "no baseline accuracy to compare with"
         if self.meets_999:
@@ -77,13 +84,16 @@ def compare(cell: CellData, baseline: CellData) -> Comparison:
     cell_rate = sum(cell_pass) / n if n else None
     diff = 100 * (cell_rate - base_rate) if n else None
     p = stats.mcnemar_exact(only_base, only_cell) if n else None
+    answered = [t for t in common if Outcome.error not in (a[t].outcome, b[t].outcome)]
+    changed = sum(a[t].raw_text != b[t].raw_text for t in answered)
+    noise = against_floor(changed, len(answered), baseline.noise)
     ratio, source = _latency_ratio(cell, baseline)
     ttft = {state: r for state in ("cold", "warm")
             if (r := _paired_ratio(cell, baseline, f"latency/{state}", "ttft_s")) is not None}
     return Comparison(cell=cell, baseline=baseline, pairs=n, baseline_rate=base_rate, cell_rate=cell_rate,
                       diff_points=diff, only_baseline=only_base, only_cell=only_cell, p_value=p,
                       latency_ratio=ratio, latency_source=source, speed=_speed_words(ratio),
-                      accuracy=_accuracy_words(diff, p), ttft_ratios=ttft)
+                      accuracy=_accuracy_words(diff, p, noise), ttft_ratios=ttft, noise=noise)
 
 
 def _paired_ratio(cell: CellData, baseline: CellData, source: str, attr: str) -> stats.RatioEstimate | None:
@@ -133,12 +143,15 @@ def _speed_words(ratio: stats.RatioEstimate | None) -> str:
     return "no measurable speed change"
 
 
-def _accuracy_words(diff: float | None, p: float | None) -> str:
+def _accuracy_words(diff: float | None, p: float | None, noise: AgainstFloor | None = None) -> str:
     if diff is None or p is None:
         return "accuracy not measured"
+    if noise is not None and noise.within:  # repetition alone changes answers as often: no effect to name
+        return f"within the noise floor ({diff:+.1f} points, p={p:.2g})" if p < ALPHA else "within the noise floor"
     if p < ALPHA:
         verb = "loses" if diff < 0 else "gains"
-        return f"{verb} {abs(diff):.1f} points (p={p:.2g})"
+        unmeasured = "; noise floor not measured" if noise is None or noise.floor is None else ""
+        return f"{verb} {abs(diff):.1f} points (p={p:.2g}{unmeasured})"
     return "no measurable accuracy loss" if diff <= 0 else "no measurable accuracy change"
 
 
@@ -151,17 +164,15 @@ def technique_impact(cells: list[CellData]) -> tuple[list[Comparison], list[str]
         c = cell.cell
         if not c.techniques:
             continue
-        mine = set(c.techniques.items())
-        candidates = [o for o in cell.run.cells if o.cell.model == c.model and o.cell.runtime == c.runtime
-                      and o.cell.quantization == c.quantization and o.cell.prompt_style == c.prompt_style
-                      and set(o.cell.techniques.items()) < mine]
-        if not candidates:
+        found = technique_baseline(c, [o.cell for o in cell.run.cells])
+        if found is None:
+            mine = set(c.techniques.items())
             serves_as_baseline = any(set(o.cell.techniques.items()) > mine for o in cell.run.cells)
             if not serves_as_baseline:
                 notes.append(f"{cell.label}: no baseline cell (same model, runtime, quantization and prompt "
                              "style, without its techniques) in its run")
             continue
-        baseline = min(candidates, key=lambda o: len(o.cell.techniques))
+        baseline = next(o for o in cell.run.cells if o.cell.id == found.id)
         rows.append(compare(cell, baseline))
     return rows, notes
 
@@ -171,11 +182,10 @@ def quantization_impact(cells: list[CellData]) -> tuple[list[QuantizationRow], l
     rows, notes = [], []
     for cell in cells:
         c = cell.cell
-        if c.quantization.lower() in FULL_PRECISION:
+        if is_full_precision(c):
             continue
-        baseline = next((o for o in cell.run.cells if o.cell.quantization.lower() in FULL_PRECISION
-                         and o.cell.model == c.model and o.cell.runtime == c.runtime
-                         and o.cell.techniques == c.techniques and o.cell.prompt_style == c.prompt_style), None)
+        found = quantization_baseline(c, [o.cell for o in cell.run.cells])
+        baseline = next((o for o in cell.run.cells if o.cell.id == found.id), None) if found else None
         if baseline is None:
             if not c.techniques:
                 notes.append(f"{cell.label}: no BF16/FP16 cell of {c.model} on {c.runtime} to compare with")
