@@ -1,7 +1,8 @@
 """One cell's phases against its running server, on whichever machine runs it.
 
 Per cell: **accuracy** (every selected task, ``settings.concurrency`` requests in flight, each answer
-judged on a worker pool while generation goes on), **latency** (a seeded subset, one request at a
+judged on a worker pool while generation goes on), **repeat** (the noise floor, where the cell
+measures one: ``runner.noise``), **latency** (a seeded subset, one request at a
 time, in each cache state, after untimed warm-up requests) and **sweep** (throughput at each
 concurrency), with the server's metrics read before and after. What a cell produces goes to its
 ``CellSink``: the run store in this process, or a stream back to the driver (``runner.executors``).
@@ -33,10 +34,11 @@ from runner.benchmarks.benchmark import Benchmark
 from runner.errors import UserError
 from runner.events import RunEvents
 from runner.matrix import Matrix, RunSettings
+from runner.noise import REPEAT, REPEAT_SERIAL
 from runner.records import Cell, EditionVerdict, Outcome, Sample, Task, utcnow
 from runner.runtimes.base import ModelFiles, Runtime
 from runner.score import EditionJudge
-from runner.selection import cell_latency_tasks, cell_tasks, predecessor, state_key, warmup_tasks
+from runner.selection import cell_latency_tasks, cell_tasks, predecessor, repeat_tasks, state_key, warmup_tasks
 from runner.store import CellResult, Placement, SweepPoint
 
 if TYPE_CHECKING:
@@ -157,7 +159,13 @@ class EvalBacklog:
     def __init__(self, result: CellResult):
         self.result = result
         self._lock = threading.Lock()
-        self.pending: set[str] = set()  # task ids
+        self.pending: set[str] = set()  # ``key``s
+
+    @staticmethod
+    def key(sample: Sample) -> str:
+        """What the backlog holds for ``sample``: an accuracy answer's task id (``Reproduction.missing``
+        counts those as done), a repeated answer's phase with it (the same task, judged apart)."""
+        return sample.task_id if sample.phase == "accuracy" else f"{sample.phase}:{sample.task_id}"
 
     def add(self, task_id: str) -> None:
         with self._lock:
@@ -216,7 +224,7 @@ def this_node(gpu_ids: list[int], executor: str, *, node_id: str | None = None,
 
 
 class CellRun:
-    """The three phases of one cell against its running server, on whichever machine runs it: what it
+    """The phases of one cell against its running server, on whichever machine runs it: what it
     produces goes to ``sink`` (the run store here, or the stream back to the driver)."""
 
     def __init__(self, run: RunContext, cell: Cell, runtime: Runtime, backend: Backend,
@@ -253,6 +261,9 @@ class CellRun:
             try:
                 async with self._phase("accuracy", timed=False, idle=not accuracy):
                     await self._accuracy(accuracy)
+                repeats = self._repeats()
+                async with self._phase("repeat", timed=False, idle=not any(todo for *_, todo in repeats)):
+                    await self._repeat(repeats)
                 async with self._phase("latency", timed=True, idle=not latency):
                     await self._latency(latency)
                 async with self._phase("sweep", timed=True, idle=not sweep):
@@ -375,14 +386,36 @@ class CellRun:
     async def _accuracy(self, tasks: list[Task]) -> None:
         total = len(cell_tasks(self.context.matrix, self.context.benchmark, self.context.tasks, self.cell))
         self.events.phase_started(self.cell, "accuracy", total, total - len(tasks))
+        await self._judged(tasks, "accuracy", self.settings.concurrency)
+
+    def _repeats(self) -> list[tuple[str, int, list[Task], list[Task]]]:
+        """The noise floor's repetitions (``runner.noise``): per phase its concurrency, its tasks and
+        those not yet kept; none where the cell does not repeat."""
+        tasks = repeat_tasks(self.context.matrix, self.context.benchmark, self.context.tasks, self.cell)
+        if not tasks:
+            return []
+        done = self.sink.done_keys()
+        return [(phase, level, tasks, [t for t in tasks if (phase, t.id) not in done])
+                for phase, level in ((REPEAT, self.settings.concurrency), (REPEAT_SERIAL, 1))]
+
+    async def _repeat(self, repeats: list[tuple[str, int, list[Task], list[Task]]]) -> None:
+        """Some of the cell's tasks asked again at the accuracy phase's concurrency, then one at a
+        time, judged like its answers; never in a pass rate."""
+        for phase, level, tasks, todo in repeats:
+            self.events.phase_started(self.cell, phase, len(tasks), len(tasks) - len(todo))
+            await self._judged(todo, phase, level)
+
+    async def _judged(self, tasks: list[Task], phase: str, concurrency: int) -> None:
+        """Ask ``tasks`` with ``concurrency`` in flight, each answer handed to the sink to judge."""
         if not tasks:
             return
-        gate = asyncio.Semaphore(self.settings.concurrency)
+        gate = asyncio.Semaphore(concurrency)
+
         async def one(task: Task) -> None:
             async with gate:
                 if self.death:
                     return
-                sample = await self._request(task, "accuracy")
+                sample = await self._request(task, phase)
             if await self._server_died(sample):
                 return
             if sample.outcome == Outcome.error:

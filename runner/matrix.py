@@ -81,8 +81,12 @@ class RunSettings(BaseModel):
     #: sweep) waits until no other cell generates on its node (runner.activity's timing lock)
     parallel_cells: int | None = Field(None, gt=0)
     #: the noise floor: this many of a cell's tasks asked again after its accuracy phase, at the
-    #: accuracy phase's concurrency and once more at concurrency 1 (0: not measured)
+    #: accuracy phase's concurrency and once more at concurrency 1 (0: not measured; runner.noise)
     repeat_tasks: int = Field(0, ge=0)
+    #: which cells repeat: ``baselines``, the cells another cell is compared with (a technique's
+    #: baseline, a model's full-precision cell: runner.baselines), whose noise floor the report sets
+    #: beside each comparison; ``all``, every cell
+    repeat_cells: Literal["baselines", "all"] = "baselines"
 
     @field_validator("sweep")
     @classmethod

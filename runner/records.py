@@ -230,7 +230,8 @@ class Sample(BaseModel):
 
     task_id: str
     cell_id: str
-    phase: str = "accuracy"  # "accuracy" | "latency" | "replay" | "sweep"
+    #: "accuracy" | "repeat" | "repeat-serial" (the noise floor: runner.noise) | "latency" | "replay" | "sweep"
+    phase: str = "accuracy"
     #: the server's cache when the request was sent (latency phases): ``cold`` (no reusable prefix:
     #: reset by the runtime's own means), ``warm`` (the previous task of the same program was just
     #: served: a shared prefix, never the same prompt), ``replay`` (the identical prompt was just served)

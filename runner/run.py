@@ -23,11 +23,12 @@ from runner.benchmarks import DEFAULT_EDITION, load_benchmark
 from runner.cell import judge_editions
 from runner.errors import UserError
 from runner.events import RunEvents
-from runner.matrix import Matrix
+from runner.matrix import Matrix, RunSettings
+from runner.noise import REPEAT_PHASES
 from runner.records import Cell, EditionRef, Task, utcnow
 from runner.runtimes import get_runtime
 from runner.score import EditionJudge
-from runner.selection import cell_latency_tasks, cell_tasks, latency_subset, select_tasks, state_key
+from runner.selection import cell_latency_tasks, cell_tasks, latency_subset, repeat_tasks, select_tasks, state_key
 from runner.store import LOCK_NAME, CellResult, Manifest, ModelRecord, RunLock, RunStore
 from runner.activity import ActivityLog
 
@@ -217,6 +218,12 @@ class Reproduction:
         accuracy, latency, sweep = self._missing(cell, result)
         return [t for t in accuracy if t.id not in judging], latency, sweep
 
+    def repeats_missing(self, cell: Cell) -> list[Task]:
+        """The tasks ``cell`` still has to ask again for its noise floor (``runner.noise``)."""
+        done = self.store.done_keys(cell)
+        return [t for t in repeat_tasks(self.matrix, self.benchmark, self.tasks, cell)
+                if any((phase, t.id) not in done for phase in REPEAT_PHASES)]
+
     def _check_environment(self) -> None:
         """The sandbox's self-check and every selected program's reference on the judging path; the
         result (unscoreable programs, re-recorded expected outputs) goes into the manifest."""
@@ -310,11 +317,12 @@ _HOW_NOT_WHAT = ("reuse_verdicts", "parallel_cells")
 
 
 def _compared(matrix: dict, key: str):
-    """``matrix[key]`` as resuming compares it: settings without ``_HOW_NOT_WHAT`` (a run made
-    before one existed lacks it)."""
+    """``matrix[key]`` as resuming compares it: settings without ``_HOW_NOT_WHAT`` and without those at
+    their default (a run made before a setting existed lacks it: the same as its default)."""
     value = matrix.get(key)
     if key == "settings" and isinstance(value, dict):
-        return {k: v for k, v in value.items() if k not in _HOW_NOT_WHAT}
+        defaults = RunSettings().model_dump(mode="json")
+        return {k: v for k, v in value.items() if k not in _HOW_NOT_WHAT and (k not in defaults or v != defaults[k])}
     return value
 
 

@@ -67,6 +67,27 @@ def cell_tasks(matrix: Matrix, benchmark: Benchmark, tasks: list[Task], cell: Ce
     return round_robin(sorted(tasks, key=lambda t: order[t.id]), limit)
 
 
+def cell_repeats(matrix: Matrix, cell: Cell) -> bool:
+    """Whether ``cell`` measures its noise floor (``settings.repeat_tasks``, ``settings.repeat_cells``)."""
+    from runner.baselines import baseline_ids
+
+    settings = matrix.settings
+    if not settings.repeat_tasks:
+        return False
+    return settings.repeat_cells == "all" or cell.id in baseline_ids(matrix.cells)
+
+
+def repeat_tasks(matrix: Matrix, benchmark: Benchmark, tasks: list[Task], cell: Cell) -> list[Task]:
+    """The ``settings.repeat_tasks`` of ``cell``'s tasks it asks again (none where it does not repeat):
+    a seeded draw, taken in turn from each program and mode so that a few still spread."""
+    if not cell_repeats(matrix, cell):
+        return []
+    mine = cell_tasks(matrix, benchmark, tasks, cell)
+    # round_robin keeps its input's order within a program: shuffled first, each program's pick is seeded
+    shuffled = random.Random(matrix.settings.seed + 2).sample(mine, len(mine))
+    return round_robin(shuffled, matrix.settings.repeat_tasks)
+
+
 def latency_subset(tasks: list[Task], settings: RunSettings, pool: list[Task] | None = None) -> list[Task]:
     """The seeded subset timed one request at a time: tasks with an earlier gap in the same program
     and mode (the ``warm`` state serves that one first), from the selected ``tasks``, then from the

@@ -338,3 +338,64 @@ def test_a_model_file_with_bit_rot_under_its_old_mtime_fails_its_cell_and_its_ol
     assert old not in recorded
     assert sha256_file(model) == hashlib.sha256(model.read_bytes()).hexdigest()  # the stale entry is gone
     assert not llama_servers_of_this_test()
+
+
+def test_a_cell_asks_its_repeated_tasks_again_at_both_concurrencies_once(tmp_path):
+    from runner.benchmarks import load_benchmark
+    from runner.noise import REPEAT, REPEAT_SERIAL, noise_floor
+    from runner.passrate import pass_count
+    from runner.selection import repeat_tasks
+
+    text = write_matrix(tmp_path, limit=4, sweep="[]").read_text()
+    text = text.replace("latency_tasks = 2", "latency_tasks = 0\nrepeat_tasks = 3\nrepeat_cells = \"all\"")
+    (tmp_path / "small.toml").write_text(text)
+    matrix = load_matrix(tmp_path / "small.toml")
+    outcome = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs"))
+    (result,) = outcome.results
+    assert result.status == "done"
+    store = RunStore(outcome.run_dir)
+    samples = store.samples(result.cell)
+    benchmark = load_benchmark("starter")
+    chosen = {t.id for t in repeat_tasks(matrix, benchmark, select_tasks(benchmark, matrix.tasks), result.cell)}
+    accuracy = {s.task_id: s for s in samples if s.phase == "accuracy"}
+    assert len(chosen) == 3 and chosen <= set(accuracy)
+    for phase in (REPEAT, REPEAT_SERIAL):
+        again = {s.task_id: s for s in samples if s.phase == phase}
+        # each asked once, judged like an accuracy answer (an identical text reuses its verdict)
+        assert set(again) == chosen and sum(s.phase == phase for s in samples) == 3
+        assert all(s.outcome not in (None, Outcome.error) and s.code is not None for s in again.values())
+        assert all(s.verdict_from for s in again.values() if s.raw_text == accuracy[s.task_id].raw_text)
+    floor = noise_floor(result.cell.id, store.latest_samples(result.cell), matrix.settings.concurrency)
+    for rep, phase in ((floor.concurrent, REPEAT), (floor.serial, REPEAT_SERIAL)):
+        again = {s.task_id: s for s in samples if s.phase == phase}
+        assert rep.tasks == rep.judged == 3
+        assert rep.answers_changed == sum(again[t].raw_text != accuracy[t].raw_text for t in chosen)
+        assert rep.verdicts_changed == sum((again[t].outcome == Outcome.passed) != (accuracy[t].outcome == Outcome.passed)
+                                           for t in chosen)
+    assert (floor.concurrent.concurrency, floor.serial.concurrency) == (2, 1)
+    assert pass_count(samples).tasks == 4  # the repeated answers count in no pass rate
+
+    lines = store.samples_path(result.cell).read_text().count("\n")
+    again = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs"))
+    assert again.results[0].status == "done"
+    assert store.samples_path(result.cell).read_text().count("\n") == lines  # nothing asked twice
+
+
+def test_a_run_made_before_a_setting_existed_resumes_when_it_is_at_its_default(tmp_path):
+    import json
+
+    from runner.errors import UserError
+    from runner.run import Reproduction
+
+    matrix = load_matrix(write_matrix(tmp_path, limit=1))
+    Reproduction(matrix, RunOptions(runs_dir=tmp_path / "runs"))._open_store()
+    path = tmp_path / "runs" / "small" / "manifest.json"
+    old = json.loads(path.read_text())
+    for key in ("repeat_tasks", "repeat_cells", "parallel_cells"):
+        del old["matrix"]["settings"][key]
+    path.write_text(json.dumps(old))
+    Reproduction(matrix, RunOptions(runs_dir=tmp_path / "runs"))._open_store()  # no refusal
+    path.write_text(json.dumps(old))
+    repeating = matrix.model_copy(update={"settings": matrix.settings.model_copy(update={"repeat_tasks": 3})})
+    with pytest.raises(UserError, match="different matrix settings"):
+        Reproduction(repeating, RunOptions(runs_dir=tmp_path / "runs"))._open_store()

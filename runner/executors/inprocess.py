@@ -57,16 +57,19 @@ class StoreSink:
     def judge(self, task: Task, sample: Sample) -> None:
         # Tests run on the pool and are not awaited here: the server goes on generating,
         # and the next cell loads while this cell's last answers are still being tested.
-        self.backlog.add(task.id)
+        from runner.cell import EvalBacklog
+
+        self.backlog.add(EvalBacklog.key(sample))
         self.pending.append(self.pool.submit(self._judge_and_write, task, sample))
 
     def _judge_and_write(self, task: Task, sample: Sample) -> None:
-        from runner.cell import judge_sample
+        from runner.cell import EvalBacklog, judge_sample
 
+        key = EvalBacklog.key(sample)
         try:
             self.write(judge_sample(self.evaluator, task, sample, self.run.edition_judges))
         finally:
-            self.backlog.done(task.id)
+            self.backlog.done(key)
 
     def update(self, result: CellResult) -> None:
         self.run.store.write_cell(result)
@@ -209,7 +212,7 @@ class InProcessExecutor(Executor):
 
         result = run.store.read_cell(cell)
         accuracy, latency, sweep = run.missing(cell, result)
-        if not (accuracy or latency or sweep) and result.status == "done":
+        if not (accuracy or latency or sweep or run.repeats_missing(cell)) and result.status == "done":
             run.events.cell_skipped(result)
             return result
         runtime = get_runtime(cell.runtime)

@@ -527,7 +527,7 @@ class _Driver:
         request = run.matrix.request(cell)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             accuracy, latency, sweep = run.missing(cell, result, judging=set(backlog.pending))
-            if not (accuracy or latency or sweep) and result.status == "done":
+            if not (accuracy or latency or sweep or run.repeats_missing(cell)) and result.status == "done":
                 run.events.cell_skipped(result)
                 return result
             job = CellJob(matrix=run.matrix, cell=cell, run_name=self.store.root.name, backend=run.backend_name,
@@ -663,7 +663,10 @@ class _Driver:
     def _fan_out(self, cell: Cell, event: _ToJudge, backlog, result: CellResult, cell_lock) -> None:
         run = self.run
         task = next(t for t in run.tasks if t.id == event.task_id)
-        backlog.add(task.id)
+        from runner.cell import EvalBacklog
+
+        key = EvalBacklog.key(event.sample)
+        backlog.add(key)
         ref = self._judge.options(num_cpus=1, max_retries=3, resources=self.eval_resources).remote(
             run.matrix.benchmark, run.options.sandbox, run.options.allow_unsandboxed, (str(self.store.root.parent),),
             task, event.sample, run.options.expected, run.benchmark.edition, tuple(run.matrix.compare_editions),
@@ -685,7 +688,7 @@ class _Driver:
                 run.events.note(f"{cell.id}: evaluating {task.id} failed ({type(exc).__name__}); a rerun asks again")
             finally:
                 with cell_lock:
-                    backlog.done(task.id)
+                    backlog.done(key)
                     self.store.write_cell(backlog.result)
                 written.set()
 
