@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.errors import UserError
+from runner.noise import NoiseFloor, noise_floor
 from runner.passrate import counted
 from runner.records import Cell, Outcome, Sample, Task
 from runner.store import CellResult, Fingerprint, Manifest, RunStore
@@ -75,6 +76,11 @@ class CellData:
         return {s.task_id: s for s in self.accuracy}
 
     @property
+    def noise(self) -> NoiseFloor | None:
+        """Its noise floor, where it repeated tasks (``settings.repeat_tasks``)."""
+        return noise_floor(self.cell.id, self.samples, self.run.concurrency)
+
+    @property
     def errors(self) -> list[Sample]:
         return [s for s in self.samples if s.outcome == Outcome.error]
 
@@ -118,6 +124,14 @@ class RunData:
     @property
     def machine(self) -> str:
         return machine_label(self.manifest.fingerprint)
+
+    @property
+    def concurrency(self) -> int:
+        """The accuracy phase's requests in flight (``settings.concurrency``)."""
+        from runner.matrix import RunSettings
+
+        settings = self.manifest.matrix.get("settings") or {}
+        return int(settings.get("concurrency", RunSettings().concurrency))
 
     @property
     def benchmark(self) -> str | None:

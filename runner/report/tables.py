@@ -12,6 +12,7 @@ from runner.errors import cap
 from runner.evaluation.verdicts import JudgingCounts, judging_counts
 from runner.passrate import pass_count
 from runner.records import ExpectedOutputs, Outcome, Sample
+from runner.noise import NoiseFloor
 from runner.report.comparisons import Comparison, QuantizationRow, quantization_impact, technique_impact
 from runner.report.data import (LANGUAGE_MODES, CellData, RunData, TaskCatalogue, machine_key,
                                 shared_latency_source, split_task_id)
@@ -548,6 +549,8 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
     out = []
     for row in rows:
         cell, result, lat = row.cell, row.cell.result, row.latency
+        noise = cell.noise
+        concurrent, serial = (noise.concurrent, noise.serial) if noise else (None, None)
         for language, mode in keys:
             best = row.best.get((language, mode)) or PassRate.of([])
             every = row.best_all.get((language, mode)) or PassRate.of([])
@@ -587,6 +590,14 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
                 # answers generated but not judged: the most at once, and those still waiting
                 "eval_backlog_peak": result.eval_backlog_peak, "eval_pending": result.eval_pending,
                 "nodes": " ".join(dict.fromkeys(p.node for p in result.placements)),
+                # the cell's noise floor (runner.noise): its repeated tasks, at the accuracy phase's
+                # concurrency and one at a time, and how many answers and verdicts changed
+                "repeat_tasks": concurrent.tasks if concurrent else None,
+                "repeat_answers_changed": concurrent.answers_changed if concurrent else None,
+                "repeat_verdicts_changed": concurrent.verdicts_changed if concurrent else None,
+                "repeat_serial_tasks": serial.tasks if serial else None,
+                "repeat_serial_answers_changed": serial.answers_changed if serial else None,
+                "repeat_serial_verdicts_changed": serial.verdicts_changed if serial else None,
             }
             for level in levels:
                 rps, tps = row.sweep.get(level, (None, None))
@@ -611,7 +622,9 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
 
 #: columns that only some hosts or runtimes can fill
 _OPTIONAL_COLUMNS = ("peak_gpu_memory_mib", "peak_rss_mib", "energy_per_task_j", "energy_source",
-                     "ttft_cold_p50_s", "cached_tokens_p50")
+                     "ttft_cold_p50_s", "cached_tokens_p50", "repeat_tasks", "repeat_answers_changed",
+                     "repeat_verdicts_changed", "repeat_serial_tasks", "repeat_serial_answers_changed",
+                     "repeat_serial_verdicts_changed")
 
 
 def frontier(points: list[tuple[float, float]]) -> list[int]:
@@ -816,6 +829,7 @@ class Tables:
     judging: list[JudgingRow] = field(default_factory=list)  # per cell: answers judged, verdicts reused
     judging_total: JudgingCounts = field(default_factory=JudgingCounts)
     timing: list[TimingRow] = field(default_factory=list)  # per run: timed samples that overlapped other generation
+    noise: list[tuple[CellData, NoiseFloor]] = field(default_factory=list)  # the cells that repeated tasks
 
 
 @dataclass
@@ -864,4 +878,5 @@ def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
                   details=cell_details(cells, outcomes), highlights=highlights(rows), results=result_rows(rows, refs),
                   resources=resource_columns(rows), environment=env_rows, environment_notes=env_notes,
                   editions=edition_rows(cells), client_overhead=overhead_note() if sweep_levels(rows) else None,
-                  judging=judging_rows, judging_total=judging_total, timing=timing_rows(runs))
+                  judging=judging_rows, judging_total=judging_total, timing=timing_rows(runs),
+                  noise=[(c, floor) for c in cells if (floor := c.noise) is not None])

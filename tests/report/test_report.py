@@ -131,7 +131,8 @@ def test_technique_verdict_follows_the_paired_outcomes(tmp_path):
     assert comparison.latency_ratio.interval.high < 1 and comparison.latency_source == "latency"
     points = 100 * (only_base - only_spec) / len(base)
     assert comparison.verdict == f"faster (×{1 / comparison.latency_ratio.ratio:.2f}), loses {points:.1f} points " \
-                                 f"(p={comparison.p_value:.2g})"
+                                 f"(p={comparison.p_value:.2g}; noise floor not measured)"
+    assert comparison.noise.words == f"answers changed: 0 of {comparison.noise.pairs} · noise floor not measured"
     (quant_note,) = built.quantization_notes or ["none"]
     assert "none" in quant_note or "no BF16" in quant_note
 
