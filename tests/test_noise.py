@@ -56,3 +56,25 @@ def test_a_change_is_above_the_floor_only_when_fisher_says_so():
     unmeasured = against_floor(24, 100, None)
     assert unmeasured.within is None and unmeasured.words == "answers changed: 24 of 100 · noise floor not measured"
 
+
+def test_the_demo_repeats_on_its_baselines_only():
+    from runner.baselines import baseline_ids
+    from runner.benchmarks import load_benchmark
+    from runner.matrix import load_matrix
+    from runner.paths import matrices_dir
+    from runner.selection import repeat_tasks, select_tasks
+
+    matrix = load_matrix(matrices_dir() / "demo.toml")
+    benchmark = load_benchmark(matrix.benchmark)
+    tasks = select_tasks(benchmark, matrix.tasks)
+    repeating = {c.id: repeat_tasks(matrix, benchmark, tasks, c) for c in matrix.cells}
+    repeating = {k: v for k, v in repeating.items() if v}
+    # the techniques' baseline (the Q4_K_M rung) and the ladder's (F16): the cells others are compared with
+    assert set(repeating) == baseline_ids(matrix.cells) == {"qwen2.5-coder-0.5b/llamacpp/q4_k_m/baseline",
+                                                            "qwen2.5-coder-0.5b/llamacpp/f16/baseline"}
+    picks = list(repeating.values())
+    assert all(len(p) == matrix.settings.repeat_tasks for p in picks) and picks[0] == picks[1]
+    ids = {t.id for t in tasks}
+    assert all(t.id in ids for t in picks[0])
+    # spread: one of each program and mode of each language (the starter set has 12 of them)
+    assert len({(t.language, t.program, t.mode) for t in picks[0]}) == len(picks[0])
