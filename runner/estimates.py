@@ -421,8 +421,13 @@ def generation_time(matrix: Matrix, cell: Cell, tasks: CellWork, device: str, gb
     warmup = settings.warmup_requests * request(prompt, 16)
     sweep = sum(settings.sweep_requests * request(prompt, settings.max_tokens) / gain(level)
                 for level in settings.sweep) if settings.sweep_requests else 0.0
+    # the noise floor's tasks, asked again at the accuracy phase's concurrency and one at a time
+    from runner.selection import cell_repeats
+
+    again = min(settings.repeat_tasks, sum(tasks.by_language.values())) if cell_repeats(matrix, cell) else 0
+    repeat = again * request(prompt * ACCURACY_PREFILL_SHARE[device], output) * (1 / gain(settings.concurrency) + 1)
     load = served / LOAD_GIBPS + STARTUP_S[device].get(cell.runtime, 30.0)
-    return GenerationTime(load_s=load + CELL_OVERHEAD_S[device], untimed_s=warmup + accuracy, timed_s=latency + sweep)
+    return GenerationTime(load_s=load + CELL_OVERHEAD_S[device], untimed_s=warmup + accuracy + repeat, timed_s=latency + sweep)
 
 
 # -- verdicts reused ----------------------------------------------------------------------------------
