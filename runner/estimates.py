@@ -24,7 +24,7 @@ whose every assumption is in the tables below:
 - **evaluation**, else: the per-task ``seconds`` that the reference oracle recorded
   (``bench/results/oracle-simcopilot-2024-upstream.jsonl``, in a checkout; its per-language mean for
   a task it lacks), else ``EVAL_SECONDS``; run on one worker per core, beside generation. A
-  technique cell's (``baseline_of``) is cut by the share of its answers expected to repeat its
+  technique cell's (``runner.baselines.technique_baseline``) is cut by the share of its answers expected to repeat its
   baseline's, whose verdicts the verdict cache hands over (``settings.reuse_verdicts``): as earlier
   runs in the runs folder measured it (``verdict_reuse``, any hardware), else ``TECHNIQUE_REUSE``.
 - **the run**: ``simulate`` places the cells on the node's GPUs (``settings.parallel_cells`` at most)
@@ -42,6 +42,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from runner.baselines import technique_baseline
 from runner.errors import UserError
 from runner.matrix import Matrix, ModelSource
 from runner.paths import PACKAGE_DIR
@@ -441,17 +442,6 @@ def generation_time(matrix: Matrix, cell: Cell, tasks: CellWork, device: str, gb
 TECHNIQUE_REUSE = 0.6
 
 
-def baseline_of(cell: Cell, cells: list[Cell]) -> Cell | None:
-    """The cell ``cell`` is compared with as a technique (``runner.report.comparisons``' rule): same
-    model, runtime, quantization and prompt style, the fewest switches that are a strict subset of its
-    own; None: ``cell`` is no technique cell."""
-    mine = set(cell.techniques.items())
-    candidates = [o for o in cells if o.model == cell.model and o.runtime == cell.runtime
-                  and o.quantization == cell.quantization and o.prompt_style == cell.prompt_style
-                  and set(o.techniques.items()) < mine]
-    return min(candidates, key=lambda o: len(o.techniques)) if candidates else None
-
-
 class VerdictReuse(BaseModel):
     """Technique cells' judged answers in earlier runs, and how many of them repeated an answer of their
     baseline's group in the same run (its verdict taken from the cache)."""
@@ -492,7 +482,7 @@ def verdict_reuse(runs_dir: Path | None) -> VerdictReuse:
             groups: dict[str, set[str]] = {}  # baseline id -> the ids of it and its technique cells
             technique: dict[str, str] = {}  # technique cell id -> its baseline's
             for cell in started:
-                base = baseline_of(cell, started)
+                base = technique_baseline(cell, started)
                 if base is not None:
                     technique[cell.id] = base.id
                     groups.setdefault(base.id, {base.id}).add(cell.id)

@@ -24,9 +24,10 @@ from runner.matrix import Matrix, ModelSource
 from runner.paths import cache_dir
 from runner.estimates import (CELL_OVERHEAD_S, CPU_GBPS_MAX, CPU_GBPS_PER_THREAD, OUTPUT_FRACTION, REFERENCE_GPU,
                                SIMCOPILOT_PROMPT_TOKENS, TECHNIQUE_REUSE, TENSOR_PARALLEL_EFFICIENCY, EarlierRuns,
-                               GenerationTime, JudgingTimes, MeasuredCell, VerdictReuse, baseline_of, cell_work,
+                               GenerationTime, JudgingTimes, MeasuredCell, VerdictReuse, cell_work,
                                earlier_runs, eval_seconds, generation_time, gpu_bandwidth, host_hardware,
                                oracle_seconds, timing_key, verdict_reuse)
+from runner.baselines import technique_baseline
 from runner.schedule import Schedule, ScheduleItem, ScheduleNode, simulate
 from runner.records import Cell
 
@@ -67,7 +68,7 @@ class PlannedCell(BaseModel):
     generation_basis: str = "table"
     #: of its answers, how many are judged in the time an earlier run here measured (per task or language)
     evaluation_measured: int = 0
-    #: a technique cell's baseline (``runner.estimates.baseline_of``), and the share of its answers
+    #: a technique cell's baseline (``runner.baselines.technique_baseline``), and the share of its answers
     #: expected to repeat the baseline's, their verdicts reused rather than judged
     baseline: str | None = None
     reuse: float = 0.0
@@ -567,7 +568,7 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
         if time is None:
             time = generation_time(matrix, cell, tasks, device, gbps, matrix.settings.threads or workers)
             classes[label] = classes.get(label, 0) + 1
-        baseline = baseline_of(cell, matrix.cells)
+        baseline = technique_baseline(cell, matrix.cells)
         reused = share if baseline is not None else 0.0
         cells.append(PlannedCell(
             id=cell.id, cell=cell, runnable=verdict.runnable, device=verdict.device, reason=verdict.reason,
