@@ -30,7 +30,7 @@ def test_report_opens_offline_in_chromium_with_every_chart(two_machine_runs, tmp
         # drill-down collapsed by default; every section the brief names is there
         assert browser.evaluate("[...document.querySelectorAll('details')].every(d => !d.open)")
         sections = browser.evaluate("[...document.querySelectorAll('section')].map(s => s.id)")
-        assert sections == ["glance", "headline", "environment", "judging", "techniques", "quantization", "reference", "cascades",
+        assert sections == ["glance", "headline", "environment", "judging", "timing", "techniques", "quantization", "reference", "cascades",
                             "hardware", "charts", "failures", "definitions", "provenance", "tasks"]
         shot = browser.screenshot(tmp_path / "report.png")
     assert shot.stat().st_size > 50_000
