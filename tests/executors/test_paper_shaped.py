@@ -189,3 +189,20 @@ def test_ray_on_one_eight_gpu_node_places_disjointly_times_alone_and_answers_as_
     check_timing(outcome.run_dir)
     assert answers(outcome.run_dir) == answers(seq_dir)
     assert reused_share(outcome.run_dir) > 0.5
+
+
+def test_without_gpus_parallel_cells_runs_that_many_cpu_cells_at_once_timed_alone(tmp_path):
+    """A host without GPUs (no ``--gpus``): ``--parallel-cells 2`` runs two CPU cells at once, each
+    with its own server, and still times each one alone."""
+    matrix = paper_shaped()
+    outcome = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs", limit=2, parallel_cells=2, gpus=[]))
+    assert [r.status for r in outcome.results] == ["done"] * len(CELLS), [r.reason for r in outcome.results]
+    records = read_activity(outcome.run_dir)
+    cells = [a for a in records if a.kind == "cell"]
+    assert all(a.gpu_ids == [] for a in cells)
+    for a in cells:  # never more than two at once
+        moment = a.started_at
+        assert sum(b.started_at <= moment < b.ended_at for b in cells) <= 2
+    servers = {r.placements[-1].server for r in outcome.results}
+    assert len(servers) == len(CELLS)  # each its own server
+    check_timing(outcome.run_dir)
