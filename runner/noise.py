@@ -56,7 +56,11 @@ def _answered(samples: Iterable[Sample], phase: str) -> dict[str, Sample]:
 
 
 def _passed(sample: Sample) -> bool | None:
-    return None if sample.outcome is None else sample.outcome is Outcome.passed
+    """Pass or not; None where no verdict on the model exists (not judged yet, or unscoreable: the
+    environment decided it, and a sandbox that failed once must not pass for batching noise)."""
+    if sample.outcome is None or sample.outcome is Outcome.unscoreable:
+        return None
+    return sample.outcome is Outcome.passed
 
 
 def repetition(accuracy: dict[str, Sample], again: dict[str, Sample], phase: str, concurrency: int) -> Repetition:

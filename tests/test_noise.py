@@ -35,6 +35,14 @@ def test_an_answer_not_yet_judged_counts_for_text_but_not_for_verdicts():
     assert (rep.tasks, rep.answers_changed, rep.judged, rep.verdicts_changed) == (1, 1, 0, 0)
 
 
+def test_an_unscoreable_repetition_is_no_changed_verdict():
+    """The sandbox failing on a repeated answer (environment: named, unscoreable) is not the model's noise."""
+    samples = [sample("a", "accuracy", "x = 1"), sample("a", REPEAT, "x = 1", Outcome.unscoreable),
+               sample("b", "accuracy", "y = 1", Outcome.unscoreable), sample("b", REPEAT, "y = 1", Outcome.fail)]
+    rep = noise_floor("c", samples, concurrency=2).concurrent
+    assert (rep.tasks, rep.answers_changed, rep.judged, rep.verdicts_changed) == (2, 0, 0, 0)
+
+
 def test_a_cell_that_repeated_nothing_has_no_floor():
     assert noise_floor("c", [sample("a", "accuracy", "x")], concurrency=2) is None
 

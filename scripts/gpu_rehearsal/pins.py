@@ -85,10 +85,11 @@ def converter_flags() -> list[str]:
     """Every option the rehearsal passes to the converter (for the check against its argparse)."""
     p = Path("/m")
     argvs = [measure_argv(p, p, p)] + [convert_argv(p, p, p, bits, p) for bits in BITS]
-    return _unique([a for argv in argvs for a in argv[2:] if a.startswith("-") and not _number(a)])
+    return _unique([a for argv in argvs for a in argv[2:] if a.startswith("-") and not is_number(a)])
 
 
-def _number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether ``text`` is a number (a value, not a flag, even when it starts with ``-``)."""
     try:
         float(text)
     except ValueError:

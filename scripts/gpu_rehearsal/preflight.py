@@ -74,7 +74,7 @@ def check_converter_argv(options: dict[str, str | None], argvs: list[list[str]])
             problems.append(f"not the converter module: {' '.join(argv[:2])}")
         args = argv[2:]
         for i, arg in enumerate(args):
-            if not arg.startswith("-") or _number(arg):
+            if not arg.startswith("-") or pins.is_number(arg):
                 continue
             if arg not in options:
                 problems.append(f"the converter has no option {arg}")
@@ -86,14 +86,6 @@ def check_converter_argv(options: dict[str, str | None], argvs: list[list[str]])
             if kind is None and value is not None and not value.startswith("-"):
                 problems.append(f"{arg} is a flag, the rehearsal passes it a value {value!r}")
     return problems
-
-
-def _number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _typed(value: str | None, kind: str) -> bool:
