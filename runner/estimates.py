@@ -230,20 +230,31 @@ def _measure(store, manifest, result) -> MeasuredCell | None:
                         sweep_s=sum(p.seconds for p in result.sweep), samples=len(accuracy) + len(latency))
 
 
-def earlier_runs(runs_dir: Path | None, hardware: str) -> EarlierRuns:
-    """Every finished cell and judged answer in ``runs_dir`` whose run's fingerprint is of ``hardware``
-    (``hardware_class``); a folder that is not a readable run is passed over (the plan writes nothing)."""
+def _runs_in(runs_dir: Path | None):
+    """Each run directory of ``runs_dir`` with its manifest; a folder that is not a readable run is
+    passed over (the plan writes nothing and refuses nothing for it)."""
     from runner.store import RunStore
 
-    found = EarlierRuns(hardware=hardware)
     if runs_dir is None or not Path(runs_dir).is_dir():
-        return found
+        return
     for folder in sorted(Path(runs_dir).iterdir()):
         store = RunStore(folder, notice=lambda _: None)
         if not store.exists():
             continue
         try:
             manifest = store.read_manifest()
+        except (UserError, OSError, ValueError):
+            continue
+        yield store, manifest
+
+
+def earlier_runs(runs_dir: Path | None, hardware: str) -> EarlierRuns:
+    """Every finished cell and judged answer in ``runs_dir`` whose run's fingerprint is of ``hardware``
+    (``hardware_class``); a folder that is not a readable run is passed over (the plan writes nothing)."""
+    found = EarlierRuns(hardware=hardware)
+    for store, manifest in _runs_in(runs_dir):
+        folder = store.root
+        try:
             fp = manifest.fingerprint
             if hardware_class([str(g.get("name", "")) for g in fp.gpus], fp.cpu, fp.cpu_count) != hardware:
                 continue
@@ -463,17 +474,11 @@ def verdict_reuse(runs_dir: Path | None) -> VerdictReuse:
     the pair judging one verdict either way. Verdicts of an earlier run of the same matrix are left out:
     a rerun reusing them all says nothing of what a technique changes."""
     from runner.records import Outcome
-    from runner.store import RunStore
 
     found = VerdictReuse()
-    if runs_dir is None or not Path(runs_dir).is_dir():
-        return found
-    for folder in sorted(Path(runs_dir).iterdir()):
-        store = RunStore(folder, notice=lambda _: None)
-        if not store.exists():
-            continue
+    for store, manifest in _runs_in(runs_dir):
+        folder = store.root
         try:
-            manifest = store.read_manifest()
             # a run made before the verdict cache has no such setting, and judged every answer
             if (manifest.matrix.get("settings") or {}).get("reuse_verdicts") is not True:
                 continue
