@@ -255,6 +255,9 @@ class CellRun:
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
             self.http = http
             self.result.server_version = await self.runtime.server_version(http, self.base)
+            batching = await self.runtime.batching(http, self.base, self.cell)
+            if batching is not None:
+                self.result.batched, self.result.batching = batching.batched, batching.label
             self.chat_template_sha256 = await self._chat_template_sha256()
             before = await self.runtime.scrape_metrics(http, self.base)
             meter = self._meter().start()

@@ -124,6 +124,10 @@ class CellResult(BaseModel):
     load_seconds: float | None = None
     server_shared_with: str | None = None  # the cell whose identical server this cell reused
     server_version: str | None = None
+    #: whether the server served concurrent requests together (runtimes that may not: ExLlamaV2
+    #: without flash-attn); None where the runtime always batches or cannot say
+    batched: bool | None = None
+    batching: str | None = None  # the report's label of an unbatched server, e.g. "unbatched (no flash-attn)"
     image_digest: str | None = None
     server_metrics: dict[str, float] = Field(default_factory=dict)  # e.g. vLLM histogram deltas
     sweep: list[SweepPoint] = Field(default_factory=list)

@@ -290,9 +290,11 @@ def throughput(rows: list[HeadlineRow], fig: Figure) -> str:
     for i, r in enumerate(usable):
         levels = sorted(r.sweep)
         colour = PALETTE[i % len(PALETTE)]
-        label = _short(r.cell.label, usable)
-        axes[0].plot(levels, [r.sweep[c][1] for c in levels], marker="o", color=colour, label=label)
-        axes[1].plot(levels, [r.sweep[c][0] for c in levels], marker="o", color=colour, label=label)
+        # a server that served one request at a time is drawn dashed and says so: its curve is no batching's
+        label = _short(r.cell.label, usable) + (f" — {r.unbatched}" if r.unbatched else "")
+        style = "--" if r.unbatched else "-"
+        axes[0].plot(levels, [r.sweep[c][1] for c in levels], marker="o", color=colour, label=label, linestyle=style)
+        axes[1].plot(levels, [r.sweep[c][0] for c in levels], marker="o", color=colour, label=label, linestyle=style)
     for ax, what in ((axes[0], "output tokens/s"), (axes[1], "requests/s")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent requests")
@@ -304,7 +306,9 @@ def throughput(rows: list[HeadlineRow], fig: Figure) -> str:
         ax.set_ylim(bottom=0)
     if usable:
         axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
-    return "Fixed-length generation (ignore_eos, max_tokens) so that cells compare."
+    dashed = " Dashed: a server that served one request at a time (unbatched), labelled with why." \
+        if any(r.unbatched for r in usable) else ""
+    return "Fixed-length generation (ignore_eos, max_tokens) so that cells compare." + dashed
 
 
 def _svg(fig: Figure) -> str:

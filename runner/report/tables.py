@@ -159,6 +159,13 @@ class HeadlineRow:
         """The cell's answers judged afresh and those with a reused verdict."""
         return judging_counts(self.cell.samples)
 
+    @property
+    def unbatched(self) -> str | None:
+        """The label of a cell whose server served one request at a time, so that its sweep measured
+        no batching (e.g. "unbatched (no flash-attn)"); None for a server that batched."""
+        result = self.cell.result
+        return (result.batching or "unbatched") if result.batched is False else None
+
 
 def headline(cells: list[CellData]) -> list[HeadlineRow]:
     """The headline table: one row per cell."""
@@ -584,6 +591,8 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
                 "ttft_p50_s": lat.ttft_p50, "ttft_p95_s": lat.ttft_p95, "tpot_p50_s": lat.tpot_p50,
                 "itl_p50_s": lat.itl_p50, "e2e_p50_s": lat.e2e_p50, "e2e_p95_s": lat.e2e_p95,
                 "output_tokens_per_s": lat.output_tokens_per_s,
+                # whether the server batched concurrent requests (None: the runtime always does)
+                "batched": result.batched, "batching": result.batching,
                 "load_s": result.load_seconds, "peak_gpu_memory_mib": result.peak_gpu_memory_mib,
                 "peak_rss_mib": result.peak_rss_mib, "energy_per_task_j": row.energy_per_task_j,
                 "energy_source": result.energy_source, "error_samples": row.errors,
@@ -621,7 +630,7 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
 
 
 #: columns that only some hosts or runtimes can fill
-_OPTIONAL_COLUMNS = ("peak_gpu_memory_mib", "peak_rss_mib", "energy_per_task_j", "energy_source",
+_OPTIONAL_COLUMNS = ("batched", "batching", "peak_gpu_memory_mib", "peak_rss_mib", "energy_per_task_j", "energy_source",
                      "ttft_cold_p50_s", "cached_tokens_p50", "repeat_tasks", "repeat_answers_changed",
                      "repeat_verdicts_changed", "repeat_serial_tasks", "repeat_serial_answers_changed",
                      "repeat_serial_verdicts_changed")

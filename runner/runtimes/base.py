@@ -59,6 +59,14 @@ class ServerSpec(BaseModel):
         })
 
 
+class Batching(BaseModel):
+    """Whether the running server serves concurrent requests together, as it reports about itself."""
+
+    batched: bool
+    slots: int | None = None  # sequences it runs at once, by its own count
+    label: str | None = None  # the report's words for a server that does not batch, e.g. "unbatched (no flash-attn)"
+
+
 def parse_prometheus(text: str) -> dict[str, float]:
     """Flatten Prometheus exposition text to ``{'name{label="v",...}': value}`` (labels sorted)."""
     values: dict[str, float] = {}
@@ -187,6 +195,11 @@ class Runtime(ABC):
 
     async def server_version(self, http: httpx.AsyncClient, base_url: str) -> str | None:
         """The server's build or version string, or None when it does not say."""
+        return None
+
+    async def batching(self, http: httpx.AsyncClient, base_url: str, cell: Cell) -> Batching | None:
+        """Whether the running server batches ``cell``'s concurrent requests; None where it always
+        does as launched (the default: vLLM, llama.cpp's slots) or cannot say."""
         return None
 
 

@@ -28,11 +28,13 @@ from runner.errors import UserError
 from runner.paths import cache_dir
 from runner.records import Cell, ServerTimings
 from runner.runtimes import register_runtime
-from runner.runtimes.base import ModelFiles, Runtime, ServerSpec
+from runner.runtimes.base import Batching, ModelFiles, Runtime, ServerSpec
 
 #: TabbyAPI's last branch with the ExLlamaV2 backend (the Docker image pins a commit of it)
 TABBYAPI_REF = "exl2-checkpoint"
 DEFAULT_SLOTS = 8
+#: the report's label of a cell whose TabbyAPI fell back to one sequence at a time
+UNBATCHED_NO_FLASH_ATTN = "unbatched (no flash-attn)"
 _CACHE_MODES = {"fp16": "FP16", "q8": "Q8", "q6": "Q6", "q4": "Q4"}
 _EXL2 = re.compile(r"exl2-(\d(\.\d+)?)")
 
@@ -123,6 +125,22 @@ class ExLlamaV2(Runtime):
             return None
         return ServerTimings(prompt_n=usage.get("prompt_tokens"), prompt_ms=_ms(usage.get("prompt_time")),
                              predicted_n=usage.get("completion_tokens"), predicted_ms=_ms(usage.get("completion_time")))
+
+    async def batching(self, http: httpx.AsyncClient, base_url: str, cell: Cell) -> Batching | None:
+        """TabbyAPI's ``GET /v1/model``: its ``max_batch_size`` is the configured slots in paged mode,
+        and 1 in its compatibility mode, which it enters when ExLlamaV2 has no flash-attn (missing,
+        ``EXLLAMA_NO_FLASH_ATTN``) or a GPU is older than Ampere; it then serves one sequence at a time."""
+        try:
+            response = await http.get(f"{base_url}/v1/model")
+            response.raise_for_status()
+            served = int(response.json()["parameters"]["max_batch_size"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+        asked = int(cell.techniques.get("parallel", DEFAULT_SLOTS))
+        if served > 1:
+            return Batching(batched=True, slots=served)
+        return Batching(batched=False, slots=served,
+                        label=UNBATCHED_NO_FLASH_ATTN if asked > 1 else "unbatched (parallel=1)")
 
 
 def _ms(seconds: Any) -> float | None:

@@ -1,9 +1,12 @@
-"""ExLlamaV2 via TabbyAPI needs CUDA, so here only its launch and config building are tested."""
+"""ExLlamaV2 via TabbyAPI needs CUDA, so here only its launch, its config and how it reads what
+TabbyAPI reports (answered by a stand-in for TabbyAPI's HTTP API) are tested."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -74,3 +77,33 @@ def test_local_problem_names_the_missing_checkout(monkeypatch, tmp_path):
     (tmp_path / "main.py").write_text("")
     assert RUNTIME.local_problem() is None
     assert RUNTIME.requires_gpu and RUNTIME.metrics_endpoint is None
+
+
+def model_card(max_batch_size: int) -> dict:
+    """TabbyAPI's ``GET /v1/model`` at the pinned commit (ModelCard, its ModelCardParameters)."""
+    return {"id": "llama3-70b-exl2-6.0", "object": "model", "created": 0, "owned_by": "tabbyAPI",
+            "parameters": {"max_seq_len": 4096, "max_batch_size": max_batch_size, "cache_size": 32768,
+                           "cache_mode": "FP16", "chunk_size": 2048}}
+
+
+def batching_of(c: Cell, answer: httpx.Response):
+    async def ask():
+        transport = httpx.MockTransport(lambda request: answer if request.url.path == "/v1/model"
+                                        else httpx.Response(404))
+        async with httpx.AsyncClient(transport=transport) as http:
+            return await RUNTIME.batching(http, "http://tabby", c)
+    return asyncio.run(ask())
+
+
+def test_batching_is_what_tabbyapi_reports_tabbyapi_standin():
+    # paged mode (flash-attn there): the configured slots
+    paged = batching_of(cell(), httpx.Response(200, json=model_card(8)))
+    assert (paged.batched, paged.slots, paged.label) == (True, 8, None)
+    # compatibility mode (no flash-attn, or a pre-Ampere GPU): TabbyAPI sets max_batch_size to 1
+    compat = batching_of(cell(), httpx.Response(200, json=model_card(1)))
+    assert (compat.batched, compat.slots, compat.label) == (False, 1, "unbatched (no flash-attn)")
+    # one slot asked for: unbatched by the cell's own choice, not for want of flash-attn
+    assert batching_of(cell(parallel="1"), httpx.Response(200, json=model_card(1))).label == "unbatched (parallel=1)"
+    # a server that does not say leaves the record unknown, never guessed
+    assert batching_of(cell(), httpx.Response(404)) is None
+    assert batching_of(cell(), httpx.Response(200, json={"id": "m", "parameters": None})) is None
