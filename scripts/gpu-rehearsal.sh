@@ -6,6 +6,8 @@
 # Llama with fixed-seed random weights, converts it to EXL2 at two bit widths with exllamav2's own
 # converter, serves it with TabbyAPI at the pinned commit through the runner's exllama runtime on
 # the local backend, runs every phase on a few starter tasks, renders the report and checks it.
+# Batched (TabbyAPI's paged mode) when a flash-attn for the host's torch imports (the bundle's
+# --flash-attn wheel, or the host's), else unbatched (EXLLAMA_NO_FLASH_ATTN=1); it prints which.
 # Prints each step's seconds; exits non-zero at the first failure. The report goes to $OUT if set.
 # Usage: scripts/gpu-rehearsal.sh [--preflight] BUNDLE_DIR [WORK_DIR]
 #   --preflight: install and check only (TabbyAPI's config model on the runtime's configs, the
@@ -49,6 +51,7 @@ have="$("$host_python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.versio
 links=()
 for batch in "$bundle"/batch-*/; do links+=(--find-links "$batch"); done
 stamp="$(sha256sum "$manifest" | cut -c1-16)"
+carried_flash_attn="$("$host_python" -c 'import json,sys; print(json.load(open(sys.argv[1])).get("flash_attn") or "")' "$manifest")"
 
 # 1. the two venvs, from the bundle alone (skipped when this bundle is already installed)
 step install
@@ -65,6 +68,13 @@ for env in tabby runner; do
     if [ "$env" = tabby ]; then  # --no-deps: its torch requirement is the host's torch
       quiet pip-exllamav2 "$venv/bin/python" -m pip install --no-index --no-deps "${links[@]}" \
         "exllamav2==$(PYTHONPATH="$root/scripts" "$host_python" -c 'from gpu_rehearsal import pins; print(pins.EXLLAMAV2_VERSION)')"
+      # a flash-attn wheel carried for this host's torch (in parts when over a batch): joined, checked, installed
+      quiet join-parts "$host_python" -c 'import sys; from pathlib import Path; from gpu_rehearsal.bundle import join
+join(Path(sys.argv[1]), Path(sys.argv[2]))' "$bundle" "$work/joined"
+      if [ -n "$carried_flash_attn" ]; then
+        wheel="$(ls "$work/joined/$carried_flash_attn" "$bundle"/batch-*/"$carried_flash_attn" 2>/dev/null | head -1 || true)"
+        quiet pip-flash-attn "$venv/bin/python" -m pip install --no-index --no-deps "$wheel"
+      fi
     else
       quiet pip-runner "$venv/bin/python" -m pip install --no-index "${links[@]}" runner
     fi
@@ -99,10 +109,21 @@ command -v nvidia-smi >/dev/null || fail "nvidia-smi not found: the rehearsal ne
 command -v nvcc >/dev/null || fail "nvcc not found: exllamav2 builds its extension with the CUDA toolkit"
 cap="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1)"
 export TORCH_CUDA_ARCH_LIST="$cap" MAX_JOBS="${MAX_JOBS:-$(nproc)}" TORCH_EXTENSIONS_DIR="$work/torch-extensions"
-# without flash-attn (no wheel for the host's torch) exllamav2 has no paged attention, and TabbyAPI
-# would still ask for it on an Ampere+ GPU and fail to load: this switch puts it in its
-# compatibility mode (one sequence at a time; requests queue)
-"$tabby_py" -c 'import flash_attn' 2>/dev/null || export EXLLAMA_NO_FLASH_ATTN=1
+# paged (batched) attention needs a flash-attn that imports against this host's torch (carried in the
+# bundle with --flash-attn, or the host's own). Without one, TabbyAPI at the pinned commit would still
+# ask for paged attention on an Ampere+ GPU and fail to load: EXLLAMA_NO_FLASH_ATTN puts it in its
+# compatibility mode instead (one sequence at a time; requests queue), and the run says so
+if "$tabby_py" -c 'import torch, flash_attn_2_cuda, flash_attn; print(flash_attn.__version__, flash_attn.__file__)' \
+    >"$work/logs/flash-attn.log" 2>&1; then
+  unset EXLLAMA_NO_FLASH_ATTN
+  batched=yes
+  echo "mode: batched (TabbyAPI's paged attention; flash-attn $(tail -1 "$work/logs/flash-attn.log"))"
+else
+  export EXLLAMA_NO_FLASH_ATTN=1
+  batched=no
+  [ -z "$carried_flash_attn" ] || echo "WARNING the bundle's $carried_flash_attn does not import against this host's torch: $(tail -1 "$work/logs/flash-attn.log")" >&2
+  echo "mode: unbatched (no flash-attn: TabbyAPI's compatibility mode, one sequence at a time)"
+fi
 quiet extension "$tabby_py" -c 'import exllamav2.ext as e, torch; print("exllamav2_ext", e.ext_c.__file__, torch.__version__, torch.version.cuda)'
 tail -1 "$work/logs/extension.log"
 
@@ -154,7 +175,8 @@ PATH="$work/tabby-venv/bin:$PATH" RUNNER_TABBYAPI_DIR="$tabby" RUNNER_HOME="$wor
 step report
 RUNNER_HOME="$work/home" quiet report "$runner_py" -m runner.cli report "$work/runs/gpu-rehearsal" -o "$work/report"
 status=0
-"$runner_py" -m gpu_rehearsal.check_run "$work/runs/gpu-rehearsal" "$work/report" | tee "$work/check.txt" || status=1
+"$runner_py" -m gpu_rehearsal.check_run "$work/runs/gpu-rehearsal" "$work/report" --batched "$batched" \
+  | tee "$work/check.txt" || status=1
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT/gpu-rehearsal"
   cp -r "$work/report" "$OUT/gpu-rehearsal/report"

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from gpu_rehearsal import bundle, make_model, pins, preflight  # noqa: E402
+from gpu_rehearsal import bundle, check_run, make_model, pins, preflight  # noqa: E402
 from gpu_rehearsal.matrix import matrix_toml  # noqa: E402
 
 
@@ -132,3 +132,46 @@ def test_rehearsal_script_says_a_usage_error_in_one_line(tmp_path):
                            ([str(tmp_path)], "has no batch-*/manifest.json")):
         done = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
+
+
+def test_a_file_over_a_batch_travels_in_parts_and_joins_whole(tmp_path):
+    # a flash-attn wheel (~250 MB) is over the 60 MiB a batch carries: cut, carried, joined, checked
+    wheel = tmp_path / "flash_attn-2.8.3-cp312-cp312-linux_x86_64.whl"
+    data = bytes(range(256)) * 41  # 10,496 bytes
+    wheel.write_bytes(data)
+    parts = bundle.cut(wheel, 4000)
+    assert [p.name for p in parts] == [f"{wheel.name}.part-0{i}" for i in (1, 2, 3)] and not wheel.exists()
+    assert all(p.stat().st_size <= 4000 for p in parts)
+    carried = tmp_path / "bundle"
+    for i, part in enumerate(parts, start=1):  # each part in its own batch, as split() may place them
+        (carried / f"batch-{i}").mkdir(parents=True)
+        part.rename(carried / f"batch-{i}" / part.name)
+    import hashlib
+    import json
+
+    manifest = {"parts": {wheel.name: {"sha256": hashlib.sha256(data).hexdigest(), "parts": [p.name for p in parts]}}}
+    (carried / "batch-1" / "manifest.json").write_text(json.dumps(manifest))
+    (joined,) = bundle.join(carried, tmp_path / "joined")
+    assert joined.read_bytes() == data
+    (carried / "batch-2" / parts[1].name).write_bytes(b"x" * 4000)  # a damaged part
+    joined.unlink()
+    with pytest.raises(bundle.BundleError, match="does not have its sha256"):
+        bundle.join(carried, tmp_path / "joined")
+
+
+def test_check_run_holds_the_run_to_the_mode_the_rehearsal_chose(tmp_path, monkeypatch):
+    # the run's ExLlamaV2 cell recorded what TabbyAPI reported: unbatched; the report labels its sweep
+    from runner.records import Cell
+    from runner.report import render
+    from tests.report import conftest
+    from tests.report.conftest import H100, write_run
+
+    cell = Cell(model="llama3-70b", runtime="exllama", quantization="exl2-4.0", label="baseline")
+    monkeypatch.setitem(conftest.PROFILE, cell.id, (0.5, 3.0, 0.4))
+    store = write_run(tmp_path / "runs", "gpu-rehearsal", H100, [cell], speed=1.0, seed=4)
+    store.write_cell(store.read_cell(cell).model_copy(update={"batched": False, "batching": "unbatched (no flash-attn)"}))
+    render([store.root], tmp_path / "report")
+    _, as_unbatched = check_run.problems_of(store.root, tmp_path / "report", batched=False)
+    _, as_batched = check_run.problems_of(store.root, tmp_path / "report", batched=True)
+    mode = [p for p in as_batched if "expected batched=True" in p or "labelled unbatched" in p]
+    assert len(mode) == 2 and not [p for p in as_unbatched if "batched=" in p or "labelled" in p]

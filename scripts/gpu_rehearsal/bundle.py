@@ -1,6 +1,7 @@
 """Make the rehearsal's bundle on a machine with PyPI: wheels, exllamav2, the runner, TabbyAPI's source.
 
     python -m gpu_rehearsal.bundle DIR [--python-version 3.12] [--tabbyapi GIT_DIR_OR_ARCHIVE]
+                                   [--flash-attn WHEEL]
 
 The GPU host has no network, and files reach it in batches of at most 64 MiB: the bundle is split
 into ``DIR/batch-1``, ``DIR/batch-2``... each under ``--batch-mib`` (default 60, leaving room for
@@ -15,6 +16,13 @@ exllamav2 0.3.2 has no sdist on PyPI: its one file there is the ``py3-none-any``
 carries the C++/CUDA sources and builds its extension at first import with torch's cpp_extension
 and ninja, against whatever torch the host has. That is the build the GPU host needs (the release's
 prebuilt wheels are for torch 2.8 + CUDA 12.8; the host has torch 2.11 + CUDA 13).
+
+``--flash-attn WHEEL`` carries a flash-attn wheel built for the host's torch, Python and C++ ABI
+(none is published for torch 2.11 + CUDA 13: it must be built on a machine like the host). With it
+the rehearsal serves in TabbyAPI's paged (batched) mode; without it in its compatibility mode, one
+sequence at a time. A file larger than a batch (a flash-attn wheel is ~250 MB) is carried in parts
+(``NAME.part-01``...), listed in the manifest's ``parts`` with the whole file's sha256; the
+rehearsal joins and checks them.
 """
 
 from __future__ import annotations
@@ -114,6 +122,18 @@ def split(files: dict[str, int], limit: int) -> list[list[str]]:
     return [sorted(names) for _, names in batches]
 
 
+def cut(path: Path, limit: int) -> list[Path]:
+    """``path`` as parts of at most ``limit`` bytes beside it (``NAME.part-01``...), ``path`` removed."""
+    parts = []
+    with path.open("rb") as fh:
+        while block := fh.read(limit):
+            part = path.with_name(f"{path.name}.part-{len(parts) + 1:02d}")
+            part.write_bytes(block)
+            parts.append(part)
+    path.unlink()
+    return parts
+
+
 def tabbyapi_archive(source: Path, out_dir: Path) -> tuple[Path, str, str]:
     """TabbyAPI's source as ``tabbyAPI-<commit>.tar.gz`` in ``out_dir``, from a git directory (the
     pinned commit, else HEAD, said in the note) or an archive given as is. Returns (path, commit, note)."""
@@ -141,7 +161,8 @@ def tabbyapi_archive(source: Path, out_dir: Path) -> tuple[Path, str, str]:
     return out, commit, note
 
 
-def make(out: Path, python_version: str, tabbyapi: Path | None, batch_mib: float) -> dict:
+def make(out: Path, python_version: str, tabbyapi: Path | None, batch_mib: float,
+         flash_attn: Path | None = None) -> dict:
     """Download, build and stage everything into batches under ``out``; returns the manifest."""
     if out.exists() and any(out.iterdir()):
         raise BundleError(f"{out} is not empty: give a new folder (or remove it)")
@@ -163,14 +184,27 @@ def make(out: Path, python_version: str, tabbyapi: Path | None, batch_mib: float
     tabby_commit = None
     if tabbyapi is not None:
         _, tabby_commit, note = tabbyapi_archive(tabbyapi, staging)
-    files = {p.name: p.stat().st_size for p in staging.iterdir()}
-    carried = [n for n in files if pins.EXCLUDED.match(dist_name(n))]
+    carried = [p.name for p in staging.iterdir() if pins.EXCLUDED.match(dist_name(p.name))]
     if carried:
         raise BundleError(f"torch or CUDA wheels reached the bundle: {', '.join(carried)}")
-    batches = split(files, int(batch_mib * MIB))
+    parts: dict[str, dict] = {}
+    flash_attn_name = None
+    if flash_attn is not None:
+        if not re.fullmatch(r"flash_attn-[^-]+-cp\d+-cp\d+-linux_x86_64\.whl", flash_attn.name):
+            raise BundleError(f"--flash-attn {flash_attn}: not a flash_attn Linux x86_64 wheel")
+        if f"-cp{python_version.replace('.', '')}-" not in flash_attn.name:
+            raise BundleError(f"--flash-attn {flash_attn.name}: not for Python {python_version}")
+        flash_attn_name = flash_attn.name
+        shutil.copy2(flash_attn, staging / flash_attn.name)
+    limit = int(batch_mib * MIB)
+    for path in [p for p in staging.iterdir() if p.stat().st_size > limit]:
+        parts[path.name] = {"sha256": _sha256(path), "parts": [p.name for p in cut(path, limit)]}
+    files = {p.name: p.stat().st_size for p in staging.iterdir()}
+    batches = split(files, limit)
     manifest = {
         "python_version": python_version, "exllamav2": pins.EXLLAMAV2_VERSION, "tabbyapi_commit": tabby_commit,
-        "tabbyapi_note": note, "requirements": envs, "batch_mib": batch_mib,
+        "tabbyapi_note": note, "requirements": envs, "batch_mib": batch_mib, "flash_attn": flash_attn_name,
+        "parts": parts,
         "files": {n: {"batch": i + 1, "bytes": files[n], "sha256": _sha256(staging / n)}
                   for i, names in enumerate(batches) for n in names},
     }
@@ -182,6 +216,28 @@ def make(out: Path, python_version: str, tabbyapi: Path | None, batch_mib: float
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     staging.rmdir()
     return manifest
+
+
+def join(bundle: Path, out: Path) -> list[Path]:
+    """The manifest's files that were carried in parts, joined into ``out`` and checked against the
+    whole file's sha256 (joined once: a file already there with that sha256 is kept)."""
+    manifest = json.loads(next(bundle.glob("batch-*/manifest.json")).read_text(encoding="utf-8"))
+    out.mkdir(parents=True, exist_ok=True)
+    joined = []
+    for name, entry in manifest.get("parts", {}).items():
+        target = out / name
+        if not (target.is_file() and _sha256(target) == entry["sha256"]):
+            with target.open("wb") as fh:
+                for part in entry["parts"]:
+                    found = list(bundle.glob(f"batch-*/{part}"))
+                    if not found:
+                        raise BundleError(f"{part} is missing: carry every batch of the bundle")
+                    fh.write(found[0].read_bytes())
+            if _sha256(target) != entry["sha256"]:
+                target.unlink()
+                raise BundleError(f"{name} joined from its parts does not have its sha256 {entry['sha256']}")
+        joined.append(target)
+    return joined
 
 
 def _sha256(path: Path) -> str:
@@ -199,12 +255,13 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"the GPU host's python3 (default {pins.DEFAULT_PYTHON}, assumed)")
     parser.add_argument("--tabbyapi", type=Path, help="TabbyAPI's git directory or source archive")
     parser.add_argument("--batch-mib", type=float, default=60.0, help="the most one batch may hold (default 60)")
+    parser.add_argument("--flash-attn", type=Path, help="a flash-attn wheel built for the host's torch (batched mode)")
     args = parser.parse_args(argv)
     if not re.fullmatch(r"3\.\d+", args.python_version):
         print(f"--python-version {args.python_version}: give major.minor, e.g. 3.12", file=sys.stderr)
         return 2
     try:
-        manifest = make(args.out, args.python_version, args.tabbyapi, args.batch_mib)
+        manifest = make(args.out, args.python_version, args.tabbyapi, args.batch_mib, args.flash_attn)
     except BundleError as exc:
         print(f"bundle: {exc}", file=sys.stderr)
         return 1
@@ -214,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     for batch, size in sorted(sizes.items()):
         print(f"{args.out}/batch-{batch}: {size / MIB:.1f} MiB")
     print(f"total {sum(sizes.values()) / MIB:.1f} MiB in {len(manifest['files'])} files for Python "
-          f"{args.python_version}; {manifest['tabbyapi_note']}")
+          f"{args.python_version}; {manifest['tabbyapi_note']}; "
+          + (f"flash-attn {manifest['flash_attn']}: batched" if manifest["flash_attn"] else "no flash-attn: unbatched"))
     return 0
 
 

@@ -58,9 +58,13 @@ def runner_requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
     return list(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"])
 
 
+#: flash-attn's own requirement besides torch (its wheel, when carried, is installed with --no-deps)
+FLASH_ATTN_REQUIREMENTS = ["einops"]
+
+
 def tabby_env_requirements() -> list[str]:
     """Everything the serving environment needs from the bundle (TabbyAPI and exllamav2; torch is the host's)."""
-    return _unique(TABBYAPI_REQUIREMENTS + EXLLAMAV2_REQUIREMENTS)
+    return _unique(TABBYAPI_REQUIREMENTS + EXLLAMAV2_REQUIREMENTS + FLASH_ATTN_REQUIREMENTS)
 
 
 def _unique(items: list[str]) -> list[str]:
