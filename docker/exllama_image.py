@@ -35,7 +35,8 @@ def check_torch(torch_version: str, cuda_tag: str, python_version: str, cxx11_ab
     """The base image's torch, CUDA, Python and C++ ABI are the ones the pins were chosen for."""
     import torch
 
-    have = {"torch": torch.__version__.split("+")[0], "CUDA": f"cu{torch.version.cuda.replace('.', '')}",
+    cuda = torch.version.cuda or "none"  # a CPU build says None
+    have = {"torch": torch.__version__.split("+")[0], "CUDA": f"cu{cuda.replace('.', '')}",
             "Python": f"{sys.version_info[0]}.{sys.version_info[1]}",
             "C++11 ABI": str(torch._C._GLIBCXX_USE_CXX11_ABI).upper()}
     want = {"torch": torch_version, "CUDA": cuda_tag, "Python": python_version, "C++11 ABI": cxx11_abi}
@@ -49,7 +50,7 @@ def check_flash_attn_wheel(version: str, expected: str) -> None:
     """FLASH_ATTN_WHEEL is the asset flash-attn itself would pick for the image's torch."""
     import torch
 
-    picked = flash_attn_wheel(version, torch.__version__, torch.version.cuda, torch._C._GLIBCXX_USE_CXX11_ABI,
+    picked = flash_attn_wheel(version, torch.__version__, torch.version.cuda or "none", torch._C._GLIBCXX_USE_CXX11_ABI,
                               f"{sys.version_info[0]}.{sys.version_info[1]}")
     if picked != expected:
         _fail(f"FLASH_ATTN_WHEEL is {expected}, but flash-attn's setup would pick {picked} for this torch")

@@ -175,3 +175,15 @@ def test_check_run_holds_the_run_to_the_mode_the_rehearsal_chose(tmp_path, monke
     _, as_batched = check_run.problems_of(store.root, tmp_path / "report", batched=True)
     mode = [p for p in as_batched if "expected batched=True" in p or "labelled unbatched" in p]
     assert len(mode) == 2 and not [p for p in as_unbatched if "batched=" in p or "labelled" in p]
+
+
+def test_the_image_builds_every_extension_source_the_wheel_carries(exllamav2_wheel):
+    # Dockerfile.exllama compiles exllamav2_ext from this wheel (docker/exllamav2_ext_setup.py): the
+    # count it expects is exllamav2's own setup.py's list, and the wheel carries exactly those sources
+    import re
+
+    expected = int(re.search(r"^EXPECTED_SOURCES = (\d+)$", (ROOT / "docker" / "exllamav2_ext_setup.py").read_text(),
+                             re.M).group(1))
+    names = zipfile.ZipFile(exllamav2_wheel).namelist()
+    sources = [n for n in names if n.startswith("exllamav2/exllamav2_ext/") and n.endswith((".cpp", ".cu"))]
+    assert len(sources) == expected == 47
