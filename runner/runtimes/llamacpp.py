@@ -90,9 +90,21 @@ def ensure_llama_quantize() -> Path:
 
 def _build(name: str, binary: Path, log_path: Path | None) -> Path:
     """Run the build script into ``binary``'s tree (it makes every binary the runner uses)."""
+    import fcntl
+
     dest = binary.parent.parent
     log_path = log_path or dest.parent / f"build-{dest.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # one build per tree across processes: a second runner (or test) sharing the cache waits for the
+    # first and takes its binary, instead of compiling the same sources again beside it
+    with open(dest.parent / f".build-{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return binary
+        return _build_locked(name, binary, dest, log_path)
+
+
+def _build_locked(name: str, binary: Path, dest: Path, log_path: Path) -> Path:
     log.info("building %s into %s (minutes; log: %s)", name, dest, log_path)
     with open(log_path, "w", encoding="utf-8") as fh:
         # tied: a runner killed mid-build takes cmake, make and the compilers with it
