@@ -301,7 +301,13 @@ def test_preparation_downloads_the_locked_commit_never_the_branch_hub_standin(tm
 def test_a_folder_source_checks_its_small_files_by_git_blob_id_hub_standin(tmp_path, hub):
     path = write(tmp_path)
     assert lock(path).exit_code == 0
-    folder, record = fetch_source(load_matrix(path), "tiny", "bf16")
+    prepared = CliRunner().invoke(main, ["models", "prepare", str(path), "--cell", "tiny/vllm/bf16/baseline", "--json"])
+    assert prepared.exit_code == 0, prepared.output
+    (record,) = [json.loads(line) for line in prepared.stdout.splitlines()]
+    commit = load_lock(path).entry("tiny", "bf16").commit
+    assert record["key"] == "tiny:bf16" and record["revision"] == record["locked_commit"] == commit
+    folder = Path(record["path"])
+    assert folder.name == commit
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
         "config.json", "model.safetensors", "tokenizer.json"]
     # the Hub serves another config.json of the same size at the locked commit: its blob id tells
@@ -409,3 +415,56 @@ def test_the_plan_says_not_locked_where_a_matrix_has_no_lock(tmp_path, cpu_host)
     plan = make_plan(load_matrix(write(tmp_path)), host=cpu_host)
     assert {c.lock for c in plan.cells} == {"not locked"}
     assert not any("lock" in p for p in plan.problems)
+
+
+HAND_WRITTEN = """
+# checked by hand on the Hub's public pages
+version = 1
+matrix = "m.toml"
+
+[[source]]
+model = "big"
+quantization = "q8_0"
+repo = "acme/big-GGUF"
+revision = "main"
+commit = "{commit}"
+filename = "{split}"
+allow_patterns = []
+gated = false
+license = "apache-2.0"
+checked = 2026-12-07
+checked_on = "hub-pages"
+evidence = "https://huggingface.co/acme/big-GGUF/commit/{commit}"
+replaces = "acme/big-q8-GGUF (no such repository)"
+why = "the original's repository is gone"
+{files}
+"""
+
+
+def test_a_lock_written_by_hand_from_the_hubs_pages_is_read_and_used_hub_standin(tmp_path, hub):
+    # the schema's other origin: an entry read off the commit and file pages, with notes and a bare date
+    path = write(tmp_path)
+    big = hub.repos["acme/big-GGUF"]
+    commit = big.branches["main"]
+    files = "".join(f'\n[[source.files]]\npath = "{part}"\nsize = {2500 + n}\n'
+                    f'sha256 = "{hashlib.sha256(blob(part, 2500 + n)).hexdigest()}"\n'
+                    f'evidence = "https://huggingface.co/acme/big-GGUF/blob/{commit}/{part}"\n'
+                    + ('size_note = "2.4 kB on the page"\n' if n == 0 else "")
+                    for n, part in enumerate(split_parts(SPLIT)))
+    lock_path(path).write_text(HAND_WRITTEN.format(commit=commit, split=SPLIT, files=files), encoding="utf-8")
+    entry = load_lock(path).entry("big", "q8_0")
+    assert (entry.checked, entry.checked_on, entry.files[0].size_note) == ("2026-12-07", "hub-pages", "2.4 kB on the page")
+    first, record = fetch_source(load_matrix(path), "big", "q8_0")
+    assert record.locked_commit == commit and first.read_bytes() == blob(SPLIT, 2500)
+    # the other sources are not in it: --check says so, and that the Hub agrees with the entry it has
+    checked = lock(path, "--check")
+    assert checked.exit_code == 1
+    assert sorted(line.split(": ")[1] for line in checked.stdout.splitlines()) == [
+        "models.gated.quantizations.q8_0", "models.tiny.quantizations.bf16", "models.tiny.quantizations.q8_0"]
+    assert all("not in m.lock: the lock no longer matches its matrix" in line for line in checked.stdout.splitlines())
+    # locking again keeps what was written by hand about the source
+    assert lock(path).exit_code == 0
+    again = load_lock(path).entry("big", "q8_0")
+    assert (again.replaces, again.why, again.checked_on) == ("acme/big-q8-GGUF (no such repository)",
+                                                              "the original's repository is gone", "hub-api")
+    assert again.files[0].size_note == "2.4 kB on the page"
