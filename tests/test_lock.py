@@ -106,6 +106,7 @@ def hub(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # never the user's token or hub cache
+    hub.shared_cache = os.environ["RUNNER_CACHE"]  # conftest's: built servers, prepared test models
     monkeypatch.setenv("RUNNER_CACHE", str(tmp_path / "cache"))
     yield hub
     hub.stop()
@@ -468,3 +469,61 @@ def test_a_lock_written_by_hand_from_the_hubs_pages_is_read_and_used_hub_standin
     assert (again.replaces, again.why, again.checked_on) == ("acme/big-q8-GGUF (no such repository)",
                                                               "the original's repository is gone", "hub-api")
     assert again.files[0].size_note == "2.4 kB on the page"
+
+
+def split_gguf(source: Path, out: Path, parts: int) -> list[Path]:
+    """``source`` rewritten as a split GGUF of ``parts`` files (gguf-py's writer, as llama.cpp's gguf-split lays it out)."""
+    import math
+
+    import gguf
+    from gguf.scripts.gguf_new_metadata import copy_with_new_metadata
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    reader = gguf.GGUFReader(source)
+    arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    writer = gguf.GGUFWriter(out, arch, split_max_tensors=math.ceil(len(reader.tensors) / parts))
+    copy_with_new_metadata(reader, writer, {}, [])
+    return sorted(out.parent.glob(f"{out.stem}-*-of-*.gguf"))
+
+
+@pytest.mark.timeout(600)
+def test_llama_server_serves_a_locked_split_gguf_from_the_download_folder_hub_standin(tmp_path, hub, monkeypatch):
+    # real llama.cpp: the parts the runner downloads beside the first are the ones it loads
+    import httpx
+
+    from runner.backends.local import LocalBackend
+    from runner.runtimes import get_runtime
+    from runner.runtimes.llamacpp import llama_server_path
+    from tests.conftest import require
+    from tests.llama_server import gemma_gguf
+
+    cache = os.environ["RUNNER_CACHE"]
+    monkeypatch.setenv("RUNNER_CACHE", hub.shared_cache)  # the shared llama-server and Gemma file
+    binary = llama_server_path()
+    require(binary.is_file() and os.access(binary, os.X_OK), f"llama-server at {binary}")
+    parts = split_gguf(gemma_gguf(), tmp_path / "split" / "gemma-q4_k_m.gguf", 3)
+    monkeypatch.setenv("RUNNER_LLAMA_SERVER", str(binary))
+    monkeypatch.setenv("RUNNER_CACHE", cache)
+    assert [p.name for p in parts] == [f"gemma-q4_k_m-0000{n}-of-00003.gguf" for n in (1, 2, 3)]
+    hub.repo("acme/gemma-GGUF").commit({f"Q4_K_M/{p.name}": p.read_bytes() for p in parts})
+    path = write(tmp_path, MATRIX + '[models.gemma]\nname = "Gemma"\n[models.gemma.quantizations.q4_k_m]\n'
+                 'kind = "hf"\nrepo = "acme/gemma-GGUF"\nrevision = "main"\n'
+                 f'filename = "Q4_K_M/{parts[0].name}"\n'
+                 '[[cells]]\nmodel = "gemma"\nruntime = "llamacpp"\nquantization = "q4_k_m"\n')
+    assert lock(path).exit_code == 0
+    assert len(load_lock(path).entry("gemma", "q4_k_m").files) == 3
+    matrix = load_matrix(path)
+    cell = next(c for c in matrix.cells if c.model == "gemma")
+    files = prepare(matrix, cell).files
+    assert sorted(p.name for p in files.path.parent.iterdir()) == [p.name for p in parts]
+    spec = get_runtime("llamacpp").server_spec(cell, files, threads=1)
+    log = tmp_path / "server.log"
+    with LocalBackend().serve(spec, log, health_timeout=300) as server:
+        answer = httpx.post(f"{server.base_url}/v1/completions", timeout=120,
+                            json={"prompt": "def add(a, b):\n", "max_tokens": 4, "temperature": 0}).json()
+    assert answer["usage"]["completion_tokens"] > 0
+    # the first part alone holds a third of the weights: the answer needed the parts beside it
+    import gguf
+
+    first = len(gguf.GGUFReader(parts[0]).tensors)
+    assert 0 < first < sum(len(gguf.GGUFReader(p).tensors) for p in parts)
