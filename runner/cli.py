@@ -94,7 +94,7 @@ def tasks() -> None:
 
 @main.group()
 def models() -> None:
-    """Prepare the model files a matrix needs.
+    """Lock and prepare the model files a matrix needs.
 
     \b
     Example:

