@@ -94,11 +94,12 @@ def tasks() -> None:
 
 @main.group()
 def models() -> None:
-    """Prepare the model files a matrix needs.
+    """Lock and prepare the model files a matrix needs.
 
     \b
     Example:
       runner models prepare matrices/demo.toml
+      runner models lock matrices/paper.toml --check
     """
 
 
@@ -614,8 +615,9 @@ def clean(images: bool) -> None:
     log(f"{len(removed.containers)} containers and {len(removed.images)} images removed")
 
 
-# the tasks and score commands live in their own module; imported last, when everything they use is defined
-from runner import cli_tasks  # noqa: E402,F401
+# the tasks, score and models lock commands live in their own modules; imported last, when everything they
+# use is defined
+from runner import cli_models, cli_tasks  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     # run as ``python -m runner.cli``: the commands registered themselves on ``runner.cli``'s group

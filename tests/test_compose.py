@@ -89,6 +89,27 @@ def test_the_backend_lays_the_cell_over_the_service(tmp_path):
     assert config["environment"]["PORT"] == "8123"
 
 
+def test_a_split_gguf_mounts_the_folder_holding_every_part(tmp_path):
+    # llama.cpp opens parts 2..N from beside the first: mounting the first file alone hides them
+    folder = tmp_path / "hub" / "acme--big-GGUF" / ("c" * 40) / "Q8_0"
+    folder.mkdir(parents=True)
+    parts = [folder / f"big-q8_0-0000{n}-of-00003.gguf" for n in (1, 2, 3)]
+    for part in parts:
+        part.write_bytes(b"GGUF")
+    cell = Cell(model="big", runtime="llamacpp", quantization="q8_0")
+    spec = get_runtime("llamacpp").server_spec(cell, ModelFiles(path=parts[0], served_name="big"))
+    config = DockerBackend(env={}).container_config(spec, load_compose(env={}).service("llamacpp"), 8123)
+    assert config["volumes"] == {str(folder): {"bind": "/models/Q8_0", "mode": "ro"}}
+    command = config["command"]
+    assert command[command.index("--model") + 1] == "/models/Q8_0/big-q8_0-00001-of-00003.gguf"
+    # one file that merely looks numbered is still mounted alone
+    single = tmp_path / "m-00002-of-00003.gguf"
+    single.write_bytes(b"GGUF")
+    spec = get_runtime("llamacpp").server_spec(cell, ModelFiles(path=single, served_name="m"))
+    assert DockerBackend(env={}).container_config(spec, load_compose(env={}).service("llamacpp"), 8123)["volumes"] \
+        == {str(single): {"bind": "/models/m-00002-of-00003.gguf", "mode": "ro"}}
+
+
 def test_files_the_runtime_writes_are_mounted_and_renamed_in_arguments(tmp_path):
     config_file = tmp_path / "tabby" / "config.yml"
     spec = ServerSpec(runtime="exllama", argv=["python3", "/srv/tabbyAPI/main.py", "--config", str(config_file),

@@ -163,10 +163,14 @@ def container_paths(spec: ServerSpec) -> tuple[dict[str, str], Callable[[str], s
 
     Each mount (a model file or folder, the folder of a file the runtime writes) moves to
     ``/models/<name>`` (read-only): the image's user cannot traverse host folders such as /root.
-    The parent of such a mount becomes ``/models`` in rewritten text, for configurations that
-    name a model by folder and name (TabbyAPI's ``model_dir`` / ``model_name``).
+    The first part of a split GGUF (``X-00001-of-00003.gguf``) brings its folder: llama.cpp loads the
+    other parts from beside it. The parent of such a mount becomes ``/models`` in rewritten text, for
+    configurations that name a model by folder and name (TabbyAPI's ``model_dir`` / ``model_name``).
     """
-    mounts = [Path(p) for p in spec.mounts] + sorted({Path(p).parent for p in spec.files})
+    from runner.lock import split_first
+
+    mounts = [Path(p).parent if split_first(str(p)) else Path(p) for p in spec.mounts]
+    mounts += sorted({Path(p).parent for p in spec.files})
     moved: dict[str, str] = {}
     for index, host in enumerate(dict.fromkeys(mounts)):
         inside = f"/models/{host.name}"
