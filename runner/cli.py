@@ -250,6 +250,10 @@ def _gpu_ids(ctx, param, value: str | None) -> list[int] | None:  # noqa: ARG001
 @click.option("--plan", "plan_only", is_flag=True,
               help="Print the plan (cells, GPU memory, disk, hours) and write nothing: exit 0 if every cell "
                    "can run, 1 if some cannot.")
+@click.option("--dry-run", "dry_run", is_flag=True,
+              help="The plan, and per cell its locked source, its exact launch (argv, environment, image, config "
+                   "files), its first request and each check's verdict; writes nothing; exit as --plan.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: one JSON line per cell.")
 @_SANDBOX_OPTION
 @_EXPECTED_OPTION
 @click.option("--allow-unsandboxed", is_flag=True, help="Test generated code even where the sandbox is incomplete: accept the risk.")
@@ -265,7 +269,7 @@ def _gpu_ids(ctx, param, value: str | None) -> list[int] | None:  # noqa: ARG001
 @user_errors
 def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str | None, runs_dir: Path,
               fresh: bool, backend: str | None, limit: int | None, skip_unrunnable: bool, plan_only: bool,
-              sandbox_kind: str, expected: str, allow_unsandboxed: bool, ray_address: str | None,
+              dry_run: bool, as_json: bool, sandbox_kind: str, expected: str, allow_unsandboxed: bool, ray_address: str | None,
               parallel_cells: int | None, gpu_ids: list[int] | None, edition: str | None) -> None:
     """Run a matrix: per cell serve, generate, evaluate, time; resumes an interrupted run.
 
@@ -276,6 +280,7 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
     Example:
       runner reproduce --preset demo
       runner reproduce --all --plan            # what the paper's matrix needs here; writes nothing
+      runner reproduce --all --dry-run --json  # every cell's source, launch and first request, checked
       runner reproduce matrices/demo.toml --name demo-2 --limit 4
       runner reproduce --all --backend docker --skip-unrunnable
       runner reproduce --all --ray auto        # cells over a Ray cluster's GPU nodes
@@ -305,6 +310,10 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
         raise UserError("--gpus is for this host; on a Ray cluster each node offers its own GPUs")
     plan = _reproduce_plan(loaded, backend=backend, limit=limit, name=name, ray_address=ray_address,
                            runs_dir=runs_dir)
+    if as_json and not dry_run:
+        raise UserError("--json goes with --dry-run (one JSON line per cell)")
+    if dry_run:
+        sys.exit(_dry_run(loaded, plan, backend=backend or loaded.backend, as_json=as_json))
     if plan_only:
         click.echo("\n".join(plan.lines()))
         sys.exit(0 if plan.complete else 1)
@@ -342,6 +351,28 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
         log(f"{len(outcome.failed)} cell(s) failed: " + ", ".join(r.cell.id for r in outcome.failed)
             + "; rerun the same command to complete them")
         sys.exit(1)
+
+def _dry_run(loaded, plan, *, backend: str, as_json: bool) -> int:
+    """Print the dry run (``runner.dryrun``); the exit code: 0 when every cell is runnable, else 1."""
+    from runner import dryrun
+    from runner.lock import load_lock
+
+    tasks = None
+    if plan.data and plan.data[0].present:
+        from runner.benchmarks import load_benchmark
+        from runner.selection import select_tasks
+
+        tasks = select_tasks(load_benchmark(loaded.benchmark, loaded.edition), loaded.tasks)
+    cells = dryrun.dry_run(loaded, plan, backend=backend, lock=load_lock(loaded), tasks=tasks)
+    if as_json:
+        for cell in cells:
+            click.echo(cell.model_dump_json())
+    else:
+        click.echo("\n".join(plan.lines(refusal=False) + dryrun.lines(cells)))
+        ready = sum(c.runnable for c in cells)
+        click.echo(f"\ndry run: {ready} of {len(cells)} cells runnable; nothing was written")
+    return 0 if not plan.problems and all(c.runnable for c in cells) else 1
+
 
 def _reproduce_plan(loaded, *, backend: str | None, limit: int | None, name: str | None, ray_address: str | None,
                     runs_dir: Path | None = None):

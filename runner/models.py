@@ -456,3 +456,33 @@ def prepare(matrix: Matrix, cell: Cell, progress: Progress = _quiet) -> Prepared
     files = ModelFiles(path=path, served_name=cell.model, context_length=spec.context_length,
                        draft_path=draft_path, tokenizer_path=path if path.is_dir() else None)
     return PreparedModel(files=files, records=records)
+
+
+def planned_path(matrix: Matrix, cell: Cell, lock=None) -> Path:
+    """Where ``prepare`` will put ``cell``'s weights in its runtime's format, without fetching anything
+    (the dry run's launch names it); a derived file named by an input digest not yet known says so."""
+    runtime = get_runtime(cell.runtime)
+    root = cache_dir() / "models"  # not models_dir(): a dry run creates no folder
+    key, quant = cell.model, cell.quantization
+    source = matrix.models[key].quantizations[quant]
+    if source.kind == "dequantize":
+        return root / f"{key}-{source.of}-hf"
+    if source.kind == "quantize":
+        path = root / "derived" / "<input-sha256>" / f"{source.type.upper()}.gguf"
+    elif source.kind == "hf":
+        dest = hub_dir(source, lock.entry(key, quant) if lock is not None else None)
+        path = dest / source.filename if source.filename else dest
+    elif source.kind == "path":
+        path = source.path
+    elif source.kind == "pypi-split":
+        path = root / "pypi-split" / source.sha256.lower()[:16] / "model.gguf"
+    else:  # pypi: the package names its file
+        path = root / f"{key}-{quant}" / f"{key}-{quant}.gguf"
+    if runtime.model_format == "hf" and path.suffix == ".gguf":
+        return root / f"{key}-{path.stem}-hf"
+    return path
+
+
+def hub_dir(source: ModelSource, entry=None) -> Path:
+    """The folder a Hub source downloads into: one per repository and revision."""
+    return cache_dir() / "models" / "hub" / source.repo.replace("/", "--") / source.revision.replace("/", "--")
