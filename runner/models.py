@@ -484,5 +484,7 @@ def planned_path(matrix: Matrix, cell: Cell, lock=None) -> Path:
 
 
 def hub_dir(source: ModelSource, entry=None) -> Path:
-    """The folder a Hub source downloads into: one per repository and revision."""
-    return cache_dir() / "models" / "hub" / source.repo.replace("/", "--") / source.revision.replace("/", "--")
+    """The folder a Hub source downloads into (as ``runner.models_hub`` names it, without creating it):
+    one per repository and locked commit, or per revision where the source has no lock entry."""
+    name = entry.commit if entry is not None else source.revision.replace("/", "--")
+    return cache_dir() / "models" / "hub" / source.repo.replace("/", "--") / name
