@@ -225,15 +225,19 @@ def test_paper_disk_counts_shared_files_once_and_every_cell_has_estimates(cpu_ho
     assert plan.disk.short_gib == pytest.approx(plan.disk.needed_gib - 50)
     assert not plan.disk.unknown
     assert all(c.generation_hours and c.evaluation_hours for c in plan.cells)
-    assert all(c.estimated_on.startswith("NVIDIA H100") or c.estimated_on.startswith("H100") for c in plan.cells)
+    # on a CPU host, a cell its CPU can serve in 80% of its 24 GiB (weights and KV cache: Codestral's Q4_K_M
+    # with a q8_0 KV cache, 12.4 + 3.7 GiB) is estimated on it; every other on the paper's GPU class
+    on_cpu = [c.id for c in plan.cells if c.estimated_on.startswith("this CPU")]
+    assert on_cpu == [f"codestral-22b/llamacpp/q4_k_m/kv-q8_0-{style}" for style in ("codestral-fim", "simcopilot")]
+    assert all(c.estimated_on.startswith(("NVIDIA H100", "H100")) for c in plan.cells if c.id not in on_cpu)
     assert plan.generation.hours == pytest.approx(sum(c.generation_hours for c in plan.cells))
-    # a bigger GPU class is faster, two GPUs for the 70B in BF16 too
-    h200 = Host(gpus=[GpuInfo(index=i, name="NVIDIA H200", memory_gib=140, free_gib=140) for i in range(2)],
+    # a bigger GPU class is faster, four GPUs for the 70B in BF16 too
+    h200 = Host(gpus=[GpuInfo(index=i, name="NVIDIA H200", memory_gib=140, free_gib=140) for i in range(4)],
                 ram_gib=512, free_disk_gib=2000, docker="27.0")
     fast = make_plan(matrix, host=h200)
     assert fast.generation.hours < plan.generation.hours
-    tp2 = next(c for c in fast.cells if c.id == "llama3-70b/vllm/bf16/baseline-tp2")
-    assert (tp2.gpus, tp2.gpu_memory_here_gib) == (2, 280)
+    tp4 = next(c for c in fast.cells if c.id == "llama3-70b/vllm/bf16/baseline-tp4")
+    assert (tp4.gpus, tp4.gpu_memory_here_gib) == (4, 560)
     assert fast.disk.short_gib is None
     assert sorted(plan.token.gated) == ["meta-llama/Meta-Llama-3-70B-Instruct", "mistralai/Codestral-22B-v0.1"]
 
