@@ -18,6 +18,7 @@ from runner.paths import matrices_dir
 from runner.records import Cell
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles
+from tests.conftest import require
 
 PAPER = matrices_dir() / "paper.toml"
 H100 = 81559 / 1024  # GiB, as NVML reports an H100 80GB
@@ -186,6 +187,23 @@ def test_llamacpp_says_its_layer_split_on_several_gpus():
     assert two[two.index("--split-mode") + 1] == "layer"
     for gpus in (0, 1):
         assert "--split-mode" not in llamacpp.server_spec(cell, MODEL, gpus=gpus).argv
+
+
+def test_the_pinned_llama_server_parses_the_split_of_a_two_gpu_launch(tmp_path):
+    """The real llama-server's own argument parsing of the whole two-GPU launch (a CPU build accepts the
+    GPU flags): it gets as far as loading the (missing) model."""
+    import subprocess
+
+    from runner.runtimes.llamacpp import llama_server_path
+
+    require(llama_server_path().is_file(), f"llama-server at {llama_server_path()}")
+    cell = Cell(model="m", runtime="llamacpp", quantization="q8_0")
+    model = MODEL.model_copy(update={"path": tmp_path / "absent.gguf"})
+    argv = get_runtime("llamacpp").server_spec(cell, model, threads=1, gpus=2).bind("127.0.0.1", 0).argv
+    assert argv[argv.index("--split-mode") + 1] == "layer"
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "loading model" in output and "invalid argument" not in output, output[-2000:]
 
 
 def test_exllama_autosplits_over_its_gpus():
