@@ -215,6 +215,22 @@ _EXPECTED_OPTION = click.option(
     help="Expected outputs: auto re-records a program's in this environment when its reference's floats "
          "drifted (that program alone, upstream's kept beside them); upstream keeps the recorded ones.")
 
+_ASSUME_GPUS_OPTION = click.option(
+    "--assume-gpus", metavar="[Nx]KIND", default=None,
+    help="Plan for a host with N GPUs of KIND instead of this one's (its CPUs, memory and disk stay this "
+         "host's; its Docker engine is assumed): h100-80gb, h100-pcie-80gb, h200-141gb, a100-80gb, a100-40gb, "
+         "l40s-48gb, rtx4090-24gb; e.g. 8xh100-80gb.")
+
+
+def _host_for(assume_gpus: str | None):
+    """This host as probed, or the one ``--assume-gpus`` describes (None: let the plan probe)."""
+    if assume_gpus is None:
+        return None
+    from runner.doctor import probe_host
+    from runner.gpu_memory import assumed_host
+
+    return assumed_host(assume_gpus, probe_host())
+
 
 def _run_name(value: str | None) -> None:
     from runner.paths import run_name_problem
@@ -265,12 +281,14 @@ def _gpu_ids(ctx, param, value: str | None) -> list[int] | None:  # noqa: ARG001
                    "GPUs). Timed phases still run alone.")
 @click.option("--gpus", "gpu_ids", metavar="IDS", default=None, callback=_gpu_ids,
               help="The GPU ids cells may be placed on here, e.g. 0,1,2,3 (default: every GPU NVML sees).")
+@_ASSUME_GPUS_OPTION
 @_edition_option(default_help="the matrix's edition")
 @user_errors
 def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str | None, runs_dir: Path,
               fresh: bool, backend: str | None, limit: int | None, skip_unrunnable: bool, plan_only: bool,
-              dry_run: bool, as_json: bool, sandbox_kind: str, expected: str, allow_unsandboxed: bool, ray_address: str | None,
-              parallel_cells: int | None, gpu_ids: list[int] | None, edition: str | None) -> None:
+              dry_run: bool, as_json: bool, sandbox_kind: str, expected: str, allow_unsandboxed: bool,
+              ray_address: str | None, parallel_cells: int | None, gpu_ids: list[int] | None, assume_gpus: str | None,
+              edition: str | None) -> None:
     """Run a matrix: per cell serve, generate, evaluate, time; resumes an interrupted run.
 
     It plans first (the plan `runner doctor MATRIX` shows): a run that cannot go as asked prints the
@@ -280,7 +298,8 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
     Example:
       runner reproduce --preset demo
       runner reproduce --all --plan            # what the paper's matrix needs here; writes nothing
-      runner reproduce --all --dry-run --json  # every cell's source, launch and first request, checked
+      runner reproduce --all --plan --assume-gpus 8xh100-80gb  # ... on a node of eight H100s
+      runner reproduce --all --dry-run --json --assume-gpus 8xh100-80gb  # each cell's source, launch, request
       runner reproduce matrices/demo.toml --name demo-2 --limit 4
       runner reproduce --all --backend docker --skip-unrunnable
       runner reproduce --all --ray auto        # cells over a Ray cluster's GPU nodes
@@ -308,8 +327,11 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
             update={"parallel_cells": parallel_cells})})
     if gpu_ids is not None and ray_address:
         raise UserError("--gpus is for this host; on a Ray cluster each node offers its own GPUs")
+    if assume_gpus is not None and (not (plan_only or dry_run) or ray_address or gpu_ids is not None):
+        raise UserError(f"--assume-gpus {assume_gpus}: plans for a host that is not this one, so it runs nothing: "
+                        "use it with --plan or --dry-run, without --ray or --gpus")
     plan = _reproduce_plan(loaded, backend=backend, limit=limit, name=name, ray_address=ray_address,
-                           runs_dir=runs_dir)
+                           runs_dir=runs_dir, host=_host_for(assume_gpus))
     if as_json and not dry_run:
         raise UserError("--json goes with --dry-run (one JSON line per cell)")
     if dry_run:
@@ -375,7 +397,7 @@ def _dry_run(loaded, plan, *, backend: str, as_json: bool) -> int:
 
 
 def _reproduce_plan(loaded, *, backend: str | None, limit: int | None, name: str | None, ray_address: str | None,
-                    runs_dir: Path | None = None):
+                    runs_dir: Path | None = None, host=None):
     """``runner.plan.make_plan`` for ``reproduce``'s options (on the Ray cluster with ``--ray``); the
     runs in ``runs_dir`` made on this hardware give the estimates where they measured the same cells."""
     from runner.plan import make_plan
@@ -386,7 +408,8 @@ def _reproduce_plan(loaded, *, backend: str | None, limit: int | None, name: str
 
         executor = get_executor("ray", address=ray_address)
     try:
-        return make_plan(loaded, backend=backend, executor=executor, limit=limit, name=name, runs_dir=runs_dir)
+        return make_plan(loaded, backend=backend, executor=executor, limit=limit, name=name, runs_dir=runs_dir,
+                         host=host)
     finally:
         if executor is not None:
             executor.close()
@@ -464,9 +487,10 @@ def models_prepare(matrix: Path, cell_ids: tuple[str, ...], runnable_only: bool,
 @click.option("--check-environment", "take_check", is_flag=True,
               help="Take the environment check (each program's reference on the judging path) for the programs "
                    "it has not checked yet, as a run would first; cached for the run (minutes for SimCoPilot).")
+@_ASSUME_GPUS_OPTION
 @user_errors
 def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as_json: bool, runs_dir: Path,
-           take_check: bool) -> None:
+           take_check: bool, assume_gpus: str | None) -> None:
     """Say what this host offers (GPUs, Docker, disk, Java, servers, the sandbox's self-check, the benchmark data,
     its unavailable tasks and unscoreable programs, HF_TOKEN) and plan a matrix's cells.
 
@@ -479,6 +503,7 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
       runner doctor
       runner doctor paper --backend docker
       runner doctor matrices/paper.toml --ray auto
+      runner doctor paper --assume-gpus 8xh100-80gb
     """
     import json
 
@@ -490,10 +515,13 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
 
     validate_backend(backend)
     if ray_address:
+        if assume_gpus is not None:
+            raise UserError(f"--assume-gpus {assume_gpus}: plans for one host, --ray on a cluster's nodes; "
+                            "give one of them")
         _doctor_ray(matrix, backend, ray_address, as_json)
         return
 
-    host = probe_host()
+    host = _host_for(assume_gpus) or probe_host()
     plan = loaded = None
     if matrix is not None:
         from runner.matrix import load_matrix
@@ -513,7 +541,7 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
                                "cells": [c.model_dump(mode="json") for c in plan.cells] if plan else [],
                                "plan": plan.model_dump(mode="json", exclude={"cells"}) if plan else None}))
     else:
-        checks = Table("check", "", title="this host")
+        checks = Table("check", "", title=f"an assumed host: {host.assumed}" if host.assumed else "this host")
         checks.add_column("detail", overflow="fold")  # wrapped, never cut with an ellipsis
         for check in host.checks():
             checks.add_row(check.name, "ok" if check.ok else "no", check.detail)

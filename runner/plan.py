@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from runner import gpu_memory
 from runner.errors import UserError
 from runner.matrix import Matrix, ModelSource
 from runner.paths import cache_dir
@@ -52,7 +53,8 @@ class PlannedCell(BaseModel):
     device: str  # "gpu" or "cpu": where it would run here
     reason: str | None = None
     gpus: int  # GPUs it needs (tensor parallel; 0 on a CPU)
-    gpu_memory_gib: float | None  # all its GPUs together (None: the matrix does not say)
+    gpu_memory_gib: float | None  # all its GPUs together (runner.gpu_memory; None: its weights' size is unknown)
+    gpu_memory_basis: str = ""  # what that figure rests on
     gpu_memory_here_gib: float | None  # the largest ``gpus`` GPUs here together (None: not probed)
     weights: str  # provenance of its weights
     disk_gib: float | None  # its weights on disk (None: unknown)
@@ -203,7 +205,7 @@ class Plan(BaseModel):
         out.append(f"{'cell':<{width}}  runs  GPUs  GPU memory (here)   disk       cached  hours gen + eval"
                    + ("  lock" if any(c.lock for c in self.cells) else ""))
         for c in self.cells:
-            memory = "-" if c.gpu_memory_gib is None else f"{c.gpu_memory_gib:g} GiB"
+            memory = "-" if c.gpu_memory_gib is None else f"{round(c.gpu_memory_gib, 1):g} GiB"
             here = "" if c.gpu_memory_here_gib is None else f" ({c.gpu_memory_here_gib:.0f})"
             cached = {True: "yes", False: "no", None: "?"}[c.cached]
             out.append(f"{c.id:<{width}}  {'yes' if c.runnable else 'no ':<4}  {c.gpus:<4}  "
@@ -517,7 +519,7 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
     if in_process:
         host = host or probe_host()
         verdicts = plan_cells(matrix, host, backend=backend)
-        where = "on this host"
+        where = f"on an assumed host: {host.assumed}" if host.assumed else "on this host"
     else:
         verdicts = executor.plan(matrix, backend)
         where = executor.where
@@ -559,10 +561,11 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
     for verdict in verdicts:
         cell = verdict.cell
         source = matrix.source(cell)
-        gpus_needed = matrix.request(cell).gpus if not in_process else source.gpus
+        gpus_needed = matrix.request(cell).gpus
+        memory = gpu_memory.cell_memory(matrix, cell)
         here = None  # a cluster's GPUs are the executor's to weigh
         if in_process:
-            here = sum(sorted((g.memory_gib for g in host.gpus), reverse=True)[:source.gpus])
+            here = sum(sorted((g.memory_gib for g in host.gpus), reverse=True)[:gpus_needed])
         on_this_host = in_process
         if in_process and host.gpus:
             label, gbps = gpu_bandwidth(host.gpus[0].name)
@@ -595,7 +598,8 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
         reused = share if baseline is not None else 0.0
         cells.append(PlannedCell(
             id=cell.id, cell=cell, runnable=verdict.runnable, device=verdict.device, reason=verdict.reason,
-            gpus=gpus_needed if device == "gpu" else 0, gpu_memory_gib=source.gpu_memory_gib,
+            gpus=gpus_needed if device == "gpu" else 0, gpu_memory_gib=memory.total_gib,
+            gpu_memory_basis=memory.basis(),
             gpu_memory_here_gib=here, weights=source.describe(),
             disk_gib=measured if measured is not None else source.disk_gib, cached=there, tasks=sum(tasks.by_language.values()),
             estimated_on=label, generation_hours=None if time is None else time.total_s / 3600,
@@ -641,8 +645,8 @@ def _cpu_cell(matrix: Matrix, cell: Cell, host) -> bool:
     """Whether a GPU-less host would serve ``cell`` on its CPU (else it is estimated on ``REFERENCE_GPU``)."""
     from runner.runtimes import get_runtime
 
-    memory = matrix.source(cell).gpu_memory_gib
-    return not get_runtime(cell.runtime).requires_gpu and not (memory and memory > 0.8 * host.ram_gib)
+    memory = gpu_memory.cell_memory(matrix, cell).host_gib
+    return not get_runtime(cell.runtime).needs_gpu(cell) and not (memory and memory > 0.8 * host.ram_gib)
 
 
 def _disk(matrix: Matrix, free_gib: float | None) -> DiskTotal:

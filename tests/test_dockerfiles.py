@@ -26,7 +26,7 @@ VLLM_0_32_SERVE_FLAGS = {
     "--served-model-name", "--host", "--port", "--dtype", "--max-model-len", "--seed", "--max-num-seqs",
     "--tensor-parallel-size", "--kv-cache-dtype", "--enable-prefix-caching", "--no-enable-prefix-caching",
     "--generation-config", "--disable-uvicorn-access-log", "--quantization", "--enforce-eager",
-    "--speculative-config", "--enable-prompt-tokens-details",
+    "--speculative-config", "--enable-prompt-tokens-details", "--gpu-memory-utilization",
 }
 # TabbyAPI at the pinned commit builds its CLI from its config model (common/args.py): the
 # network, model and config groups give these.

@@ -108,8 +108,9 @@ def test_gpu_memory_and_count_decide_on_a_gpu_host_without_gpu_stand_in(matrix, 
     assert plans["llama3-70b/exllama/exl2-6.0/baseline"] is None
     assert plans["llama3-70b/exllama/exl2-8.0/baseline"] == "needs 2 GPUs (tensor parallel) and this host has 1"
     one_48 = Host(gpus=[gpu(47.5)], ram_gib=512, docker="27.0")
-    assert verdicts(plan_cells(matrix, one_48))["llama3-70b/exllama/exl2-6.0/baseline"] == (
-        "needs 60 GiB of GPU memory over 1 GPU(s); the largest 1 here have 48 GiB")
+    assert verdicts(plan_cells(matrix, one_48))["llama3-70b/exllama/exl2-6.0/baseline"].startswith(
+        "needs 60.0 GiB on each of 1 GPU(s) (gpu_memory_gib = 60 (measured) over 1 GPU(s)) and each NVIDIA H100 "
+        '80GB HBM3 here offers 47.5 GiB; no models.llama3-70b.quantizations."exl2-6.0".gpus up to the 1 GPUs here')
     two_48 = Host(gpus=[gpu(47.5), gpu(47.5, 1)], ram_gib=512, docker="27.0")
     assert verdicts(plan_cells(matrix, two_48))["llama3-70b/exllama/exl2-8.0/baseline"] is None
 

@@ -30,21 +30,26 @@ def test_the_paper_matrix_loads_and_covers_every_model_runtime_and_format():
         assert techniques[(model, "exllama", (("kv_cache", "q8"),))] >= 1
 
 
-def test_codestral_runs_both_prompts_and_the_70b_bf16_two_gpus():
+def test_codestral_runs_both_prompts_and_the_70b_bf16_four_gpus():
     matrix = load_matrix(PAPER)
     codestral = [c for c in matrix.cells if c.model == "codestral-22b"]
     assert Counter(c.prompt_style for c in codestral) == {"codestral-fim": len(codestral) // 2,
                                                           "simcopilot": len(codestral) // 2}
     assert {c.prompt_style for c in matrix.cells if c.model == "llama3-70b"} == {"simcopilot"}
-    (bf16,) = [c for c in matrix.cells if c.id == "llama3-70b/vllm/bf16/baseline-tp2"]
-    assert bf16.techniques == {"tensor_parallel": "2"} and matrix.source(bf16).gpus == 2
+    (bf16,) = [c for c in matrix.cells if c.id == "llama3-70b/vllm/bf16/baseline-tp4"]
+    assert bf16.techniques == {"tensor_parallel": "4"} and matrix.source(bf16).gpus == 4
 
 
 def test_every_weight_source_is_pinned_and_states_its_gpu_memory():
+    from runner.gpu_memory import cell_memory
+
     matrix = load_matrix(PAPER)
     for cell in matrix.cells:
         source = matrix.source(cell)
-        assert source.kind == "hf" and source.gpu_memory_gib, cell.id
+        # the need is computed from the weights' size and the model's architecture, not written by hand
+        memory = cell_memory(matrix, cell)
+        assert source.kind == "hf" and source.gpu_memory_gib is None and memory.kv_gib, cell.id
+        assert memory.weights_gib and memory.per_gpu_gib, cell.id
         # a commit id, or a named branch; never an unnamed default
         assert re.fullmatch(r"[0-9a-f]{40}", source.revision) or source.revision in ("main",) \
             or re.fullmatch(r"\d\.\dbpw", source.revision), (cell.id, source.revision)

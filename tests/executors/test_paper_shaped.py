@@ -137,8 +137,10 @@ def test_in_process_on_eight_logical_gpus_places_disjointly_times_alone_and_answ
     check_timing(outcome.run_dir)
     assert answers(outcome.run_dir) == answers(seq_dir)
     assert reused_share(outcome.run_dir) > 0.5
-    # the sequential run kept the same records, with nothing at once
+    # the sequential run kept the same records, with nothing at once, each server given only its cell's
+    # GPUs of the eight (one at a time the slot holds them all)
     assert not overlapping_timed(read_activity(seq_dir), []).parallel
+    check_placements(read_activity(seq_dir), {c.id: matrix.request(c).gpus for c in matrix.cells})
     # the report says the timed figures were isolated, and that cells did run at once
     from runner.report import render
 
