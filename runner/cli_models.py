@@ -53,7 +53,7 @@ def models_lock(matrix: Path, check_only: bool, as_json: bool) -> None:
         if as_json:
             click.echo(entry.model_dump_json(by_alias=True, exclude_none=True))
             continue
-        size = sum(f.size for f in entry.files) / 1024**3
+        size = sum(f.size or 0 for f in entry.files) / 1024**3
         click.echo(f"{entry.key}: {entry.repo}@{entry.revision} -> {entry.commit[:12]}: {len(entry.files)} "
                    f"file(s), {size:.2f} GiB" + (", gated" if entry.gated else "")
                    + (f", licence {entry.license}" if entry.license else ""))

@@ -38,7 +38,9 @@ class LockedFile(BaseModel):
     model_config = _STRICT
 
     path: str  # relative to the repository's root
-    size: int = Field(ge=0)  # bytes
+    #: bytes; None where the page that proved the file showed only a rounded size (``size_note``): preparation
+    #: takes the exact size from the Hub's metadata at the locked commit
+    size: int | None = Field(None, ge=0)
     sha256: str | None = None  # the LFS oid (sha256 of the content); None for a small non-LFS file not hashed
     blob: str | None = None  # the git blob id (of the LFS pointer, for an LFS file)
     evidence: str | None = None  # the page its size and sha256 were read on
@@ -80,6 +82,11 @@ class LockedSource(BaseModel):
     files: list[LockedFile] = Field(min_length=1)
     replaces: str | None = None  # the source this one replaced, where the matrix's original did not exist
     why: str | None = None
+    #: whether ``files`` lists every file the selection takes at the commit; an entry read by hand from the
+    #: Hub's pages may list fewer (a page cut short): preparation then lists the rest from the Hub's metadata
+    #: at the locked commit, and checks every locked file against it
+    complete: bool = True
+    note: str | None = None
 
     @field_validator("commit")
     @classmethod
@@ -128,7 +135,7 @@ class Lock(BaseModel):
 
 
 ProblemKind = Literal["no-lock", "not-locked", "stale", "unused", "missing-repository", "missing-revision",
-                      "missing-file", "moved", "changed-file", "gated", "unreachable"]
+                      "missing-file", "moved", "changed-file", "gated", "unreachable", "incomplete"]
 
 
 class Problem(BaseModel):
@@ -234,6 +241,10 @@ def hub_sources(matrix: Matrix) -> list[tuple[str, str, ModelSource]]:
         draft = matrix.model(cell).draft
         if cell.techniques.get("spec") == "draft" and draft is not None:
             pairs.append((draft.model, draft.quantization))
+        for model, quant in list(pairs):
+            tokenizer = matrix.models[model].quantizations[quant].tokenizer_of
+            if tokenizer is not None:  # its tokenizer files come from that source
+                pairs.append((model, tokenizer))
         for model, quant in pairs:
             seen = set()
             while quant not in seen:

@@ -243,7 +243,7 @@ def _check_entry(hub: _Hub, matrix: Matrix, entry: LockedSource) -> list[Problem
         size = sibling.size if sibling.size is not None else (sibling.lfs.size if sibling.lfs else None)
         sha256 = sibling.lfs.sha256 if sibling.lfs else None
         changes = []
-        if size is not None and size != file.size:
+        if size is not None and file.size is not None and size != file.size:
             changes.append(f"size {file.size} locked, {size} on the Hub")
         if file.sha256 and sha256 and sha256 != file.sha256:
             changes.append(f"sha256 {file.sha256} locked, {sha256} on the Hub")
@@ -253,7 +253,11 @@ def _check_entry(hub: _Hub, matrix: Matrix, entry: LockedSource) -> list[Problem
             problem("changed-file", f"{file.path} at commit {entry.commit[:12]}: {'; '.join(changes)}")
     selected = wanted_files(sorted(siblings), entry.filename or None, entry.allow_patterns or None)
     unlocked = sorted(set(selected) - {f.path for f in entry.files})
-    if unlocked:
+    if unlocked and not entry.complete:
+        problem("incomplete", f"the lock lists {len(entry.files)} of the {len(selected)} files the selection takes "
+                              f"at commit {entry.commit[:12]} (read by hand from the Hub's pages); {redo} to "
+                              "complete it")
+    elif unlocked:
         problem("changed-file", f"the matrix's selection picks {', '.join(unlocked[:5])} at commit "
                                 f"{entry.commit[:12]}, which the lock lacks; {redo}")
     if entry.filename and len(split_parts(entry.filename)) != len(entry.files):

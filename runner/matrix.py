@@ -151,6 +151,9 @@ class ModelSource(BaseModel):
     #: the GPUs one server of these weights is given: vLLM's tensor-parallel degree, llama.cpp's
     #: layer split, ExLlamaV2's autosplit
     gpus: int = Field(1, gt=0)
+    #: another quantization of the same model (a folder source) whose tokenizer files replace these weights'
+    #: own: for a quantization made before its tokenizer was fixed (Codestral's FIM tokens)
+    tokenizer_of: str | None = None
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> "ModelSource":
@@ -502,6 +505,10 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
             if source.kind in ("dequantize", "quantize") and source.of not in spec.quantizations:
                 problems.append(f"{where}: models.{key}.quantizations.{quant}.of = {source.of!r}: "
                                 f"no such quantization; this model has {', '.join(spec.quantizations)}")
+            if source.tokenizer_of is not None and (source.tokenizer_of == quant
+                                                    or source.tokenizer_of not in spec.quantizations):
+                problems.append(f"{where}: models.{key}.quantizations.{quant}.tokenizer_of = {source.tokenizer_of!r}: "
+                                f"name another quantization of this model: {', '.join(spec.quantizations)}")
             seen, step = {quant}, source
             while step.kind in ("dequantize", "quantize") and step.of in spec.quantizations:
                 if step.of in seen:

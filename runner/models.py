@@ -447,6 +447,12 @@ def prepare(matrix: Matrix, cell: Cell, progress: Progress = _quiet) -> Prepared
     spec = matrix.model(cell)
     path, record = fetch_source(matrix, cell.model, cell.quantization, progress)
     path, records = _as_format(matrix, cell.model, cell.quantization, path, record, runtime.model_format, runtime.name)
+    tokenizer_of = matrix.models[cell.model].quantizations[cell.quantization].tokenizer_of
+    if tokenizer_of is not None:
+        t_path, t_record = fetch_source(matrix, cell.model, tokenizer_of, progress)
+        path, retokenized = retokenize(path, t_path, f"{cell.model}:{cell.quantization}", t_record,
+                                       _where(matrix, cell.model, cell.quantization))
+        records += [t_record, retokenized]
     draft_path = None
     if cell.techniques.get("spec") == "draft" and spec.draft is not None:
         d_path, d_record = fetch_source(matrix, spec.draft.model, spec.draft.quantization, progress)
@@ -456,6 +462,47 @@ def prepare(matrix: Matrix, cell: Cell, progress: Progress = _quiet) -> Prepared
     files = ModelFiles(path=path, served_name=cell.model, context_length=spec.context_length,
                        draft_path=draft_path, tokenizer_path=path if path.is_dir() else None)
     return PreparedModel(files=files, records=records)
+
+
+#: the files that make a Hugging Face folder's tokenizer (SentencePiece model, fast tokenizer, their configs)
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def retokenize(weights: Path, tokenizer: Path, key: str, t_record: ModelRecord, where: str) -> tuple[Path, ModelRecord]:
+    """``weights`` (a folder) with ``tokenizer``'s tokenizer files in place of its own: a new folder of hard
+    links (a container mounts it whole; a symbolic link would point outside), named by both inputs."""
+    if not weights.is_dir() or not tokenizer.is_dir():
+        raise UserError(f"{where}.tokenizer_of: both the weights ({weights}) and the tokenizer's source ({tokenizer}) "
+                        "must be folders")
+    taken = [name for name in TOKENIZER_FILES if (tokenizer / name).is_file()]
+    if "tokenizer_config.json" not in taken:
+        raise UserError(f"{where}.tokenizer_of: {tokenizer} has no tokenizer_config.json; name a Hugging Face folder")
+    digest = hashlib.sha256(f"{weights.resolve()}\0{t_record.sha256}".encode()).hexdigest()[:16]
+    out = models_dir() / "retokenized" / digest
+    if not (out / _CONVERTED_MARK).is_file():
+        if out.exists():
+            shutil.rmtree(out)  # a copy interrupted half-way
+        out.mkdir(parents=True)
+        for path in _tree_files(weights):
+            if path.name in TOKENIZER_FILES:
+                continue
+            _link(path, out / path.relative_to(weights))
+        for name in taken:
+            _link(tokenizer / name, out / name)
+        (out / _CONVERTED_MARK).write_text(json.dumps({"weights": str(weights), "tokenizer": str(tokenizer),
+                                                       "tokenizer_sha256": t_record.sha256}), encoding="utf-8")
+    record = ModelRecord(key=key, path=str(out), source=f"retokenized:{key}", revision=t_record.revision,
+                         sha256=sha256_tree(out),
+                         command=f"{weights.name} with {', '.join(taken)} of {t_record.key} ({tokenizer})")
+    return out, record
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system: a copy
+        shutil.copy2(source, target)
 
 
 def planned_path(matrix: Matrix, cell: Cell, lock=None) -> Path:
@@ -480,6 +527,8 @@ def planned_path(matrix: Matrix, cell: Cell, lock=None) -> Path:
         path = root / f"{key}-{quant}" / f"{key}-{quant}.gguf"
     if runtime.model_format == "hf" and path.suffix == ".gguf":
         return root / f"{key}-{path.stem}-hf"
+    if source.tokenizer_of is not None:  # named by digests known once the files are here
+        return root / "retokenized" / "<weights-and-tokenizer-digest>"
     return path
 
 

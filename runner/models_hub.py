@@ -49,7 +49,9 @@ def hub_cached(matrix: Matrix, key: str, quant: str) -> tuple[Path | None, int |
         return None, None  # the plan says the lock is stale
     if entry is not None:
         dest = _hub_dest(source, entry.commit)
-        whole = all((dest / f.path).is_file() and (dest / f.path).stat().st_size == f.size for f in entry.files)
+        entry = _completion(dest, entry) or entry
+        whole = entry.complete and all((dest / f.path).is_file() and f.size is not None
+                                       and (dest / f.path).stat().st_size == f.size for f in entry.files)
         path = dest / entry.filename if entry.filename else dest
         return (path, sum(f.size for f in entry.files)) if whole else (None, None)
     dest = _hub_dest(source)
@@ -88,12 +90,14 @@ def _from_lock(matrix: Matrix, source: ModelSource, entry, where: str) -> Path:
     errors = _hub_errors()
     dest = _hub_dest(source, entry.commit)
     ref = f"{source.repo}@{entry.commit[:12]}"
+    if not entry.complete or any(f.size is None for f in entry.files):
+        entry = _completion(dest, entry) or _complete(entry, where, ref, dest, lock_path(matrix))
     missing = [f for f in entry.files
                if not ((dest / f.path).is_file() and (dest / f.path).stat().st_size == f.size)]
     if missing:
         token, endpoint = _hub_access()
         present = sum((dest / f.path).stat().st_size for f in missing if (dest / f.path).is_file())
-        check_free_space(dest, max(sum(f.size for f in missing) - present, 0), what=f"{where} ({ref})")
+        check_free_space(dest, max(sum(f.size or 0 for f in missing) - present, 0), what=f"{where} ({ref})")
         dest.mkdir(parents=True, exist_ok=True)
         log.info("downloading %d locked file(s) of %s into %s", len(missing), ref, dest)
         for file in missing:
@@ -115,6 +119,64 @@ def _from_lock(matrix: Matrix, source: ModelSource, entry, where: str) -> Path:
     return dest / entry.filename if entry.filename else dest
 
 
+#: beside a hand-made lock entry's download: the entry as the Hub's metadata at the locked commit completed it
+_COMPLETED_MARK = ".runner-lock-completed.json"
+
+
+def _completion(dest: Path, entry):
+    """The completion of ``entry`` recorded beside an earlier download of it (None: none yet)."""
+    from runner.lock import LockedSource
+
+    recorded = _read_json(dest / _COMPLETED_MARK)
+    if recorded.get("commit") != entry.commit or recorded.get("from") != entry.model_dump(mode="json"):
+        return None
+    return LockedSource.model_validate(recorded["entry"])
+
+
+def _complete(entry, where: str, ref: str, dest: Path, lock: Path):
+    """A lock entry read by hand from the Hub's pages (files missing, sizes rounded) completed from the Hub's
+    metadata at the locked commit: a commit fixes every file's content (an LFS pointer holds its sha256), so
+    the commit still decides what is downloaded; every sha256 the lock holds must equal the Hub's."""
+    from huggingface_hub import HfApi
+
+    from runner.lock import LockedFile, wanted_files
+
+    errors = _hub_errors()
+    token, endpoint = _hub_access()
+    try:
+        info = HfApi(endpoint=endpoint, token=token).model_info(entry.repo, revision=entry.commit,
+                                                                files_metadata=True, timeout=30)
+    except errors.GatedRepoError:
+        raise UserError(_gated_message(where, ref, token)) from None
+    except errors.HTTPError as exc:
+        raise UserError(f"{where}: {ref} was locked from the Hub's pages and needs the Hub's metadata at that "
+                        f"commit to complete its file list, which {endpoint} did not give ({type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:200]}); check the network, or run `runner models lock`") from None
+    siblings = {s.rfilename: s for s in info.siblings or []}
+    locked = {f.path: f for f in entry.files}
+    files = []
+    for name in wanted_files(sorted(siblings), entry.filename or None, entry.allow_patterns or None):
+        sibling = siblings[name]
+        size = sibling.size if sibling.size is not None else (sibling.lfs.size if sibling.lfs else None)
+        sha256 = sibling.lfs.sha256 if sibling.lfs else None
+        mine = locked.pop(name, None)
+        if mine is not None and mine.sha256 and sha256 and mine.sha256 != sha256:
+            raise UserError(f"{where}: {ref}/{name}: {lock} locks sha256 {mine.sha256}, the Hub has {sha256} at the "
+                            "same commit: the lock's evidence was wrong; run `runner models lock` and review the change")
+        files.append(LockedFile(path=name, size=size, sha256=sha256 or (mine.sha256 if mine else None),
+                                blob=sibling.blob_id, evidence=mine.evidence if mine else None))
+    if locked:
+        raise UserError(f"{where}: {ref}: {lock} locks {', '.join(sorted(locked)[:3])}, which the Hub does not "
+                        "list at that commit; run `runner models lock --check`")
+    completed = entry.model_copy(update={"files": files, "complete": True})
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / _COMPLETED_MARK).write_text(json.dumps({"commit": entry.commit, "from": entry.model_dump(mode="json"),
+                                                    "entry": completed.model_dump(mode="json")}), encoding="utf-8")
+    log.info("%s: completed %d locked file(s) to %d from the Hub's metadata at %s", where, len(entry.files),
+             len(files), entry.commit[:12])
+    return completed
+
+
 def git_blob_id(path: Path) -> str:
     """Git's object id of the file as a blob (what the Hub lists as ``blobId`` for a non-LFS file)."""
     digest = hashlib.sha1(b"blob %d\x00" % path.stat().st_size)
@@ -128,7 +190,7 @@ def _check_locked(path: Path, file, what: str, lock: Path) -> None:
     """``path`` against its lock entry: size, then sha256 (else, for a small non-LFS file, its git blob id);
     a file that differs is deleted, so that the next preparation downloads it afresh."""
     size = path.stat().st_size
-    if size != file.size:
+    if file.size is not None and size != file.size:
         found, expected = f"{size} bytes", f"{file.size} bytes"
     elif file.sha256 and (digest := sha256_file(path)) != file.sha256:
         found, expected = f"sha256 {digest}", f"sha256 {file.sha256}"

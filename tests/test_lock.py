@@ -527,3 +527,103 @@ def test_llama_server_serves_a_locked_split_gguf_from_the_download_folder_hub_st
 
     first = len(gguf.GGUFReader(parts[0]).tensors)
     assert 0 < first < sum(len(gguf.GGUFReader(p).tensors) for p in parts)
+
+
+def _hand_made_folder_lock(path: Path, hub, *, sha256_of_model: bytes | None, with_config: bool) -> str:
+    """A hub-pages entry for acme/tiny that lists fewer files than the selection takes, sizes unknown."""
+    commit = hub.repos["acme/tiny"].branches["main"]
+    files = ""
+    if with_config:
+        files += '\n[[source.files]]\npath = "config.json"\nnote = "not LFS: sha256 not shown on the page"\n'
+    files += ('\n[[source.files]]\npath = "model.safetensors"\nsize_note = "rounded: 4 kB"\n'
+              + (f'sha256 = "{hashlib.sha256(sha256_of_model).hexdigest()}"\n' if sha256_of_model else ""))
+    lock_path(path).write_text(f"""
+version = 1
+matrix = "m.toml"
+[[source]]
+model = "tiny"
+quantization = "bf16"
+repo = "acme/tiny"
+revision = "main"
+commit = "{commit}"
+allow_patterns = ["*.json", "*.safetensors"]
+gated = false
+checked = 2026-12-07
+checked_on = "hub-pages"
+evidence = "https://huggingface.co/acme/tiny/tree/{commit}"
+complete = false
+{files}""", encoding="utf-8")
+    return commit
+
+
+def test_an_incomplete_hand_made_entry_is_completed_from_the_hub_at_its_commit_hub_standin(tmp_path, hub):
+    path = write(tmp_path)
+    commit = _hand_made_folder_lock(path, hub, sha256_of_model=blob("st", 4000), with_config=True)
+    hub.repos["acme/tiny"].commit({"config.json": b'{"model_type": "moved"}\n', "model.safetensors": blob("x", 9)})
+    folder, record = fetch_source(load_matrix(path), "tiny", "bf16")
+    # every file the selection takes at the locked commit, not the branch's new head, with exact sizes
+    assert record.locked_commit == commit and folder.name == commit
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+        "config.json", "model.safetensors", "tokenizer.json"]
+    assert (folder / "model.safetensors").read_bytes() == blob("st", 4000)
+    assert (folder / "config.json").read_bytes() == b'{"model_type": "tiny"}\n'
+    assert all(f"/resolve/{commit}/" in p for p in hub.downloads())
+    # --check names the entry as incomplete, with the remedy
+    checked = lock(path, "--check")
+    assert checked.exit_code == 1
+    assert any("models.tiny.quantizations.bf16" in line and "files the selection takes" in line
+               and "to complete it" in line for line in checked.stdout.splitlines())
+
+
+def test_a_hand_made_sha256_the_hub_contradicts_at_the_same_commit_is_refused_hub_standin(tmp_path, hub):
+    path = write(tmp_path)
+    _hand_made_folder_lock(path, hub, sha256_of_model=b"not the shard", with_config=False)
+    with pytest.raises(UserError, match=r"models.tiny.quantizations.bf16: acme/tiny@[0-9a-f]{12}/model.safetensors: "
+                                        r".*m.lock locks sha256 [0-9a-f]{64}, the Hub has [0-9a-f]{64} at the same commit"):
+        fetch_source(load_matrix(path), "tiny", "bf16")
+
+
+TOKENIZER_MATRIX = """
+name = "retok"
+[models.tiny]
+name = "Tiny"
+[models.tiny.quantizations.bf16]
+kind = "hf"
+repo = "acme/tiny-fixed"
+revision = "main"
+[models.tiny.quantizations."exl2-4.0"]
+kind = "hf"
+repo = "acme/tiny-exl2"
+revision = "main"
+tokenizer_of = "bf16"
+[[cells]]
+model = "tiny"
+runtime = "exllama"
+quantization = "exl2-4.0"
+"""
+
+
+def test_tokenizer_of_serves_the_weights_with_the_other_sources_tokenizer_files_hub_standin(tmp_path, hub):
+    hub.repo("acme/tiny-fixed").commit({"config.json": b"{}\n", "model.safetensors": blob("bf16", 5000),
+                                        "tokenizer.model": b"fixed-spm", "tokenizer_config.json": b'{"fim": true}\n'})
+    hub.repo("acme/tiny-exl2").commit({"config.json": b'{"q": 4}\n', "output.safetensors": blob("exl2", 2000),
+                                       "tokenizer.model": b"old-spm", "tokenizer_config.json": b'{"fim": false}\n'})
+    path = write(tmp_path, TOKENIZER_MATRIX)
+    matrix = load_matrix(path)
+    # the lock covers the tokenizer's source too, though no cell serves it
+    assert lock(path).exit_code == 0
+    assert {(s.model, s.quantization) for s in load_lock(path).sources} == {("tiny", "bf16"), ("tiny", "exl2-4.0")}
+    prepared = prepare(matrix, matrix.cells[0])
+    folder = prepared.files.path
+    assert (folder / "output.safetensors").read_bytes() == blob("exl2", 2000)
+    assert (folder / "config.json").read_bytes() == b'{"q": 4}\n'
+    assert (folder / "tokenizer.model").read_bytes() == b"fixed-spm"
+    assert (folder / "tokenizer_config.json").read_bytes() == b'{"fim": true}\n'
+    # hard links, not symbolic ones: a container that mounts the folder reads them
+    assert not any(p.is_symlink() for p in folder.iterdir())
+    assert [r.source.split(":")[0] for r in prepared.records][-1] == "retokenized"
+    # a tokenizer_of that names nothing of the model is one line at load time
+    bad = write(tmp_path, TOKENIZER_MATRIX.replace('tokenizer_of = "bf16"', 'tokenizer_of = "fp8"'))
+    with pytest.raises(UserError, match=r'models.tiny.quantizations.exl2-4.0.tokenizer_of = .fp8.: name another '
+                                        r'quantization of this model'):
+        load_matrix(bad)
