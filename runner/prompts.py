@@ -72,7 +72,7 @@ STYLES: dict[str, StyleInfo] = {
                             edition_stop=lambda lang, edition: (
                                 (f"{_comment(lang)} --{MARKER_END}--",) if edition == "2025" else ())),
     "codestral-fim": StyleInfo("completion", lambda lang: ("</s>",),
-                               "Codestral fill-in-the-middle: <s>[SUFFIX]after[PREFIX]before"),
+                               "Codestral fill-in-the-middle: [SUFFIX]after[PREFIX] before (the server adds BOS)"),
     "codellama-fim": StyleInfo("completion", lambda lang: ("<EOT>",),
                                "Code Llama fill-in-the-middle: <PRE> before <SUF>after <MID>"),
     "qwen-fim": StyleInfo("completion", lambda lang: ("<|endoftext|>",),

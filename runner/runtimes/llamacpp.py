@@ -165,8 +165,15 @@ class LlamaCpp(Runtime):
             argv += ["--spec-type", "draft-simple", "--model-draft", str(model.draft_path),
                      "--n-gpu-layers-draft", "all"]
             mounts.append(model.draft_path)
+        files: dict[Path, str] = {}
+        if model.chat_template is not None:
+            # the runner's template for a model whose GGUF carries none, in place of llama.cpp's
+            # silent fallback (ChatML); --jinja is already on (runner.chat_templates)
+            template_file = model.chat_template.server_file()
+            argv += ["--chat-template-file", str(template_file)]
+            files[template_file] = model.chat_template.text
         return ServerSpec(runtime=self.name, argv=argv, health_path="/health",
-                          mounts=mounts, image_service="llamacpp")
+                          mounts=mounts, image_service="llamacpp", files=files)
 
     def local_problem(self) -> str | None:
         """Why ``llama-server`` cannot start here, or None."""
