@@ -18,6 +18,11 @@ from runner.errors import UserError
 from runner.paths import cache_dir, templates_dir
 
 SUFFIX = ".jinja"
+#: templates written as Mistral documents its formats ("<s>[INST] user message[/INST] answer</s>"): a
+#: space after a special token is SentencePiece's word boundary of the text that follows, spelled out,
+#: where mistral-common adds it by encoding each text on its own. A server whose tokenizer adds that
+#: boundary itself after every special token (llama.cpp's add_space_prefix) must be told not to.
+SPELLED_BOUNDARIES = frozenset({"mistral-v3"})
 
 
 class ChatTemplate(BaseModel):
@@ -27,6 +32,11 @@ class ChatTemplate(BaseModel):
 
     name: str
     text: str
+
+    @property
+    def spells_word_boundaries(self) -> bool:
+        """Whether its text spells each word boundary after a special token (``SPELLED_BOUNDARIES``)."""
+        return self.name in SPELLED_BOUNDARIES
 
     @property
     def sha256(self) -> str:

@@ -171,9 +171,14 @@ def _spec(runtime: str, quantization: str, path: str, gpus: int = 1):
 
 
 def _written(spec, flag_value: str) -> Path:
+    from runner.backends.docker import container_paths
+
     path = Path(flag_value)
     assert path.is_absolute() and spec.files[path] == TEMPLATE.text  # the backend writes it before launch
     assert path.name == "mistral-v3-8123.jinja"  # one per server: two never share a file
+    # in a container: its folder is mounted, and the path the server is given is the mounted one
+    moved, rewrite = container_paths(spec)
+    assert rewrite(flag_value) == f"{moved[str(path.parent)]}/{path.name}"
     return path
 
 
@@ -183,6 +188,23 @@ def test_vllm_and_llamacpp_launches_carry_the_template():
     llama = _spec("llamacpp", "q8_0", "/models/codestral.gguf")
     assert "--jinja" in llama.argv
     _written(llama, llama.argv[llama.argv.index("--chat-template-file") + 1])
+
+
+OVERRIDE = ["--override-kv", "tokenizer.ggml.add_space_prefix=bool:false"]
+
+
+def _has(argv: list[str], flags: list[str]) -> bool:
+    return any(argv[i:i + len(flags)] == flags for i in range(len(argv)))
+
+
+@pytest.mark.parametrize("style, template, spelled", [
+    ("codestral-fim", None, True), ("codestral-fim", TEMPLATE, True), ("simcopilot", TEMPLATE, True),
+    ("simcopilot", None, False), ("qwen-fim", None, False), ("prefix", TEMPLATE, False),
+])
+def test_llamacpp_adds_no_space_of_its_own_where_the_prompt_spells_it(style, template, spelled):
+    cell = Cell(model="codestral-22b", runtime="llamacpp", quantization="q8_0", prompt_style=style)
+    files = ModelFiles(path=Path("/models/codestral.gguf"), served_name="codestral-22b", chat_template=template)
+    assert _has(get_runtime("llamacpp").server_spec(cell, files).argv, OVERRIDE) == spelled
 
 
 def test_tabbyapi_config_names_the_template_beside_it():

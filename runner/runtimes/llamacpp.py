@@ -33,6 +33,7 @@ import httpx
 from runner.errors import UserError
 from runner.lifetime import run_tied
 from runner.paths import PACKAGE_DIR, cache_dir
+from runner.prompts import spells_word_boundaries
 from runner.records import Cell, ServerTimings
 from runner.runtimes import register_runtime
 from runner.runtimes.base import ModelFiles, Runtime, ServerSpec, timings_from
@@ -172,6 +173,10 @@ class LlamaCpp(Runtime):
             template_file = model.chat_template.server_file()
             argv += ["--chat-template-file", str(template_file)]
             files[template_file] = model.chat_template.text
+        if spells_word_boundaries(cell.prompt_style, model.chat_template):
+            # the prompt spells the space after each special token (Mistral's format); llama.cpp's
+            # SentencePiece tokenizer would add one of its own after every special token
+            argv += ["--override-kv", "tokenizer.ggml.add_space_prefix=bool:false"]
         return ServerSpec(runtime=self.name, argv=argv, health_path="/health",
                           mounts=mounts, image_service="llamacpp", files=files)
 
