@@ -2,10 +2,11 @@
 random-weight models with Codestral's own vocabulary for the real servers to tokenize with.
 
 The vocabulary is mistral-common's v3 SentencePiece model (``MistralTokenizer.v3()``, the one
-Codestral's model card names). The Hugging Face folder gets it as ``tokenizer.model`` with a
+Codestral's model card names). The Hugging Face folder gets it as ``tokenizer.model``, a
 ``tokenizer_config.json`` that lists every control piece (``[INST]``, ``[/INST]``, ``[PREFIX]``,
-``[SUFFIX]``, ...) as a special token, as Mistral's own HF conversions do; the weights are one
-random layer (the tests read token ids, never answers). The GGUF is made from that folder by
+``[SUFFIX]``, ...) as a special token, and a ``tokenizer.json`` in the layout of Mistral's own HF
+conversions (tests/codestral_tokenizer_json.py); the weights are one random layer (the tests read
+token ids, never answers). The GGUF is made from that folder by
 llama.cpp's own ``convert_hf_to_gguf.py``, from the pinned llama-cpp-python sdist's vendored tree,
 run in the vLLM venv (it needs torch): so its token types are the converter's, not ours.
 """
@@ -26,11 +27,11 @@ from tests.conftest import require
 CONFIG = {
     "architectures": ["MistralForCausalLM"], "model_type": "mistral", "vocab_size": 32768,
     "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 2,
-    "num_key_value_heads": 1, "head_dim": 32, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
+    "num_key_value_heads": 1, "head_dim": 32, "max_position_embeddings": 32768, "rms_norm_eps": 1e-5,
     "rope_theta": 1000000.0, "sliding_window": None, "tie_word_embeddings": False, "hidden_act": "silu",
     "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
 }
-_VERSION = "1"  # bump when the folder's recipe changes
+_VERSION = "2"  # bump when the folder's recipe changes
 
 
 def parity_tasks() -> list:
@@ -128,6 +129,7 @@ def codestral_hf() -> Path:
     (folder / "config.json").write_text(json.dumps(CONFIG, indent=1), encoding="utf-8")
     (folder / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}),
                                                    encoding="utf-8")
+    _tokenizer_json(folder)
     c = CONFIG
     h, inter, vocab, hd = c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["head_dim"]
     rng = np.random.default_rng(0)
@@ -145,6 +147,17 @@ def codestral_hf() -> Path:
     })
     (folder / ".done").write_text("")
     return folder
+
+
+def _tokenizer_json(folder: Path) -> None:
+    """``tokenizer.json`` as Mistral's HF conversions lay it out (tests/codestral_tokenizer_json.py,
+    run in the vLLM venv, where tokenizers lives)."""
+    from runner.runtimes.vllm import installed, vllm_python
+
+    require(installed(), "the vLLM venv (tokenizers, to write the folder's tokenizer.json)")
+    script = Path(__file__).with_name("codestral_tokenizer_json.py")
+    done = subprocess.run([str(vllm_python()), str(script), str(folder)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def llama_cpp_source() -> Path:
