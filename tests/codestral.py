@@ -13,6 +13,7 @@ run in the vLLM venv (it needs torch): so its token types are the converter's, n
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -48,10 +49,13 @@ def parity_tasks() -> list:
     return picked
 
 
+@functools.cache
 def mistral_tokenizer():
     """mistral-common's v3 tokenizer, the reference (``MistralTokenizer.v3()``, as the model card says)."""
-    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
-
+    try:
+        from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+    except ImportError:
+        require(False, "mistral-common (the test extras: pip install -e '.[test]')")
     return MistralTokenizer.v3()
 
 
@@ -77,6 +81,7 @@ def reference_fim(task) -> list[int]:
 
 def v3_tokenizer_model() -> Path:
     """mistral-common's v3 SentencePiece model file (``MistralTokenizer.v3()`` loads the same)."""
+    mistral_tokenizer()  # mistral-common is there
     import mistral_common
 
     path = Path(mistral_common.__file__).parent / "data" / "mistral_instruct_tokenizer_240323.model.v3"
