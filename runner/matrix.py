@@ -217,6 +217,27 @@ class ModelSpec(BaseModel):
     draft: DraftRef | None = None
     #: the published row its cells are compared with, "<edition>: <model>" (runner.benchmarks.published)
     published: str | None = None
+    #: a chat template the runner ships (templates/chat/<name>.jinja), given to every runtime for chat
+    #: requests, for a model whose sources carry none (Codestral: "mistral-v3")
+    chat_template: str | None = None
+
+    @field_validator("chat_template")
+    @classmethod
+    def _shipped_template(cls, value: str | None) -> str | None:
+        if value is not None:
+            from runner import chat_templates
+
+            if value not in chat_templates.known():
+                raise ValueError(f"names no chat template the runner ships; choose one of: "
+                                 f"{', '.join(chat_templates.known())} (templates/chat/)")
+        return value
+
+    @model_validator(mode="after")
+    def _template_needs_chat(self) -> "ModelSpec":
+        if self.chat_template is not None and not self.chat:
+            raise ValueError(f"chat_template = {self.chat_template!r} with chat = false: a model without chat "
+                             "is sent no chat requests; drop chat_template or set chat = true")
+        return self
 
     @field_validator("published")
     @classmethod

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from runner import chat_templates
 from runner.errors import UserError
 from runner.lifetime import run_tied, tied
 from runner.matrix import Matrix, ModelSource
@@ -460,7 +461,8 @@ def prepare(matrix: Matrix, cell: Cell, progress: Progress = _quiet) -> Prepared
                                            runtime.model_format, runtime.name)
         records += d_records
     files = ModelFiles(path=path, served_name=cell.model, context_length=spec.context_length,
-                       draft_path=draft_path, tokenizer_path=path if path.is_dir() else None)
+                       draft_path=draft_path, tokenizer_path=path if path.is_dir() else None,
+                       chat_template=chat_templates.load(spec.chat_template) if spec.chat_template else None)
     return PreparedModel(files=files, records=records)
 
 

@@ -23,7 +23,7 @@ import string
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Awaitable, Callable, Literal, Protocol
+from typing import TYPE_CHECKING, Awaitable, Callable, Literal, Protocol
 
 import jinja2
 from pydantic import BaseModel, ConfigDict
@@ -31,6 +31,9 @@ from pydantic import BaseModel, ConfigDict
 from runner.errors import UserError
 from runner.paths import templates_dir
 from runner.records import Language, Mode, Task
+
+if TYPE_CHECKING:
+    from runner.chat_templates import ChatTemplate
 
 PromptKind = Literal["chat", "completion"]
 
@@ -54,6 +57,8 @@ class StyleInfo:
     task_stop: Callable[[Task, str], tuple[str, ...]] | None = None
     #: stop sequences that depend on the SimCoPilot edition (language, edition name), in place of ``stop``
     edition_stop: Callable[[Language, str], tuple[str, ...]] | None = None
+    #: the text spells the word boundary after a special token as a space (runner.chat_templates)
+    spells_word_boundaries: bool = False
 
 
 def _comment(language: Language) -> str:
@@ -72,7 +77,8 @@ STYLES: dict[str, StyleInfo] = {
                             edition_stop=lambda lang, edition: (
                                 (f"{_comment(lang)} --{MARKER_END}--",) if edition == "2025" else ())),
     "codestral-fim": StyleInfo("completion", lambda lang: ("</s>",),
-                               "Codestral fill-in-the-middle: <s>[SUFFIX]after[PREFIX]before"),
+                               "Codestral fill-in-the-middle: [SUFFIX]after[PREFIX] before (the server adds BOS)",
+                               spells_word_boundaries=True),
     "codellama-fim": StyleInfo("completion", lambda lang: ("<EOT>",),
                                "Code Llama fill-in-the-middle: <PRE> before <SUF>after <MID>"),
     "qwen-fim": StyleInfo("completion", lambda lang: ("<|endoftext|>",),
@@ -150,6 +156,15 @@ def style_info(style: str) -> StyleInfo:
     except KeyError:
         raise UserError(f"unknown prompt style {style!r}; known styles: {', '.join(STYLES)} "
                         f"(templates in {templates_dir() / 'prompts'})") from None
+
+
+def spells_word_boundaries(style: str, chat_template: "ChatTemplate | None") -> bool:
+    """Whether the text a ``style`` prompt reaches the tokenizer as (its own, or a chat style's through
+    ``chat_template``) spells each word boundary after a special token, so that the server must add none."""
+    info = style_info(style)
+    if info.kind == "chat":
+        return chat_template is not None and chat_template.spells_word_boundaries
+    return info.spells_word_boundaries
 
 
 # -- templates -----------------------------------------------------------------------------------

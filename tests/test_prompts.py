@@ -42,7 +42,8 @@ def test_codestral_fim_puts_the_suffix_first_and_has_no_middle_token(starter):
     task = first(starter, "python", "infill")
     prompt = prompts.render(task, "codestral-fim")
     assert prompt.kind == "completion"
-    assert prompt.text == f"<s>[SUFFIX]\n{task.after}[PREFIX]{task.before}\n"
+    # no <s>: the server adds the BOS (tests/test_prompts_codestral.py checks the ids)
+    assert prompt.text == f"[SUFFIX]\n{task.after}[PREFIX] {task.before}\n"
     assert "[MIDDLE]" not in prompt.text and prompt.stop == ("</s>",)
 
 

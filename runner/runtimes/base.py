@@ -17,6 +17,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field, ValidationError
 
+from runner.chat_templates import ChatTemplate
 from runner.records import Cell, ServerTimings
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class ModelFiles(BaseModel):
     context_length: int = 4096
     draft_path: Path | None = None  # draft model for draft-model speculative decoding
     tokenizer_path: Path | None = None
+    #: the shipped chat template the server applies to chat requests (None: the model's own)
+    chat_template: ChatTemplate | None = None
 
 
 class ServerSpec(BaseModel):

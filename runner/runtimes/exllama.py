@@ -93,12 +93,20 @@ class ExLlamaV2(Runtime):
         # one file per port: two servers of one cell never share a config
         config_path = cache_dir() / "tabbyapi" / f"{cell.slug}-{{port}}.yml"
         # the port as a YAML integer once filled in: the placeholder is written unquoted
-        config = yaml.safe_dump(tabbyapi_config(cell, model), sort_keys=False).replace("'{port}'", "{port}")
+        settings = tabbyapi_config(cell, model)
+        files: dict[Path, str] = {}
+        if model.chat_template is not None:
+            # the runner's template, beside the config (one mount): TabbyAPI opens an absolute
+            # prompt_template as given (common/templating.py, find_prompt_template)
+            template_file = model.chat_template.server_file(config_path.parent)
+            settings["model"]["prompt_template"] = str(template_file)
+            files[template_file] = model.chat_template.text
+        config = yaml.safe_dump(settings, sort_keys=False).replace("'{port}'", "{port}")
         mounts = [model.path] + ([model.draft_path] if cell.techniques.get("spec") == "draft" else [])
         return ServerSpec(runtime=self.name, argv=["python3", str(tabbyapi_dir() / "main.py"), "--config",
                                                    str(config_path)],
                           health_path="/health", mounts=mounts, image_service="exllama",
-                          files={config_path: config})
+                          files={config_path: config, **files})
 
     def local_problem(self) -> str | None:
         """TabbyAPI must be checked out at ``tabbyapi_dir()`` (the GPU check is the planner's)."""

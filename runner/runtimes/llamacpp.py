@@ -34,6 +34,7 @@ import httpx
 from runner.errors import UserError
 from runner.lifetime import run_tied
 from runner.paths import PACKAGE_DIR, cache_dir
+from runner.prompts import spells_word_boundaries
 from runner.records import Cell, ServerTimings
 from runner.runtimes import register_runtime
 from runner.runtimes.base import ModelFiles, Runtime, ServerSpec, timings_from
@@ -180,8 +181,19 @@ class LlamaCpp(Runtime):
             argv += ["--spec-type", "draft-simple", "--model-draft", str(model.draft_path),
                      "--n-gpu-layers-draft", "all"]
             mounts.append(model.draft_path)
+        files: dict[Path, str] = {}
+        if model.chat_template is not None:
+            # the runner's template for a model whose GGUF carries none, in place of llama.cpp's
+            # silent fallback (ChatML); --jinja is already on (runner.chat_templates)
+            template_file = model.chat_template.server_file()
+            argv += ["--chat-template-file", str(template_file)]
+            files[template_file] = model.chat_template.text
+        if spells_word_boundaries(cell.prompt_style, model.chat_template):
+            # the prompt spells the space after each special token (Mistral's format); llama.cpp's
+            # SentencePiece tokenizer would add one of its own after every special token
+            argv += ["--override-kv", "tokenizer.ggml.add_space_prefix=bool:false"]
         return ServerSpec(runtime=self.name, argv=argv, health_path="/health",
-                          mounts=mounts, image_service="llamacpp")
+                          mounts=mounts, image_service="llamacpp", files=files)
 
     def local_problem(self) -> str | None:
         """Why ``llama-server`` cannot start here, or None."""

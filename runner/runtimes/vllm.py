@@ -183,6 +183,12 @@ class Vllm(Runtime):
             argv += ["--speculative-config", json.dumps({"model": str(model.draft_path),
                                                          "num_speculative_tokens": DRAFT_TOKENS})]
             mounts.append(model.draft_path)
+        files: dict[Path, str] = {}
+        if model.chat_template is not None:
+            # the runner's template for a model whose sources carry none (runner.chat_templates)
+            template_file = model.chat_template.server_file()
+            argv += ["--chat-template", str(template_file)]
+            files[template_file] = model.chat_template.text
         # VLLM_SERVER_DEV_MODE routes POST /reset_prefix_cache (the cold cache state)
         env = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_SERVER_DEV_MODE": "1",
                "VLLM_CPU_KVCACHE_SPACE": str(CPU_KVCACHE_GIB)}
@@ -190,7 +196,7 @@ class Vllm(Runtime):
             # bind exactly `threads` OpenMP threads; "auto" would keep one core back on a small host
             env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{threads - 1}"
         return ServerSpec(runtime=self.name, argv=argv, env=env, health_path="/health",
-                          mounts=mounts, image_service="vllm")
+                          mounts=mounts, image_service="vllm", files=files)
 
     def local_problem(self) -> str | None:
         """Why ``vllm serve`` cannot start here, or None."""
