@@ -467,7 +467,9 @@ def prepare(matrix: Matrix, cell: Cell, progress: Progress = _quiet) -> Prepared
 
 
 #: the files that make a Hugging Face folder's tokenizer (SentencePiece model, fast tokenizer, their configs)
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+#: and its stop tokens (generation_config.json: Llama 3's end-of-turn id came in a later fix of its files)
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "generation_config.json")
 
 
 def retokenize(weights: Path, tokenizer: Path, key: str, t_record: ModelRecord, where: str) -> tuple[Path, ModelRecord]:
