@@ -175,6 +175,11 @@ def dry_run(matrix: Matrix, plan: Plan, *, backend: str, lock=None, tasks: list[
 def _dry_cell(matrix: Matrix, planned: PlannedCell, *, backend: str, lock, tasks, lock_problems) -> DryCell:
     cell = planned.cell
     checks = [Check(name="plan", ok=planned.runnable, detail=planned.reason or f"runs on {planned.estimated_on}")]
+    if planned.gpus and planned.gpu_memory_gib is not None:
+        here = ("" if planned.gpu_memory_here_gib is None
+                else f" of the {planned.gpu_memory_here_gib:.1f} GiB its {planned.gpus} GPU(s) report")
+        checks.append(Check(name="gpu memory", ok=planned.runnable or "GiB" not in (planned.reason or ""),
+                            detail=f"needs {planned.gpu_memory_gib:.1f} GiB{here} ({planned.gpu_memory_basis})"))
     view = source_view(matrix, cell, lock)
     if view.kind == "hf":
         problem = lock_problems.get(view.key)
@@ -187,9 +192,15 @@ def _dry_cell(matrix: Matrix, planned: PlannedCell, *, backend: str, lock, tasks
             checks.append(Check(name="locked", ok=False, detail=f"{view.key} is not in the lock: run `runner models "
                                                                 f"lock {matrix.path or matrix.name}`"))
         else:
-            unhashed = [f.path for f in view.files if not f.sha256]
-            checks.append(Check(name="locked", ok=True, detail=f"commit {view.commit[:12]}, {len(view.files)} files"
-                                + (f" ({len(unhashed)} without sha256: checked by size)" if unhashed else "")))
+            entry = lock.entry(cell.model, _origin(matrix, cell)[0])
+            partial = [f.path for f in entry.files if not f.sha256 or f.size is None]
+            note = ""
+            if not entry.complete or partial:
+                note = (f"; {'the file list and ' if not entry.complete else ''}{len(partial)} file(s) without a "
+                        "sha256 or an exact size here are completed from the Hub's metadata at this commit on "
+                        "download, every sha256 here checked against it")
+            checks.append(Check(name="locked", ok=True, detail=f"commit {view.commit[:12]}, {len(view.files)} files "
+                                f"({entry.checked_on}, {entry.checked}){note}"))
     dry = DryCell(cell=cell.id, runnable=planned.runnable, reason=planned.reason, source=view, checks=checks)
     runtime = get_runtime(cell.runtime)
     try:
@@ -222,7 +233,7 @@ def lines(cells: list[DryCell]) -> list[str]:
         out.append(f"== {c.cell}: {'runnable' if c.runnable else 'NOT runnable: ' + (c.reason or '')}")
         if c.source is not None:
             s = c.source
-            locked = f" @ {s.commit}" if s.commit else " (not locked)" if s.kind == "hf" else ""
+            locked = " (locked)" if s.commit else " (not locked)" if s.kind == "hf" else ""
             out.append(f"  source: {s.describe}{locked}")
             for f in s.files:
                 size = "size ?" if f.size is None else f"{f.size} B"
