@@ -95,3 +95,59 @@ def test_json_without_dry_run_is_refused_in_one_line():
     result = CliRunner().invoke(main, ["reproduce", str(SMOKE), "--json"])
     assert result.exit_code == 2
     assert "--json goes with --dry-run" in result.output and "Traceback" not in result.output
+
+
+HUB_MATRIX = """
+name = "hubdry"
+backend = "local"
+[models.tiny]
+name = "Tiny"
+[models.tiny.quantizations.q8_0]
+kind = "hf"
+repo = "acme/tiny-GGUF"
+revision = "0123456789abcdef0123456789abcdef01234567"
+filename = "tiny-q8_0.gguf"
+[[cells]]
+model = "tiny"
+runtime = "llamacpp"
+quantization = "q8_0"
+"""
+
+
+def test_a_hub_source_without_a_lock_fails_its_locked_check_and_the_dry_run_exits_1(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    matrix = tmp_path / "hubdry.toml"
+    matrix.write_text(HUB_MATRIX, encoding="utf-8")
+    result = CliRunner().invoke(main, ["reproduce", str(matrix), "--dry-run", "--json"])
+    (line,) = _lines(result.stdout)
+    assert result.exit_code == 1
+    locked = next(c for c in line["checks"] if c["name"] == "locked")
+    assert not locked["ok"] and "runner models lock" in locked["detail"]
+    assert line["runnable"] is False and line["reason"].startswith("locked: ")
+    # with a lock beside the matrix, the source shows its commit and files, and the check passes
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (tmp_path / "hubdry.lock").write_text(f"""version = 1
+matrix = "hubdry.toml"
+[[source]]
+model = "tiny"
+quantization = "q8_0"
+repo = "acme/tiny-GGUF"
+revision = "{commit}"
+commit = "{commit}"
+filename = "tiny-q8_0.gguf"
+gated = false
+checked = "2026-12-07"
+checked_on = "hub-pages"
+evidence = "https://huggingface.co/acme/tiny-GGUF/tree/{commit}"
+[[source.files]]
+path = "tiny-q8_0.gguf"
+size = 3000
+sha256 = "{'a' * 64}"
+""", encoding="utf-8")
+    result = CliRunner().invoke(main, ["reproduce", str(matrix), "--dry-run", "--json"])
+    (line,) = _lines(result.stdout)
+    assert line["source"]["commit"] == commit
+    assert line["source"]["files"] == [{"path": "tiny-q8_0.gguf", "size": 3000, "sha256": "a" * 64}]
+    assert next(c for c in line["checks"] if c["name"] == "locked")["ok"]
+    # the launch names the file where preparation puts it: the folder of the locked commit
+    assert any(arg.endswith(f"/acme--tiny-GGUF/{commit}/tiny-q8_0.gguf") for arg in line["argv"])
