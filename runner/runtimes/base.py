@@ -17,7 +17,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field, ValidationError
 
-from runner.records import Cell, ServerTimings
+from runner.records import Cell, ServerQuantization, ServerTimings
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,11 @@ class Runtime(ABC):
 
     async def server_version(self, http: httpx.AsyncClient, base_url: str) -> str | None:
         """The server's build or version string, or None when it does not say."""
+        return None
+
+    def server_quantization(self, log: str) -> ServerQuantization | None:
+        """The quantization method and kernels the server reported in its output ``log``, or None
+        where this runtime reports none (the default)."""
         return None
 
 
