@@ -93,6 +93,8 @@ class VllmVerdict(BaseModel):
     tensor_parallel_size: int | None = None
     max_model_len: int | None = None
     kv_cache_dtype: str | None = None
+    worker_cls: str | None = None  # the platform's choice: vllm.v1.worker.gpu_worker.Worker on CUDA
+    device: str | None = None
     supported_act_dtypes: list[str] | None = None
     kernels: dict[str, str] = Field(default_factory=dict)  # linear layer -> "<method>: <kernel>"
     log_lines: list[str] = Field(default_factory=list)  # what a server with this config logs about it

@@ -234,7 +234,10 @@ def check(parser, serve, posed, launch: dict, captured: _Captured) -> dict:
     result.update(ok=True, quantization=model_config.quantization, dtype=str(model_config.dtype),
                   tensor_parallel_size=vllm_config.parallel_config.tensor_parallel_size,
                   max_model_len=model_config.max_model_len,
-                  kv_cache_dtype=str(vllm_config.cache_config.cache_dtype))
+                  kv_cache_dtype=str(vllm_config.cache_config.cache_dtype),
+                  # set by the platform's check_and_update_config: the CUDA platform's, not the CPU one's
+                  worker_cls=vllm_config.parallel_config.worker_cls,
+                  device=str(vllm_config.device_config.device_type))
     # the lines a server started with this config logs (vllm/v1/engine/core.py, then the layers')
     import vllm
 

@@ -87,6 +87,8 @@ def test_every_vllm_launch_of_the_paper_is_accepted_by_vllm_0_32_on_h100s(vllm_v
         assert verdict.ok, f"{launch.cell.id}: {verdict.error}\n{verdict.traceback}"
         assert verdict.tensor_parallel_size == int(launch.cell.techniques.get("tensor_parallel", 1)) == launch.gpus
         assert verdict.max_model_len == 4096
+        # the CUDA platform's own check_and_update_config ran (the CPU one picks the CPU worker)
+        assert verdict.device == "cuda" and verdict.worker_cls == "vllm.v1.worker.gpu_worker.Worker"
         quant = launch.cell.quantization
         if quant in ("awq", "gptq"):
             # vLLM resolved the method from the checkpoint itself, and float16 is one its kernels take
