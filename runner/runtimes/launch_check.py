@@ -7,9 +7,9 @@ generated from them (TabbyAPI's ``config.yml``) is the same on every host. Then:
 - **vLLM**: ``vllm_check.py`` runs in the vLLM venv (``runner.runtimes.vllm.vllm_python``): vLLM's
   own ``serve`` parser and engine-config validation, on vLLM's CUDA platform with the device facts
   of the target GPU (see that file for what is posed and why).
-- **llama.cpp**: the pinned ``llama-server`` parses the cell's arguments (the CPU build parses the
-  same options as the CUDA build; GPU options only warn) and is seen to reach model loading,
-  where a model path that does not exist stops it.
+- **llama.cpp**: the pinned ``llama-server`` parses the cell's arguments (the CPU build registers
+  the same options as the CUDA build, common/arg.cpp; GPU options only warn) and is seen to reach
+  model loading ("loading model '...'"), where a model file that does not exist stops it.
 - **TabbyAPI**: ``scripts/check-tabbyapi-config.py`` loads each generated ``config.yml`` with
   TabbyAPI's own config models at the pinned commit (it cannot run in CI: TabbyAPI is not on PyPI);
   its verdicts are recorded with each config's sha256 (``TABBYAPI_CHECK``).
@@ -145,8 +145,9 @@ _LOAD_FAILED = re.compile(r"failed to load model|failed to open|No such file")
 
 
 def check_llama_server(spec: ServerSpec, binary: Path, timeout: float = 60) -> ParseVerdict:
-    """Run ``binary`` with the launch's arguments and a model path that does not exist: the arguments
-    are accepted when it reaches loading the model (and fails there, not in the parser)."""
+    """Run ``binary`` with the launch's arguments and a model file that does not exist (in a folder that
+    does: the parser checks ``--slot-save-path``): the arguments are accepted when it reaches loading
+    the model and fails there, not in the parser (common/arg.cpp's messages otherwise)."""
     port = free_port()
     argv = [str(binary), *spec.bind("127.0.0.1", port).argv[1:]]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}  # only the argv counts
