@@ -272,6 +272,7 @@ class CellRun:
                 async with self._phase("sweep", timed=True, idle=not sweep):
                     await self._sweep(sweep)
             finally:
+                self.result.server_quantization = self._server_quantization()
                 used = meter.stop()
                 self.result.energy_joules, self.result.energy_source = used.energy_joules, used.energy_source
                 self.result.peak_gpu_memory_mib, self.result.peak_rss_mib = used.peak_gpu_memory_mib, used.peak_rss_mib
@@ -279,6 +280,15 @@ class CellRun:
                 if self.death is None and self.backend.alive(self.server):
                     after = await self.runtime.scrape_metrics(http, self.base)
                     self.result.server_metrics = metrics_delta(before, after)
+
+    def _server_quantization(self):
+        """What the server reported about its quantization, from its log (a reused server's too)."""
+        path = self.server.log_path or self.sink.log_path
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+        return self.runtime.server_quantization(text)
 
     @contextlib.asynccontextmanager
     async def _phase(self, name: str, *, timed: bool, idle: bool = False):

@@ -10,7 +10,7 @@ import enum
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 
 class Language(str, enum.Enum):
@@ -219,6 +219,23 @@ class ServerTimings(BaseModel):
     predicted_ms: float | None = None
     draft_n: int | None = None
     draft_n_accepted: int | None = None
+
+
+class ServerQuantization(BaseModel):
+    """How a server says it runs the cell's weights, read from its own startup output (``cell.json``)."""
+
+    method: str | None = None  # the quantization method it resolved (vLLM: auto_awq, auto_gptq, fp8); None: none
+    dtype: str | None = None  # the activation dtype it runs, e.g. torch.float16
+    #: the linear kernels it picked for the quantized layers, e.g. ["MacheteLinearKernel"], in the order logged
+    kernels: list[str] = Field(default_factory=list)
+    #: the lines it was read from, as the server wrote them
+    evidence: list[str] = Field(default_factory=list)
+
+    @computed_field  # written to cell.json beside ``kernels``
+    @property
+    def kernel(self) -> str | None:
+        """The kernel of the quantized layers, where they share one (else None: see ``kernels``)."""
+        return self.kernels[0] if len(self.kernels) == 1 else None
 
 
 def utcnow() -> datetime:

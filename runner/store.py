@@ -3,7 +3,8 @@
 Layout::
 
     runs/<name>/manifest.json
-    runs/<name>/cells/<cell slug>/cell.json        status, load time, server metrics, sweep
+    runs/<name>/cells/<cell slug>/cell.json        status, load time, server metrics, sweep, the
+                                                   quantization and kernels the server reported
     runs/<name>/cells/<cell slug>/samples.jsonl    one Sample per line, flushed per sample
     runs/<name>/cells/<cell slug>/server.log
 
@@ -28,7 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from runner.errors import UserError
 from runner.evaluation.environment import EnvironmentReport
-from runner.records import Cell, EditionRef, Sample, utcnow
+from runner.records import Cell, EditionRef, Sample, ServerQuantization, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,8 @@ class CellResult(BaseModel):
     #: without flash-attn); None where the runtime always batches or cannot say
     batched: bool | None = None
     batching: str | None = None  # the report's label of an unbatched server, e.g. "unbatched (no flash-attn)"
+    #: the quantization method, dtype and kernels the server reported (None: it reported none)
+    server_quantization: ServerQuantization | None = None
     image_digest: str | None = None
     server_metrics: dict[str, float] = Field(default_factory=dict)  # e.g. vLLM histogram deltas
     sweep: list[SweepPoint] = Field(default_factory=list)

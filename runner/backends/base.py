@@ -48,6 +48,7 @@ class RunningServer(BaseModel):
     load_seconds: float  # from launch until healthy: the cell's load time
     ident: str  # pid or container id, for logs and cleanup
     image_digest: str | None = None
+    log_path: Path | None = None  # where its output goes: the log of the cell it was started for
 
 
 T = TypeVar("T")

@@ -282,7 +282,7 @@ class DockerBackend(Backend):
         thread.start()
         _LIVE.add(container.id, _Live(container, thread))
         server = RunningServer(base_url=f"http://127.0.0.1:{port}", load_seconds=0.0, ident=container.id,
-                               image_digest=image_digest(image))
+                               image_digest=image_digest(image), log_path=log_path)
         try:
             self._wait_healthy(spec, server, container, log_path, started + health_timeout, health_timeout)
         except BaseException:

@@ -284,7 +284,8 @@ class LocalBackend(Backend):
                 raise ServerStartError(f"{spec.runtime}: cannot launch {spec.argv[0]}: {exc.strerror}") from None
         _LIVE.add(str(proc.pid), proc)
         _record(proc, spec.runtime, log_path)
-        server = RunningServer(base_url=f"http://{self.host}:{port}", load_seconds=0.0, ident=str(proc.pid))
+        server = RunningServer(base_url=f"http://{self.host}:{port}", load_seconds=0.0, ident=str(proc.pid),
+                               log_path=log_path)
         try:
             self._wait_healthy(proc, spec, port, server, log_path, started + health_timeout, health_timeout)
         except BaseException:  # dead, too slow, or Ctrl-C during a long model load: never leave it running

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field, ValidationError
 
 from runner.chat_templates import ChatTemplate
-from runner.records import Cell, ServerTimings
+from runner.records import Cell, ServerQuantization, ServerTimings
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,11 @@ class Runtime(ABC):
     async def batching(self, http: httpx.AsyncClient, base_url: str, cell: Cell) -> Batching | None:
         """Whether the running server batches ``cell``'s concurrent requests; None where it always
         does as launched (the default: vLLM, llama.cpp's slots) or cannot say."""
+        return None
+
+    def server_quantization(self, log: str) -> ServerQuantization | None:
+        """The quantization method and kernels the server reported in its output ``log``, or None
+        where this runtime reports none (the default)."""
         return None
 
 

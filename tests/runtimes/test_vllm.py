@@ -99,8 +99,18 @@ def test_gpu_quantizations_and_tensor_parallel_on_two_gpus():
     fp8 = flags(cell("fp8", tensor_parallel="2"), gpus=2)
     assert value(fp8, "--quantization") == "fp8" and value(fp8, "--tensor-parallel-size") == "2"
     assert value(fp8, "--dtype") == "bfloat16"
-    assert value(flags(cell("awq"), gpus=1), "--quantization") == "awq"
     assert "--enforce-eager" not in fp8  # CUDA graphs on a GPU unless eager=on
+
+
+def test_awq_and_gptq_let_vllm_pick_the_method_and_kernel_from_the_checkpoint():
+    # naming --quantization awq|gptq overrides what vLLM reads from the checkpoint's quantization_config
+    # (and, before vLLM unified its AWQ/GPTQ configs, forced the slow non-Marlin kernels); float16 is
+    # the activation dtype every candidate kernel takes (tests/runtimes/test_paper_launches.py asks vLLM)
+    for quant in ("awq", "gptq"):
+        argv = flags(cell(quant), gpus=1)
+        assert "--quantization" not in argv, argv
+        assert value(argv, "--dtype") == "float16"
+    assert value(flags(cell("fp8"), gpus=1), "--quantization") == "fp8"  # online: vLLM quantizes 16-bit weights
 
 
 def test_a_missing_override_venv_is_a_clear_error(monkeypatch, tmp_path):
@@ -200,6 +210,10 @@ def test_real_vllm_cpu_server_answers_tokenizes_reports_metrics_and_stops(gemma_
     assert after["vllm:time_to_first_token_seconds_sum"] > 0
     assert version == "vllm 0.32.0"
     assert not os.path.exists(f"/proc/{pid}") and not _live_pids_with(f"--port\0{port}\0")
+    # what cell.json records: the CPU build says it runs the 16-bit weights unquantized, in bfloat16
+    reported = RUNTIME.server_quantization((tmp_path / "vllm.log").read_text())
+    assert reported is not None and reported.method is None and reported.dtype == "torch.bfloat16"
+    assert reported.kernels == [] and "quantization=None" in reported.evidence[0]
 
 
 REPEAT = "\n".join(["for i in range(10):\n    total += values[i] * weights[i]"] * 6) + "\n"
@@ -242,3 +256,52 @@ def test_metrics_summary_sums_histogram_sums_and_counts_over_labels():
     summary = summarize_metrics(page)
     assert summary == {"vllm:e2e_request_latency_seconds_sum": 5.0, "vllm:e2e_request_latency_seconds_count": 3.0,
                        "vllm:generation_tokens_total": 40.0}
+
+
+def test_server_quantization_reads_the_last_engine_start_of_a_cuda_log():
+    # lines as vLLM 0.32 writes them on a GPU (formats of v1/engine/core.py and auto_awq.py; the
+    # check in tests/runtimes/test_paper_launches.py makes the full lines with vLLM's own code)
+    log = "\n".join([
+        "(EngineCore_DP0 pid=41) INFO 05-01 10:00:00 [core.py:134] Initializing a V1 LLM engine (v0.32.0) with "
+        "config: model='/models/a', dtype=torch.bfloat16, max_seq_len=4096, quantization=None, "
+        "quantization_config=None, enforce_eager=False, kv_cache_dtype=auto, device_config=cuda",
+        "(EngineCore_DP0 pid=41) ERROR 05-01 10:00:09 [core.py:700] EngineCore failed to start.",
+        "(EngineCore_DP0 pid=52) INFO 05-01 10:01:00 [core.py:134] Initializing a V1 LLM engine (v0.32.0) with "
+        "config: model='/models/b', dtype=torch.float16, max_seq_len=4096, quantization=auto_awq, "
+        "quantization_config={'bits': 4, 'group_size': 128, 'quant_method': 'awq'}, enforce_eager=False, "
+        "kv_cache_dtype=auto, device_config=cuda",
+        "(EngineCore_DP0 pid=52) INFO 05-01 10:01:20 [__init__.py:923] Using MacheteLinearKernel for "
+        "mixed-precision linear",
+        "(EngineCore_DP0 pid=52) INFO 05-01 10:01:20 [auto_awq.py:451] Using MacheteLinearKernel for "
+        "AutoAWQMarlinLinearMethod",
+        "(EngineCore_DP0 pid=52) INFO 05-01 10:01:21 [auto_awq.py:451] Using MarlinLinearKernel for "
+        "AutoAWQMarlinLinearMethod",
+    ])
+    reported = RUNTIME.server_quantization(log)
+    assert reported.method == "auto_awq" and reported.dtype == "torch.float16"
+    assert reported.kernels == ["MacheteLinearKernel", "MarlinLinearKernel"] and reported.kernel is None
+    assert reported.evidence[0].startswith("engine config: dtype=torch.float16, quantization=auto_awq")
+    assert RUNTIME.server_quantization("INFO no engine here") is None
+    assert get_runtime("llamacpp").server_quantization(log) is None  # reports none: cell.json says null
+
+
+def test_cell_json_takes_the_quantization_from_the_log_of_the_server_it_used(tmp_path):
+    from runner.backends.base import RunningServer
+    from runner.cell import CellRun
+    from runner.store import CellResult
+
+    started_for = tmp_path / "other-cell" / "server.log"  # a reused server logs where it was started
+    started_for.parent.mkdir()
+    started_for.write_text("INFO [core.py:134] Initializing a V1 LLM engine (v0.32.0) with config: model='m', "
+                           "dtype=torch.float16, quantization=auto_gptq, quantization_config={'bits': 4}, x=1\n"
+                           "INFO [auto_gptq.py:352] Using MarlinLinearKernel for AutoGPTQLinearMethod\n")
+    run = CellRun.__new__(CellRun)
+    run.runtime, run.result = RUNTIME, CellResult(cell=cell("gptq"))
+    run.server = RunningServer(base_url="http://x", load_seconds=1, ident="1", log_path=started_for)
+    run.sink = type("Sink", (), {"log_path": tmp_path / "this-cell.log"})()
+    reported = run._server_quantization()
+    assert reported.method == "auto_gptq" and reported.kernel == "MarlinLinearKernel"
+    saved = CellResult.model_validate_json(run.result.model_copy(update={"server_quantization": reported})
+                                           .model_dump_json())
+    assert saved.server_quantization == reported
+    assert json.loads(saved.model_dump_json())["server_quantization"]["kernel"] == "MarlinLinearKernel"
