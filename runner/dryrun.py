@@ -109,10 +109,13 @@ def planned_files(matrix: Matrix, cell: Cell, lock) -> ModelFiles:
     """The ``ModelFiles`` ``runner models prepare`` would hand the runtime (paths as they will be)."""
     from runner.models import planned_path
 
+    from runner import chat_templates
+
     spec = matrix.model(cell)
     path = planned_path(matrix, cell, lock)
     return ModelFiles(path=path, served_name=cell.model, context_length=spec.context_length,
-                      tokenizer_path=path if path.suffix != ".gguf" else None)
+                      tokenizer_path=path if path.suffix != ".gguf" else None,
+                      chat_template=chat_templates.load(spec.chat_template) if spec.chat_template else None)
 
 
 def launch_of(spec: ServerSpec, backend: str, gpus: int) -> Launch:

@@ -160,6 +160,9 @@ def _complete(entry, where: str, ref: str, dest: Path, lock: Path):
         size = sibling.size if sibling.size is not None else (sibling.lfs.size if sibling.lfs else None)
         sha256 = sibling.lfs.sha256 if sibling.lfs else None
         mine = locked.pop(name, None)
+        if mine is not None and mine.size is not None and size is not None and mine.size != size:
+            raise UserError(f"{where}: {ref}/{name}: {lock} locks {mine.size} bytes, the Hub has {size} at the same "
+                            "commit: the lock's evidence was wrong; run `runner models lock` and review the change")
         if mine is not None and mine.sha256 and sha256 and mine.sha256 != sha256:
             raise UserError(f"{where}: {ref}/{name}: {lock} locks sha256 {mine.sha256}, the Hub has {sha256} at the "
                             "same commit: the lock's evidence was wrong; run `runner models lock` and review the change")

@@ -62,8 +62,18 @@ def model_files(matrix: Matrix, cell: Cell, root: Path = MODEL_ROOT) -> ModelFil
     path = place(cell.model, cell.quantization)
     draft = (place(spec.draft.model, spec.draft.quantization)
              if cell.techniques.get("spec") == "draft" and spec.draft is not None else None)
+    from runner import chat_templates
+
     return ModelFiles(path=path, served_name=cell.model, context_length=spec.context_length, draft_path=draft,
-                      tokenizer_path=None if fmt == "gguf" else path)
+                      tokenizer_path=None if fmt == "gguf" else path,
+                      chat_template=chat_templates.load(spec.chat_template) if spec.chat_template else None)
+
+
+def write_files(spec: ServerSpec, port: int) -> None:
+    """Write the files a launch needs beside its arguments (a chat template, TabbyAPI's config), as a backend does."""
+    for path, content in spec.bind("127.0.0.1", port).files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
 
 
 def planned_launches(matrix: Matrix, runtime: str | None = None, root: Path = MODEL_ROOT) -> list[PlannedLaunch]:
@@ -103,6 +113,7 @@ class VllmVerdict(BaseModel):
 def vllm_serve_args(spec: ServerSpec, model_dir: Path | None = None) -> list[str]:
     """The launch's arguments after the program (``serve MODEL ...``), bound to a port, the model
     folder replaced by ``model_dir`` where given (a folder holding the checkpoint's config)."""
+    write_files(spec, 8000)  # vLLM's validation opens --chat-template
     argv = spec.bind("0.0.0.0", 8000).argv[1:]
     if model_dir is not None:
         assert argv[0] == "serve", argv
@@ -149,6 +160,7 @@ def check_llama_server(spec: ServerSpec, binary: Path, timeout: float = 60) -> P
     does: the parser checks ``--slot-save-path``): the arguments are accepted when it reaches loading
     the model and fails there, not in the parser (common/arg.cpp's messages otherwise)."""
     port = free_port()
+    write_files(spec, port)  # the parser reads --chat-template-file
     argv = [str(binary), *spec.bind("127.0.0.1", port).argv[1:]]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}  # only the argv counts
     try:
@@ -170,7 +182,7 @@ def check_llama_server(spec: ServerSpec, binary: Path, timeout: float = 60) -> P
 def tabbyapi_config_text(launch: PlannedLaunch) -> str:
     """The ``config.yml`` the launch writes, with the port the check binds (5000, TabbyAPI's default)."""
     bound = launch.spec.bind("0.0.0.0", 5000)
-    (content,) = bound.files.values()
+    (content,) = [text for path, text in bound.files.items() if path.suffix == ".yml"]
     return content
 
 
