@@ -135,7 +135,8 @@ class Lock(BaseModel):
 
 
 ProblemKind = Literal["no-lock", "not-locked", "stale", "unused", "missing-repository", "missing-revision",
-                      "missing-file", "moved", "changed-file", "gated", "unreachable", "incomplete"]
+                      "missing-file", "moved", "changed-file", "gated", "unreachable", "incomplete",
+                      "checkpoint"]
 
 
 class Problem(BaseModel):

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import json
 import os
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from runner.errors import UserError
 from runner.lock import (Lock, LockedFile, LockedSource, Problem, ProblemKind, hub_sources, load_lock,
@@ -266,6 +269,55 @@ def _check_entry(hub: _Hub, matrix: Matrix, entry: LockedSource) -> list[Problem
     return found
 
 
+#: the small files that hold a checkpoint's quantization settings (AutoGPTQ's, and transformers')
+QUANT_CONFIG_FILES = ("quantize_config.json", "config.json")
+
+
+def gptq_problem(settings: dict) -> str | None:
+    """What vLLM 0.32.0 refuses in a GPTQ checkpoint's settings (``normalize_and_validate_gptq_desc_act``):
+    activation reordering (desc_act) with groups; None where it serves it."""
+    if settings.get("quant_method", "gptq") != "gptq":
+        return None
+    desc_act, group = settings.get("desc_act"), settings.get("group_size", -1)
+    if desc_act and group != -1:
+        return (f"its GPTQ settings say desc_act = true with group_size = {group}, which vLLM 0.32.0 refuses "
+                "(\"GPTQ group activation ordering (desc_act=True) is no longer supported\"); choose a GPTQ "
+                "checkpoint with desc_act = false")
+    return None
+
+
+def _checkpoint_problems(hub: _Hub, matrix: Matrix, entry: LockedSource) -> list[Problem]:
+    """The served checkpoint's own settings against the runtime that serves it, read from its small config
+    files at the locked commit: a vLLM GPTQ cell whose checkpoint vLLM would refuse at start."""
+    if not any((c.model, c.quantization, c.runtime) == (entry.model, entry.quantization, "vllm")
+               and c.quantization == "gptq" for c in matrix.cells):
+        return []
+    from huggingface_hub import hf_hub_download
+
+    at = where(matrix, entry.model, entry.quantization)
+    names = {f.path for f in entry.files}
+    for name in QUANT_CONFIG_FILES:
+        if entry.complete and name not in names:
+            continue
+        try:
+            path = hf_hub_download(entry.repo, name, revision=entry.commit, token=hub.token, endpoint=hub.endpoint,
+                                   cache_dir=tempfile.mkdtemp(prefix="runner-lock-"))
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except hub.errors.EntryNotFoundError:
+            continue
+        except (hub.errors.HfHubHTTPError, OSError, ValueError) as exc:
+            return [Problem(where=at, kind="unreachable", message=(
+                f"cannot read {name} of {entry.repo}@{entry.commit[:12]} to check its GPTQ settings "
+                f"({type(exc).__name__}: {_one_line(exc)[:200]})"))]
+        settings = data.get("quantization_config", data) if name == "config.json" else data
+        why = gptq_problem(settings)
+        if why:
+            return [Problem(where=at, kind="checkpoint", message=f"{name} of {entry.repo}@{entry.commit[:12]}: {why}")]
+        if name == "quantize_config.json" or "quantization_config" in data:
+            return []
+    return []
+
+
 def check(matrix: Matrix, lock: Lock | None, *, endpoint: str | None = None,
           token: str | None = None) -> list[Problem]:
     """Compare ``lock`` with the Hub (a branch's commit now, each file's presence, size and sha256) and with
@@ -277,7 +329,7 @@ def check(matrix: Matrix, lock: Lock | None, *, endpoint: str | None = None,
     for model, quant, source in hub_sources(matrix):
         entry = lock.entry(model, quant) if lock is not None else None
         if entry is not None and not entry.differences(source):
-            jobs.append(lambda e=entry: _check_entry(hub, matrix, e))
+            jobs.append(lambda e=entry: _check_entry(hub, matrix, e) + _checkpoint_problems(hub, matrix, e))
         else:  # said above; whether the source resolves at all is said here
             jobs.append(lambda m=model, q=quant, s=source: _resolve_one(hub, matrix, m, q, s, None, day) and [])
     for result in _each(jobs):

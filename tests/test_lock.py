@@ -627,3 +627,39 @@ def test_tokenizer_of_serves_the_weights_with_the_other_sources_tokenizer_files_
     with pytest.raises(UserError, match=r'models.tiny.quantizations.exl2-4.0.tokenizer_of = .fp8.: name another '
                                         r'quantization of this model'):
         load_matrix(bad)
+
+
+GPTQ_MATRIX = """
+name = "gptq"
+[models.tiny]
+name = "Tiny"
+[models.tiny.quantizations.gptq]
+kind = "hf"
+repo = "acme/tiny-GPTQ"
+revision = "main"
+allow_patterns = ["*.json", "*.safetensors"]
+[[cells]]
+model = "tiny"
+runtime = "vllm"
+quantization = "gptq"
+"""
+
+
+@pytest.mark.parametrize("desc_act,refused", [(True, True), (False, False)])
+def test_check_reads_a_gptq_checkpoints_settings_and_names_what_vllm_would_refuse_hub_standin(tmp_path, hub, desc_act,
+                                                                                              refused):
+    settings = {"bits": 4, "group_size": 128, "desc_act": desc_act, "sym": True, "quant_method": "gptq"}
+    hub.repo("acme/tiny-GPTQ").commit({"config.json": b'{"model_type": "llama"}\n',
+                                       "quantize_config.json": json.dumps(settings).encode(),
+                                       "model.safetensors": blob("gptq", 3000)})
+    path = write(tmp_path, GPTQ_MATRIX)
+    assert lock(path).exit_code == 0
+    checked = lock(path, "--check")
+    lines = checked.stdout.splitlines()
+    if refused:
+        assert checked.exit_code == 1
+        (line,) = lines
+        assert line.startswith(f"{path}: models.tiny.quantizations.gptq: quantize_config.json of acme/tiny-GPTQ@")
+        assert "desc_act = true with group_size = 128, which vLLM 0.32.0 refuses" in line
+    else:
+        assert checked.exit_code == 0, checked.output
