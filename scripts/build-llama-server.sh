@@ -7,8 +7,16 @@
 # $PYTHON (default python3) runs pip to fetch the sdist; $LLAMA_CPP_SDIST skips the download, and
 # $LLAMA_CPP_SRC (the sdist's vendor/llama.cpp, already unpacked) skips the unpacking too: for a host
 # that cannot reach PyPI (the source is carried there).
+# The sdist, downloaded or given, must have the sha256 PyPI lists for it (the table below, or
+# $LLAMA_CPP_SDIST_SHA256 for another version): the server is built from exactly that source.
 set -euo pipefail
 LLAMA_CPP_PYTHON_VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+case "$LLAMA_CPP_PYTHON_VERSION" in
+  # https://pypi.org/project/llama-cpp-python/0.3.36/#files (llama_cpp_python-0.3.36.tar.gz)
+  0.3.36) sdist_sha256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e ;;
+  *) sdist_sha256="" ;;
+esac
+sdist_sha256="${LLAMA_CPP_SDIST_SHA256:-$sdist_sha256}"
 dest="${1:?usage: build-llama-server.sh DEST_DIR [cmake flags]}"; shift || true
 targets=()
 for target in llama-server llama-bench llama-quantize; do
@@ -30,6 +38,12 @@ elif [ -z "$sdist" ]; then
   sdist="$(ls "$work"/llama_cpp_python-*.tar.gz)"
 fi
 if [ -z "$src" ]; then
+  [ -f "$sdist" ] || { echo "llama-cpp-python sdist $sdist: No such file" >&2; exit 2; }
+  [ -n "$sdist_sha256" ] || {
+    echo "no sha256 known for llama-cpp-python $LLAMA_CPP_PYTHON_VERSION: set LLAMA_CPP_SDIST_SHA256 (PyPI lists it)" >&2; exit 2; }
+  got="$(sha256sum "$sdist" | cut -d' ' -f1)"
+  [ "$got" = "$sdist_sha256" ] || {
+    echo "$sdist has sha256 $got, not llama-cpp-python $LLAMA_CPP_PYTHON_VERSION's $sdist_sha256" >&2; exit 2; }
   tar -xzf "$sdist" -C "$work"
   src="$(ls -d "$work"/llama_cpp_python-*/vendor/llama.cpp)"
 fi

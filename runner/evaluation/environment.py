@@ -39,7 +39,7 @@ from runner.evaluation.sandbox import Limits, work_limit_works
 from runner.records import Cascade, ExpectedOutputs, Language, Outcome, Program, Task, TestCase
 
 #: bump when the check's logic changes: every cached result is then taken again
-CHECK_VERSION = 1
+CHECK_VERSION = 2
 #: two printed floats are "the same value drifted" when they agree to this relative tolerance
 #: (GAN_model's move in the 7th significant digit is ~1e-6; a real change is far larger)
 DRIFT_RELATIVE = 1e-3
@@ -57,12 +57,13 @@ class Drift(BaseModel):
 def float_drift(actual: str, expected: str, tolerance: float = DRIFT_RELATIVE) -> Drift | None:
     """The drift between two outputs when they differ only in the digits of numbers, else ``None``.
 
-    Whitespace runs are collapsed (as ``all_output`` compares); the text around the numbers must
-    be identical and each moved number within ``tolerance`` of the recorded one.
+    The numbers are compared in order, each moved one within ``tolerance`` of the recorded one;
+    the text between them must agree with whitespace normalised: runs collapsed (as
+    ``all_output`` compares) and none at a number's side, where numpy pads every element of an
+    array to the widest one, so a value printed a digit shorter gains a space (``-0.0741407 ]``).
     """
-    got, want = " ".join(actual.split()), " ".join(expected.split())
-    got_text, want_text = _NUMBER.split(got), _NUMBER.split(want)
-    got_numbers, want_numbers = _NUMBER.findall(got), _NUMBER.findall(want)
+    got_text, want_text = _between_numbers(actual), _between_numbers(expected)
+    got_numbers, want_numbers = _NUMBER.findall(actual), _NUMBER.findall(expected)
     if got_text != want_text or len(got_numbers) != len(want_numbers):
         return None
     moved, worst = 0, 0.0
@@ -81,6 +82,11 @@ def float_drift(actual: str, expected: str, tolerance: float = DRIFT_RELATIVE) -
         moved += 1
         worst = max(worst, change)
     return Drift(values_moved=moved, values_compared=len(want_numbers), max_relative_change=worst)
+
+
+def _between_numbers(output: str) -> list[str]:
+    """The text between the printed numbers, each piece's whitespace collapsed and trimmed."""
+    return [" ".join(piece.split()) for piece in _NUMBER.split(output)]
 
 
 class ProgramCheck(BaseModel):

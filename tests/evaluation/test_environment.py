@@ -52,6 +52,23 @@ def test_float_drift_counts_moved_values_and_refuses_anything_else():
     assert float_drift("loss 0.5 0.5", "loss 0.5") is None
 
 
+
+def test_float_drift_ignores_numpy_padding_that_a_shorter_number_brings_or_takes():
+    """numpy pads every element of an array to the widest one: when a moved value prints a digit
+    shorter (or longer), a space appears or vanishes before the bracket or between elements
+    (GAN_model's ``-0.07414072]`` printed as ``-0.0741407 ]``). Only the numbers' digits moved."""
+    recorded = ("conv2d_equal tf.Tensor(\n[[[[-0.02501526 -0.02027172 -0.00292641 ... -0.00107993 -0.01935822\n"
+                "    -0.07414072]\n   [-0.0356211  0.07685356]]]], shape=(1, 2, 2), dtype=float32)\n")
+    here = ("conv2d_equal tf.Tensor(\n[[[[-0.02501527 -0.02027172 -0.00292641 ... -0.00107993 -0.01935822\n"
+            "    -0.0741407 ]\n   [-0.03562111 0.07685356]]]], shape=(1, 2, 2), dtype=float32)\n")
+    drift = float_drift(here, recorded)
+    assert drift is not None and drift.values_moved == 3 and drift.max_relative_change < 1e-6
+    assert float_drift("[ 0.1234568 -0.5]", "[ 0.1234567 -0.5      ]").values_moved == 1
+    # the text itself must still agree, and no number may appear or vanish with the spaces
+    assert float_drift("[ 0.1234568 -0.5 ]!", "[ 0.1234567 -0.5 ]") is None
+    assert float_drift("[0.1 2]", "[0.1 2 ]x") is None
+    assert float_drift("[0.5 1]", "[0.51]") is None
+
 def test_a_drifted_program_is_re_recorded_alone_and_its_reference_then_passes(sandbox, world_dir, home):
     drifting = python_program(world_dir, "gan", DRIFTING, [("", RECORDED)], output_to_check="all_output")
     steady = python_program(world_dir, "steady", "print('ok')\n", [("", "ok")])
