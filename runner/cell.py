@@ -38,7 +38,7 @@ from runner.noise import REPEAT, REPEAT_SERIAL
 from runner.records import Cell, EditionVerdict, Outcome, Sample, Task, utcnow
 from runner.runtimes.base import ModelFiles, Runtime
 from runner.score import EditionJudge
-from runner.selection import cell_latency_tasks, cell_tasks, predecessor, repeat_tasks, state_key, warmup_tasks
+from runner.planning.selection import cell_latency_tasks, cell_tasks, predecessor, repeat_tasks, state_key, warmup_tasks
 from runner.store import CellResult, Placement, SweepPoint
 
 if TYPE_CHECKING:

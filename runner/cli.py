@@ -226,8 +226,8 @@ def _host_for(assume_gpus: str | None):
     """This host as probed, or the one ``--assume-gpus`` describes (None: let the plan probe)."""
     if assume_gpus is None:
         return None
-    from runner.doctor import probe_host
-    from runner.gpu_memory import assumed_host
+    from runner.planning.doctor import probe_host
+    from runner.planning.gpu_memory import assumed_host
 
     return assumed_host(assume_gpus, probe_host())
 
@@ -375,14 +375,14 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
         sys.exit(1)
 
 def _dry_run(loaded, plan, *, backend: str, as_json: bool) -> int:
-    """Print the dry run (``runner.dryrun``); the exit code: 0 when every cell is runnable, else 1."""
-    from runner import dryrun
+    """Print the dry run (``runner.planning.dryrun``); the exit code: 0 when every cell is runnable, else 1."""
+    from runner.planning import dryrun
     from runner.lock import load_lock
 
     tasks = None
     if plan.data and plan.data[0].present:
         from runner.benchmarks import load_benchmark
-        from runner.selection import select_tasks
+        from runner.planning.selection import select_tasks
 
         tasks = select_tasks(load_benchmark(loaded.benchmark, loaded.edition), loaded.tasks)
     cells = dryrun.dry_run(loaded, plan, backend=backend, lock=load_lock(loaded), tasks=tasks)
@@ -398,9 +398,9 @@ def _dry_run(loaded, plan, *, backend: str, as_json: bool) -> int:
 
 def _reproduce_plan(loaded, *, backend: str | None, limit: int | None, name: str | None, ray_address: str | None,
                     runs_dir: Path | None = None, host=None):
-    """``runner.plan.make_plan`` for ``reproduce``'s options (on the Ray cluster with ``--ray``); the
+    """``runner.planning.plan.make_plan`` for ``reproduce``'s options (on the Ray cluster with ``--ray``); the
     runs in ``runs_dir`` made on this hardware give the estimates where they measured the same cells."""
-    from runner.plan import make_plan
+    from runner.planning.plan import make_plan
 
     executor = None
     if ray_address:
@@ -445,7 +445,7 @@ def models_prepare(matrix: Path, cell_ids: tuple[str, ...], runnable_only: bool,
     loaded = load_matrix(_shipped_or_path(matrix))
     cells = [loaded.cell(cell_id) for cell_id in cell_ids] if cell_ids else loaded.cells
     if runnable_only:
-        from runner.doctor import plan_cells
+        from runner.planning.doctor import plan_cells
 
         runnable = {p.cell.id for p in plan_cells(loaded) if p.runnable}
         cells = [cell for cell in cells if cell.id in runnable]
@@ -510,8 +510,8 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
     from rich.markup import escape
     from rich.table import Table
 
-    from runner.doctor import probe_host
-    from runner.plan import data_check, make_plan, sandbox_check, scoring_check, token_check, validate_backend
+    from runner.planning.doctor import probe_host
+    from runner.planning.plan import data_check, make_plan, sandbox_check, scoring_check, token_check, validate_backend
 
     validate_backend(backend)
     if ray_address:
@@ -573,7 +573,7 @@ def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json:
     from rich.table import Table
 
     from runner.executors import get_executor
-    from runner.plan import make_plan
+    from runner.planning.plan import make_plan
 
     executor = get_executor("ray", address=address)
     try:

@@ -30,7 +30,7 @@ A matrix file has five parts::
     latency_tasks = 0                 # optional: time fewer of the run's latency tasks (0: none)
 
 A source's ``gpus`` is how many GPUs one server of its weights is given (vLLM's tensor parallel,
-llama.cpp's layer split, ExLlamaV2's autosplit); ``runner.gpu_memory`` says whether the cell fits them.
+llama.cpp's layer split, ExLlamaV2's autosplit); ``runner.planning.gpu_memory`` says whether the cell fits them.
 On a cluster (``runner reproduce --ray``) each cell asks for ``gpus`` GPUs (default: its weights'
 ``gpus``, the tensor-parallel degree; 0 runs it on CPUs) and, when the group or the matrix's top-level
 ``gpu_type`` names a GPU model, as many units of the custom resource ``gpu:<type>`` (``CellRequest``).
@@ -87,7 +87,7 @@ class RunSettings(BaseModel):
     #: accuracy phase's concurrency and once more at concurrency 1 (0: not measured; runner.noise)
     repeat_tasks: int = Field(0, ge=0)
     #: which cells repeat: ``baselines``, the cells another cell is compared with (a technique's
-    #: baseline, a model's full-precision cell: runner.baselines), whose noise floor the report sets
+    #: baseline, a model's full-precision cell: runner.planning.baselines), whose noise floor the report sets
     #: beside each comparison; ``all``, every cell
     repeat_cells: Literal["baselines", "all"] = "baselines"
 
@@ -141,7 +141,7 @@ class ModelSource(BaseModel):
     type: str | None = None  # quantize: llama-quantize's output type, e.g. "F16", "Q8_0", "Q4_K_M"
     sha256: str | None = None  # expected sha256 of a single file, checked after download
     #: GPU memory the server needs, all GPUs together, as measured (e.g. nvidia-smi's peak in a run):
-    #: when given, the plan trusts it over its own model (runner.gpu_memory), which needs no figure
+    #: when given, the plan trusts it over its own model (runner.planning.gpu_memory), which needs no figure
     gpu_memory_gib: float | None = Field(None, gt=0)
     #: the weights' size on disk (GiB) as downloaded or made; the plan's disk figure (None: unknown)
     disk_gib: float | None = Field(None, gt=0)
@@ -209,7 +209,7 @@ class ModelSpec(BaseModel):
     name: str  # display name
     family: str = ""
     context_length: int = Field(4096, gt=0)
-    #: the plan's KV-cache figure (runner.gpu_memory); None: the plan counts the weights alone
+    #: the plan's KV-cache figure (runner.planning.gpu_memory); None: the plan counts the weights alone
     architecture: Architecture | None = None
     chat: bool = True  # has a chat template (the instruct prompt goes through it)
     prompt_styles: list[str] = Field(default_factory=lambda: ["instruct"], min_length=1)

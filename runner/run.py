@@ -28,7 +28,7 @@ from runner.noise import REPEAT_PHASES
 from runner.records import Cell, EditionRef, Task, utcnow
 from runner.runtimes import get_runtime
 from runner.score import EditionJudge
-from runner.selection import cell_latency_tasks, cell_tasks, latency_subset, repeat_tasks, select_tasks, state_key
+from runner.planning.selection import cell_latency_tasks, cell_tasks, latency_subset, repeat_tasks, select_tasks, state_key
 from runner.store import LOCK_NAME, CellResult, Manifest, ModelRecord, RunLock, RunStore
 from runner.activity import ActivityLog
 
@@ -97,7 +97,7 @@ class Reproduction:
         everything = matrix.tasks.model_copy(update={"limit": None})
         self.latency_tasks = latency_subset(self.tasks, self.settings, select_tasks(self.benchmark, everything))
         self.manifest: Manifest | None = None
-        self.plan = None  # runner.plan.Plan, made when the run starts
+        self.plan = None  # runner.planning.plan.Plan, made when the run starts
         self.manifest_lock = threading.Lock()  # cells on a cluster finish in any order, on driver threads
         self.activity = ActivityLog(self.store.root)  # every phase's node, GPUs, start and end
         from runner.executors import get_executor
@@ -171,8 +171,8 @@ class Reproduction:
                             + "\nrun them on a host that can, or pass --skip-unrunnable")
 
     def _make_plan(self):
-        """The run's plan (``runner.plan``: the one ``doctor`` and ``reproduce --plan`` print)."""
-        from runner.plan import make_plan
+        """The run's plan (``runner.planning.plan``: the one ``doctor`` and ``reproduce --plan`` print)."""
+        from runner.planning.plan import make_plan
 
         self.plan = make_plan(self.matrix, backend=self.backend_name, executor=self.executor,
                               benchmark=self.benchmark, name=self.store.root.name)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from runner import gpu_memory
+from runner.planning import gpu_memory
 from runner.cli import main
-from runner.doctor import GpuInfo, Host, plan_cells
+from runner.planning.doctor import GpuInfo, Host, plan_cells
 from runner.errors import UserError
-from runner.estimates import UNKNOWN_GPU_GBPS, gpu_bandwidth
+from runner.planning.estimates import UNKNOWN_GPU_GBPS, gpu_bandwidth
 from runner.matrix import load_matrix
 from runner.paths import matrices_dir
 from runner.records import Cell

@@ -15,7 +15,7 @@ from runner.matrix import load_matrix
 from runner.records import Outcome
 from runner.events import RunEvents
 from runner.run import RunOptions, reproduce
-from runner.selection import select_tasks
+from runner.planning.selection import select_tasks
 from runner.store import RunStore
 from tests.llama_server import gemma_gguf
 
@@ -87,7 +87,7 @@ def test_a_run_writes_every_sample_once_with_its_outcome_and_resumes_to_nothing(
     # which takes first gaps, they come from the rest of the filter; their prompts are the style's
     from runner import prompts
     from runner.benchmarks import load_benchmark
-    from runner.selection import predecessor
+    from runner.planning.selection import predecessor
 
     pool = load_benchmark("starter").available()
     by_id = {t.id: t for t in pool}
@@ -344,7 +344,7 @@ def test_a_cell_asks_its_repeated_tasks_again_at_both_concurrencies_once(tmp_pat
     from runner.benchmarks import load_benchmark
     from runner.noise import REPEAT, REPEAT_SERIAL, noise_floor
     from runner.passrate import pass_count
-    from runner.selection import repeat_tasks
+    from runner.planning.selection import repeat_tasks
 
     text = write_matrix(tmp_path, limit=4, sweep="[]").read_text()
     text = text.replace("latency_tasks = 2", "latency_tasks = 0\nrepeat_tasks = 3\nrepeat_cells = \"all\"")

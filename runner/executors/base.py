@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from runner.doctor import CellPlan
+    from runner.planning.doctor import CellPlan
     from runner.matrix import Matrix
     from runner.records import Cell
     from runner.run import Reproduction

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from runner.activity import Activity
     from runner.backends.base import Backend, RunningServer
     from runner.cell import EvalBacklog
-    from runner.doctor import CellPlan
+    from runner.planning.doctor import CellPlan
     from runner.matrix import Matrix
     from runner.records import Cell, Sample, Task
     from runner.run import Reproduction
@@ -113,7 +113,7 @@ class InProcessExecutor(Executor):
 
     def plan(self, matrix: Matrix, backend: str) -> list[CellPlan]:
         """``runner doctor``'s plan for this host."""
-        from runner.doctor import plan_cells
+        from runner.planning.doctor import plan_cells
 
         return plan_cells(matrix, backend=backend)
 

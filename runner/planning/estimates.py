@@ -24,7 +24,7 @@ whose every assumption is in the tables below:
 - **evaluation**, else: the per-task ``seconds`` that the reference oracle recorded
   (``bench/results/oracle-simcopilot-2024-upstream.jsonl``, in a checkout; its per-language mean for
   a task it lacks), else ``EVAL_SECONDS``; run on one worker per core, beside generation. A
-  technique cell's (``runner.baselines.technique_baseline``) is cut by the share of its answers expected to repeat its
+  technique cell's (``runner.planning.baselines.technique_baseline``) is cut by the share of its answers expected to repeat its
   baseline's, whose verdicts the verdict cache hands over (``settings.reuse_verdicts``): as earlier
   runs in the runs folder measured it (``verdict_reuse``, any hardware), else ``TECHNIQUE_REUSE``.
 - **the run**: ``simulate`` places the cells on the node's GPUs (``settings.parallel_cells`` at most)
@@ -42,7 +42,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from runner.baselines import technique_baseline
+from runner.planning.baselines import technique_baseline
 from runner.errors import UserError
 from runner.matrix import Matrix, ModelSource
 from runner.paths import PACKAGE_DIR
@@ -143,7 +143,7 @@ def hardware_class(gpus: list[str], cpu: str, cpu_count: int) -> str:
 
 
 def host_hardware(host) -> str:
-    """``hardware_class`` of a probed ``runner.doctor.Host`` (its CPU looked up here if the probe lacks it)."""
+    """``hardware_class`` of a probed ``runner.planning.doctor.Host`` (its CPU looked up here if the probe lacks it)."""
     from runner.fingerprint import cpu_model
 
     return hardware_class([g.name for g in host.gpus], host.cpu or cpu_model(), host.cpu_count or os.cpu_count() or 0)
@@ -304,7 +304,7 @@ def eval_seconds(benchmark: str) -> tuple[dict[str, float], str]:
             by_language.setdefault(language, []).append(seconds)
         means = {language: sum(v) / len(v) for language, v in by_language.items()}
         return means, f"the reference oracle's {len(timings):,} per-task timings ({ORACLE_TIMINGS.name})"
-    return EVAL_SECONDS.get(benchmark, EVAL_SECONDS["starter"]), "assumed seconds per answer (runner/estimates.py EVAL_SECONDS)"
+    return EVAL_SECONDS.get(benchmark, EVAL_SECONDS["starter"]), "assumed seconds per answer (runner/planning/estimates.py EVAL_SECONDS)"
 
 
 class CellWork(BaseModel):
@@ -338,7 +338,7 @@ class JudgingTimes(BaseModel):
 def cell_work(matrix: Matrix, benchmark, selected, latency, cell: Cell, judged: JudgingTimes | None = None) -> CellWork:
     """The cell's tasks from the loaded benchmark (``selected``), or counted from the matrix without it;
     judging seconds as ``judged`` measured them here where it did, else the oracle's or the table's."""
-    from runner.selection import cell_latency_tasks, cell_tasks
+    from runner.planning.selection import cell_latency_tasks, cell_tasks
 
     judged = judged or JudgingTimes()
     means, _ = eval_seconds(matrix.benchmark)
@@ -436,7 +436,7 @@ def generation_time(matrix: Matrix, cell: Cell, tasks: CellWork, device: str, gb
     sweep = sum(settings.sweep_requests * request(prompt, settings.max_tokens) / gain(level)
                 for level in settings.sweep) if settings.sweep_requests else 0.0
     # the noise floor's tasks, asked again at the accuracy phase's concurrency and one at a time
-    from runner.selection import cell_repeats
+    from runner.planning.selection import cell_repeats
 
     again = min(settings.repeat_tasks, sum(tasks.by_language.values())) if cell_repeats(matrix, cell) else 0
     repeat = again * request(prompt * ACCURACY_PREFILL_SHARE[device], output) * (1 / gain(settings.concurrency) + 1)

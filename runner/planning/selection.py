@@ -69,7 +69,7 @@ def cell_tasks(matrix: Matrix, benchmark: Benchmark, tasks: list[Task], cell: Ce
 
 def cell_repeats(matrix: Matrix, cell: Cell) -> bool:
     """Whether ``cell`` measures its noise floor (``settings.repeat_tasks``, ``settings.repeat_cells``)."""
-    from runner.baselines import baseline_ids
+    from runner.planning.baselines import baseline_ids
 
     settings = matrix.settings
     if not settings.repeat_tasks:

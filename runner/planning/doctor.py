@@ -16,7 +16,7 @@ import time
 
 from pydantic import BaseModel, Field
 
-from runner import gpu_memory
+from runner.planning import gpu_memory
 from runner.errors import UserError
 from runner.matrix import Matrix
 from runner.paths import cache_dir

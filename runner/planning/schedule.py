@@ -1,6 +1,6 @@
 """The plan's simulated schedule: cells at once on a node's GPUs, timed phases alone under its timing lock.
 
-``runner.plan`` turns each cell's estimate (``runner.estimates``) into a ``ScheduleItem`` and asks
+``runner.planning.plan`` turns each cell's estimate (``runner.planning.estimates``) into a ``ScheduleItem`` and asks
 ``simulate`` for the run's end as the executors would reach it: the in-process executor's placement
 on one node, or Ray's over a cluster's nodes, each node with ``runner.activity``'s timing lock.
 """

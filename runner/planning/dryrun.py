@@ -1,6 +1,6 @@
 """``runner reproduce --dry-run``: every cell's launch, source and first request, built and checked, nothing written.
 
-The plan (``runner.plan``) says whether a cell can run and what it costs. The dry run adds what a
+The plan (``runner.planning.plan``) says whether a cell can run and what it costs. The dry run adds what a
 reviewer checks before renting GPUs: the locked source of the cell's weights, the exact launch the
 backend would start (argv, environment, image, the content of any file the runtime writes), the
 body of the first request the client would send, and one verdict per check. It builds these with
@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from runner.errors import UserError
 from runner.matrix import Matrix, ModelSource
-from runner.plan import Plan, PlannedCell
+from runner.planning.plan import Plan, PlannedCell
 from runner.records import Cell, Task
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles, ServerSpec
@@ -140,7 +140,7 @@ def launch_of(spec: ServerSpec, backend: str, gpus: int) -> Launch:
 def first_request(matrix: Matrix, cell: Cell, tasks: list[Task] | None) -> tuple[str | None, dict | None, str]:
     """The endpoint and JSON body of the cell's first accuracy request, and a note on what it leaves out."""
     from runner import client, prompts
-    from runner.selection import cell_tasks
+    from runner.planning.selection import cell_tasks
 
     if not tasks:
         return None, None, "no tasks: the benchmark's data is not here (`runner data fetch`)"

@@ -6,7 +6,7 @@ total disk and estimated hours, each estimate with its basis.
 they cannot disagree. It validates the whole matrix first (a ``UserError``), then plans; it writes
 nothing. ``Plan.lines()`` is its text, whole: the callers print it, never cut.
 
-Its hours come from ``runner.estimates``: a run already made on this hardware where there is one,
+Its hours come from ``runner.planning.estimates``: a run already made on this hardware where there is one,
 else a model whose every assumption is in that module's tables.
 """
 
@@ -18,18 +18,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from runner import gpu_memory
+from runner.planning import gpu_memory
 from runner.errors import UserError
 from runner.matrix import Matrix, ModelSource
 from runner.paths import cache_dir
-from runner.estimates import (CELL_OVERHEAD_S, CPU_GBPS_MAX, CPU_GBPS_PER_THREAD, OUTPUT_FRACTION, REFERENCE_GPU,
+from runner.planning.estimates import (CELL_OVERHEAD_S, CPU_GBPS_MAX, CPU_GBPS_PER_THREAD, OUTPUT_FRACTION, REFERENCE_GPU,
                                SIMCOPILOT_PROMPT_TOKENS, TECHNIQUE_REUSE, TENSOR_PARALLEL_EFFICIENCY, EarlierRuns,
                                GenerationTime, JudgingTimes, MeasuredCell, VerdictReuse, cell_work,
                                earlier_runs, eval_seconds, generation_time, gpu_bandwidth, host_hardware,
                                oracle_seconds, timing_key, verdict_reuse)
-from runner.baselines import technique_baseline
+from runner.planning.baselines import technique_baseline
 from runner.lock import lock_status
-from runner.schedule import Schedule, ScheduleItem, ScheduleNode, simulate
+from runner.planning.schedule import Schedule, ScheduleItem, ScheduleNode, simulate
 from runner.records import Cell
 
 #: publishers whose repositories on the Hugging Face hub are gated (a licence to accept, HF_TOKEN)
@@ -53,7 +53,7 @@ class PlannedCell(BaseModel):
     device: str  # "gpu" or "cpu": where it would run here
     reason: str | None = None
     gpus: int  # GPUs it needs (tensor parallel; 0 on a CPU)
-    gpu_memory_gib: float | None  # all its GPUs together (runner.gpu_memory; None: its weights' size is unknown)
+    gpu_memory_gib: float | None  # all its GPUs together (runner.planning.gpu_memory; None: its weights' size is unknown)
     gpu_memory_basis: str = ""  # what that figure rests on
     gpu_memory_here_gib: float | None  # the largest ``gpus`` GPUs here together (None: not probed)
     weights: str  # provenance of its weights
@@ -70,7 +70,7 @@ class PlannedCell(BaseModel):
     generation_basis: str = "table"
     #: of its answers, how many are judged in the time an earlier run here measured (per task or language)
     evaluation_measured: int = 0
-    #: a technique cell's baseline (``runner.baselines.technique_baseline``), and the share of its answers
+    #: a technique cell's baseline (``runner.planning.baselines.technique_baseline``), and the share of its answers
     #: expected to repeat the baseline's, their verdicts reused rather than judged
     baseline: str | None = None
     reuse: float = 0.0
@@ -509,7 +509,7 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
     """Validate ``matrix`` (a ``UserError``), then plan it on ``executor`` (default: this host, ``host``
     if given) for ``backend`` (default: the matrix's); ``benchmark``: the run's, already loaded;
     ``runs_dir``: where earlier runs are, whose cells measured on this hardware the estimates reuse."""
-    from runner.doctor import plan_cells, probe_host
+    from runner.planning.doctor import plan_cells, probe_host
 
     validate(matrix, backend)
     backend = backend or matrix.backend
@@ -535,7 +535,7 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
 
         benchmark = load_benchmark(matrix.benchmark, matrix.edition)
     if benchmark is not None:
-        from runner.selection import latency_subset, select_tasks
+        from runner.planning.selection import latency_subset, select_tasks
 
         selected = select_tasks(benchmark, matrix.tasks)
         if not selected:
@@ -678,7 +678,7 @@ def _totals(matrix: Matrix, cells: list[PlannedCell], classes: dict[str, int], m
         prompts = ("prompts measured from the tasks" if measured_prompts
                    else f"prompts ~{SIMCOPILOT_PROMPT_TOKENS:,} tokens (assumed: no data here)")
         no_run = "" if used else "; no earlier run on this hardware has these cells"
-        parts.append(f"runner/estimates.py's table per runtime and GPU class: {on}; {prompts}, answers "
+        parts.append(f"runner/planning/estimates.py's table per runtime and GPU class: {on}; {prompts}, answers "
                      f"{OUTPUT_FRACTION:.0%} of max_tokens; model loads included, downloads not{no_run}")
     gen_basis = "; ".join(parts)
     if unknown:
@@ -729,7 +729,7 @@ def _reuse_basis(cells: list[PlannedCell], reuse: VerdictReuse | None) -> str:
         runs = ", ".join(f"run {run}" for run in reuse.runs)
         why = f"measured in {runs}: {reuse.reused} of {reuse.answers} technique answers"
     else:
-        why = "assumed: runner/estimates.py TECHNIQUE_REUSE; no earlier run here measured it"
+        why = "assumed: runner/planning/estimates.py TECHNIQUE_REUSE; no earlier run here measured it"
     return (f"; reuse: {share:.0%} of the {len(techniques)} technique cells' answers take their baseline's "
             f"verdict ({why}), {_hours(saved)} h less; other cells: none assumed")
 

@@ -300,7 +300,7 @@ def parse_assume_gpus(text: str) -> tuple[GpuKind, int]:
 def assumed_host(text: str, host):
     """``host`` (this one, probed) with the GPUs ``--assume-gpus text`` names in place of its own; its CPUs,
     memory and disk stay this host's, and its Docker engine is assumed where this host has none."""
-    from runner.doctor import GpuInfo
+    from runner.planning.doctor import GpuInfo
 
     kind, count = parse_assume_gpus(text)
     gpus = [GpuInfo(index=i, name=kind.name, memory_gib=kind.memory_gib, free_gib=kind.memory_gib)
