@@ -67,7 +67,7 @@ class RunSettings(BaseModel):
     concurrency: int = Field(8, gt=0)  # requests in flight during the accuracy phase
     latency_tasks: int = Field(50, ge=0)  # tasks timed one at a time (no queueing) per cell
     warmup_requests: int = Field(2, ge=0)  # untimed requests after the server is healthy (never timed prompts)
-    #: the cache states each latency task is timed in (runner.run): cold, warm, and replay (an
+    #: the cache states each latency task is timed in (runner.running.run): cold, warm, and replay (an
     #: identical prompt again, timed in its own ``replay`` phase)
     cache_states: list[Literal["cold", "warm", "replay"]] = Field(default_factory=lambda: ["cold", "warm"])
     sweep: list[int] = Field(default_factory=lambda: [1, 4, 16])  # throughput concurrency levels
@@ -81,10 +81,10 @@ class RunSettings(BaseModel):
     reuse_verdicts: bool = True
     #: cells run at once on one node (runner.executors.inprocess): None, as many as the node's GPUs
     #: allow (one at a time on a host without GPUs). Accuracy phases overlap; a timed phase (latency,
-    #: sweep) waits until no other cell generates on its node (runner.activity's timing lock)
+    #: sweep) waits until no other cell generates on its node (runner.measuring.activity's timing lock)
     parallel_cells: int | None = Field(None, gt=0)
     #: the noise floor: this many of a cell's tasks asked again after its accuracy phase, at the
-    #: accuracy phase's concurrency and once more at concurrency 1 (0: not measured; runner.noise)
+    #: accuracy phase's concurrency and once more at concurrency 1 (0: not measured; runner.measuring.noise)
     repeat_tasks: int = Field(0, ge=0)
     #: which cells repeat: ``baselines``, the cells another cell is compared with (a technique's
     #: baseline, a model's full-precision cell: runner.planning.baselines), whose noise floor the report sets
@@ -225,7 +225,7 @@ class ModelSpec(BaseModel):
     @classmethod
     def _shipped_template(cls, value: str | None) -> str | None:
         if value is not None:
-            from runner import chat_templates
+            from runner.prompts import chat_templates
 
             if value not in chat_templates.known():
                 raise ValueError(f"names no chat template the runner ships; choose one of: "

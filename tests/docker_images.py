@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from runner.compose import load_compose
+from runner.infra.compose import load_compose
 from runner.errors import UserError
 from tests.conftest import require
 

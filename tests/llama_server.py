@@ -14,7 +14,7 @@ from tests.conftest import require
 
 def _prepared(matrix_name: str, quantization: str) -> Path:
     from runner.matrix import load_matrix
-    from runner.models import prepare
+    from runner.serving.models import prepare
     from runner.records import Cell
     from runner.runtimes.llamacpp import llama_server_path
 

@@ -67,7 +67,7 @@ def test_dry_run_on_docker_shows_the_image_the_mounts_and_the_container_command(
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["reproduce", str(SMOKE), "--dry-run", "--json", "--backend", "docker"])
     assert result.exit_code in (0, 1), result.output
-    from runner.compose import load_compose
+    from runner.infra.compose import load_compose
 
     compose = load_compose()
     for line in _lines(result.stdout):

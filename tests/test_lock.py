@@ -21,9 +21,9 @@ from click.testing import CliRunner
 
 from runner.cli import main
 from runner.errors import UserError
-from runner.lock import load_lock, lock_path, split_parts
+from runner.serving.lock import load_lock, lock_path, split_parts
 from runner.matrix import load_matrix
-from runner.models import fetch_source, prepare
+from runner.serving.models import fetch_source, prepare
 from tests.hub_standin import Hub, git_blob_id
 from tests.test_plan import cpu_host  # noqa: F401 - the plan sees a CPU host
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runner.noise import REPEAT, REPEAT_SERIAL, against_floor, noise_floor
+from runner.measuring.noise import REPEAT, REPEAT_SERIAL, against_floor, noise_floor
 from runner.records import Outcome, Sample
 
 

@@ -58,7 +58,7 @@ def test_every_weight_source_is_pinned_and_states_its_gpu_memory():
 
 
 def test_the_paper_lock_matches_its_matrix_and_names_the_page_of_every_entry():
-    from runner.lock import load_lock, matrix_problems
+    from runner.serving.lock import load_lock, matrix_problems
 
     matrix = load_matrix(PAPER)
     lock = load_lock(matrix)

@@ -14,7 +14,7 @@ from runner.errors import UserError
 from runner.matrix import load_matrix
 from runner.planning.estimates import ORACLE_TIMINGS
 from runner.planning.plan import make_plan
-from runner.run import RunOptions, reproduce
+from runner.running.run import RunOptions, reproduce
 
 #: one cell a CPU host runs (a local GGUF), one it cannot (ExLlamaV2 is CUDA only), sharing nothing
 MATRIX = """
@@ -444,7 +444,7 @@ def test_an_earlier_run_on_this_hardware_gives_the_estimate_and_another_fingerpr
     # reproduce --plan and doctor read the runs folder they are given, on this very host
     import os
 
-    from runner.fingerprint import cpu_model
+    from runner.measuring.fingerprint import cpu_model
 
     cli_runs = tmp_path / "cli-runs"
     _record_run(cli_runs, "cli", matrix, tiny, cpu=cpu_model(), cores=os.cpu_count(), accuracy_s=3.0, latency_s=5.0,

@@ -1,4 +1,4 @@
-"""Which prompts the latency phase serves around each timed one (runner.run), on the starter tasks."""
+"""Which prompts the latency phase serves around each timed one (runner.running.run), on the starter tasks."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@
 - **Evaluation fans out** as Ray CPU tasks (``num_cpus=1``) to any node with a free CPU, or only to
   the nodes declaring the resource ``runner-sandbox`` when some do, so a GPU task never waits for a
   test suite; each verdict comes back to the driver, and ``cell.json`` keeps the cell's backlog.
-- **Activity log.** ``activity.jsonl`` in the run directory (``runner.activity``): one line per
+- **Activity log.** ``activity.jsonl`` in the run directory (``runner.measuring.activity``): one line per
   cell attempt, per phase and per evaluation, with node, GPU ids and start and end times. Cells
   sharing a node time their latency and sweep phases under that node's timing lock.
 
@@ -39,17 +39,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from pydantic import BaseModel, Field
 
-from runner.activity import Activity
+from runner.measuring.activity import Activity
 from runner.errors import UserError
 from runner.executors import register_executor
-from runner.executors.base import Executor
+from runner.executors.base import Executor, RunContext
 from runner.matrix import Matrix
 from runner.records import Cell, Sample, Task, utcnow
 from runner.store import CellResult, ModelRecord, Placement
 
 if TYPE_CHECKING:
     from runner.planning.doctor import CellPlan
-    from runner.run import Reproduction
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +180,7 @@ class _QueueSink:
 
 def _queue_events(events: queue.Queue):
     """The run events a worker forwards to the driver's progress display (phases; samples travel anyway)."""
-    from runner.events import RunEvents
+    from runner.running.events import RunEvents
 
     class QueueEvents(RunEvents):
         def phase_started(self, cell: Cell, phase: str, total: int, done: int) -> None:
@@ -206,7 +205,7 @@ def serve_cell(job: CellJob) -> Iterator[BaseModel]:
     context = ray.get_runtime_context()
     gpu_ids = [int(g) for g in context.get_accelerator_ids().get("GPU", [])]
     node_id = context.get_node_id()
-    from runner.cell import this_node
+    from runner.running.cell import this_node
 
     placement = this_node(gpu_ids, "ray", node_id=node_id, gpu_type=job.gpu_type or _node_gpu_type(ray, node_id))
     yield _Started(placement=placement)
@@ -237,8 +236,9 @@ def serve_cell_to_queue(job: CellJob, events) -> None:
 def _run_cell_here(job: CellJob, gpu_ids: list[int], placement: Placement, events: queue.Queue,
                    running: dict[str, Any]) -> None:
     from runner.backends import get_backend
-    from runner.models import hash_in_background, prepare
-    from runner.cell import CellContext, CellFailure, CellRun
+    from runner.serving.model_files import hash_in_background
+    from runner.serving.models import prepare
+    from runner.running.cell import CellContext, CellFailure, CellRun
     from runner.runtimes import get_runtime
 
     cell, settings = job.cell, job.matrix.settings
@@ -308,8 +308,8 @@ def judge_remote(benchmark: str, sandbox: str, allow_unsandboxed: bool, hide: tu
     """
     import ray
 
-    from runner.cell import judge_sample
-    from runner.score import EditionJudge
+    from runner.running.cell import judge_sample
+    from runner.running.score import EditionJudge
 
     started = utcnow()
     settings = (sandbox, allow_unsandboxed, hide, expected)
@@ -341,7 +341,7 @@ def node_verdict_cache(bench, evaluator, *, enabled: bool, run: str | None):
 
 def _node_evaluator(benchmark: str, edition: str | None, task: Task, settings: tuple) -> tuple[Any, Any]:
     """This worker's benchmark and evaluator for ``edition``, ``task``'s program checked (lock held)."""
-    from runner.cell import evaluator_for
+    from runner.running.cell import evaluator_for
 
     sandbox, allow_unsandboxed, hide, expected = settings
     key = (benchmark, edition, *settings)
@@ -472,7 +472,7 @@ class RayExecutor(Executor):
             plans.append(CellPlan(cell=cell, runnable=why is None, device=device, reason=why))
         return plans
 
-    def run(self, run: Reproduction, cells: list[Cell], results: list[CellResult]) -> None:
+    def run(self, run: RunContext, cells: list[Cell], results: list[CellResult]) -> None:
         """Submit every cell at once (Ray queues what does not fit yet), drive each on its own thread."""
         ray = self.connect()
         sandboxed = any(SANDBOX_RESOURCE in (node.get("Resources") or {}) for node in ray.nodes() if node.get("Alive"))
@@ -497,7 +497,7 @@ class RayExecutor(Executor):
 class _Driver:
     """The driver's side of a Ray run: streams in, appends, fans evaluation out, reschedules lost cells."""
 
-    def __init__(self, ray, run: Reproduction, eval_resources: dict[str, float]):
+    def __init__(self, ray, run: RunContext, eval_resources: dict[str, float]):
         self.ray = ray
         self.run = run
         self.eval_resources = eval_resources
@@ -518,7 +518,7 @@ class _Driver:
 
     def drive(self, cell: Cell) -> CellResult:
         """Run ``cell`` on the cluster until it is done, failed, or lost ``MAX_ATTEMPTS`` times."""
-        from runner.cell import EvalBacklog
+        from runner.running.cell import EvalBacklog
 
         run = self.run
         result = self.store.read_cell(cell)
@@ -652,7 +652,7 @@ class _Driver:
         elif isinstance(event, _Activity):
             self._activity(event.record)
         elif isinstance(event, _Prepared):
-            run._record_models(event.records)
+            run.record_models(event.records)
         elif isinstance(event, _Phase):
             run.events.phase_started(cell, event.phase, event.total, event.done)
         elif isinstance(event, _ServerLog):
@@ -663,7 +663,7 @@ class _Driver:
     def _fan_out(self, cell: Cell, event: _ToJudge, backlog, result: CellResult, cell_lock) -> None:
         run = self.run
         task = next(t for t in run.tasks if t.id == event.task_id)
-        from runner.cell import EvalBacklog
+        from runner.running.cell import EvalBacklog
 
         key = EvalBacklog.key(event.sample)
         backlog.add(key)

@@ -55,7 +55,7 @@ class Host(BaseModel):
     docker: str | None = None  # the engine's version when reachable
     docker_note: str = ""  # why it is not reachable
     ram_gib: float = 0.0
-    cpu: str = ""  # the CPU's model name (``runner.fingerprint.cpu_model``)
+    cpu: str = ""  # the CPU's model name (``runner.measuring.fingerprint.cpu_model``)
     cpu_count: int = 0  # logical cores (0: not probed; the plan then asks os.cpu_count())
     free_disk_gib: float = 0.0  # where models and servers are cached
     java: str | None = None  # "java -version"'s first line when javac, java and the JUnit jars are there
@@ -186,7 +186,7 @@ def _probe() -> Host:
         if runtime.requires_gpu and not gpus:
             problem = f"needs an NVIDIA GPU (CUDA only){'; ' + problem if problem else ''}"
         runtimes[name] = problem
-    from runner.fingerprint import cpu_model
+    from runner.measuring.fingerprint import cpu_model
 
     return Host(gpus=gpus, gpu_note=gpu_note, docker=docker_version, docker_note=docker_note, ram_gib=_ram_gib(),
                 cpu=cpu_model(), cpu_count=os.cpu_count() or 0,
@@ -231,3 +231,19 @@ def _plan(matrix: Matrix, cell: Cell, host: Host, backend: str) -> CellPlan:
         return no(f"on the CPU it needs about {need:.0f} GiB of memory and this host has "
                   f"{host.ram_gib:.0f} GiB RAM")
     return CellPlan(cell=cell, runnable=True, device=device)
+
+
+def assumed_host(text: str, host: Host) -> Host:
+    """``host`` (this one, probed) with the GPUs ``--assume-gpus text`` names in place of its own; its CPUs,
+    memory and disk stay this host's, and its Docker engine is assumed where this host has none."""
+    kind, count = gpu_memory.parse_assume_gpus(text)
+    gpus = [GpuInfo(index=i, name=kind.name, memory_gib=kind.memory_gib, free_gib=kind.memory_gib)
+            for i in range(count)]
+    note = f"assumed by --assume-gpus {text}, not probed: {kind.memory_mib:,} MiB each as NVML reports it"
+    # the probe's "needs an NVIDIA GPU" no longer applies; what else it found (a missing server) still does
+    runtimes = {name: (problem.partition("; ")[2] or None if problem and problem.startswith("needs an NVIDIA GPU")
+                       else problem) for name, problem in host.runtimes.items()}
+    return host.model_copy(update={
+        "gpus": gpus, "gpu_note": note, "runtimes": runtimes,
+        "docker": host.docker or "assumed (--assume-gpus)", "docker_note": "",
+        "assumed": f"{count} x {kind.name} ({kind.memory_gib:.1f} GiB each, --assume-gpus {text})"})

@@ -107,9 +107,9 @@ def source_view(matrix: Matrix, cell: Cell, lock) -> SourceView:
 
 def planned_files(matrix: Matrix, cell: Cell, lock) -> ModelFiles:
     """The ``ModelFiles`` ``runner models prepare`` would hand the runtime (paths as they will be)."""
-    from runner.models import planned_path
+    from runner.serving.models import planned_path
 
-    from runner import chat_templates
+    from runner.prompts import chat_templates
 
     spec = matrix.model(cell)
     path = planned_path(matrix, cell, lock)
@@ -139,7 +139,8 @@ def launch_of(spec: ServerSpec, backend: str, gpus: int) -> Launch:
 
 def first_request(matrix: Matrix, cell: Cell, tasks: list[Task] | None) -> tuple[str | None, dict | None, str]:
     """The endpoint and JSON body of the cell's first accuracy request, and a note on what it leaves out."""
-    from runner import client, prompts
+    from runner.measuring import client
+    from runner import prompts
     from runner.planning.selection import cell_tasks
 
     if not tasks:
@@ -165,7 +166,7 @@ def first_request(matrix: Matrix, cell: Cell, tasks: list[Task] | None) -> tuple
 def dry_run(matrix: Matrix, plan: Plan, *, backend: str, lock=None, tasks: list[Task] | None = None) -> list[DryCell]:
     """One ``DryCell`` per planned cell: source, launch, first request and every check's verdict."""
     out = []
-    from runner.lock import matrix_problems
+    from runner.serving.lock import matrix_problems
 
     # the lock's own findings (stale, not locked), by the matrix key they name
     lock_problems = {p.where.rsplit(": ", 1)[-1]: p.message for p in matrix_problems(matrix, lock)} \

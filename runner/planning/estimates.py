@@ -144,13 +144,13 @@ def hardware_class(gpus: list[str], cpu: str, cpu_count: int) -> str:
 
 def host_hardware(host) -> str:
     """``hardware_class`` of a probed ``runner.planning.doctor.Host`` (its CPU looked up here if the probe lacks it)."""
-    from runner.fingerprint import cpu_model
+    from runner.measuring.fingerprint import cpu_model
 
     return hardware_class([g.name for g in host.gpus], host.cpu or cpu_model(), host.cpu_count or os.cpu_count() or 0)
 
 
 class GenerationTime(BaseModel):
-    """A cell's generation in the parts the node's timing lock (``runner.activity``) treats apart: the
+    """A cell's generation in the parts the node's timing lock (``runner.measuring.activity``) treats apart: the
     load, which takes no lock; the untimed phases (warm-up, accuracy), which share the node with other
     cells; the timed phases (latency, sweep), which hold the node alone."""
 

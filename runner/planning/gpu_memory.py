@@ -295,21 +295,3 @@ def parse_assume_gpus(text: str) -> tuple[GpuKind, int]:
     if count < 1:
         raise UserError(f"--assume-gpus {text}: a host has at least one GPU; write e.g. 8x{kind.key}")
     return kind, count
-
-
-def assumed_host(text: str, host):
-    """``host`` (this one, probed) with the GPUs ``--assume-gpus text`` names in place of its own; its CPUs,
-    memory and disk stay this host's, and its Docker engine is assumed where this host has none."""
-    from runner.planning.doctor import GpuInfo
-
-    kind, count = parse_assume_gpus(text)
-    gpus = [GpuInfo(index=i, name=kind.name, memory_gib=kind.memory_gib, free_gib=kind.memory_gib)
-            for i in range(count)]
-    note = f"assumed by --assume-gpus {text}, not probed: {kind.memory_mib:,} MiB each as NVML reports it"
-    # the probe's "needs an NVIDIA GPU" no longer applies; what else it found (a missing server) still does
-    runtimes = {name: (problem.partition("; ")[2] or None if problem and problem.startswith("needs an NVIDIA GPU")
-                       else problem) for name, problem in host.runtimes.items()}
-    return host.model_copy(update={
-        "gpus": gpus, "gpu_note": note, "runtimes": runtimes,
-        "docker": host.docker or "assumed (--assume-gpus)", "docker_note": "",
-        "assumed": f"{count} x {kind.name} ({kind.memory_gib:.1f} GiB each, --assume-gpus {text})"})

@@ -28,7 +28,7 @@ from runner.planning.estimates import (CELL_OVERHEAD_S, CPU_GBPS_MAX, CPU_GBPS_P
                                earlier_runs, eval_seconds, generation_time, gpu_bandwidth, host_hardware,
                                oracle_seconds, timing_key, verdict_reuse)
 from runner.planning.baselines import technique_baseline
-from runner.lock import lock_status
+from runner.serving.lock import lock_status
 from runner.planning.schedule import Schedule, ScheduleItem, ScheduleNode, simulate
 from runner.records import Cell
 
@@ -407,7 +407,7 @@ def token_check(matrix: Matrix | None = None) -> TokenCheck:
 
 def _gated(matrix: Matrix, key: str, quant: str, source: ModelSource) -> bool:
     """Whether a Hub source is gated: as its lock entry says (the Hub's word), else by its publisher."""
-    from runner.lock import load_lock
+    from runner.serving.lock import load_lock
 
     try:
         lock = load_lock(matrix)
@@ -452,9 +452,9 @@ def _file_key(key: str, quant: str, source: ModelSource) -> str:
 
 
 def _cached(matrix: Matrix, key: str, quant: str) -> tuple[bool | None, float | None]:
-    """Whether ``runner.models`` already holds these weights (by its cache layout; None: cannot tell),
+    """Whether ``runner.serving.models`` already holds these weights (by its cache layout; None: cannot tell),
     and their size on disk in GiB when they are there."""
-    from runner.models import _CONVERTED_MARK, _DERIVED_SUFFIX
+    from runner.serving.models import _CONVERTED_MARK, _DERIVED_SUFFIX
 
     source = matrix.models[key].quantizations[quant]
     models = cache_dir() / "models"
@@ -462,7 +462,7 @@ def _cached(matrix: Matrix, key: str, quant: str) -> tuple[bool | None, float | 
     if source.kind == "path":
         found = source.path if source.path.exists() else None
     elif source.kind == "hf":
-        from runner.models_hub import hub_cached
+        from runner.serving.models_hub import hub_cached
 
         # at the locked commit where the matrix has a lock; a split GGUF's size is all its parts'
         found, hub_bytes = hub_cached(matrix, key, quant)

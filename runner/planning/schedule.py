@@ -2,7 +2,7 @@
 
 ``runner.planning.plan`` turns each cell's estimate (``runner.planning.estimates``) into a ``ScheduleItem`` and asks
 ``simulate`` for the run's end as the executors would reach it: the in-process executor's placement
-on one node, or Ray's over a cluster's nodes, each node with ``runner.activity``'s timing lock.
+on one node, or Ray's over a cluster's nodes, each node with ``runner.measuring.activity``'s timing lock.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def simulate(items: list[ScheduleItem], nodes: list[ScheduleNode]) -> Schedule:
     """Place ``items`` in order on ``nodes`` as the executors do: a cell starts when a node has its GPUs
     free (and a cell slot), a cell that does not fit yet letting a smaller one behind it start, on the
     first node that fits; a cell needing more GPUs than any node has takes the largest whole. Each node
-    has ``runner.activity``'s timing lock: an untimed phase holds it shared, a timed one alone, granted
+    has ``runner.measuring.activity``'s timing lock: an untimed phase holds it shared, a timed one alone, granted
     in the order asked, so that a waiting timed phase holds back untimed phases asked after it. A cell
     loads without it, and keeps its GPUs until the longer of its generation and its judging is over
     (the plan's model of judging beside generation, as for one cell at a time)."""

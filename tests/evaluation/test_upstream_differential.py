@@ -18,7 +18,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from runner import score as scoring
+from runner.running import score as scoring
 from runner.benchmarks import load_benchmark
 from runner.cli import main
 from runner.evaluation import upstream

@@ -77,7 +77,7 @@ def runs(evaluator, monkeypatch):
 
 
 def judged(evaluator, task: Task, raw: str, cell: str = "m/llamacpp/q4_k_m/baseline") -> Sample:
-    from runner.cell import judge_sample
+    from runner.running.cell import judge_sample
 
     sample = Sample(task_id=task.id, cell_id=cell, prompt_style="instruct", prompt_sha256="0" * 64, raw_text=raw)
     return judge_sample(evaluator, task, sample)
@@ -292,9 +292,9 @@ def test_a_technique_cell_that_repeats_the_baselines_answers_reuses_their_verdic
     first's, so their verdicts are reused; the summary and the report count them."""
     require(capabilities().complete, "a complete local sandbox")
     from runner.matrix import load_matrix
-    from runner.progress import summary_table
+    from runner.running.progress import summary_table
     from runner.report import render
-    from runner.run import RunOptions, reproduce
+    from runner.running.run import RunOptions, reproduce
     from runner.store import RunStore
 
     matrix = load_matrix(small_matrix(tmp_path, ("parallel = 1", "parallel = 2")))
@@ -365,7 +365,7 @@ def test_a_ray_node_judges_afresh_when_the_run_turns_reuse_off(bench, tmp_path, 
 def test_a_run_resumes_across_the_setting_and_from_before_it_existed():
     """``reuse_verdicts`` changes how a verdict is reached, not which: resuming ignores it."""
     from runner.matrix import RunSettings
-    from runner.run import _compared
+    from runner.running.run import _compared
 
     now = {"settings": RunSettings().model_dump(mode="json")}
     before = {"settings": {k: v for k, v in now["settings"].items() if k != "reuse_verdicts"}}

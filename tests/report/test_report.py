@@ -11,7 +11,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from runner import stats
+from runner.measuring import stats
 from runner.cli import main
 from runner.records import Outcome
 from runner.report import render

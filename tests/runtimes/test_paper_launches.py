@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from runner.matrix import load_matrix
-from runner.runtimes.launch_check import (
+from runner.serving.launch_check import (
     TABBYAPI_CHECK, VllmVerdict, check_llama_server, check_vllm, planned_launches, sha256_text,
     tabbyapi_config_text, vllm_serve_args,
 )

@@ -287,7 +287,7 @@ def test_server_quantization_reads_the_last_engine_start_of_a_cuda_log():
 
 def test_cell_json_takes_the_quantization_from_the_log_of_the_server_it_used(tmp_path):
     from runner.backends.base import RunningServer
-    from runner.cell import CellRun
+    from runner.running.cell import CellRun
     from runner.store import CellResult
 
     started_for = tmp_path / "other-cell" / "server.log"  # a reused server logs where it was started

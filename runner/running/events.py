@@ -1,4 +1,4 @@
-"""What a reproduction reports while it works: the CLI renders it (``runner.progress``); the core never prints."""
+"""What a reproduction reports while it works: the CLI renders it (``runner.running.progress``); the core never prints."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ _EOG_TEXTS = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>", "<|endofte
 
 
 def _tied():
-    from runner.lifetime import tied  # the runner's side only: this module also runs alone in vLLM's venv
+    from runner.infra.lifetime import tied  # the runner's side only: this module also runs alone in vLLM's venv
 
     return tied()
 

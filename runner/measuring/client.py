@@ -481,7 +481,7 @@ def overhead_note(path: Path | None = None) -> str | None:
     top = max(f["chunks_per_s"] for f in measured["figures"])
     return (f"Client overhead (not measured in these runs: bench/client_speed.py on {measured.get('machine')}, "
             f"{str(measured.get('measured', ''))[:10]}, {measured.get('setup')}; the sweep's requests go through "
-            f"the same runner.client.measure): " + "; ".join(parts) + f"; up to {top:,.0f} chunks/s received.")
+            f"the same runner.measuring.client.measure): " + "; ".join(parts) + f"; up to {top:,.0f} chunks/s received.")
 
 
 def _timeout_of(http: httpx.AsyncClient) -> str:

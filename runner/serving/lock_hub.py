@@ -1,4 +1,4 @@
-"""The Hub's side of a matrix's lock (``runner.lock``): resolve each Hugging Face source to a commit and its
+"""The Hub's side of a matrix's lock (``runner.serving.lock``): resolve each Hugging Face source to a commit and its
 files through huggingface_hub's API, and check a lock against what the Hub holds now. Metadata only: nothing
 is downloaded, so ``--check`` takes seconds.
 
@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from runner.errors import UserError
-from runner.lock import (Lock, LockedFile, LockedSource, Problem, ProblemKind, hub_sources, load_lock,
+from runner.serving.lock import (Lock, LockedFile, LockedSource, Problem, ProblemKind, hub_sources, load_lock,
                          lock_path, matrix_problems, split_parts, wanted_files, where)
 from runner.matrix import Matrix, ModelSource
 

@@ -11,10 +11,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from runner.errors import cap
-from runner.passrate import pass_count
+from runner.measuring.passrate import pass_count
 from runner.records import Cell, Outcome, Sample, Task
-from runner.events import RunEvents
-from runner.run import RunOutcome
+from runner.running.events import RunEvents
+from runner.running.run import RunOutcome
 from runner.store import CellResult, Manifest, RunStore, SweepPoint
 
 

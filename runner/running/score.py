@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from runner import stats
+from runner.measuring import stats
 from runner.benchmarks import Benchmark
 from runner.errors import UserError
 from runner.records import (Cascade, CascadeVerdict, EditionVerdict, ExpectedOutputs, Language, Mode, Outcome,

@@ -6,7 +6,7 @@ install) would leave those children behind, since the signal reaches only the di
 runs under a tether: a small process that holds the parent-death signal and, when it fires (or when
 the helper ends), kills the helper's whole process group.
 
-    python -m runner.lifetime -- ARGV...   # the tether, as ``run_tied`` starts it
+    python -m runner.infra.lifetime -- ARGV...   # the tether, as ``run_tied`` starts it
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 from functools import lru_cache
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 
@@ -45,8 +46,42 @@ def tied(signum: int = signal.SIGKILL):
 
 def run_tied(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     """``subprocess.run`` for a helper with children: the helper's whole process group dies with this process."""
-    return subprocess.run([sys.executable, "-m", "runner.lifetime", "--", *argv], preexec_fn=tied(signal.SIGTERM),
+    return subprocess.run([sys.executable, "-m", "runner.infra.lifetime", "--", *argv], preexec_fn=tied(signal.SIGTERM),
                           **kwargs)
+
+
+# -- which process is which: a pid alone is reused, a pid with its start time and boot is not ----------
+def process_start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/PID/stat``); None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_cmdline(pid: int) -> list[str] | None:
+    """``pid``'s command line; None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
+
+
+def boot_id() -> str:
+    """This boot's id: a pid and its start time name one process only within one boot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def is_process(pid: int, start_ticks: int, cmdline: list[str] | None = None) -> bool:
+    """Whether ``pid`` is still the process that had ``start_ticks`` (and ``cmdline``)."""
+    if process_start_ticks(pid) != start_ticks:
+        return False
+    return cmdline is None or process_cmdline(pid) == cmdline
 
 
 def _kill_group(pgid: int) -> None:
@@ -81,5 +116,5 @@ if __name__ == "__main__":
     if args[:1] == ["--"]:
         args = args[1:]
     if not args:
-        sys.exit("usage: python -m runner.lifetime -- ARGV...")
+        sys.exit("usage: python -m runner.infra.lifetime -- ARGV...")
     sys.exit(_tether(args))

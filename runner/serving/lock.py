@@ -2,9 +2,9 @@
 
 ``matrices/NAME.toml`` has its lock beside it, ``matrices/NAME.lock``, in TOML: the matrix is TOML, its
 diffs review line by line, and uv.lock and Cargo.lock use it for the same job. ``runner models lock``
-writes it (``runner.lock_hub.resolve``), ``--check`` compares it with the Hub and the matrix
-(``runner.lock_hub.check``); preparation downloads the locked commit's locked files and checks each
-against its size and sha256 (``runner.models``), and the plan names each cell's locked commit.
+writes it (``runner.serving.lock_hub.resolve``), ``--check`` compares it with the Hub and the matrix
+(``runner.serving.lock_hub.check``); preparation downloads the locked commit's locked files and checks each
+against its size and sha256 (``runner.serving.models``), and the plan names each cell's locked commit.
 
 A lock entry matches its matrix source when repo, revision, filename and allow_patterns are equal. A
 split GGUF (``X-00001-of-00003.gguf`` named as ``filename``) locks every part as its files.
@@ -23,12 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runner.errors import UserError
 from runner.matrix import Matrix, ModelSource
+# split GGUF names are the runtimes' convention (llama.cpp's); the lock and the Hub download follow it
+from runner.runtimes.base import split_parts
 
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True)
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-#: llama.cpp's gguf-split names: ``<stem>-00001-of-00003.gguf``; llama.cpp loads the rest from beside the first
-SPLIT_GGUF = re.compile(r"^(?P<stem>.*)-(?P<part>\d{5})-of-(?P<parts>\d{5})\.gguf$")
 VERSION = 1
 
 
@@ -206,20 +206,6 @@ def write_lock(lock: Lock, matrix: Matrix | Path | str) -> Path:
 
 
 # -- which files, which sources ---------------------------------------------------------------------
-def split_parts(filename: str) -> list[str]:
-    """Every part of a split GGUF named by its first part (``X-00001-of-00003.gguf``), else ``[filename]``."""
-    found = SPLIT_GGUF.match(filename)
-    if not found or int(found["part"]) != 1:
-        return [filename]
-    parts = int(found["parts"])
-    return [f"{found['stem']}-{n:05d}-of-{found['parts']}.gguf" for n in range(1, parts + 1)]
-
-
-def split_first(filename: str) -> bool:
-    """Whether ``filename`` is the first part of a split GGUF (whose other parts must lie beside it)."""
-    return len(split_parts(Path(filename).name)) > 1
-
-
 def wanted_files(names: list[str], filename: str | None, allow_patterns: list[str] | None) -> list[str]:
     """The names a source selects from a repository's ``names``: ``filename`` (every part of a split GGUF),
     else those matching ``allow_patterns`` (all when none); the caller names what ``filename`` lacks."""

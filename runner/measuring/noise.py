@@ -4,7 +4,7 @@ Batched serving is not deterministic (the batch a request shares changes its ari
 technique changed 9 answers" means something only beside how many change by repetition alone. A
 cell with ``settings.repeat_tasks = k`` asks k of its tasks again after its accuracy phase, in the
 ``repeat`` phase at the accuracy phase's concurrency and in ``repeat-serial`` one at a time
-(``runner.cell``); ``noise_floor`` counts, per repetition, the answers whose text differs from the
+(``runner.running.cell``); ``noise_floor`` counts, per repetition, the answers whose text differs from the
 task's accuracy answer and the verdicts whose pass/fail differs. ``against_floor`` sets a
 comparison's changed answers beside the baseline's floor (a one-sided Fisher exact test).
 """

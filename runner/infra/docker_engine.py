@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Callable, Mapping
 
-from runner.compose import Service
+from runner.infra.compose import Service
 from runner.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,9 @@ def owner_label() -> dict[str, str]:
     """The label naming this process as a container's owner (host, boot, pid and its start time)."""
     import socket
 
-    from runner.backends.local import _boot_id, _start_ticks
+    from runner.infra.lifetime import boot_id, process_start_ticks
 
-    return {OWNER: f"{socket.gethostname()}:{_boot_id()}:{os.getpid()}:{_start_ticks(os.getpid()) or 0}"}
+    return {OWNER: f"{socket.gethostname()}:{boot_id()}:{os.getpid()}:{process_start_ticks(os.getpid()) or 0}"}
 
 
 def owner_alive(labels: Mapping[str, str]) -> str | None:
@@ -107,7 +107,7 @@ def owner_alive(labels: Mapping[str, str]) -> str | None:
     owner is provably gone (same host, another boot or a dead pid) or the container names none."""
     import socket
 
-    from runner.backends.local import _boot_id, _is_process
+    from runner.infra.lifetime import boot_id, is_process
 
     try:
         host, boot, pid, ticks = labels[OWNER].rsplit(":", 3)
@@ -116,6 +116,6 @@ def owner_alive(labels: Mapping[str, str]) -> str | None:
         return None
     if host != socket.gethostname():
         return f"its runner is on host {host}, which this machine cannot check"
-    if boot == _boot_id() and _is_process(pid_n, ticks_n):
+    if boot == boot_id() and is_process(pid_n, ticks_n):
         return f"its runner (pid {pid}) is still running"
     return None

@@ -2,7 +2,7 @@
 
 Per cell: **accuracy** (every selected task, ``settings.concurrency`` requests in flight, each answer
 judged on a worker pool while generation goes on), **repeat** (the noise floor, where the cell
-measures one: ``runner.noise``), **latency** (a seeded subset, one request at a
+measures one: ``runner.measuring.noise``), **latency** (a seeded subset, one request at a
 time, in each cache state, after untimed warm-up requests) and **sweep** (throughput at each
 concurrency), with the server's metrics read before and after. What a cell produces goes to its
 ``CellSink``: the run store in this process, or a stream back to the driver (``runner.executors``).
@@ -26,23 +26,25 @@ from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
-from runner import client, fingerprint, prompts
-from runner.activity import Activity, TimingLock, phase_record
+from runner.measuring import client, fingerprint
+
+from runner import prompts
+from runner.measuring.activity import Activity, TimingLock, phase_record
 from runner.backends.base import Backend, RunningServer, log_tail
 from runner.benchmarks import load_benchmark
 from runner.benchmarks.benchmark import Benchmark
 from runner.errors import UserError
-from runner.events import RunEvents
+from runner.running.events import RunEvents
 from runner.matrix import Matrix, RunSettings
-from runner.noise import REPEAT, REPEAT_SERIAL
+from runner.measuring.noise import REPEAT, REPEAT_SERIAL
 from runner.records import Cell, EditionVerdict, Outcome, Sample, Task, utcnow
 from runner.runtimes.base import ModelFiles, Runtime
-from runner.score import EditionJudge
+from runner.running.score import EditionJudge
 from runner.planning.selection import cell_latency_tasks, cell_tasks, predecessor, repeat_tasks, state_key, warmup_tasks
 from runner.store import CellResult, Placement, SweepPoint
 
 if TYPE_CHECKING:
-    from runner.resources import ResourceMeter
+    from runner.measuring.resources import ResourceMeter
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +316,7 @@ class CellRun:
 
     def _meter(self) -> "ResourceMeter":
         """Energy and memory of this cell: the local server's process tree, the host's GPUs (NVML), RAPL."""
-        from runner.resources import ResourceMeter
+        from runner.measuring.resources import ResourceMeter
 
         local = self.backend.name == "local" and self.server.ident.isdigit()
         return ResourceMeter(server_pid=int(self.server.ident) if local else None)
@@ -402,7 +404,7 @@ class CellRun:
         await self._judged(tasks, "accuracy", self.settings.concurrency)
 
     def _repeats(self) -> list[tuple[str, int, list[Task], list[Task]]]:
-        """The noise floor's repetitions (``runner.noise``): per phase its concurrency, its tasks and
+        """The noise floor's repetitions (``runner.measuring.noise``): per phase its concurrency, its tasks and
         those not yet kept; none where the cell does not repeat."""
         tasks = repeat_tasks(self.context.matrix, self.context.benchmark, self.context.tasks, self.cell)
         if not tasks:

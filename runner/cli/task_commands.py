@@ -1,5 +1,5 @@
 """The ``runner tasks`` and ``runner score`` commands: list a benchmark's tasks, check solutions or
-answers against it, re-record expected outputs. Registered on ``runner.cli``'s groups on import."""
+answers against it, re-record expected outputs."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import click
 
-from runner.cli import (_BENCHMARK_HELP, _EXPECTED_OPTION, _SANDBOX_OPTION, _console, _edition_option,
-                        _load_benchmark, log, main, tasks, user_errors)
+from runner.cli.common import (_BENCHMARK_HELP, _EXPECTED_OPTION, _SANDBOX_OPTION, _console, _edition_option,
+                               _load_benchmark, log, user_errors)
 from runner.errors import UserError
 
 # --- commands: tasks ------------------------------------------------------------------------
 
 
-@tasks.command("list")
+@click.command("list")
 @click.option("--benchmark", "name", default="starter", show_default=True, help=_BENCHMARK_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per task instead of the counts.")
 @_edition_option()
@@ -90,7 +90,7 @@ def _log_environment(report) -> None:
         + (f", {cached} from the cache" if cached else ""))
 
 
-@tasks.command("check")
+@click.command("check")
 @click.option("--benchmark", "name", default="starter", show_default=True, help=_BENCHMARK_HELP)
 @click.option("--solution", type=click.Choice(["reference", "empty"]), default="reference", show_default=True,
               help="The oracle answer: the reference span, or nothing.")
@@ -158,7 +158,7 @@ def tasks_check(name, solution, language, mode, program, task_ids, as_json, work
                                             workers=workers)
     log(f"checking {len(todo)} tasks with the {solution} solution ({evaluator.cascade.value} cascade)")
 
-    from runner.progress import CountProgress
+    from runner.running.progress import CountProgress
 
     def progress(check) -> None:
         if record:
@@ -233,7 +233,7 @@ class _StdinFile(os.PathLike):
         return "<stdin>"
 
 
-@main.command()
+@click.command()
 @click.argument("answers", type=click.Path(path_type=Path))
 @click.option("--benchmark", "name", default="starter", show_default=True, help=_BENCHMARK_HELP)
 @click.option("--cascade", type=click.Choice(["upstream", "runner"]), default=None,
@@ -264,7 +264,7 @@ def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: 
     """
     from rich.table import Table
 
-    from runner import score as scoring
+    from runner.running import score as scoring
     from runner.benchmarks import default_cascade
 
     editions = list(edition) or [None]
@@ -294,7 +294,7 @@ def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: 
         compared.append(scoring.edition_verdicts(pairs, other, other_evaluator, workers=workers))
     under = f" under edition {bench.edition}" if bench.edition else ""
     log(f"scoring {len(pairs)} answers{under} (headline: {cascade} cascade)")
-    from runner.progress import CountProgress
+    from runner.running.progress import CountProgress
 
     scored = []
     with CountProgress("scored", len(pairs), log) as counter:
@@ -352,7 +352,7 @@ def _print_edition_table(headline: str, others: list[str], splits, cascade: str)
     _console().print(table)
 
 
-@tasks.command("rebaseline")
+@click.command("rebaseline")
 @click.option("--benchmark", "name", default="starter", show_default=True, help=_BENCHMARK_HELP)
 @click.option("--program", default=None, help="Only this program (upstream Task_Name).")
 @click.option("--allow-unsandboxed", is_flag=True, help="Run even where the sandbox is incomplete: accept the risk.")

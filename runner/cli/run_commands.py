@@ -1,259 +1,19 @@
-"""The ``runner`` command line: parses arguments and calls the core. Data on stdout, logs on stderr."""
+"""The ``runner reproduce``, ``doctor``, ``report`` and ``clean`` commands: plan and run a matrix, render its
+report, and clean up what a killed run left behind."""
 
 from __future__ import annotations
 
-import errno
-import functools
-import os
 import sys
 from pathlib import Path
 
 import click
 
-from runner import __version__
-from runner.errors import ERROR_LIMIT, UserError, cap
+from runner.cli.common import (_ASSUME_GPUS_OPTION, _EXPECTED_OPTION, _SANDBOX_OPTION, CliError, _console,
+                               _edition_option, _gpu_ids, _host_for, _run_name, _shipped_or_path, log, user_errors)
+from runner.errors import UserError
 
 
-class CliError(click.ClickException):
-    """A user mistake: one line on stderr, exit code 2, no traceback."""
-
-    exit_code = 2
-
-
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-def user_errors(fn):
-    """Turn the core's ``UserError`` (and a full disk) into a one-line ``CliError``."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            raise CliError(cap(str(exc), 2 * ERROR_LIMIT)) from None
-        except OSError as exc:
-            if exc.errno not in _DISK_FULL:
-                raise
-            where = f" writing {exc.filename}" if exc.filename else ""
-            raise CliError(f"disk full{where} ({exc.strerror}): free some space, then rerun the same command; "
-                           "what was written is kept and the run resumes") from None
-
-    return wrapper
-
-
-def _console():
-    """Where tables go: the terminal at its own width; off a terminal, COLUMNS or else 200 (a file gets whole rows)."""
-    from rich.console import Console
-
-    console = Console()
-    if console.is_terminal or os.environ.get("COLUMNS", "").isdigit():
-        return console
-    return Console(width=200)
-
-
-def log(message: str) -> None:
-    """Progress and notes go to stderr so that stdout stays machine-readable."""
-    click.echo(message, err=True)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="runner")
-def main() -> None:
-    """Measure how inference optimizations move the latency and accuracy of code-infill models.
-
-    \b
-    Example:
-      runner reproduce --preset demo     # the CPU demo: Qwen2.5-Coder 0.5B on the starter set
-      runner reproduce --all --plan      # what the paper's matrix needs here (GPUs, disk, hours)
-      runner report runs/demo            # render the report of a run
-    """
-
-
-@main.group()
-def data() -> None:
-    """Fetch or import benchmark data.
-
-    \b
-    Example:
-      runner data fetch simcopilot
-      runner data fetch simcopilot --from ~/src/SimCoPilot
-    """
-
-
-@main.group()
-def tasks() -> None:
-    """List benchmark tasks and check the evaluator with oracle solutions.
-
-    \b
-    Example:
-      runner tasks list --benchmark starter
-      runner tasks check --benchmark starter --solution reference
-    """
-
-
-@main.group()
-def models() -> None:
-    """Lock and prepare the model files a matrix needs.
-
-    \b
-    Example:
-      runner models prepare matrices/demo.toml
-      runner models lock matrices/paper.toml --check
-    """
-
-
-_EDITION_NAMES = ("2024", "2025")  # runner.benchmarks.editions.EDITIONS, without importing it at start-up
-_EDITION_HELP = ("SimCoPilot's edition: 2024 (mj33rice/SimCoPilot@90c5560, the 2024 release) or 2025 "
-                 "(mj33rice/Sim-CoPilot@096d1c4, the repository the paper links)")
-
-
-#: every command's --benchmark has the one default: the starter set ships with runner, SimCoPilot is fetched
-_BENCHMARK_HELP = "starter (ships with runner) or simcopilot (after `runner data fetch simcopilot`)."
-
-
-def _edition_option(default_help: str = "2024", multiple: bool = False):
-    more = "; give it twice to judge the same answers under both, the first as the headline" if multiple else ""
-    return click.option("--edition", type=click.Choice(_EDITION_NAMES), default=None, multiple=multiple,
-                        help=f"{_EDITION_HELP}{more} [default: {default_help}].")
-
-
-def _edition_for(name: str, edition: str | None) -> str | None:
-    """The edition to load benchmark ``name`` with; the starter set refuses any but the default."""
-    from runner.benchmarks import DEFAULT_EDITION
-
-    if name != "simcopilot" and edition not in (None, DEFAULT_EDITION):
-        raise UserError(f"--edition {edition}: benchmark {name!r} has no editions (only simcopilot does); "
-                        "drop --edition or use --benchmark simcopilot")
-    return edition
-
-
-def _load_benchmark(name: str, edition: str | None = None):
-    from runner.benchmarks import load_benchmark
-
-    return load_benchmark(name, _edition_for(name, edition))
-
-
-# --- commands: data -------------------------------------------------------------------------
-
-
-@data.command("fetch")
-@click.argument("benchmark")
-@click.option("--from", "source", type=click.Path(path_type=Path), default=None,
-              help="Import a local copy: a checkout, an unpacked archive, or a .tar.gz/.zip file.")
-@click.option("--allow-modified", is_flag=True,
-              help="Import files whose content differs from the pinned commit (refused by default).")
-@_edition_option()
-@user_errors
-def data_fetch(benchmark: str, source: Path | None, allow_modified: bool, edition: str | None) -> None:
-    """Download SimCoPilot at the pinned commit (or import a copy) and verify every file.
-
-    Each edition is installed in its own folder, so both can be there side by side.
-
-    \b
-    Example:
-      runner data fetch simcopilot
-      runner data fetch simcopilot --from ~/src/SimCoPilot
-      runner data fetch simcopilot --from SimCoPilot-90c5560.tar.gz
-      runner data fetch simcopilot --edition 2025 --from Sim-CoPilot-096d1c4.tar.gz
-    """
-    from runner.benchmarks import DEFAULT_EDITION, fetch, get_edition, load_benchmark
-
-    if benchmark != "simcopilot":
-        raise UserError(f"only simcopilot is fetched (the starter set ships with runner), not {benchmark!r}")
-    try:
-        if source is not None:
-            result = fetch.import_simcopilot(source, allow_modified=allow_modified, edition=edition)
-        else:
-            result = _download_with_progress(fetch, allow_modified, edition)
-    except fetch.ImportRefused as exc:
-        _log_verification(exc.verification)
-        raise
-    _log_verification(result.verification)
-    for program in load_benchmark("simcopilot", edition).programs.values():
-        if not program.available:
-            log(f"unavailable: {program.language.value} program {program.name}: {program.reason}")
-    v = result.verification
-    pinned = get_edition(edition)
-    which = "" if pinned.name == DEFAULT_EDITION else f" (edition {pinned.name}, {pinned.repository})"
-    click.echo(f"SimCoPilot {result.manifest.commit[:7]}{which} installed in {result.dest}: {len(v.ok)} files "
-               f"verified, {len(v.missing)} missing, {len(v.modified)} modified")
-
-
-def _download_with_progress(fetch, allow_modified: bool, edition: str | None = None):
-    from rich.console import Console
-    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
-
-    console = Console(stderr=True)
-    if not console.is_terminal:  # a bar in a log file is noise
-        return fetch.fetch_simcopilot(allow_modified=allow_modified, edition=edition)
-    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-                  console=console, transient=True) as bar:
-        job = bar.add_task("SimCoPilot", total=None)
-        return fetch.fetch_simcopilot(
-            allow_modified=allow_modified, edition=edition,
-            progress=lambda done, total: bar.update(job, completed=done, total=total),
-        )
-
-
-def _log_verification(verification) -> None:
-    for rel in verification.missing:
-        log(f"missing   {rel}")
-    for m in verification.modified:
-        expected = "unknown" if m.expected_size is None else m.expected_size
-        log(f"modified  {m.path} (blob {m.actual_sha1[:12]}, {m.actual_size} bytes; "
-            f"expected {m.expected_sha1[:12]}, {expected} bytes)")
-    log(f"{len(verification.ok)} files match the manifest, {len(verification.missing)} missing, "
-        f"{len(verification.modified)} differ")
-
-_SANDBOX_OPTION = click.option(
-    "--sandbox", "sandbox_kind", type=click.Choice(["auto", "docker", "local"]), default="auto", show_default=True,
-    help="Where generated code runs: the pinned sandbox image (docker), this machine (local), or docker "
-         "when an engine and the built image are there (auto).")
-_EXPECTED_OPTION = click.option(
-    "--expected", type=click.Choice(["auto", "upstream"]), default="auto", show_default=True,
-    help="Expected outputs: auto re-records a program's in this environment when its reference's floats "
-         "drifted (that program alone, upstream's kept beside them); upstream keeps the recorded ones.")
-
-_ASSUME_GPUS_OPTION = click.option(
-    "--assume-gpus", metavar="[Nx]KIND", default=None,
-    help="Plan for a host with N GPUs of KIND instead of this one's (its CPUs, memory and disk stay this "
-         "host's; its Docker engine is assumed): h100-80gb, h100-pcie-80gb, h200-141gb, a100-80gb, a100-40gb, "
-         "l40s-48gb, rtx4090-24gb; e.g. 8xh100-80gb.")
-
-
-def _host_for(assume_gpus: str | None):
-    """This host as probed, or the one ``--assume-gpus`` describes (None: let the plan probe)."""
-    if assume_gpus is None:
-        return None
-    from runner.planning.doctor import probe_host
-    from runner.planning.gpu_memory import assumed_host
-
-    return assumed_host(assume_gpus, probe_host())
-
-
-def _run_name(value: str | None) -> None:
-    from runner.paths import run_name_problem
-
-    if value is not None and (why := run_name_problem(value)):
-        raise UserError(f"--name {value!r}: {why}; use a plain name such as 'demo-2'")
-
-
-# --- commands: models, reproduce, doctor ------------------------------------------------------
-def _gpu_ids(ctx, param, value: str | None) -> list[int] | None:  # noqa: ARG001 - click's callback
-    if value is None:
-        return None
-    try:
-        ids = [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give GPU ids as numbers separated by commas, e.g. 0,1,2,3") from None
-    if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
-        raise click.BadParameter(f"{value!r}: give distinct GPU ids >= 0 separated by commas, e.g. 0,1,2,3")
-    return ids
-
-
-
-@main.command()
+@click.command()
 @click.argument("matrix", required=False, type=click.Path(path_type=Path))
 @click.option("--preset", type=click.Choice(["demo"]), help="A shipped matrix: demo = matrices/demo.toml.")
 @click.option("--all", "run_all", is_flag=True, help="The paper matrix (matrices/paper.toml).")
@@ -311,8 +71,8 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
 
     from runner.matrix import load_matrix
     from runner.paths import matrices_dir
-    from runner.progress import RichEvents, summary_table
-    from runner.run import RunOptions, reproduce as run_matrix
+    from runner.running.progress import RichEvents, summary_table
+    from runner.running.run import RunOptions, reproduce as run_matrix
 
     chosen = [m for m in (matrix, preset, run_all or None) if m]
     if len(chosen) != 1:
@@ -377,7 +137,7 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
 def _dry_run(loaded, plan, *, backend: str, as_json: bool) -> int:
     """Print the dry run (``runner.planning.dryrun``); the exit code: 0 when every cell is runnable, else 1."""
     from runner.planning import dryrun
-    from runner.lock import load_lock
+    from runner.serving.lock import load_lock
 
     tasks = None
     if plan.data and plan.data[0].present:
@@ -415,68 +175,8 @@ def _reproduce_plan(loaded, *, backend: str | None, limit: int | None, name: str
             executor.close()
 
 
-def _shipped_or_path(matrix: Path) -> Path:
-    """A matrix path, or the name of a shipped one (``demo`` -> ``matrices/demo.toml``)."""
-    from runner.paths import matrices_dir
 
-    shipped = matrices_dir() / f"{matrix}.toml"
-    return shipped if not matrix.exists() and shipped.is_file() else matrix
-
-
-@models.command("prepare")
-@click.argument("matrix", type=click.Path(path_type=Path))
-@click.option("--cell", "cell_ids", multiple=True, help="Only this cell id (repeatable).")
-@click.option("--runnable-only", is_flag=True, help="Only the cells this host can run (see `runner doctor`).")
-@click.option("--json", "as_json", is_flag=True, help="Print the model records as JSON lines.")
-@user_errors
-def models_prepare(matrix: Path, cell_ids: tuple[str, ...], runnable_only: bool, as_json: bool) -> None:
-    """Get every cell's model files ready (download, assemble, convert) and list them with sha256.
-
-    \b
-    Example:
-      runner models prepare matrices/demo.toml
-      runner models prepare demo --cell qwen2.5-coder-0.5b/llamacpp/q4_k_m/baseline
-    """
-    from rich.table import Table
-
-    from runner.matrix import load_matrix
-    from runner.models import prepare
-
-    loaded = load_matrix(_shipped_or_path(matrix))
-    cells = [loaded.cell(cell_id) for cell_id in cell_ids] if cell_ids else loaded.cells
-    if runnable_only:
-        from runner.planning.doctor import plan_cells
-
-        runnable = {p.cell.id for p in plan_cells(loaded) if p.runnable}
-        cells = [cell for cell in cells if cell.id in runnable]
-    if loaded.backend == "local" and any(cell.runtime == "llamacpp" for cell in cells):
-        from runner.runtimes.llamacpp import ensure_llama_server, llama_server_path
-
-        if not llama_server_path().is_file():
-            log(f"building llama-server into {llama_server_path().parent.parent} (several minutes)")
-        ensure_llama_server()
-    records = {}
-    for cell in cells:
-        log(f"preparing {cell.id}")
-        for record in prepare(loaded, cell, progress=log).records:
-            records[(record.key, record.path)] = record
-    if as_json:
-        for record in records.values():
-            click.echo(record.model_dump_json())
-        return
-    console = _console()
-    table = Table()
-    table.add_column("model", no_wrap=True)
-    table.add_column("source", overflow="fold")
-    table.add_column("path", overflow="fold")
-    # whole on one line where it fits (copyable); folded, never cut, on a narrow terminal
-    table.add_column("sha256", overflow="fold", no_wrap=console.width >= 120, min_width=16)
-    for record in records.values():
-        table.add_row(record.key, record.source, record.path, record.sha256 or "")
-    console.print(table)
-
-
-@main.command()
+@click.command()
 @click.argument("matrix", required=False, type=click.Path(path_type=Path))
 @click.option("--backend", default=None, help="Plan for this backend (default: the matrix's).")
 @click.option("--ray", "ray_address", metavar="ADDRESS", default=None,
@@ -605,7 +305,7 @@ def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json:
 # --- commands: report -----------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Folder for index.html, README.md, results.csv, results.json and plots/ [default: report/RUN "
@@ -629,7 +329,8 @@ def report(run_dirs: tuple[Path, ...], out_dir: Path | None) -> None:
 # --- commands: clean (local servers, Docker) ------------------------------------------------
 
 
-@main.command()
+
+@click.command()
 @click.option("--images", is_flag=True, help="Also remove the images the runner built.")
 @user_errors
 def clean(images: bool) -> None:
@@ -653,7 +354,7 @@ def clean(images: bool) -> None:
         elif server.action == "kept":
             log(f"kept local {server.runtime} server pid {server.pid}: its run is still going")
     from runner.backends.docker import clean as remove_managed
-    from runner.docker_engine import docker_client
+    from runner.infra.docker_engine import docker_client
 
     try:
         # clean has no --backend: the only alternative to starting the engine is to skip its part
@@ -674,12 +375,3 @@ def clean(images: bool) -> None:
     log(f"{len(removed.containers)} containers and {len(removed.images)} images removed")
 
 
-# the tasks, score and models lock commands live in their own modules; imported last, when everything they
-# use is defined
-from runner import cli_models, cli_tasks  # noqa: E402,F401
-
-if __name__ == "__main__":  # pragma: no cover
-    # run as ``python -m runner.cli``: the commands registered themselves on ``runner.cli``'s group
-    from runner.cli import main as registered
-
-    sys.exit(registered())

@@ -1,5 +1,5 @@
-"""Model files from the Hugging Face Hub, for ``runner.models``: a locked source at its locked commit, every
-locked file checked against its size and sha256 (``runner.lock``); an unlocked one at its revision as it
+"""Model files from the Hugging Face Hub, for ``runner.serving.models``: a locked source at its locked commit, every
+locked file checked against its size and sha256 (``runner.serving.lock``); an unlocked one at its revision as it
 is now, with a warning. A split GGUF comes whole: every part in one folder, beside the first.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 from runner.errors import UserError
 from runner.matrix import Matrix, ModelSource
-from runner.models import (_DOWNLOADED_MARK, _read_json, check_free_space, forget_sha256, models_dir,
-                           sha256_file)
+from runner.serving.model_files import (_DOWNLOADED_MARK, _read_json, check_free_space, forget_sha256, models_dir,
+                                       sha256_file)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def hub_cached(matrix: Matrix, key: str, quant: str) -> tuple[Path | None, int |
     """Where an ``hf`` source's download is when it is complete (its locked files at their locked sizes, or an
     unlocked download's marker), and the locked files' bytes; (None, None) when it is not there, and for a lock
     that no longer matches the matrix."""
-    from runner.lock import locked_entry
+    from runner.serving.lock import locked_entry
 
     source = matrix.models[key].quantizations[quant]
     try:
@@ -63,7 +63,7 @@ def from_hub(matrix: Matrix, source: ModelSource, key: str, quant: str,
               where: str) -> tuple[Path, str, str | None]:
     """The source's files from the Hub: at its locked commit, each checked against the lock, where the matrix
     has a lock entry for it; else at its revision as it is now (a warning). (path, commit, locked commit)."""
-    from runner.lock import locked_entry
+    from runner.serving.lock import locked_entry
 
     entry = locked_entry(matrix, key, quant)
     if entry is not None:
@@ -75,7 +75,7 @@ def from_hub(matrix: Matrix, source: ModelSource, key: str, quant: str,
 
 
 def _hub_access() -> tuple[str | None, str]:
-    from runner.lock_hub import hub_endpoint, hub_token
+    from runner.serving.lock_hub import hub_endpoint, hub_token
 
     return hub_token(), hub_endpoint()
 
@@ -85,7 +85,7 @@ def _from_lock(matrix: Matrix, source: ModelSource, entry, where: str) -> Path:
     parts of a split GGUF in one folder (llama.cpp finds the rest beside the first), each file checked."""
     from huggingface_hub import hf_hub_download
 
-    from runner.lock import lock_path
+    from runner.serving.lock import lock_path
 
     errors = _hub_errors()
     dest = _hub_dest(source, entry.commit)
@@ -125,7 +125,7 @@ _COMPLETED_MARK = ".runner-lock-completed.json"
 
 def _completion(dest: Path, entry):
     """The completion of ``entry`` recorded beside an earlier download of it (None: none yet)."""
-    from runner.lock import LockedSource
+    from runner.serving.lock import LockedSource
 
     recorded = _read_json(dest / _COMPLETED_MARK)
     if recorded.get("commit") != entry.commit or recorded.get("from") != entry.model_dump(mode="json"):
@@ -139,7 +139,7 @@ def _complete(entry, where: str, ref: str, dest: Path, lock: Path):
     the commit still decides what is downloaded; every sha256 the lock holds must equal the Hub's."""
     from huggingface_hub import HfApi
 
-    from runner.lock import LockedFile, wanted_files
+    from runner.serving.lock import LockedFile, wanted_files
 
     errors = _hub_errors()
     token, endpoint = _hub_access()
@@ -213,7 +213,7 @@ def _from_hub_unlocked(source: ModelSource, where: str) -> tuple[Path, str]:
     ``models/hub/<repo>/<revision>``, resumably; (path, commit)."""
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
-    from runner.lock import split_parts, wanted_files
+    from runner.serving.lock import split_parts, wanted_files
 
     errors = _hub_errors()
     # a marker per file selection records a completed download so that a rerun needs no hub

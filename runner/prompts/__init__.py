@@ -33,7 +33,7 @@ from runner.paths import templates_dir
 from runner.records import Language, Mode, Task
 
 if TYPE_CHECKING:
-    from runner.chat_templates import ChatTemplate
+    from runner.prompts.chat_templates import ChatTemplate
 
 PromptKind = Literal["chat", "completion"]
 
@@ -57,7 +57,7 @@ class StyleInfo:
     task_stop: Callable[[Task, str], tuple[str, ...]] | None = None
     #: stop sequences that depend on the SimCoPilot edition (language, edition name), in place of ``stop``
     edition_stop: Callable[[Language, str], tuple[str, ...]] | None = None
-    #: the text spells the word boundary after a special token as a space (runner.chat_templates)
+    #: the text spells the word boundary after a special token as a space (runner.prompts.chat_templates)
     spells_word_boundaries: bool = False
 
 

@@ -1,7 +1,7 @@
 """The orchestrator behind ``runner reproduce``: plan, then per cell serve, generate, evaluate, stop.
 
 A reproduction opens (or resumes) the run directory, checks the environment, asks its executor
-to run each cell (``runner.cell``: the accuracy, latency and sweep phases against one server) and
+to run each cell (``runner.running.cell``: the accuracy, latency and sweep phases against one server) and
 keeps every sample in the run store as it arrives. Where a cell runs is its executor's choice
 (``runner.executors``: in this process, or a Ray cluster whose workers stream samples back); the
 run store stays here, in the driver. Samples are flushed one by one; a rerun produces only what is
@@ -18,19 +18,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import fingerprint, prompts
+from runner.measuring import fingerprint
+
+from runner import prompts
 from runner.benchmarks import DEFAULT_EDITION, load_benchmark
-from runner.cell import judge_editions
+from runner.benchmarks.editions import edition_ref
+from runner.running.cell import judge_editions
 from runner.errors import UserError
-from runner.events import RunEvents
+from runner.running.events import RunEvents
 from runner.matrix import Matrix, RunSettings
-from runner.noise import REPEAT_PHASES
-from runner.records import Cell, EditionRef, Task, utcnow
+from runner.measuring.noise import REPEAT_PHASES
+from runner.records import Cell, Task, utcnow
 from runner.runtimes import get_runtime
-from runner.score import EditionJudge
+from runner.running.score import EditionJudge
 from runner.planning.selection import cell_latency_tasks, cell_tasks, latency_subset, repeat_tasks, select_tasks, state_key
 from runner.store import LOCK_NAME, CellResult, Manifest, ModelRecord, RunLock, RunStore
-from runner.activity import ActivityLog
+from runner.measuring.activity import ActivityLog
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +127,8 @@ class Reproduction:
         styles = sorted({(c.prompt_style, self.matrix.model(c).chat) for c in self.matrix.cells})
         manifest = Manifest(name=root.name, matrix_path=str(self.matrix.path) if self.matrix.path else None,
                             matrix=resolved, cells=self.matrix.cells, fingerprint=fingerprint.collect(),
-                            edition=EditionRef.of(self.benchmark.edition) if self.benchmark.edition else None,
-                            compare_editions=[EditionRef.of(b.edition) for b in self.compared_benchmarks],
+                            edition=edition_ref(self.benchmark.edition) if self.benchmark.edition else None,
+                            compare_editions=[edition_ref(b.edition) for b in self.compared_benchmarks],
                             prompt_set_sha256={(s if chat else f"{s}:text"): prompts.prompt_set_sha256(
                                                    self.tasks, s, chat=chat, edition=self.benchmark.edition)
                                                for s, chat in styles})
@@ -186,7 +189,7 @@ class Reproduction:
 
     def run(self) -> RunOutcome:
         """Run every cell through the executor (resuming a run directory that exists), then close the manifest."""
-        from runner.models import verify_local_files
+        from runner.serving.models import verify_local_files
 
         # a refused run leaves no run directory: the plan and the pinned files are checked first
         verify_local_files(self.matrix)
@@ -219,7 +222,7 @@ class Reproduction:
         return [t for t in accuracy if t.id not in judging], latency, sweep
 
     def repeats_missing(self, cell: Cell) -> list[Task]:
-        """The tasks ``cell`` still has to ask again for its noise floor (``runner.noise``)."""
+        """The tasks ``cell`` still has to ask again for its noise floor (``runner.measuring.noise``)."""
         done = self.store.done_keys(cell)
         return [t for t in repeat_tasks(self.matrix, self.benchmark, self.tasks, cell)
                 if any((phase, t.id) not in done for phase in REPEAT_PHASES)]
@@ -303,7 +306,8 @@ class Reproduction:
                 self.manifest.images[result.cell.runtime] = result.image_digest
             self.store.write_manifest(self.manifest)
 
-    def _record_models(self, records: list[ModelRecord]) -> None:
+    def record_models(self, records: list[ModelRecord]) -> None:
+        """Add the model files a cell served to the manifest (any thread)."""
         with self.manifest_lock:
             known = {(r.key, r.path) for r in self.manifest.models}
             for record in records:
