@@ -40,17 +40,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runner.measuring import client  # noqa: E402
-
-from runner import prompts
+from runner import prompts  # noqa: E402
 from runner.backends.local import LocalBackend  # noqa: E402
 from runner.benchmarks import load_benchmark  # noqa: E402
 from runner.matrix import load_matrix  # noqa: E402
-from runner.serving.models import prepare  # noqa: E402
+from runner.measuring import client  # noqa: E402
 from runner.paths import matrices_dir  # noqa: E402
 from runner.records import Cell  # noqa: E402
 from runner.runtimes import get_runtime  # noqa: E402
 from runner.runtimes.llamacpp import llama_server_path  # noqa: E402
+from runner.serving.models import prepare  # noqa: E402
 
 
 class Minimal:

@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from runner.running.events import RunEvents
 from runner.matrix import load_matrix
 from runner.measuring.noise import noise_floor
+from runner.running.events import RunEvents
 from runner.running.run import RunOptions, reproduce
 from runner.store import RunStore
 

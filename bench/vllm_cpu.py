@@ -15,11 +15,11 @@ import time
 import httpx
 
 from runner.backends import get_backend
-from runner.serving.convert import gguf_to_hf
 from runner.records import Cell
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles
 from runner.runtimes.vllm import ensure_vllm, venv_dir
+from runner.serving.convert import gguf_to_hf
 
 PROMPT = "def quicksort(values):\n"
 

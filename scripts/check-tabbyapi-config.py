@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 from runner.matrix import load_matrix  # noqa: E402
 from runner.paths import cache_dir  # noqa: E402
 from runner.serving.launch_check import (  # noqa: E402
-    TABBYAPI_CHECK, planned_launches, sha256_text, tabbyapi_config_text,
-)
+                                         TABBYAPI_CHECK, planned_launches, sha256_text, tabbyapi_config_text,
+                                         )
 
 REQUIREMENTS = ROOT / "scripts" / "tabbyapi-config-check.requirements.txt"
 

@@ -12,13 +12,13 @@ import httpx
 import pytest
 
 from runner.backends import get_backend
-from runner.serving.convert import gguf_to_hf, is_complete
 from runner.errors import UserError
 from runner.records import Cell
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles
 from runner.runtimes.llamacpp import llama_server_path
 from runner.runtimes.vllm import installed, venv_dir, vllm_python
+from runner.serving.convert import gguf_to_hf, is_complete
 from tests.conftest import require
 
 #: greedy tokens compared per prompt; a dropped BOS or a wrong norm shows in the first few
@@ -42,8 +42,8 @@ def demo_gguf() -> Path:
 def converted_gemma() -> Path:
     """The demo matrix's vLLM model: the GGUF dequantized by ``runner.serving.models.prepare`` (once, then reused)."""
     from runner.matrix import load_matrix
-    from runner.serving.models import prepare
     from runner.paths import matrices_dir
+    from runner.serving.models import prepare
 
     matrix = load_matrix(matrices_dir() / "gemma-smoke.toml")
     cell = next(c for c in matrix.cells if c.runtime == "vllm" and c.quantization == "bf16")

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from runner.planning import gpu_memory
 from runner.cli import main
-from runner.planning.doctor import GpuInfo, Host, assumed_host, plan_cells
 from runner.errors import UserError
-from runner.planning.estimates import UNKNOWN_GPU_GBPS, gpu_bandwidth
 from runner.matrix import load_matrix
 from runner.paths import matrices_dir
+from runner.planning import gpu_memory
+from runner.planning.doctor import GpuInfo, Host, assumed_host, plan_cells
+from runner.planning.estimates import UNKNOWN_GPU_GBPS, gpu_bandwidth
 from runner.records import Cell
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles

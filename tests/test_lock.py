@@ -21,8 +21,8 @@ from click.testing import CliRunner
 
 from runner.cli import main
 from runner.errors import UserError
-from runner.serving.lock import load_lock, lock_path, split_parts
 from runner.matrix import load_matrix
+from runner.serving.lock import load_lock, lock_path, split_parts
 from runner.serving.models import fetch_source, prepare
 from tests.hub_standin import Hub, git_blob_id
 from tests.test_plan import cpu_host  # noqa: F401 - the plan sees a CPU host

@@ -454,8 +454,8 @@ def test_a_runner_killed_during_llama_quantize_leaves_no_quantizer_behind(tmp_pa
     runner = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import sys
         from pathlib import Path
-        import runner.serving.models
         from runner.matrix import load_matrix
+        import runner.serving.models
         runner.serving.models.models_dir = lambda: Path(sys.argv[1])
         matrix = load_matrix(sys.argv[2])
         runner.serving.models.prepare(matrix, matrix.cells[0])

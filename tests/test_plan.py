@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from runner.cli import main
-from runner.planning.doctor import GpuInfo, Host
 from runner.errors import UserError
 from runner.matrix import load_matrix
+from runner.planning.doctor import GpuInfo, Host
 from runner.planning.estimates import ORACLE_TIMINGS
 from runner.planning.plan import make_plan
 from runner.running.run import RunOptions, reproduce
@@ -361,8 +361,8 @@ def _record_run(runs, name: str, matrix, cell_id: str, *, cpu: str, cores: int, 
     from datetime import datetime, timedelta, timezone
 
     from runner.benchmarks import load_benchmark
-    from runner.records import Outcome, Sample
     from runner.planning.selection import cell_latency_tasks, cell_tasks, latency_subset, select_tasks
+    from runner.records import Outcome, Sample
     from runner.store import CellResult, Fingerprint, Manifest, Placement, RunStore
 
     bench = load_benchmark(matrix.benchmark)

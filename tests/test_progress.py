@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from runner.running.progress import RichEvents
 from runner.records import Cell, Outcome, Sample
+from runner.running.progress import RichEvents
 from runner.store import CellResult
 
 CELL = Cell(model="m", runtime="llamacpp", quantization="q4_k_m")

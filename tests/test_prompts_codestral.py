@@ -13,12 +13,11 @@ import pytest
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from runner.prompts import chat_templates
-
 from runner import prompts
 from runner.errors import UserError
 from runner.matrix import load_matrix
 from runner.paths import matrices_dir
+from runner.prompts import chat_templates
 from runner.records import Cell
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from runner.matrix import load_matrix
+from runner.planning.selection import select_tasks
 from runner.records import Outcome
 from runner.running.events import RunEvents
 from runner.running.run import RunOptions, reproduce
-from runner.planning.selection import select_tasks
 from runner.store import RunStore
 from tests.llama_server import gemma_gguf
 

@@ -22,9 +22,9 @@ from runner.evaluation.sandbox import capabilities
 from runner.matrix import load_matrix
 from runner.records import Cell, Outcome, Sample
 from runner.report import render
+from runner.running.cell import judge_sample
 from runner.running.events import RunEvents
 from runner.running.run import RunOptions, reproduce
-from runner.running.cell import judge_sample
 from runner.running.score import EditionJudge
 from runner.store import CellResult, Manifest, RunStore
 from tests.conftest import require

@@ -59,7 +59,7 @@ def get_edition(name: str | None) -> Edition:
 
 
 def edition_ref(name: str | None) -> EditionRef:
-    """The record of edition ``name`` as a run keeps it (the default edition for ``None``); a ``UserError`` if unknown."""
+    """Edition ``name`` as a run records it (the default edition for ``None``); a ``UserError`` if unknown."""
     edition = get_edition(name)
     return EditionRef(name=edition.name, repository=edition.repository, commit=edition.commit)
 

@@ -82,9 +82,9 @@ def models_lock(matrix: Path, check_only: bool, as_json: bool) -> None:
       runner models lock matrices/paper.toml           # writes matrices/paper.lock
       runner models lock matrices/paper.toml --check   # did a branch move, a file vanish?
     """
+    from runner.matrix import load_matrix
     from runner.serving.lock import load_lock, write_lock
     from runner.serving.lock_hub import check, hub_endpoint, resolve
-    from runner.matrix import load_matrix
 
     loaded = load_matrix(_shipped_or_path(matrix))
     started = time.monotonic()

@@ -210,8 +210,8 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
     from rich.markup import escape
     from rich.table import Table
 
-    from runner.planning.doctor import probe_host
     from runner.planning.checks import data_check, sandbox_check, scoring_check, token_check
+    from runner.planning.doctor import probe_host
     from runner.planning.plan import make_plan, validate_backend
 
     validate_backend(backend)

@@ -264,8 +264,8 @@ def score(answers: Path, name: str, cascade: str, headline_only: bool, as_json: 
     """
     from rich.table import Table
 
-    from runner.running import score as scoring
     from runner.benchmarks import default_cascade
+    from runner.running import score as scoring
 
     editions = list(edition) or [None]
     repeated = sorted({e for e in editions if editions.count(e) > 1})

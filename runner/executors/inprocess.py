@@ -29,12 +29,12 @@ from runner.executors.base import Executor, RunContext
 from runner.records import utcnow
 
 if TYPE_CHECKING:
-    from runner.measuring.activity import Activity
     from runner.backends.base import Backend, RunningServer
-    from runner.running.cell import EvalBacklog
-    from runner.planning.doctor import CellPlan
     from runner.matrix import Matrix
+    from runner.measuring.activity import Activity
+    from runner.planning.doctor import CellPlan
     from runner.records import Cell, Sample, Task
+    from runner.running.cell import EvalBacklog
     from runner.runtimes.base import ModelFiles, Runtime
     from runner.store import CellResult
 

@@ -21,6 +21,8 @@
 
 Every node needs the runner installed (``pip install -e '.[ray]'`` in its checkout) with the benchmark
 data it evaluates (``runner data fetch``), and the runtimes' servers or the Docker engine.
+
+This module is the driver's side; what runs on the workers is in ``runner.executors.ray_worker``.
 """
 
 from __future__ import annotations
@@ -33,14 +35,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from pydantic import BaseModel
 
-from runner.measuring.activity import Activity
 from runner.errors import UserError
 from runner.executors import register_executor
 from runner.executors.base import Executor, RunContext
-from runner.matrix import Matrix
 from runner.executors.ray_worker import (ActivityRecord, CellJob, Ended, Judged, NodeInfo, Phase, Prepared, ServerLog,
-                                        Started, ToJudge, Updated, Written, judge_remote, serve_cell,
-                                        serve_cell_to_queue)
+                                         Started, ToJudge, Updated, Written, judge_remote, serve_cell,
+                                         serve_cell_to_queue)
+from runner.matrix import Matrix
+from runner.measuring.activity import Activity
 from runner.records import Cell, utcnow
 from runner.store import CellResult
 

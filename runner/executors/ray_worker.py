@@ -190,10 +190,10 @@ def serve_cell_to_queue(job: CellJob, events) -> None:
 def _run_cell_here(job: CellJob, gpu_ids: list[int], placement: Placement, events: queue.Queue,
                    running: dict[str, Any]) -> None:
     from runner.backends import get_backend
-    from runner.serving.model_files import hash_in_background
-    from runner.serving.models import prepare
     from runner.running.cell import CellContext, CellFailure, CellRun
     from runner.runtimes import get_runtime
+    from runner.serving.model_files import hash_in_background
+    from runner.serving.models import prepare
 
     cell, settings = job.cell, job.matrix.settings
     result = job.result.model_copy(update={"status": "running", "reason": None, "backend": job.backend,

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Callable, Mapping
 
-from runner.infra.compose import Service
 from runner.errors import UserError
+from runner.infra.compose import Service
 
 log = logging.getLogger(__name__)
 

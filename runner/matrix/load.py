@@ -112,9 +112,8 @@ def load_matrix(path: Path | str) -> Matrix:
 
 def _expand(parsed: MatrixFile, path: Path) -> Matrix:
     from runner.backends import backend_names
-    from runner.runtimes import get_runtime, runtime_names
-
     from runner.paths import run_name_problem
+    from runner.runtimes import get_runtime, runtime_names
 
     where = str(path)
     problems: list[str] = [f"{where}: {line}" for line in

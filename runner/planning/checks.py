@@ -81,10 +81,10 @@ def scoring_check(data: DataCheck, programs: list[str] | None = None, *, take: b
     policy ``auto``), read from its cache; ``take``: check the programs not in the cache too (one
     reference run each, cached for the run). ``programs``: only these (a matrix's ``[tasks]``)."""
     from runner.benchmarks import benchmark_commit, default_cascade, load_benchmark, scoring_root
+    from runner.errors import EnvironmentFailure
     from runner.evaluation import environment
     from runner.evaluation.docker_sandbox import choose_sandbox
     from runner.evaluation.evaluator import Evaluator
-    from runner.errors import EnvironmentFailure
 
     if not data.present:
         return data

@@ -16,10 +16,10 @@ import time
 
 from pydantic import BaseModel, Field
 
-from runner.planning import gpu_memory
 from runner.errors import UserError
 from runner.matrix import Matrix
 from runner.paths import cache_dir
+from runner.planning import gpu_memory
 from runner.records import Cell
 from runner.runtimes import get_runtime, runtime_names
 

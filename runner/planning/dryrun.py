@@ -107,9 +107,8 @@ def source_view(matrix: Matrix, cell: Cell, lock) -> SourceView:
 
 def planned_files(matrix: Matrix, cell: Cell, lock) -> ModelFiles:
     """The ``ModelFiles`` ``runner models prepare`` would hand the runtime (paths as they will be)."""
-    from runner.serving.models import planned_path
-
     from runner.prompts import chat_templates
+    from runner.serving.models import planned_path
 
     spec = matrix.model(cell)
     path = planned_path(matrix, cell, lock)
@@ -139,8 +138,8 @@ def launch_of(spec: ServerSpec, backend: str, gpus: int) -> Launch:
 
 def first_request(matrix: Matrix, cell: Cell, tasks: list[Task] | None) -> tuple[str | None, dict | None, str]:
     """The endpoint and JSON body of the cell's first accuracy request, and a note on what it leaves out."""
-    from runner.measuring import client
     from runner import prompts
+    from runner.measuring import client
     from runner.planning.selection import cell_tasks
 
     if not tasks:

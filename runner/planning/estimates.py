@@ -42,10 +42,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from runner.planning.baselines import technique_baseline
 from runner.errors import UserError
 from runner.matrix import Matrix, ModelSource
 from runner.paths import PACKAGE_DIR
+from runner.planning.baselines import technique_baseline
 from runner.records import Cell
 
 # -- assumptions ------------------------------------------------------------------------------------

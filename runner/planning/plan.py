@@ -17,21 +17,22 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from runner.planning import gpu_memory
 from runner.errors import UserError
 from runner.matrix import Matrix
 from runner.paths import cache_dir
-from runner.planning.estimates import (CELL_OVERHEAD_S, CPU_GBPS_MAX, CPU_GBPS_PER_THREAD, OUTPUT_FRACTION, REFERENCE_GPU,
-                               SIMCOPILOT_PROMPT_TOKENS, TECHNIQUE_REUSE, TENSOR_PARALLEL_EFFICIENCY, EarlierRuns,
-                               GenerationTime, JudgingTimes, MeasuredCell, VerdictReuse, cell_work,
-                               earlier_runs, eval_seconds, generation_time, gpu_bandwidth, host_hardware,
-                               oracle_seconds, timing_key, verdict_reuse)
+from runner.planning import gpu_memory
 from runner.planning.baselines import technique_baseline
-from runner.serving.lock import lock_status
-from runner.planning.schedule import Schedule, ScheduleItem, ScheduleNode, simulate
 from runner.planning.checks import DataCheck, TokenCheck, data_check, token_check
+from runner.planning.estimates import (CELL_OVERHEAD_S, CPU_GBPS_MAX, CPU_GBPS_PER_THREAD, OUTPUT_FRACTION,
+                                       REFERENCE_GPU, SIMCOPILOT_PROMPT_TOKENS, TECHNIQUE_REUSE,
+                                       TENSOR_PARALLEL_EFFICIENCY, EarlierRuns, GenerationTime, JudgingTimes,
+                                       MeasuredCell, VerdictReuse, cell_work, earlier_runs, eval_seconds,
+                                       generation_time, gpu_bandwidth, host_hardware, oracle_seconds, timing_key,
+                                       verdict_reuse)
+from runner.planning.schedule import Schedule, ScheduleItem, ScheduleNode, simulate
 from runner.planning.weights import cached_weights, file_key, needed_weights
 from runner.records import Cell
+from runner.serving.lock import lock_status
 
 # -- records ----------------------------------------------------------------------------------------
 class Estimate(BaseModel):

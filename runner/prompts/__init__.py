@@ -12,6 +12,9 @@ Styles:
 A template may export ``system`` (``{% set system = ... %}``): the system message of a chat
 prompt. The sha256 of what is sent (the completion text, or the messages as canonical JSON)
 goes with every sample, so that a report can prove that every cell saw the same prompts.
+
+The package also holds the chat templates the runner ships (``chat_templates``). It may import the evaluation
+(upstream's own prompt code), benchmarks and records; runtimes, the matrix and everything above read it.
 """
 
 from __future__ import annotations

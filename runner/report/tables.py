@@ -6,13 +6,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.measuring import stats
-from runner.measuring.client import overhead_note
 from runner.errors import cap
 from runner.evaluation.verdicts import JudgingCounts, judging_counts
+from runner.measuring import stats
+from runner.measuring.client import overhead_note
+from runner.measuring.noise import NoiseFloor
 from runner.measuring.passrate import pass_count
 from runner.records import ExpectedOutputs, Outcome, Sample
-from runner.measuring.noise import NoiseFloor
 from runner.report.comparisons import Comparison, QuantizationRow, quantization_impact, technique_impact
 from runner.report.data import (LANGUAGE_MODES, CellData, RunData, TaskCatalogue, machine_key,
                                 shared_latency_source, split_task_id)

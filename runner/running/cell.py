@@ -26,21 +26,20 @@ from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
-from runner.measuring import client, fingerprint
-
 from runner import prompts
-from runner.measuring.activity import Activity, TimingLock, phase_record
 from runner.backends.base import Backend, RunningServer, log_tail
 from runner.benchmarks import load_benchmark
 from runner.benchmarks.benchmark import Benchmark
 from runner.errors import UserError
-from runner.running.events import RunEvents
 from runner.matrix import Matrix, RunSettings
+from runner.measuring import client, fingerprint
+from runner.measuring.activity import Activity, TimingLock, phase_record
 from runner.measuring.noise import REPEAT, REPEAT_SERIAL
-from runner.records import Cell, EditionVerdict, Outcome, Sample, Task, utcnow
-from runner.runtimes.base import ModelFiles, Runtime
-from runner.running.score import EditionJudge
 from runner.planning.selection import cell_latency_tasks, cell_tasks, predecessor, repeat_tasks, state_key, warmup_tasks
+from runner.records import Cell, EditionVerdict, Outcome, Sample, Task, utcnow
+from runner.running.events import RunEvents
+from runner.running.score import EditionJudge
+from runner.runtimes.base import ModelFiles, Runtime
 from runner.store import CellResult, Placement, SweepPoint
 
 if TYPE_CHECKING:

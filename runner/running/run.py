@@ -18,22 +18,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.measuring import fingerprint
-
 from runner import prompts
 from runner.benchmarks import DEFAULT_EDITION, load_benchmark
 from runner.benchmarks.editions import edition_ref
-from runner.running.cell import judge_editions
 from runner.errors import UserError
-from runner.running.events import RunEvents
 from runner.matrix import Matrix, RunSettings
-from runner.measuring.noise import REPEAT_PHASES
-from runner.records import Cell, Task, utcnow
-from runner.runtimes import get_runtime
-from runner.running.score import EditionJudge
-from runner.planning.selection import cell_latency_tasks, cell_tasks, latency_subset, repeat_tasks, select_tasks, state_key
-from runner.store import LOCK_NAME, CellResult, Manifest, ModelRecord, RunLock, RunStore
+from runner.measuring import fingerprint
 from runner.measuring.activity import ActivityLog
+from runner.measuring.noise import REPEAT_PHASES
+from runner.planning.selection import cell_latency_tasks, cell_tasks, latency_subset, repeat_tasks, select_tasks, state_key
+from runner.records import Cell, Task, utcnow
+from runner.running.cell import judge_editions
+from runner.running.events import RunEvents
+from runner.running.score import EditionJudge
+from runner.runtimes import get_runtime
+from runner.store import LOCK_NAME, CellResult, Manifest, ModelRecord, RunLock, RunStore
 
 log = logging.getLogger(__name__)
 

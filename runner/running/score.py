@@ -20,9 +20,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from runner.measuring import stats
 from runner.benchmarks import Benchmark
 from runner.errors import UserError
+from runner.measuring import stats
 from runner.records import (Cascade, CascadeVerdict, EditionVerdict, ExpectedOutputs, Language, Mode, Outcome,
                             Stage, Task)
 

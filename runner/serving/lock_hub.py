@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from runner.errors import UserError
-from runner.serving.lock import (Lock, LockedFile, LockedSource, Problem, ProblemKind, hub_sources, load_lock,
-                         lock_path, matrix_problems, split_parts, wanted_files, where)
 from runner.matrix import Matrix, ModelSource
+from runner.serving.lock import (Lock, LockedFile, LockedSource, Problem, ProblemKind, hub_sources, load_lock,
+                                 lock_path, matrix_problems, split_parts, wanted_files, where)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 #: seconds per API call: a check of twenty sources stays within seconds even on a slow link

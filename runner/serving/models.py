@@ -28,16 +28,16 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from runner.prompts import chat_templates
 from runner.errors import UserError
 from runner.infra.lifetime import run_tied, tied
 from runner.matrix import Matrix, ModelSource
 from runner.paths import cache_dir
+from runner.prompts import chat_templates
 from runner.records import Cell
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles
 from runner.serving.model_files import (_digest, _read_json, _tree_files, check_free_space, models_dir, sha256_file,
-                                       sha256_tree)
+                                        sha256_tree)
 from runner.store import ModelRecord
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from pathlib import Path
 from runner.errors import UserError
 from runner.matrix import Matrix, ModelSource
 from runner.serving.model_files import (_DOWNLOADED_MARK, _read_json, check_free_space, forget_sha256, models_dir,
-                                       sha256_file)
+                                        sha256_file)
 
 log = logging.getLogger(__name__)
 

@@ -292,8 +292,8 @@ def test_a_technique_cell_that_repeats_the_baselines_answers_reuses_their_verdic
     first's, so their verdicts are reused; the summary and the report count them."""
     require(capabilities().complete, "a complete local sandbox")
     from runner.matrix import load_matrix
-    from runner.running.progress import summary_table
     from runner.report import render
+    from runner.running.progress import summary_table
     from runner.running.run import RunOptions, reproduce
     from runner.store import RunStore
 

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.measuring.activity import Activity, overlapping_timed, read_activity
 from runner.evaluation.verdicts import judging_counts
 from runner.matrix import load_matrix
+from runner.measuring.activity import Activity, overlapping_timed, read_activity
 from runner.paths import matrices_dir
 from runner.running.run import RunOptions, reproduce
 from runner.store import RunStore

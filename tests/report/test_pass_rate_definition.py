@@ -8,9 +8,9 @@ import json
 from collections import defaultdict
 
 from runner.measuring.passrate import pass_count
-from runner.running.progress import summary_table
 from runner.records import Outcome
 from runner.report import render
+from runner.running.progress import summary_table
 from runner.running.run import RunOutcome
 from runner.store import RunStore
 

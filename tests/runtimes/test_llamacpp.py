@@ -242,9 +242,9 @@ def test_slot_erase_is_routed_by_a_slot_save_path_that_exists():
 
 
 def test_real_server_cold_reuses_nothing_and_warm_reuses_the_shared_prefix(qwen, tmp_path):
-    from runner.measuring import client
     from runner import prompts
     from runner.benchmarks import load_benchmark
+    from runner.measuring import client
     from runner.planning.selection import predecessor
 
     pool = load_benchmark("starter").available()

@@ -15,8 +15,8 @@ from runner.backends import get_backend
 from runner.errors import UserError
 from runner.records import Cell
 from runner.runtimes import get_runtime
-from runner.runtimes.base import ModelFiles
 from runner.runtimes import vllm as vllm_module
+from runner.runtimes.base import ModelFiles
 from runner.runtimes.vllm import ensure_vllm, installed, summarize_metrics, venv_dir, vllm_python
 from tests.conftest import require
 
