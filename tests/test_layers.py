@@ -70,3 +70,27 @@ def test_a_module_outside_every_layer_is_refused(copy):
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"{PACKAGES} BROKEN" in done.stdout
     assert "runner.helpers" in done.stdout
+
+
+def test_the_wheel_ships_every_module_and_runs_as_python_m_runner(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(tmp_path), str(REPO)],
+                   check=True, capture_output=True, timeout=600)
+    (wheel,) = tmp_path.glob("runner-*.whl")
+    unpacked = tmp_path / "site"
+    shutil.unpack_archive(wheel, unpacked, format="zip")
+    tree = {p.relative_to(REPO).as_posix() for p in (REPO / "runner").rglob("*.py") if "__pycache__" not in p.parts}
+    shipped = {p.relative_to(unpacked).as_posix() for p in (unpacked / "runner").rglob("*.py")}
+    assert tree and tree == shipped
+    # the unpacked wheel first on the path, run from elsewhere: the commands come from the wheel's packages
+    env = {**os.environ, "PYTHONPATH": str(unpacked)}
+    where = subprocess.run([sys.executable, "-c", "import runner.cli, runner.matrix; print(runner.cli.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert where.stdout.strip() == str(unpacked / "runner" / "cli" / "__init__.py"), where.stderr
+    from runner.benchmarks import load_benchmark
+
+    tasks = len(load_benchmark("starter").tasks)
+    for module in ("runner", "runner.cli"):
+        done = subprocess.run([sys.executable, "-m", module, "tasks", "list", "--benchmark", "starter", "--json"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert len(done.stdout.splitlines()) == tasks  # the starter set's tasks, one JSON line each
