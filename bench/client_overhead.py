@@ -4,7 +4,7 @@ beside llama.cpp generating in-process (``llama-bench``).
 
     .venv/bin/python bench/client_overhead.py [--requests 8] [--threads 1] [--tokens 128] [--realtime]
 
-Each task's request is sent by both clients in turn (ours: ``runner.client.measure``, which reads
+Each task's request is sent by both clients in turn (ours: ``runner.measuring.client.measure``, which reads
 the response through an ``asyncio.Protocol`` of its own and parses it after the stream; minimal:
 ``http.client`` reading the event stream line by line, the JSON parsed per chunk), each opening its
 connection before its clock starts, with the prompt cache off, so that the pairs differ only in the
@@ -40,15 +40,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runner import client, prompts  # noqa: E402
+from runner import prompts  # noqa: E402
 from runner.backends.local import LocalBackend  # noqa: E402
 from runner.benchmarks import load_benchmark  # noqa: E402
 from runner.matrix import load_matrix  # noqa: E402
-from runner.models import prepare  # noqa: E402
+from runner.measuring import client  # noqa: E402
 from runner.paths import matrices_dir  # noqa: E402
 from runner.records import Cell  # noqa: E402
 from runner.runtimes import get_runtime  # noqa: E402
 from runner.runtimes.llamacpp import llama_server_path  # noqa: E402
+from runner.serving.models import prepare  # noqa: E402
 
 
 class Minimal:

@@ -1,4 +1,4 @@
-"""The measuring client at GPU speeds: ``runner.client.measure`` (the function the latency and sweep
+"""The measuring client at GPU speeds: ``runner.measuring.client.measure`` (the function the latency and sweep
 phases call, on an httpx client set up as the sweep sets it up) against ``bench/stream_source.py``,
 which sends a token every 1, 5 or 20 ms to 1, 16, 64 and 256 concurrent streams and records when
 it sent each chunk on the clock the client reads (``CLOCK_MONOTONIC``, same host).
@@ -46,7 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from runner import client  # noqa: E402
+from runner.measuring import client  # noqa: E402
 from runner.prompts import Prompt  # noqa: E402
 from runner.records import Cell  # noqa: E402
 from runner.runtimes import get_runtime  # noqa: E402
@@ -69,7 +69,7 @@ async def run_config(base_url: str, streams: int, gap_ms: float, tokens: int, ro
     cell = Cell(model="stream-source", runtime="vllm", quantization="none", label="client-speed")
     prompt = Prompt(style="bench", kind="completion", text="x", sha256="0" * 64)
     params = client.SamplingParams(max_tokens=tokens, ignore_eos=True)
-    # as the sweep phase sets its client up (runner.run): one pool with room for every stream
+    # as the sweep phase sets its client up (runner.running.run): one pool with room for every stream
     limits = httpx.Limits(max_connections=streams + 4)
     traces: list[tuple[int, client.StreamResult]] = []
     errors: list[str] = []

@@ -15,10 +15,10 @@ import httpx
 
 from runner.backends import get_backend
 from runner.matrix import load_matrix
-from runner.models import fetch_source
 from runner.records import Cell
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles
+from runner.serving.models import fetch_source
 
 MATRIX = """
 name = "bench"

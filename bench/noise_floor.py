@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from runner.events import RunEvents
 from runner.matrix import load_matrix
-from runner.noise import noise_floor
-from runner.run import RunOptions, reproduce
+from runner.measuring.noise import noise_floor
+from runner.running.events import RunEvents
+from runner.running.run import RunOptions, reproduce
 from runner.store import RunStore
 
 MATRIX = """

@@ -18,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from runner.activity import overlapping_timed, read_activity
 from runner.evaluation.verdicts import judging_counts
 from runner.matrix import load_matrix
+from runner.measuring.activity import overlapping_timed, read_activity
 from runner.paths import cache_dir, matrices_dir
-from runner.run import RunOptions, reproduce
+from runner.running.run import RunOptions, reproduce
 from runner.store import RunStore
 
 

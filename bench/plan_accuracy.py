@@ -28,7 +28,7 @@ from pathlib import Path
 
 from runner.matrix import load_matrix
 from runner.paths import matrices_dir
-from runner.plan import make_plan
+from runner.planning.plan import make_plan
 from runner.records import Outcome
 from runner.store import RunStore
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from runner.matrix import load_matrix
 from runner.paths import matrices_dir
-from runner.run import RunOptions, reproduce
+from runner.running.run import RunOptions, reproduce
 
 CELLS = [("one-a", 1, 'parallel = "1"'), ("two-a", 2, 'parallel = "1", kv_cache = "q8_0"'),
          ("one-b", 1, 'parallel = "1", spec = "ngram"'), ("two-b", 2, 'parallel = "1"')]
@@ -68,7 +68,7 @@ def main() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from runner.models import prepare
+    from runner.serving.models import prepare
 
     demo = load_matrix(matrices_dir() / "demo.toml")
     gguf = prepare(demo, next(c for c in demo.cells if c.runtime == "llamacpp")).files.path

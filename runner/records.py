@@ -141,17 +141,9 @@ class EditionRef(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    name: str  # "2024" | "2025" (runner.benchmarks.editions)
+    name: str  # "2024" | "2025" (runner.benchmarks.editions, whose ``edition_ref`` makes this record)
     repository: str  # GitHub owner/name, e.g. "mj33rice/Sim-CoPilot"
     commit: str  # the full pinned sha
-
-    @classmethod
-    def of(cls, name: str | None) -> "EditionRef":
-        """The record of edition ``name`` (the default edition for ``None``); a ``UserError`` if unknown."""
-        from runner.benchmarks.editions import get_edition
-
-        edition = get_edition(name)
-        return cls(name=edition.name, repository=edition.repository, commit=edition.commit)
 
     @property
     def label(self) -> str:
@@ -247,7 +239,7 @@ class Sample(BaseModel):
 
     task_id: str
     cell_id: str
-    #: "accuracy" | "repeat" | "repeat-serial" (the noise floor: runner.noise) | "latency" | "replay" | "sweep"
+    #: "accuracy" | "repeat" | "repeat-serial" (the noise floor: runner.measuring.noise) | "latency" | "replay" | "sweep"
     phase: str = "accuracy"
     #: the server's cache when the request was sent (latency phases): ``cold`` (no reusable prefix:
     #: reset by the runtime's own means), ``warm`` (the previous task of the same program was just

@@ -62,7 +62,7 @@ class ModelRecord(BaseModel):
     revision: str | None = None
     sha256: str | None = None
     command: str | None = None  # the command that derived this file from another (llama-quantize ...)
-    #: the commit the matrix's lock pinned (runner.lock); None: not locked, or not from the Hub
+    #: the commit the matrix's lock pinned (runner.serving.lock); None: not locked, or not from the Hub
     locked_commit: str | None = None
 
 
@@ -145,7 +145,7 @@ class CellResult(BaseModel):
     evaluated_at: datetime | None = None  # when the cell's last verdict came
     peak_gpu_memory_mib: float | None = None
     energy_joules: float | None = None
-    energy_source: str | None = None  # "nvml" or "rapl:<domains>" (runner.resources)
+    energy_source: str | None = None  # "nvml" or "rapl:<domains>" (runner.measuring.resources)
     peak_rss_mib: float | None = None  # the local server's process tree, peak resident memory
     #: a measurement this host could not make -> why (the report says it instead of an empty column)
     resources_absent: dict[str, str] = Field(default_factory=dict)

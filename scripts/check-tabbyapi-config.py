@@ -6,7 +6,7 @@ Usage: scripts/check-tabbyapi-config.py TABBYAPI_DIR [--matrix matrices/paper.to
 
 TABBYAPI_DIR is a checkout of theroyallab/tabbyAPI at ``TABBYAPI_COMMIT`` of Dockerfile.exllama
 (a git checkout, or an unpacked archive with ``--commit``); its code is only read, never copied.
-Run it with the runner's Python (it builds each launch as ``runner.runtimes.launch_check`` does).
+Run it with the runner's Python (it builds each launch as ``runner.serving.launch_check`` does).
 Per cell, TabbyAPI's startup path up to loading the model runs in a throwaway venv holding the
 packages TabbyAPI's config code imports (scripts/tabbyapi-config-check.requirements.txt, pydantic
 at TabbyAPI's pin): ``common.args.init_argparser`` parses the launch's arguments (``--config
@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from runner.matrix import load_matrix  # noqa: E402
 from runner.paths import cache_dir  # noqa: E402
-from runner.runtimes.launch_check import (  # noqa: E402
-    TABBYAPI_CHECK, planned_launches, sha256_text, tabbyapi_config_text,
-)
+from runner.serving.launch_check import (  # noqa: E402
+                                         TABBYAPI_CHECK, planned_launches, sha256_text, tabbyapi_config_text,
+                                         )
 
 REQUIREMENTS = ROOT / "scripts" / "tabbyapi-config-check.requirements.txt"
 

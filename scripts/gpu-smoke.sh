@@ -41,7 +41,7 @@ echo "build_s $(( $(date +%s) - started ))"
 # 2. the model and a small matrix: four starter tasks, every layer on the GPU
 gguf="${GGUF:-$("$python" -c '
 from runner.matrix import load_matrix
-from runner.models import prepare
+from runner.serving.models import prepare
 from runner.paths import matrices_dir
 m = load_matrix(matrices_dir() / "gemma-smoke.toml")
 cell = next(c for c in m.cells if c.runtime == "llamacpp")

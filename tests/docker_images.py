@@ -10,8 +10,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from runner.compose import load_compose
 from runner.errors import UserError
+from runner.infra.compose import load_compose
 from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parent.parent

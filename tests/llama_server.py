@@ -14,9 +14,9 @@ from tests.conftest import require
 
 def _prepared(matrix_name: str, quantization: str) -> Path:
     from runner.matrix import load_matrix
-    from runner.models import prepare
     from runner.records import Cell
     from runner.runtimes.llamacpp import llama_server_path
+    from runner.serving.models import prepare
 
     binary = llama_server_path()
     require(binary.is_file() and os.access(binary, os.X_OK), f"llama-server at {binary}")

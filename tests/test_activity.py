@@ -9,7 +9,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from runner.activity import Activity, ActivityLog, TimingLock, overlapping_timed, read_activity
+from runner.measuring.activity import Activity, ActivityLog, TimingLock, overlapping_timed, read_activity
 from runner.records import Sample, utcnow
 
 
@@ -78,7 +78,7 @@ def test_other_nodes_do_not_wait(tmp_path):
 
 def test_the_lock_holds_across_processes(tmp_path):
     """A Ray worker on the same node is another process: it must wait too."""
-    script = (f"import asyncio, time\nfrom pathlib import Path\nfrom runner.activity import TimingLock\n"
+    script = (f"import asyncio, time\nfrom pathlib import Path\nfrom runner.measuring.activity import TimingLock\n"
               f"async def main():\n    async with TimingLock('node-1', folder=Path({str(tmp_path)!r})).shared():\n"
               f"        print('held', flush=True)\n        time.sleep(1.0)\nasyncio.run(main())\n")
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

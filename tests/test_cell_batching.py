@@ -14,8 +14,8 @@ import pytest
 
 from runner.backends import get_backend
 from runner.backends.base import RunningServer
-from runner.cell import CellContext, CellRun
 from runner.matrix import load_matrix
+from runner.running.cell import CellContext, CellRun
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles
 from runner.store import CellResult, RunStore

@@ -7,8 +7,9 @@ import asyncio
 import httpx
 import pytest
 
-from runner import client, prompts
+from runner import prompts
 from runner.benchmarks import load_benchmark
+from runner.measuring import client
 from runner.records import Mode, Outcome
 from tests.llama_server import running_llama
 

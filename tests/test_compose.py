@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from runner.backends.docker import DockerBackend, container_paths
-from runner.compose import interpolate, load_compose, parse_duration
 from runner.errors import UserError
+from runner.infra.compose import interpolate, load_compose, parse_duration
 from runner.records import Cell
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles, ServerSpec

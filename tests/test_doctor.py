@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from runner.doctor import GpuInfo, Host, plan_cells, probe_host
 from runner.matrix import load_matrix
+from runner.planning.doctor import GpuInfo, Host, plan_cells, probe_host
 from runner.runtimes.llamacpp import llama_server_path
 from tests.conftest import require
 

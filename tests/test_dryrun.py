@@ -54,7 +54,7 @@ def test_dry_run_argv_is_what_the_runtime_builds_for_the_planned_files(tmp_path,
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["reproduce", str(SMOKE), "--dry-run", "--json", "--backend", "local"])
     matrix = load_matrix(SMOKE)
-    from runner.dryrun import planned_files
+    from runner.planning.dryrun import planned_files
 
     for line in _lines(result.stdout):
         cell = next(c for c in matrix.cells if c.id == line["cell"])
@@ -67,7 +67,7 @@ def test_dry_run_on_docker_shows_the_image_the_mounts_and_the_container_command(
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["reproduce", str(SMOKE), "--dry-run", "--json", "--backend", "docker"])
     assert result.exit_code in (0, 1), result.output
-    from runner.compose import load_compose
+    from runner.infra.compose import load_compose
 
     compose = load_compose()
     for line in _lines(result.stdout):

@@ -158,7 +158,7 @@ def test_a_matrix_names_its_edition_and_the_editions_it_compares_with(tmp_path):
 
 
 def test_a_run_records_its_edition_and_refuses_to_resume_under_another(simcopilot, simcopilot_2025, tmp_path):
-    from runner.run import Reproduction, RunOptions
+    from runner.running.run import Reproduction, RunOptions
     from runner.store import RunStore
 
     matrix = load_matrix(write_matrix(tmp_path, ""))
@@ -188,13 +188,13 @@ def test_a_run_records_its_edition_and_refuses_to_resume_under_another(simcopilo
 
 # -- the report header ---------------------------------------------------------------------------
 def test_every_report_header_names_the_runs_edition(tmp_path):
-    from runner.records import EditionRef
+    from runner.benchmarks.editions import edition_ref
     from runner.report import render
     from runner.report.data import load_run
     from tests.report.conftest import A100, BASELINE, H100, write_run
 
     new = write_run(tmp_path / "runs", "new", H100, [BASELINE], speed=1.0, seed=1, benchmark="simcopilot")
-    new.write_manifest(new.read_manifest().model_copy(update={"edition": EditionRef.of("2025")}))
+    new.write_manifest(new.read_manifest().model_copy(update={"edition": edition_ref("2025")}))
     old = write_run(tmp_path / "runs", "old", A100, [BASELINE], speed=1.0, seed=2, benchmark="simcopilot")
     starter = write_run(tmp_path / "runs", "starter", A100, [BASELINE], speed=1.0, seed=3)
 
@@ -253,7 +253,7 @@ def test_score_judges_the_same_answers_under_each_edition_and_both(simcopilot, s
 
 
 def test_a_task_another_edition_lacks_is_unscoreable_there_with_why(simcopilot, simcopilot_2025):
-    from runner import score as scoring
+    from runner.running import score as scoring
 
     class Nothing:  # no task is judged: the only answer's task is unavailable in 2024
         def evaluate_many(self, items, workers=None):

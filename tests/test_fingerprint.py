@@ -8,7 +8,7 @@ import subprocess
 from importlib.metadata import version
 from pathlib import Path
 
-from runner import fingerprint
+from runner.measuring import fingerprint
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from runner import gpu_memory
 from runner.cli import main
-from runner.doctor import GpuInfo, Host, plan_cells
 from runner.errors import UserError
-from runner.estimates import UNKNOWN_GPU_GBPS, gpu_bandwidth
 from runner.matrix import load_matrix
 from runner.paths import matrices_dir
+from runner.planning import gpu_memory
+from runner.planning.doctor import GpuInfo, Host, assumed_host, plan_cells
+from runner.planning.estimates import UNKNOWN_GPU_GBPS, gpu_bandwidth
 from runner.records import Cell
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles
@@ -26,7 +26,7 @@ DOCKER_HOST = Host(gpu_note="no NVIDIA driver or GPU", ram_gib=24, free_disk_gib
 
 
 def h100s(count: int) -> Host:
-    return gpu_memory.assumed_host(f"{count}xh100-80gb", DOCKER_HOST)
+    return assumed_host(f"{count}xh100-80gb", DOCKER_HOST)
 
 
 def reasons(matrix, host: Host) -> dict[str, str | None]:
@@ -143,12 +143,12 @@ def test_a_cell_that_does_not_fit_is_refused_in_one_line_naming_the_key_to_chang
     assert "here offers 79.6 GiB;" in q8 and q8.endswith("set models.llama3-70b.quantizations.q8_0.gpus = 2 "
                                                            "(then 41.9 GiB on each)")
     # on H200s the same matrix fits as written
-    assert not any(reasons(matrix, gpu_memory.assumed_host("8xh200-141gb", DOCKER_HOST)).values())
+    assert not any(reasons(matrix, assumed_host("8xh200-141gb", DOCKER_HOST)).values())
 
 
 def test_a_cell_no_count_of_these_gpus_holds_says_so():
     matrix = load_matrix(PAPER)
-    found = reasons(matrix, gpu_memory.assumed_host("2xrtx4090-24gb", DOCKER_HOST))
+    found = reasons(matrix, assumed_host("2xrtx4090-24gb", DOCKER_HOST))
     assert found["llama3-70b/exllama/exl2-8.0/baseline"].endswith(
         'no models.llama3-70b.quantizations."exl2-8.0".gpus up to the 2 GPUs here holds it: use larger GPUs '
         "(--assume-gpus to plan for them), a smaller quantization, fewer sequences (techniques.parallel) or a "

@@ -94,7 +94,7 @@ def test_the_model_is_small_and_shaped_for_exl2():
     assert make_model.parameters() * 2 < make_model.MAX_MB * 1e6 / 4  # float16, far under the bound
     assert all(dims[k] % 128 == 0 for k in ("vocab_size", "hidden_size", "intermediate_size"))
     assert dims["hidden_size"] // dims["num_attention_heads"] == 64
-    from runner.convert import CHATML_TEMPLATE
+    from runner.serving.convert import CHATML_TEMPLATE
 
     assert make_model.chat_template() == CHATML_TEMPLATE
 

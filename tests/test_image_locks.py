@@ -187,7 +187,7 @@ def test_the_vllm_cpu_venv_installs_its_lock_and_nothing_else():
 
 
 def test_the_llama_cpp_sdist_is_checked_by_sha256():
-    from runner.compose import load_compose
+    from runner.infra.compose import load_compose
     from runner.runtimes.llamacpp import LLAMA_CPP_PYTHON_VERSION
 
     script = (ROOT / "scripts" / "build-llama-server.sh").read_text()
@@ -201,7 +201,7 @@ def test_the_llama_cpp_sdist_is_checked_by_sha256():
 
 @pytest.mark.parametrize("path", sorted(ROOT.glob("Dockerfile.*")), ids=lambda p: p.name)
 def test_every_base_image_is_pinned_by_digest_or_listed_with_its_reason(path):
-    from runner.compose import load_compose
+    from runner.infra.compose import load_compose
     from tests.test_dockerfiles import SERVICES
 
     defaults = arg_defaults(instructions(path))

@@ -95,7 +95,7 @@ def test_a_helper_with_children_dies_whole_with_its_sigkilled_runner():
     marker = f"runner-tether-{uuid.uuid4().hex}"
     # a background child, a daemonised one (reparented at once: found by its name) and one in front
     helper = f"sleep 300 & (exec -a {marker}-daemon sleep 301 &); exec -a {marker}-front sleep 302"
-    script = f"from runner.lifetime import run_tied\nrun_tied(['bash', '-c', {helper!r}])\n"
+    script = f"from runner.infra.lifetime import run_tied\nrun_tied(['bash', '-c', {helper!r}])\n"
     runner = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
 
     def named() -> list[int]:
@@ -111,7 +111,7 @@ def test_a_helper_with_children_dies_whole_with_its_sigkilled_runner():
 
 
 def test_a_helper_that_ends_takes_what_it_left_running():
-    from runner.lifetime import run_tied
+    from runner.infra.lifetime import run_tied
 
     marker = f"runner-leftover-{uuid.uuid4().hex}"
     done = run_tied(["bash", "-c", f"(sleep 300 {marker} &); exit 3"], capture_output=True)

@@ -21,9 +21,9 @@ from click.testing import CliRunner
 
 from runner.cli import main
 from runner.errors import UserError
-from runner.lock import load_lock, lock_path, split_parts
 from runner.matrix import load_matrix
-from runner.models import fetch_source, prepare
+from runner.serving.lock import load_lock, lock_path, split_parts
+from runner.serving.models import fetch_source, prepare
 from tests.hub_standin import Hub, git_blob_id
 from tests.test_plan import cpu_host  # noqa: F401 - the plan sees a CPU host
 
@@ -347,7 +347,7 @@ def test_a_download_whose_sha256_differs_from_the_lock_is_refused_and_deleted_hu
 
 def test_a_lock_that_no_longer_matches_its_matrix_is_said_by_check_plan_and_prepare_hub_standin(
         tmp_path, hub, cpu_host):
-    from runner.plan import make_plan
+    from runner.planning.plan import make_plan
 
     path = write(tmp_path)
     assert lock(path).exit_code == 0
@@ -411,7 +411,7 @@ def test_a_malformed_lock_names_its_file_and_field(tmp_path, hub):
 
 
 def test_the_plan_says_not_locked_where_a_matrix_has_no_lock(tmp_path, cpu_host):
-    from runner.plan import make_plan
+    from runner.planning.plan import make_plan
 
     plan = make_plan(load_matrix(write(tmp_path)), host=cpu_host)
     assert {c.lock for c in plan.cells} == {"not locked"}

@@ -306,7 +306,7 @@ def test_unknown_prompt_styles_are_named(tmp_path):
 
 def test_cpu_study_is_the_demo_on_every_starter_task_plus_the_1_5b_model():
     from runner.benchmarks import load_benchmark
-    from runner.selection import select_tasks
+    from runner.planning.selection import select_tasks
 
     require("vllm" in runtime_names(), "runner.runtimes.vllm (the vLLM runtime)")
     demo, study = (load_matrix(matrices_dir() / f"{n}.toml") for n in ("demo", "cpu-study"))
@@ -323,7 +323,7 @@ def test_cpu_study_is_the_demo_on_every_starter_task_plus_the_1_5b_model():
 def test_a_groups_limit_gives_its_cells_the_first_of_the_runs_round_robin_pick(tmp_path):
     from runner.benchmarks import load_benchmark
     from runner.matrix import TaskFilter
-    from runner.selection import cell_latency_tasks, cell_tasks, latency_subset, select_tasks
+    from runner.planning.selection import cell_latency_tasks, cell_tasks, latency_subset, select_tasks
 
     path = write(tmp_path, """
         [tasks]

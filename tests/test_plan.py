@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from runner.cli import main
-from runner.doctor import GpuInfo, Host
 from runner.errors import UserError
 from runner.matrix import load_matrix
-from runner.estimates import ORACLE_TIMINGS
-from runner.plan import make_plan
-from runner.run import RunOptions, reproduce
+from runner.planning.doctor import GpuInfo, Host
+from runner.planning.estimates import ORACLE_TIMINGS
+from runner.planning.plan import make_plan
+from runner.running.run import RunOptions, reproduce
 
 #: one cell a CPU host runs (a local GGUF), one it cannot (ExLlamaV2 is CUDA only), sharing nothing
 MATRIX = """
@@ -57,7 +57,7 @@ def cpu_host(monkeypatch, tmp_path):
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
     monkeypatch.setenv("RUNNER_LLAMA_SERVER", str(binary))
-    monkeypatch.setattr("runner.doctor.probe_host", lambda max_age_s=30.0: CPU_HOST.model_copy(deep=True))
+    monkeypatch.setattr("runner.planning.doctor.probe_host", lambda max_age_s=30.0: CPU_HOST.model_copy(deep=True))
     return CPU_HOST
 
 
@@ -152,7 +152,7 @@ def test_all_plan_lists_every_paper_cell_uncut_with_needs_hours_and_the_fix_line
     assert "runner data fetch simcopilot" in out  # the data is missing in a fresh runner home
     assert "cannot start: SimCoPilot is not in" in out
     hours = {line.split(":")[0]: line for line in out.splitlines() if line.startswith(("generation:", "evaluation:"))}
-    assert "runner/estimates.py's table per runtime and GPU class" in hours["generation"]
+    assert "runner/planning/estimates.py's table per runtime and GPU class" in hours["generation"]
     if ORACLE_TIMINGS.is_file():
         assert "the reference oracle's 1,072 per-task timings" in hours["evaluation"]
     last = out.rstrip("\n").splitlines()[-1]
@@ -168,7 +168,7 @@ def test_all_plan_lists_every_paper_cell_uncut_with_needs_hours_and_the_fix_line
 
 def test_all_plan_on_eight_h100s_exits_0_with_every_cell_runnable(simcopilot, tmp_path):
     """The paper's 54 cells on the node a reviewer rents, planned from here: each fits the memory an
-    H100 80GB reports (79.6 GiB; runner.gpu_memory), on as many GPUs as the matrix gives it."""
+    H100 80GB reports (79.6 GiB; runner.planning.gpu_memory), on as many GPUs as the matrix gives it."""
     runs = tmp_path / "runs"
     result = invoke("reproduce", "--all", "--plan", "--assume-gpus", "8xh100-80gb", "--runs-dir", str(runs))
     assert result.exit_code == 0, result.output
@@ -313,7 +313,7 @@ def test_doctor_runs_the_sandboxs_self_check_and_says_when_it_fails(tmp_path, cp
 
 def test_doctor_names_the_programs_whose_tasks_are_unavailable(monkeypatch):
     from runner import benchmarks
-    from runner.plan import data_check
+    from runner.planning.checks import data_check
 
     class Task:
         def __init__(self, program, reason=None):
@@ -361,8 +361,8 @@ def _record_run(runs, name: str, matrix, cell_id: str, *, cpu: str, cores: int, 
     from datetime import datetime, timedelta, timezone
 
     from runner.benchmarks import load_benchmark
+    from runner.planning.selection import cell_latency_tasks, cell_tasks, latency_subset, select_tasks
     from runner.records import Outcome, Sample
-    from runner.selection import cell_latency_tasks, cell_tasks, latency_subset, select_tasks
     from runner.store import CellResult, Fingerprint, Manifest, Placement, RunStore
 
     bench = load_benchmark(matrix.benchmark)
@@ -396,7 +396,7 @@ def _record_run(runs, name: str, matrix, cell_id: str, *, cpu: str, cores: int, 
 def test_an_earlier_run_on_this_hardware_gives_the_estimate_and_another_fingerprint_is_ignored(tmp_path, cpu_host):
     from datetime import datetime, timezone
 
-    from runner.estimates import CELL_OVERHEAD_S
+    from runner.planning.estimates import CELL_OVERHEAD_S
 
     matrix, runs = load_matrix(write(tmp_path)), tmp_path / "runs"
     tiny = "tiny/llamacpp/q8_0/baseline"
@@ -429,7 +429,7 @@ def test_an_earlier_run_on_this_hardware_gives_the_estimate_and_another_fingerpr
     assert cell.evaluation_hours * 3600 == pytest.approx(answers * 2.0 / 2)  # two workers
     assert (f"measured in run here on CPU {host.cpu} (2 cores): 1 cells, {answers + 2 * timed} samples"
             in plan.generation.basis)
-    assert "runner/estimates.py's table per runtime and GPU class: 1 cells as on" in plan.generation.basis  # the GPU cell
+    assert "runner/planning/estimates.py's table per runtime and GPU class: 1 cells as on" in plan.generation.basis  # the GPU cell
     assert plan.evaluation.basis.startswith(f"4 of 8 answers at the judging time measured on CPU {host.cpu} (2 cores)")
     big = next(c for c in plan.cells if c.id != tiny)  # estimated on an assumed GPU: nothing measured here applies
     assert (big.generation_basis, big.evaluation_measured) == ("table", 0)
@@ -444,7 +444,7 @@ def test_an_earlier_run_on_this_hardware_gives_the_estimate_and_another_fingerpr
     # reproduce --plan and doctor read the runs folder they are given, on this very host
     import os
 
-    from runner.fingerprint import cpu_model
+    from runner.measuring.fingerprint import cpu_model
 
     cli_runs = tmp_path / "cli-runs"
     _record_run(cli_runs, "cli", matrix, tiny, cpu=cpu_model(), cores=os.cpu_count(), accuracy_s=3.0, latency_s=5.0,
@@ -456,7 +456,7 @@ def test_an_earlier_run_on_this_hardware_gives_the_estimate_and_another_fingerpr
 
 
 def test_the_hardware_class_is_the_gpus_names_else_the_cpus_model_and_cores():
-    from runner.estimates import hardware_class, host_hardware
+    from runner.planning.estimates import hardware_class, host_hardware
 
     h200 = [GpuInfo(index=i, name="NVIDIA H200", memory_gib=140, free_gib=140) for i in range(2)]
     assert host_hardware(Host(gpus=h200, cpu="Xeon", cpu_count=64)) == "2 x NVIDIA H200"
@@ -631,7 +631,7 @@ def test_a_host_without_gpus_runs_one_cell_at_a_time_unless_told_and_the_judging
     assert three.schedule.at_once == 3 and three.run.hours < plan.run.hours
     assert three.run.basis.startswith("3 cells at once on this host's CPU")
     # judging slower than generating: the shared evaluation pool, not the cells' schedule, ends the run
-    from runner.schedule import ScheduleItem, ScheduleNode, simulate
+    from runner.planning.schedule import ScheduleItem, ScheduleNode, simulate
 
     items = [ScheduleItem(id=str(i), gpus=0, load_h=0.1, untimed_h=0.5, timed_h=0.2, eval_h=2.0) for i in range(3)]
     schedule = simulate(items, [ScheduleNode(name="this host", gpus=0, cells_at_once=3)])
@@ -648,7 +648,7 @@ class _Cluster:
         self._nodes = nodes
 
     def plan(self, matrix, backend):
-        from runner.doctor import CellPlan
+        from runner.planning.doctor import CellPlan
 
         return [CellPlan(cell=c, runnable=True, device="gpu") for c in matrix.cells]
 
@@ -668,7 +668,7 @@ def test_on_a_cluster_cells_spread_over_its_nodes_each_node_timing_one_cell_at_a
     assert {c.node for c in schedule.cells} == {"10.0.0.1", "10.0.0.2"}
     _check_schedule(plan, matrix, 4)
     # each node has its own timing lock: two nodes time their cells at the same moment
-    from runner.schedule import ScheduleItem, ScheduleNode, simulate
+    from runner.planning.schedule import ScheduleItem, ScheduleNode, simulate
 
     items = [ScheduleItem(id=str(i), gpus=4, load_h=0.1, untimed_h=0.5, timed_h=0.2, eval_h=0.0) for i in range(2)]
     apart = simulate(items, [ScheduleNode(name=n.host, gpus=4) for n in nodes])
@@ -683,7 +683,7 @@ def test_on_a_cluster_cells_spread_over_its_nodes_each_node_timing_one_cell_at_a
 
 
 def test_technique_cells_judge_only_what_their_baseline_did_not_answer_alike(tmp_path, cpu_host):
-    from runner.estimates import TECHNIQUE_REUSE
+    from runner.planning.estimates import TECHNIQUE_REUSE
 
     matrix = eight(tmp_path)
     plan = make_plan(matrix, host=EIGHT_H100)
@@ -700,7 +700,7 @@ def test_technique_cells_judge_only_what_their_baseline_did_not_answer_alike(tmp
     assert by["small/llamacpp/q4_k_m/baseline"].evaluation_hours == pytest.approx(base.evaluation_hours)
     assert plan.evaluation.hours == pytest.approx(sum(c.evaluation_hours for c in plan.cells))
     assert ("reuse: 60% of the 5 technique cells' answers take their baseline's verdict (assumed: "
-            "runner/estimates.py TECHNIQUE_REUSE; no earlier run here measured it)") in plan.evaluation.basis
+            "runner/planning/estimates.py TECHNIQUE_REUSE; no earlier run here measured it)") in plan.evaluation.basis
     saved = sum(c.evaluation_reused_hours for c in plan.cells)
     assert saved > 0 and f"{saved:.2f} h less" in plan.evaluation.basis
 

@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from runner.progress import RichEvents
 from runner.records import Cell, Outcome, Sample
+from runner.running.progress import RichEvents
 from runner.store import CellResult
 
 CELL = Cell(model="m", runtime="llamacpp", quantization="q4_k_m")
@@ -25,7 +25,7 @@ def test_a_300_kb_reason_or_request_error_is_capped_on_the_terminal():
 
 
 def test_off_a_terminal_progress_is_a_log_line_with_the_eta_every_n_items_and_at_the_end():
-    from runner.progress import CountProgress
+    from runner.running.progress import CountProgress
 
     lines, now = [], [100.0]
     with CountProgress("scored", 60, lines.append, every=25, seconds=1000, console=Console(file=io.StringIO()),
@@ -39,7 +39,7 @@ def test_off_a_terminal_progress_is_a_log_line_with_the_eta_every_n_items_and_at
 
 
 def test_a_slow_item_still_gets_a_line_after_the_interval():
-    from runner.progress import CountProgress
+    from runner.running.progress import CountProgress
 
     lines, now = [], [0.0]
     with CountProgress("checked", 1163, lines.append, console=Console(file=io.StringIO()),

@@ -13,10 +13,11 @@ import pytest
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from runner import chat_templates, prompts
+from runner import prompts
 from runner.errors import UserError
 from runner.matrix import load_matrix
 from runner.paths import matrices_dir
+from runner.prompts import chat_templates
 from runner.records import Cell
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles
@@ -145,7 +146,7 @@ def test_a_model_names_a_shipped_chat_template(tmp_path):
 
 
 def test_a_prepared_model_carries_its_template_to_the_runtime(tmp_path):
-    from runner.models import prepare
+    from runner.serving.models import prepare
 
     (tmp_path / "codestral.gguf").write_bytes(b"GGUF")
     path = tmp_path / "m.toml"

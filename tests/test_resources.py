@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import fingerprint
-from runner.resources import ResourceMeter, rapl_domains, rapl_joules, tree_rss_bytes
+from runner.measuring import fingerprint
+from runner.measuring.resources import ResourceMeter, rapl_domains, rapl_joules, tree_rss_bytes
 
 from tests.conftest import require
 

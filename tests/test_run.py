@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from runner.matrix import load_matrix
+from runner.planning.selection import select_tasks
 from runner.records import Outcome
-from runner.events import RunEvents
-from runner.run import RunOptions, reproduce
-from runner.selection import select_tasks
+from runner.running.events import RunEvents
+from runner.running.run import RunOptions, reproduce
 from runner.store import RunStore
 from tests.llama_server import gemma_gguf
 
@@ -87,7 +87,7 @@ def test_a_run_writes_every_sample_once_with_its_outcome_and_resumes_to_nothing(
     # which takes first gaps, they come from the rest of the filter; their prompts are the style's
     from runner import prompts
     from runner.benchmarks import load_benchmark
-    from runner.selection import predecessor
+    from runner.planning.selection import predecessor
 
     pool = load_benchmark("starter").available()
     by_id = {t.id: t for t in pool}
@@ -296,7 +296,7 @@ def test_fresh_refuses_to_delete_a_folder_that_is_not_a_run(tmp_path):
 
 def test_a_run_made_with_other_settings_is_not_silently_mixed(tmp_path):
     from runner.errors import UserError
-    from runner.run import Reproduction
+    from runner.running.run import Reproduction
 
     matrix = load_matrix(write_matrix(tmp_path, limit=1))
     Reproduction(matrix, RunOptions(runs_dir=tmp_path / "runs"))._open_store()
@@ -306,7 +306,7 @@ def test_a_run_made_with_other_settings_is_not_silently_mixed(tmp_path):
 
 
 def test_metrics_delta_subtracts_counters_and_keeps_gauges():
-    from runner.cell import metrics_delta
+    from runner.running.cell import metrics_delta
     from runner.runtimes.base import parse_prometheus
 
     before = parse_prometheus("# TYPE a_total counter\na_total 5\n# TYPE g gauge\ng 3\n"
@@ -321,7 +321,7 @@ def test_a_model_file_with_bit_rot_under_its_old_mtime_fails_its_cell_and_its_ol
     import hashlib
     import shutil
 
-    from runner.models import sha256_file
+    from runner.serving.model_files import sha256_file
     from tests.test_models import rot_keeping_mtime
 
     model = tmp_path / "gemma.gguf"
@@ -342,9 +342,9 @@ def test_a_model_file_with_bit_rot_under_its_old_mtime_fails_its_cell_and_its_ol
 
 def test_a_cell_asks_its_repeated_tasks_again_at_both_concurrencies_once(tmp_path):
     from runner.benchmarks import load_benchmark
-    from runner.noise import REPEAT, REPEAT_SERIAL, noise_floor
-    from runner.passrate import pass_count
-    from runner.selection import repeat_tasks
+    from runner.measuring.noise import REPEAT, REPEAT_SERIAL, noise_floor
+    from runner.measuring.passrate import pass_count
+    from runner.planning.selection import repeat_tasks
 
     text = write_matrix(tmp_path, limit=4, sweep="[]").read_text()
     text = text.replace("latency_tasks = 2", "latency_tasks = 0\nrepeat_tasks = 3\nrepeat_cells = \"all\"")
@@ -385,7 +385,7 @@ def test_a_run_made_before_a_setting_existed_resumes_when_it_is_at_its_default(t
     import json
 
     from runner.errors import UserError
-    from runner.run import Reproduction
+    from runner.running.run import Reproduction
 
     matrix = load_matrix(write_matrix(tmp_path, limit=1))
     Reproduction(matrix, RunOptions(runs_dir=tmp_path / "runs"))._open_store()

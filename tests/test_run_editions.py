@@ -15,16 +15,17 @@ import pytest
 from click.testing import CliRunner
 
 from runner.benchmarks import load_benchmark
+from runner.benchmarks.editions import edition_ref
 from runner.cli import main
 from runner.evaluation.environment import prepared_evaluator
 from runner.evaluation.sandbox import capabilities
 from runner.matrix import load_matrix
-from runner.records import Cell, EditionRef, Outcome, Sample
+from runner.records import Cell, Outcome, Sample
 from runner.report import render
-from runner.events import RunEvents
-from runner.run import RunOptions, reproduce
-from runner.cell import judge_sample
-from runner.score import EditionJudge
+from runner.running.cell import judge_sample
+from runner.running.events import RunEvents
+from runner.running.run import RunOptions, reproduce
+from runner.running.score import EditionJudge
 from runner.store import CellResult, Manifest, RunStore
 from tests.conftest import require
 from tests.llama_server import gemma_gguf
@@ -102,7 +103,7 @@ def test_a_run_with_compare_editions_judges_every_answer_under_both_and_catches_
                        options, Events())
     assert skipped == [result.cell.id]  # nothing asked of a model again
     manifest = store.read_manifest()
-    assert manifest.edition.name == "2025" and manifest.compare_editions == [EditionRef.of("2024")]
+    assert manifest.edition.name == "2025" and manifest.compare_editions == [edition_ref("2024")]
     assert set(manifest.compare_environments) == {"2024"}
     assert manifest.compare_environments["2024"].by_program()["simplex_method"].scoreable
     judged = [s for s in store.latest_samples(result.cell) if s.phase == "accuracy"]
@@ -142,7 +143,7 @@ def test_the_report_lists_each_flipped_verdict_with_both_editions_rates(simcopil
     cell = Cell(model="m", runtime="llamacpp", quantization="q4_k_m")
     store = RunStore(tmp_path / "runs" / "two")
     store.write_manifest(Manifest(name="two", matrix={"benchmark": "simcopilot", "edition": "2025"}, cells=[cell],
-                                  edition=EditionRef.of("2025"), compare_editions=[EditionRef.of("2024")]))
+                                  edition=edition_ref("2025"), compare_editions=[edition_ref("2024")]))
     for task in tasks:
         sample = Sample(task_id=task.id, cell_id=cell.id, prompt_style="simcopilot", prompt_sha256="0" * 64,
                         raw_text=marked(task))

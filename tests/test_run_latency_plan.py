@@ -1,10 +1,10 @@
-"""Which prompts the latency phase serves around each timed one (runner.run), on the starter tasks."""
+"""Which prompts the latency phase serves around each timed one (runner.running.run), on the starter tasks."""
 
 from __future__ import annotations
 
 from runner.benchmarks import load_benchmark
 from runner.matrix import RunSettings
-from runner.selection import latency_subset, predecessor, warmup_tasks
+from runner.planning.selection import latency_subset, predecessor, warmup_tasks
 
 POOL = load_benchmark("starter").available()
 
@@ -24,7 +24,7 @@ def test_the_warm_primer_is_the_previous_gap_of_the_same_program_and_mode():
 
 def test_a_small_limit_still_times_tasks_that_have_a_warm_state():
     from runner.matrix import TaskFilter
-    from runner.selection import select_tasks
+    from runner.planning.selection import select_tasks
 
     bench = load_benchmark("starter")
     firsts = select_tasks(bench, TaskFilter(limit=12))  # round robin: each program's first gaps

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from runner import stats
+from runner.measuring import stats
 
 
 def test_percentile_interpolates_linearly_and_ignores_missing_values():

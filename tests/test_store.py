@@ -204,7 +204,7 @@ def test_reproduce_on_a_full_disk_exits_2_with_one_line(tmp_path):
 
 def test_fresh_deletes_the_runs_samples_but_not_the_lock_it_holds(tmp_path):
     from runner.matrix import load_matrix
-    from runner.run import Reproduction, RunOptions
+    from runner.running.run import Reproduction, RunOptions
     from runner.store import LOCK_NAME, RunLock
 
     model = tmp_path / "model.gguf"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bench.stream_source import StreamSource
-from runner import client
+from runner.measuring import client
 from runner.prompts import ChatMessage, Prompt
 from runner.records import Cell, Outcome
 from runner.runtimes import get_runtime

@@ -1,4 +1,7 @@
-"""Backends (where a server runs). Add one by writing a module and listing it in ``_MODULES``."""
+"""Backends (where a server runs). Add one by writing a module and listing it in ``_MODULES``.
+
+``local`` runs a runtime's server as a process of this host, ``docker`` in a container. A backend may import
+runtimes, infra and below; the matrix checks backend names against this registry, so it sits above."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The Docker backend: one container per cell, through the Docker SDK.
 
 The image, its build, its health check and its GPU request come from ``compose.yaml``
-(``runner.compose``); the cell brings its command (``ServerSpec.argv``: its first items are the program,
+(``runner.infra.compose``); the cell brings its command (``ServerSpec.argv``: its first items are the program,
 which compose's ``entrypoint`` replaces item for item, the rest its arguments) and its model files (mounted read-only under
 ``/models``, the arguments naming them rewritten); the backend picks the port (published on 127.0.0.1 only) and
 hands the container the GPU ids it is given. The run and cell a container serves are given by the caller.
@@ -31,10 +31,10 @@ from pydantic import BaseModel, Field
 
 from runner.backends import register_backend
 from runner.backends.base import Backend, LiveServers, RunningServer, ServerStartError, free_port, log_tail
-from runner.compose import ComposeFile, Service, load_compose
-from runner.docker_engine import (  # noqa: F401
+from runner.infra.compose import ComposeFile, Service, load_compose
+from runner.infra.docker_engine import (  # noqa: F401
     MANAGED, docker_client, ensure_image, gpus_available, image_digest, owner_alive, owner_label)
-from runner.runtimes.base import ServerSpec
+from runner.runtimes.base import ServerSpec, split_first
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,6 @@ def container_paths(spec: ServerSpec) -> tuple[dict[str, str], Callable[[str], s
     other parts from beside it. The parent of such a mount becomes ``/models`` in rewritten text, for
     configurations that name a model by folder and name (TabbyAPI's ``model_dir`` / ``model_name``).
     """
-    from runner.lock import split_first
-
     mounts = [Path(p).parent if split_first(str(p)) else Path(p) for p in spec.mounts]
     mounts += sorted({Path(p).parent for p in spec.files})
     moved: dict[str, str] = {}

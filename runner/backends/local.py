@@ -28,7 +28,7 @@ import httpx
 
 from runner.backends import register_backend
 from runner.backends.base import Backend, LiveServers, RunningServer, ServerStartError, free_port, log_tail
-from runner.lifetime import tied
+from runner.infra.lifetime import boot_id, is_process, process_cmdline, process_start_ticks, tied
 from runner.runtimes.base import ServerSpec
 
 log = logging.getLogger(__name__)
@@ -145,42 +145,12 @@ def _servers_dir() -> Path:
     return runner_home() / "servers"
 
 
-def _start_ticks(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return int(fh.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _is_process(pid: int, start_ticks: int, cmdline: list[str] | None = None) -> bool:
-    """Whether ``pid`` is still the process that had ``start_ticks`` (and ``cmdline``)."""
-    if _start_ticks(pid) != start_ticks:
-        return False
-    return cmdline is None or _cmdline(pid) == cmdline
-
-
 def _record(proc: subprocess.Popen, runtime: str, log_path: Path) -> None:
-    ticks, cmdline = _start_ticks(proc.pid), _cmdline(proc.pid)
+    ticks, cmdline = process_start_ticks(proc.pid), process_cmdline(proc.pid)
     if ticks is None or cmdline is None:
         return  # already gone
-    record = ServerRecord(pid=proc.pid, start_ticks=ticks, cmdline=cmdline, boot_id=_boot_id(), runner_pid=os.getpid(),
-                          runner_start_ticks=_start_ticks(os.getpid()) or 0, runtime=runtime, log=str(log_path))
+    record = ServerRecord(pid=proc.pid, start_ticks=ticks, cmdline=cmdline, boot_id=boot_id(), runner_pid=os.getpid(),
+                          runner_start_ticks=process_start_ticks(os.getpid()) or 0, runtime=runtime, log=str(log_path))
     folder = _servers_dir()
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{proc.pid}.json.tmp"
@@ -213,12 +183,12 @@ def clean_orphans(grace_s: float = 10.0) -> list[CleanedServer]:
             log.warning("%s: not a server record; removed", path)
             path.unlink(missing_ok=True)
             continue
-        same_boot = record.boot_id == _boot_id()
-        if not same_boot or not _is_process(record.pid, record.start_ticks, record.cmdline):
+        same_boot = record.boot_id == boot_id()
+        if not same_boot or not is_process(record.pid, record.start_ticks, record.cmdline):
             path.unlink(missing_ok=True)
             done.append(CleanedServer(pid=record.pid, runtime=record.runtime, action="gone"))
             continue
-        if _is_process(record.runner_pid, record.runner_start_ticks):
+        if is_process(record.runner_pid, record.runner_start_ticks):
             done.append(CleanedServer(pid=record.pid, runtime=record.runtime, action="kept"))
             continue
         _stop_group(record.pid, record.start_ticks, grace_s)
@@ -234,7 +204,7 @@ def _stop_group(pid: int, start_ticks: int, grace_s: float) -> None:
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _is_process(pid, start_ticks):
+    while time.monotonic() < deadline and is_process(pid, start_ticks):
         time.sleep(0.1)
     try:
         os.killpg(pid, signal.SIGKILL)  # the leader may be gone while children of the group linger

@@ -2,6 +2,8 @@
 
 Both are read by the same upstream-layout reader (``simcopilot.load_layout``). SimCoPilot has
 two editions (``runner.benchmarks.editions``), each installed in its own folder.
+
+It may import only ``runner.records``, ``runner.errors`` and ``runner.paths``: everything else stands on it.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import UserError
+from runner.records import EditionRef
 
 _HERE = Path(__file__).resolve().parent
 
@@ -55,6 +56,12 @@ def get_edition(name: str | None) -> Edition:
         known = ", ".join(f"{e.name} ({e.repository}@{e.commit[:7]})" for e in EDITIONS.values())
         raise UserError(f"unknown SimCoPilot edition {name!r}; known editions: {known}")
     return EDITIONS[key]
+
+
+def edition_ref(name: str | None) -> EditionRef:
+    """Edition ``name`` as a run records it (the default edition for ``None``); a ``UserError`` if unknown."""
+    edition = get_edition(name)
+    return EditionRef(name=edition.name, repository=edition.repository, commit=edition.commit)
 
 
 def edition_of_commit(commit: str) -> Edition | None:

@@ -25,7 +25,7 @@ def main() -> None:
             live.discard(line[1:])
     if not live:
         return
-    from runner.docker_engine import docker_client
+    from runner.infra.docker_engine import docker_client
 
     client = docker_client(timeout=60)
     for container_id in live:

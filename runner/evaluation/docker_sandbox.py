@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
-from runner.docker_engine import owner_label
 from runner.errors import EnvironmentFailure
 from runner.evaluation.sandbox import ExecResult, Limits, Sandbox
+from runner.infra.docker_engine import owner_label
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def docker_available() -> bool:
     from runner.errors import UserError
 
     try:
-        from runner.docker_engine import docker_client
+        from runner.infra.docker_engine import docker_client
 
         docker_client(timeout=5).close()
         return True
@@ -116,8 +116,8 @@ class DockerSandbox(Sandbox):
 
     def __init__(self, image: str | None = None, *, env: Mapping[str, str] | None = None, client=None,
                  cpus: float = 1.0, tmpfs_mb: int = 256, progress: Callable[[str], None] | None = None):
-        from runner.docker_engine import docker_client, ensure_image
-        from runner.compose import load_compose
+        from runner.infra.compose import load_compose
+        from runner.infra.docker_engine import docker_client, ensure_image
 
         self.client = client or docker_client(otherwise="or use --sandbox local")
         if image is None:
@@ -292,8 +292,8 @@ def choose_sandbox(kind: str = "auto", *, allow_unsandboxed: bool = False, env: 
     if kind == "auto":
         kind = "local"
         if docker_available():
-            from runner.docker_engine import docker_client
-            from runner.compose import load_compose
+            from runner.infra.compose import load_compose
+            from runner.infra.docker_engine import docker_client
 
             image = load_compose(env=env).service("sandbox").image
             client = docker_client()

@@ -51,9 +51,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from runner.errors import EnvironmentFailure, UserError
 from runner.evaluation import seccomp
-from runner.lifetime import die_with_parent
 from runner.evaluation.mounts import holds_interpreter, is_python, mounts_work, new_root_mountpoint, plan_mounts
 from runner.evaluation.mounts import interpreter_prefixes, kept_paths  # noqa: F401 (re-exported)
+from runner.infra.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,9 @@
 
 ``inprocess`` runs the cells one after another in this process; ``ray`` spreads them over a Ray
 cluster. A Kubernetes executor would be one more module here, registered with ``@register_executor``.
+
+Executors sit between the run (``runner.running.run``, which picks one) and the cell (``runner.running.cell``,
+which they run): they see the run only as ``base.RunContext`` and may import planning and everything below.
 """
 
 from __future__ import annotations

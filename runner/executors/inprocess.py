@@ -8,7 +8,7 @@ given the first of the host's GPUs, as many as the cell asks for (``Matrix.reque
 cell gets the GPU ids it asks for (``Matrix.request``), disjoint from every other running cell's,
 and its own server. Cells start in matrix order as GPUs free up; a cell that does not fit yet lets
 a smaller one behind it start. Accuracy phases overlap, and a timed phase waits for the node's
-timing lock (``runner.activity``), so that no latency figure is taken while a neighbour generates.
+timing lock (``runner.measuring.activity``), so that no latency figure is taken while a neighbour generates.
 On a host without GPUs, N CPU cells run at once under the same rule.
 
 Either way answers are tested on one local thread pool while generation goes on.
@@ -25,17 +25,16 @@ from typing import TYPE_CHECKING, ClassVar
 
 from runner.errors import UserError
 from runner.executors import register_executor
-from runner.executors.base import Executor
+from runner.executors.base import Executor, RunContext
 from runner.records import utcnow
 
 if TYPE_CHECKING:
-    from runner.activity import Activity
     from runner.backends.base import Backend, RunningServer
-    from runner.cell import EvalBacklog
-    from runner.doctor import CellPlan
     from runner.matrix import Matrix
+    from runner.measuring.activity import Activity
+    from runner.planning.doctor import CellPlan
     from runner.records import Cell, Sample, Task
-    from runner.run import Reproduction
+    from runner.running.cell import EvalBacklog
     from runner.runtimes.base import ModelFiles, Runtime
     from runner.store import CellResult
 
@@ -45,7 +44,7 @@ log = logging.getLogger(__name__)
 class StoreSink:
     """The in-process sink: samples go straight to the run store, answers to the local evaluation pool."""
 
-    def __init__(self, run: Reproduction, cell: Cell, evaluator, pool: ThreadPoolExecutor, backlog: EvalBacklog,
+    def __init__(self, run: RunContext, cell: Cell, evaluator, pool: ThreadPoolExecutor, backlog: EvalBacklog,
                  pending: list[Future]):
         self.run, self.cell, self.evaluator, self.pool, self.backlog = run, cell, evaluator, pool, backlog
         self.pending = pending
@@ -58,13 +57,13 @@ class StoreSink:
     def judge(self, task: Task, sample: Sample) -> None:
         # Tests run on the pool and are not awaited here: the server goes on generating,
         # and the next cell loads while this cell's last answers are still being tested.
-        from runner.cell import EvalBacklog
+        from runner.running.cell import EvalBacklog
 
         self.backlog.add(EvalBacklog.key(sample))
         self.pending.append(self.pool.submit(self._judge_and_write, task, sample))
 
     def _judge_and_write(self, task: Task, sample: Sample) -> None:
-        from runner.cell import EvalBacklog, judge_sample
+        from runner.running.cell import EvalBacklog, judge_sample
 
         key = EvalBacklog.key(sample)
         try:
@@ -113,21 +112,21 @@ class InProcessExecutor(Executor):
 
     def plan(self, matrix: Matrix, backend: str) -> list[CellPlan]:
         """``runner doctor``'s plan for this host."""
-        from runner.doctor import plan_cells
+        from runner.planning.doctor import plan_cells
 
         return plan_cells(matrix, backend=backend)
 
-    def host_gpus(self, run: Reproduction) -> list[int]:
+    def host_gpus(self, run: RunContext) -> list[int]:
         """The GPU ids cells are placed on: the declared ones, else the fingerprint's."""
         if self.gpus is not None:
             return list(self.gpus)
         return [int(g.get("index", i)) for i, g in enumerate(run.manifest.fingerprint.gpus)]
 
-    def parallel(self, run: Reproduction, gpus: list[int]) -> int:
+    def parallel(self, run: RunContext, gpus: list[int]) -> int:
         """How many cells run at once: ``settings.parallel_cells``, else one per GPU (one without GPUs)."""
         return run.settings.parallel_cells or max(1, len(gpus))
 
-    def run(self, run: Reproduction, cells: list[Cell], results: list[CellResult]) -> None:
+    def run(self, run: RunContext, cells: list[Cell], results: list[CellResult]) -> None:
         """The cells, one at a time in matrix order or several at once; the last cells' answers are
         judged after their servers are gone."""
         from runner.backends import get_backend
@@ -159,7 +158,7 @@ class InProcessExecutor(Executor):
             # on Ctrl-C, answers not yet judged are dropped unwritten: a rerun asks for them again
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _run_parallel(self, run: Reproduction, cells: list[Cell], results: list[CellResult], backend: Backend,
+    def _run_parallel(self, run: RunContext, cells: list[Cell], results: list[CellResult], backend: Backend,
                       pool: ThreadPoolExecutor, gpus: list[int], at_once: int) -> None:
         """Up to ``at_once`` cells at a time, each on GPU ids no other running cell holds."""
         need = {cell.id: (run.matrix.request(cell).gpus if gpus else 0) for cell in cells}
@@ -197,17 +196,17 @@ class InProcessExecutor(Executor):
                     _cancel(slot)
                 raise
 
-    def _refused(self, run: Reproduction, cell: Cell, why: str) -> CellResult:
+    def _refused(self, run: RunContext, cell: Cell, why: str) -> CellResult:
         result = run.store.read_cell(cell).model_copy(update={"status": "failed", "reason": why,
                                                               "backend": run.backend_name})
         run.store.write_cell(result)
         run.events.cell_finished(result)
         return result
 
-    def _run_cell(self, run: Reproduction, cell: Cell, backend: Backend, pool: ThreadPoolExecutor,
+    def _run_cell(self, run: RunContext, cell: Cell, backend: Backend, pool: ThreadPoolExecutor,
                   slot: _Slot) -> CellResult:
         """Run ``cell`` here, in this process, on ``slot``'s GPUs."""
-        from runner.cell import CellFailure, CellRun, EvalBacklog, this_node
+        from runner.running.cell import CellFailure, CellRun, EvalBacklog, this_node
         from runner.runtimes import get_runtime
 
         result = run.store.read_cell(cell)
@@ -223,12 +222,13 @@ class InProcessExecutor(Executor):
         run.store.write_cell(result)
         sink = StoreSink(run, cell, run.sandbox_and_evaluator(), pool, EvalBacklog(result), self.pending)
         try:
-            from runner.models import hash_in_background, prepare
+            from runner.serving.model_files import hash_in_background
+            from runner.serving.models import prepare
 
             prepared = prepare(run.matrix, cell, progress=run.events.note)
             hashing = hash_in_background(prepared.records)  # while the server loads
             server, shared_with = _server_for(run, cell, runtime, backend, prepared.files, slot)
-            run._record_models(hashing.result())
+            run.record_models(hashing.result())
             placement.server = server.ident
             result.load_seconds = server.load_seconds
             result.image_digest = server.image_digest
@@ -264,21 +264,21 @@ class InProcessExecutor(Executor):
 
 
 def _cell_record(cell: Cell, placement) -> Activity:
-    from runner.activity import Activity
+    from runner.measuring.activity import Activity
 
     return Activity(kind="cell", cell_id=cell.id, node_id=placement.node_id or placement.node, node=placement.node,
                     gpu_ids=placement.gpu_ids, started_at=placement.started_at,
                     ended_at=placement.ended_at or utcnow(), outcome=placement.outcome)
 
 
-def _cell_gpus(run: Reproduction, cell: Cell, slot: _Slot) -> list[int]:
+def _cell_gpus(run: RunContext, cell: Cell, slot: _Slot) -> list[int]:
     """The GPU ids ``cell``'s server is given: as many of the slot's as the matrix gives the cell (its
     weights' gpus), never the rest: one at a time a slot holds every GPU of the host, and vLLM's tensor
     parallel and llama.cpp's layer split span whatever the server sees."""
     return list(slot.gpu_ids[:run.matrix.request(cell).gpus])
 
 
-def _server_for(run: Reproduction, cell: Cell, runtime: Runtime, backend: Backend, files: ModelFiles,
+def _server_for(run: RunContext, cell: Cell, runtime: Runtime, backend: Backend, files: ModelFiles,
                 slot: _Slot) -> tuple[RunningServer, str | None]:
     """The server for ``cell``: the one still up when the slot's previous cell launched exactly the
     same command (e.g. one model under two prompt styles), else a new one; with the id it was started for."""

@@ -1,14 +1,14 @@
 """A cell against its baseline: technique impact (paired McNemar on accuracy, a paired bootstrap on
 latency) and quantization impact (accuracy retained against the full-precision cell, MLPerf's rule),
-each beside the baseline's noise floor (``runner.noise``): a change inside it is never an effect."""
+each beside the baseline's noise floor (``runner.measuring.noise``): a change inside it is never an effect."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from runner import stats
-from runner.noise import AgainstFloor, against_floor
-from runner.baselines import is_full_precision, quantization_baseline, technique_baseline
+from runner.measuring import stats
+from runner.measuring.noise import AgainstFloor, against_floor
+from runner.planning.baselines import is_full_precision, quantization_baseline, technique_baseline
 from runner.records import Outcome
 from runner.report.data import CellData
 #: significance level for the plain-words verdicts

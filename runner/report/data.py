@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.errors import UserError
-from runner.noise import NoiseFloor, noise_floor
-from runner.passrate import counted
+from runner.measuring.noise import NoiseFloor, noise_floor
+from runner.measuring.passrate import counted
 from runner.records import Cell, Outcome, Sample, Task
 from runner.store import CellResult, Fingerprint, Manifest, RunStore
 
@@ -69,7 +69,7 @@ class CellData:
 
     @property
     def accuracy(self) -> list[Sample]:
-        """The samples the pass rate counts (``runner.passrate``: a request error counts as not passing)."""
+        """The samples the pass rate counts (``runner.measuring.passrate``: a request error counts as not passing)."""
         return counted(self.samples)
 
     def accuracy_by_task(self) -> dict[str, Sample]:
@@ -144,9 +144,9 @@ class RunData:
         if self.manifest.edition is not None:
             return f"SimCoPilot {self.manifest.edition.label}"
         if self.benchmark == "simcopilot":  # only 2024's existed before runs recorded their edition
-            from runner.records import EditionRef
+            from runner.benchmarks.editions import edition_ref
 
-            return f"SimCoPilot {EditionRef.of('2024').label}, assumed: the run predates editions"
+            return f"SimCoPilot {edition_ref('2024').label}, assumed: the run predates editions"
         return "the starter set" if self.benchmark == "starter" else (self.benchmark or "an unnamed benchmark")
 
 

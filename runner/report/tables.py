@@ -6,13 +6,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner import stats
-from runner.client import overhead_note
 from runner.errors import cap
 from runner.evaluation.verdicts import JudgingCounts, judging_counts
-from runner.passrate import pass_count
+from runner.measuring import stats
+from runner.measuring.client import overhead_note
+from runner.measuring.noise import NoiseFloor
+from runner.measuring.passrate import pass_count
 from runner.records import ExpectedOutputs, Outcome, Sample
-from runner.noise import NoiseFloor
 from runner.report.comparisons import Comparison, QuantizationRow, quantization_impact, technique_impact
 from runner.report.data import (LANGUAGE_MODES, CellData, RunData, TaskCatalogue, machine_key,
                                 shared_latency_source, split_task_id)
@@ -599,7 +599,7 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
                 # answers generated but not judged: the most at once, and those still waiting
                 "eval_backlog_peak": result.eval_backlog_peak, "eval_pending": result.eval_pending,
                 "nodes": " ".join(dict.fromkeys(p.node for p in result.placements)),
-                # the cell's noise floor (runner.noise): its repeated tasks, at the accuracy phase's
+                # the cell's noise floor (runner.measuring.noise): its repeated tasks, at the accuracy phase's
                 # concurrency and one at a time, and how many answers and verdicts changed
                 "repeat_tasks": concurrent.tasks if concurrent else None,
                 "repeat_answers_changed": concurrent.answers_changed if concurrent else None,
@@ -744,15 +744,15 @@ def judging(cells: list[CellData]) -> tuple[list[JudgingRow], JudgingCounts]:
 # -- timing isolation: timed samples against other generation on their node ----------------------
 @dataclass(frozen=True)
 class TimingRow:
-    """One run's timed figures checked against its activity records (``runner.activity``)."""
+    """One run's timed figures checked against its activity records (``runner.measuring.activity``)."""
 
     run: RunData
-    isolation: Any  # runner.activity.TimingIsolation
+    isolation: Any  # runner.measuring.activity.TimingIsolation
 
 
 def timing_rows(runs: list[RunData]) -> list[TimingRow]:
     """Per run, whether any timed sample overlapped another cell's generation on its node."""
-    from runner.activity import overlapping_timed, read_activity
+    from runner.measuring.activity import overlapping_timed, read_activity
 
     return [TimingRow(run, overlapping_timed(read_activity(run.path), [s for c in run.cells for s in c.samples]))
             for run in runs]
@@ -834,7 +834,7 @@ class Tables:
     environment: list[EnvironmentRow] = field(default_factory=list)
     environment_notes: list[str] = field(default_factory=list)
     editions: list[Any] = field(default_factory=list)  # runner.report.editions.EditionRow
-    client_overhead: str | None = None  # runner.client.overhead_note: bench/client_speed.py's figures, where measured
+    client_overhead: str | None = None  # runner.measuring.client.overhead_note: bench/client_speed.py's figures, where measured
     judging: list[JudgingRow] = field(default_factory=list)  # per cell: answers judged, verdicts reused
     judging_total: JudgingCounts = field(default_factory=JudgingCounts)
     timing: list[TimingRow] = field(default_factory=list)  # per run: timed samples that overlapped other generation

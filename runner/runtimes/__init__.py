@@ -1,4 +1,7 @@
-"""Runtimes (what serves a cell). Add one by writing a module and listing it in ``_MODULES``."""
+"""Runtimes (what serves a cell). Add one by writing a module and listing it in ``_MODULES``.
+
+Each runtime (llama.cpp, vLLM, ExLlamaV2 via TabbyAPI) turns a cell and its model files into a server launch.
+A runtime may import prompts, infra and below; backends, the matrix and everything above read it."""
 
 from __future__ import annotations
 

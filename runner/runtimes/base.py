@@ -2,13 +2,14 @@
 
 A runtime is stateless: ``validate`` refuses what it cannot serve (plan time), ``server_spec``
 builds the launch, and the ``async`` helpers read what the running server reports about itself
-(token ids, per-request timings, Prometheus metrics, version). The client (``runner.client``)
+(token ids, per-request timings, Prometheus metrics, version). The client (``runner.measuring.client``)
 calls these with its own ``httpx.AsyncClient`` so that one connection pool serves a whole cell.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +18,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field, ValidationError
 
-from runner.chat_templates import ChatTemplate
+from runner.prompts.chat_templates import ChatTemplate
 from runner.records import Cell, ServerQuantization, ServerTimings
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,24 @@ class ModelFiles(BaseModel):
     tokenizer_path: Path | None = None
     #: the shipped chat template the server applies to chat requests (None: the model's own)
     chat_template: ChatTemplate | None = None
+
+
+#: llama.cpp's gguf-split names: ``<stem>-00001-of-00003.gguf``; llama.cpp loads the rest from beside the first
+SPLIT_GGUF = re.compile(r"^(?P<stem>.*)-(?P<part>\d{5})-of-(?P<parts>\d{5})\.gguf$")
+
+
+def split_parts(filename: str) -> list[str]:
+    """Every part of a split GGUF named by its first part (``X-00001-of-00003.gguf``), else ``[filename]``."""
+    found = SPLIT_GGUF.match(filename)
+    if not found or int(found["part"]) != 1:
+        return [filename]
+    parts = int(found["parts"])
+    return [f"{found['stem']}-{n:05d}-of-{found['parts']}.gguf" for n in range(1, parts + 1)]
+
+
+def split_first(filename: str) -> bool:
+    """Whether ``filename`` is the first part of a split GGUF (whose other parts must lie beside it)."""
+    return len(split_parts(Path(filename).name)) > 1
 
 
 class ServerSpec(BaseModel):
@@ -89,7 +108,7 @@ class Runtime(ABC):
     techniques: ClassVar[dict[str, tuple[str, ...]]] = {}
     #: quantization formats this runtime can serve
     quantizations: ClassVar[tuple[str, ...]] = ()
-    #: the model format ``runner.models.prepare`` must hand over: "gguf" (one file),
+    #: the model format ``runner.serving.models.prepare`` must hand over: "gguf" (one file),
     #: "hf" (a Hugging Face folder) or "exl2" (an EXL2 folder)
     model_format: ClassVar[str] = "gguf"
     #: True when the server only runs on an NVIDIA GPU (no CPU build exists)

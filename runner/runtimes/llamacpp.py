@@ -10,7 +10,7 @@ pinned build, llama-cpp-python 0.3.36):
   attention, so it turns ``-fa on`` unless ``flash_attn=off`` asks otherwise (refused).
 - ``prefix_cache=off``: ``--no-cache-prompt --cache-ram 0`` and ``cache_prompt: false`` in every
   request; ``on`` (the default) keeps the server's slot and host-RAM prompt caches.
-- cache states (``runner.run``): ``cold`` erases every slot (``POST /slots/{id}?action=erase``,
+- cache states (``runner.running.run``): ``cold`` erases every slot (``POST /slots/{id}?action=erase``,
   which the pinned server only routes when started with ``--slot-save-path``, although erase
   writes nothing there) and sends the timed request with ``cache_prompt: false``, because the
   host-RAM prompt cache (``--cache-ram``) has no erase and would otherwise restore a similar
@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import httpx
 
 from runner.errors import UserError
-from runner.lifetime import run_tied
+from runner.infra.lifetime import run_tied
 from runner.paths import PACKAGE_DIR, cache_dir
 from runner.prompts import spells_word_boundaries
 from runner.records import Cell, ServerTimings
@@ -184,7 +184,7 @@ class LlamaCpp(Runtime):
         files: dict[Path, str] = {}
         if model.chat_template is not None:
             # the runner's template for a model whose GGUF carries none, in place of llama.cpp's
-            # silent fallback (ChatML); --jinja is already on (runner.chat_templates)
+            # silent fallback (ChatML); --jinja is already on (runner.prompts.chat_templates)
             template_file = model.chat_template.server_file()
             argv += ["--chat-template-file", str(template_file)]
             files[template_file] = model.chat_template.text

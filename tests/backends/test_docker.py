@@ -19,14 +19,14 @@ import pytest
 from click.testing import CliRunner
 
 from runner.backends import get_backend
-from runner.backends.docker import MANAGED, DockerBackend, docker_client
 from runner.backends.base import ServerStartError
+from runner.backends.docker import MANAGED, DockerBackend, docker_client
 from runner.cli import main
-from runner.compose import load_compose
 from runner.errors import UserError
+from runner.infra.compose import load_compose
 from runner.matrix import load_matrix
 from runner.records import Cell
-from runner.run import RunOptions, reproduce
+from runner.running.run import RunOptions, reproduce
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles
 from runner.store import RunStore
@@ -205,8 +205,8 @@ def test_clean_removes_what_a_dead_run_left_and_keeps_a_live_runs_containers(cli
     import socket
     import subprocess
 
-    from runner.backends.local import _boot_id, _start_ticks
-    from runner.docker_engine import OWNER, owner_label
+    from runner.infra.docker_engine import OWNER, owner_label
+    from runner.infra.lifetime import boot_id as _boot_id, process_start_ticks as _start_ticks
 
     base = base_image(client)
     gone = subprocess.Popen(["sleep", "0.1"])

@@ -17,10 +17,10 @@ from runner.backends import get_backend
 from runner.backends import local as local_backend
 from runner.backends.local import ServerStartError, free_port, stop_all
 from runner.matrix import load_matrix
-from runner.models import prepare
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ServerSpec
 from runner.runtimes.llamacpp import llama_server_path
+from runner.serving.models import prepare
 from tests.conftest import require
 
 GEMMA = """
@@ -300,8 +300,9 @@ def test_a_llama_server_dies_with_its_runner_on_kill_9(tmp_path):
 def test_runner_clean_stops_a_server_a_killed_run_left_and_nothing_else(tmp_path):
     from click.testing import CliRunner
 
-    from runner.backends.local import _boot_id, _cmdline, _servers_dir, _start_ticks, ServerRecord
+    from runner.backends.local import _servers_dir, ServerRecord
     from runner.cli import main
+    from runner.infra.lifetime import boot_id as _boot_id, process_cmdline as _cmdline, process_start_ticks as _start_ticks
 
     # a server that ignores SIGTERM survives its runner's kill -9 (the parent-death signal is SIGTERM)
     runner, server = start_in_a_runner(tmp_path, python_server(tmp_path, ignore_sigterm=True))

@@ -36,7 +36,7 @@ def docker_sandbox() -> DockerSandbox:
 def leftover_sandbox_containers() -> list[str]:
     """Sandbox containers this test process started that are still there (another run's, on a
     shared engine, are not ours to count)."""
-    from runner.docker_engine import OWNER, owner_label
+    from runner.infra.docker_engine import OWNER, owner_label
 
     mine = f"{OWNER}={owner_label()[OWNER]}"
     return [c.name for c in engine().containers.list(all=True, filters={"label": ["runner.component=sandbox", mine]})]

@@ -18,13 +18,13 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from runner import score as scoring
 from runner.benchmarks import load_benchmark
 from runner.cli import main
 from runner.evaluation import upstream
 from runner.evaluation.environment import prepared_evaluator
 from runner.evaluation.sandbox import capabilities
 from runner.records import Language, Outcome, Task
+from runner.running import score as scoring
 from tests.conftest import require
 
 SAMPLE = {  # program: (mode, index of the task in the checkpoint file's order)

@@ -77,7 +77,7 @@ def runs(evaluator, monkeypatch):
 
 
 def judged(evaluator, task: Task, raw: str, cell: str = "m/llamacpp/q4_k_m/baseline") -> Sample:
-    from runner.cell import judge_sample
+    from runner.running.cell import judge_sample
 
     sample = Sample(task_id=task.id, cell_id=cell, prompt_style="instruct", prompt_sha256="0" * 64, raw_text=raw)
     return judge_sample(evaluator, task, sample)
@@ -292,9 +292,9 @@ def test_a_technique_cell_that_repeats_the_baselines_answers_reuses_their_verdic
     first's, so their verdicts are reused; the summary and the report count them."""
     require(capabilities().complete, "a complete local sandbox")
     from runner.matrix import load_matrix
-    from runner.progress import summary_table
     from runner.report import render
-    from runner.run import RunOptions, reproduce
+    from runner.running.progress import summary_table
+    from runner.running.run import RunOptions, reproduce
     from runner.store import RunStore
 
     matrix = load_matrix(small_matrix(tmp_path, ("parallel = 1", "parallel = 2")))
@@ -329,14 +329,14 @@ def test_a_technique_cell_that_repeats_the_baselines_answers_reuses_their_verdic
 
 
 def test_a_ray_nodes_evaluator_judges_through_its_own_homes_cache(bench, tmp_path, monkeypatch):
-    """``judge_remote``'s evaluator (``ray_cluster._node_evaluator``: its benchmark commit known, no
+    """``judge_remote``'s evaluator (``ray_worker._node_evaluator``: its benchmark commit known, no
     cache attached) reuses verdicts under the node's own RUNNER_HOME."""
     require(capabilities().complete, "a complete local sandbox")
-    from runner.executors import ray_cluster
+    from runner.executors import ray_worker
 
-    monkeypatch.setattr(ray_cluster, "_EVALUATORS", {})
+    monkeypatch.setattr(ray_worker, "_EVALUATORS", {})
     task = bench.task(PY_TASK)
-    _, evaluator = ray_cluster._node_evaluator("starter", None, task, ("local", False, (), "auto"))
+    _, evaluator = ray_worker._node_evaluator("starter", None, task, ("local", False, (), "auto"))
     first = judged(evaluator, task, task.reference)
     again = judged(evaluator, task, task.reference, cell="other")
     assert first.verdict_from is None and again.verdict_from == first.cell_id and fields(again) == fields(first)
@@ -347,16 +347,16 @@ def test_a_ray_nodes_evaluator_judges_through_its_own_homes_cache(bench, tmp_pat
 def test_a_ray_node_judges_afresh_when_the_run_turns_reuse_off(bench, tmp_path, monkeypatch):
     """``judge_remote`` carries ``settings.reuse_verdicts`` and the run's name to the node's cache."""
     require(capabilities().complete, "a complete local sandbox")
-    from runner.executors import ray_cluster
+    from runner.executors import ray_worker
 
-    monkeypatch.setattr(ray_cluster, "_EVALUATORS", {})
+    monkeypatch.setattr(ray_worker, "_EVALUATORS", {})
     task = bench.task(PY_TASK)
-    node_bench, evaluator = ray_cluster._node_evaluator("starter", None, task, ("local", False, (), "auto"))
-    ray_cluster.node_verdict_cache(node_bench, evaluator, enabled=False, run="paper")
+    node_bench, evaluator = ray_worker._node_evaluator("starter", None, task, ("local", False, (), "auto"))
+    ray_worker.node_verdict_cache(node_bench, evaluator, enabled=False, run="paper")
     first = judged(evaluator, task, task.reference)
     again = judged(evaluator, task, task.reference, cell="other")
     assert first.verdict_from is None and again.verdict_from is None  # judged twice
-    ray_cluster.node_verdict_cache(node_bench, evaluator, enabled=True, run="paper")
+    ray_worker.node_verdict_cache(node_bench, evaluator, enabled=True, run="paper")
     judged(evaluator, task, task.reference)
     reused = judged(evaluator, task, task.reference, cell="third")
     assert reused.verdict_from and reused.verdict_from.startswith("paper/")
@@ -365,7 +365,7 @@ def test_a_ray_node_judges_afresh_when_the_run_turns_reuse_off(bench, tmp_path, 
 def test_a_run_resumes_across_the_setting_and_from_before_it_existed():
     """``reuse_verdicts`` changes how a verdict is reached, not which: resuming ignores it."""
     from runner.matrix import RunSettings
-    from runner.run import _compared
+    from runner.running.run import _compared
 
     now = {"settings": RunSettings().model_dump(mode="json")}
     before = {"settings": {k: v for k, v in now["settings"].items() if k != "reuse_verdicts"}}

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from runner.activity import Activity, overlapping_timed, read_activity
 from runner.evaluation.verdicts import judging_counts
 from runner.matrix import load_matrix
+from runner.measuring.activity import Activity, overlapping_timed, read_activity
 from runner.paths import matrices_dir
-from runner.run import RunOptions, reproduce
+from runner.running.run import RunOptions, reproduce
 from runner.store import RunStore
 from tests.conftest import SHARED_CACHE, require
 from tests.llama_server import gemma_gguf

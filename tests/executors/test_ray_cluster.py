@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from runner.errors import UserError
 from runner.matrix import load_matrix
 from runner.records import Outcome
-from runner.run import RunOptions, reproduce
+from runner.running.run import RunOptions, reproduce
 from runner.store import RunStore
 from tests.conftest import SHARED_CACHE, require
 from tests.llama_server import gemma_gguf

@@ -1,4 +1,4 @@
-"""One pass-rate definition (runner.passrate) in the terminal summary, the report, its CSV and JSON:
+"""One pass-rate definition (runner.measuring.passrate) in the terminal summary, the report, its CSV and JSON:
 a request error counts as a task that did not pass, and is shown apart."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import csv
 import json
 from collections import defaultdict
 
-from runner.passrate import pass_count
-from runner.progress import summary_table
+from runner.measuring.passrate import pass_count
 from runner.records import Outcome
 from runner.report import render
-from runner.run import RunOutcome
+from runner.running.progress import summary_table
+from runner.running.run import RunOutcome
 from runner.store import RunStore
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from runner import stats
 from runner.cli import main
+from runner.measuring import stats
 from runner.records import Outcome
 from runner.report import render
 from runner.report.data import load_runs, load_tasks

@@ -9,7 +9,7 @@ import pytest
 
 from runner.matrix import load_matrix
 from runner.report import render
-from runner.run import RunOptions, reproduce
+from runner.running.run import RunOptions, reproduce
 from runner.store import RunStore
 from tests.conftest import require
 from tests.llama_server import gemma_gguf

