@@ -14,7 +14,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from runner.report.data import shared_latency_source
-from runner.report.tables import CategoryTable, HeadlineRow, LatencySummary, Tables, frontier, trade_off
+from runner.report.categories import CategoryTable
+from runner.report.headline import HeadlineRow, LatencySummary
+from runner.report.tables import Tables
+from runner.report.tradeoff import frontier, trade_off
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",

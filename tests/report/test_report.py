@@ -195,7 +195,7 @@ def test_a_run_whose_cells_all_failed_before_answering_still_renders(tmp_path):
 
 
 def test_pareto_frontier_keeps_only_cells_no_other_beats_on_both_axes():
-    from runner.report.tables import frontier
+    from runner.report.tradeoff import frontier
 
     # (latency, pass rate): point 1 is slower and worse than 0; point 3 is slower than 2 at the same rate
     points = [(1.0, 50.0), (2.0, 40.0), (3.0, 60.0), (4.0, 60.0), (0.5, 10.0)]

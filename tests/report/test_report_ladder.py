@@ -101,7 +101,7 @@ def test_a_ladder_whose_rungs_skip_the_latency_phase_compares_speed_from_the_acc
     phase, the timed q4_k_m rung's included, never a mix of phases on one line."""
     from runner.report import data, tables
     from runner.report.plots import ladders
-    from runner.report.tables import LatencySummary
+    from runner.report.headline import LatencySummary
 
     store = ladder_run(tmp_path, untimed=frozenset(LADDER) - {"q4_k_m"})
     paths = render([store.root], tmp_path / "report")
