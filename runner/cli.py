@@ -623,7 +623,7 @@ def report(run_dirs: tuple[Path, ...], out_dir: Path | None) -> None:
     from runner.report import default_out_dir, render
 
     paths = render(list(run_dirs), out_dir or default_out_dir(list(run_dirs)))
-    for path in (paths.html, paths.markdown, paths.csv, paths.json):
+    for path in paths.files:
         click.echo(str(path))
 
 # --- commands: clean (local servers, Docker) ------------------------------------------------

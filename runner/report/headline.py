@@ -5,12 +5,28 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from scipy.stats import binom
+
 from runner import stats
 from runner.evaluation.verdicts import JudgingCounts, judging_counts
 from runner.passrate import pass_count
 from runner.records import ExpectedOutputs, Outcome, Sample
 from runner.report.data import LANGUAGE_MODES, CellData, split_task_id
 from runner.report.rates import PassRate
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free interval for the median: the order statistics a binomial(n, ½) puts around
+    it. Below six values no pair of them reaches 95%: then the range (min, max), the widest there is."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    n = len(ordered)
+    # the j-th smallest to the j-th largest, j the smallest count with P(B <= j - 1) < (1 - confidence) / 2
+    below = int(binom.ppf((1 - confidence) / 2, n, 0.5))
+    if below < 1:
+        return ordered[0], ordered[-1]
+    return ordered[below - 1], ordered[n - below]
 
 
 @dataclass(frozen=True)
@@ -31,6 +47,8 @@ class LatencySummary:
     cached_tokens_p50: float | None = None  # prompt tokens the server reused, by its own count
     ttft_cold_p50: float | None = None  # TTFT with no reusable prefix (``latency/cold``), beside any source
     cold_samples: int = 0
+    e2e_p50_low: float | None = None  # the median's distribution-free 95% interval (``median_interval``)
+    e2e_p50_high: float | None = None
 
     @classmethod
     def of(cls, cell: CellData, source: str | None = None) -> "LatencySummary":
@@ -45,13 +63,15 @@ class LatencySummary:
         e2e = [s.e2e_s for s in samples if s.e2e_s is not None]
         tokens = sum(s.completion_tokens or 0 for s in samples)
         seconds = sum(s.e2e_s or 0.0 for s in samples if s.completion_tokens)
+        interval = median_interval(e2e)
         return cls(source=source, samples=len(samples),
                    ttft_p50=stats.percentile(ttft, 50), ttft_p95=stats.percentile(ttft, 95),
                    tpot_p50=stats.percentile(tpot, 50), itl_p50=stats.percentile(itl, 50),
                    e2e_p50=stats.percentile(e2e, 50), e2e_p95=stats.percentile(e2e, 95),
                    output_tokens_per_s=tokens / seconds if seconds > 0 else None,
                    cached_tokens_p50=stats.percentile(cached, 50) if cached else None,
-                   ttft_cold_p50=stats.percentile(cold, 50) if cold else None, cold_samples=len(cold))
+                   ttft_cold_p50=stats.percentile(cold, 50) if cold else None, cold_samples=len(cold),
+                   e2e_p50_low=interval[0] if interval else None, e2e_p50_high=interval[1] if interval else None)
 
 
 @dataclass

@@ -69,6 +69,8 @@ class ReferenceRow:
 
 def published_row_of(cell: CellData) -> str | None:
     """The published row a cell's model names in its run's matrix (runs before the field: a ``llama3-70b*`` key is 2024's LLaMA 3 70B)."""
+    if cell.run.benchmark != "simcopilot":  # the published tables are SimCoPilot's: no other set compares
+        return None
     spec = (cell.run.manifest.matrix.get("models") or {}).get(cell.cell.model) or {}
     if isinstance(spec, dict) and spec.get("published"):
         return str(spec["published"])

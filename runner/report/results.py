@@ -56,13 +56,15 @@ def result_rows(rows: list[HeadlineRow], refs: list[ReferenceRow]) -> list[dict[
                 "latency_source": lat.source, "latency_samples": lat.samples,
                 "ttft_cold_p50_s": lat.ttft_cold_p50, "cached_tokens_p50": lat.cached_tokens_p50,
                 "ttft_p50_s": lat.ttft_p50, "ttft_p95_s": lat.ttft_p95, "tpot_p50_s": lat.tpot_p50,
-                "itl_p50_s": lat.itl_p50, "e2e_p50_s": lat.e2e_p50, "e2e_p95_s": lat.e2e_p95,
+                "itl_p50_s": lat.itl_p50, "e2e_p50_s": lat.e2e_p50,
+                # the median's distribution-free 95% interval (the range below six timed requests)
+                "e2e_p50_low_s": lat.e2e_p50_low, "e2e_p50_high_s": lat.e2e_p50_high, "e2e_p95_s": lat.e2e_p95,
                 "output_tokens_per_s": lat.output_tokens_per_s,
                 # whether the server batched concurrent requests (None: the runtime always does)
                 "batched": result.batched, "batching": result.batching,
                 "load_s": result.load_seconds, "peak_gpu_memory_mib": result.peak_gpu_memory_mib,
                 "peak_rss_mib": result.peak_rss_mib, "energy_per_task_j": row.energy_per_task_j,
-                "energy_source": result.energy_source, "error_samples": row.errors,
+                "energy_source": result.energy_source,
                 # answers generated but not judged: the most at once, and those still waiting
                 "eval_backlog_peak": result.eval_backlog_peak, "eval_pending": result.eval_pending,
                 "nodes": " ".join(dict.fromkeys(p.node for p in result.placements)),

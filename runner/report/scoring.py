@@ -25,12 +25,14 @@ class CascadeRow:
 
 
 def cascades(cells: list[CellData]) -> list[CascadeRow]:
-    """Both cascades side by side, per cell and language x mode, where samples carry both verdicts."""
+    """Both cascades side by side, per cell and language x mode, where answers carry upstream's verdict."""
     rows = []
     for cell in cells:
         by_key: dict[tuple[str, str], list[Sample]] = defaultdict(list)
         for s in cell.accuracy:
-            if s.upstream is not None or s.runner is not None:
+            # only answers judged by upstream's code too: a run that kept one cascade's verdicts
+            # (starter's) has no second column to show
+            if s.upstream is not None:
                 by_key[split_task_id(s.task_id)].append(s)
         for (language, mode), samples in sorted(by_key.items()):
             both = [s for s in samples if s.upstream is not None and s.runner is not None]

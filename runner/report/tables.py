@@ -10,6 +10,7 @@ from runner.client import overhead_note
 from runner.evaluation.verdicts import JudgingCounts
 from runner.noise import NoiseFloor
 from runner.report.categories import CategoryTable, categories
+from runner.report.comparison_table import ComparisonRecord, comparison_rows
 from runner.report.comparisons import Comparison, QuantizationRow, quantization_impact, technique_impact
 from runner.report.data import CellData, RunData, TaskCatalogue
 from runner.report.drilldown import CellDetails, TaskOutcomes, cell_details, task_outcomes
@@ -56,11 +57,23 @@ class Tables:
     judging_total: JudgingCounts = field(default_factory=JudgingCounts)
     timing: list[TimingRow] = field(default_factory=list)  # per run: timed samples that overlapped other generation
     noise: list[tuple[CellData, NoiseFloor]] = field(default_factory=list)  # the cells that repeated tasks
+    comparisons: list[ComparisonRecord] = field(default_factory=list)  # every verdict with its test
+    notes: list[str] = field(default_factory=list)  # runs given twice, counted once
+
+    @property
+    def simcopilot(self) -> bool:
+        """Whether any run was judged on SimCoPilot (its sections: published tables, categories' families)."""
+        return any(r.benchmark == "simcopilot" for r in self.runs)
+
+    @property
+    def quantization_baselines(self) -> str:
+        """The full-precision quantizations the quantized cells are compared with, by their own names."""
+        return ", ".join(dict.fromkeys(q.comparison.baseline.cell.quantization for q in self.quantizations))
 
 
 
-def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
-    """Compute every table of the report from loaded runs."""
+def build(runs: list[RunData], catalogue: TaskCatalogue, notes: list[str] | None = None) -> Tables:
+    """Compute every table of the report from loaded runs (``notes``: what loading them set aside)."""
     cells = [c for r in runs for c in r.cells]
     rows = headline(cells)
     techniques, technique_notes = technique_impact(cells)
@@ -82,4 +95,5 @@ def build(runs: list[RunData], catalogue: TaskCatalogue) -> Tables:
                   resources=resource_columns(rows), environment=env_rows, environment_notes=env_notes,
                   editions=edition_rows(cells), client_overhead=overhead_note() if sweep_levels(rows) else None,
                   judging=judging_rows, judging_total=judging_total, timing=timing_rows(runs),
-                  noise=[(c, floor) for c in cells if (floor := c.noise) is not None])
+                  noise=[(c, floor) for c in cells if (floor := c.noise) is not None],
+                  comparisons=comparison_rows(techniques, quantizations), notes=list(notes or []))

@@ -68,11 +68,11 @@ def trade_off(rows: list[HeadlineRow]) -> TradeOff:
 
 @dataclass(frozen=True)
 class Highlights:
-    """What a reader should see first: the most accurate cell, the fastest, and the frontier, among
-    the cells ``trade`` compares."""
+    """What a reader should see first, among the cells ``trade`` compares: the most accurate and the
+    fastest (several where their intervals overlap the leader's: a tie, never a crown), and the frontier."""
 
-    most_accurate: TradePoint | None
-    fastest: TradePoint | None
+    most_accurate: list[TradePoint]  # the leader first, then those tied with it
+    fastest: list[TradePoint]
     frontier: list[TradePoint]
     trade: TradeOff
     cells: int
@@ -83,14 +83,33 @@ class Highlights:
     errors: int
 
 
+def _tied_on_accuracy(points: list[TradePoint]) -> list[TradePoint]:
+    """The most accurate point and every point whose Wilson interval overlaps its interval."""
+    if not points:
+        return []
+    leader = max(points, key=lambda p: (p.overall.rate, -(p.latency.e2e_p50 or 0)))
+    tied = [p for p in points if p is not leader and p.overall.wilson_high >= leader.overall.wilson_low]
+    return [leader] + sorted(tied, key=lambda p: -p.overall.rate)
+
+
+def _tied_on_speed(points: list[TradePoint]) -> list[TradePoint]:
+    """The fastest point and every point whose e2e median interval overlaps its interval."""
+    if not points:
+        return []
+    leader = min(points, key=lambda p: p.latency.e2e_p50)
+    reach = leader.latency.e2e_p50_high if leader.latency.e2e_p50_high is not None else leader.latency.e2e_p50
+    tied = [p for p in points if p is not leader
+            and (p.latency.e2e_p50_low if p.latency.e2e_p50_low is not None else p.latency.e2e_p50) <= reach]
+    return [leader] + sorted(tied, key=lambda p: p.latency.e2e_p50)
+
+
 def highlights(rows: list[HeadlineRow]) -> Highlights:
+    """The highlights of ``rows``: ties named where the intervals overlap."""
     trade = trade_off(rows)
     timed = [p for p in trade.points if p.latency.e2e_p50]
     on_frontier = [timed[i] for i in frontier([(p.latency.e2e_p50, p.overall.rate) for p in timed])]
     status = [r.status for r in rows]
     return Highlights(
-        most_accurate=max(trade.points, key=lambda p: (p.overall.rate, -(p.latency.e2e_p50 or 0)))
-        if trade.points else None,
-        fastest=min(timed, key=lambda p: p.latency.e2e_p50) if timed else None,
+        most_accurate=_tied_on_accuracy(trade.points), fastest=_tied_on_speed(timed),
         frontier=on_frontier, trade=trade, cells=len(rows), done=status.count("done"), failed=status.count("failed"),
         skipped=status.count("skipped"), answers=sum(r.overall.n for r in rows), errors=sum(r.errors for r in rows))
