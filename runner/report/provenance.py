@@ -112,8 +112,6 @@ def environment_rows(runs: list[RunData]) -> tuple[list[EnvironmentRow], list[st
     for run in runs:
         report = run.manifest.environment
         if report is None:
-            if run.benchmark != "simcopilot":  # the starter set's references pass anywhere: nothing to say
-                continue
             notes.append(f"{run.name}: no environment check recorded (a run made before the check existed): "
                          "an environment failure there counts as the model's")
             continue

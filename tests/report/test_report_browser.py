@@ -30,8 +30,8 @@ def test_report_opens_offline_in_chromium_with_every_chart(two_machine_runs, tmp
         # drill-down collapsed by default; every section the brief names is there
         assert browser.evaluate("[...document.querySelectorAll('details')].every(d => !d.open)")
         sections = browser.evaluate("[...document.querySelectorAll('section')].map(s => s.id)")
-        # a starter run: no published tables, no environment check recorded, no SimCoPilot-only section
-        assert sections == ["glance", "headline", "judging", "timing", "techniques", "quantization", "cascades",
+        # a starter run: no published tables, no SimCoPilot-only section
+        assert sections == ["glance", "headline", "environment", "judging", "timing", "techniques", "quantization", "cascades",
                             "hardware", "charts", "failures", "definitions", "provenance", "tasks"]
         # at 1,400 px every cell's pass rates and e2e latency are in view, no horizontal scrolling
         assert browser.evaluate("window.innerWidth") == 1400

@@ -131,7 +131,7 @@ def test_one_vocabulary_and_only_the_sections_that_apply_on_a_starter_run(tmp_pa
     columns = list(json.loads(paths.json.read_text())[0])
     assert "error_samples" not in columns and "request_errors" in columns and "e2e_p50_low_s" in columns
     sections = re.findall(r'<section id="([a-z-]+)"', html)
-    assert "reference" not in sections and "cascades" not in sections and "environment" not in sections
+    assert "reference" not in sections and "cascades" not in sections
 
 
 def test_the_comparisons_schema_doc_is_generated_from_the_model():
