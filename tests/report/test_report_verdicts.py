@@ -159,3 +159,25 @@ def test_report_into_an_existing_file_is_one_line_not_a_traceback(tmp_path):
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert result.output.strip().count("\n") == 0 and f"{taken}: a file, not a folder" in result.output
     assert taken.read_text() == "mine"
+
+
+def test_kept_needs_many_tasks_and_a_median_interval_is_distribution_free():
+    from scipy.stats import binom
+
+    from runner.report.comparisons import retained_interval
+    from runner.report.headline import median_interval
+
+    # no pass lost in 32 tasks is not "kept ≥ 99%": up to ~4 losses would go unseen
+    few = retained_interval(9, 0, 1, 32)
+    assert few.ratio == 10 / 9 and few.interval.low < 0.6 and few.interval.high > 1.5
+    # identical verdicts on 1,000 tasks, 500 passes, are
+    many = retained_interval(500, 0, 0, 1000)
+    assert many.ratio == 1 and 0.99 < many.interval.low < 1 < many.interval.high < 1.01
+    assert retained_interval(20, 20, 0, 40).interval.low == 0.0
+    # the j-th smallest to the j-th largest of n covers the median with >= 95%, j as large as allows it
+    for n in (6, 10, 40, 101):
+        low, high = median_interval([float(v) for v in range(1, n + 1)])
+        j = int(low)
+        assert high == n + 1 - j and 1 - 2 * binom.cdf(j - 1, n, 0.5) >= 0.95
+        assert 1 - 2 * binom.cdf(j, n, 0.5) < 0.95
+    assert median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0) and median_interval([]) is None
