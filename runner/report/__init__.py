@@ -6,6 +6,8 @@
     out_dir/README.md      the same tables in Markdown, charts as out_dir/plots/*.png
     out_dir/results.csv    one row per cell × language × mode with every figure
     out_dir/results.json   the same rows as JSON records
+    out_dir/comparisons.csv  one row per cell against its baseline: each verdict with its test
+    out_dir/comparisons.json the same rows as JSON records (schema: runner.report.comparison_table)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.errors import UserError
 from runner.report import data, plots, tables, writers
 
 
@@ -24,7 +27,14 @@ class ReportPaths:
     markdown: Path
     csv: Path
     json: Path
+    comparisons_csv: Path
+    comparisons_json: Path
     plots: tuple[Path, ...]
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The page, the Markdown and the four tables, in the order the CLI lists them."""
+        return (self.html, self.markdown, self.csv, self.json, self.comparisons_csv, self.comparisons_json)
 
 
 def default_out_dir(run_dirs: list[Path]) -> Path:
@@ -35,10 +45,13 @@ def default_out_dir(run_dirs: list[Path]) -> Path:
 
 def render(run_dirs: list[Path], out_dir: Path) -> ReportPaths:
     """Render the report of ``run_dirs`` into ``out_dir`` (created if needed)."""
-    runs = data.load_runs([Path(p) for p in run_dirs])
-    catalogue = data.load_tasks(runs)
-    built = tables.build(runs, catalogue)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: a file, not a folder; give -o a folder for the report (new or existing)")
+    notes: list[str] = []
+    runs = data.load_runs([Path(p) for p in run_dirs], notes)
+    catalogue = data.load_tasks(runs)
+    built = tables.build(runs, catalogue, notes)
     out_dir.mkdir(parents=True, exist_ok=True)
     drawn = plots.render_all(built, out_dir / "plots")
     return ReportPaths(
@@ -46,6 +59,8 @@ def render(run_dirs: list[Path], out_dir: Path) -> ReportPaths:
         markdown=writers.write_markdown(built, drawn, out_dir / "README.md"),
         csv=writers.write_csv(built, out_dir / "results.csv"),
         json=writers.write_json(built, out_dir / "results.json"),
+        comparisons_csv=writers.write_comparisons_csv(built, out_dir / "comparisons.csv"),
+        comparisons_json=writers.write_comparisons_json(built, out_dir / "comparisons.json"),
         plots=tuple(p.png for p in drawn),
     )
 

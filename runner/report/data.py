@@ -163,11 +163,27 @@ def load_run(path: Path) -> RunData:
     return run
 
 
-def load_runs(paths: list[Path]) -> list[RunData]:
-    """Read every run directory and give each cell a label unique across them."""
+def load_runs(paths: list[Path], notes: list[str] | None = None) -> list[RunData]:
+    """Read every run directory once and give each cell a label unique across them. A run given
+    twice (the same folder, or a copy of it: the same manifest) is read once, and ``notes`` says so."""
     if not paths:
         raise UserError("give at least one run directory (runs/<name>)")
-    runs = [load_run(p) for p in paths]
+    runs: list[RunData] = []
+    seen: dict[tuple, Path] = {}
+    for path in paths:
+        folder = Path(path).resolve()
+        if ("path", folder) in seen:
+            (notes if notes is not None else []).append(f"{path}: given twice, counted once")
+            continue
+        run = load_run(Path(path))
+        m = run.manifest
+        identity = ("manifest", m.name, m.started_at, machine_key(m.fingerprint))
+        if identity in seen:
+            (notes if notes is not None else []).append(
+                f"{path}: the same run as {seen[identity]} (same name, start time and machine), counted once")
+            continue
+        seen[("path", folder)] = seen[identity] = Path(path)
+        runs.append(run)
     ids: dict[str, list[CellData]] = {}
     for run in runs:
         for cell in run.cells:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from runner.records import Outcome, Sample, Stage
 from runner.report.data import CellData, split_task_id
-from runner.report.tables import PassRate
+from runner.report.rates import PassRate
 
 
 @dataclass(frozen=True)

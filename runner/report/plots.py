@@ -12,9 +12,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.text import Text
 
 from runner.report.data import shared_latency_source
-from runner.report.tables import CategoryTable, HeadlineRow, LatencySummary, Tables, frontier, trade_off
+from runner.report.categories import CategoryTable
+from runner.report.headline import HeadlineRow, LatencySummary
+from runner.report.tables import Tables
+from runner.report.tradeoff import frontier, trade_off
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
@@ -54,7 +58,7 @@ def _markers(keys: list[str]) -> dict[str, str]:
     return {k: MARKERS[i % len(MARKERS)] for i, k in enumerate(sorted(set(keys)))}
 
 
-def _short(label: str, rows: list[HeadlineRow]) -> str:
+def _short(label: str, rows: list) -> str:
     """The cell label without the model when every cell shares one model."""
     models = {r.cell.cell.model for r in rows}
     if len(models) == 1:
@@ -63,30 +67,64 @@ def _short(label: str, rows: list[HeadlineRow]) -> str:
     return label
 
 
-def _seconds_axis(axis) -> None:
-    """Plain tick labels (``0.5 s``, ``2 s``) on a log axis instead of powers of ten."""
-    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g} s"))
-    axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
-        lambda v, _: f"{v:g} s" if f"{v:.1g}"[0] in "25" else ""))
+def _point_label(label: str, rows: list) -> str:
+    """A chart point's label, decluttered: the model and the runtime when every point shares them, and
+    the default ``baseline`` variant name (``q4_k_m``, ``q4_k_m/no-prefix-cache``)."""
+    text = _short(label, rows)
+    runtimes = {r.cell.cell.runtime for r in rows}
+    if len(runtimes) == 1 and text.startswith(next(iter(runtimes)) + "/"):
+        text = text.split("/", 1)[1]
+    text = text.replace("/baseline @ ", " @ ")
+    return text[: -len("/baseline")] if text.endswith("/baseline") else text
 
 
-def _place_labels(fig: Figure, ax, points: list[tuple[float, float]], texts: list[str]) -> None:
-    """Label each point where the label overlaps no earlier label and no point (greedy, a few candidates)."""
+def _log_ticks(low: float, high: float) -> list[float]:
+    """At least three readable ticks between ``low`` and ``high`` on a log axis: 1-2-5 steps, finer
+    steps where the range spans less than a decade, evenly spaced values where even those are too few."""
+    import math
+
+    decades = range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+    for steps in ((1, 2, 5), (1, 1.5, 2, 3, 4, 5, 6, 8), (1, 1.2, 1.4, 1.6, 1.8, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 8, 9)):
+        ticks = sorted({round(s * 10 ** d, 12) for d in decades for s in steps if low <= s * 10 ** d <= high})
+        if len(ticks) >= 3:
+            return ticks if len(ticks) <= 8 else ticks[:: math.ceil(len(ticks) / 8)]
+    return [float(v) for v in np.geomspace(low, high, 3)] if high > low else [low]
+
+
+def _seconds_axis(axis, low: float, high: float) -> None:
+    """Plain tick labels (``0.5 s``, ``2 s``) on a log axis instead of powers of ten, three at least:
+    a range inside one decade would otherwise get one label, or none."""
+    ticks = _log_ticks(low, high)
+    axis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+    axis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g} s"))
+
+
+def _place_labels(fig: Figure, ax, points: list[tuple[float, float]], texts: list[str]) -> list:
+    """Label each point where the label overlaps no earlier label and no point: the spots next to it
+    first, then rings further out with a leader line back to the point. Returns the labels' boxes."""
     canvas = FigureCanvasAgg(fig)
     canvas.draw()  # settle the layout first: the overlap test uses display coordinates
     renderer = canvas.get_renderer()
     dots = [ax.transData.transform(p) for p in points]
     frame = ax.get_window_extent(renderer)
     placed = []
-    candidates = ((8, 6, "left"), (8, -12, "left"), (-8, 6, "right"), (-8, -12, "right"), (8, 16, "left"),
-                  (8, -22, "left"), (-8, 16, "right"), (-8, -22, "right"), (0, 24, "center"), (0, -30, "center"))
+    near = [(8, 6, "left"), (8, -12, "left"), (-8, 6, "right"), (-8, -12, "right")]
+    rings = [(dx * r, dy * r, align) for r in (2, 3, 4, 5, 6)
+             for dx, dy, align in ((8, 10, "left"), (8, -12, "left"), (-8, 10, "right"), (-8, -12, "right"),
+                                   (0, 14, "center"), (0, -16, "center"))]
+    # last: a column of rows beside the point, each a line apart, either side
+    rings += [(side * 40, 13 * k, "left" if side > 0 else "right") for k in range(-10, 11) for side in (1, -1)]
     order = sorted(range(len(points)), key=lambda i: points[i])
     for i in order:
         chosen = None
-        for dx, dy, align in candidates:
+        for n, (dx, dy, align) in enumerate(near + rings):
+            leader = dict(arrowstyle="-", color="#9ca3af", linewidth=0.6) if n >= len(near) else None
             label = ax.annotate(texts[i], points[i], xytext=(dx, dy), textcoords="offset points", fontsize=7.5,
-                                ha=align, color="#1f2937", zorder=4)
-            box = label.get_window_extent(renderer).expanded(1.04, 1.15)
+                                ha=align, color="#1f2937", zorder=4, arrowprops=leader)
+            # the text's own box: an annotation's extent includes its leader line, which reaches the point
+            label.update_positions(renderer)
+            box = Text.get_window_extent(label, renderer).expanded(1.06, 1.4)
             outside = box.x0 < frame.x0 or box.x1 > frame.x1 or box.y0 < frame.y0 or box.y1 > frame.y1
             clash = outside or any(box.overlaps(other) for other in placed) or any(
                 box.contains(x, y) for j, (x, y) in enumerate(dots) if j != i)
@@ -94,11 +132,10 @@ def _place_labels(fig: Figure, ax, points: list[tuple[float, float]], texts: lis
                 chosen = box
                 break
             label.remove()
-        if chosen is None:  # crowded: keep the first spot with a leader line so the label stays readable
-            label = ax.annotate(texts[i], points[i], xytext=candidates[0][:2], textcoords="offset points",
-                                fontsize=7.5, color="#1f2937", zorder=4)
-            chosen = label.get_window_extent(renderer)
+        if chosen is None:  # no free spot anywhere near: leave it out rather than pile it on another
+            continue
         placed.append(chosen)
+    return placed
 
 
 #: bits per weight of GGUF and vLLM formats (llama.cpp's own figures for a 7B model), for ordering a ladder
@@ -118,6 +155,14 @@ def ladders(rows: list[HeadlineRow]) -> list[list[HeadlineRow]]:
             groups.setdefault(key, []).append(r)
     return [sorted(g, key=lambda r: -BITS.get(r.cell.cell.quantization, 0.0))
             for g in groups.values() if len({r.cell.cell.quantization for r in g}) >= 3]
+
+
+def source_words(source: str) -> str:
+    """How the requests of a latency source were sent, in words (``latency/warm``: one at a time, warm cache)."""
+    phase, _, state = source.partition("/")
+    if phase == "accuracy":
+        return "queued at the run's concurrency"
+    return f"one request at a time, {state} cache" if state else "one request at a time"
 
 
 def ladder(groups: list[list[HeadlineRow]], fig: Figure) -> str:
@@ -164,10 +209,9 @@ def ladder(groups: list[list[HeadlineRow]], fig: Figure) -> str:
     ax.legend(handles[0] + more[0], handles[1] + more[1], loc="upper left", bbox_to_anchor=(1.08, 1.0),
               frameon=False, fontsize=8)
     ax.set_title("Quantization ladder: what each step down in bits costs in accuracy and buys in speed")
-    where = " and ".join(sorted(sources)) or "no"
+    where = " and ".join(f"{s} samples ({source_words(s)})" for s in sorted(sources)) or "no timed samples"
     return (f"Solid: pass rate over all tasks with its Wilson 95% interval; dashed: output tokens / e2e seconds "
-            f"from the {where} samples (one request at a time when latency/…, queued at the run's concurrency "
-            f"when accuracy), the same phase for every rung. Most bits on the left.")
+            f"from the {where}, the same phase for every rung. Most bits on the left.")
 
 
 def pareto(rows: list[HeadlineRow], fig: Figure) -> str:
@@ -189,7 +233,6 @@ def pareto(rows: list[HeadlineRow], fig: Figure) -> str:
                     markersize=9 if i in best else 7, capsize=3, elinewidth=1.1, alpha=0.95,
                     markeredgecolor="#111827" if i in best else "white", markeredgewidth=1.0, zorder=3)
     ax.set_xscale("log")
-    _seconds_axis(ax.xaxis)
     ax.set_xlabel("end-to-end latency p50 (log scale)  →  slower")
     ax.set_ylabel("pass rate %, best of cascade  →  better")
     ys_all = [100 * r.overall.wilson_low for r in usable] + [100 * r.overall.wilson_high for r in usable]
@@ -197,6 +240,7 @@ def pareto(rows: list[HeadlineRow], fig: Figure) -> str:
         ax.set_ylim(max(-3, min(ys_all) - 8), min(103, max(ys_all) + 8))
         xs = [p[0] for p in points]
         ax.set_xlim(min(xs) / 1.3, max(xs) * 1.3)
+        _seconds_axis(ax.xaxis, min(xs) / 1.3, max(xs) * 1.3)
     handles = [Line2D([], [], color=c, marker="o", linestyle="", markersize=7, label=f"runtime: {k}")
                for k, c in colours.items()]
     handles += [Line2D([], [], color="#4b5563", marker=m, linestyle="", markersize=7, label=f"quant: {k}")
@@ -208,7 +252,7 @@ def pareto(rows: list[HeadlineRow], fig: Figure) -> str:
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
     ax.set_title("Latency–accuracy trade-off: up and to the left is better")
-    _place_labels(fig, ax, points, [_short(r.cell.label, usable) for r in usable])
+    _place_labels(fig, ax, points, [_point_label(r.cell.label, usable) for r in usable])
     on_frontier = ", ".join(_short(usable[i].cell.label, usable) for i in best)
     left_out = f" {trade.note()}." if trade.note() else ""
     return (f"{len(usable)} cells scored on the same number of tasks; latency from the {trade.source} samples "
@@ -229,7 +273,8 @@ def latency_cdfs(rows: list[HeadlineRow], fig: Figure) -> str:
             ax.step(np.concatenate([[values[0]], values]), np.concatenate([[0], ys]), where="post",
                     color=PALETTE[i % len(PALETTE)], linewidth=1.5, label=_short(r.cell.label, usable))
         ax.set_xscale("log")
-        _seconds_axis(ax.xaxis)
+        if ax.has_data():
+            _seconds_axis(ax.xaxis, *ax.get_xlim())
         ax.set_xlabel(f"{title} (log scale)")
         ax.set_title(title)
     axes[0].set_ylabel("fraction of requests")

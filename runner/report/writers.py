@@ -15,6 +15,7 @@ import jinja2
 from runner import __version__
 from runner.errors import cap
 from runner.paths import templates_dir
+from runner.report.comparison_table import ComparisonRecord
 from runner.report.plots import Plot
 from runner.report.tables import Tables
 
@@ -101,4 +102,22 @@ def write_csv(tables: Tables, path: Path) -> Path:
 def write_json(tables: Tables, path: Path) -> Path:
     """results.json: the same rows as results.csv, as a list of records (``pandas.read_json``)."""
     path.write_text(json.dumps(tables.results, indent=1, allow_nan=False, default=str), encoding="utf-8")
+    return path
+
+
+def write_comparisons_csv(tables: Tables, path: Path) -> Path:
+    """comparisons.csv: one row per cell against its baseline, each verdict with its test (empty: None)."""
+    columns = list(ComparisonRecord.model_fields)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row in tables.comparisons:
+            writer.writerow({k: "" if v is None else v for k, v in row.model_dump().items()})
+    return path
+
+
+def write_comparisons_json(tables: Tables, path: Path) -> Path:
+    """comparisons.json: the same rows as comparisons.csv, as a list of records."""
+    path.write_text(json.dumps([r.model_dump() for r in tables.comparisons], indent=1, allow_nan=False),
+                    encoding="utf-8")
     return path

@@ -30,8 +30,25 @@ def test_report_opens_offline_in_chromium_with_every_chart(two_machine_runs, tmp
         # drill-down collapsed by default; every section the brief names is there
         assert browser.evaluate("[...document.querySelectorAll('details')].every(d => !d.open)")
         sections = browser.evaluate("[...document.querySelectorAll('section')].map(s => s.id)")
-        assert sections == ["glance", "headline", "environment", "judging", "timing", "techniques", "quantization", "reference", "cascades",
+        # a starter run: no published tables, no SimCoPilot-only section
+        assert sections == ["glance", "headline", "environment", "judging", "timing", "techniques", "quantization", "cascades",
                             "hardware", "charts", "failures", "definitions", "provenance", "tasks"]
+        # at 1,400 px every cell's pass rates and e2e latency are in view, no horizontal scrolling
+        assert browser.evaluate("window.innerWidth") == 1400
+        seen = browser.evaluate("""(() => {
+            const table = document.querySelector('#headline-table');
+            const frame = table.parentElement.getBoundingClientRect();
+            const right = Math.min(frame.right, window.innerWidth);
+            return [...table.querySelectorAll('tbody tr')].map(tr => {
+                const wanted = [...tr.querySelectorAll('td.split, td.cell-total, td.e2e')];
+                const hidden = wanted.filter(td => { const r = td.getBoundingClientRect();
+                                                     return r.left < frame.left || r.right > right; });
+                return [tr.cells[0].innerText.split('\\n')[0], wanted.length, hidden.length,
+                        Math.round(Math.max(...wanted.map(td => td.getBoundingClientRect().right))), Math.round(right)];
+            });
+        })()""")
+        assert len(seen) == 6 and all(n == 6 and hidden == 0 for _, n, hidden, _, _ in seen), seen
+        assert browser.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         shot = browser.screenshot(tmp_path / "report.png")
     assert shot.stat().st_size > 50_000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -84,7 +84,7 @@ def test_the_ladder_is_the_first_chart_and_latency_names_its_cache_state(tmp_pat
     assert "TTFT p50 cold" in headline and headline.count("latency/warm (n=5, cached tokens p50 900)") == 7
     # the technique's speed verdict names the cache state; its TTFT is compared in both states
     techniques = html[html.index('id="techniques"'):html.index('id="quantization"')]
-    assert re.search(r"slower \(×(1\.9\d|2\.0\d) the latency\) \(warm cache\)", techniques)
+    assert re.search(r"slower ×(1\.9\d|2\.0\d) \[\d\.\d\d, \d\.\d\d\] \(warm cache\)", techniques)
     assert re.search(r"cold ×(0\.9\d|1\.0\d)", techniques) and re.search(r"warm ×(1\.9\d|2\.0\d)", techniques)
     # measured: the server's memory; not measured: energy and GPU memory, said once, with the reason
     assert "server peak RSS MiB" in headline and "peak GPU MiB" not in headline and "J/task" not in headline
@@ -101,7 +101,7 @@ def test_a_ladder_whose_rungs_skip_the_latency_phase_compares_speed_from_the_acc
     phase, the timed q4_k_m rung's included, never a mix of phases on one line."""
     from runner.report import data, tables
     from runner.report.plots import ladders
-    from runner.report.tables import LatencySummary
+    from runner.report.headline import LatencySummary
 
     store = ladder_run(tmp_path, untimed=frozenset(LADDER) - {"q4_k_m"})
     paths = render([store.root], tmp_path / "report")
@@ -128,9 +128,45 @@ def test_the_trade_off_compares_cells_scored_on_the_same_tasks_with_latency_from
     assert [r.cell.cell.label for r in trade.left_out] == ["no-prefix-cache"]
     # q8_0 was never timed one at a time: every point's latency is then the accuracy phase's
     assert trade.source == "accuracy" and {p.latency.source for p in trade.points} == {"accuracy"}
-    assert built.highlights.fastest.cell.cell.quantization == "q2_k"  # the fewest bits, the shortest e2e
+    assert built.highlights.fastest[0].cell.cell.quantization == "q2_k"  # the fewest bits, the shortest e2e
     (comparison,) = built.techniques
     assert comparison.pairs == 8  # its own table pairs it with the baseline on the 8 it answered
     markdown = render([store.root], tmp_path / "report").markdown.read_text()
     assert "latency from the accuracy samples of every one" in markdown
     assert "1 cell(s) scored on fewer tasks are compared with their baseline task by task" in markdown
+
+
+def test_chart_captions_name_their_sources_without_template_residue(tmp_path):
+    paths = render([ladder_run(tmp_path).root], tmp_path / "report")
+    markdown = paths.markdown.read_text()
+    assert "latency/warm samples (one request at a time, warm cache)" in markdown
+    assert "…" not in markdown and "when latency/" not in markdown
+
+
+def test_the_pareto_charts_log_axis_has_readable_ticks_even_inside_one_decade(tmp_path):
+    from runner.report.plots import _log_ticks
+
+    assert _log_ticks(0.77, 1.3) == [0.8, 0.9, 1, 1.2]  # 1-2-5 steps would give a single tick here
+    assert _log_ticks(0.5, 20) == [0.5, 1, 2, 5, 10, 20]
+    store = ladder_run(tmp_path)
+    html = render([store.root], tmp_path / "report").html.read_text()
+    figure = html[html.index('id="plot-pareto"'):]
+    figure = figure[:figure.index("</figure>")]
+    ticks = re.findall(r"<text[^>]*>(\d[\d.]* s)</text>", figure)
+    assert len(ticks) >= 3 and ticks == sorted(ticks, key=lambda t: float(t[:-2]))
+
+
+def test_crowded_chart_labels_never_pile_up():
+    from matplotlib.figure import Figure
+
+    from runner.report.plots import _place_labels
+
+    fig = Figure(figsize=(11, 5.2), layout="constrained")
+    ax = fig.add_subplot()
+    points = [(3.2 + 0.01 * i, 40 + 0.3 * i) for i in range(6)]  # six rungs within a marker of each other
+    ax.scatter(*zip(*points))
+    ax.set_xlim(2, 6)
+    ax.set_ylim(0, 100)
+    boxes = _place_labels(fig, ax, points, [f"rung q{i}_k_m" for i in range(6)])
+    assert len(boxes) == 6
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])

@@ -50,9 +50,9 @@ def test_a_technique_whose_changes_repetition_alone_matches_is_within_the_noise_
     noise = comparison.noise
     assert (noise.changed, noise.pairs, noise.floor.answers_changed, noise.floor.tasks) == (24, comparison.pairs, 6, 10)
     assert noise.within and noise.floor.concurrency == 8  # the manifest's settings.concurrency
-    # McNemar alone would say "loses": 24 of ~120 answers changed is less often than 6 of 10 by repetition
-    assert comparison.accuracy.startswith("within the noise floor (-")
-    assert "loses" not in comparison.verdict
+    # McNemar alone would say "lost": 24 of ~120 answers changed is less often than 6 of 10 by repetition
+    assert comparison.accuracy.startswith("no change beyond the noise floor (-")
+    assert "lost" not in comparison.verdict
     assert noise.words.startswith(f"answers changed: 24 of {comparison.pairs} · by repetition alone: 6 of 10 "
                                   "(concurrency 8) · within the noise floor")
     # the repeated answers count in no pass rate and no latency figure
@@ -78,5 +78,5 @@ def test_a_change_above_the_floor_keeps_its_effect(tmp_path):
     # 24 of ~120 answers changed against none of 30 by repetition alone (Fisher p < 0.01)
     run = paired_run(tmp_path, repeat_changed=0, repeated=30)
     (comparison,) = build(load_runs([run.root]), load_tasks([])).techniques
-    assert comparison.noise.within is False and comparison.accuracy.startswith("loses ")
+    assert comparison.noise.within is False and comparison.accuracy.startswith("lost ")
     assert "above the noise floor" in comparison.noise.words and "by repetition alone: 0 of 30" in comparison.noise.words

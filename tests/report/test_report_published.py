@@ -36,6 +36,14 @@ def verdict(rate: float, spread: float, published: float, half: float) -> str:
 
 
 def test_a_run_from_before_the_published_field_compares_its_llama3_70b_cells_with_the_2024_row(two_machine_runs, tmp_path):
+    # the same runs judged on the starter set stand beside no published row: the tables are SimCoPilot's
+    starter = json.loads(render(two_machine_runs, tmp_path / "starter").json.read_text())
+    assert all(r["published_row"] is None for r in starter)
+    runs = tmp_path / "simcopilot"
+    two_machine_runs = [write_run(runs, "paper-h100", H100, [conftest.BASELINE, conftest.FP8], speed=1.0, seed=1,
+                                  benchmark="simcopilot").root,
+                        write_run(runs, "paper-a100", conftest.A100, [conftest.BASELINE], speed=0.6, seed=2,
+                                  benchmark="simcopilot").root]
     paths = render(two_machine_runs, tmp_path / "report")
     markdown = paths.markdown.read_text()
     heading = next(line for line in markdown.splitlines() if line.startswith("## Against SimCoPilot's published"))
@@ -58,7 +66,7 @@ def test_a_run_from_before_the_published_field_compares_its_llama3_70b_cells_wit
 def test_a_cell_is_compared_with_the_row_its_model_names_both_ways_with_its_known_differences(tmp_path, monkeypatch):
     for cell in (QWEN, OTHER):
         monkeypatch.setitem(conftest.PROFILE, cell.id, (0.6, 3.0, 0.3))
-    store = write_run(tmp_path / "runs", "qwen", H100, [QWEN, OTHER], speed=1.0, seed=3)
+    store = write_run(tmp_path / "runs", "qwen", H100, [QWEN, OTHER], speed=1.0, seed=3, benchmark="simcopilot")
     manifest = store.read_manifest()
     matrix = {**manifest.matrix, "models": {"qwen32": {"name": "Qwen2.5-Coder-32B-Instruct",
                                                        "published": "2025: Qwen2.5-Coder-32B"},
