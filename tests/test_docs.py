@@ -93,6 +93,9 @@ def test_cli_reference_lists_every_command_and_option(site):
     page = (site / "cli" / "index.html").read_text()
     commands = _commands(main, "runner")
     assert len(commands) > 12
+    # the help texts' examples stay one command a line, as code (docs/_hooks/click_examples.py)
+    assert re.search(r"<pre>.*<code>runner reproduce --preset demo +# the CPU demo", page)
+    assert "Sentinel" not in page  # a default the page could not render
     for path, command in commands:
         anchor = path.replace(" ", "-")
         assert f'id="{anchor}"' in page, path
