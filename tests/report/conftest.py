@@ -1,4 +1,5 @@
-"""Run directories built through ``RunStore`` the way ``runner reproduce`` writes them.
+"""Run directories for the report tests: one real small run (``small_run``), and runs built through
+``RunStore`` the way ``runner reproduce`` writes them.
 
 Two machines (an H100 host and a 2× A100 host), a Llama-3-70B matrix with a BF16 baseline, an
 FP8 quantization, an n-gram speculative-decoding technique, a failed llama.cpp cell with error
@@ -9,14 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from runner.benchmarks import load_benchmark
+from runner.report import ReportPaths, render
+from runner.running.run import RunOutcome
 from runner.records import Cascade, CascadeVerdict, Cell, Outcome, Sample, ServerTimings, Stage
 from runner.store import CellResult, Fingerprint, Manifest, ModelRecord, RunStore, SweepPoint
+from tests.conftest import SHARED_CACHE
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
 
@@ -154,3 +159,67 @@ def two_machine_runs(tmp_path) -> list[Path]:
     h100 = write_run(runs, "paper-h100", H100, [BASELINE, FP8, SPEC, GGUF], speed=1.0, seed=1, failed=GGUF)
     a100 = write_run(runs, "paper-a100", A100, [BASELINE, FP8], speed=0.6, seed=2)
     return [h100.root, a100.root]
+
+
+def small_matrix(folder: Path) -> Path:
+    """Two llama.cpp cells (a baseline and n-gram speculation) of Gemma 3 270M on 4 starter tasks."""
+    from tests.llama_server import gemma_gguf
+
+    path = folder / "report-demo.toml"
+    path.write_text(f"""
+name = "report-demo"
+benchmark = "starter"
+[tasks]
+languages = ["python"]
+programs = ["lu_solver", "shortest_paths"]
+limit = 4
+[settings]
+max_tokens = 24
+concurrency = 2
+latency_tasks = 2
+warmup_requests = 1
+sweep = [1, 2]
+sweep_requests = 2
+request_timeout_s = 120
+health_timeout_s = 300
+threads = 1
+[models.gemma3-report]
+name = "Gemma 3 270M"
+chat = false
+prompt_styles = ["instruct"]
+[models.gemma3-report.quantizations.q4_k_m]
+kind = "path"
+path = "{gemma_gguf()}"
+[[cells]]
+model = "gemma3-report"
+runtime = "llamacpp"
+quantization = "q4_k_m"
+techniques = {{ parallel = 2 }}
+variants = [{{ label = "ngram-spec", techniques = {{ spec = "ngram" }} }}]
+""")
+    return path
+
+
+@dataclass
+class SmallRun:
+    """A finished real run and its rendered report."""
+
+    outcome: RunOutcome
+    paths: ReportPaths
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> SmallRun:
+    """The real small run (llama.cpp, Gemma 3 270M, evaluated for real), made once per session and rendered."""
+    from runner.matrix import load_matrix
+    from runner.running.run import RunOptions, reproduce
+
+    root = tmp_path_factory.mktemp("small-run")
+    # session-scoped, so the per-test isolated_home is not active yet: isolate the same way here
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RUNNER_HOME", str(root / "home"))
+        env.setenv("RUNNER_CACHE", str(SHARED_CACHE))
+        outcome = reproduce(load_matrix(small_matrix(root)), RunOptions(runs_dir=root / "runs"))
+        assert [r.status for r in outcome.results] == ["done", "done"], [r.reason for r in outcome.results]
+        paths = render([outcome.run_dir], root / "report")
+    return SmallRun(outcome=outcome, paths=paths)

@@ -1,63 +1,20 @@
-"""The report of a real small run: llama.cpp serving Gemma 3 270M on starter tasks, evaluated for real."""
+"""The report of a real small run (`small_run`, tests/report/conftest.py): llama.cpp, Gemma 3 270M, judged for real."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from runner.matrix import load_matrix
-from runner.report import render
-from runner.running.run import RunOptions, reproduce
 from runner.store import RunStore
 from tests.conftest import require
-from tests.llama_server import gemma_gguf
 from tests.report.chromium import Chromium, find_chromium
 
 pytestmark = pytest.mark.slow
 
 
-def small_matrix(folder: Path) -> Path:
-    path = folder / "report-demo.toml"
-    path.write_text(f"""
-name = "report-demo"
-benchmark = "starter"
-[tasks]
-languages = ["python"]
-programs = ["lu_solver", "shortest_paths"]
-limit = 4
-[settings]
-max_tokens = 24
-concurrency = 2
-latency_tasks = 2
-warmup_requests = 1
-sweep = [1, 2]
-sweep_requests = 2
-request_timeout_s = 120
-health_timeout_s = 300
-threads = 1
-[models.gemma3-report]
-name = "Gemma 3 270M"
-chat = false
-prompt_styles = ["instruct"]
-[models.gemma3-report.quantizations.q4_k_m]
-kind = "path"
-path = "{gemma_gguf()}"
-[[cells]]
-model = "gemma3-report"
-runtime = "llamacpp"
-quantization = "q4_k_m"
-techniques = {{ parallel = 2 }}
-variants = [{{ label = "ngram-spec", techniques = {{ spec = "ngram" }} }}]
-""")
-    return path
-
-
-def test_report_of_a_real_small_run(tmp_path):
-    outcome = reproduce(load_matrix(small_matrix(tmp_path)), RunOptions(runs_dir=tmp_path / "runs"))
-    assert [r.status for r in outcome.results] == ["done", "done"], [r.reason for r in outcome.results]
-    paths = render([outcome.run_dir], tmp_path / "report")
+def test_report_of_a_real_small_run(small_run, tmp_path):
+    outcome, paths = small_run.outcome, small_run.paths
 
     records = json.loads(paths.json.read_text())
     store = RunStore(outcome.run_dir)
