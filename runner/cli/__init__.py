@@ -1,6 +1,6 @@
 """The ``runner`` command line: parses arguments and calls the core. Data on stdout, logs on stderr.
 
-This package is the top layer: it may import every other part of ``runner``, and nothing imports it.
+This package is the top layer: it may import every other part of ``runner``, and only ``runner.__main__`` imports it.
 ``main`` is the command group; each ``*_commands`` module holds one group's commands (``common`` what they
 share), and they are attached here, so no command module imports this one.
 """
@@ -11,7 +11,7 @@ import click
 
 from runner import __version__
 from runner.cli import data_commands, model_commands, run_commands, task_commands
-from runner.cli.common import _EDITION_NAMES, CliError, log, user_errors  # noqa: F401 - the names tests and scripts use
+from runner.cli.common import _EDITION_NAMES  # noqa: F401 - the edition choices, which a test compares with the registry
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
