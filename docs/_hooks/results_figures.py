@@ -195,7 +195,9 @@ ORACLE_HEADER = ["split", "tasks", "unavailable", "scoreable", "unscoreable", "p
 def oracle_2024(root: Path) -> str:
     """The 2024 reference oracle per split, from its record."""
     records = _read_jsonl(root, "oracle-simcopilot-2024-upstream.jsonl")
-    return (f"Source: `bench/results/oracle-simcopilot-2024-upstream.jsonl`, {len(records):,} tasks checked.\n\n"
+    hours = sum(r["seconds"] or 0 for r in records) / 3600
+    return (f"Source: `bench/results/oracle-simcopilot-2024-upstream.jsonl`, {len(records):,} tasks checked, "
+            f"{hours:.1f} hours of check time (the tasks' own seconds, summed).\n\n"
             + _table(ORACLE_HEADER, _oracle_rows(records)))
 
 
