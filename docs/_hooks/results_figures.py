@@ -123,16 +123,21 @@ def eval_throughput(root: Path) -> str:
         if not p["runnable"]:
             continue
         d = docker_by.get(p["program"])
-        there = (f"{d['calibration_s']:.1f} / {d['cold_s']:.1f} / {d['warm_s']:.1f}" if d and d["runnable"]
-                 else f"not in the {docker['image'].split(':')[-1]} image")
-        rows.append([f"{p['program']} ({p['tasks_in_cell']})",
-                     f"{p['calibration_s']:.1f} / {p['cold_s']:.1f} / {p['warm_s']:.1f}", there])
+        there = _seconds(d) if d and d["runnable"] else f"not in the {docker['image'].split(':')[-1]} image"
+        rows.append([f"{p['program']} ({p['tasks_in_cell']})", _seconds(p), there])
     loads = sorted({f"{local['load_average_at_end']:g}", f"{docker['load_average_at_end']:g}"})
     loads = " and ".join(loads)
     head = (f"Source: `bench/results/{name}`, measured {local['measured'][:10]} on {local['machine']} "
             f"(load average at the end {loads}), by `{local['command']}`.\n\n")
-    return head + _table(["program (tasks in a cell)", "local: calibration / cold / warm s",
-                          f"docker ({docker['image']}): calibration / cold / warm s"], rows)
+    return head + _table(["program (tasks in a cell)", "local: calibration / cold / warm (warm's range) s",
+                          f"docker ({docker['image']}): calibration / cold / warm (warm's range) s"], rows)
+
+
+def _seconds(p: dict) -> str:
+    """One program's calibration, first task and mean of the others, with the others' range: the spread."""
+    spread = (f" ({p['warm_min_s']:.1f}–{p['warm_max_s']:.1f})"
+              if f"{p['warm_min_s']:.1f}" != f"{p['warm_max_s']:.1f}" else "")
+    return f"{p['calibration_s']:.1f} / {p['cold_s']:.1f} / {p['warm_s']:.1f}{spread}"
 
 
 def eval_cell(root: Path) -> str:
