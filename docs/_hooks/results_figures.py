@@ -1,0 +1,266 @@
+"""MkDocs hook: the measured figures of the docs and the README, rendered from the files under ``bench/results/``.
+
+A page holds a block ``<!-- figure: NAME -->`` ... ``<!-- /figure -->``; the build replaces its body
+with ``render(NAME)``, so the site cannot quote a figure its file does not hold.
+``scripts/render-results.py`` writes the same bodies into the committed Markdown (GitHub shows it
+unbuilt) and ``--check`` fails where the text and the files disagree (tests/test_quoted_figures.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "bench" / "results"
+#: the files whose marked blocks are generated: every page that quotes a measured figure from bench/results
+PAGES = ("docs/results.md",)
+
+BLOCK = re.compile(r"(<!-- figure: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- /figure -->)", re.S)
+
+#: SimCoPilot's tasks per split in both editions (`runner tasks list`), a property of the benchmark, not of a
+#: run: the records hold only the available tasks, so "unavailable" is this count minus theirs
+SPLIT_TASKS = {("python", "infill"): 382, ("python", "completion"): 212,
+               ("java", "infill"): 283, ("java", "completion"): 286}
+SPLIT_NAMES = {("python", "infill"): "Python infill", ("python", "completion"): "Python completion",
+               ("java", "infill"): "Java infill", ("java", "completion"): "Java completion"}
+SCOREABLE = ("pass", "fail", "compile_error", "runtime_error", "timeout")
+
+
+def _read_json(root: Path, name: str) -> dict:
+    return json.loads((root / name).read_text(encoding="utf-8"))
+
+
+def _read_jsonl(root: Path, name: str) -> list[dict]:
+    """The last record per task: a resumed ``--record`` file may hold a task twice."""
+    last: dict[str, dict] = {}
+    for line in (root / name).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            last[record["task_id"]] = record
+    return list(last.values())
+
+
+def _ms(value: float) -> str:
+    """Milliseconds as the docs write them: two decimals below 1 ms, whole above 5 ms."""
+    return f"{value:.0f} ms" if value >= 5 else f"{value:.2f} ms"
+
+
+def _span(values: list[float], fmt: Callable[[float], str]) -> str:
+    low, high = fmt(min(values)), fmt(max(values))
+    return low if low == high else f"{low.removesuffix(' ms')}–{high}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _source(root: Path, name: str, data: dict) -> str:
+    return (f"Source: `bench/results/{name}`, measured {data['measured'][:10]} on {data['machine']} "
+            f"by `{data['command']}`.")
+
+
+# --- bench/results/client-speed.json -----------------------------------------------------------------------
+
+#: the rows the page shows, in its order: the headline (64 × 5 ms, bold) and its neighbours in streams and gap
+CLIENT_ROWS = [(1, 5), (16, 5), (64, 5), (64, 1), (64, 20), (256, 5), (256, 20), (256, 1)]
+
+
+def client_speed(root: Path) -> str:
+    """The many-streams table: each configuration's median run, and the spread of its lag p99 over the runs."""
+    name = "client-speed.json"
+    data = _read_json(root, name)
+    by_key = {(f["streams"], f["gap_ms"]): f for f in data["figures"]}
+    rows = []
+    for streams, gap in CLIENT_ROWS:
+        f = by_key[(streams, gap)]
+        p99s = [r["itl_added_p99_ms"] for r in f["runs"]]
+        cells = [f"{streams} × {gap} ms", _ms(f["ttft_added_p50_ms"]), _ms(f["itl_added_p50_ms"]),
+                 _ms(f["itl_added_p99_ms"]), _span(p99s, _ms), f"{f['chunks_per_s']:,.0f}",
+                 f"{f['cpu_us_per_chunk']:.0f} µs"]
+        if (streams, gap) == (64, 5):
+            cells[:4] = [f"**{c}**" for c in cells[:4]]
+        rows.append(cells)
+    head = (f"{_source(root, name, data)}\n"
+            f"Load average {data['load_average']:g}; {data['tokens']} tokens × {data['rounds']} requests per "
+            f"stream; the median of {data['repeat']} runs{'; `--realtime`' if data['realtime'] else ''}.\n\n")
+    return head + _table(["streams × gap", "TTFT+ p50", "lag p50", "lag p99", f"lag p99 over the {data['repeat']} runs",
+                          "chunks/s", "client CPU per chunk"], rows)
+
+
+def client_minimal(root: Path) -> str:
+    """Ours beside the minimal ``http.client`` client on the stream source, paired medians."""
+    data = _read_json(root, "client-speed.json")
+    v = data["versus_minimal"]
+    rows = [["TTFT+", _ms(v["ttft_added_p50_ms"]), _ms(v["minimal_ttft_added_p50_ms"]),
+             f"**{_signed_ms(v['ttft_ours_minus_minimal_p50_ms'])}**"],
+            ["e2e past the last send", _ms(v["e2e_added_p50_ms"]), _ms(v["minimal_e2e_added_p50_ms"]),
+             _signed_ms(v["e2e_ours_minus_minimal_p50_ms"])]]
+    return (f"{v['requests']} request pairs, source `bench/results/client-speed.json` (`versus_minimal`).\n\n"
+            + _table(["figure", "ours", "minimal", "ours − minimal (paired median)"], rows))
+
+
+def _signed_ms(value: float) -> str:
+    return ("−" if value < 0 else "+") + _ms(abs(value))
+
+
+# --- bench/results/eval-throughput.json --------------------------------------------------------------------
+
+def eval_throughput(root: Path) -> str:
+    """Seconds per task per program in both sandboxes: calibration, the first task, the rest."""
+    name = "eval-throughput.json"
+    data = _read_json(root, name)
+    local, docker = data["throughput_local"], data["throughput_docker"]
+    docker_by = {p["program"]: p for p in docker["programs"]}
+    rows = []
+    for p in local["programs"]:
+        if not p["runnable"]:
+            continue
+        d = docker_by.get(p["program"])
+        there = _seconds(d) if d and d["runnable"] else f"not in the {docker['image'].split(':')[-1]} image"
+        rows.append([f"{p['program']} ({p['tasks_in_cell']})", _seconds(p), there])
+    loads = sorted({f"{local['load_average_at_end']:g}", f"{docker['load_average_at_end']:g}"})
+    loads = " and ".join(loads)
+    head = (f"Source: `bench/results/{name}`, measured {local['measured'][:10]} on {local['machine']} "
+            f"(load average at the end {loads}), by `{local['command']}`.\n\n")
+    return head + _table(["program (tasks in a cell)", "local: calibration / cold / warm (warm's range) s",
+                          f"docker ({docker['image']}): calibration / cold / warm (warm's range) s"], rows)
+
+
+def _seconds(p: dict) -> str:
+    """One program's calibration, first task and mean of the others, with the others' range: the spread."""
+    spread = (f" ({p['warm_min_s']:.1f}–{p['warm_max_s']:.1f})"
+              if f"{p['warm_min_s']:.1f}" != f"{p['warm_max_s']:.1f}" else "")
+    return f"{p['calibration_s']:.1f} / {p['cold_s']:.1f} / {p['warm_s']:.1f}{spread}"
+
+
+def eval_cell(root: Path) -> str:
+    """The extrapolated full cell of reference answers in each sandbox."""
+    data = _read_json(root, "eval-throughput.json")
+    parts = []
+    for key, where in (("throughput_local", "locally"), ("throughput_docker", "in Docker")):
+        cell = data[key]["cell"]
+        parts.append(f"{cell['serial_s']:,} s of checks {where} ({cell['wall_min']:.1f} min on {cell['cores']} cores)")
+    cell = data["throughput_local"]["cell"]
+    return (f"- **A full {cell['tasks']:,}-task cell** of reference answers, one check per core: "
+            f"{parts[0]}, {parts[1]}.\n")
+
+
+def java_paths(root: Path) -> str:
+    """One JVM against javac+java on the Java oracle: agreement and paired timings."""
+    j = _read_json(root, "eval-throughput.json")["java_paths"]
+    ratios = {p: v["ratio_median"] for p, v in j["per_program"].items()}
+    low, high = min(ratios.values()), max(ratios.values())
+    lows = ", ".join(p for p, r in ratios.items() if f"{r:.2f}" == f"{low:.2f}")
+    highs = ", ".join(p for p, r in ratios.items() if f"{r:.2f}" == f"{high:.2f}")
+    differing = f"{len(j['differing'])} differ" if j["differing"] else "none differ"
+    return (f"Source: `bench/results/eval-throughput.json` (`java_paths`), measured {j['measured'][:10]}.\n"
+            f"On the Java oracle, {j['judged']} of the {j['java_tasks']} references were judged both ways before "
+            f"the session's time ran out.\n\n"
+            f"- **{j['agree']} agree** ({differing}).\n"
+            f"- The paired timings show no gain: {j['javac+java_mean_s']:.1f} s (javac+java) against "
+            f"{j['one-jvm_mean_s']:.1f} s (one JVM) a task.\n"
+            f"- The median ratio is {j['ratio_median']:.2f}; the median saving {j['paired_saving_median_s']:.2f} s.\n"
+            f"- Per program the ratio ranges from {low:.2f} ({lows}) to {high:.2f} ({highs}).\n")
+
+
+# --- bench/results/oracle-*.jsonl ----------------------------------------------------------------------------
+
+def _split(task_id: str) -> tuple[str, str]:
+    language, mode = task_id.split("/")[:2]
+    return language, mode
+
+
+def _oracle_rows(records: list[dict]) -> list[list[str]]:
+    counts: Counter = Counter()
+    for r in records:
+        counts[(_split(r["task_id"]), r["outcome"])] += 1
+    rows = []
+    for split, tasks in SPLIT_TASKS.items():
+        checked = sum(n for (s, _), n in counts.items() if s == split)
+        scoreable = sum(counts[(split, o)] for o in SCOREABLE)
+        passed = counts[(split, "pass")]
+        rows.append([SPLIT_NAMES[split], str(tasks), str(tasks - checked), str(scoreable),
+                     str(counts[(split, "unscoreable")]), str(passed),
+                     f"{100 * passed / scoreable:.1f}" if scoreable else "—",
+                     f"{100 * passed / checked:.1f}" if checked else "—"])
+    return rows
+
+
+ORACLE_HEADER = ["split", "tasks", "unavailable", "scoreable", "unscoreable", "passed", "pass % (scoreable)",
+                 "pass % (all available)"]
+
+
+def oracle_2024(root: Path) -> str:
+    """The 2024 reference oracle per split, from its record."""
+    records = _read_jsonl(root, "oracle-simcopilot-2024-upstream.jsonl")
+    hours = sum(r["seconds"] or 0 for r in records) / 3600
+    return (f"Source: `bench/results/oracle-simcopilot-2024-upstream.jsonl`, {len(records):,} tasks checked, "
+            f"{hours:.1f} hours of check time (the tasks' own seconds, summed).\n\n"
+            + _table(ORACLE_HEADER, _oracle_rows(records)))
+
+
+def oracle_2025(root: Path) -> str:
+    """The 2025 oracle per split: real checks and carried verdicts, as ``bench/oracle_2025.py --json`` wrote them."""
+    records = _read_jsonl(root, "oracle-simcopilot-2025-derived.jsonl")
+    sources = Counter(r["source"] for r in records)
+    both = sum(1 for r in records if r["source"] == "checked" and r["not_carried"] is None)
+    return (f"Source: `bench/results/oracle-simcopilot-2025-derived.jsonl` (`bench/oracle_2025.py --json`, from the "
+            f"2025 record and the 2024 one), {len(records):,} tasks.\n\n"
+            + _table(ORACLE_HEADER, _oracle_rows(records))
+            + f"\n\n- {sources['checked']} tasks were checked for real on the 2025 edition; the other "
+              f"{sources['carried']} carry the 2024 record's verdict.\n"
+              f"- Of the tasks checked for real, {both} could also have been carried.\n")
+
+
+FIGURES: dict[str, Callable[[Path], str]] = {
+    "client-speed": client_speed,
+    "client-minimal": client_minimal,
+    "eval-throughput": eval_throughput,
+    "eval-cell": eval_cell,
+    "java-paths": java_paths,
+    "oracle-2024": oracle_2024,
+    "oracle-2025": oracle_2025,
+}
+
+
+def render(name: str, root: Path = RESULTS) -> str:
+    """One figure's Markdown from the results files under ``root``; an unknown name is an error."""
+    if name not in FIGURES:
+        raise ValueError(f"no figure named {name!r}: the known ones are {', '.join(FIGURES)}")
+    return FIGURES[name](root).rstrip("\n") + "\n"
+
+
+def fill(markdown: str, root: Path = RESULTS) -> str:
+    """The page with every marked block's body rendered afresh."""
+    return BLOCK.sub(lambda m: m.group(1) + render(m.group("name"), root) + m.group(4), markdown)
+
+
+@dataclass
+class Drift:
+    """A page whose marked blocks differ from a fresh rendering."""
+
+    page: str
+    figures: list[str]
+
+
+def drift(repo: Path = REPO, root: Path = RESULTS) -> list[Drift]:
+    """Every page of ``PAGES`` whose committed figures differ from the files under ``root``."""
+    found = []
+    for page in PAGES:
+        text = (repo / page).read_text(encoding="utf-8")
+        stale = [m.group("name") for m in BLOCK.finditer(text) if m.group("body") != render(m.group("name"), root)]
+        if stale:
+            found.append(Drift(page, stale))
+    return found
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    """MkDocs: fill the page's figure blocks from bench/results at build time."""
+    return fill(markdown)
