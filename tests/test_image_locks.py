@@ -31,10 +31,11 @@ DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 #: base images without a digest, and why; every other ``*BASE`` argument must carry one
 BASES_WITHOUT_DIGEST = {
     ("Dockerfile.vllm", "BASE"): "no public page quotes vllm/vllm-openai:v0.32.0's digest (see the Dockerfile)",
-    ("Dockerfile.exllama", "BASE"): "Dockerfile.exllama is locked in its own change (issue 28, item 7)",
 }
 #: Dockerfiles whose pip installs are not yet locked, and why
-PIP_UNLOCKED = {"Dockerfile.exllama": "locked in its own change (issue 28, item 7)"}
+PIP_UNLOCKED = {"Dockerfile.exllama": "two local wheels, no index: flash-attn's, fetched and checked against "
+                                     "FLASH_ATTN_SHA256 just before, and the exllamav2 extension built in its "
+                                     "own stage from the locked exllamav2 wheel"}
 
 
 @dataclass
