@@ -131,7 +131,9 @@ def test_variants_overlay_the_group_and_prompt_styles_enter_the_label(tmp_path):
     assert matrix.models["tiny"].quantizations["q8_0"].path == Path("/models/tiny-q8_0.gguf")
 
 
-def test_integer_technique_values_become_switch_strings(tmp_path):
+def test_a_technique_switch_given_as_a_number_is_refused_with_the_quoted_form(tmp_path):
+    # a switch is text: `parallel = 4` is refused (no silent coercion) in the group and in a variant
+    # alike, each line saying what to write
     path = write(tmp_path, """
         [[cells]]
         model = "tiny"
@@ -139,9 +141,15 @@ def test_integer_technique_values_become_switch_strings(tmp_path):
         quantization = "q8_0"
         prompt_styles = ["codestral-fim"]
         techniques = { parallel = 4 }
+        variants = [{ techniques = { parallel = 2 } }]
     """)
-    (cell,) = load_matrix(path).cells
-    assert cell.techniques == {"parallel": "4"} and cell.id == "tiny/llamacpp/q8_0/parallel=4"
+    assert problems(path) == [
+        f'{path}: cells[0].techniques.parallel = 4: text is needed, not a number; quote it: parallel = "4"',
+        f'{path}: cells[0].variants[0].techniques.parallel = 2: text is needed, not a number; quote it: '
+        'parallel = "2"']
+    path.write_text(path.read_text().replace("parallel = 4", 'parallel = "4"').replace("parallel = 2",
+                                                                                       'parallel = "2"'))
+    assert [c.id for c in load_matrix(path).cells] == ["tiny/llamacpp/q8_0/parallel=4", "tiny/llamacpp/q8_0/parallel=2"]
 
 
 def test_unknown_runtime_is_one_line_with_file_key_path_and_value(tmp_path):
@@ -174,7 +182,9 @@ def test_every_problem_is_reported_at_once(tmp_path):
     lines = problems(path)
     assert f"{path}: settings.concurrency = 0: Input should be greater than 0" in lines
     assert f"{path}: settings.sweep = [1, -4]: every sweep level must be a positive concurrency" in lines
-    assert f"{path}: cells[0].colour = 'blue': Extra inputs are not permitted" in lines
+    assert f"{path}: cells[0].colour = 'blue': unknown key; remove it, or use one of: model, runtime, " \
+           "quantization, techniques, label, baseline, prompt_styles, variants, gpus, gpu_type, limit, " \
+           "latency_tasks" in lines
     assert len(lines) == 3
 
 
