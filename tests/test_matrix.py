@@ -131,9 +131,7 @@ def test_variants_overlay_the_group_and_prompt_styles_enter_the_label(tmp_path):
     assert matrix.models["tiny"].quantizations["q8_0"].path == Path("/models/tiny-q8_0.gguf")
 
 
-def test_a_technique_switch_given_as_a_number_is_refused_with_the_quoted_form(tmp_path):
-    # a switch is text: `parallel = 4` is refused (no silent coercion) in the group and in a variant
-    # alike, each line saying what to write
+def test_integer_technique_values_become_switch_strings_in_a_group_and_in_a_variant_alike(tmp_path):
     path = write(tmp_path, """
         [[cells]]
         model = "tiny"
@@ -141,15 +139,26 @@ def test_a_technique_switch_given_as_a_number_is_refused_with_the_quoted_form(tm
         quantization = "q8_0"
         prompt_styles = ["codestral-fim"]
         techniques = { parallel = 4 }
-        variants = [{ techniques = { parallel = 2 } }]
+        variants = [{ label = "two", techniques = { parallel = 2 } }]
+    """)
+    first, second = load_matrix(path).cells
+    assert first.techniques == {"parallel": "4"} and first.id == "tiny/llamacpp/q8_0/parallel=4"
+    assert second.techniques == {"parallel": "2"}
+
+
+def test_a_number_where_text_is_needed_is_refused_with_the_quoted_form(tmp_path):
+    path = write(tmp_path, """
+        gpu_type = 100
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+        prompt_styles = ["codestral-fim"]
+        label = 2
     """)
     assert problems(path) == [
-        f'{path}: cells[0].techniques.parallel = 4: text is needed, not a number; quote it: parallel = "4"',
-        f'{path}: cells[0].variants[0].techniques.parallel = 2: text is needed, not a number; quote it: '
-        'parallel = "2"']
-    path.write_text(path.read_text().replace("parallel = 4", 'parallel = "4"').replace("parallel = 2",
-                                                                                       'parallel = "2"'))
-    assert [c.id for c in load_matrix(path).cells] == ["tiny/llamacpp/q8_0/parallel=4", "tiny/llamacpp/q8_0/parallel=2"]
+        f'{path}: gpu_type = 100: text is needed, not a number; quote it: gpu_type = "100"',
+        f'{path}: cells[0].label = 2: text is needed, not a number; quote it: label = "2"']
 
 
 def test_unknown_runtime_is_one_line_with_file_key_path_and_value(tmp_path):

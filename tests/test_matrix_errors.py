@@ -88,8 +88,9 @@ def test_an_unquoted_word_as_a_value_gets_the_quoted_form(tmp_path):
 
 
 def test_mistakes_of_validation_and_of_the_checks_after_it_are_reported_together(tmp_path):
-    # a misspelled key, a switch given as a number and a runtime that does not exist: all three, each on
-    # its own line, although the first two stop validation before the runtime is looked up
+    # a misspelled key, a switch given as a list, a switch the runtime lacks and a runtime that does not
+    # exist: all four, each on its own line, although the first two stop validation before the runtime
+    # is looked up
     path = write(tmp_path, """
         [settings]
         max_tokns = 200
@@ -98,7 +99,7 @@ def test_mistakes_of_validation_and_of_the_checks_after_it_are_reported_together
         runtime = "llamacpp"
         quantization = "q8_0"
         prompt_styles = ["codestral-fim"]
-        variants = [{ techniques = { parallel = 4 } }, { techniques = { kv_cache = "fp9" } }]
+        variants = [{ techniques = { parallel = [4] } }, { techniques = { kv_cache = "fp9" } }]
         [[cells]]
         model = "tiny"
         runtime = "vlm"
@@ -107,8 +108,7 @@ def test_mistakes_of_validation_and_of_the_checks_after_it_are_reported_together
     lines = problems(path)
     assert lines[:2] == [
         f"{path}: settings.max_tokns = 200: unknown key; did you mean `max_tokens`? rename it",
-        f'{path}: cells[0].variants[0].techniques.parallel = 4: text is needed, not a number; quote it: '
-        'parallel = "4"',
+        f"{path}: cells[0].variants[0].techniques.parallel = [4]: Input should be a valid string",
     ]
     # the positions are the file's, though variants[0] was set aside to check the rest
     assert lines[2].startswith(f"{path}: cells[0].variants[1]: cell tiny/llamacpp/q8_0/kv_cache=fp9: ")

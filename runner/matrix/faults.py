@@ -103,8 +103,8 @@ def _toml(value: typing.Any) -> str:
     return repr(value)
 
 
-def _unknown_key(root: type[BaseModel], loc: Loc, value: typing.Any, techniques: typing.Collection[str]) -> str:
-    owner = _owner(root, loc)
+def _unknown_key(root: type[BaseModel] | None, loc: Loc, value: typing.Any, techniques: typing.Collection[str]) -> str:
+    owner = _owner_or_none(root, loc)
     name = str(loc[-1])
     known = list(owner.model_fields) if owner else []
     what = "table" if isinstance(value, dict) else "key"
@@ -114,10 +114,14 @@ def _unknown_key(root: type[BaseModel], loc: Loc, value: typing.Any, techniques:
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     if close:
         return f"unknown {what}; did you mean `{close[0]}`? rename it"
-    return f"unknown {what}; remove it, or use one of: {', '.join(known)}"
+    return f"unknown {what}; remove it, or use one of: {', '.join(known)}" if known else f"unknown {what}; remove it"
 
 
-def _line(where: str, root: type[BaseModel], error: dict, loc: Loc, techniques: typing.Collection[str]) -> str:
+def _owner_or_none(root: type[BaseModel] | None, loc: Loc) -> type[BaseModel] | None:
+    return _owner(root, loc) if root is not None else None
+
+
+def _line(where: str, root: type[BaseModel] | None, error: dict, loc: Loc, techniques: typing.Collection[str]) -> str:
     message = error["msg"].removeprefix("Value error, ")
     value = error.get("input")
     kind, path, key = error["type"], key_path(loc), str(loc[-1]) if loc else ""
@@ -138,6 +142,11 @@ def _line(where: str, root: type[BaseModel], error: dict, loc: Loc, techniques: 
     if isinstance(value, dict):
         return f"{where}: {path}: {message}"
     return f"{where}: {path} = {value!r}: {message}"
+
+
+def error_lines(where: str, exc: ValidationError, root: type[BaseModel] | None = None) -> list[str]:
+    """One line per error of ``exc``, for the file ``where`` (``root``, the model validated, adds "did you mean")."""
+    return [_line(where, root, error, _as_written(tuple(error["loc"]), {}), ()) for error in exc.errors()]
 
 
 def _number(text: str) -> float | None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from runner.benchmarks.editions import DEFAULT_EDITION, EDITIONS
 from runner.errors import UserError
-from runner.matrix.faults import Pruned, capped, toml_hint, validate
+from runner.matrix.faults import Pruned, capped, error_lines, toml_hint, validate
 from runner.matrix.spec import CellLimits, CellRequest, Matrix, MatrixFile, _known_editions
 from runner.records import Cell
 
@@ -57,6 +59,11 @@ def _split_dotted_keys(document: dict) -> list[tuple[tuple[str, ...], str]]:
                                   f"models.{key}.quantizations.{dotted}: a key with a dot must be quoted in TOML; "
                                   f'write [models.{key}.quantizations."{dotted}"]'))
     return found
+
+
+def _validation_lines(where: str, exc: ValidationError) -> list[str]:
+    """One line per error of ``exc`` (runner.serving.lock reads its lock file's with it)."""
+    return error_lines(where, exc)
 
 
 def _techniques() -> set[str]:

@@ -246,6 +246,15 @@ class ModelSpec(BaseModel):
         return value
 
 
+def _switches(value: Any) -> Any:
+    # TOML gives `parallel = 4` as an integer; a technique is a switch, its value always text: the one
+    # coercion the matrix makes, lossless, in a group and in a variant alike
+    if not isinstance(value, dict):
+        return value
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, (int, float)) else v
+            for k, v in value.items()}
+
+
 class Variant(BaseModel):
     """A technique variant of a cell group."""
 
@@ -253,6 +262,11 @@ class Variant(BaseModel):
 
     techniques: dict[str, str] = Field(min_length=1, description="Technique switches laid over the group's.")
     label: str | None = Field(None, description="The cell id's last part; default: made from the techniques.")
+
+    @field_validator("techniques", mode="before")
+    @classmethod
+    def _switch_text(cls, value: Any) -> Any:
+        return _switches(value)
 
 
 class CellGroup(BaseModel):
@@ -284,6 +298,11 @@ class CellGroup(BaseModel):
     #: ladder's rungs can take their speed from the accuracy phase while its techniques are timed)
     latency_tasks: int | None = Field(None, ge=0, description="Time only the first this many of the run's "
                                       "latency tasks; 0: no latency phase.")
+
+    @field_validator("techniques", mode="before")
+    @classmethod
+    def _switch_text(cls, value: Any) -> Any:
+        return _switches(value)
 
 
 class MatrixFile(BaseModel):
