@@ -156,6 +156,17 @@ def test_many_mistakes_are_listed_up_to_a_cap_with_a_count_of_the_rest(tmp_path)
     assert lines[-1].endswith(": … and 5 more problems; fix these and run again")
 
 
+def test_the_cli_prints_each_of_thirty_mistakes_whole_on_its_own_line(tmp_path):
+    body = "[settings]\n" + "".join(f"a_rather_long_key_that_is_not_a_setting_{i} = {i}\n"
+                                    for i in range(MAX_PROBLEMS + 5)) + CELL
+    path = write(tmp_path, body)
+    result = CliRunner().invoke(main, ["reproduce", str(path), "--plan"])
+    assert result.exit_code == 2
+    lines = [line.removeprefix("Error: ") for line in result.output.splitlines()]
+    assert lines == problems(path) and len(lines) == MAX_PROBLEMS + 1
+    assert all(line.startswith(f"{path}: ") for line in lines)
+
+
 def test_the_cli_says_every_mistake_one_a_line_without_a_traceback(tmp_path):
     path = write(tmp_path, """
         [settings]
@@ -177,3 +188,12 @@ def test_every_shipped_matrix_still_loads_under_strict_types(shipped):
         assert load_matrix(matrices_dir() / f"{shipped}.toml").cells
     except UserError as exc:  # pragma: no cover - the message is the point
         pytest.fail(str(exc))
+
+
+def test_a_long_error_keeps_whole_lines_and_its_last_line_which_says_what_to_do():
+    from runner.cli.common import _lines
+
+    text = "\n".join(f"cell {i}: cannot run" for i in range(60)) + "\npass --skip-unrunnable"
+    lines = _lines(text).splitlines()
+    assert len(lines) == 41 and lines[:39] == [f"cell {i}: cannot run" for i in range(39)]
+    assert lines[39:] == ["… and 21 more lines", "pass --skip-unrunnable"]
