@@ -173,7 +173,7 @@ def test_unknown_runtime_is_one_line_with_file_key_path_and_value(tmp_path):
         quantization = "q8_0"
     """)
     assert problems(path) == [
-        f"{path}: cells[1].runtime = 'vlm': unknown runtime; known: {', '.join(runtime_names())}"
+        f"{path}: cells[1].runtime = 'vlm': unknown runtime; did you mean 'vllm'? known: {', '.join(runtime_names())}"
     ]
 
 

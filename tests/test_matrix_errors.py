@@ -44,6 +44,20 @@ def test_a_misspelled_table_gets_did_you_mean(tmp_path):
     assert problems(path) == [f"{path}: setings: unknown table; did you mean `settings`? rename it"]
 
 
+def test_a_misspelled_array_of_tables_and_name_values_get_did_you_mean(tmp_path):
+    path = write(tmp_path, 'backend = "dokcer"\n' + CELL.replace("[[cells]]", "[[cell]]") + """
+        [[cells]]
+        model = "tin"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+    """)
+    assert problems(path) == [
+        f"{path}: cell: unknown array of tables; did you mean `cells`? rename it",
+        f"{path}: backend = 'dokcer': unknown backend; did you mean 'docker'? known: docker, local",
+        f"{path}: cells[0].model = 'tin': unknown model; did you mean 'tiny'? known: tiny",
+    ]
+
+
 def test_a_technique_written_as_a_key_of_the_cell_says_where_it_goes(tmp_path):
     path = write(tmp_path, CELL + """
         parallel = 4

@@ -107,7 +107,7 @@ def _unknown_key(root: type[BaseModel] | None, loc: Loc, value: typing.Any, tech
     owner = _owner_or_none(root, loc)
     name = str(loc[-1])
     known = list(owner.model_fields) if owner else []
-    what = "table" if isinstance(value, dict) else "key"
+    what = "table" if isinstance(value, dict) else "array of tables" if _tables(value) else "key"
     if owner is not None and owner.__name__ in ("CellGroup", "Variant") and name in techniques:
         return (f"{name} is a technique, not a key of its own; write techniques = {{ {name} = "
                 f'"{str(value).lower() if isinstance(value, bool) else value}" }}')
@@ -115,6 +115,16 @@ def _unknown_key(root: type[BaseModel] | None, loc: Loc, value: typing.Any, tech
     if close:
         return f"unknown {what}; did you mean `{close[0]}`? rename it"
     return f"unknown {what}; remove it, or use one of: {', '.join(known)}" if known else f"unknown {what}; remove it"
+
+
+def _tables(value: typing.Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def did_you_mean(value: str, known: typing.Iterable[str]) -> str:
+    """`` did you mean 'x'?`` for the known name nearest ``value``, or nothing when none is near."""
+    close = difflib.get_close_matches(value, list(known), n=1, cutoff=0.6)
+    return f" did you mean {close[0]!r}?" if close else ""
 
 
 def _owner_or_none(root: type[BaseModel] | None, loc: Loc) -> type[BaseModel] | None:
@@ -128,7 +138,7 @@ def _line(where: str, root: type[BaseModel] | None, error: dict, loc: Loc, techn
     if kind == "missing":
         return f"{where}: {path}: required key is missing"
     if kind == "extra_forbidden":
-        shown = "" if isinstance(value, dict) else f" = {value!r}"
+        shown = "" if isinstance(value, dict) or _tables(value) else f" = {value!r}"
         return f"{where}: {path}{shown}: {_unknown_key(root, loc, value, techniques)}"
     if kind == "string_type" and isinstance(value, bool):
         message = (f"text is needed, not true/false; write the word the option takes in quotes, "

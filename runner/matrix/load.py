@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from runner.benchmarks.editions import DEFAULT_EDITION, EDITIONS
 from runner.errors import UserError
-from runner.matrix.faults import Pruned, capped, error_lines, toml_hint, validate
+from runner.matrix.faults import Pruned, capped, did_you_mean, error_lines, toml_hint, validate
 from runner.matrix.spec import CellLimits, CellRequest, Matrix, MatrixFile, _known_editions
 from runner.records import Cell
 
@@ -121,7 +121,8 @@ def _expand(parsed: MatrixFile, path: Path, pruned: Pruned | None = None) -> Mat
         problems.append(f"{where}: name = {parsed.name!r}: {why}; use a plain name such as 'demo-2'")
     runtimes = runtime_names()
     if parsed.backend not in backend_names():
-        problems.append(f"{where}: backend = {parsed.backend!r}: unknown backend; "
+        problems.append(f"{where}: backend = {parsed.backend!r}: unknown backend;"
+                        f"{did_you_mean(parsed.backend, backend_names())} "
                         f"known: {', '.join(backend_names())}")
     from runner.prompts import STYLES
 
@@ -171,10 +172,12 @@ def _expand(parsed: MatrixFile, path: Path, pruned: Pruned | None = None) -> Mat
                                                                    group.quantization):
             continue  # its model's or weights' own mistake is already said
         if spec is None:
-            problems.append(f"{at}.model = {group.model!r}: unknown model; known: {', '.join(parsed.models)}")
+            problems.append(f"{at}.model = {group.model!r}: unknown model;{did_you_mean(group.model, parsed.models)} "
+                            f"known: {', '.join(parsed.models)}")
             continue
         if group.runtime not in runtimes:
-            problems.append(f"{at}.runtime = {group.runtime!r}: unknown runtime; known: {', '.join(runtimes)}")
+            problems.append(f"{at}.runtime = {group.runtime!r}: unknown runtime;{did_you_mean(group.runtime, runtimes)} "
+                            f"known: {', '.join(runtimes)}")
             continue
         if group.quantization not in spec.quantizations:
             problems.append(f"{at}.quantization = {group.quantization!r}: model {group.model} has no such "
