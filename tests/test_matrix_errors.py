@@ -211,3 +211,11 @@ def test_a_long_error_keeps_whole_lines_and_its_last_line_which_says_what_to_do(
     lines = _lines(text).splitlines()
     assert len(lines) == 41 and lines[:39] == [f"cell {i}: cannot run" for i in range(39)]
     assert lines[39:] == ["… and 21 more lines", "pass --skip-unrunnable"]
+
+
+def test_a_list_item_of_the_wrong_type_gets_the_fix_without_a_key(tmp_path):
+    path = write(tmp_path, """
+        [settings]
+        sweep = [1, "4"]
+    """ + CELL)
+    assert problems(path) == [f"{path}: settings.sweep[1] = '4': a number is needed, not text; drop the quotes: 4"]

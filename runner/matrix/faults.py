@@ -95,16 +95,8 @@ def _owner(root: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
 # -- one line per mistake -------------------------------------------------------------------------------
 
 
-def _toml(value: typing.Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, str):
-        return f'"{value}"'
-    return repr(value)
-
-
 def _unknown_key(root: type[BaseModel] | None, loc: Loc, value: typing.Any, techniques: typing.Collection[str]) -> str:
-    owner = _owner_or_none(root, loc)
+    owner = _owner(root, loc) if root is not None else None
     name = str(loc[-1])
     known = list(owner.model_fields) if owner else []
     what = "table" if isinstance(value, dict) else "array of tables" if _tables(value) else "key"
@@ -112,7 +104,7 @@ def _unknown_key(root: type[BaseModel] | None, loc: Loc, value: typing.Any, tech
         return (f"{name} is a technique, not a key of its own; write techniques = {{ {name} = "
                 f'"{str(value).lower() if isinstance(value, bool) else value}" }}')
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    if close:
+    if close:  # in backticks: a key, where did_you_mean's quotes name a value
         return f"unknown {what}; did you mean `{close[0]}`? rename it"
     return f"unknown {what}; remove it, or use one of: {', '.join(known)}" if known else f"unknown {what}; remove it"
 
@@ -127,14 +119,12 @@ def did_you_mean(value: str, known: typing.Iterable[str]) -> str:
     return f" did you mean {close[0]!r}?" if close else ""
 
 
-def _owner_or_none(root: type[BaseModel] | None, loc: Loc) -> type[BaseModel] | None:
-    return _owner(root, loc) if root is not None else None
-
-
 def _line(where: str, root: type[BaseModel] | None, error: dict, loc: Loc, techniques: typing.Collection[str]) -> str:
     message = error["msg"].removeprefix("Value error, ")
     value = error.get("input")
-    kind, path, key = error["type"], key_path(loc), str(loc[-1]) if loc else ""
+    kind, path = error["type"], key_path(loc)
+    # the fix as it is written: `key = value`, or the bare value for an item of a list
+    key = f"{loc[-1]} = " if loc and not isinstance(loc[-1], int) else ""
     if kind == "missing":
         return f"{where}: {path}: required key is missing"
     if kind == "extra_forbidden":
@@ -142,13 +132,13 @@ def _line(where: str, root: type[BaseModel] | None, error: dict, loc: Loc, techn
         return f"{where}: {path}{shown}: {_unknown_key(root, loc, value, techniques)}"
     if kind == "string_type" and isinstance(value, bool):
         message = (f"text is needed, not true/false; write the word the option takes in quotes, "
-                   f'e.g. {key} = "on" / "off"')
+                   f'e.g. {key}"on" / "off"')
     elif kind == "string_type" and isinstance(value, (int, float)):
-        message = f'text is needed, not a number; quote it: {key} = "{value}"'
+        message = f'text is needed, not a number; quote it: {key}"{value}"'
     elif kind in ("int_type", "float_type") and isinstance(value, str) and _number(value) is not None:
-        message = f"a number is needed, not text; drop the quotes: {key} = {value}"
+        message = f"a number is needed, not text; drop the quotes: {key}{value}"
     elif kind == "bool_type" and isinstance(value, str) and value.lower() in ("true", "false"):
-        message = f"true or false is needed, not text; drop the quotes: {key} = {value.lower()}"
+        message = f"true or false is needed, not text; drop the quotes: {key}{value.lower()}"
     if isinstance(value, dict):
         return f"{where}: {path}: {message}"
     return f"{where}: {path} = {value!r}: {message}"
