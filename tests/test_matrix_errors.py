@@ -219,3 +219,47 @@ def test_a_list_item_of_the_wrong_type_gets_the_fix_without_a_key(tmp_path):
         sweep = [1, "4"]
     """ + CELL)
     assert problems(path) == [f"{path}: settings.sweep[1] = '4': a number is needed, not text; drop the quotes: 4"]
+
+
+def test_an_unquoted_dotted_model_key_gets_the_quoted_form_and_its_cells_no_second_line(tmp_path):
+    models = """
+[models.qwen2.5-coder-0.5b]
+name = "Qwen"
+[models.qwen2.5-coder-0.5b.quantizations.q8_0]
+kind = "path"
+path = "/m.gguf"
+"""
+    path = write(tmp_path, """
+        [[cells]]
+        model = "qwen2.5-coder-0.5b"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+    """, models)
+    assert problems(path) == [f'{path}: models.qwen2.5-coder-0.5b: a key with a dot must be quoted in TOML; '
+                              'write [models."qwen2.5-coder-0.5b"] (and [models."qwen2.5-coder-0.5b".quantizations...])']
+    path.write_text(path.read_text().replace("models.qwen2.5-coder-0.5b", 'models."qwen2.5-coder-0.5b"'))
+    assert [c.id for c in load_matrix(path).cells] == ["qwen2.5-coder-0.5b/llamacpp/q8_0/baseline"]
+
+
+def test_an_unquoted_dotted_quantization_beside_others_is_one_line_not_two(tmp_path):
+    models = """
+[models.big]
+name = "Big"
+[models.big.quantizations.exl2-6.0]
+kind = "hf"
+repo = "org/big-exl2"
+revision = "6.0bpw"
+[models.big.quantizations."exl2-4.0"]
+kind = "hf"
+repo = "org/big-exl2"
+revision = "4.0bpw"
+"""
+    path = write(tmp_path, """
+        [[cells]]
+        model = "big"
+        runtime = "exllama"
+        quantization = "exl2-6.0"
+    """, models)
+    # the cell naming exl2-6.0 is not told the model lacks it: the one mistake is the unquoted key
+    assert problems(path) == [f'{path}: models.big.quantizations.exl2-6.0: a key with a dot must be quoted in '
+                              'TOML; write [models.big.quantizations."exl2-6.0"]']

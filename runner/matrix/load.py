@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from runner.benchmarks.editions import DEFAULT_EDITION, EDITIONS
 from runner.errors import UserError
 from runner.matrix.faults import Pruned, capped, did_you_mean, error_lines, toml_hint, validate
-from runner.matrix.spec import CellLimits, CellRequest, Matrix, MatrixFile, _known_editions
+from runner.matrix.spec import (CellLimits, CellRequest, Matrix, MatrixFile, ModelSource, ModelSpec,
+                                _known_editions)
 from runner.records import Cell
 
 
@@ -42,22 +43,37 @@ def _edition_problems(key: str, benchmark: str, edition: str | None, compare: li
     return problems
 
 
-def _split_dotted_keys(document: dict) -> list[tuple[tuple[str, ...], str]]:
-    """Each quantization TOML split at an unquoted dot: its key path and the line saying to quote it."""
+def _dotted(table: dict, fields: set[str], prefix: str = "") -> list[str]:
+    # the names a table split at an unquoted dot stands for: it holds none of the entry's keys, only
+    # tables, down to the one that holds them ("qwen2" > "5-coder-0" > "5b" is "qwen2.5-coder-0.5b")
+    if not isinstance(table, dict) or not table or fields & set(table) or not all(isinstance(v, dict)
+                                                                                 for v in table.values()):
+        return []
+    names = []
+    for key, value in table.items():
+        name = f"{prefix}.{key}"
+        names += [name] if fields & set(value) or not value else _dotted(value, fields, name)
+    return names
+
+
+def _split_dotted_keys(document: dict) -> list[tuple[tuple[str, ...], tuple[str, ...], str]]:
+    """Each model or quantization that TOML split at an unquoted dot: its key path as read, as meant,
+    and the line saying to quote it."""
     # TOML reads [models.m.quantizations.exl2-6.0] as table "exl2-6" holding table "0"
     found = []
     models = document.get("models")
     for key, spec in (models.items() if isinstance(models, dict) else ()):
-        quants = spec.get("quantizations") if isinstance(spec, dict) else None
+        split = _dotted(spec, set(ModelSpec.model_fields), key)
+        for dotted in split:
+            found.append((("models", key), ("models", dotted),
+                          f'models.{dotted}: a key with a dot must be quoted in TOML; write [models."{dotted}"] '
+                          f'(and [models."{dotted}".quantizations...])'))
+        quants = spec.get("quantizations") if isinstance(spec, dict) and not split else None
         for quant, value in (quants.items() if isinstance(quants, dict) else ()):
-            split = isinstance(value, dict) and value and all(
-                str(k).isdigit() and isinstance(v, dict) for k, v in value.items())
-            if split:
-                for digits in value:
-                    dotted = f"{quant}.{digits}"
-                    found.append((("models", key, "quantizations", quant),
-                                  f"models.{key}.quantizations.{dotted}: a key with a dot must be quoted in TOML; "
-                                  f'write [models.{key}.quantizations."{dotted}"]'))
+            for dotted in _dotted(value, set(ModelSource.model_fields), quant):
+                found.append((("models", key, "quantizations", quant), ("models", key, "quantizations", dotted),
+                              f"models.{key}.quantizations.{dotted}: a key with a dot must be quoted in TOML; "
+                              f'write [models.{key}.quantizations."{dotted}"]'))
     return found
 
 
@@ -94,8 +110,10 @@ def load_matrix(path: Path | str) -> Matrix:
         raise UserError(f"{where}: not valid TOML: {exc}{toml_hint(path.read_text(encoding='utf-8'), exc)}") from None
     # every mistake at once: a part at fault is taken out so that the checks of the rest still run
     split = _split_dotted_keys(document)
-    problems = [f"{where}: {line}" for _, line in split]
-    parsed, lines, pruned = validate(MatrixFile, document, where, _techniques(), {loc for loc, _ in split})
+    problems = [f"{where}: {line}" for _, _, line in split]
+    # the name as meant is set aside too, so that a cell naming it is not told the name is unknown
+    parsed, lines, pruned = validate(MatrixFile, document, where, _techniques(),
+                                     {loc for read, meant, _ in split for loc in (read, meant)})
     problems += lines
     if parsed is not None:
         try:
