@@ -20,8 +20,22 @@ def objects(stdout: str) -> list[dict]:
 def test_tasks_list_and_doctor_print_json_lines():
     listed = CliRunner().invoke(main, ["tasks", "list", "--json"])
     assert listed.exit_code == 0, listed.output
-    assert [t["id"] for t in objects(listed.stdout)] == [t.id for t in load_benchmark("starter").tasks]
+    assert [t["task_id"] for t in objects(listed.stdout)] == [t.id for t in load_benchmark("starter").tasks]
     doctor = CliRunner().invoke(main, ["doctor", "--json"])
     assert doctor.exit_code == 0, doctor.output
     (report,) = objects(doctor.stdout)  # one record: the host, the data, the token
     assert {"host", "data", "hf_token", "cells"} <= set(report)
+
+
+def test_a_task_is_task_id_in_every_json_output_that_names_one():
+    # `score` reads `task_id`, and `tasks check --json` and `score --json` write it: `tasks list --json`,
+    # whose ids are what `score` is fed, says the same, and nothing else called `id`
+    listed = CliRunner().invoke(main, ["tasks", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    tasks = objects(listed.stdout)
+    assert all("task_id" in t and "id" not in t for t in tasks)
+    checked = CliRunner().invoke(main, ["tasks", "check", "--json", "--sandbox", "local", "--allow-unsandboxed",
+                                        "--task", tasks[0]["task_id"]])
+    assert checked.exit_code == 0, checked.output
+    (check,) = objects(checked.stdout)
+    assert check["task_id"] == tasks[0]["task_id"] and "id" not in check

@@ -131,7 +131,7 @@ def test_variants_overlay_the_group_and_prompt_styles_enter_the_label(tmp_path):
     assert matrix.models["tiny"].quantizations["q8_0"].path == Path("/models/tiny-q8_0.gguf")
 
 
-def test_integer_technique_values_become_switch_strings(tmp_path):
+def test_integer_technique_values_become_switch_strings_in_a_group_and_in_a_variant_alike(tmp_path):
     path = write(tmp_path, """
         [[cells]]
         model = "tiny"
@@ -139,9 +139,26 @@ def test_integer_technique_values_become_switch_strings(tmp_path):
         quantization = "q8_0"
         prompt_styles = ["codestral-fim"]
         techniques = { parallel = 4 }
+        variants = [{ label = "two", techniques = { parallel = 2 } }]
     """)
-    (cell,) = load_matrix(path).cells
-    assert cell.techniques == {"parallel": "4"} and cell.id == "tiny/llamacpp/q8_0/parallel=4"
+    first, second = load_matrix(path).cells
+    assert first.techniques == {"parallel": "4"} and first.id == "tiny/llamacpp/q8_0/parallel=4"
+    assert second.techniques == {"parallel": "2"}
+
+
+def test_a_number_where_text_is_needed_is_refused_with_the_quoted_form(tmp_path):
+    path = write(tmp_path, """
+        gpu_type = 100
+        [[cells]]
+        model = "tiny"
+        runtime = "llamacpp"
+        quantization = "q8_0"
+        prompt_styles = ["codestral-fim"]
+        label = 2
+    """)
+    assert problems(path) == [
+        f'{path}: gpu_type = 100: text is needed, not a number; quote it: gpu_type = "100"',
+        f'{path}: cells[0].label = 2: text is needed, not a number; quote it: label = "2"']
 
 
 def test_unknown_runtime_is_one_line_with_file_key_path_and_value(tmp_path):
@@ -156,7 +173,7 @@ def test_unknown_runtime_is_one_line_with_file_key_path_and_value(tmp_path):
         quantization = "q8_0"
     """)
     assert problems(path) == [
-        f"{path}: cells[1].runtime = 'vlm': unknown runtime; known: {', '.join(runtime_names())}"
+        f"{path}: cells[1].runtime = 'vlm': unknown runtime; did you mean 'vllm'? known: {', '.join(runtime_names())}"
     ]
 
 
@@ -174,7 +191,9 @@ def test_every_problem_is_reported_at_once(tmp_path):
     lines = problems(path)
     assert f"{path}: settings.concurrency = 0: Input should be greater than 0" in lines
     assert f"{path}: settings.sweep = [1, -4]: every sweep level must be a positive concurrency" in lines
-    assert f"{path}: cells[0].colour = 'blue': Extra inputs are not permitted" in lines
+    assert f"{path}: cells[0].colour = 'blue': unknown key; remove it, or use one of: model, runtime, " \
+           "quantization, techniques, label, baseline, prompt_styles, variants, gpus, gpu_type, limit, " \
+           "latency_tasks" in lines
     assert len(lines) == 3
 
 

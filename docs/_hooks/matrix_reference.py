@@ -78,6 +78,8 @@ def _is_model(value) -> bool:
 def type_text(annotation) -> str:
     """A field's type as a matrix author reads it: ``integer``, ``list of string``, ``"a" or "b"``."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:  # e.g. Strict(False) on an enum: the type is what a matrix writes
+        return type_text(args[0])
     if origin is typing.Literal:
         return " or ".join(f'`"{a}"`' for a in args)
     if origin in (typing.Union, types.UnionType):

@@ -21,6 +21,19 @@ class CliError(click.ClickException):
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
+#: the most lines one error prints (a matrix's list of mistakes is capped below it, runner.matrix.faults)
+_ERROR_LINES = 40
+
+
+def _lines(text: str) -> str:
+    # each mistake whole on its own line up to the cap (a cut at a character count would cut a list
+    # mid-line); the last line stays, where an error says what to do about all of them
+    lines = [cap(line, ERROR_LIMIT) for line in text.splitlines()]
+    if len(lines) > _ERROR_LINES:
+        lines = [*lines[:_ERROR_LINES - 1], f"… and {len(lines) - _ERROR_LINES} more lines", lines[-1]]
+    return "\n".join(lines)
+
+
 def user_errors(fn):
     """Turn the core's ``UserError`` (and a full disk) into a one-line ``CliError``."""
 
@@ -29,7 +42,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            raise CliError(cap(str(exc), 2 * ERROR_LIMIT)) from None
+            raise CliError(_lines(str(exc))) from None
         except OSError as exc:
             if exc.errno not in _DISK_FULL:
                 raise

@@ -42,9 +42,10 @@ def tasks_list(name: str, as_json: bool, edition: str | None) -> None:
         if not program.available:
             log(f"unavailable: {program.name}: {program.reason}")
     if as_json:
-        fields = ("id", "language", "mode", "program", "span", "categories", "available", "reason")
+        fields = ("language", "mode", "program", "span", "categories", "available", "reason")
         for t in bench.tasks:  # JSON lines, as every --json: one object per line, streamable and greppable
-            click.echo(json.dumps(t.model_dump(mode="json", include=set(fields))))
+            # `task_id`, the name `score` reads and every other output writes
+            click.echo(json.dumps({"task_id": t.id, **t.model_dump(mode="json", include=set(fields))}))
         return
     table = Table(title=f"{name}: {len(bench.available())} of {len(bench.tasks)} tasks available"
                         + (f" (edition {bench.edition})" if bench.edition else ""))
@@ -98,7 +99,7 @@ def _log_environment(report) -> None:
 @click.option("--mode", type=click.Choice(["infill", "completion"]), default=None, help="Only this mode.")
 @click.option("--program", default=None, help="Only this program (upstream Task_Name).")
 @click.option("--task", "task_ids", multiple=True, metavar="ID",
-              help="Only this task (repeatable; ids as `runner tasks list --json` names them).")
+              help="Only this task (repeatable; the `task_id` of `runner tasks list --json`).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per task instead of the table.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel checks [default: cores].")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -38,10 +38,11 @@ On a cluster (``runner reproduce --ray``) each cell asks for ``gpus`` GPUs (defa
 Each group yields its baseline cell (unless ``baseline = false``) and one cell per variant,
 whose techniques are laid over the group's. A model with several prompt styles yields one
 cell per style, the style appended to the label (``codestral-22b/vllm/bf16/baseline-fim``).
-``load_matrix`` reports every problem at once, one line each, with file, key path and value.
+``load_matrix`` reports every problem at once, one line each, with file, key path, value and what to do
+(``faults``: "did you mean", "quote it"; types are strict, a technique's integer value the one conversion).
 
 ``spec`` holds the records (the document as written, and the validated ``Matrix``); ``load`` reads a file
-into them. The matrix sits above backends, runtimes and prompts (whose registries it checks names against)
+into them, ``faults`` says what is wrong with one. The matrix sits above backends, runtimes and prompts (whose registries it checks names against)
 and below serving, measuring and planning, which all read it.
 """
 

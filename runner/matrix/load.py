@@ -11,7 +11,9 @@ from pydantic import ValidationError
 
 from runner.benchmarks.editions import DEFAULT_EDITION, EDITIONS
 from runner.errors import UserError
-from runner.matrix.spec import CellLimits, CellRequest, Matrix, MatrixFile, _known_editions
+from runner.matrix.faults import Pruned, capped, did_you_mean, error_lines, toml_hint, validate
+from runner.matrix.spec import (CellLimits, CellRequest, Matrix, MatrixFile, ModelSource, ModelSpec,
+                                _known_editions)
 from runner.records import Cell
 
 
@@ -41,43 +43,49 @@ def _edition_problems(key: str, benchmark: str, edition: str | None, compare: li
     return problems
 
 
-def _key_path(loc: tuple) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
+def _dotted(table: dict, fields: set[str], prefix: str = "") -> list[str]:
+    # the names a table split at an unquoted dot stands for: it holds none of the entry's keys, only
+    # tables, down to the one that holds them ("qwen2" > "5-coder-0" > "5b" is "qwen2.5-coder-0.5b")
+    if not isinstance(table, dict) or not table or fields & set(table) or not all(isinstance(v, dict)
+                                                                                 for v in table.values()):
+        return []
+    names = []
+    for key, value in table.items():
+        name = f"{prefix}.{key}"
+        names += [name] if fields & set(value) or not value else _dotted(value, fields, name)
+    return names
+
+
+def _split_dotted_keys(document: dict) -> list[tuple[tuple[str, ...], tuple[str, ...], str]]:
+    """Each model or quantization that TOML split at an unquoted dot: its key path as read, as meant,
+    and the line saying to quote it."""
+    # TOML reads [models.m.quantizations.exl2-6.0] as table "exl2-6" holding table "0"
+    found = []
+    models = document.get("models")
+    for key, spec in (models.items() if isinstance(models, dict) else ()):
+        split = _dotted(spec, set(ModelSpec.model_fields), key)
+        for dotted in split:
+            found.append((("models", key), ("models", dotted),
+                          f'models.{dotted}: a key with a dot must be quoted in TOML; write [models."{dotted}"] '
+                          f'(and [models."{dotted}".quantizations...])'))
+        quants = spec.get("quantizations") if isinstance(spec, dict) and not split else None
+        for quant, value in (quants.items() if isinstance(quants, dict) else ()):
+            for dotted in _dotted(value, set(ModelSource.model_fields), quant):
+                found.append((("models", key, "quantizations", quant), ("models", key, "quantizations", dotted),
+                              f"models.{key}.quantizations.{dotted}: a key with a dot must be quoted in TOML; "
+                              f'write [models.{key}.quantizations."{dotted}"]'))
+    return found
 
 
 def _validation_lines(where: str, exc: ValidationError) -> list[str]:
-    lines = []
-    for error in exc.errors():
-        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        message = error["msg"].removeprefix("Value error, ")
-        value = error.get("input")
-        if error["type"] == "missing":
-            lines.append(f"{where}: {_key_path(loc)}: required key is missing")
-        elif isinstance(value, dict):
-            lines.append(f"{where}: {_key_path(loc)}: {message}")
-        else:
-            lines.append(f"{where}: {_key_path(loc)} = {value!r}: {message}")
-    return lines
+    """One line per error of ``exc`` (runner.serving.lock reads its lock file's with it)."""
+    return error_lines(where, exc)
 
 
-def _split_dotted_keys(document: dict) -> list[str]:
-    # TOML reads [models.m.quantizations.exl2-6.0] as table "exl2-6" holding table "0"
-    lines = []
-    models = document.get("models")
-    for key, spec in (models.items() if isinstance(models, dict) else ()):
-        quants = spec.get("quantizations") if isinstance(spec, dict) else None
-        for quant, value in (quants.items() if isinstance(quants, dict) else ()):
-            split = isinstance(value, dict) and value and all(
-                str(k).isdigit() and isinstance(v, dict) for k, v in value.items())
-            if split:
-                for digits in value:
-                    dotted = f"{quant}.{digits}"
-                    lines.append(f"models.{key}.quantizations.{dotted}: a key with a dot must be quoted in TOML; "
-                                 f'write [models.{key}.quantizations."{dotted}"]')
-    return lines
+def _techniques() -> set[str]:
+    from runner.runtimes import get_runtime, runtime_names
+
+    return {name for runtime in runtime_names() for name in get_runtime(runtime).techniques}
 
 
 def load_matrix(path: Path | str) -> Matrix:
@@ -99,30 +107,40 @@ def load_matrix(path: Path | str) -> Matrix:
         raise UserError(f"{where}: not a UTF-8 text file (byte {exc.start} is 0x{exc.object[exc.start]:02x}); "
                         "a matrix is TOML in UTF-8: re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{where}: not valid TOML: {exc}") from None
+        raise UserError(f"{where}: not valid TOML: {exc}{toml_hint(path.read_text(encoding='utf-8'), exc)}") from None
+    # every mistake at once: a part at fault is taken out so that the checks of the rest still run
     split = _split_dotted_keys(document)
-    if split:
-        raise UserError("\n".join(f"{where}: {line}" for line in split))
-    try:
-        parsed = MatrixFile.model_validate(document)
-    except ValidationError as exc:
-        raise UserError("\n".join(_validation_lines(where, exc))) from None
-    return _expand(parsed, path)
+    problems = [f"{where}: {line}" for _, _, line in split]
+    # the name as meant is set aside too, so that a cell naming it is not told the name is unknown
+    parsed, lines, pruned = validate(MatrixFile, document, where, _techniques(),
+                                     {loc for read, meant, _ in split for loc in (read, meant)})
+    problems += lines
+    if parsed is not None:
+        try:
+            matrix = _expand(parsed, path, pruned)
+        except UserError as exc:
+            problems += str(exc).splitlines()
+        else:
+            if not problems:
+                return matrix
+    raise UserError(capped(problems, where))
 
 
-def _expand(parsed: MatrixFile, path: Path) -> Matrix:
+def _expand(parsed: MatrixFile, path: Path, pruned: Pruned | None = None) -> Matrix:
     from runner.backends import backend_names
     from runner.paths import run_name_problem
     from runner.runtimes import get_runtime, runtime_names
 
     where = str(path)
+    pruned = pruned or Pruned()
     problems: list[str] = [f"{where}: {line}" for line in
                            _edition_problems("edition", parsed.benchmark, parsed.edition, parsed.compare_editions)]
     if why := run_name_problem(parsed.name):
         problems.append(f"{where}: name = {parsed.name!r}: {why}; use a plain name such as 'demo-2'")
     runtimes = runtime_names()
     if parsed.backend not in backend_names():
-        problems.append(f"{where}: backend = {parsed.backend!r}: unknown backend; "
+        problems.append(f"{where}: backend = {parsed.backend!r}: unknown backend;"
+                        f"{did_you_mean(parsed.backend, backend_names())} "
                         f"known: {', '.join(backend_names())}")
     from runner.prompts import STYLES
 
@@ -132,11 +150,13 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
                 problems.append(f"{where}: models.{key}.prompt_styles = {style!r}: unknown prompt style; "
                                 f"known: {', '.join(STYLES)}")
         for quant, source in spec.quantizations.items():
-            if source.kind in ("dequantize", "quantize") and source.of not in spec.quantizations:
+            if (source.kind in ("dequantize", "quantize") and source.of not in spec.quantizations
+                    and not pruned.dropped("models", key, "quantizations", source.of)):
                 problems.append(f"{where}: models.{key}.quantizations.{quant}.of = {source.of!r}: "
                                 f"no such quantization; this model has {', '.join(spec.quantizations)}")
             if source.tokenizer_of is not None and (source.tokenizer_of == quant
-                                                    or source.tokenizer_of not in spec.quantizations):
+                                                    or source.tokenizer_of not in spec.quantizations) \
+                    and not pruned.dropped("models", key, "quantizations", source.tokenizer_of):
                 problems.append(f"{where}: models.{key}.quantizations.{quant}.tokenizer_of = {source.tokenizer_of!r}: "
                                 f"name another quantization of this model: {', '.join(spec.quantizations)}")
             seen, step = {quant}, source
@@ -152,7 +172,9 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
                 source.path = (path.parent / source.path).resolve()
         if spec.draft is not None:
             draft_model = parsed.models.get(spec.draft.model)
-            if draft_model is None or spec.draft.quantization not in draft_model.quantizations:
+            gone = pruned.dropped("models", spec.draft.model) or pruned.dropped(
+                "models", spec.draft.model, "quantizations", spec.draft.quantization)
+            if not gone and (draft_model is None or spec.draft.quantization not in draft_model.quantizations):
                 problems.append(f"{where}: models.{key}.draft = {spec.draft.model}:{spec.draft.quantization}: "
                                 f"not a model and quantization of this matrix")
 
@@ -161,13 +183,19 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
     limits: dict[str, CellLimits] = {}
     seen: dict[str, str] = {}
     for index, group in enumerate(parsed.cells):
+        index = pruned.written(("cells",), index)
         at = f"{where}: cells[{index}]"
         spec = parsed.models.get(group.model)
+        if pruned.dropped("models", group.model) or pruned.dropped("models", group.model, "quantizations",
+                                                                   group.quantization):
+            continue  # its model's or weights' own mistake is already said
         if spec is None:
-            problems.append(f"{at}.model = {group.model!r}: unknown model; known: {', '.join(parsed.models)}")
+            problems.append(f"{at}.model = {group.model!r}: unknown model;{did_you_mean(group.model, parsed.models)} "
+                            f"known: {', '.join(parsed.models)}")
             continue
         if group.runtime not in runtimes:
-            problems.append(f"{at}.runtime = {group.runtime!r}: unknown runtime; known: {', '.join(runtimes)}")
+            problems.append(f"{at}.runtime = {group.runtime!r}: unknown runtime;{did_you_mean(group.runtime, runtimes)} "
+                            f"known: {', '.join(runtimes)}")
             continue
         if group.quantization not in spec.quantizations:
             problems.append(f"{at}.quantization = {group.quantization!r}: model {group.model} has no such "
@@ -183,6 +211,7 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
         if group.baseline:
             entries.append((f"{at}", group.techniques, group.label or ("baseline" if not group.techniques else None)))
         for v_index, variant in enumerate(group.variants):
+            v_index = pruned.written(("cells", index, "variants"), v_index)
             entries.append((f"{at}.variants[{v_index}]", {**group.techniques, **variant.techniques}, variant.label))
         runtime = get_runtime(group.runtime)
         for entry_at, techniques, label in entries:
@@ -201,10 +230,11 @@ def _expand(parsed: MatrixFile, path: Path) -> Matrix:
                                     f"draft model; add models.{group.model}.draft = "
                                     "{ model = ..., quantization = ... }")
                     continue
-                if cell.id in seen:
+                if cell.id in seen and not pruned.touched("cells", index):
                     problems.append(f"{entry_at}: cell id {cell.id} repeats {seen[cell.id]}; give it a label")
                     continue
-                seen[cell.id] = entry_at.removeprefix(f"{where}: ")
+                if not pruned.touched("cells", index):
+                    seen[cell.id] = entry_at.removeprefix(f"{where}: ")
                 cells.append(cell)
                 gpus = group.gpus if group.gpus is not None else spec.quantizations[group.quantization].gpus
                 requests[cell.id] = CellRequest(gpus=gpus, gpu_type=group.gpu_type or parsed.gpu_type)

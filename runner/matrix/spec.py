@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from runner.benchmarks.editions import DEFAULT_EDITION, EDITIONS
 from runner.errors import UserError
 from runner.records import Cell, Language, Mode
 
-_STRICT = ConfigDict(extra="forbid")
+#: no unknown key, and no value of another type taken for the one a key has (`max_tokens = "200"` is
+#: refused, not read as 200; an integer is still a float): runner.matrix.faults says what to write instead
+_STRICT = ConfigDict(extra="forbid", strict=True)
 
 
 class RunSettings(BaseModel):
@@ -73,8 +75,11 @@ class TaskFilter(BaseModel):
 
     model_config = _STRICT
 
-    languages: list[Language] = Field(default_factory=list, description="Only these languages; empty: all.")
-    modes: list[Mode] = Field(default_factory=list, description="Only these modes; empty: all.")
+    # an enum is read from its name (strict mode would want the enum itself)
+    languages: list[Annotated[Language, Strict(False)]] = Field(default_factory=list,
+                                                                description="Only these languages; empty: all.")
+    modes: list[Annotated[Mode, Strict(False)]] = Field(default_factory=list,
+                                                        description="Only these modes; empty: all.")
     programs: list[str] = Field(default_factory=list, description="Only these programs; empty: all.")
     limit: int | None = Field(None, gt=0, description="At most this many tasks, taken evenly across programs.")
 
@@ -110,7 +115,8 @@ class ModelSource(BaseModel):
     filename: str | None = Field(None, description="hf: one file of the repository (e.g. a GGUF); "
                                  "unset: the folder.")
     allow_patterns: list[str] | None = Field(None, description="hf: which files of the folder.")
-    path: Path | None = Field(None, description="path: a local file or folder, relative to the matrix file.")
+    path: Path | None = Field(None, strict=False,  # read from its text, as TOML has no path type
+                              description="path: a local file or folder, relative to the matrix file.")
     of: str | None = Field(None, description="dequantize, quantize: the quantization of the same model "
                            "these weights are made from.")
     type: str | None = Field(None, description="quantize: llama-quantize's output type, e.g. `F16`, `Q8_0`, "
@@ -240,6 +246,15 @@ class ModelSpec(BaseModel):
         return value
 
 
+def _switches(value: Any) -> Any:
+    # TOML gives `parallel = 4` as an integer; a technique is a switch, its value always text: the one
+    # coercion the matrix makes, lossless, in a group and in a variant alike
+    if not isinstance(value, dict):
+        return value
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, (int, float)) else v
+            for k, v in value.items()}
+
+
 class Variant(BaseModel):
     """A technique variant of a cell group."""
 
@@ -247,6 +262,11 @@ class Variant(BaseModel):
 
     techniques: dict[str, str] = Field(min_length=1, description="Technique switches laid over the group's.")
     label: str | None = Field(None, description="The cell id's last part; default: made from the techniques.")
+
+    @field_validator("techniques", mode="before")
+    @classmethod
+    def _switch_text(cls, value: Any) -> Any:
+        return _switches(value)
 
 
 class CellGroup(BaseModel):
@@ -281,10 +301,8 @@ class CellGroup(BaseModel):
 
     @field_validator("techniques", mode="before")
     @classmethod
-    def _stringify(cls, value: Any) -> Any:
-        # TOML gives `parallel = 4` as an int; techniques are switches, always strings
-        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()} \
-            if isinstance(value, dict) else value
+    def _switch_text(cls, value: Any) -> Any:
+        return _switches(value)
 
 
 class MatrixFile(BaseModel):
