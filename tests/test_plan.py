@@ -223,7 +223,7 @@ def test_doctor_exits_1_when_no_cell_can_run_and_says_each_reason_once(tmp_path,
 def test_doctor_json_carries_cell_ids_data_and_whether_hf_token_is_set_never_its_value(tmp_path, cpu_host):
     path = write(tmp_path)
     result = invoke("doctor", path, "--json", env={"HF_TOKEN": "hf_secret_value_123"})
-    assert result.exit_code == 0, result.output  # one cell of two can run
+    assert result.exit_code == 1, result.output  # one cell of two cannot run: as reproduce --plan
     assert "hf_secret_value_123" not in result.output
     report = json.loads(result.stdout)
     assert [c["id"] for c in report["cells"]] == ["tiny/llamacpp/q8_0/baseline", "big/exllama/exl2-4.0/baseline"]

@@ -25,7 +25,7 @@ from runner.errors import UserError
 @click.option("--skip-unrunnable", is_flag=True, help="Skip cells this host cannot run instead of refusing.")
 @click.option("--plan", "plan_only", is_flag=True,
               help="Print the plan (cells, GPU memory, disk, hours) and write nothing: exit 0 if every cell "
-                   "can run, 1 if some cannot.")
+                   "can run (or, with --skip-unrunnable, some can), 1 if some cannot.")
 @click.option("--dry-run", "dry_run", is_flag=True,
               help="The plan, and per cell its locked source, its exact launch (argv, environment, image, config "
                    "files), its first request and each check's verdict; writes nothing; exit as --plan.")
@@ -91,18 +91,18 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
         raise UserError(f"--assume-gpus {assume_gpus}: plans for a host that is not this one, so it runs nothing: "
                         "use it with --plan or --dry-run, without --ray or --gpus")
     plan = _reproduce_plan(loaded, backend=backend, limit=limit, name=name, ray_address=ray_address,
-                           runs_dir=runs_dir, host=_host_for(assume_gpus))
+                           runs_dir=runs_dir, host=_host_for(assume_gpus), skip_unrunnable=skip_unrunnable)
     if as_json and not dry_run:
         raise UserError("--json goes with --dry-run (one JSON line per cell)")
     if dry_run:
         sys.exit(_dry_run(loaded, plan, backend=backend or loaded.backend, as_json=as_json))
     if plan_only:
         click.echo("\n".join(plan.lines()))
-        sys.exit(0 if plan.complete else 1)
-    if plan.problems or (plan.unrunnable and not skip_unrunnable):
+        sys.exit(plan.exit_code)
+    if plan.exit_code:
         # the whole plan, never cut, then the one line that says what to do
         click.echo("\n".join(plan.lines(refusal=False)))
-        raise CliError(plan.refusal() if plan.unrunnable and not skip_unrunnable else f"cannot start: {plan.problems[0]}")
+        raise CliError(plan.refusal())
     options = RunOptions(name=name, runs_dir=runs_dir, fresh=fresh, backend=backend, limit=limit,
                          skip_unrunnable=skip_unrunnable, sandbox=sandbox_kind, allow_unsandboxed=allow_unsandboxed,
                          expected=expected,
@@ -152,12 +152,16 @@ def _dry_run(loaded, plan, *, backend: str, as_json: bool) -> int:
     else:
         click.echo("\n".join(plan.lines(refusal=False) + dryrun.lines(cells)))
         ready = sum(c.runnable for c in cells)
-        click.echo(f"\ndry run: {ready} of {len(cells)} cells runnable; nothing was written")
-    return 0 if not plan.problems and all(c.runnable for c in cells) else 1
+        skipped = (f"; --skip-unrunnable: the run skips the other {len(cells) - ready}"
+                   if plan.skip_unrunnable and 0 < ready < len(cells) else "")
+        click.echo(f"\ndry run: {ready} of {len(cells)} cells runnable{skipped}; nothing was written")
+    # the plan's rule (Plan.exit_code), on the dry run's verdicts, which add the launch and request checks
+    failed = [c for c in cells if not c.runnable]
+    return 1 if plan.problems or len(failed) == len(cells) or (failed and not plan.skip_unrunnable) else 0
 
 
 def _reproduce_plan(loaded, *, backend: str | None, limit: int | None, name: str | None, ray_address: str | None,
-                    runs_dir: Path | None = None, host=None):
+                    runs_dir: Path | None = None, host=None, skip_unrunnable: bool = False):
     """``runner.planning.plan.make_plan`` for ``reproduce``'s options (on the Ray cluster with ``--ray``); the
     runs in ``runs_dir`` made on this hardware give the estimates where they measured the same cells."""
     from runner.planning.plan import make_plan
@@ -169,7 +173,7 @@ def _reproduce_plan(loaded, *, backend: str | None, limit: int | None, name: str
         executor = get_executor("ray", address=ray_address)
     try:
         return make_plan(loaded, backend=backend, executor=executor, limit=limit, name=name, runs_dir=runs_dir,
-                         host=host)
+                         host=host, skip_unrunnable=skip_unrunnable)
     finally:
         if executor is not None:
             executor.close()
@@ -187,16 +191,18 @@ def _reproduce_plan(loaded, *, backend: str | None, limit: int | None, name: str
 @click.option("--check-environment", "take_check", is_flag=True,
               help="Take the environment check (each program's reference on the judging path) for the programs "
                    "it has not checked yet, as a run would first; cached for the run (minutes for SimCoPilot).")
+@click.option("--skip-unrunnable", is_flag=True,
+              help="Plan as `reproduce --skip-unrunnable` runs: exit 0 when some cell can run.")
 @_ASSUME_GPUS_OPTION
 @user_errors
 def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as_json: bool, runs_dir: Path,
-           take_check: bool, assume_gpus: str | None) -> None:
+           take_check: bool, skip_unrunnable: bool, assume_gpus: str | None) -> None:
     """Say what this host offers (GPUs, Docker, disk, Java, servers, the sandbox's self-check, the benchmark data,
     its unavailable tasks and unscoreable programs, HF_TOKEN) and plan a matrix's cells.
 
     The plan is the one `runner reproduce MATRIX --plan` prints. Unscoreable programs are the environment
     check's verdicts as cached (a run takes the check first; --check-environment takes it now).
-    Exit 1 when no cell of MATRIX can run.
+    Exit as `reproduce MATRIX --plan`: 1 when some cell of MATRIX cannot run (with --skip-unrunnable: when none can).
 
     \b
     Example:
@@ -219,7 +225,7 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
         if assume_gpus is not None:
             raise UserError(f"--assume-gpus {assume_gpus}: plans for one host, --ray on a cluster's nodes; "
                             "give one of them")
-        _doctor_ray(matrix, backend, ray_address, as_json)
+        _doctor_ray(matrix, backend, ray_address, as_json, skip_unrunnable)
         return
 
     host = _host_for(assume_gpus) or probe_host()
@@ -228,7 +234,7 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
         from runner.matrix import load_matrix
 
         loaded = load_matrix(_shipped_or_path(matrix))
-        plan = make_plan(loaded, backend=backend, host=host, runs_dir=runs_dir)
+        plan = make_plan(loaded, backend=backend, host=host, runs_dir=runs_dir, skip_unrunnable=skip_unrunnable)
     token = plan.token if plan else token_check()
     sandbox = sandbox_check()
     programs = loaded.tasks.programs if loaded is not None else None
@@ -263,12 +269,13 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
                        + (f"; gated repositories: {', '.join(token.gated)}" if token.gated else ""))
         _console().print(checks)
         if plan is not None:
-            click.echo("\n".join(plan.lines(refusal=False)))
-    if plan is not None and not plan.startable:
-        sys.exit(1)
+            click.echo("\n".join(plan.lines()))
+    if plan is not None:
+        sys.exit(plan.exit_code)
 
 
-def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json: bool) -> None:
+def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json: bool,
+                skip_unrunnable: bool = False) -> None:
     import json
 
     from rich.table import Table
@@ -283,7 +290,8 @@ def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json:
         if matrix is not None:
             from runner.matrix import load_matrix
 
-            plan = make_plan(load_matrix(_shipped_or_path(matrix)), backend=backend, executor=executor)
+            plan = make_plan(load_matrix(_shipped_or_path(matrix)), backend=backend, executor=executor,
+                             skip_unrunnable=skip_unrunnable)
     finally:
         executor.close()
     if as_json:
@@ -298,9 +306,9 @@ def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json:
                           f"{node.gpus:g}", types)
         _console().print(table)
         if plan is not None:
-            click.echo("\n".join(plan.lines(refusal=False)))
-    if plan is not None and not plan.startable:
-        sys.exit(1)
+            click.echo("\n".join(plan.lines()))
+    if plan is not None:
+        sys.exit(plan.exit_code)
 
 
 # --- commands: report -----------------------------------------------------------------------

@@ -32,7 +32,7 @@ from runner.planning.estimates import (CELL_OVERHEAD_S, CPU_GBPS_MAX, CPU_GBPS_P
 from runner.planning.schedule import Schedule, ScheduleItem, ScheduleNode, simulate
 from runner.planning.weights import cached_weights, file_key, needed_weights
 from runner.records import Cell
-from runner.serving.lock import lock_status
+from runner.serving.lock import lock_path, lock_status
 
 # -- records ----------------------------------------------------------------------------------------
 class Estimate(BaseModel):
@@ -75,6 +75,13 @@ class PlannedCell(BaseModel):
     evaluation_reused_hours: float = 0.0  # what judging the reused verdicts afresh would take
     #: its weights' Hub source in the matrix's lock: "locked <commit>", "not locked"; "" when not from the Hub
     lock: str = ""
+    #: why the plan could not check that its weights exist (a Hub source the lock does not pin); None: checked
+    unchecked: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        """The plan's column: "yes", "no", or "not checked" (runnable as far as the plan could look)."""
+        return "no" if not self.runnable else "not checked" if self.unchecked else "yes"
 
 
 class Reason(BaseModel):
@@ -115,10 +122,25 @@ class Plan(BaseModel):
     evaluation: Estimate
     run: Estimate  # the schedule's: cells at once where the node allows, evaluation beside generation
     schedule: Schedule | None = None  # None: no cell's hours are known
+    #: the run skips the cells that cannot run (--skip-unrunnable) rather than refusing
+    skip_unrunnable: bool = False
 
     @property
     def unrunnable(self) -> list[PlannedCell]:
         return [c for c in self.cells if not c.runnable]
+
+    @property
+    def unchecked(self) -> list[PlannedCell]:
+        return [c for c in self.cells if c.runnable and c.unchecked]
+
+    @property
+    def exit_code(self) -> int:
+        """The one rule of doctor, --plan and --dry-run: 1 when something stops the run or some cell cannot run,
+        0 when every cell can (a cell not checked counts as runnable: the run checks it on download), or
+        when --skip-unrunnable leaves at least one that can."""
+        if self.problems or len(self.unrunnable) == len(self.cells):
+            return 1
+        return 1 if self.unrunnable and not self.skip_unrunnable else 0
 
     @property
     def complete(self) -> bool:
@@ -132,10 +154,18 @@ class Plan(BaseModel):
 
     def refusal(self) -> str:
         """The one line that says why the run cannot go as asked and what to do; empty when it can."""
-        if self.unrunnable:
+        if self.problems:
+            return f"cannot start: {self.problems[0]}"
+        return self._advice()
+
+    def _advice(self) -> str:
+        """What to do about the cells that cannot run ("" when none, or when the run skips them)."""
+        if self.unrunnable and len(self.unrunnable) == len(self.cells):
+            return f"no cell can run {self.where} (backend {self.backend}); run the matrix on a host that can"
+        if self.unrunnable and not self.skip_unrunnable:
             return (f"{len(self.unrunnable)} of {len(self.cells)} cells cannot run {self.where} (backend "
                     f"{self.backend}); run them on a host that can, or pass --skip-unrunnable")
-        return f"cannot start: {self.problems[0]}" if self.problems else ""
+        return ""
 
     def reason_lines(self) -> list[str]:
         """Each reason once: ``id: reason`` for one cell, the reason then its cells for several."""
@@ -161,19 +191,26 @@ class Plan(BaseModel):
                                                     "set HF_TOKEN to a token of that account)"))
         width = max((len(c.id) for c in self.cells), default=4)
         out.append("")
-        out.append(f"{'cell':<{width}}  runs  GPUs  GPU memory (here)   disk       cached  hours gen + eval"
+        out.append(f"{'cell':<{width}}  runs         GPUs  GPU memory (here)   disk       cached  hours gen + eval"
                    + ("  lock" if any(c.lock for c in self.cells) else ""))
         for c in self.cells:
             memory = "-" if c.gpu_memory_gib is None else f"{round(c.gpu_memory_gib, 1):g} GiB"
             here = "" if c.gpu_memory_here_gib is None else f" ({c.gpu_memory_here_gib:.0f})"
             cached = {True: "yes", False: "no", None: "?"}[c.cached]
-            out.append(f"{c.id:<{width}}  {'yes' if c.runnable else 'no ':<4}  {c.gpus:<4}  "
+            out.append(f"{c.id:<{width}}  {c.verdict:<11}  {c.gpus:<4}  "
                        f"{memory + here:<18}  {_gib(c.disk_gib):<9}  {cached:<6}  "
                        f"{_hours(c.generation_hours)} + {_hours(c.evaluation_hours)}" + _lock_column(c))
         if self.reasons:
             out.append("")
             out.append("why not (each reason once, with its cells):")
             out += self.reason_lines()
+        if self.unchecked:
+            out.append("")
+            out.append("not checked (runnable as far as the plan can tell; the run checks them on download):")
+            for why in dict.fromkeys(c.unchecked for c in self.unchecked):
+                ids = [c.id for c in self.unchecked if c.unchecked == why]
+                out.append(f"  {ids[0]}: {why}" if len(ids) == 1 else f"  {len(ids)} cells: {why}")
+                out += [f"    {cell}" for cell in ids] if len(ids) > 1 else []
         d = self.disk
         out.append("")
         free = "" if d.free_gib is None else f"; {d.free_gib:.1f} GiB free in {d.where}"
@@ -193,9 +230,12 @@ class Plan(BaseModel):
         out.append("")
         for problem in self.problems:
             out.append(f"cannot start: {problem}")
-        out.append(f"{len(self.cells) - len(self.unrunnable)} of {len(self.cells)} cells can run {self.where}")
-        if self.unrunnable and refusal:
-            out.append(self.refusal())
+        unchecked = f" ({len(self.unchecked)} of them not checked)" if self.unchecked else ""
+        out.append(f"{len(self.cells) - len(self.unrunnable)} of {len(self.cells)} cells can run {self.where}{unchecked}")
+        if self.unrunnable and self.skip_unrunnable and len(self.unrunnable) < len(self.cells):
+            out.append(f"--skip-unrunnable: the run skips the {len(self.unrunnable)} cells that cannot run")
+        if refusal and self._advice():
+            out.append(self._advice())
         return out
 
 
@@ -243,10 +283,12 @@ def validate(matrix: Matrix, backend: str | None = None) -> None:
 
 # -- the plan ---------------------------------------------------------------------------------------
 def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host=None, benchmark=None,
-              name: str | None = None, limit: int | None = None, runs_dir: Path | None = None) -> Plan:
+              name: str | None = None, limit: int | None = None, runs_dir: Path | None = None,
+              skip_unrunnable: bool = False) -> Plan:
     """Validate ``matrix`` (a ``UserError``), then plan it on ``executor`` (default: this host, ``host``
     if given) for ``backend`` (default: the matrix's); ``benchmark``: the run's, already loaded;
-    ``runs_dir``: where earlier runs are, whose cells measured on this hardware the estimates reuse."""
+    ``runs_dir``: where earlier runs are, whose cells measured on this hardware the estimates reuse;
+    ``skip_unrunnable``: the run skips cells that cannot run (the exit code and the advice follow)."""
     from runner.planning.doctor import plan_cells, probe_host
 
     validate(matrix, backend)
@@ -334,6 +376,11 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
             classes[label] = classes.get(label, 0) + 1
         baseline = technique_baseline(cell, matrix.cells)
         reused = share if baseline is not None else 0.0
+        lock = locks.label(matrix, cell.model, cell.quantization)
+        # the plan never asks the Hub: only a lock entry says the repository and revision existed
+        unchecked = (f"not checked: its Hugging Face source is not in {lock_path(matrix).name} and the plan does "
+                     f"not ask the Hub; `runner models lock {matrix.path or matrix.name}` checks it"
+                     if lock == "not locked" else None)
         cells.append(PlannedCell(
             id=cell.id, cell=cell, runnable=verdict.runnable, device=verdict.device, reason=verdict.reason,
             gpus=gpus_needed if device == "gpu" else 0, gpu_memory_gib=memory.total_gib,
@@ -347,7 +394,7 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
             evaluation_measured=tasks.eval_measured if on_this_host else 0,
             baseline=baseline.id if baseline is not None else None, reuse=reused,
             evaluation_reused_hours=tasks.eval_seconds * reused / workers / 3600,
-            lock=locks.label(matrix, cell.model, cell.quantization)))
+            lock=lock, unchecked=unchecked))
 
     reasons: dict[str, list[str]] = {}
     for c in cells:
@@ -355,7 +402,7 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
             reasons.setdefault(c.reason or "cannot run", []).append(c.id)
     return Plan(matrix=str(matrix.path or matrix.name), name=name or matrix.name, backend=backend, where=where,
                 benchmark=matrix.benchmark, edition=matrix.edition if matrix.benchmark == "simcopilot" else None,
-                data=data, token=token_check(matrix), problems=problems, cells=cells,
+                data=data, token=token_check(matrix), problems=problems, cells=cells, skip_unrunnable=skip_unrunnable,
                 reasons=[Reason(reason=r, cells=ids) for r, ids in reasons.items()],
                 disk=_disk(matrix, host.free_disk_gib if in_process else None),
                 **_totals(matrix, cells, classes, selected is not None, workers, earlier, used, reuse,

@@ -1,0 +1,172 @@
+"""The plan says only what it checked: one exit-code rule for doctor, --plan and --dry-run; local paths checked;
+Hub sources without a lock entry "not checked"; unknown estimates counted as unknown; the cores it assumed."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from runner.cli import main
+from runner.paths import matrices_dir
+
+SHIPPED = sorted(p.name for p in matrices_dir().glob("*.toml"))
+
+#: a CPU host runs the local GGUF; the ExLlamaV2 cell needs a CUDA GPU; the third names a file that is not there
+MIXED = """
+name = "mixed"
+benchmark = "starter"
+backend = "local"
+[tasks]
+limit = 2
+[models.tiny]
+name = "Tiny"
+[models.tiny.quantizations.q8_0]
+kind = "path"
+path = "{gguf}"
+gpu_memory_gib = 1
+[models.lost]
+name = "Lost"
+[models.lost.quantizations.q4_k_m]
+kind = "path"
+path = "{missing}"
+gpu_memory_gib = 1
+[models.big]
+name = "Big"
+[models.big.quantizations."exl2-4.0"]
+kind = "hf"
+repo = "org/Big-exl2"
+revision = "4.0bpw"
+gpu_memory_gib = 48
+disk_gib = 34
+[[cells]]
+model = "tiny"
+runtime = "llamacpp"
+quantization = "q8_0"
+[[cells]]
+model = "lost"
+runtime = "llamacpp"
+quantization = "q4_k_m"
+[[cells]]
+model = "big"
+runtime = "exllama"
+quantization = "exl2-4.0"
+"""
+
+
+@pytest.fixture(scope="module")
+def sandbox_once():
+    """The real sandbox self-check, taken once for the module (doctor takes it on every call; ~10 s)."""
+    from runner.planning import checks
+
+    return functools.lru_cache(maxsize=1)(checks.sandbox_check)
+
+
+@pytest.fixture
+def llama_server(monkeypatch, tmp_path):
+    """A llama-server the local backend finds (nothing starts: plans only)."""
+    binary = tmp_path / "llama-server"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("RUNNER_LLAMA_SERVER", str(binary))
+
+
+def _mixed(tmp_path: Path, cells: slice = slice(None)) -> Path:
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF")
+    head, *blocks = MIXED.format(gguf=gguf, missing=tmp_path / "nowhere" / "gone.gguf").split("[[cells]]")
+    path = tmp_path / "mixed.toml"
+    path.write_text(head + "".join("[[cells]]" + b for b in blocks[cells]), encoding="utf-8")
+    return path
+
+
+def _verdicts(matrix: str, runs: Path, skip: bool) -> tuple[dict[str, tuple[int, dict[str, bool]]], list[str]]:
+    """Each command's exit code and per-cell runnable verdict; what stops every cell (doctor's plan)."""
+    flag = ["--skip-unrunnable"] if skip else []
+    out = {}
+    doctor = CliRunner().invoke(main, ["doctor", matrix, "--json", "--runs-dir", str(runs), *flag])
+    assert doctor.exception is None or isinstance(doctor.exception, SystemExit), doctor.output
+    body = json.loads(doctor.stdout.splitlines()[-1])
+    ids = [c["id"] for c in body["cells"]]
+    out["doctor"] = doctor.exit_code, {c["id"]: c["runnable"] for c in body["cells"]}
+    plan = CliRunner().invoke(main, ["reproduce", matrix, "--plan", "--runs-dir", str(runs), *flag])
+    # the table's rows: a cell id at the line's start (the reasons below list ids indented)
+    rows = {line.split()[0]: line.split()[1] for line in plan.stdout.splitlines() if line.split()[:1]
+            and line.split()[0] in ids and not line.startswith(" ")}
+    out["plan"] = plan.exit_code, {cell: verdict != "no" for cell, verdict in rows.items()}
+    dry = CliRunner().invoke(main, ["reproduce", matrix, "--dry-run", "--json", "--runs-dir", str(runs), *flag])
+    cells = [json.loads(line) for line in dry.stdout.splitlines() if line.startswith("{")]
+    out["dry-run"] = dry.exit_code, {c["cell"]: c["runnable"] for c in cells}
+    assert not runs.exists()
+    return out, body["plan"]["problems"]
+
+
+def _agree(matrix: str, runs: Path) -> dict[bool, int]:
+    codes = {}
+    for skip in (False, True):
+        found, problems = _verdicts(matrix, runs, skip)
+        assert found["doctor"] == found["plan"] == found["dry-run"], (matrix, skip, found)
+        code, runnable = found["doctor"]
+        some, every = any(runnable.values()), all(runnable.values())
+        # the rule: 1 when something stops the run or some cell cannot run; 0 when --skip-unrunnable leaves some
+        assert code == (1 if problems or not some or (not every and not skip) else 0), (matrix, skip, found)
+        codes[skip] = code
+    return codes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED)
+def test_doctor_plan_and_dry_run_agree_on_every_shipped_matrix(name, tmp_path, monkeypatch, sandbox_once):
+    monkeypatch.setattr("runner.planning.checks.sandbox_check", sandbox_once)
+    codes = _agree(str(matrices_dir() / name), tmp_path / "runs")
+    assert codes[True] <= codes[False]
+
+
+def test_one_exit_code_rule_with_an_unrunnable_cell_and_with_skip_unrunnable(tmp_path, monkeypatch, llama_server,
+                                                                             sandbox_once):
+    monkeypatch.setattr("runner.planning.checks.sandbox_check", sandbox_once)
+    runs = tmp_path / "runs"
+    # the local GGUF runs here, the ExLlamaV2 cell cannot (no CUDA GPU)
+    both = str(_mixed(tmp_path, slice(0, 3, 2)))
+    assert _agree(both, runs) == {False: 1, True: 0}
+    plan = CliRunner().invoke(main, ["reproduce", both, "--plan", "--skip-unrunnable", "--runs-dir", str(runs)])
+    assert "pass --skip-unrunnable" not in plan.output
+    assert plan.output.rstrip().endswith("--skip-unrunnable: the run skips the 1 cells that cannot run")
+    # nothing runnable: --skip-unrunnable leaves nothing to run, so 1 either way
+    gpu_only = str(_mixed(tmp_path, slice(2, 3)))
+    assert _agree(gpu_only, runs) == {False: 1, True: 1}
+
+
+def test_a_path_source_that_does_not_exist_plans_as_no_naming_the_path(tmp_path, llama_server):
+    path = _mixed(tmp_path, slice(0, 2))
+    result = CliRunner().invoke(main, ["reproduce", str(path), "--plan", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("lost/llamacpp/q4_k_m/baseline "))
+    assert row.split()[1] == "no"
+    missing = tmp_path / "nowhere" / "gone.gguf"
+    assert (f"lost/llamacpp/q4_k_m/baseline: {missing} does not exist "
+            "(models.lost.quantizations.q4_k_m.path)") in result.output
+    assert re.search(r"^tiny/llamacpp/q8_0/baseline +yes ", result.output, re.M)
+
+
+def test_a_hub_source_without_a_lock_entry_is_not_checked_never_yes(tmp_path):
+    from runner.matrix import load_matrix
+    from runner.planning.doctor import GpuInfo, Host
+    from runner.planning.plan import make_plan
+
+    path = _mixed(tmp_path, slice(2, 3))
+    h100 = Host(gpus=[GpuInfo(index=0, name="NVIDIA H100 80GB HBM3", memory_gib=79.6, free_gib=79.6)],
+                ram_gib=128, free_disk_gib=500, docker="27.0", cpu_count=16)
+    plan = make_plan(load_matrix(path), host=h100, backend="docker")
+    (cell,) = plan.cells
+    assert cell.runnable and cell.verdict == "not checked"
+    text = "\n".join(plan.lines())
+    assert re.search(r"^big/exllama/exl2-4.0/baseline +not checked ", text, re.M)
+    assert "not checked: its Hugging Face source is not in mixed.lock" in text
+    assert text.rstrip().endswith("1 of 1 cells can run on this host (1 of them not checked)")
+    # counted as runnable: the run checks the source on download
+    assert plan.exit_code == 0
