@@ -248,3 +248,82 @@ def test_shipped_cpu_plans_know_every_cells_time(name):
     result = CliRunner().invoke(main, ["reproduce", str(matrices_dir() / name), "--plan"])
     assert "?" not in result.output and "unknown" not in result.output, result.output
     assert re.search(r"^whole run: (\d+ min|\d+\.\d h) \(", result.output, re.M), result.output
+
+
+# -- the cores the plan assumed --------------------------------------------------------------------------
+def test_the_plan_states_its_cores_and_assume_cpus_plans_for_that_many(tmp_path, llama_server):
+    import os
+
+    path = str(_mixed(tmp_path, slice(0, 1)))
+    here = CliRunner().invoke(main, ["reproduce", path, "--plan"])
+    cores = os.cpu_count()
+    assert here.output.splitlines()[1] == (f"CPU cores: {cores} (this host's; --assume-cpus N plans for another "
+                                           "count): judging runs one worker per core")
+    eval_here = next(line for line in here.output.splitlines() if line.startswith("evaluation: "))
+    assert f"on {cores} workers (one per core)" in eval_here
+    many = CliRunner().invoke(main, ["reproduce", path, "--plan", "--assume-cpus", "64"])
+    assert many.exit_code == 0, many.output
+    lines = many.output.splitlines()
+    assert lines[1] == "CPU cores: 64 (assumed by --assume-cpus): judging runs one worker per core"
+    assert "64 CPU cores (--assume-cpus 64)" in lines[0]
+    assert "on 64 workers (one per core)" in next(line for line in lines if line.startswith("evaluation: "))
+    doctor = CliRunner().invoke(main, ["doctor", path, "--json", "--assume-cpus", "64", "--assume-gpus", "8xh100-80gb"])
+    body = json.loads(doctor.stdout.splitlines()[-1])
+    assert body["host"]["cpu_count"] == 64 and body["plan"]["cpus"] == 64
+    # it plans, it runs nothing
+    refused = CliRunner().invoke(main, ["reproduce", path, "--assume-cpus", "64", "--runs-dir", str(tmp_path / "r")])
+    assert refused.exit_code != 0 and "--assume-cpus 64: plans for a host that is not this one" in refused.output
+    assert "Traceback" not in refused.output and not (tmp_path / "r").exists()
+
+
+def test_more_cores_judge_faster_on_the_paper_plan_with_eight_h100s(tmp_path):
+    def whole(cpus: str) -> float:
+        result = CliRunner().invoke(main, ["reproduce", "--all", "--plan", "--assume-gpus", "8xh100-80gb",
+                                           "--assume-cpus", cpus, "--runs-dir", str(tmp_path / "runs")])
+        line = next(line for line in result.output.splitlines() if line.startswith("evaluation: "))
+        return float(re.match(r"evaluation: ([\d.]+) h ", line).group(1))
+
+    assert whole("16") > 3 * whole("64")
+
+
+# -- reproduce's options refused in one line, and --cell -------------------------------------------------
+def _one_line_refusal(result, *fragments: str) -> None:
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], result.output
+
+
+def test_a_runs_dir_that_is_a_file_is_refused_in_one_line(tmp_path):
+    afile = tmp_path / "runs"
+    afile.write_text("not a folder")
+    for args in (["reproduce", "demo", "--plan"], ["reproduce", "demo"], ["doctor", "demo"]):
+        result = CliRunner().invoke(main, [*args, "--runs-dir", str(afile)])
+        _one_line_refusal(result, f"--runs-dir {afile}: is a file, not a folder")
+    assert afile.read_text() == "not a folder"
+
+
+def test_gpu_ids_this_host_does_not_have_are_refused_in_one_line(tmp_path):
+    from runner.planning.doctor import probe_host
+
+    result = CliRunner().invoke(main, ["reproduce", "demo", "--gpus", "97", "--runs-dir", str(tmp_path / "runs")])
+    _one_line_refusal(result, "--gpus 97: no GPU 97 here: this host has ")
+    assert ("has no GPU (" if not probe_host().gpus else "GPUs (ids 0 to ") in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_reproduce_cell_plans_and_runs_only_the_cells_named(tmp_path):
+    from runner.matrix import load_matrix
+
+    ids = [c.id for c in load_matrix(matrices_dir() / "demo.toml").cells]
+    picked = [ids[4], ids[0]]
+    args = ["reproduce", "demo", "--plan", "--runs-dir", str(tmp_path / "runs")]
+    result = CliRunner().invoke(main, [*args, "--cell", picked[0], "--cell", picked[1]])
+    assert result.exit_code == 0, result.output
+    rows = [line.split()[0] for line in result.output.splitlines() if line.split()[:1] and line.split()[0] in ids]
+    assert rows == [ids[0], ids[4]]  # the matrix's order
+    assert "2 of 2 cells can run" in result.output
+    unknown = CliRunner().invoke(main, [*args, "--cell", "nope/llamacpp/q4_k_m/baseline"])
+    _one_line_refusal(unknown, "no cell 'nope/llamacpp/q4_k_m/baseline'; cells: " + ids[0])

@@ -124,6 +124,8 @@ class Plan(BaseModel):
     name: str
     backend: str
     where: str  # "on this host", "on the Ray cluster at ..."
+    cpus: int = 0  # the cores judging runs on, one worker each
+    cpus_basis: str = ""  # whose cores: this host's, or assumed
     benchmark: str
     edition: str | None
     data: list[DataCheck]
@@ -194,7 +196,8 @@ class Plan(BaseModel):
 
     def lines(self, refusal: bool = True) -> list[str]:
         """The whole plan as text, the refusal (if any, and asked for) last."""
-        out = [f"plan for {self.matrix}: run {self.name!r}, backend {self.backend}, {self.where}"]
+        out = [f"plan for {self.matrix}: run {self.name!r}, backend {self.backend}, {self.where}",
+               f"CPU cores: {self.cpus} ({self.cpus_basis}): judging runs one worker per core"]
         for data in self.data:
             which = f" {data.edition}" if data.edition else ""
             out.append(f"data: {data.benchmark}{which}: {'present in ' if data.present else 'missing: '}{data.detail}")
@@ -344,6 +347,12 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
         latency = latency_subset(selected, matrix.settings, select_tasks(benchmark, everything))
 
     workers = (host.cpu_count if in_process else 0) or os.cpu_count() or 1
+    if in_process and host.assumed and "--assume-cpus" in host.assumed:
+        cpus_basis = "assumed by --assume-cpus"
+    elif in_process:
+        cpus_basis = "this host's; --assume-cpus N plans for another count"
+    else:
+        cpus_basis = "this host's, where the judging runs"
     cpu_gbps = min(CPU_GBPS_PER_THREAD * (matrix.settings.threads or workers), CPU_GBPS_MAX)
     # a cluster's nodes are not this host: only a plan made here reuses runs made here
     earlier = earlier_runs(runs_dir, host_hardware(host)) if in_process else None
@@ -428,6 +437,7 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
         if not c.runnable:
             reasons.setdefault(c.reason or "cannot run", []).append(c.id)
     return Plan(matrix=str(matrix.path or matrix.name), name=name or matrix.name, backend=backend, where=where,
+                cpus=workers, cpus_basis=cpus_basis,
                 benchmark=matrix.benchmark, edition=matrix.edition if matrix.benchmark == "simcopilot" else None,
                 data=data, token=token_check(matrix), problems=problems, cells=cells, skip_unrunnable=skip_unrunnable,
                 reasons=[Reason(reason=r, cells=ids) for r, ids in reasons.items()],
@@ -499,7 +509,7 @@ def _totals(matrix: Matrix, cells: list[PlannedCell], classes: dict[str, int], m
     if runnable and len(runnable) < len(cells):
         gen_basis += (f"; the {len(runnable)} runnable cells alone: "
                       f"{_duration(sum(c.generation_hours or 0 for c in runnable))}")
-    eval_basis = f"{source}, on {workers} workers (one per core here)"
+    eval_basis = f"{source}, on {workers} workers (one per core)"
     measured = sum(c.evaluation_measured for c in cells)
     if measured and earlier is not None:
         runs = earlier.judged_runs.get(matrix.benchmark, {})
@@ -507,7 +517,7 @@ def _totals(matrix: Matrix, cells: list[PlannedCell], classes: dict[str, int], m
         total = sum(c.tasks or 0 for c in cells)
         eval_basis = (f"{measured} of {total} answers at the judging time measured on {earlier.hardware} in {named} "
                       f"(per task, else per language)" + (f"; the rest: {eval_basis}" if measured < total
-                                                         else f", on {workers} workers (one per core here)"))
+                                                         else f", on {workers} workers (one per core)"))
     eval_basis += _reuse_basis(cells, reuse)
     known = [g for g in gen if g is not None]
     schedule = None
