@@ -327,3 +327,33 @@ def test_reproduce_cell_plans_and_runs_only_the_cells_named(tmp_path):
     assert "2 of 2 cells can run" in result.output
     unknown = CliRunner().invoke(main, [*args, "--cell", "nope/llamacpp/q4_k_m/baseline"])
     _one_line_refusal(unknown, "no cell 'nope/llamacpp/q4_k_m/baseline'; cells: " + ids[0])
+
+
+def test_runs_of_some_cells_into_one_run_keep_every_cell_in_its_manifest(tmp_path, monkeypatch):
+    """Real llama-server, refusing a 4-byte GGUF at once: each --cell run fails fast, its manifest written."""
+    from runner.runtimes.llamacpp import llama_server_path
+    from tests.conftest import require
+
+    require(llama_server_path().is_file(), f"llama-server at {llama_server_path()}")
+    monkeypatch.chdir(tmp_path)  # the report folder goes here
+    gguf = tmp_path / "bad.gguf"
+    gguf.write_bytes(b"GGUF")
+    text = "".join(f"""
+[models.{m}]
+name = "{m.upper()}"
+[models.{m}.quantizations.q8_0]
+kind = "path"
+path = "{gguf}"
+[[cells]]
+model = "{m}"
+runtime = "llamacpp"
+quantization = "q8_0"
+""" for m in ("a", "b"))
+    path = tmp_path / "two.toml"
+    path.write_text('name = "two"\nbenchmark = "starter"\nbackend = "local"\n[tasks]\nlimit = 1\n'
+                    '[settings]\nhealth_timeout_s = 30\n' + text, encoding="utf-8")
+    for model in ("a", "b"):
+        CliRunner().invoke(main, ["reproduce", str(path), "--cell", f"{model}/llamacpp/q8_0/baseline",
+                                  "--runs-dir", str(tmp_path / "runs")])
+    manifest = json.loads((tmp_path / "runs" / "two" / "manifest.json").read_text(encoding="utf-8"))
+    assert [c["model"] for c in manifest["cells"]] == ["a", "b"]
