@@ -36,7 +36,7 @@ gpus = 2
 name = "Tiny"
 [models.tiny.quantizations.q8_0]
 kind = "path"
-path = "/models/tiny.gguf"
+path = "{tiny}"
 gpu_memory_gib = 1
 
 [[cells]]
@@ -60,8 +60,9 @@ quantization = "q8_0"
 
 @pytest.fixture
 def matrix(tmp_path):
-    path = tmp_path / "plan.toml"
-    path.write_text(MATRIX, encoding="utf-8")
+    path, tiny = tmp_path / "plan.toml", tmp_path / "tiny.gguf"
+    tiny.write_bytes(b"GGUF")  # a kind = "path" file must exist to plan as runnable
+    path.write_text(MATRIX.replace("{tiny}", str(tiny)), encoding="utf-8")
     return load_matrix(path)
 
 
@@ -133,8 +134,9 @@ def test_cli_doctor_reports_the_host_and_the_plan(matrix):
     from runner.cli import main
 
     result = CliRunner().invoke(main, ["doctor", str(matrix.path), "--json"])
-    assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    # as reproduce --plan: 1 when some cell cannot run
+    assert result.exit_code == (0 if all(c["runnable"] for c in report["cells"]) else 1), result.output
     assert report["host"]["ram_gib"] > 1
     plans = {p["cell"]["model"] + "/" + p["cell"]["runtime"] + "/" + p["cell"]["quantization"]: p
              for p in report["cells"]}

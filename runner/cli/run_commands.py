@@ -12,6 +12,11 @@ from runner.cli.common import (_ASSUME_GPUS_OPTION, _EXPECTED_OPTION, _SANDBOX_O
                                _edition_option, _gpu_ids, _host_for, _run_name, _shipped_or_path, log, user_errors)
 from runner.errors import UserError
 
+_ASSUME_CPUS_OPTION = click.option(
+    "--assume-cpus", type=click.IntRange(min=1), metavar="N", default=None,
+    help="Plan for a host with N CPU cores (judging runs one worker per core) instead of this one's; "
+         "with --assume-gpus for a whole node.")
+
 
 @click.command()
 @click.argument("matrix", required=False, type=click.Path(path_type=Path))
@@ -22,10 +27,12 @@ from runner.errors import UserError
 @click.option("--fresh", is_flag=True, help="Delete what an earlier run of this name left and start over.")
 @click.option("--backend", default=None, help="Where servers run: local or docker (default: the matrix's).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many tasks per cell.")
+@click.option("--cell", "cell_ids", multiple=True, metavar="ID",
+              help="Only this cell (repeatable), as `models prepare --cell`; `runner doctor MATRIX` lists the ids.")
 @click.option("--skip-unrunnable", is_flag=True, help="Skip cells this host cannot run instead of refusing.")
 @click.option("--plan", "plan_only", is_flag=True,
               help="Print the plan (cells, GPU memory, disk, hours) and write nothing: exit 0 if every cell "
-                   "can run, 1 if some cannot.")
+                   "can run (or, with --skip-unrunnable, some can), 1 if some cannot.")
 @click.option("--dry-run", "dry_run", is_flag=True,
               help="The plan, and per cell its locked source, its exact launch (argv, environment, image, config "
                    "files), its first request and each check's verdict; writes nothing; exit as --plan.")
@@ -42,13 +49,15 @@ from runner.errors import UserError
 @click.option("--gpus", "gpu_ids", metavar="IDS", default=None, callback=_gpu_ids,
               help="The GPU ids cells may be placed on here, e.g. 0,1,2,3 (default: every GPU NVML sees).")
 @_ASSUME_GPUS_OPTION
+@_ASSUME_CPUS_OPTION
 @_edition_option(default_help="the matrix's edition")
 @user_errors
 def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str | None, runs_dir: Path,
-              fresh: bool, backend: str | None, limit: int | None, skip_unrunnable: bool, plan_only: bool,
+              fresh: bool, backend: str | None, limit: int | None, cell_ids: tuple[str, ...], skip_unrunnable: bool,
+              plan_only: bool,
               dry_run: bool, as_json: bool, sandbox_kind: str, expected: str, allow_unsandboxed: bool,
               ray_address: str | None, parallel_cells: int | None, gpu_ids: list[int] | None, assume_gpus: str | None,
-              edition: str | None) -> None:
+              assume_cpus: int | None, edition: str | None) -> None:
     """Run a matrix: per cell serve, generate, evaluate, time; resumes an interrupted run.
 
     It plans first (the plan `runner doctor MATRIX` shows): a run that cannot go as asked prints the
@@ -58,9 +67,10 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
     Example:
       runner reproduce --preset demo
       runner reproduce --all --plan            # what the paper's matrix needs here; writes nothing
-      runner reproduce --all --plan --assume-gpus 8xh100-80gb  # ... on a node of eight H100s
+      runner reproduce --all --plan --assume-gpus 8xh100-80gb --assume-cpus 64  # ... on a node of eight H100s
       runner reproduce --all --dry-run --json --assume-gpus 8xh100-80gb  # each cell's source, launch, request
       runner reproduce matrices/demo.toml --name demo-2 --limit 4
+      runner reproduce demo --cell qwen2.5-coder-0.5b/llamacpp/f16/baseline --cell qwen2.5-coder-0.5b/llamacpp/q2_k/baseline
       runner reproduce --all --backend docker --skip-unrunnable
       runner reproduce --all --ray auto        # cells over a Ray cluster's GPU nodes
       runner reproduce --all --parallel-cells 4  # four cells at once on this host's GPUs
@@ -80,6 +90,12 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
     _run_name(name)
     path = _shipped_or_path(matrix) if matrix else matrices_dir() / ("paper.toml" if run_all else f"{preset}.toml")
     loaded = load_matrix(path).with_edition(edition)
+    if cell_ids:  # the matrix's own order; an unknown id is refused with the ids there are
+        chosen_ids = {loaded.cell(cell_id).id for cell_id in cell_ids}
+        loaded = loaded.model_copy(update={"cells": [c for c in loaded.cells if c.id in chosen_ids]})
+    _check_runs_dir(runs_dir)
+    if gpu_ids is not None and not ray_address and assume_gpus is None:
+        _check_gpu_ids(gpu_ids)
     if parallel_cells is not None:
         if ray_address:
             raise UserError("--parallel-cells is for this host; on a Ray cluster every cell that fits runs at once")
@@ -87,22 +103,24 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
             update={"parallel_cells": parallel_cells})})
     if gpu_ids is not None and ray_address:
         raise UserError("--gpus is for this host; on a Ray cluster each node offers its own GPUs")
-    if assume_gpus is not None and (not (plan_only or dry_run) or ray_address or gpu_ids is not None):
-        raise UserError(f"--assume-gpus {assume_gpus}: plans for a host that is not this one, so it runs nothing: "
-                        "use it with --plan or --dry-run, without --ray or --gpus")
+    for flag, value in (("--assume-gpus", assume_gpus), ("--assume-cpus", assume_cpus)):
+        if value is not None and (not (plan_only or dry_run) or ray_address or gpu_ids is not None):
+            raise UserError(f"{flag} {value}: plans for a host that is not this one, so it runs nothing: "
+                            "use it with --plan or --dry-run, without --ray or --gpus")
     plan = _reproduce_plan(loaded, backend=backend, limit=limit, name=name, ray_address=ray_address,
-                           runs_dir=runs_dir, host=_host_for(assume_gpus))
+                           runs_dir=runs_dir, host=_planned_host(assume_gpus, assume_cpus),
+                           skip_unrunnable=skip_unrunnable)
     if as_json and not dry_run:
         raise UserError("--json goes with --dry-run (one JSON line per cell)")
     if dry_run:
         sys.exit(_dry_run(loaded, plan, backend=backend or loaded.backend, as_json=as_json))
     if plan_only:
         click.echo("\n".join(plan.lines()))
-        sys.exit(0 if plan.complete else 1)
-    if plan.problems or (plan.unrunnable and not skip_unrunnable):
+        sys.exit(plan.exit_code)
+    if plan.exit_code:
         # the whole plan, never cut, then the one line that says what to do
         click.echo("\n".join(plan.lines(refusal=False)))
-        raise CliError(plan.refusal() if plan.unrunnable and not skip_unrunnable else f"cannot start: {plan.problems[0]}")
+        raise CliError(plan.refusal())
     options = RunOptions(name=name, runs_dir=runs_dir, fresh=fresh, backend=backend, limit=limit,
                          skip_unrunnable=skip_unrunnable, sandbox=sandbox_kind, allow_unsandboxed=allow_unsandboxed,
                          expected=expected,
@@ -134,6 +152,38 @@ def reproduce(matrix: Path | None, preset: str | None, run_all: bool, name: str 
             + "; rerun the same command to complete them")
         sys.exit(1)
 
+def _check_runs_dir(runs_dir: Path) -> None:
+    """A ``UserError`` for a ``--runs-dir`` that exists and is not a folder."""
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise UserError(f"--runs-dir {runs_dir}: is a file, not a folder; give a folder for the runs (default: runs)")
+
+
+def _check_gpu_ids(gpu_ids: list[int]) -> None:
+    """A ``UserError`` for ``--gpus`` ids this host does not have."""
+    from runner.planning.doctor import probe_host
+
+    host = probe_host()
+    absent = [i for i in gpu_ids if i >= len(host.gpus)]
+    if absent:
+        have = (f"has {len(host.gpus)} GPUs (ids 0 to {len(host.gpus) - 1})" if host.gpus
+                else f"has no GPU ({host.gpu_note})")
+        raise UserError(f"--gpus {','.join(map(str, gpu_ids))}: no GPU {', '.join(map(str, absent))} here: this "
+                        f"host {have}; give ids it has, or leave --gpus out")
+
+
+def _planned_host(assume_gpus: str | None, assume_cpus: int | None):
+    """The host ``--assume-gpus`` and ``--assume-cpus`` describe (None: neither given, the plan probes)."""
+    host = _host_for(assume_gpus)
+    if assume_cpus is None:
+        return host
+    from runner.planning.doctor import probe_host
+
+    host = host or probe_host()
+    gpus = host.assumed or (f"this host's {len(host.gpus)} GPUs" if host.gpus else "no GPU")
+    return host.model_copy(update={"cpu_count": assume_cpus,
+                                   "assumed": f"{gpus}, {assume_cpus} CPU cores (--assume-cpus {assume_cpus})"})
+
+
 def _dry_run(loaded, plan, *, backend: str, as_json: bool) -> int:
     """Print the dry run (``runner.planning.dryrun``); the exit code: 0 when every cell is runnable, else 1."""
     from runner.planning import dryrun
@@ -152,12 +202,16 @@ def _dry_run(loaded, plan, *, backend: str, as_json: bool) -> int:
     else:
         click.echo("\n".join(plan.lines(refusal=False) + dryrun.lines(cells)))
         ready = sum(c.runnable for c in cells)
-        click.echo(f"\ndry run: {ready} of {len(cells)} cells runnable; nothing was written")
-    return 0 if not plan.problems and all(c.runnable for c in cells) else 1
+        skipped = (f"; --skip-unrunnable: the run skips the other {len(cells) - ready}"
+                   if plan.skip_unrunnable and 0 < ready < len(cells) else "")
+        click.echo(f"\ndry run: {ready} of {len(cells)} cells runnable{skipped}; nothing was written")
+    # the plan's rule (Plan.exit_code), on the dry run's verdicts, which add the launch and request checks
+    failed = [c for c in cells if not c.runnable]
+    return 1 if plan.problems or len(failed) == len(cells) or (failed and not plan.skip_unrunnable) else 0
 
 
 def _reproduce_plan(loaded, *, backend: str | None, limit: int | None, name: str | None, ray_address: str | None,
-                    runs_dir: Path | None = None, host=None):
+                    runs_dir: Path | None = None, host=None, skip_unrunnable: bool = False):
     """``runner.planning.plan.make_plan`` for ``reproduce``'s options (on the Ray cluster with ``--ray``); the
     runs in ``runs_dir`` made on this hardware give the estimates where they measured the same cells."""
     from runner.planning.plan import make_plan
@@ -169,7 +223,7 @@ def _reproduce_plan(loaded, *, backend: str | None, limit: int | None, name: str
         executor = get_executor("ray", address=ray_address)
     try:
         return make_plan(loaded, backend=backend, executor=executor, limit=limit, name=name, runs_dir=runs_dir,
-                         host=host)
+                         host=host, skip_unrunnable=skip_unrunnable)
     finally:
         if executor is not None:
             executor.close()
@@ -187,23 +241,26 @@ def _reproduce_plan(loaded, *, backend: str | None, limit: int | None, name: str
 @click.option("--check-environment", "take_check", is_flag=True,
               help="Take the environment check (each program's reference on the judging path) for the programs "
                    "it has not checked yet, as a run would first; cached for the run (minutes for SimCoPilot).")
+@click.option("--skip-unrunnable", is_flag=True,
+              help="Plan as `reproduce --skip-unrunnable` runs: exit 0 when some cell can run.")
 @_ASSUME_GPUS_OPTION
+@_ASSUME_CPUS_OPTION
 @user_errors
 def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as_json: bool, runs_dir: Path,
-           take_check: bool, assume_gpus: str | None) -> None:
+           take_check: bool, skip_unrunnable: bool, assume_gpus: str | None, assume_cpus: int | None) -> None:
     """Say what this host offers (GPUs, Docker, disk, Java, servers, the sandbox's self-check, the benchmark data,
     its unavailable tasks and unscoreable programs, HF_TOKEN) and plan a matrix's cells.
 
     The plan is the one `runner reproduce MATRIX --plan` prints. Unscoreable programs are the environment
     check's verdicts as cached (a run takes the check first; --check-environment takes it now).
-    Exit 1 when no cell of MATRIX can run.
+    Exit as `reproduce MATRIX --plan`: 1 when some cell of MATRIX cannot run (with --skip-unrunnable: when none can).
 
     \b
     Example:
       runner doctor
       runner doctor paper --backend docker
       runner doctor matrices/paper.toml --ray auto
-      runner doctor paper --assume-gpus 8xh100-80gb
+      runner doctor paper --assume-gpus 8xh100-80gb --assume-cpus 64
     """
     import json
 
@@ -215,20 +272,21 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
     from runner.planning.plan import make_plan, validate_backend
 
     validate_backend(backend)
+    _check_runs_dir(runs_dir)
     if ray_address:
-        if assume_gpus is not None:
-            raise UserError(f"--assume-gpus {assume_gpus}: plans for one host, --ray on a cluster's nodes; "
-                            "give one of them")
-        _doctor_ray(matrix, backend, ray_address, as_json)
+        for flag, value in (("--assume-gpus", assume_gpus), ("--assume-cpus", assume_cpus)):
+            if value is not None:
+                raise UserError(f"{flag} {value}: plans for one host, --ray on a cluster's nodes; give one of them")
+        _doctor_ray(matrix, backend, ray_address, as_json, skip_unrunnable)
         return
 
-    host = _host_for(assume_gpus) or probe_host()
+    host = _planned_host(assume_gpus, assume_cpus) or probe_host()
     plan = loaded = None
     if matrix is not None:
         from runner.matrix import load_matrix
 
         loaded = load_matrix(_shipped_or_path(matrix))
-        plan = make_plan(loaded, backend=backend, host=host, runs_dir=runs_dir)
+        plan = make_plan(loaded, backend=backend, host=host, runs_dir=runs_dir, skip_unrunnable=skip_unrunnable)
     token = plan.token if plan else token_check()
     sandbox = sandbox_check()
     programs = loaded.tasks.programs if loaded is not None else None
@@ -263,12 +321,13 @@ def doctor(matrix: Path | None, backend: str | None, ray_address: str | None, as
                        + (f"; gated repositories: {', '.join(token.gated)}" if token.gated else ""))
         _console().print(checks)
         if plan is not None:
-            click.echo("\n".join(plan.lines(refusal=False)))
-    if plan is not None and not plan.startable:
-        sys.exit(1)
+            click.echo("\n".join(plan.lines()))
+    if plan is not None:
+        sys.exit(plan.exit_code)
 
 
-def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json: bool) -> None:
+def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json: bool,
+                skip_unrunnable: bool = False) -> None:
     import json
 
     from rich.table import Table
@@ -283,7 +342,8 @@ def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json:
         if matrix is not None:
             from runner.matrix import load_matrix
 
-            plan = make_plan(load_matrix(_shipped_or_path(matrix)), backend=backend, executor=executor)
+            plan = make_plan(load_matrix(_shipped_or_path(matrix)), backend=backend, executor=executor,
+                             skip_unrunnable=skip_unrunnable)
     finally:
         executor.close()
     if as_json:
@@ -298,9 +358,9 @@ def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json:
                           f"{node.gpus:g}", types)
         _console().print(table)
         if plan is not None:
-            click.echo("\n".join(plan.lines(refusal=False)))
-    if plan is not None and not plan.startable:
-        sys.exit(1)
+            click.echo("\n".join(plan.lines()))
+    if plan is not None:
+        sys.exit(plan.exit_code)
 
 
 # --- commands: report -----------------------------------------------------------------------

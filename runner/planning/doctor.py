@@ -20,6 +20,7 @@ from runner.errors import UserError
 from runner.matrix import Matrix
 from runner.paths import cache_dir
 from runner.planning import gpu_memory
+from runner.planning.weights import missing_path
 from runner.records import Cell
 from runner.runtimes import get_runtime, runtime_names
 
@@ -211,6 +212,8 @@ def _plan(matrix: Matrix, cell: Cell, host: Host, backend: str) -> CellPlan:
     def no(reason: str) -> CellPlan:
         return CellPlan(cell=cell, runnable=False, device=device, reason=reason)
 
+    if missing := missing_path(matrix, cell):
+        return no(missing)
     if runtime.needs_gpu(cell) and not host.gpus:
         what = "runs" if runtime.requires_gpu else f"serves {cell.quantization} weights"
         return no(f"runtime {runtime.name} {what} on NVIDIA GPUs only and this host has none ({host.gpu_note})")

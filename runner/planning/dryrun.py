@@ -66,6 +66,8 @@ class Check(BaseModel):
     name: str
     ok: bool
     detail: str = ""
+    #: False where the check could not be made here (ok then means only "not failed")
+    checked: bool = True
 
 
 class DryCell(BaseModel):
@@ -143,7 +145,7 @@ def first_request(matrix: Matrix, cell: Cell, tasks: list[Task] | None) -> tuple
     from runner.planning.selection import cell_tasks
 
     if not tasks:
-        return None, None, "no tasks: the benchmark's data is not here (`runner data fetch`)"
+        return None, None, "not checked: no tasks, the benchmark's data is not here (`runner data fetch`)"
     from runner.benchmarks import load_benchmark
 
     benchmark = load_benchmark(matrix.benchmark, matrix.edition)
@@ -187,8 +189,10 @@ def _dry_cell(matrix: Matrix, planned: PlannedCell, *, backend: str, lock, tasks
     if view.kind == "hf":
         problem = lock_problems.get(view.key)
         if lock is None:
-            checks.append(Check(name="locked", ok=False, detail="no lock beside the matrix: run `runner models lock "
-                                                                f"{matrix.path or matrix.name}`"))
+            # as the plan: not checked, not refused; the run checks the source on download
+            checks.append(Check(name="locked", ok=True, checked=False,
+                                detail="not checked: no lock beside the matrix and the dry run does not ask the Hub; "
+                                       f"run `runner models lock {matrix.path or matrix.name}`"))
         elif problem:
             checks.append(Check(name="locked", ok=False, detail=problem))
         elif view.commit is None:
@@ -217,7 +221,9 @@ def _dry_cell(matrix: Matrix, planned: PlannedCell, *, backend: str, lock, tasks
         checks.append(Check(name="launch", ok=False, detail=str(exc)))
     try:
         dry.endpoint, dry.request, dry.request_note = first_request(matrix, cell, tasks)
-        checks.append(Check(name="request", ok=dry.request is not None, detail=dry.request_note))
+        # without the data nothing is asked: the plan's "cannot start" already says so, for every cell
+        checks.append(Check(name="request", ok=True, checked=False, detail=dry.request_note) if tasks is None
+                      else Check(name="request", ok=dry.request is not None, detail=dry.request_note))
     except UserError as exc:
         checks.append(Check(name="request", ok=False, detail=str(exc)))
     dry.checks = checks  # pydantic copied the list it was built with
@@ -260,7 +266,8 @@ def lines(cells: list[DryCell]) -> list[str]:
             text = json.dumps(c.request, ensure_ascii=False)
             out.append(f"    {text if len(text) <= 600 else text[:600] + f'... ({len(text)} characters)'}")
         for check in c.checks:
-            out.append(f"  check {check.name}: {'ok' if check.ok else 'FAILED'}{': ' + check.detail if check.detail else ''}")
+            verdict = "not checked" if not check.checked else "ok" if check.ok else "FAILED"
+            out.append(f"  check {check.name}: {verdict}{': ' + check.detail if check.detail else ''}")
     return out
 
 

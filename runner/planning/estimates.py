@@ -403,11 +403,12 @@ def served_gib(source: ModelSource) -> float | None:
 
 
 def generation_time(matrix: Matrix, cell: Cell, tasks: CellWork, device: str, gbps: float,
-                    threads: int = CPU_FIT_THREADS) -> GenerationTime | None:
-    """The cell's serving time under the module's assumptions (None: the weights' size is unknown)."""
+                    threads: int = CPU_FIT_THREADS, measured_gib: float | None = None) -> GenerationTime | None:
+    """The cell's serving time under the module's assumptions (None: the weights' size is unknown);
+    ``measured_gib``: the served weights' size measured on disk here, used where the matrix gives none."""
     from runner.runtimes import get_runtime
 
-    served = served_gib(matrix.source(cell))
+    served = served_gib(matrix.source(cell)) or measured_gib
     if served is None:
         return None
     settings = matrix.settings
@@ -468,13 +469,13 @@ class VerdictReuse(BaseModel):
         return min(self.reused / self.answers, 1.0) if self.answers else None
 
 
-def verdict_reuse(runs_dir: Path | None) -> VerdictReuse:
+def verdict_reuse(runs_dir: Path | None, model: str | None = None) -> VerdictReuse:
     """``VerdictReuse`` over every run in ``runs_dir`` that reused verdicts, whatever its hardware (which
     answers repeat is the models' doing, not the machine's). A reuse counts where the verdict came from
     a cell of the same group (the technique cells and their baselines) of the same run, in either
     direction: cells running at once may judge a technique's answer first and reuse it for the baseline,
     the pair judging one verdict either way. Verdicts of an earlier run of the same matrix are left out:
-    a rerun reusing them all says nothing of what a technique changes."""
+    a rerun reusing them all says nothing of what a technique changes. ``model``: that model's cells only."""
     from runner.records import Outcome
 
     found = VerdictReuse()
@@ -485,7 +486,8 @@ def verdict_reuse(runs_dir: Path | None) -> VerdictReuse:
             if (manifest.matrix.get("settings") or {}).get("reuse_verdicts") is not True:
                 continue
             # only cells that have a record: the store's readers would make a missing cell's folder
-            started = [c for c in manifest.cells if (folder / "cells" / c.slug / "cell.json").is_file()]
+            started = [c for c in manifest.cells if (folder / "cells" / c.slug / "cell.json").is_file()
+                       and (model is None or c.model == model)]
             groups: dict[str, set[str]] = {}  # baseline id -> the ids of it and its technique cells
             technique: dict[str, str] = {}  # technique cell id -> its baseline's
             for cell in started:

@@ -30,16 +30,28 @@ from runner.planning.estimates import (CELL_OVERHEAD_S, CPU_GBPS_MAX, CPU_GBPS_P
                                        generation_time, gpu_bandwidth, host_hardware, oracle_seconds, timing_key,
                                        verdict_reuse)
 from runner.planning.schedule import Schedule, ScheduleItem, ScheduleNode, simulate
-from runner.planning.weights import cached_weights, file_key, needed_weights
+from runner.planning.weights import cached_weights, file_key, needed_weights, served_weights_gib
 from runner.records import Cell
-from runner.serving.lock import lock_status
+from runner.serving.lock import lock_path, lock_status
 
 # -- records ----------------------------------------------------------------------------------------
 class Estimate(BaseModel):
     """Hours for a part of the run (None: unknown) and what the figure rests on."""
 
-    hours: float | None
+    hours: float | None  # with ``unknown`` cells, the known cells' alone: a lower bound
     basis: str
+    #: cells whose hours are unknown, and the matrix keys that would make them known
+    unknown: list[str] = Field(default_factory=list)
+    fix: list[str] = Field(default_factory=list)
+
+    def text(self) -> str:
+        """``2.1 h``, ``≥ 2.1 h + 3 cells unknown (set ...)``; minutes under an hour."""
+        if not self.unknown:
+            return _duration(self.hours)
+        fix = f" (set disk_gib or weights_gib in {', '.join(self.fix)})" if self.fix else ""
+        if self.hours is None:
+            return f"unknown: all {len(self.unknown)} cells' time unknown{fix}"
+        return f"≥ {_duration(self.hours)} + {len(self.unknown)} cells unknown{fix}"
 
 
 class PlannedCell(BaseModel):
@@ -75,6 +87,15 @@ class PlannedCell(BaseModel):
     evaluation_reused_hours: float = 0.0  # what judging the reused verdicts afresh would take
     #: its weights' Hub source in the matrix's lock: "locked <commit>", "not locked"; "" when not from the Hub
     lock: str = ""
+    #: why the plan could not check that its weights exist (a Hub source the lock does not pin); None: checked
+    unchecked: str | None = None
+    #: where its hours are unknown: the matrix key that would give its weights' size
+    size_key: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        """The plan's column: "yes", "no", or "not checked" (runnable as far as the plan could look)."""
+        return "no" if not self.runnable else "not checked" if self.unchecked else "yes"
 
 
 class Reason(BaseModel):
@@ -103,6 +124,8 @@ class Plan(BaseModel):
     name: str
     backend: str
     where: str  # "on this host", "on the Ray cluster at ..."
+    cpus: int = 0  # the cores judging runs on, one worker each
+    cpus_basis: str = ""  # whose cores: this host's, or assumed
     benchmark: str
     edition: str | None
     data: list[DataCheck]
@@ -115,10 +138,25 @@ class Plan(BaseModel):
     evaluation: Estimate
     run: Estimate  # the schedule's: cells at once where the node allows, evaluation beside generation
     schedule: Schedule | None = None  # None: no cell's hours are known
+    #: the run skips the cells that cannot run (--skip-unrunnable) rather than refusing
+    skip_unrunnable: bool = False
 
     @property
     def unrunnable(self) -> list[PlannedCell]:
         return [c for c in self.cells if not c.runnable]
+
+    @property
+    def unchecked(self) -> list[PlannedCell]:
+        return [c for c in self.cells if c.runnable and c.unchecked]
+
+    @property
+    def exit_code(self) -> int:
+        """The one rule of doctor, --plan and --dry-run: 1 when something stops the run or some cell cannot run,
+        0 when every cell can (a cell not checked counts as runnable: the run checks it on download), or
+        when --skip-unrunnable leaves at least one that can."""
+        if self.problems or len(self.unrunnable) == len(self.cells):
+            return 1
+        return 1 if self.unrunnable and not self.skip_unrunnable else 0
 
     @property
     def complete(self) -> bool:
@@ -132,10 +170,18 @@ class Plan(BaseModel):
 
     def refusal(self) -> str:
         """The one line that says why the run cannot go as asked and what to do; empty when it can."""
-        if self.unrunnable:
+        if self.problems:
+            return f"cannot start: {self.problems[0]}"
+        return self._advice()
+
+    def _advice(self) -> str:
+        """What to do about the cells that cannot run ("" when none, or when the run skips them)."""
+        if self.unrunnable and len(self.unrunnable) == len(self.cells):
+            return f"no cell can run {self.where} (backend {self.backend}); run the matrix on a host that can"
+        if self.unrunnable and not self.skip_unrunnable:
             return (f"{len(self.unrunnable)} of {len(self.cells)} cells cannot run {self.where} (backend "
                     f"{self.backend}); run them on a host that can, or pass --skip-unrunnable")
-        return f"cannot start: {self.problems[0]}" if self.problems else ""
+        return ""
 
     def reason_lines(self) -> list[str]:
         """Each reason once: ``id: reason`` for one cell, the reason then its cells for several."""
@@ -150,7 +196,8 @@ class Plan(BaseModel):
 
     def lines(self, refusal: bool = True) -> list[str]:
         """The whole plan as text, the refusal (if any, and asked for) last."""
-        out = [f"plan for {self.matrix}: run {self.name!r}, backend {self.backend}, {self.where}"]
+        out = [f"plan for {self.matrix}: run {self.name!r}, backend {self.backend}, {self.where}",
+               f"CPU cores: {self.cpus} ({self.cpus_basis}): judging runs one worker per core"]
         for data in self.data:
             which = f" {data.edition}" if data.edition else ""
             out.append(f"data: {data.benchmark}{which}: {'present in ' if data.present else 'missing: '}{data.detail}")
@@ -161,19 +208,26 @@ class Plan(BaseModel):
                                                     "set HF_TOKEN to a token of that account)"))
         width = max((len(c.id) for c in self.cells), default=4)
         out.append("")
-        out.append(f"{'cell':<{width}}  runs  GPUs  GPU memory (here)   disk       cached  hours gen + eval"
+        out.append(f"{'cell':<{width}}  runs         GPUs  GPU memory (here)   disk       cached  time gen + eval"
                    + ("  lock" if any(c.lock for c in self.cells) else ""))
         for c in self.cells:
             memory = "-" if c.gpu_memory_gib is None else f"{round(c.gpu_memory_gib, 1):g} GiB"
             here = "" if c.gpu_memory_here_gib is None else f" ({c.gpu_memory_here_gib:.0f})"
             cached = {True: "yes", False: "no", None: "?"}[c.cached]
-            out.append(f"{c.id:<{width}}  {'yes' if c.runnable else 'no ':<4}  {c.gpus:<4}  "
+            out.append(f"{c.id:<{width}}  {c.verdict:<11}  {c.gpus:<4}  "
                        f"{memory + here:<18}  {_gib(c.disk_gib):<9}  {cached:<6}  "
-                       f"{_hours(c.generation_hours)} + {_hours(c.evaluation_hours)}" + _lock_column(c))
+                       f"{_duration(c.generation_hours)} + {_duration(c.evaluation_hours)}" + _lock_column(c))
         if self.reasons:
             out.append("")
             out.append("why not (each reason once, with its cells):")
             out += self.reason_lines()
+        if self.unchecked:
+            out.append("")
+            out.append("not checked (runnable as far as the plan can tell; the run checks them on download):")
+            for why in dict.fromkeys(c.unchecked for c in self.unchecked):
+                ids = [c.id for c in self.unchecked if c.unchecked == why]
+                out.append(f"  {ids[0]}: {why}" if len(ids) == 1 else f"  {len(ids)} cells: {why}")
+                out += [f"    {cell}" for cell in ids] if len(ids) > 1 else []
         d = self.disk
         out.append("")
         free = "" if d.free_gib is None else f"; {d.free_gib:.1f} GiB free in {d.where}"
@@ -183,19 +237,22 @@ class Plan(BaseModel):
         if d.unknown:
             out.append(f"  size unknown (no disk_gib in the matrix): {', '.join(d.unknown)}")
         for label, estimate in (("generation", self.generation), ("evaluation", self.evaluation)):
-            out.append(f"{label}: {_hours(estimate.hours)} h ({estimate.basis})")
+            out.append(f"{label}: {estimate.text()} ({estimate.basis})")
         s = self.schedule
         if s is not None and s.at_once > 1:
-            out.append(f"whole run: {_hours(self.run.hours)} h with up to {s.at_once} cells at once "
-                       f"(sequential: {_hours(s.sequential_h)} h; {self.run.basis})")
+            out.append(f"whole run: {self.run.text()} with up to {s.at_once} cells at once "
+                       f"(sequential: {_duration(s.sequential_h)}; {self.run.basis})")
         else:
-            out.append(f"whole run: {_hours(self.run.hours)} h ({self.run.basis})")
+            out.append(f"whole run: {self.run.text()} ({self.run.basis})")
         out.append("")
         for problem in self.problems:
             out.append(f"cannot start: {problem}")
-        out.append(f"{len(self.cells) - len(self.unrunnable)} of {len(self.cells)} cells can run {self.where}")
-        if self.unrunnable and refusal:
-            out.append(self.refusal())
+        unchecked = f" ({len(self.unchecked)} of them not checked)" if self.unchecked else ""
+        out.append(f"{len(self.cells) - len(self.unrunnable)} of {len(self.cells)} cells can run {self.where}{unchecked}")
+        if self.unrunnable and self.skip_unrunnable and len(self.unrunnable) < len(self.cells):
+            out.append(f"--skip-unrunnable: the run skips the {len(self.unrunnable)} cells that cannot run")
+        if refusal and self._advice():
+            out.append(self._advice())
         return out
 
 
@@ -208,8 +265,13 @@ def _gib(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.1f} GiB"
 
 
-def _hours(value: float | None) -> str:
-    return "?" if value is None else (f"{value:.1f}" if value >= 0.95 else f"{value:.2f}")
+def _duration(hours: float | None) -> str:
+    """``2.1 h``, ``16 min`` under an hour, ``unknown``."""
+    if hours is None:
+        return "unknown"
+    if hours >= 0.95:
+        return f"{hours:.1f} h"
+    return f"{hours * 60:.0f} min" if hours * 60 >= 0.5 else "< 1 min"
 
 
 # -- validation -------------------------------------------------------------------------------------
@@ -243,10 +305,12 @@ def validate(matrix: Matrix, backend: str | None = None) -> None:
 
 # -- the plan ---------------------------------------------------------------------------------------
 def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host=None, benchmark=None,
-              name: str | None = None, limit: int | None = None, runs_dir: Path | None = None) -> Plan:
+              name: str | None = None, limit: int | None = None, runs_dir: Path | None = None,
+              skip_unrunnable: bool = False) -> Plan:
     """Validate ``matrix`` (a ``UserError``), then plan it on ``executor`` (default: this host, ``host``
     if given) for ``backend`` (default: the matrix's); ``benchmark``: the run's, already loaded;
-    ``runs_dir``: where earlier runs are, whose cells measured on this hardware the estimates reuse."""
+    ``runs_dir``: where earlier runs are, whose cells measured on this hardware the estimates reuse;
+    ``skip_unrunnable``: the run skips cells that cannot run (the exit code and the advice follow)."""
     from runner.planning.doctor import plan_cells, probe_host
 
     validate(matrix, backend)
@@ -283,6 +347,12 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
         latency = latency_subset(selected, matrix.settings, select_tasks(benchmark, everything))
 
     workers = (host.cpu_count if in_process else 0) or os.cpu_count() or 1
+    if in_process and host.assumed and "--assume-cpus" in host.assumed:
+        cpus_basis = "assumed by --assume-cpus"
+    elif in_process:
+        cpus_basis = "this host's; --assume-cpus N plans for another count"
+    else:
+        cpus_basis = "this host's, where the judging runs"
     cpu_gbps = min(CPU_GBPS_PER_THREAD * (matrix.settings.threads or workers), CPU_GBPS_MAX)
     # a cluster's nodes are not this host: only a plan made here reuses runs made here
     earlier = earlier_runs(runs_dir, host_hardware(host)) if in_process else None
@@ -290,8 +360,14 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
         task: language for task, (language, _) in oracle_seconds().items()}
     judged = JudgingTimes.of(earlier, matrix.benchmark, languages)
     # which answers repeat is the models' doing, not the hardware's: any run in the folder tells
-    reuse = verdict_reuse(runs_dir) if matrix.settings.reuse_verdicts else None
-    share = 0.0 if reuse is None else reuse.share if reuse.share is not None else TECHNIQUE_REUSE
+    # only the same model's runs: how often a technique repeats its baseline is the model's trait (a 0.5B
+    # model's share says nothing of a 70B's)
+    reuse = ({model: verdict_reuse(runs_dir, model) for model in dict.fromkeys(c.model for c in matrix.cells)}
+             if matrix.settings.reuse_verdicts else None)
+
+    def share(model: str) -> float:
+        found = reuse[model].share if reuse is not None else 0.0
+        return TECHNIQUE_REUSE if found is None else found
     dumped = matrix.resolved()
     used: dict[str, list[MeasuredCell]] = {}
     classes: dict[str, int] = {}
@@ -330,10 +406,16 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
                 basis = f"run {match.run}"
                 used.setdefault(match.run, []).append(match)
         if time is None:
-            time = generation_time(matrix, cell, tasks, device, gbps, matrix.settings.threads or workers)
+            time = generation_time(matrix, cell, tasks, device, gbps, matrix.settings.threads or workers,
+                                   measured_gib=served_weights_gib(matrix, cell.model, cell.quantization))
             classes[label] = classes.get(label, 0) + 1
         baseline = technique_baseline(cell, matrix.cells)
-        reused = share if baseline is not None else 0.0
+        reused = share(cell.model) if baseline is not None else 0.0
+        lock = locks.label(matrix, cell.model, cell.quantization)
+        # the plan never asks the Hub: only a lock entry says the repository and revision existed
+        unchecked = (f"not checked: its Hugging Face source is not in {lock_path(matrix).name} and the plan does "
+                     f"not ask the Hub; `runner models lock {matrix.path or matrix.name}` checks it"
+                     if lock == "not locked" else None)
         cells.append(PlannedCell(
             id=cell.id, cell=cell, runnable=verdict.runnable, device=verdict.device, reason=verdict.reason,
             gpus=gpus_needed if device == "gpu" else 0, gpu_memory_gib=memory.total_gib,
@@ -347,15 +429,17 @@ def make_plan(matrix: Matrix, *, backend: str | None = None, executor=None, host
             evaluation_measured=tasks.eval_measured if on_this_host else 0,
             baseline=baseline.id if baseline is not None else None, reuse=reused,
             evaluation_reused_hours=tasks.eval_seconds * reused / workers / 3600,
-            lock=locks.label(matrix, cell.model, cell.quantization)))
+            lock=lock, unchecked=unchecked,
+            size_key=None if time is not None else f"models.{cell.model}.quantizations.{cell.quantization}"))
 
     reasons: dict[str, list[str]] = {}
     for c in cells:
         if not c.runnable:
             reasons.setdefault(c.reason or "cannot run", []).append(c.id)
     return Plan(matrix=str(matrix.path or matrix.name), name=name or matrix.name, backend=backend, where=where,
+                cpus=workers, cpus_basis=cpus_basis,
                 benchmark=matrix.benchmark, edition=matrix.edition if matrix.benchmark == "simcopilot" else None,
-                data=data, token=token_check(matrix), problems=problems, cells=cells,
+                data=data, token=token_check(matrix), problems=problems, cells=cells, skip_unrunnable=skip_unrunnable,
                 reasons=[Reason(reason=r, cells=ids) for r, ids in reasons.items()],
                 disk=_disk(matrix, host.free_disk_gib if in_process else None),
                 **_totals(matrix, cells, classes, selected is not None, workers, earlier, used, reuse,
@@ -405,7 +489,7 @@ def _disk(matrix: Matrix, free_gib: float | None) -> DiskTotal:
 
 def _totals(matrix: Matrix, cells: list[PlannedCell], classes: dict[str, int], measured_prompts: bool,
             workers: int, earlier: EarlierRuns | None = None, used: dict[str, list[MeasuredCell]] | None = None,
-            reuse: VerdictReuse | None = None, nodes: list[ScheduleNode] | None = None) -> dict:
+            reuse: dict[str, VerdictReuse] | None = None, nodes: list[ScheduleNode] | None = None) -> dict:
     gen = [c.generation_hours for c in cells]
     evals = [c.evaluation_hours for c in cells]
     unknown = [c.id for c in cells if c.generation_hours is None]
@@ -419,14 +503,13 @@ def _totals(matrix: Matrix, cells: list[PlannedCell], classes: dict[str, int], m
         parts.append(f"runner/planning/estimates.py's table per runtime and GPU class: {on}; {prompts}, answers "
                      f"{OUTPUT_FRACTION:.0%} of max_tokens; model loads included, downloads not{no_run}")
     gen_basis = "; ".join(parts)
-    if unknown:
-        gen_basis += f"; {len(unknown)} cells left out: their weights' size is unknown"
+    fix = list(dict.fromkeys(c.size_key for c in cells if c.size_key))
     _, source = eval_seconds(matrix.benchmark)
     runnable = [c for c in cells if c.runnable]
     if runnable and len(runnable) < len(cells):
         gen_basis += (f"; the {len(runnable)} runnable cells alone: "
-                      f"{_hours(sum(c.generation_hours or 0 for c in runnable))} h")
-    eval_basis = f"{source}, on {workers} workers (one per core here)"
+                      f"{_duration(sum(c.generation_hours or 0 for c in runnable))}")
+    eval_basis = f"{source}, on {workers} workers (one per core)"
     measured = sum(c.evaluation_measured for c in cells)
     if measured and earlier is not None:
         runs = earlier.judged_runs.get(matrix.benchmark, {})
@@ -434,7 +517,7 @@ def _totals(matrix: Matrix, cells: list[PlannedCell], classes: dict[str, int], m
         total = sum(c.tasks or 0 for c in cells)
         eval_basis = (f"{measured} of {total} answers at the judging time measured on {earlier.hardware} in {named} "
                       f"(per task, else per language)" + (f"; the rest: {eval_basis}" if measured < total
-                                                         else f", on {workers} workers (one per core here)"))
+                                                         else f", on {workers} workers (one per core)"))
     eval_basis += _reuse_basis(cells, reuse)
     known = [g for g in gen if g is not None]
     schedule = None
@@ -444,17 +527,17 @@ def _totals(matrix: Matrix, cells: list[PlannedCell], classes: dict[str, int], m
                               timed_h=c.timed_hours or 0.0, eval_h=c.evaluation_hours or 0.0) for c in cells]
         schedule = simulate(items, nodes or [ScheduleNode(name="this host", gpus=0, cells_at_once=1)])
     return {
-        "generation": Estimate(hours=sum(known) if known else None, basis=gen_basis),
+        "generation": Estimate(hours=sum(known) if known else None, basis=gen_basis, unknown=unknown, fix=fix),
         "evaluation": Estimate(hours=sum(evals), basis=eval_basis),
         "run": Estimate(hours=schedule.hours if schedule else None,
-                        basis=_run_basis(matrix, schedule, workers, unknown) if schedule else
-                        "no cell's generation hours are known"),
+                        basis=_run_basis(matrix, schedule, workers) if schedule else
+                        "no cell's generation time is known", unknown=unknown, fix=fix),
         "schedule": schedule,
     }
 
 
-def _reuse_basis(cells: list[PlannedCell], reuse: VerdictReuse | None) -> str:
-    """What the evaluation figure takes off for verdicts the cache hands over, and on what basis."""
+def _reuse_basis(cells: list[PlannedCell], reuse: dict[str, VerdictReuse] | None) -> str:
+    """What the evaluation figure takes off for verdicts the cache hands over, and on what basis, per model."""
     techniques = [c for c in cells if c.baseline is not None]
     if not techniques:
         return ""
@@ -462,17 +545,21 @@ def _reuse_basis(cells: list[PlannedCell], reuse: VerdictReuse | None) -> str:
         return (f"; no verdict reused (settings.reuse_verdicts = false): the {len(techniques)} technique cells "
                 "judged afresh")
     saved = sum(c.evaluation_reused_hours for c in techniques)
-    share = techniques[0].reuse
-    if reuse.share is not None:
-        runs = ", ".join(f"run {run}" for run in reuse.runs)
-        why = f"measured in {runs}: {reuse.reused} of {reuse.answers} technique answers"
-    else:
-        why = "assumed: runner/planning/estimates.py TECHNIQUE_REUSE; no earlier run here measured it"
-    return (f"; reuse: {share:.0%} of the {len(techniques)} technique cells' answers take their baseline's "
-            f"verdict ({why}), {_hours(saved)} h less; other cells: none assumed")
+    parts = []
+    for model in dict.fromkeys(c.cell.model for c in techniques):
+        mine = [c for c in techniques if c.cell.model == model]
+        found = reuse.get(model)
+        if found is not None and found.share is not None:
+            runs = ", ".join(f"run {run}" for run in found.runs)
+            why = f"measured in {runs}: {found.reused} of {found.answers} technique answers of {model}"
+        else:
+            why = f"assumed: runner/planning/estimates.py TECHNIQUE_REUSE; no earlier run here of {model} measured it"
+        parts.append(f"{mine[0].reuse:.0%} of the {len(mine)} technique cells' answers of {model} ({why})")
+    return (f"; reuse: their baseline's verdict taken for {'; '.join(parts)}, {_duration(saved)} less; "
+            "other cells: none assumed")
 
 
-def _run_basis(matrix: Matrix, schedule: Schedule, workers: int, unknown: list[str]) -> str:
+def _run_basis(matrix: Matrix, schedule: Schedule, workers: int) -> str:
     at_once = matrix.settings.parallel_cells
     nodes = schedule.nodes
     if len(nodes) == 1 and nodes[0].name == "this host":
@@ -496,8 +583,6 @@ def _run_basis(matrix: Matrix, schedule: Schedule, workers: int, unknown: list[s
     basis = where + ("; timed phases (latency, sweep) alone on their node" if schedule.at_once > 1 else "")
     basis += "; each cell's answers judged while it generates, the cell done when the longer of the two ends"
     if schedule.judging_h > schedule.makespan_h:
-        basis += (f"; the evaluation pool ends the run: {_hours(schedule.judging_h)} h of judging on {workers} "
-                  f"workers, the cells' schedule {_hours(schedule.makespan_h)} h")
-    if unknown:
-        basis += f"; {len(unknown)} cells left out: their weights' size is unknown"
+        basis += (f"; the evaluation pool ends the run: {_duration(schedule.judging_h)} of judging on {workers} "
+                  f"workers, the cells' schedule {_duration(schedule.makespan_h)}")
     return basis

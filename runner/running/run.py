@@ -144,6 +144,8 @@ class Reproduction:
                                 "deletes this run's samples")
             # keep what earlier sessions learned; the fingerprint is this session's
             manifest.started_at = old.started_at
+            # a run of some cells (reproduce --cell) adds to the run's cells, never drops those run before
+            manifest.cells = old.cells + [c for c in manifest.cells if c.id not in {o.id for o in old.cells}]
             manifest.models = old.models
             manifest.images = old.images
             manifest.runtime_versions = old.runtime_versions
