@@ -593,29 +593,30 @@ class SandboxedExecution:
         cp = ":".join([str(console), *jars, ".", *extra])
         (workdir / filename).write_text(merged_code, encoding="utf-8")
         if self.java_path == "one-jvm":
-            return self._java_one_jvm(tool, workdir, flags, cp, filename, limits)
+            return self._java_one_jvm(tool, workdir, flags, cp, filename, limits, [str(console), *extra])
         compiled = self.sandbox.run([tool.javac, *[f"-J{f}" for f in flags], "-cp", cp, filename], workdir, limits)
         if compiled.timed_out:
             return "Timeout: Execution exceeded time limit."
         if compiled.exit_code != 0:
             return f"Error: Compilation error: {compiled.stderr_tail or compiled.stdout[-4000:]}"
-        # Upstream runs JUnit's console launcher; here our launcher runs it inside the same JVM and
-        # reports through a keyed record, so that a tester that exits or halts early (after printing
-        # a summary of its own) is an error, not the last line it forged.
+        # Upstream runs JUnit's console launcher; here our launcher runs it inside the same JVM, the
+        # tester's classes confined, and reports through a record only it can write, so that a tester
+        # that ends the JVM early (after printing a summary of its own) is an error, not the line it forged.
         java_check.install_launcher(tool, workdir)
         run, record = java_check.launch_recorded(self.sandbox, workdir, tool.java, flags, cp, "test",
-                                                 Path(filename).stem, limits)
+                                                 Path(filename).stem, limits, [str(console), *extra])
         if not run.timed_out and (record is None or record.phase != "tested" or record.exit_code != run.exit_code):
             return f"Error: the JVM ended without the launcher's completion record\n{run.stderr_tail}"
         return self._answer(run)
 
-    def _java_one_jvm(self, tool, workdir: Path, flags: list[str], cp: str, filename: str, limits) -> str:
+    def _java_one_jvm(self, tool, workdir: Path, flags: list[str], cp: str, filename: str, limits,
+                      trusted: list[str]) -> str:
         """``_java``'s two runs in one JVM, answering as they do (``java_path="one-jvm"``)."""
         from runner.evaluation import java_check
 
         java_check.install_launcher(tool, workdir, java_check.ONE_JVM_LAUNCHER)
         run, record = java_check.launch_one_jvm(self.sandbox, workdir, tool.java, flags, cp, filename,
-                                                Path(filename).stem, limits)
+                                                Path(filename).stem, limits, trusted)
         if run.timed_out:
             return "Timeout: Execution exceeded time limit."
         if record is not None and record.phase == "compile_error" and record.exit_code == run.exit_code:

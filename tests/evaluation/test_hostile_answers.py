@@ -339,3 +339,59 @@ def test_a_java_answer_cannot_forge_a_pass_under_upstreams_cascade(simcopilot, s
     assert "completion record" in verdict.upstream.stderr_tail
     honest = evaluator.evaluate(task, f"```java\n{task.reference}\n```")
     assert honest.outcome is Outcome.passed, honest.stderr_tail
+
+
+# -- answers that read their own JVM: memory, heap dumps, Unsafe, attach, children, JFR, reflection ---
+# Each is a wrong answer with an attack in front (tests/evaluation/hostile_java.py): a forgery that
+# reaches the launcher's key signs a passing record and halts 0; a probe reports a capability.
+from tests.evaluation.hostile_java import PROBES, ROUTES, hostile_answer  # noqa: E402
+
+ATTACKS = [*ROUTES, *PROBES]
+
+
+def assert_stopped(outcome: Outcome, text: str, attack: str) -> None:
+    """The attack scored no pass, and a probe's capability was not there."""
+    assert outcome in (Outcome.fail, Outcome.runtime_error), (outcome, text[-3000:])
+    assert "runner-probe:" not in text, text[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fast", [False, True], ids=["javac-then-java", "one-jvm"])
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_a_java_answer_reading_its_own_jvm_cannot_pass(starter, any_sandbox, toolchain, attack, fast):
+    """Our cascade, RunnerCompileAndTest in its two phases ("test" after javac, "compile" in one JVM)."""
+    result = judge_java(starter, any_sandbox, toolchain, hostile_answer(attack, "[ 0 tests failed ]"), fast)
+    assert_stopped(result.outcome, result.stderr_tail + "\n".join(result.outputs), attack)
+
+
+@pytest.fixture(scope="module")
+def upstream_double_vector(request):
+    """SimCoPilot's DoubleVectorTester task and its program (upstream's cascade, the headline)."""
+    request.getfixturevalue("simcopilot")
+    bench = load_benchmark("simcopilot")
+    task = bench.task(UPSTREAM_JAVA_TASK)
+    return bench, task
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("java_path", ["javac+java", "one-jvm"])
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_a_java_answer_reading_its_own_jvm_cannot_pass_upstreams_cascade(simcopilot, any_sandbox, attack, java_path):
+    """Upstream's cascade: its comparison of the run's last line, through RunnerCompileAndTest after
+    javac ("javac+java") or RunnerUpstreamOneJvm ("one-jvm")."""
+    from runner.benchmarks import scoring_root
+    from runner.evaluation import upstream as upstream_code
+    from runner.evaluation.evaluator import Evaluator
+
+    bench = load_benchmark("simcopilot")
+    task = bench.task(UPSTREAM_JAVA_TASK)
+    program = bench.programs[task.program]
+    evaluator = Evaluator(bench.programs, sandbox=any_sandbox, junit_console=bench.junit_jar, cascade="upstream",
+                          upstream_root=scoring_root(bench), java_fast=java_path == "one-jvm")
+    execute = evaluator.upstream_execution(program)
+    execute.limits = execute.limits.model_copy(update={"wall_seconds": 90, "cpu_seconds": 180})
+    before, _, after = upstream_code.task_parts(task)
+    answer = hostile_answer(attack, forged_last_line(program)).split("\n")
+    run = upstream_code.run_tests(evaluator.upstream, program, before, answer, after, execute, timeout=90)
+    assert not run.passed
+    assert_stopped(run.outcome, "\n".join(run.results), attack)
