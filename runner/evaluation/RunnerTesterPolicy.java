@@ -1,11 +1,12 @@
 // What a tester's code may do in the launcher's JVM: read system properties and the files of its
-// working folder, nothing else. The code the launcher names as trusted (itself and the JUnit jars,
+// working folder, nothing else. (The tester shares this class's unnamed package: nothing here but
+// confine() is reachable from it, and that asks for permissions it lacks.) The code the launcher names as trusted (itself and the JUnit jars,
 // by class path entry) and the JDK's own modules keep every permission; every other class path
 // entry (the tester's classes, the program's jars) is confined. The Security Manager checks each
 // frame of the stack, so a trusted frame called from confined code (JUnit's assertion, a JDK API)
 // has the confined frame's permissions; threads inherit the context of the code that starts them.
 //
-// Confined code therefore cannot write a file, exit or halt the JVM, start a process, load a native
+// Confined code therefore cannot write a file, end the JVM but at once and without a record, start a process, load a native
 // library, set an accessible flag (reflection past access checks, sun.misc.Unsafe's instance),
 // read /proc, or use the management, JFR or attach interfaces (tests/evaluation/test_hostile_answers.py
 // shows each). The JDK's Security Manager exists up to Java 23; java_check refuses a newer JVM.
@@ -14,11 +15,13 @@ import java.io.FilePermission;
 import java.io.OutputStream;
 import java.io.PrintStream;
 import java.net.URL;
+import java.security.AccessController;
 import java.security.CodeSource;
 import java.security.Permission;
 import java.security.PermissionCollection;
 import java.security.Permissions;
 import java.security.Policy;
+import java.security.PrivilegedAction;
 import java.security.ProtectionDomain;
 import java.util.HashSet;
 import java.util.PropertyPermission;
@@ -50,9 +53,29 @@ final class RunnerTesterPolicy extends Policy {
         // JDK 17 warns on stderr that the Security Manager is deprecated; the tester's stderr stays its own
         System.setErr(new PrintStream(OutputStream.nullOutputStream()));
         try {
-            System.setSecurityManager(new SecurityManager());
+            System.setSecurityManager(new Manager());
         } finally {
             System.setErr(err);
+        }
+    }
+
+    // The application class loader grants every class path class the right to exit (exitVM) whatever
+    // the policy says: exit and halt ask for a permission of this project's instead, which only the
+    // trusted code holds (AllPermission). Confined code that ends the JVM ends it as it asked, but
+    // at once (no shutdown hook runs) and so without the launcher's record: a runtime error, as before.
+    private static final class Manager extends SecurityManager {
+        private static final Permission END_JVM = new RuntimePermission("runner.endJvm");
+
+        @Override
+        public void checkExit(int status) {
+            try {
+                checkPermission(END_JVM);
+            } catch (SecurityException confined) {
+                AccessController.doPrivileged((PrivilegedAction<Void>) () -> {
+                    Runtime.getRuntime().halt(status);
+                    return null;
+                });
+            }
         }
     }
 
