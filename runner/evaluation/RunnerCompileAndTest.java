@@ -1,10 +1,10 @@
 // The launcher of every Java check. It compiles the tester in-process ("compile": one JVM start
 // instead of two) or takes it compiled ("test"), then confines every class but its own and JUnit's
-// (RunnerTesterPolicy: no file writes, no exit, no processes, no reflection past access checks, no
-// /proc, no management, JFR or attach), runs the JUnit console launcher on the tester, and reports
-// JUnit's own summary in a record file: the tester prints what it likes, so stdout is no evidence.
-// The record is what the runner believes, with the JVM's exit status: confined code can neither
-// write it nor end the JVM, so only this class writes it, after JUnit returned. It carries an HMAC
+// (RunnerTesterPolicy: no file writes, no processes, no reflection past access checks, no /proc, no
+// management, JFR or attach; an exit ends the JVM at once, without a record), runs the JUnit console
+// launcher on the tester, and reports JUnit's own summary in a record file: the tester prints what
+// it likes, so stdout is no evidence. The record is what the runner believes, with the JVM's exit
+// status: confined code cannot write a file, so only this class writes it, after JUnit returned. It carries an HMAC
 // with a per-run key the runner wrote and this class deletes before any tester code loads; the key
 // stays in this JVM's memory, which confined code cannot read, but the verdict's safety rests on the
 // confinement, not on the key (docs/threat-model.md).
@@ -56,7 +56,7 @@ public class RunnerCompileAndTest {
         Files.write(record, (body + " " + hex + "\n").getBytes(StandardCharsets.US_ASCII));
         System.out.flush();
         System.err.flush();
-        // halt, not exit: shutdown hooks the tester registered must not run after the record
+        // halt, not exit: no shutdown hook runs after the record (confined code cannot register one anyway)
         Runtime.getRuntime().halt(rc);
     }
 }

@@ -8,7 +8,7 @@
 // class but this one's and JUnit's is confined (RunnerTesterPolicy), and the record file says what
 // happened, as RunnerCompileAndTest's does: "compile_error RC" with javac's exit status, or
 // "tested RC <JUnit's counts>". This is ours, an opt-in beside
-// upstream's two JVMs (runner/evaluation/upstream.py, SandboxedExecution).
+// upstream's two JVMs (runner/evaluation/upstream_runs.py, SandboxedExecution).
 import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -60,7 +60,7 @@ public class RunnerUpstreamOneJvm {
         Files.write(record, (body + " " + hex + "\n").getBytes(StandardCharsets.US_ASCII));
         System.out.flush();
         System.err.flush();
-        // halt, not exit: shutdown hooks the tester registered must not run after the record
+        // halt, not exit: no shutdown hook runs after the record (confined code cannot register one anyway)
         Runtime.getRuntime().halt(rc);
     }
 }

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import tempfile
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -196,12 +197,20 @@ def _launcher(toolchain: JavaToolchain, name: str = LAUNCHER) -> Path:
     built = [target / f"{n}.class" for n in (name, POLICY)]
     with _BUILD_LOCK:
         if not all(p.is_file() for p in built):
-            target.mkdir(parents=True, exist_ok=True)
+            # built aside and renamed into place: another process never copies a half-written class
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)  # an incomplete folder an older runner left
+            staging = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=target.parent))
             cp = ":".join([str(toolchain.junit_console), *map(str, toolchain.classpath)])
-            done = subprocess.run([toolchain.javac, "-nowarn", "-cp", cp, "-d", str(target), *map(str, sources)],
+            done = subprocess.run([toolchain.javac, "-nowarn", "-cp", cp, "-d", str(staging), *map(str, sources)],
                                   capture_output=True, text=True, timeout=300)
             if done.returncode != 0:
+                shutil.rmtree(staging, ignore_errors=True)
                 raise UserError(f"{sources[0]}: cannot compile the Java test launcher: {done.stderr.strip()[-300:]}")
+            try:
+                os.rename(staging, target)
+            except OSError:  # another process put its build there first
+                shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
