@@ -131,7 +131,7 @@ def _check_security_manager(java: str) -> None:
     if major > LAST_SECURITY_MANAGER_JAVA:
         raise UserError(f"{java}: {version}: Java answers are confined with the Security Manager, which Java "
                         f"{major} no longer has; install a JDK 17 to {LAST_SECURITY_MANAGER_JAVA} (Debian bookworm: "
-                        "openjdk-17-jdk-headless) or use --sandbox docker")
+                        "openjdk-17-jdk-headless)")
 
 
 class LaunchRecord(BaseModel):
