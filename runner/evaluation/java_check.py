@@ -42,7 +42,8 @@ ONE_JVM_LAUNCHER = "RunnerUpstreamOneJvm"
 #: the class shared by both launchers: what the tester's code may do in their JVM
 POLICY = "RunnerTesterPolicy"
 #: the launcher's folder in the working folder, on the class path apart from the tester's classes (a
-#: class path entry is the unit the policy trusts or confines)
+#: class path entry is the unit the policy trusts or confines) and first: the tester's file may declare
+#: classes named like the launcher's, which javac writes into the working folder, and they must lose
 LAUNCHER_DIR = "runner-launcher"
 #: the last Java whose Security Manager can be enabled (JEP 486 removed it in 24)
 LAST_SECURITY_MANAGER_JAVA = 23
@@ -220,7 +221,7 @@ def launch_recorded(sandbox: Sandbox, workdir: Path, java: str, flags: list[str]
     its keyed record, ``None`` when the JVM ended without writing this run's (``phase``: "compile" or
     "test"). ``trusted``: the JUnit jars of ``cp``, which keep every permission; the rest is confined."""
     key = _arm(workdir)
-    run = sandbox.run([java, *flags, "-cp", f"{cp}:{LAUNCHER_DIR}", LAUNCHER, phase, cp, f"{tester}.java", tester,
+    run = sandbox.run([java, *flags, "-cp", f"{LAUNCHER_DIR}:{cp}", LAUNCHER, phase, cp, f"{tester}.java", tester,
                        _KEY_FILE, _RECORD_FILE, ":".join([LAUNCHER_DIR, *trusted])], workdir, limits)
     return _quiet(run), read_record(workdir, key)
 
@@ -243,7 +244,7 @@ def launch_one_jvm(sandbox: Sandbox, workdir: Path, java: str, flags: list[str],
     installed in ``workdir`` with ``install_launcher(..., ONE_JVM_LAUNCHER)``): the run and its keyed
     record, whose phase is ``compile_error`` (javac's status, its diagnostics on stderr) or ``tested``."""
     key = _arm(workdir)
-    run = sandbox.run([java, *flags, "-cp", f"{cp}:{LAUNCHER_DIR}", ONE_JVM_LAUNCHER, cp, filename, tester, _KEY_FILE,
+    run = sandbox.run([java, *flags, "-cp", f"{LAUNCHER_DIR}:{cp}", ONE_JVM_LAUNCHER, cp, filename, tester, _KEY_FILE,
                        _RECORD_FILE, ":".join([LAUNCHER_DIR, *trusted])], workdir, limits)
     return _quiet(run), read_record(workdir, key)
 

@@ -194,3 +194,55 @@ def hostile_answer(attack: str, summary_line: str) -> str:
     code = code.replace("PYTHON_CHILD", java_string(PYTHON_CHILD))
     return (f"{forge}\ntry {{ RunnerForge f = RunnerForge.F; {code} }}"
             f" catch (Throwable t) {{ System.out.println(\"runner-attack-stopped: \" + t); }}\n{WRONG}")
+
+
+# Top-level classes named like the launchers: javac writes them into the working folder, where a
+# launcher on the class path after "." would lose to them. Each signs a passing record with the key
+# file it is handed (the key is still on disk when a launcher's main starts) and exits 0.
+SHADOWS = r"""
+class RunnerCompileAndTest {
+  public static void main(String[] a) throws Exception { RunnerUpstreamOneJvm.sign(a[4], a[5]); }
+}
+class RunnerUpstreamOneJvm {
+  public static void main(String[] a) throws Exception { sign(a[3], a[4]); }
+  static void sign(String keyFile, String record) throws Exception {
+    String body = "tested 0 12 12 0 0 0";
+    javax.crypto.Mac mac = javax.crypto.Mac.getInstance("HmacSHA256");
+    mac.init(new javax.crypto.spec.SecretKeySpec(java.nio.file.Files.readAllBytes(java.nio.file.Paths.get(keyFile)), "HmacSHA256"));
+    StringBuilder hex = new StringBuilder();
+    for (byte c : mac.doFinal(body.getBytes("US-ASCII"))) hex.append(String.format("%02x", c));
+    java.nio.file.Files.write(java.nio.file.Paths.get(record), (body + " " + hex + "\n").getBytes("US-ASCII"));
+    System.out.println(SUMMARY);
+    System.exit(0);
+  }
+}
+class RunnerTesterPolicy {
+  static void confine(String trusted) {}
+}
+"""
+
+
+def shadowing_answer(task, summary_line: str) -> str:
+    """A wrong answer that ends the class it fills, declares ``SHADOWS`` at the top level, and reopens a
+    copy of the class's head so that the rest of the file still compiles."""
+    import re
+
+    before, after = task.before.split("\n"), task.after.split("\n")
+    head = [i for i, line in enumerate(before) if re.match(r"^(public |abstract |final )*class \w+", line)][-1]
+    name = re.match(r"^(?:public |abstract |final )*class (\w+)", before[head]).group(1)
+    close = next(i for i, line in enumerate(after) if line == "}")
+    reopened = re.sub(rf"\b{name}\b(?=\s*[(<{{ ])", f"{name}Shadow", "\n".join(before[head:]))
+    shadows = SHADOWS.replace("SUMMARY", java_string(summary_line))
+    return "\n".join([WRONG, *after[:close + 1], shadows, reopened])
+
+
+#: every attack: how each reaches the key or the record (ROUTES), what each probes (PROBES), and the
+#: launcher's classes shadowed by the answer's
+ATTACKS = [*ROUTES, *PROBES, "shadowed_launcher"]
+
+
+def attack_answer(task, attack: str, summary_line: str) -> str:
+    """The wrong answer to ``task`` carrying ``attack`` (one of ``ATTACKS``)."""
+    if attack == "shadowed_launcher":
+        return shadowing_answer(task, summary_line)
+    return hostile_answer(attack, summary_line)

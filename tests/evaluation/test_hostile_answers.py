@@ -344,9 +344,7 @@ def test_a_java_answer_cannot_forge_a_pass_under_upstreams_cascade(simcopilot, s
 # -- answers that read their own JVM: memory, heap dumps, Unsafe, attach, children, JFR, reflection ---
 # Each is a wrong answer with an attack in front (tests/evaluation/hostile_java.py): a forgery that
 # reaches the launcher's key signs a passing record and halts 0; a probe reports a capability.
-from tests.evaluation.hostile_java import PROBES, ROUTES, hostile_answer  # noqa: E402
-
-ATTACKS = [*ROUTES, *PROBES]
+from tests.evaluation.hostile_java import ATTACKS, attack_answer  # noqa: E402
 
 
 def assert_stopped(outcome: Outcome, text: str, attack: str) -> None:
@@ -360,17 +358,9 @@ def assert_stopped(outcome: Outcome, text: str, attack: str) -> None:
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_a_java_answer_reading_its_own_jvm_cannot_pass(starter, any_sandbox, toolchain, attack, fast):
     """Our cascade, RunnerCompileAndTest in its two phases ("test" after javac, "compile" in one JVM)."""
-    result = judge_java(starter, any_sandbox, toolchain, hostile_answer(attack, "[ 0 tests failed ]"), fast)
+    answer = attack_answer(starter.task(JAVA_TASK), attack, "[ 0 tests failed ]")
+    result = judge_java(starter, any_sandbox, toolchain, answer, fast)
     assert_stopped(result.outcome, result.stderr_tail + "\n".join(result.outputs), attack)
-
-
-@pytest.fixture(scope="module")
-def upstream_double_vector(request):
-    """SimCoPilot's DoubleVectorTester task and its program (upstream's cascade, the headline)."""
-    request.getfixturevalue("simcopilot")
-    bench = load_benchmark("simcopilot")
-    task = bench.task(UPSTREAM_JAVA_TASK)
-    return bench, task
 
 
 @pytest.mark.slow
@@ -391,7 +381,7 @@ def test_a_java_answer_reading_its_own_jvm_cannot_pass_upstreams_cascade(simcopi
     execute = evaluator.upstream_execution(program)
     execute.limits = execute.limits.model_copy(update={"wall_seconds": 90, "cpu_seconds": 180})
     before, _, after = upstream_code.task_parts(task)
-    answer = hostile_answer(attack, forged_last_line(program)).split("\n")
+    answer = attack_answer(task, attack, forged_last_line(program)).split("\n")
     run = upstream_code.run_tests(evaluator.upstream, program, before, answer, after, execute, timeout=90)
     assert not run.passed
     assert_stopped(run.outcome, "\n".join(run.results), attack)
