@@ -200,7 +200,6 @@ def _launcher(toolchain: JavaToolchain, name: str = LAUNCHER) -> Path:
         if not all(p.is_file() for p in built):
             # built aside and renamed into place: another process never copies a half-written class
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(target, ignore_errors=True)  # an incomplete folder an older runner left
             staging = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=target.parent))
             cp = ":".join([str(toolchain.junit_console), *map(str, toolchain.classpath)])
             done = subprocess.run([toolchain.javac, "-nowarn", "-cp", cp, "-d", str(staging), *map(str, sources)],
