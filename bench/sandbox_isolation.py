@@ -6,9 +6,11 @@ same sandbox without them, alternating so that machine load hits both alike.
     .venv/bin/python bench/sandbox_isolation.py --against /tmp/before   # another checkout, e.g.
         # git worktree add /tmp/before 50ed6fd: its sandbox, measured the same way, in alternating rounds
 
-Prints, per variant, the median and p90 wall time of one sandboxed ``python -c pass`` and of a
-Java ``-version`` (a whole run: the working folder made and removed, the uid leased, the namespace
-built), and the ratio full / without. Its last line is ``key=value`` pairs. Needs root.
+Prints, per variant, the median and p90 wall time of one sandboxed ``python -c pass``, of a Java
+``-version`` with the checks' JVM flags (a whole run: the working folder made and removed, the uid
+leased, the namespace built) and of a real tester (``tester``: the starter's LRUCacheTester with its
+reference, compiled and run by the launcher in one JVM, as ``check_java(fast=True)`` does), and the
+ratio full / without. Its last line is ``key=value`` pairs. Needs root.
 """
 
 from __future__ import annotations
@@ -46,17 +48,34 @@ def measure(runs: int) -> dict[str, list[float]]:
 
         toolchain = java_toolchain()
         commands["java"] = [toolchain.java, *toolchain.jvm_flags(limits), "-version"]
+        commands["tester"] = []
     times: dict[str, list[float]] = {f"{v}/{c}": [] for v in variants for c in commands}
     for _ in range(runs):
         for command, argv in commands.items():
             for name, sandbox in variants.items():
                 run_limits = limits.for_jvm() if command == "java" else limits
                 started = time.perf_counter()
-                with sandbox.workdir() as workdir:
-                    result = sandbox.run(argv, workdir, run_limits)
+                if command == "tester":
+                    outcome = run_tester(sandbox, limits, toolchain)
+                    assert outcome == "pass", (name, outcome)
+                else:
+                    with sandbox.workdir() as workdir:
+                        result = sandbox.run(argv, workdir, run_limits)
+                    assert result.exit_code == 0, (name, command, result.stderr_tail)
                 times[f"{name}/{command}"].append(time.perf_counter() - started)
-                assert result.exit_code == 0, (name, command, result.stderr_tail)
     return times
+
+
+def run_tester(sandbox: LocalSandbox, limits: Limits, toolchain) -> str:
+    """The starter's LRUCacheTester with its reference, through the launcher in one JVM."""
+    from runner.benchmarks import load_benchmark
+    from runner.evaluation.java_check import check_java
+    from runner.evaluation.postprocess import assemble
+
+    starter = load_benchmark("starter")
+    task = starter.task("java/infill/LRUCacheTester/37-38")
+    source = assemble(task, task.reference)
+    return check_java(starter.program_of(task), source, sandbox, limits, toolchain, fast=True).outcome.value
 
 
 def summary(values: list[float]) -> tuple[float, float]:

@@ -1,10 +1,13 @@
 // The launcher of every Java check. It compiles the tester in-process ("compile": one JVM start
-// instead of two) or takes it compiled ("test"), runs the JUnit console launcher on it, and
-// reports JUnit's own summary in a record file authenticated with a key that only this process
-// read: the tester's code runs inside this JVM and can print, exit or write files at will, so
-// neither stdout nor the exit status is evidence. The key file is deleted before any tester code
-// is loaded, and the key lives only in locals of main (no field reflection can reach), so the
-// tester can neither forge a record nor alter the one written here without the runner noticing.
+// instead of two) or takes it compiled ("test"), then confines every class but its own and JUnit's
+// (RunnerTesterPolicy: no file writes, no processes, no reflection past access checks, no /proc, no
+// management, JFR or attach; an exit ends the JVM at once, without a record), runs the JUnit console
+// launcher on the tester, and reports JUnit's own summary in a record file: the tester prints what
+// it likes, so stdout is no evidence. The record is what the runner believes, with the JVM's exit
+// status: confined code cannot write a file, so only this class writes it, after JUnit returned. It carries an HMAC
+// with a per-run key the runner wrote and this class deletes before any tester code loads; the key
+// stays in this JVM's memory, which confined code cannot read, but the verdict's safety rests on the
+// confinement, not on the key (docs/threat-model.md).
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -19,7 +22,8 @@ import org.junit.platform.launcher.listeners.TestExecutionSummary;
 
 public class RunnerCompileAndTest {
     public static void main(String[] args) throws Exception {
-        // args: "compile" | "test", class path, source file, tester class, key file, record file
+        // args: "compile" | "test", class path, source file, tester class, key file, record file,
+        // the class path entries that keep every permission (this class's folder, the JUnit jars)
         Path keyFile = Paths.get(args[4]);
         Mac mac = Mac.getInstance("HmacSHA256");
         mac.init(new SecretKeySpec(Files.readAllBytes(keyFile), "HmacSHA256"));
@@ -34,6 +38,7 @@ public class RunnerCompileAndTest {
                 finish(mac, record, "compile_error 3 0 0 0 0 0", 3);
             }
         }
+        RunnerTesterPolicy.confine(args[6]);
         ConsoleLauncherExecutionResult result = ConsoleLauncher.execute(System.out, System.err,
                 "--disable-banner", "--disable-ansi-colors", "--details=summary", "--select-class", args[3]);
         int rc = result.getExitCode();
@@ -51,7 +56,7 @@ public class RunnerCompileAndTest {
         Files.write(record, (body + " " + hex + "\n").getBytes(StandardCharsets.US_ASCII));
         System.out.flush();
         System.err.flush();
-        // halt, not exit: shutdown hooks the tester registered must not run after the record
+        // halt, not exit: no shutdown hook runs after the record (confined code cannot register one anyway)
         Runtime.getRuntime().halt(rc);
     }
 }

@@ -4,10 +4,11 @@
 // files land beside the source, as upstream's do), then the console launcher runs as
 // RunnerCompileAndTest runs it. What javac writes is kept in memory and printed (its stderr to stderr,
 // its stdout to stdout) only when it fails, where upstream's harness reads it ("Error: Compilation error: <javac's stderr>");
-// a successful compile's notes are dropped, as upstream's are. The record file says what happened,
-// authenticated with a key only this process read (see RunnerCompileAndTest): "compile_error RC"
-// with javac's exit status, or "tested RC <JUnit's counts>". This is ours, an opt-in beside
-// upstream's two JVMs (runner/evaluation/upstream.py, SandboxedExecution).
+// a successful compile's notes are dropped, as upstream's are. Before JUnit loads the tester, every
+// class but this one's and JUnit's is confined (RunnerTesterPolicy), and the record file says what
+// happened, as RunnerCompileAndTest's does: "compile_error RC" with javac's exit status, or
+// "tested RC <JUnit's counts>". This is ours, an opt-in beside
+// upstream's two JVMs (runner/evaluation/upstream_runs.py, SandboxedExecution).
 import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -23,7 +24,8 @@ import org.junit.platform.launcher.listeners.TestExecutionSummary;
 
 public class RunnerUpstreamOneJvm {
     public static void main(String[] args) throws Exception {
-        // args: class path, source file, tester class, key file, record file
+        // args: class path, source file, tester class, key file, record file, the class path entries
+        // that keep every permission (this class's folder, the JUnit jars)
         Path keyFile = Paths.get(args[3]);
         Mac mac = Mac.getInstance("HmacSHA256");
         mac.init(new SecretKeySpec(Files.readAllBytes(keyFile), "HmacSHA256"));
@@ -40,6 +42,7 @@ public class RunnerUpstreamOneJvm {
         }
         out = null;
         err = null;
+        RunnerTesterPolicy.confine(args[5]);
         ConsoleLauncherExecutionResult result = ConsoleLauncher.execute(System.out, System.err,
                 "--disable-banner", "--disable-ansi-colors", "--details=summary", "--select-class", args[2]);
         int rc = result.getExitCode();
@@ -57,7 +60,7 @@ public class RunnerUpstreamOneJvm {
         Files.write(record, (body + " " + hex + "\n").getBytes(StandardCharsets.US_ASCII));
         System.out.flush();
         System.err.flush();
-        // halt, not exit: shutdown hooks the tester registered must not run after the record
+        // halt, not exit: no shutdown hook runs after the record (confined code cannot register one anyway)
         Runtime.getRuntime().halt(rc);
     }
 }

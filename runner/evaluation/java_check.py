@@ -1,7 +1,8 @@
 """Checking a Java program: compile its JUnit 3 tester and run it with the JUnit console launcher.
 
-Both run under ``RunnerCompileAndTest``, whose keyed record (not stdout, not the exit status) says
-what JUnit found: the tester's code shares the JVM and can print or exit as it likes.
+Both run under ``RunnerCompileAndTest``, which confines the tester's classes (``RunnerTesterPolicy``)
+before JUnit loads them and writes a keyed record of what JUnit found: the verdict comes from that
+record and the JVM's exit status, never from stdout (docs/threat-model.md).
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import shutil
 import stat
 import subprocess
+import tempfile
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -36,7 +39,21 @@ LAUNCHER = "RunnerCompileAndTest"
 #: upstream's check (``javac -cp CP FILE``, then the console launcher) in one JVM: ours, an opt-in
 #: of upstream's scoring path (``upstream.SandboxedExecution``, ``java_path="one-jvm"``)
 ONE_JVM_LAUNCHER = "RunnerUpstreamOneJvm"
+#: the class shared by both launchers: what the tester's code may do in their JVM
+POLICY = "RunnerTesterPolicy"
+#: the launcher's folder in the working folder, on the class path apart from the tester's classes (a
+#: class path entry is the unit the policy trusts or confines) and first: the tester's file may declare
+#: classes named like the launcher's, which javac writes into the working folder, and they must lose
+LAUNCHER_DIR = "runner-launcher"
+#: the last Java whose Security Manager can be enabled (JEP 486 removed it in 24)
+LAST_SECURITY_MANAGER_JAVA = 23
 _BUILD_LOCK = threading.Lock()
+# What the JDK prints on the JVM's own stderr when the launcher enables the Security Manager (it cannot
+# be silenced from Java): dropped, so that stderr stays the tester's (upstream reads it on failures).
+_SM_WARNING = re.compile(r"^WARNING: (A terminally deprecated method in java\.lang\.System has been called"
+                         rf"|System::setSecurityManager has been called by {POLICY} \(file:[^\n]*\)"
+                         rf"|Please consider reporting this to the maintainers of {POLICY}"
+                         r"|System::setSecurityManager will be removed in a future release)\n", re.MULTILINE)
 # The launcher's key (deleted by it before the tester loads) and its authenticated record.
 _KEY_FILE = ".runner-key"
 _RECORD_FILE = ".runner-record"
@@ -63,6 +80,9 @@ class JavaToolchain(BaseModel):
         """
         return [
             f"-Xmx{limits.jvm_heap_mb}m",
+            # the launcher enables the Security Manager itself once javac is done (Java 18+ asks leave)
+            "-Djava.security.manager=allow",
+            "-XX:+DisableAttachMechanism",
             "-XX:+UseSerialGC",
             "-XX:-UsePerfData",
             "-XX:ReservedCodeCacheSize=64m",
@@ -93,12 +113,26 @@ def _toolchain(chosen: tuple[tuple[str, str], ...]) -> JavaToolchain:
                 f"(apt-get install junit5 junit4) or set {var} to the jar's path"
             )
         jars[var] = path
+    _check_security_manager(java)
     return JavaToolchain(
         javac=javac,
         java=java,
         junit_console=jars["RUNNER_JUNIT_CONSOLE_JAR"],
         classpath=(jars["RUNNER_JUNIT4_JAR"], jars["RUNNER_HAMCREST_JAR"]),
     )
+
+
+def _check_security_manager(java: str) -> None:
+    """Refuse a JVM without a Security Manager: the launchers confine the tester's code with it."""
+    version = java_version(java)
+    try:
+        major = int(version.split('"')[1].split(".")[0])
+    except (IndexError, ValueError):
+        return  # an unusual banner: the launcher itself stops (no record) if it cannot confine
+    if major > LAST_SECURITY_MANAGER_JAVA:
+        raise UserError(f"{java}: {version}: Java answers are confined with the Security Manager, which Java "
+                        f"{major} no longer has; install a JDK 17 to {LAST_SECURITY_MANAGER_JAVA} (Debian bookworm: "
+                        "openjdk-17-jdk-headless)")
 
 
 class LaunchRecord(BaseModel):
@@ -139,58 +173,79 @@ def read_record(workdir: Path, key: bytes) -> LaunchRecord | None:
     return LaunchRecord(phase=phase, exit_code=int(code), counts=dict(zip(_COUNTS, map(int, counts))))
 
 
-def java_version() -> str:
+def java_version(java: str = "java") -> str:
     """``java -version``'s first line, for environment records."""
     try:
-        out = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return "unavailable"
     return (out.stderr or out.stdout).strip().split("\n")[0]
 
 
+@lru_cache(maxsize=1)
+def launchers_digest() -> str:
+    """sha256 of the Java launchers' and their policy's sources: a change to them can change verdicts."""
+    names = (LAUNCHER, ONE_JVM_LAUNCHER, POLICY)
+    return hashlib.sha256(b"".join(Path(__file__).with_name(f"{n}.java").read_bytes() for n in names)).hexdigest()
+
+
 def _launcher(toolchain: JavaToolchain, name: str = LAUNCHER) -> Path:
-    """The compiled launcher ``name`` (a ``.java`` file beside this module), built once per source
-    version into the runner's cache."""
-    source = Path(__file__).with_name(f"{name}.java")
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    """The folder of the compiled launcher ``name`` (a ``.java`` file beside this module) and the policy
+    it confines the tester with, built once per source version into the runner's cache."""
+    sources = [Path(__file__).with_name(f"{n}.java") for n in (name, POLICY)]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
     target = cache_dir() / "evaluation" / (f"java-launcher-{digest}" if name == LAUNCHER else f"java-{name}-{digest}")
-    built = target / f"{name}.class"
+    built = [target / f"{n}.class" for n in (name, POLICY)]
     with _BUILD_LOCK:
-        if not built.is_file():
-            target.mkdir(parents=True, exist_ok=True)
+        if not all(p.is_file() for p in built):
+            # built aside and renamed into place: another process never copies a half-written class
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=target.parent))
             cp = ":".join([str(toolchain.junit_console), *map(str, toolchain.classpath)])
-            done = subprocess.run([toolchain.javac, "-cp", cp, "-d", str(target), str(source)],
+            done = subprocess.run([toolchain.javac, "-nowarn", "-cp", cp, "-d", str(staging), *map(str, sources)],
                                   capture_output=True, text=True, timeout=300)
             if done.returncode != 0:
-                raise UserError(f"{source}: cannot compile the Java test launcher: {done.stderr.strip()[-300:]}")
-    return built
+                shutil.rmtree(staging, ignore_errors=True)
+                raise UserError(f"{sources[0]}: cannot compile the Java test launcher: {done.stderr.strip()[-300:]}")
+            try:
+                os.rename(staging, target)
+            except OSError:  # another process put its build there first
+                shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def launch_recorded(sandbox: Sandbox, workdir: Path, java: str, flags: list[str], cp: str, phase: str,
-                    tester: str, limits: Limits) -> tuple[ExecResult, LaunchRecord | None]:
-    """Run the launcher (already in ``workdir``, on ``cp``) on ``tester``: the JVM's run and its keyed
-    record, ``None`` when the JVM ended without writing this run's (``phase``: "compile" or "test")."""
+                    tester: str, limits: Limits, trusted: list[str]) -> tuple[ExecResult, LaunchRecord | None]:
+    """Run the launcher (installed in ``workdir``) on ``tester`` with class path ``cp``: the JVM's run and
+    its keyed record, ``None`` when the JVM ended without writing this run's (``phase``: "compile" or
+    "test"). ``trusted``: the JUnit jars of ``cp``, which keep every permission; the rest is confined."""
     key = _arm(workdir)
-    run = sandbox.run([java, *flags, "-cp", cp, LAUNCHER, phase, cp, f"{tester}.java", tester, _KEY_FILE,
-                       _RECORD_FILE], workdir, limits)
-    return run, read_record(workdir, key)
+    run = sandbox.run([java, *flags, "-cp", f"{LAUNCHER_DIR}:{cp}", LAUNCHER, phase, cp, f"{tester}.java", tester,
+                       _KEY_FILE, _RECORD_FILE, ":".join([LAUNCHER_DIR, *trusted])], workdir, limits)
+    return _quiet(run), read_record(workdir, key)
+
+
+def _quiet(run: ExecResult) -> ExecResult:
+    return run.model_copy(update={"stderr_tail": _SM_WARNING.sub("", run.stderr_tail)})
 
 
 def install_launcher(toolchain: JavaToolchain, workdir: Path, name: str = LAUNCHER) -> None:
-    """Put the compiled launcher beside the tester (the sandbox's uid may not read the cache)."""
-    launcher = _launcher(toolchain, name)
-    shutil.copy2(launcher, workdir / launcher.name)
+    """Put the compiled launcher in ``workdir``'s launcher folder (the sandbox's uid may not read the cache)."""
+    folder = workdir / LAUNCHER_DIR
+    folder.mkdir(exist_ok=True)
+    for compiled in _launcher(toolchain, name).glob("*.class"):
+        shutil.copy2(compiled, folder / compiled.name)
 
 
 def launch_one_jvm(sandbox: Sandbox, workdir: Path, java: str, flags: list[str], cp: str, filename: str,
-                   tester: str, limits: Limits) -> tuple[ExecResult, LaunchRecord | None]:
+                   tester: str, limits: Limits, trusted: list[str]) -> tuple[ExecResult, LaunchRecord | None]:
     """Upstream's ``javac -cp CP FILE`` and its console launcher run, in one JVM (``RunnerUpstreamOneJvm``,
     installed in ``workdir`` with ``install_launcher(..., ONE_JVM_LAUNCHER)``): the run and its keyed
     record, whose phase is ``compile_error`` (javac's status, its diagnostics on stderr) or ``tested``."""
     key = _arm(workdir)
-    run = sandbox.run([java, *flags, "-cp", cp, ONE_JVM_LAUNCHER, cp, filename, tester, _KEY_FILE, _RECORD_FILE],
-                      workdir, limits)
-    return run, read_record(workdir, key)
+    run = sandbox.run([java, *flags, "-cp", f"{LAUNCHER_DIR}:{cp}", ONE_JVM_LAUNCHER, cp, filename, tester, _KEY_FILE,
+                       _RECORD_FILE, ":".join([LAUNCHER_DIR, *trusted])], workdir, limits)
+    return _quiet(run), read_record(workdir, key)
 
 
 def check_java(
@@ -204,7 +259,6 @@ def check_java(
     tester = program.tester_class or program.source.stem
     jvm_limits = limits.for_jvm()
     flags = toolchain.jvm_flags(limits)
-    launcher = _launcher(toolchain)
     with sandbox.workdir(limits) as workdir:
         copy_data(program, workdir)
         # The JUnit jars travel with the run like the program's own jars: the sandbox's uid may not
@@ -216,11 +270,12 @@ def check_java(
                 shutil.copy2(jar, local)
             jars.append(local.name)
         cp = ":".join([*jars, "."])
+        junit = jars[:1 + len(toolchain.classpath)]  # the console jar, junit4, hamcrest: not the program's
         (workdir / f"{tester}.java").write_text(source, encoding="utf-8")
-        shutil.copy2(launcher, workdir / launcher.name)
+        install_launcher(toolchain, workdir)
 
         def launch(phase: str) -> tuple[ExecResult, LaunchRecord | None]:
-            return launch_recorded(sandbox, workdir, toolchain.java, flags, cp, phase, tester, jvm_limits)
+            return launch_recorded(sandbox, workdir, toolchain.java, flags, cp, phase, tester, jvm_limits, junit)
 
         if fast:
             run, record = launch("compile")

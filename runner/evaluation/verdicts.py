@@ -11,8 +11,8 @@ everything the verdict depends on (``key``):
 - what judges the program: ``environment.expected_sha256``, the expected outputs in force
   (upstream's or re-recorded, the test cases themselves and the re-recorded file), its source,
   data files (names and sizes), jars;
-- the sandbox fingerprint (``environment.sandbox_fingerprint``), the interpreter and JUnit
-  launcher, the evaluator's limits (before scaling to a reference's time) and time scaling;
+- the sandbox fingerprint (``environment.sandbox_fingerprint``), the interpreter, the JUnit
+  launcher and our Java launchers' sources (what confines a tester and writes its record), the evaluator's limits (before scaling to a reference's time) and time scaling;
 - the headline cascade, ``both``, upstream's scoring code (its copy's record) where loaded;
 - the benchmark, its edition and pinned commit; ``CACHE_VERSION``.
 
@@ -238,6 +238,7 @@ class VerdictCache:
     def key(self, evaluator, task: Task, raw_text: str) -> str:
         """The key of ``raw_text`` as the answer to ``task`` under ``evaluator``."""
         from runner.evaluation.environment import sandbox_fingerprint
+        from runner.evaluation.java_check import launchers_digest
 
         program = evaluator.program(task)
         expected = evaluator.expected_outputs.get(task.program)
@@ -248,6 +249,7 @@ class VerdictCache:
             "sandbox": sandbox_fingerprint(evaluator), "limits": evaluator.limits.model_dump(mode="json"),
             "scale_time": evaluator.scale_time, "ceiling": evaluator.ceiling_seconds, "java_fast": evaluator.java_fast,
             "python": str(evaluator.python), "junit": _file_sha(getattr(evaluator, "_junit_console", None)),
+            "java_launchers": launchers_digest(),
             "cascade": evaluator.cascade.value, "both": evaluator.both, "upstream": _upstream_part(evaluator),
         }
         return _sha(json.dumps(parts, sort_keys=True, default=str))

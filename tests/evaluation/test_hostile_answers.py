@@ -339,3 +339,160 @@ def test_a_java_answer_cannot_forge_a_pass_under_upstreams_cascade(simcopilot, s
     assert "completion record" in verdict.upstream.stderr_tail
     honest = evaluator.evaluate(task, f"```java\n{task.reference}\n```")
     assert honest.outcome is Outcome.passed, honest.stderr_tail
+
+
+# -- answers that read their own JVM: memory, heap dumps, Unsafe, attach, children, JFR, reflection ---
+# Each is a wrong answer with an attack in front (tests/evaluation/hostile_java.py): a forgery that
+# reaches the launcher's key signs a passing record and halts 0; a probe reports a capability.
+from tests.evaluation.hostile_java import ATTACKS, attack_answer  # noqa: E402
+
+
+def assert_stopped(outcome: Outcome, text: str, attack: str) -> None:
+    """The attack scored no pass, and a probe's capability was not there."""
+    assert outcome in (Outcome.fail, Outcome.runtime_error), (outcome, text[-3000:])
+    assert "runner-probe:" not in text, text[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fast", [False, True], ids=["javac-then-java", "one-jvm"])
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_a_java_answer_reading_its_own_jvm_cannot_pass(starter, any_sandbox, toolchain, attack, fast):
+    """Our cascade, RunnerCompileAndTest in its two phases ("test" after javac, "compile" in one JVM)."""
+    answer = attack_answer(starter.task(JAVA_TASK), attack, "[ 0 tests failed ]")
+    result = judge_java(starter, any_sandbox, toolchain, answer, fast)
+    assert_stopped(result.outcome, result.stderr_tail + "\n".join(result.outputs), attack)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("java_path", ["javac+java", "one-jvm"])
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_a_java_answer_reading_its_own_jvm_cannot_pass_upstreams_cascade(simcopilot, any_sandbox, attack, java_path):
+    """Upstream's cascade: its comparison of the run's last line, through RunnerCompileAndTest after
+    javac ("javac+java") or RunnerUpstreamOneJvm ("one-jvm")."""
+    from runner.benchmarks import scoring_root
+    from runner.evaluation import upstream as upstream_code
+    from runner.evaluation.evaluator import Evaluator
+
+    bench = load_benchmark("simcopilot")
+    task = bench.task(UPSTREAM_JAVA_TASK)
+    program = bench.programs[task.program]
+    evaluator = Evaluator(bench.programs, sandbox=any_sandbox, junit_console=bench.junit_jar, cascade="upstream",
+                          upstream_root=scoring_root(bench), java_fast=java_path == "one-jvm")
+    execute = evaluator.upstream_execution(program)
+    execute.limits = execute.limits.model_copy(update={"wall_seconds": 90, "cpu_seconds": 180})
+    before, _, after = upstream_code.task_parts(task)
+    answer = attack_answer(task, attack, forged_last_line(program)).split("\n")
+    run = upstream_code.run_tests(evaluator.upstream, program, before, answer, after, execute, timeout=90)
+    assert not run.passed
+    assert_stopped(run.outcome, "\n".join(run.results), attack)
+
+
+# -- Python: the verdict reads stdout and the exit status, nothing else -------------------------------
+# Each answer below is given the expected output, as if it knew it, and puts it on one channel: only
+# stdout with a clean exit may pass (the control), so each other channel is shown not to decide.
+def knowing(expected: str, channel: str) -> str:
+    """An answer that knows ``expected`` and offers it through ``channel``, skipping the test case."""
+    text = repr(expected)
+    return {
+        "stdout_clean_exit": f"import os, sys\nsys.stdout.write({text}); sys.stdout.flush(); os._exit(0)",
+        "stderr_clean_exit": f"import os, sys\nsys.stderr.write({text}); sys.stderr.flush(); os._exit(0)",
+        "stdout_failing_exit": f"import os, sys\nsys.stdout.write({text}); sys.stdout.flush(); os._exit(1)",
+        "stdout_killed_by_signal": (f"import os, signal, sys\nsys.stdout.write({text}); sys.stdout.flush()\n"
+                                    "os.kill(os.getpid(), signal.SIGKILL)"),
+        "stdout_past_the_time_limit": f"import sys, time\nsys.stdout.write({text}); sys.stdout.flush(); time.sleep(600)",
+        "stdout_past_the_output_cap": (f"import os, sys\nsys.stdout.write('x\\n' * (3 << 20)); sys.stdout.write({text})\n"
+                                       "sys.stdout.flush(); os._exit(0)"),
+        # the verdict's own words on stdout: upstream's success string and our outcome name
+        "verdict_words_on_stdout": ("import os\nprint('Success: Final output matches the expected results.')\n"
+                                    "print('pass'); os._exit(0)"),
+    }[channel]
+
+
+PYTHON_CHANNELS = ["stdout_clean_exit", "stderr_clean_exit", "stdout_failing_exit", "stdout_killed_by_signal",
+                   "stdout_past_the_time_limit", "stdout_past_the_output_cap", "verdict_words_on_stdout"]
+
+
+def one_case_program(starter):
+    task = starter.task(PYTHON_TASK)
+    program = starter.program_of(task)
+    return task, program.model_copy(update={"test_cases": program.test_cases[:1]})
+
+
+def in_span(task, code: str) -> str:
+    """``code`` indented as the task's reference span is (the span sits inside a block)."""
+    first = task.reference.split("\n")[0]
+    indent = first[:len(first) - len(first.lstrip())]
+    return "\n".join(indent + line for line in code.split("\n"))
+
+
+@pytest.mark.parametrize("channel", PYTHON_CHANNELS)
+def test_a_python_answer_passes_only_through_stdout_and_a_clean_exit(starter, any_sandbox, channel):
+    task, program = one_case_program(starter)
+    expected = program.test_cases[0].expected_output.encode().decode("unicode_escape")
+    limits = FAST.model_copy(update={"wall_seconds": 6, "output_bytes": 1 << 20})
+    result = check_python(program, assemble(task, in_span(task, knowing(expected, channel))), any_sandbox, limits)
+    if channel == "stdout_clean_exit":
+        assert result.outcome is Outcome.passed, result.stderr_tail
+    else:
+        assert result.outcome is not Outcome.passed, channel
+
+
+@pytest.mark.parametrize("channel", PYTHON_CHANNELS)
+def test_a_python_answer_passes_only_through_stdout_and_a_clean_exit_under_upstreams_cascade(
+        simcopilot, starter, channel, tmp_path):
+    """Upstream's comparison (its ``execute_and_compare``), its runs in the local sandbox."""
+    import json
+
+    from runner.benchmarks import scoring_root
+    from runner.evaluation import upstream as upstream_code
+    from runner.evaluation.evaluator import Evaluator
+
+    sandbox = make_sandbox("local")
+    task, program = one_case_program(starter)
+    first = json.loads(program.source.with_suffix(".json").read_text())
+    (tmp_path / "one-case.json").write_text(json.dumps({k: first[k] for k in ("test_case1", "expected_output1")}))
+    program = program.model_copy(update={"tests_json": tmp_path / "one-case.json"})
+    evaluator = Evaluator({program.name: program}, sandbox=sandbox, cascade="upstream",
+                          upstream_root=scoring_root(load_benchmark("simcopilot")))
+    execute = evaluator.upstream_execution(program)
+    execute.limits = FAST.model_copy(update={"wall_seconds": 6, "output_bytes": 1 << 20})
+    expected = program.test_cases[0].expected_output.encode().decode("unicode_escape")
+    before, _, after = upstream_code.task_parts(task)
+    run = upstream_code.run_tests(evaluator.upstream, program, before, in_span(task, knowing(expected, channel)).split("\n"), after,
+                                  execute, timeout=6)
+    assert run.passed is (channel == "stdout_clean_exit"), run
+
+
+# What a Python answer could reach beyond its stdout: descriptors, environment, the runner's processes.
+PROBER = """\
+import json, os
+fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd") if int(fd) > 2)
+fds = [fd for fd in fds if os.path.exists(f"/proc/self/fd/{fd}") and "fd" not in os.readlink(f"/proc/self/fd/{fd}")]
+seen = []
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            seen.append(open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\\0", b" ").decode(errors="replace"))
+        except OSError:
+            pass
+print(json.dumps({"fds": fds, "env": sorted(os.environ), "processes": seen, "ppid": os.getppid()}))
+"""
+
+
+def test_a_python_answer_finds_no_descriptor_variable_or_process_of_the_runner(any_sandbox):
+    import json
+
+    with any_sandbox.workdir(FAST) as workdir:
+        (workdir / "probe.py").write_text(PROBER)
+        from runner.evaluation.python_check import PYTHON_ENV
+
+        run = any_sandbox.run([sys.executable, "probe.py"], workdir, FAST, env=PYTHON_ENV)
+    assert run.exit_code == 0, run.stderr_tail
+    found = json.loads(run.stdout)
+    assert found["fds"] == []  # nothing inherited but stdin (/dev/null), stdout and stderr
+    # the fixed environment, and the working folder the mount script's shell left (PWD, OLDPWD)
+    allowed = {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "HOSTNAME", "PWD", "OLDPWD", *PYTHON_ENV}
+    assert set(found["env"]) <= allowed, found["env"]
+    # its own namespace: the sandbox's wrappers and itself, never the runner or pytest
+    assert not [p for p in found["processes"] if "pytest" in p or "runner" in p.split(" ")[0]], found["processes"]
+    assert len(found["processes"]) <= 4, found["processes"]

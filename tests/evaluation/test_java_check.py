@@ -72,3 +72,17 @@ def test_a_missing_junit_jar_is_a_user_error_naming_the_variable(monkeypatch, tm
     monkeypatch.setenv("RUNNER_JUNIT4_JAR", str(tmp_path / "nowhere.jar"))
     with pytest.raises(UserError, match="RUNNER_JUNIT4_JAR=.*nowhere.jar"):
         java_toolchain()
+
+
+def test_a_jvm_without_a_security_manager_is_refused_jdk24_standin(tmp_path):
+    """Java 24 removed the Security Manager the launchers confine testers with (a stand-in script
+    prints its banner: no JDK 24 is installed here)."""
+    from runner.errors import UserError
+    from runner.evaluation.java_check import _check_security_manager
+
+    fake = tmp_path / "java"
+    fake.write_text('#!/bin/sh\necho \'openjdk version "24.0.1" 2025-04-15\' >&2\n')
+    fake.chmod(0o755)
+    with pytest.raises(UserError, match="Security Manager.*Java 24 no longer has"):
+        _check_security_manager(str(fake))
+    _check_security_manager("java")  # this machine's JDK 17 has it
