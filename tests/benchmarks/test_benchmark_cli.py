@@ -56,7 +56,7 @@ def test_tasks_list_json_gives_every_task(pinned):
     tasks = [json.loads(line) for line in listed.stdout.splitlines()]  # one task a line
     assert len(tasks) == 11
     assert tasks[0] == {
-        "id": "python/infill/stack_calc/4-5",
+        "task_id": "python/infill/stack_calc/4-5",
         "language": "python",
         "mode": "infill",
         "program": "stack_calc",
@@ -65,7 +65,7 @@ def test_tasks_list_json_gives_every_task(pinned):
         "available": True,
         "reason": None,
     }
-    assert [t["id"] for t in tasks].count("python/infill/stack_calc/4-5#2") == 1
+    assert [t["task_id"] for t in tasks].count("python/infill/stack_calc/4-5#2") == 1
 
 
 def test_fetch_downloads_from_the_url_in_the_environment(pinned, http_server, monkeypatch):
