@@ -152,6 +152,16 @@ class StreamSource:
             out[ident] = StreamRecord(ident, request, due, gap, np.array(fields[4:], dtype=np.int64))
         return out
 
+    def record(self, ident: int, timeout_s: float = 5.0) -> StreamRecord:
+        """Stream ``ident``'s record, waiting for the source to write it: the client may read the
+        last chunk before the source has logged the stream it just ended."""
+        deadline = time.monotonic() + timeout_s
+        while (found := self.records().get(ident)) is None:
+            if time.monotonic() > deadline:
+                raise KeyError(f"stream {ident}: no record after {timeout_s} s")
+            time.sleep(0.01)
+        return found
+
 
 # -- the asyncio implementation ---------------------------------------------------------------------
 def _event(payload: str) -> bytes:

@@ -44,7 +44,7 @@ def test_ttft_and_every_itl_are_the_sends_as_they_arrive(prompt):
     # its end, would show gaps near 0
     with StreamSource(gap_ms=20, tokens=10, impl=IMPL) as source:
         sample, trace = measure(source.base_url, prompt, extras={"stream_id": 1, "stream_ttft_us": 60_000})
-        record = source.records()[1]
+        record = source.record(1)
     assert sample.outcome is None and sample.error is None
     assert sample.completion_tokens == 10 and sample.finish_reason == "length"
     assert sample.raw_text == " tok" * 10
