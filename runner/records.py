@@ -248,6 +248,9 @@ class Sample(BaseModel):
     #: prompt tokens the server reused from its cache, by its own count (llama.cpp ``timings.cache_n``,
     #: vLLM ``usage.prompt_tokens_details.cached_tokens``); None when the server does not say
     cached_tokens: int | None = None
+    #: the sweep point a ``sweep`` sample was asked at (``runner.store.load_label``): ``c4``, four
+    #: requests in flight, or ``r0.5``, Poisson arrivals at 0.5 requests per second
+    load: str | None = None
     prompt_style: str
     prompt_sha256: str
     raw_text: str = ""
@@ -287,5 +290,8 @@ class Sample(BaseModel):
 
     @property
     def phase_key(self) -> str:
-        """The phase with the cache state, e.g. ``latency/cold``: one sample per task and key."""
+        """The phase with the cache state or sweep point, e.g. ``latency/cold``, ``sweep@c4``: one
+        sample per task and key."""
+        if self.load:
+            return f"{self.phase}@{self.load}"
         return f"{self.phase}/{self.cache_state}" if self.cache_state else self.phase

@@ -92,15 +92,35 @@ class Manifest(BaseModel):
     finished_at: datetime | None = None
 
 
-class SweepPoint(BaseModel):
-    """Throughput at one concurrency level."""
+def load_label(concurrency: int | None = None, rate: float | None = None) -> str:
+    """A sweep point's name: ``c4`` (four requests in flight) or ``r0.5`` (0.5 requests per second)."""
+    return f"c{concurrency}" if rate is None else f"r{rate:g}"
 
-    concurrency: int
-    requests: int
-    seconds: float
-    requests_per_s: float
+
+def parse_load(label: str) -> tuple[int | None, float | None]:
+    """``(concurrency, rate)`` of a ``load_label``, the other one None."""
+    if label.startswith("c"):
+        return int(label[1:]), None
+    return None, float(label[1:])
+
+
+class SweepPoint(BaseModel):
+    """One point of the load sweep: closed loop (``concurrency`` in flight) or open loop (Poisson
+    arrivals at ``rate``). Its answers are samples of phase ``sweep`` with ``load`` = ``label``,
+    judged like the accuracy phase's; the point is recorded once its last answer is back."""
+
+    concurrency: int | None = None  # closed loop: requests in flight
+    rate: float | None = None  # open loop: the offered rate, requests per second
+    requests: int  # answered without a request error
+    seconds: float  # from the first send to the last answer
+    requests_per_s: float  # achieved: answered requests per second
     output_tokens_per_s: float
-    errors: int = 0  # requests of this level that failed (left out of the rates)
+    errors: int = 0  # requests of this point that failed (left out of the rates)
+    tasks: int = 0  # requests sent: the sweep's stratified task sample (0 in runs before judged sweeps)
+
+    @property
+    def label(self) -> str:
+        return load_label(self.concurrency, self.rate)
 
 
 class Placement(BaseModel):

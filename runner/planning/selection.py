@@ -11,6 +11,7 @@ from runner.benchmarks.benchmark import Benchmark
 from runner.errors import UserError
 from runner.matrix import Matrix, RunSettings, TaskFilter
 from runner.records import Cell, Task
+from runner.store import load_label
 
 
 def select_tasks(benchmark: Benchmark, task_filter: TaskFilter) -> list[Task]:
@@ -86,6 +87,24 @@ def repeat_tasks(matrix: Matrix, benchmark: Benchmark, tasks: list[Task], cell: 
     # round_robin keeps its input's order within a program: shuffled first, each program's pick is seeded
     shuffled = random.Random(matrix.settings.seed + 2).sample(mine, len(mine))
     return round_robin(shuffled, matrix.settings.repeat_tasks)
+
+
+def sweep_tasks(matrix: Matrix, benchmark: Benchmark, tasks: list[Task], cell: Cell) -> list[Task]:
+    """The ``settings.sweep_requests`` of ``cell``'s tasks asked at every sweep point: a seeded draw
+    taken in turn from each program and mode, so that every point pairs with the accuracy phase."""
+    if not matrix.settings.sweep_requests:
+        return []
+    mine = cell_tasks(matrix, benchmark, tasks, cell)
+    shuffled = random.Random(matrix.settings.seed + 3).sample(mine, len(mine))
+    return round_robin(shuffled, matrix.settings.sweep_requests)
+
+
+def sweep_loads(settings: RunSettings) -> list[str]:
+    """The sweep's points as ``runner.store.load_label`` names them: the concurrencies, then the rates."""
+    if not settings.sweep_requests:
+        return []
+    return [load_label(concurrency=c) for c in settings.sweep] + \
+        [load_label(rate=r) for r in settings.sweep_rates]
 
 
 def latency_subset(tasks: list[Task], settings: RunSettings, pool: list[Task] | None = None) -> list[Task]:

@@ -124,7 +124,8 @@ def headline(cells: list[CellData]) -> list[HeadlineRow]:
             overall=PassRate.of([s.outcome for s in cell.accuracy]),
             overall_cleaned=PassRate.of([_cleaned(s) for s in cell.accuracy]),
             latency=LatencySummary.of(cell),
-            sweep={p.concurrency: (p.requests_per_s, p.output_tokens_per_s) for p in result.sweep},
+            sweep={p.concurrency: (p.requests_per_s, p.output_tokens_per_s) for p in result.sweep
+                   if p.concurrency is not None},
             errors=pass_count(cell.samples).errors,
             energy_per_task_j=(result.energy_joules / judged) if result.energy_joules and judged else None,
             re_recorded={k: sum(s.expected_outputs is ExpectedOutputs.re_recorded for s in v) for k, v in by_key.items()},

@@ -35,12 +35,13 @@ from runner.matrix import Matrix, RunSettings
 from runner.measuring import client, fingerprint
 from runner.measuring.activity import Activity, TimingLock, phase_record
 from runner.measuring.noise import REPEAT, REPEAT_SERIAL
-from runner.planning.selection import cell_latency_tasks, cell_tasks, predecessor, repeat_tasks, state_key, warmup_tasks
+from runner.planning.selection import (cell_latency_tasks, cell_tasks, predecessor, repeat_tasks, state_key,
+                                       sweep_loads, sweep_tasks, warmup_tasks)
 from runner.records import Cell, EditionVerdict, Outcome, Sample, Task, utcnow
 from runner.running.events import RunEvents
 from runner.running.score import EditionJudge
 from runner.runtimes.base import ModelFiles, Runtime
-from runner.store import CellResult, Placement, SweepPoint
+from runner.store import CellResult, Placement, SweepPoint, parse_load
 
 if TYPE_CHECKING:
     from runner.measuring.resources import ResourceMeter
@@ -250,8 +251,10 @@ class CellRun:
     def base(self) -> str:
         return self.server.base_url
 
-    async def run(self, accuracy: list[Task], latency: list[Task], sweep: list[int]) -> None:
-        limits = httpx.Limits(max_connections=max([self.settings.concurrency, *self.settings.sweep]) + 4)
+    async def run(self, accuracy: list[Task], latency: list[Task], sweep: list[str]) -> None:
+        # open-loop points may have every request of the point in flight at once
+        limits = httpx.Limits(max_connections=max([self.settings.concurrency, *self.settings.sweep,
+                                                   self.settings.sweep_requests]) + 4)
         timeout = httpx.Timeout(self.settings.request_timeout_s, connect=10.0)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
             self.http = http
@@ -368,18 +371,19 @@ class CellRun:
         return prompt
 
     async def _request(self, task: Task, phase: str, params: client.SamplingParams | None = None, *,
-                       cache_state: str | None = None, extras: dict | None = None) -> Sample:
+                       cache_state: str | None = None, extras: dict | None = None, load: str | None = None) -> Sample:
         try:
             prompt = await self._prompt(task)
         except httpx.HTTPError as exc:
             return Sample(task_id=task.id, cell_id=self.cell.id, phase=phase, prompt_style=self.cell.prompt_style,
                           prompt_sha256="", outcome=Outcome.error, error=f"tokenize failed: {exc}",
-                          cache_state=cache_state, finished_at=utcnow())
-        return await client.measure(self.http, self.base, self.runtime, self.cell, task.id, prompt,
+                          cache_state=cache_state, load=load, finished_at=utcnow())
+        sample = await client.measure(self.http, self.base, self.runtime, self.cell, task.id, prompt,
                                     params or self.params, model=self.files.served_name, phase=phase,
                                     chat_template_sha256=self.chat_template_sha256,
                                     timeout_s=self.settings.request_timeout_s, cache_state=cache_state,
                                     extras=extras)
+        return sample.model_copy(update={"load": load}) if load else sample
 
     async def _server_died(self, sample: Sample) -> bool:
         """Whether a failed request failed because the server is gone (then the cell stops)."""
@@ -508,31 +512,63 @@ class CellRun:
         self._write(sample)
         return sample
 
-    async def _sweep(self, levels: list[int]) -> None:
-        total = len(self.settings.sweep) if self.settings.sweep_requests else 0
-        self.events.phase_started(self.cell, "sweep", total, total - len(levels))
-        params = self.params.model_copy(update={"ignore_eos": True})
-        tasks = self.context.tasks
-        for level in levels:
-            count = self.settings.sweep_requests
-            gate = asyncio.Semaphore(level)
-
-            async def one(task: Task) -> Sample:
-                async with gate:
-                    return await self._request(task, "sweep", params)
-
+    async def _sweep(self, loads: list[str]) -> None:
+        """Each sweep point still missing: the sweep's task sample asked at that load with the accuracy
+        phase's sampling (so that each answer pairs with the task's accuracy answer), timed as a whole.
+        Answers are kept as they come, unjudged; they are judged once the last point is measured, so
+        that no test run shares the CPU with a timed point (a run resumed before that judges them)."""
+        total = len(sweep_loads(self.settings))
+        self.events.phase_started(self.cell, "sweep", total, total - len(loads))
+        tasks = sweep_tasks(self.context.matrix, self.context.benchmark, self.context.tasks, self.cell)
+        if not tasks:
+            return
+        answered: list[tuple[Task, Sample]] = []
+        for load in loads:
+            concurrency, rate = parse_load(load)
             started = time.perf_counter()
-            samples = await asyncio.gather(*(one(tasks[i % len(tasks)]) for i in range(count)))
+            if rate is None:
+                samples = await self._closed_loop(tasks, load, concurrency)
+            else:
+                samples = await self._open_loop(tasks, load, rate)
             seconds = time.perf_counter() - started
             errors = [s for s in samples if s.outcome == Outcome.error]
             for sample in errors:
                 if await self._server_died(sample):
                     raise CellFailure(self.death)
-                self.events.note(f"{self.cell.id}: sweep request at concurrency {level} failed: {sample.error}")
+                self.events.note(f"{self.cell.id}: sweep request at {load} failed: {sample.error}")
             ok = [s for s in samples if s.outcome != Outcome.error]
+            for sample in samples:
+                self._write(sample)
+            answered += [(t, s) for t, s in zip(tasks, samples) if s.outcome != Outcome.error]
             tokens = sum(s.completion_tokens or 0 for s in ok)
-            self.result.sweep.append(SweepPoint(concurrency=level, requests=len(ok), seconds=seconds,
+            self.result.sweep.append(SweepPoint(concurrency=concurrency, rate=rate, requests=len(ok), seconds=seconds,
                                                 requests_per_s=len(ok) / seconds, output_tokens_per_s=tokens / seconds,
-                                                errors=len(errors)))
+                                                errors=len(errors), tasks=len(tasks)))
             self.sink.update(self.result)
             self.events.sweep_measured(self.cell, self.result.sweep[-1])
+        for task, sample in answered:
+            self.sink.judge(task, sample)
+
+    async def _closed_loop(self, tasks: list[Task], load: str, concurrency: int) -> list[Sample]:
+        """``tasks`` with ``concurrency`` requests in flight, a new one sent as one is answered."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(task: Task) -> Sample:
+            async with gate:
+                return await self._request(task, "sweep", load=load)
+
+        return list(await asyncio.gather(*(one(task) for task in tasks)))
+
+    async def _open_loop(self, tasks: list[Task], load: str, rate: float) -> list[Sample]:
+        """``tasks`` sent at seeded Poisson arrival times of mean ``rate`` per second, whatever is in
+        flight (open loop: a slow server queues, it does not slow the arrivals)."""
+        from runner.measuring.arrivals import poisson_arrivals
+
+        offsets = poisson_arrivals(rate, len(tasks), self.settings.seed)
+        origin = time.perf_counter()
+
+        async def one(task: Task, offset: float) -> Sample:
+            await asyncio.sleep(max(0.0, origin + offset - time.perf_counter()))
+            return await self._request(task, "sweep", load=load)
+
+        return list(await asyncio.gather(*(one(t, o) for t, o in zip(tasks, offsets))))

@@ -72,7 +72,7 @@ class RichEvents(RunEvents):
     def sweep_measured(self, cell: Cell, point: SweepPoint) -> None:
         bar = self.current.get(cell.id)
         if bar is not None:
-            self.progress.update(bar, advance=1, passed=f"c={point.concurrency}: {point.output_tokens_per_s:.1f} tok/s")
+            self.progress.update(bar, advance=1, passed=f"{point.label}: {point.output_tokens_per_s:.1f} tok/s")
 
     def cell_finished(self, result: CellResult) -> None:
         bar = self.current.pop(result.cell.id, None)
@@ -170,7 +170,7 @@ def summary_table(store: RunStore, outcome: RunOutcome) -> Table:
         timed = [s for s in samples if s.phase == "latency" and s.outcome != Outcome.error]
         cold = [s for s in timed if s.cache_state == "cold"]
         latency = [s for s in timed if s.cache_state == "warm"]  # the realistic copilot case
-        sweep = " ".join(f"c{p.concurrency}:{p.output_tokens_per_s:.0f}" for p in result.sweep) or "-"
+        sweep = " ".join(f"{p.label}:{p.output_tokens_per_s:.0f}" for p in result.sweep) or "-"
         table.add_row(result.cell.id, result.status + (f" ({result.reason[:60]})" if result.reason else ""),
                       f"{count.passed}/{count.scoreable}", f"{count.cleaned_passed}/{count.scoreable}",
                       str(count.unscoreable), str(count.errors), f"{judging.judged}/{judging.reused}",

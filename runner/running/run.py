@@ -26,9 +26,10 @@ from runner.matrix import Matrix, RunSettings
 from runner.measuring import fingerprint
 from runner.measuring.activity import ActivityLog
 from runner.measuring.noise import REPEAT_PHASES
-from runner.planning.selection import cell_latency_tasks, cell_tasks, latency_subset, repeat_tasks, select_tasks, state_key
+from runner.planning.selection import (cell_latency_tasks, cell_tasks, latency_subset, repeat_tasks, select_tasks,
+                                       state_key, sweep_loads)
 from runner.records import Cell, Task, utcnow
-from runner.running.cell import judge_editions
+from runner.running.cell import judge_editions, judge_sample
 from runner.running.events import RunEvents
 from runner.running.score import EditionJudge
 from runner.runtimes import get_runtime
@@ -216,7 +217,7 @@ class Reproduction:
         outcome.results.sort(key=lambda r: order.get(r.cell.id, len(order)))
         return outcome
 
-    def missing(self, cell: Cell, result: CellResult, *, judging: set[str] = frozenset()) -> tuple[list[Task], list[Task], list[int]]:
+    def missing(self, cell: Cell, result: CellResult, *, judging: set[str] = frozenset()) -> tuple[list[Task], list[Task], list[str]]:
         """What ``cell`` still lacks in the store: accuracy and latency tasks, sweep levels; answers in
         ``judging`` (generated, their verdict on its way) count as done."""
         accuracy, latency, sweep = self._missing(cell, result)
@@ -264,6 +265,7 @@ class Reproduction:
                 self.manifest.compare_environments[bench.edition] = other
                 self.store.write_manifest(self.manifest)
         self._judge_missing_editions()
+        self._judge_kept_sweep_answers()
 
     def _judge_missing_editions(self) -> None:
         """Answers kept before an edition joined ``compare_editions`` are judged under it now, the
@@ -283,19 +285,41 @@ class Reproduction:
             for (cell, _), sample in zip(todo, pool.map(lambda cs: judge_editions(self.edition_judges, cs[1]), todo)):
                 self.store.append_sample(cell, sample)
 
+    def _judge_kept_sweep_answers(self) -> None:
+        """Sweep answers kept unjudged (a run stopped after a sweep point was measured, before its
+        answers were judged) are judged now; a point not measured whole is asked again anyway."""
+        by_id = {t.id: t for t in self.tasks}
+        todo = []
+        for cell in self.matrix.cells:
+            measured = {p.label for p in self.store.read_cell(cell).sweep}
+            todo += [(cell, s) for s in self.store.latest_samples(cell)
+                     if s.phase == "sweep" and s.load in measured and s.outcome is None and s.error is None
+                     and s.task_id in by_id]
+        if not todo:
+            return
+        self.events.note(f"judging {len(todo)} kept sweep answers")
+        from runner.evaluation.evaluator import default_workers
+
+        def judged(pair):
+            return judge_sample(self.evaluator, by_id[pair[1].task_id], pair[1], self.edition_judges)
+
+        with ThreadPoolExecutor(max_workers=self.options.eval_workers or default_workers()) as pool:
+            for (cell, _), sample in zip(todo, pool.map(judged, todo)):
+                self.store.append_sample(cell, sample)
+
     def sandbox_and_evaluator(self):
         """The evaluator over the run's benchmark, its environment checked (``_check_environment``)."""
         return self.evaluator
 
-    def _missing(self, cell: Cell, result: CellResult) -> tuple[list[Task], list[Task], list[int]]:
+    def _missing(self, cell: Cell, result: CellResult) -> tuple[list[Task], list[Task], list[str]]:
         done = self.store.done_keys(cell)
         accuracy = [t for t in cell_tasks(self.matrix, self.benchmark, self.tasks, cell) if ("accuracy", t.id) not in done]
         resets = get_runtime(cell.runtime).cache_reset is not None
         keys = [state_key(state) for state in self.settings.cache_states if resets or state != "cold"]
         latency = [t for t in cell_latency_tasks(self.matrix, self.latency_tasks, cell)
                    if any((key, t.id) not in done for key in keys)]
-        measured = {p.concurrency for p in result.sweep}
-        sweep = [c for c in self.settings.sweep if c not in measured] if self.settings.sweep_requests else []
+        measured = {p.label for p in result.sweep}
+        sweep = [load for load in sweep_loads(self.settings) if load not in measured]
         return accuracy, latency, sweep
 
     def finish_cell(self, result: CellResult) -> None:

@@ -1,0 +1,132 @@
+"""The load sweep on a real llama-server: every point's answers are real tasks, judged like the
+accuracy phase's (identical answers reuse its verdicts), and a run stopped mid-sweep resumes only the
+points it lacks, judging the answers it kept."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from runner.matrix import load_matrix
+from runner.records import Outcome
+from runner.running.events import RunEvents
+from runner.running.run import RunOptions, reproduce
+from runner.store import RunStore
+from tests.llama_server import gemma_gguf
+
+pytestmark = pytest.mark.slow
+MODEL_KEY = "gemma3-sweeptest"  # the served name: lets a /proc scan find this test's servers
+
+
+def write_matrix(folder: Path) -> Path:
+    path = folder / "sweep.toml"
+    path.write_text(f"""
+name = "sweep"
+benchmark = "starter"
+[tasks]
+languages = ["python"]
+programs = ["lu_solver", "shortest_paths"]
+limit = 4
+[settings]
+max_tokens = 24
+concurrency = 2
+latency_tasks = 0
+warmup_requests = 0
+sweep = [1, 2]
+sweep_rates = [4.0]
+sweep_requests = 3
+request_timeout_s = 120
+health_timeout_s = 300
+threads = 1
+[models.{MODEL_KEY}]
+name = "Gemma 3 270M"
+chat = false
+prompt_styles = ["prefix"]
+[models.{MODEL_KEY}.quantizations.q4_k_m]
+kind = "path"
+path = "{gemma_gguf()}"
+[[cells]]
+model = "{MODEL_KEY}"
+runtime = "llamacpp"
+quantization = "q4_k_m"
+techniques = {{ parallel = 2 }}
+label = "baseline"
+""")
+    return path
+
+
+def servers_of_this_test() -> list[int]:
+    """Pids of live llama-server processes serving this test's model."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] if argv else "Z"
+        except OSError:
+            continue
+        if state != "Z" and any(a.endswith(b"llama-server") for a in argv[:1]) and MODEL_KEY.encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def test_every_sweep_point_asks_the_same_tasks_and_judges_them_reusing_the_accuracy_verdicts(tmp_path):
+    matrix = load_matrix(write_matrix(tmp_path))
+    outcome = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs"))
+    (result,) = outcome.results
+    assert result.status == "done", result.reason
+    assert [p.label for p in result.sweep] == ["c1", "c2", "r4"]
+    rate = result.sweep[2]
+    assert rate.rate == 4.0 and rate.concurrency is None and rate.tasks == 3 and rate.requests_per_s > 0
+    latest = RunStore(outcome.run_dir).latest_samples(result.cell)
+    accuracy = {s.task_id: s for s in latest if s.phase == "accuracy"}
+    by_point: dict[str, list] = {}
+    for s in latest:
+        if s.phase == "sweep":
+            by_point.setdefault(s.load, []).append(s)
+    assert sorted(by_point) == ["c1", "c2", "r4"]
+    asked = {load: sorted(s.task_id for s in samples) for load, samples in by_point.items()}
+    assert len({tuple(ids) for ids in asked.values()}) == 1 and len(asked["c1"]) == 3  # the same sample
+    assert set(asked["c1"]) <= set(accuracy)  # a subset of the cell's tasks: each pairs with its answer
+    sweep = [s for samples in by_point.values() for s in samples]
+    assert all(s.outcome is not None and s.outcome != Outcome.error for s in sweep)  # every answer judged
+    assert all(s.prompt_sha256 == accuracy[s.task_id].prompt_sha256 for s in sweep)
+    # an answer the accuracy phase already judged takes that verdict from the verdict cache
+    same = [s for s in sweep if s.raw_text == accuracy[s.task_id].raw_text]
+    assert same, "greedy answers of a 270M model at 1-2 in flight should repeat the accuracy answer"
+    assert all(s.verdict_from is not None and s.outcome == accuracy[s.task_id].outcome for s in same)
+
+
+def test_a_run_stopped_mid_sweep_resumes_only_the_missing_points_and_judges_the_answers_it_kept(tmp_path):
+    matrix = load_matrix(write_matrix(tmp_path))
+    killed: list[int] = []
+
+    class KillAfterFirstPoint(RunEvents):
+        def sweep_measured(self, cell, point):
+            if not killed:
+                (pid,) = servers_of_this_test()
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    outcome = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs"), KillAfterFirstPoint())
+    (result,) = outcome.results
+    assert killed and result.status == "failed" and "server died" in result.reason
+    store = RunStore(outcome.run_dir)
+    (first,) = store.read_cell(result.cell).sweep
+    kept = [s for s in store.latest_samples(result.cell) if s.phase == "sweep" and s.load == "c1"]
+    assert len(kept) == 3 and all(s.outcome is None for s in kept)  # kept, not judged: the cell stopped first
+    accuracy_lines = [s for s in store.samples(result.cell) if s.phase == "accuracy"]
+
+    again = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs"))
+    (result,) = again.results
+    assert result.status == "done", result.reason
+    assert [p.label for p in result.sweep] == ["c1", "c2", "r4"]
+    assert result.sweep[0] == first  # the measured point is not measured again
+    latest = store.latest_samples(result.cell)
+    c1 = [s for s in latest if s.phase == "sweep" and s.load == "c1"]
+    assert sorted(s.task_id for s in c1) == sorted(s.task_id for s in kept)
+    assert all(s.outcome is not None for s in c1)  # judged on resume
+    assert [s for s in store.samples(result.cell) if s.phase == "accuracy"] == accuracy_lines  # nothing re-asked
+    assert not servers_of_this_test()
