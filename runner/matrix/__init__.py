@@ -48,7 +48,7 @@ and below serving, measuring and planning, which all read it.
 
 from runner.matrix.load import load_matrix
 from runner.matrix.spec import (Architecture, CellGroup, CellLimits, CellRequest, DraftRef, Matrix, MatrixFile,
-                                ModelSource, ModelSpec, RunSettings, TaskFilter, Variant)
+                                ModelSource, ModelSpec, RunSettings, Slo, TaskFilter, Variant)
 
 __all__ = ["Architecture", "CellGroup", "CellLimits", "CellRequest", "DraftRef", "Matrix", "MatrixFile", "ModelSource",
-           "ModelSpec", "RunSettings", "TaskFilter", "Variant", "load_matrix"]
+           "ModelSpec", "RunSettings", "Slo", "TaskFilter", "Variant", "load_matrix"]
