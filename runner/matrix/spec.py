@@ -88,9 +88,8 @@ class RunSettings(BaseModel):
 
 
 class Slo(BaseModel):
-    """The service-level objective a sweep point's requests are held to (goodput: runner.measuring.goodput).
-
-    Write ``inf`` to drop an objective."""
+    """The service-level objective each sweep point's requests are held to, for its goodput; write `inf` to
+    drop an objective."""
 
     model_config = _STRICT
 
