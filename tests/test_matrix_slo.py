@@ -3,9 +3,11 @@ zero, an objective dropped with ``inf``, a misspelled key named with its fix."""
 
 from __future__ import annotations
 
+import json
 import math
 
-from runner.matrix import load_matrix
+from runner.matrix import Slo, load_matrix
+from runner.store import Manifest
 from tests.test_matrix import problems, write
 
 CELL = """
@@ -87,3 +89,11 @@ def test_an_attainment_above_one_and_a_zero_objective_are_refused(tmp_path):
     assert len(lines) == 2
     assert f"{path}: slo.attainment = 90: a share of the requests, above 0 and at most 1; write 0.9 for 90%" in lines
     assert any(line.startswith(f"{path}: slo.itl_ms = 0:") for line in lines)
+
+
+def test_the_slo_comes_back_from_a_manifests_json_where_inf_is_written_null(tmp_path):
+    matrix = load_matrix(write(tmp_path, "[slo]\nttft_s = 5\n" + CELL))
+    manifest = Manifest(name="t", matrix=matrix.resolved(), cells=matrix.cells)
+    written = json.loads(manifest.model_dump_json())["matrix"]["slo"]
+    assert written["e2e_s"] is None  # JSON has no infinity
+    assert Slo.from_json(written) == matrix.slo

@@ -113,6 +113,11 @@ class Slo(BaseModel):
     attainment: float = Field(0.9, description="The share of a point's requests that must meet "
                               "every objective for the point to count as within the SLO (0.9: 90%).")
 
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> "Slo":
+        """The SLO as a manifest's JSON keeps it, where `null` stands for `inf` (JSON has no infinity)."""
+        return cls.model_validate({k: float("inf") if v is None else v for k, v in value.items()})
+
     @field_validator("attainment")
     @classmethod
     def _share(cls, value: float) -> float:
