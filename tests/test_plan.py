@@ -742,3 +742,37 @@ def test_the_reuse_share_is_measured_from_earlier_runs_in_the_runs_folder(tmp_pa
     from runner.planning.estimates import TECHNIQUE_REUSE
 
     assert by["mid/llamacpp/q8_0/ngram-spec"].reuse == TECHNIQUE_REUSE
+
+
+def test_the_sweeps_rate_points_take_their_requests_over_the_rate_plus_the_last_answer(tmp_path, cpu_host):
+    def timed(settings: str, requests: int = 4) -> float:
+        path = tmp_path / f"rates{re.sub(r'[^a-z0-9]+', '-', settings)}-{requests}.toml"
+        text = EIGHT_GPUS_MATRIX.replace("sweep_requests = 4", f"sweep_requests = {requests}")
+        path.write_text(text.format(settings=settings), encoding="utf-8")
+        plan = make_plan(load_matrix(path), host=EIGHT_H100)
+        return next(c.timed_hours for c in plan.cells if c.id == SMALL) * 3600
+
+    base = timed("")
+    # 4 requests at 0.5/s are sent over 8 s, at 0.1/s over 40 s: the difference is the rates' alone
+    slow, fast = timed("sweep_rates = [0.1]"), timed("sweep_rates = [0.5]")
+    assert slow - fast == pytest.approx(40 - 8, rel=1e-6)
+    assert fast - base > 8  # and each point waits for its last answer
+    both = timed("sweep_rates = [0.1, 0.5]")
+    assert both - base == pytest.approx((slow - base) + (fast - base))
+    # a rate far above what the server answers takes as long as the server needs, not 4 / 1000 s
+    flood = timed("sweep_rates = [1000]")
+    assert flood - base > 4 / 1000 + (fast - base - 8)
+    # no sweep requests: no rate point either
+    assert timed("sweep_rates = [0.1]", requests=0) == timed("", requests=0) < base
+
+
+def test_a_run_recorded_before_sweep_rates_existed_still_times_a_matrix_without_them(tmp_path):
+    from runner.planning.estimates import timing_key
+
+    matrix = eight(tmp_path)
+    cell, models = matrix.cell(SMALL), matrix.resolved()["models"]
+    settings = matrix.resolved()["settings"]
+    old = {k: v for k, v in settings.items() if k != "sweep_rates"}
+    assert timing_key("starter", models, old, cell) == timing_key("starter", models, settings, cell)
+    assert timing_key("starter", models, {**settings, "sweep_rates": [1.0]}, cell) != timing_key(
+        "starter", models, settings, cell)

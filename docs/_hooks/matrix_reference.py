@@ -8,6 +8,7 @@ cannot drift from the code. A key without a description fails the build.
 from __future__ import annotations
 
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -124,6 +125,8 @@ def default_text(field) -> str:
         return "all defaults"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
+    if isinstance(value, float) and math.isinf(value):
+        return "`inf`"  # TOML's spelling; JSON's would be Infinity
     if isinstance(value, (list, tuple, dict)) and not value:
         return "`[]`" if not isinstance(value, dict) else "`{}`"
     return f"`{json.dumps(value, default=str)}`"

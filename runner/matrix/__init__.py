@@ -1,6 +1,6 @@
 """Matrix files (TOML): which models, runtimes, quantizations and techniques to measure, and how.
 
-A matrix file has five parts::
+A matrix file has six parts::
 
     name = "demo"                     # the run's default name
     benchmark = "starter"             # registered benchmark
@@ -13,6 +13,10 @@ A matrix file has five parts::
 
     [settings]                        # RunSettings: sampling, load, timeouts
     max_tokens = 200; temperature = 0.0; concurrency = 8; ...
+    sweep = [1, 4, 16]; sweep_rates = [0.5, 2]; sweep_requests = 16   # closed- and open-loop sweep points
+
+    [slo]                             # Slo: what a sweep point's requests are held to (goodput)
+    ttft_s = 30.0; itl_ms = 100.0; e2e_s = inf; attainment = 0.9
 
     [models.gemma3-270m]              # ModelSpec, keyed by the short model key
     name = "Gemma 3 270M"; context_length = 4096; prompt_styles = ["instruct"]
@@ -48,7 +52,7 @@ and below serving, measuring and planning, which all read it.
 
 from runner.matrix.load import load_matrix
 from runner.matrix.spec import (Architecture, CellGroup, CellLimits, CellRequest, DraftRef, Matrix, MatrixFile,
-                                ModelSource, ModelSpec, RunSettings, TaskFilter, Variant)
+                                ModelSource, ModelSpec, RunSettings, Slo, TaskFilter, Variant)
 
 __all__ = ["Architecture", "CellGroup", "CellLimits", "CellRequest", "DraftRef", "Matrix", "MatrixFile", "ModelSource",
-           "ModelSpec", "RunSettings", "TaskFilter", "Variant", "load_matrix"]
+           "ModelSpec", "RunSettings", "Slo", "TaskFilter", "Variant", "load_matrix"]

@@ -245,5 +245,5 @@ def _expand(parsed: MatrixFile, path: Path, pruned: Pruned | None = None) -> Mat
     return Matrix(name=parsed.name, path=path, benchmark=parsed.benchmark,
                   edition=parsed.edition or DEFAULT_EDITION, compare_editions=tuple(parsed.compare_editions),
                   backend=parsed.backend,
-                  tasks=parsed.tasks, settings=parsed.settings, models=parsed.models, cells=cells,
+                  tasks=parsed.tasks, settings=parsed.settings, slo=parsed.slo, models=parsed.models, cells=cells,
                   requests=requests, limits=limits)

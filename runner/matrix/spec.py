@@ -36,7 +36,14 @@ class RunSettings(BaseModel):
         description="The cache states each latency task is timed in. `replay` (the identical prompt again) "
                     "is timed in its own phase.")
     sweep: list[int] = Field(default_factory=lambda: [1, 4, 16], description="Throughput sweep: the concurrency levels.")
-    sweep_requests: int = Field(16, ge=0, description="Requests per sweep level; 0 skips the sweep.")
+    #: open-loop load beside the closed-loop ``sweep``: requests sent at these rates whatever the server's
+    #: pace, with Poisson arrivals seeded by ``seed`` (runner.measuring.arrivals), so queueing shows
+    sweep_rates: list[float] = Field(default_factory=list, description="Open-loop sweep: the request rates "
+                                     "(requests per second), Poisson arrivals seeded by `seed`; empty: none.")
+    #: the same tasks at every sweep point (concurrency or rate), so that points compare task by task
+    sweep_requests: int = Field(16, ge=0, description="Requests per sweep point (a concurrency or a rate): a "
+                                "stratified sample of the run's tasks, the same tasks at every point; 0 skips "
+                                "the sweep.")
     request_timeout_s: float = Field(300.0, gt=0, description="Seconds one request may take.")
     health_timeout_s: float = Field(900.0, gt=0, description="Seconds a server may take to become healthy, "
                                     "model load included.")
@@ -68,6 +75,55 @@ class RunSettings(BaseModel):
         if any(level <= 0 for level in levels):
             raise ValueError("every sweep level must be a positive concurrency")
         return levels
+
+    @field_validator("sweep_rates")
+    @classmethod
+    def _positive_rates(cls, rates: list[float]) -> list[float]:
+        # inf or nan would send every request at once or never: neither is a rate
+        bad = [rate for rate in rates if not (0 < rate < float("inf"))]
+        if bad:
+            raise ValueError(f"every sweep rate must be a finite number of requests per second above 0 "
+                             f"(got {bad[0]}); write e.g. sweep_rates = [0.5, 1, 2]")
+        return rates
+
+
+class Slo(BaseModel):
+    """The service-level objective each sweep point's requests are held to, for its goodput; write `inf` to
+    drop an objective."""
+
+    model_config = _STRICT
+
+    #: inference-perf's code-generation SLO (kubernetes-sigs/inference-perf PR #554): TTFT p95 <= 30 s
+    ttft_s: float = Field(30.0, gt=0, description="Most seconds to the first token; `inf` drops it. Default: "
+                          "inference-perf's code-generation SLO (PR #554).")
+    ttft_percentile: float = Field(95.0, gt=0, le=100, description="The percentile of the point's TTFTs "
+                                   "the report sets beside `ttft_s`.")
+    #: inference-perf's code-generation SLO (PR #554): ITL p99 <= 100 ms
+    itl_ms: float = Field(100.0, gt=0, description="Most milliseconds between tokens after the first, at "
+                          "`itl_percentile` of a request's gaps; `inf` drops it. Default: inference-perf's "
+                          "code-generation SLO (PR #554).")
+    itl_percentile: float = Field(99.0, gt=0, le=100, description="The percentile of a request's own "
+                                  "inter-token gaps held to `itl_ms` (and of the point's, in the report).")
+    #: not part of inference-perf's code-generation SLO: off unless written
+    tpot_ms: float = Field(float("inf"), gt=0, description="Most milliseconds per output token after the "
+                           "first; default `inf` (no objective).")
+    e2e_s: float = Field(float("inf"), gt=0, description="Most seconds for the whole answer; default `inf` "
+                         "(no objective).")
+    #: issue 29's target: a point is within the SLO when 90% of its requests conform
+    attainment: float = Field(0.9, description="The share of a point's requests that must meet "
+                              "every objective for the point to count as within the SLO (0.9: 90%).")
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> "Slo":
+        """The SLO as a manifest's JSON keeps it, where `null` stands for `inf` (JSON has no infinity)."""
+        return cls.model_validate({k: float("inf") if v is None else v for k, v in value.items()})
+
+    @field_validator("attainment")
+    @classmethod
+    def _share(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise ValueError("a share of the requests, above 0 and at most 1; write 0.9 for 90%")
+        return value
 
 
 class TaskFilter(BaseModel):
@@ -338,6 +394,7 @@ class MatrixFile(BaseModel):
                                   "same for every cell.")
     models: dict[str, ModelSpec] = Field(min_length=1, description="The models, keyed by a short key.")
     cells: list[CellGroup] = Field(min_length=1, description="Cell groups: a baseline and its variants.")
+    slo: Slo = Field(default_factory=Slo, description="The service-level objective of the sweep's goodput.")
 
 
 class CellRequest(BaseModel):
@@ -373,6 +430,7 @@ class Matrix(BaseModel):
     backend: str
     tasks: TaskFilter
     settings: RunSettings
+    slo: Slo = Field(default_factory=Slo)
     models: dict[str, ModelSpec]
     cells: list[Cell]
     requests: dict[str, CellRequest] = Field(default_factory=dict)  # cell id -> what it asks a cluster for

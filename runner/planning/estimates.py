@@ -16,7 +16,9 @@ whose every assumption is in the tables below:
   ``CPU_TOKEN_OVERHEAD_S`` per token), prefill at ``PREFILL_FACTOR`` times that, and ``c`` requests in
   flight give ``1 + (c - 1) x BATCH_EFFICIENCY`` times one stream. Per cell: its accuracy tasks at the
   matrix's concurrency, its latency tasks one at a time in each cache state (with their primers and
-  warm-up), the sweep, the model load (``LOAD_GIBPS`` plus ``STARTUP_S``) and ``CELL_OVERHEAD_S``.
+  warm-up), the sweep (a concurrency's requests at its gain; a rate's sent over ``sweep_requests / rate``
+  seconds, or as fast as the highest concurrency serves them where that is slower, plus one answer), the
+  model load (``LOAD_GIBPS`` plus ``STARTUP_S``) and ``CELL_OVERHEAD_S``.
   Answers are ``OUTPUT_FRACTION`` of ``max_tokens``; prompts are measured from the loaded tasks
   (``CHARS_PER_TOKEN``, capped at the context), else ``SIMCOPILOT_PROMPT_TOKENS``. Downloads are
   not included. The CPU figures are fitted to the demo as measured (``tests/test_plan.py`` keeps the
@@ -128,7 +130,9 @@ ORACLE_TIMINGS = PACKAGE_DIR.parent / "bench" / "results" / "oracle-simcopilot-2
 #: the settings that decide how long a cell's requests take and how many there are besides its tasks:
 #: an earlier cell is reused only where they are the same (task counts are scaled)
 SETTINGS_THAT_TIME = ("max_tokens", "temperature", "concurrency", "threads", "cache_states", "warmup_requests",
-                      "sweep", "sweep_requests")
+                      "sweep", "sweep_requests", "sweep_rates")
+#: what a manifest written before a setting existed meant by leaving it out, so that its runs still count
+_SETTINGS_BEFORE = {"sweep_rates": []}
 
 
 def hardware_class(gpus: list[str], cpu: str, cpu_count: int) -> str:
@@ -206,7 +210,8 @@ def timing_key(benchmark: str, models: dict, settings: dict, cell: Cell) -> str 
     except (KeyError, TypeError, AttributeError):
         return None
     return json.dumps([benchmark, source, model, cell.runtime, cell.techniques, cell.prompt_style,
-                       {k: settings.get(k) for k in SETTINGS_THAT_TIME}], sort_keys=True, default=str)
+                       {k: settings.get(k, _SETTINGS_BEFORE.get(k)) for k in SETTINGS_THAT_TIME}],
+                      sort_keys=True, default=str)
 
 
 def _span(samples) -> float:
@@ -434,8 +439,15 @@ def generation_time(matrix: Matrix, cell: Cell, tasks: CellWork, device: str, gb
     per_task += prompt / prefill * (("warm" in states) + ("replay" in states))  # primers
     latency = tasks.latency * per_task
     warmup = settings.warmup_requests * request(prompt, 16)
-    sweep = sum(settings.sweep_requests * request(prompt, settings.max_tokens) / gain(level)
-                for level in settings.sweep) if settings.sweep_requests else 0.0
+    answer = request(prompt, settings.max_tokens)
+    sweep = sum(settings.sweep_requests * answer / gain(level) for level in settings.sweep)
+    # an open-loop point sends for sweep_requests / rate seconds, or longer where the server answers slower
+    # than the rate (taken to answer no faster than at the most requests in flight the matrix runs), then
+    # waits for the last answer
+    capacity = gain(max([*settings.sweep, settings.concurrency])) / answer
+    sweep += sum(settings.sweep_requests / min(rate, capacity) + answer for rate in settings.sweep_rates)
+    if not settings.sweep_requests:
+        sweep = 0.0
     # the noise floor's tasks, asked again at the accuracy phase's concurrency and one at a time
     from runner.planning.selection import cell_repeats
 
