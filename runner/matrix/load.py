@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -15,6 +16,9 @@ from runner.matrix.faults import Pruned, capped, did_you_mean, error_lines, toml
 from runner.matrix.spec import (CellLimits, CellRequest, Matrix, MatrixFile, ModelSource, ModelSpec,
                                 _known_editions)
 from runner.records import Cell
+
+if TYPE_CHECKING:
+    from runner.runtimes.base import Runtime
 
 
 def _edition_problems(key: str, benchmark: str, edition: str | None, compare: list[str]) -> list[str]:
@@ -207,14 +211,18 @@ def _expand(parsed: MatrixFile, path: Path, pruned: Pruned | None = None) -> Mat
             if style not in spec.prompt_styles and group.prompt_styles is not None:
                 problems.append(f"{at}.prompt_styles = {style!r}: not a prompt style of model "
                                 f"{group.model} ({', '.join(spec.prompt_styles)})")
-        entries: list[tuple[str, dict[str, str], str | None]] = []
+        # each entry with the switches it writes itself: a refused switch is named where it is written
+        entries: list[tuple[str, dict[str, str], str | None, dict[str, str]]] = []
         if group.baseline:
-            entries.append((f"{at}", group.techniques, group.label or ("baseline" if not group.techniques else None)))
+            entries.append((f"{at}", group.techniques, group.label or ("baseline" if not group.techniques else None),
+                            group.techniques))
         for v_index, variant in enumerate(group.variants):
             v_index = pruned.written(("cells", index, "variants"), v_index)
-            entries.append((f"{at}.variants[{v_index}]", {**group.techniques, **variant.techniques}, variant.label))
+            entries.append((f"{at}.variants[{v_index}]", {**group.techniques, **variant.techniques}, variant.label,
+                            variant.techniques))
         runtime = get_runtime(group.runtime)
-        for entry_at, techniques, label in entries:
+        gpus = group.gpus if group.gpus is not None else spec.quantizations[group.quantization].gpus
+        for entry_at, techniques, label, own in entries:
             for style in styles:
                 base = Cell(model=group.model, runtime=group.runtime, quantization=group.quantization,
                             techniques=techniques, prompt_style=style, label=label)
@@ -224,6 +232,11 @@ def _expand(parsed: MatrixFile, path: Path, pruned: Pruned | None = None) -> Mat
                     runtime.validate(cell)
                 except UserError as exc:
                     problems.append(f"{entry_at}: {exc}")
+                    continue
+                if line := _cpu_refusal(runtime, cell, gpus, parsed.backend,
+                                        entry_at if (switch := runtime.gpu_switch(cell)) and switch.key in own else at):
+                    if line not in problems:  # once, not once per prompt style
+                        problems.append(line)
                     continue
                 if techniques.get("spec") == "draft" and spec.draft is None:
                     problems.append(f"{entry_at}.techniques.spec = 'draft': model {group.model} has no "
@@ -236,7 +249,6 @@ def _expand(parsed: MatrixFile, path: Path, pruned: Pruned | None = None) -> Mat
                 if not pruned.touched("cells", index):
                     seen[cell.id] = entry_at.removeprefix(f"{where}: ")
                 cells.append(cell)
-                gpus = group.gpus if group.gpus is not None else spec.quantizations[group.quantization].gpus
                 requests[cell.id] = CellRequest(gpus=gpus, gpu_type=group.gpu_type or parsed.gpu_type)
                 if group.limit is not None or group.latency_tasks is not None:
                     limits[cell.id] = CellLimits(tasks=group.limit, latency_tasks=group.latency_tasks)
@@ -247,3 +259,20 @@ def _expand(parsed: MatrixFile, path: Path, pruned: Pruned | None = None) -> Mat
                   backend=parsed.backend,
                   tasks=parsed.tasks, settings=parsed.settings, slo=parsed.slo, models=parsed.models, cells=cells,
                   requests=requests, limits=limits)
+
+
+def _cpu_refusal(runtime: "Runtime", cell: Cell, gpus: int, backend: str, at: str) -> str | None:
+    """The line refusing a technique switch only a GPU serves (``Runtime.gpu_switch``) in a cell the matrix
+    itself puts on the CPU: ``gpus = 0``, or a backend whose build of the runtime has no GPU support; None
+    otherwise (a host without a GPU is the plan's to refuse: the matrix does not know the host)."""
+    switch = runtime.gpu_switch(cell)
+    if switch is None:
+        return None
+    if gpus == 0:
+        cpu, fix = "gpus = 0: CPUs only", "give the group gpus >= 1"
+    elif cpu_build := runtime.cpu_build(backend):
+        cpu, fix = f'backend = "{backend}": {cpu_build}', 'use backend = "docker" (the CUDA image) on a GPU host'
+    else:
+        return None
+    return (f"{at}.techniques.{switch.key} = {switch.value!r}: {switch.why}, and this cell runs on the CPU "
+            f"({cpu}); drop it, or run it on a GPU cell: {fix}")

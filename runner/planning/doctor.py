@@ -214,6 +214,10 @@ def _plan(matrix: Matrix, cell: Cell, host: Host, backend: str) -> CellPlan:
 
     if missing := missing_path(matrix, cell):
         return no(missing)
+    if (switch := runtime.gpu_switch(cell)) and (not host.gpus or runtime.cpu_build(backend)):
+        cpu = f"this host has no GPU ({host.gpu_note})" if not host.gpus else runtime.cpu_build(backend)
+        return no(f"{switch.key} = {switch.value!r}: {switch.why}, and {cpu}; drop it, or run the cell on a GPU "
+                  "host with the docker backend")
     if runtime.needs_gpu(cell) and not host.gpus:
         what = "runs" if runtime.requires_gpu else f"serves {cell.quantization} weights"
         return no(f"runtime {runtime.name} {what} on NVIDIA GPUs only and this host has none ({host.gpu_note})")

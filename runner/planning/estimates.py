@@ -414,7 +414,7 @@ def generation_time(matrix: Matrix, cell: Cell, tasks: CellWork, device: str, gb
     from runner.runtimes import get_runtime
 
     served = served_gib(matrix.source(cell)) or measured_gib
-    if served is None:
+    if not served:  # unknown, or a folder measured empty here: no figure to time it by
         return None
     settings = matrix.settings
     runtime = get_runtime(cell.runtime)

