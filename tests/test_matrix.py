@@ -61,7 +61,9 @@ def test_demo_matrix_is_a_quantization_ladder_from_one_release_plus_techniques_a
     # every cell is timed on the same latency tasks
     limits = matrix.limits
     assert [(limits[i].tasks, limits[i].latency_tasks) for i in ids[1:4]] == [(8, None)] * 3
-    assert set(limits) == set(ids[1:4]) and matrix.tasks.limit >= 32
+    # and only the Q4_K_M rung sweeps, on 12 of its tasks
+    assert (limits[ids[0]].tasks, limits[ids[0]].sweep_requests) == (None, 12) and matrix.settings.sweep_requests == 0
+    assert set(limits) == set(ids[:4]) and matrix.tasks.limit >= 32
 
 
 def test_a_quantize_source_needs_another_quantization_and_a_type(tmp_path):
@@ -193,7 +195,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert f"{path}: settings.sweep = [1, -4]: every sweep level must be a positive concurrency" in lines
     assert f"{path}: cells[0].colour = 'blue': unknown key; remove it, or use one of: model, runtime, " \
            "quantization, techniques, label, baseline, prompt_styles, variants, gpus, gpu_type, limit, " \
-           "latency_tasks" in lines
+           "latency_tasks, sweep_requests" in lines
     assert len(lines) == 3
 
 

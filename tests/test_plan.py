@@ -342,10 +342,13 @@ def test_the_demos_plan_on_a_2_core_cpu_is_within_the_band_of_its_measured_durat
     assert all(c.generation_basis == "table" and c.estimated_on == "this CPU (2 threads)" for c in plan.cells)
     # and per kind of cell, against the measured 1.4-1.9 min per rung, 0.9-1.1 per technique, 1.9 for vLLM
     per = {c.id: c.generation_hours * 60 for c in plan.cells}
-    rungs = [m for i, m in per.items() if i.endswith("/baseline") and "/vllm/" not in i]
+    # the Q4_K_M rung also sweeps (its group's sweep_requests), so it is not one of the rungs measured so
+    swept = "qwen2.5-coder-0.5b/llamacpp/q4_k_m/baseline"
+    rungs = [m for i, m in per.items() if i.endswith("/baseline") and "/vllm/" not in i and i != swept]
     techniques = [m for i, m in per.items() if not i.endswith("/baseline")]
-    assert len(rungs) == 6 and len(techniques) == 3
-    for mean, measured in ((sum(rungs) / 6, 1.65), (sum(techniques) / 3, 1.0),
+    assert len(rungs) == 5 and len(techniques) == 3
+    assert per[swept] > max(rungs)
+    for mean, measured in ((sum(rungs) / 5, 1.65), (sum(techniques) / 3, 1.0),
                            (per["qwen2.5-coder-0.5b/vllm/bf16/baseline"], 1.9)):
         assert abs(mean / measured - 1) <= DEMO_BAND, (mean, measured)
 

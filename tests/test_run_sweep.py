@@ -130,3 +130,22 @@ def test_a_run_stopped_mid_sweep_resumes_only_the_missing_points_and_judges_the_
     assert all(s.outcome is not None for s in c1)  # judged on resume
     assert [s for s in store.samples(result.cell) if s.phase == "accuracy"] == accuracy_lines  # nothing re-asked
     assert not servers_of_this_test()
+
+
+def test_the_demo_sweeps_only_its_q4_k_m_rung_on_one_task_of_each_program_and_mode():
+    from runner.benchmarks import load_benchmark
+    from runner.planning.selection import select_tasks, sweep_loads, sweep_tasks
+    from runner.paths import matrices_dir
+
+    matrix = load_matrix(matrices_dir() / "demo.toml")
+    benchmark = load_benchmark(matrix.benchmark)
+    tasks = select_tasks(benchmark, matrix.tasks)
+    swept = {c.id: sweep_tasks(matrix, benchmark, tasks, c) for c in matrix.cells}
+    swept = {k: v for k, v in swept.items() if v}
+    assert list(swept) == ["qwen2.5-coder-0.5b/llamacpp/q4_k_m/baseline"]  # its group's sweep_requests = 12
+    (picked,) = swept.values()
+    assert len(picked) == 12 and len({(t.language, t.program, t.mode) for t in picked}) == 12
+    assert {t.id for t in picked} <= {t.id for t in tasks}
+    cell = next(c for c in matrix.cells if c.id in swept)
+    assert sweep_loads(matrix, cell) == ["c1", "c2", "r0.5", "r1"]
+    assert all(sweep_loads(matrix, c) == [] for c in matrix.cells if c.id not in swept)

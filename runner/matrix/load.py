@@ -250,8 +250,9 @@ def _expand(parsed: MatrixFile, path: Path, pruned: Pruned | None = None) -> Mat
                     seen[cell.id] = entry_at.removeprefix(f"{where}: ")
                 cells.append(cell)
                 requests[cell.id] = CellRequest(gpus=gpus, gpu_type=group.gpu_type or parsed.gpu_type)
-                if group.limit is not None or group.latency_tasks is not None:
-                    limits[cell.id] = CellLimits(tasks=group.limit, latency_tasks=group.latency_tasks)
+                if group.limit is not None or group.latency_tasks is not None or group.sweep_requests is not None:
+                    limits[cell.id] = CellLimits(tasks=group.limit, latency_tasks=group.latency_tasks,
+                                                 sweep_requests=group.sweep_requests)
     if problems:
         raise UserError("\n".join(problems))
     return Matrix(name=parsed.name, path=path, benchmark=parsed.benchmark,

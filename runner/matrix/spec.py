@@ -354,6 +354,10 @@ class CellGroup(BaseModel):
     #: ladder's rungs can take their speed from the accuracy phase while its techniques are timed)
     latency_tasks: int | None = Field(None, ge=0, description="Time only the first this many of the run's "
                                       "latency tasks; 0: no latency phase.")
+    #: the sweep's sample size for this group's cells, in place of the run's (0: no sweep): a demo
+    #: sweeps one rung rather than every cell
+    sweep_requests: int | None = Field(None, ge=0, description="Requests per sweep point for these cells, in "
+                                       "place of the run's `sweep_requests`; 0: no sweep.")
 
     @field_validator("techniques", mode="before")
     @classmethod
@@ -410,12 +414,14 @@ class CellRequest(BaseModel):
 
 
 class CellLimits(BaseModel):
-    """A group's narrowing of the run's tasks for its cells (``CellGroup.limit``, ``latency_tasks``)."""
+    """A group's narrowing of the run's tasks for its cells (``CellGroup.limit``, ``latency_tasks``,
+    ``sweep_requests``)."""
 
     model_config = _STRICT
 
     tasks: int | None = None
     latency_tasks: int | None = None
+    sweep_requests: int | None = None
 
 
 class Matrix(BaseModel):

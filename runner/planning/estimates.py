@@ -439,14 +439,18 @@ def generation_time(matrix: Matrix, cell: Cell, tasks: CellWork, device: str, gb
     per_task += prompt / prefill * (("warm" in states) + ("replay" in states))  # primers
     latency = tasks.latency * per_task
     warmup = settings.warmup_requests * request(prompt, 16)
-    answer = request(prompt, settings.max_tokens)
-    sweep = sum(settings.sweep_requests * answer / gain(level) for level in settings.sweep)
+    # the sweep asks a sample of the cell's tasks with the accuracy phase's sampling: answers of its length
+    from runner.planning.selection import cell_sweep_requests
+
+    count = min(cell_sweep_requests(matrix, cell), sum(tasks.by_language.values()))
+    answer = request(prompt, output)
+    sweep = sum(count * answer / gain(level) for level in settings.sweep)
     # an open-loop point sends for sweep_requests / rate seconds, or longer where the server answers slower
     # than the rate (taken to answer no faster than at the most requests in flight the matrix runs), then
     # waits for the last answer
     capacity = gain(max([*settings.sweep, settings.concurrency])) / answer
-    sweep += sum(settings.sweep_requests / min(rate, capacity) + answer for rate in settings.sweep_rates)
-    if not settings.sweep_requests:
+    sweep += sum(count / min(rate, capacity) + answer for rate in settings.sweep_rates)
+    if not count:
         sweep = 0.0
     # the noise floor's tasks, asked again at the accuracy phase's concurrency and one at a time
     from runner.planning.selection import cell_repeats

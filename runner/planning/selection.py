@@ -89,22 +89,31 @@ def repeat_tasks(matrix: Matrix, benchmark: Benchmark, tasks: list[Task], cell: 
     return round_robin(shuffled, matrix.settings.repeat_tasks)
 
 
+def cell_sweep_requests(matrix: Matrix, cell: Cell) -> int:
+    """Requests per sweep point for ``cell``: its group's ``sweep_requests``, else the run's (0: no sweep)."""
+    limits = matrix.limits.get(cell.id)
+    if limits is not None and limits.sweep_requests is not None:
+        return limits.sweep_requests
+    return matrix.settings.sweep_requests
+
+
 def sweep_tasks(matrix: Matrix, benchmark: Benchmark, tasks: list[Task], cell: Cell) -> list[Task]:
-    """The ``settings.sweep_requests`` of ``cell``'s tasks asked at every sweep point: a seeded draw
+    """The ``cell_sweep_requests`` of ``cell``'s tasks asked at every sweep point: a seeded draw
     taken in turn from each program and mode, so that every point pairs with the accuracy phase."""
-    if not matrix.settings.sweep_requests:
+    count = cell_sweep_requests(matrix, cell)
+    if not count:
         return []
     mine = cell_tasks(matrix, benchmark, tasks, cell)
     shuffled = random.Random(matrix.settings.seed + 3).sample(mine, len(mine))
-    return round_robin(shuffled, matrix.settings.sweep_requests)
+    return round_robin(shuffled, count)
 
 
-def sweep_loads(settings: RunSettings) -> list[str]:
-    """The sweep's points as ``runner.store.load_label`` names them: the concurrencies, then the rates."""
-    if not settings.sweep_requests:
+def sweep_loads(matrix: Matrix, cell: Cell) -> list[str]:
+    """``cell``'s sweep points as ``runner.store.load_label`` names them: the concurrencies, then the rates."""
+    if not cell_sweep_requests(matrix, cell):
         return []
-    return [load_label(concurrency=c) for c in settings.sweep] + \
-        [load_label(rate=r) for r in settings.sweep_rates]
+    settings = matrix.settings
+    return [load_label(concurrency=c) for c in settings.sweep] + [load_label(rate=r) for r in settings.sweep_rates]
 
 
 def latency_subset(tasks: list[Task], settings: RunSettings, pool: list[Task] | None = None) -> list[Task]:

@@ -36,7 +36,7 @@ from runner.measuring import client, fingerprint
 from runner.measuring.activity import Activity, TimingLock, phase_record
 from runner.measuring.noise import REPEAT, REPEAT_SERIAL
 from runner.planning.selection import (cell_latency_tasks, cell_tasks, predecessor, repeat_tasks, state_key,
-                                       sweep_loads, sweep_tasks, warmup_tasks)
+                                       cell_sweep_requests, sweep_loads, sweep_tasks, warmup_tasks)
 from runner.records import Cell, EditionVerdict, Outcome, Sample, Task, utcnow
 from runner.running.events import RunEvents
 from runner.running.score import EditionJudge
@@ -254,7 +254,7 @@ class CellRun:
     async def run(self, accuracy: list[Task], latency: list[Task], sweep: list[str]) -> None:
         # open-loop points may have every request of the point in flight at once
         limits = httpx.Limits(max_connections=max([self.settings.concurrency, *self.settings.sweep,
-                                                   self.settings.sweep_requests]) + 4)
+                                                   cell_sweep_requests(self.context.matrix, self.cell)]) + 4)
         timeout = httpx.Timeout(self.settings.request_timeout_s, connect=10.0)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
             self.http = http
@@ -517,7 +517,7 @@ class CellRun:
         phase's sampling (so that each answer pairs with the task's accuracy answer), timed as a whole.
         Answers are kept as they come, unjudged; they are judged once the last point is measured, so
         that no test run shares the CPU with a timed point (a run resumed before that judges them)."""
-        total = len(sweep_loads(self.settings))
+        total = len(sweep_loads(self.context.matrix, self.cell))
         self.events.phase_started(self.cell, "sweep", total, total - len(loads))
         tasks = sweep_tasks(self.context.matrix, self.context.benchmark, self.context.tasks, self.cell)
         if not tasks:

@@ -319,7 +319,7 @@ class Reproduction:
         latency = [t for t in cell_latency_tasks(self.matrix, self.latency_tasks, cell)
                    if any((key, t.id) not in done for key in keys)]
         measured = {p.label for p in result.sweep}
-        sweep = [load for load in sweep_loads(self.settings) if load not in measured]
+        sweep = [load for load in sweep_loads(self.matrix, cell) if load not in measured]
         return accuracy, latency, sweep
 
     def finish_cell(self, result: CellResult) -> None:
