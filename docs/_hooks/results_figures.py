@@ -219,6 +219,144 @@ def oracle_2025(root: Path) -> str:
               f"- Of the tasks checked for real, {both} could also have been carried.\n")
 
 
+# --- bench/results/demo/: a demo run kept by scripts/keep-demo-results.py ---------------------------------
+
+def _demo(root: Path) -> tuple[dict, list[dict], list[dict]]:
+    """run.json, the first results row of each cell (its cell-wide figures), and the comparisons."""
+    run = _read_json(root, "demo/run.json")
+    cells: dict[str, dict] = {}
+    for row in json.loads((root / "demo" / "results.json").read_text(encoding="utf-8")):
+        cells.setdefault(row["cell_id"], row)
+    return run, list(cells.values()), json.loads((root / "demo" / "comparisons.json").read_text(encoding="utf-8"))
+
+
+def _demo_source(run: dict) -> str:
+    return (f"Source: `bench/results/demo/` (`scripts/keep-demo-results.py`), the run of `{run['command']}` "
+            f"started {run['measured'][:16].replace('T', ' ')} UTC on {run['machine']}.")
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def _wilson(row: dict) -> str:
+    return f"{row['cell_wilson_low']:.0%}–{row['cell_wilson_high']:.0%}"
+
+
+def _opt_ms(seconds: float | None) -> str:
+    """Milliseconds below a second, seconds from one up; a dash where nothing was measured."""
+    if seconds is None:
+        return "—"
+    return f"{seconds:.2f} s" if seconds >= 1 else _ms(seconds * 1000)
+
+
+def demo_duration(root: Path) -> str:
+    """How long the demo ran, against what the plan said before it."""
+    run, _, _ = _demo(root)
+    wall = f"{run['wall_minutes']:.1f} min" if run.get("wall_minutes") else "not timed"
+    slowest = max(run["cells"], key=lambda c: c["minutes"] or 0)
+    rows = [[f"{run['run_minutes']:.1f} min", wall, f"{run['planned_minutes']:.1f} min",
+             f"{run['run_minutes'] / run['planned_minutes']:.2f}", f"{slowest['cell']} ({slowest['minutes']:.1f} min)"]]
+    return "\n".join([_table(["the run (first cell to last verdict)", "`make demo`, set up", "planned",
+                              "run / planned", "longest cell"], rows), "", _demo_source(run)])
+
+
+def demo_ladder(root: Path) -> str:
+    """The quantization ladder and vLLM: pass rate with its interval, speed and memory per cell."""
+    run, cells, _ = _demo(root)
+    rows = []
+    for row in cells:
+        if not row["cell_id"].endswith("/baseline"):
+            continue
+        passed = round((row["cell_pass_rate"] or 0) * row["cell_tasks"])
+        rows.append([f"{row['runtime']} {row['quantization']}", f"{passed}/{row['cell_tasks']}", _wilson(row),
+                     _opt_ms(row.get("tpot_p50_s")),
+                     "—" if row.get("output_tokens_per_s") is None else f"{row['output_tokens_per_s']:.1f}",
+                     f"{_opt_ms(row.get('ttft_p50_s'))} / {_opt_ms(row.get('ttft_cold_p50_s'))}",
+                     "—" if row.get("peak_rss_mib") is None else f"{row['peak_rss_mib']:,.0f} MiB"])
+    return "\n".join([_table(["cell", "pass", "Wilson 95%", "warm TPOT p50", "warm output tokens/s",
+                              "TTFT p50 warm / cold", "server peak RSS"], rows), "", _demo_source(run)])
+
+
+def _verdict_rows(comparisons: list[dict], kind: str) -> list[list[str]]:
+    return [[row["cell_id"].split("/")[-1] if kind == "technique" else row["quantization"],
+             row["baseline_quantization"] if kind == "quantization" else row["baseline_id"].split("/")[-1],
+             row["accuracy_words"], row["speed_words"],
+             f"{row['answers_changed']} of {row['answers_paired']}" if row.get("answers_paired") else "—"]
+            for row in comparisons if row["kind"] == kind]
+
+
+def demo_verdicts(root: Path) -> str:
+    """Each rung and technique against its baseline: the answers' verdict and the speed's, as the report words them."""
+    run, _, comparisons = _demo(root)
+    header = ["cell", "against", "answers", "speed", "answers changed"]
+    return "\n".join(["Quantizations, against the ladder's reference rung:", "",
+                      _table(header, _verdict_rows(comparisons, "quantization")), "",
+                      "Techniques, against the Q4_K_M rung:", "",
+                      _table(header, _verdict_rows(comparisons, "technique")), "", _demo_source(run)])
+
+
+def demo_noise_floor(root: Path) -> str:
+    """The answers and verdicts changed by asking again, per cell that measured its floor."""
+    run, cells, _ = _demo(root)
+    rows = [[row["cell_id"].split("/")[2], f"{row['repeat_answers_changed']} of {row['repeat_tasks']}",
+             f"{row['repeat_serial_answers_changed']} of {row['repeat_serial_tasks']}",
+             f"{row['repeat_verdicts_changed']} and {row['repeat_serial_verdicts_changed']}"]
+            for row in cells if row.get("repeat_tasks")]
+    return "\n".join([_table(["rung", "answers changed, concurrency 2", "one at a time", "verdicts changed"], rows),
+                      "", _demo_source(run)])
+
+
+def _load_rows(points: list[dict]) -> list[list[str]]:
+    rows = []
+    for p in points:
+        g = p["goodput"]
+        load = f"{p['concurrency']} in flight" if p["concurrency"] is not None else f"{p['offered_rps']:g} req/s offered"
+        interval = "" if p["pass_low"] is None else f" ({p['pass_low']:.0%}–{p['pass_high']:.0%})"
+        floor = p["floor"] + (f" (p = {p['floor_p']:.2g})" if p.get("floor_p") is not None else "")
+        rows.append([load, f"{p['achieved_rps']:.2f}", f"{p['passed']}/{p['judged']}{interval}",
+                     f"{p['answers_changed']} of {p['paired']}", f"{p['verdicts_changed']} of {p['verdicts_paired']}",
+                     floor, _pct(g["attainment"]), "—" if g["pass_goodput_rps"] is None else f"{g['pass_goodput_rps']:.2f}"])
+    return rows
+
+
+LOAD_HEADER = ["load", "answered req/s", "pass (Wilson 95%)", "answers changed", "verdicts changed",
+               "against the noise floor", "SLO attainment", "pass-goodput req/s"]
+
+
+def _slo_words(slo: dict) -> str:
+    parts = [f"TTFT p{slo['ttft_percentile']:g} ≤ {slo['ttft_s']:g} s" if slo.get("ttft_s") not in (None, "inf") else "",
+             f"ITL p{slo['itl_percentile']:g} ≤ {slo['itl_ms']:g} ms" if slo.get("itl_ms") not in (None, "inf") else ""]
+    return ", ".join(p for p in parts if p) + f"; a point is within the SLO when {slo['attainment']:.0%} of its requests meet it"
+
+
+def demo_under_load(root: Path) -> str:
+    """The swept rung: each sweep point's pass rate, changes against the accuracy phase, attainment, pass-goodput."""
+    run, _, _ = _demo(root)
+    blocks = [] if run["swept"] else ["This run made no judged sweep (the demo gained one after it).", ""]
+    for cell in run["swept"]:
+        blocks += [f"`{cell['cell']}`, {cell['points'][0]['requests']} tasks at every point "
+                   f"(SLO: {_slo_words(run['slo'])}):", "", _table(LOAD_HEADER, _load_rows(cell["points"])), "",
+                   f"Highest load within the SLO: {cell['highest_concurrency_within_slo'] or 'none'} (closed loop), "
+                   f"{cell['highest_rate_within_slo'] or 'none'} (open loop).", ""]
+    return "\n".join(blocks + [_demo_source(run)])
+
+
+# --- bench/results/load-accuracy.json: bench/load_accuracy.py --json ---------------------------------------
+
+def load_accuracy(root: Path) -> str:
+    """One llama.cpp cell with 4 slots at concurrency 1, 2, 4 and two rates, every answer judged."""
+    data = _read_json(root, "load-accuracy.json")
+    floor = data.get("noise_floor")
+    floor_line = (f"Noise floor (the same cell asked again at concurrency {floor['concurrency']}): "
+                  f"{floor['answers_changed']} of {floor['tasks']} answers, {floor['verdicts_changed']} verdicts."
+                  if floor else "No noise floor measured.")
+    return "\n".join([f"`{data['cell']}` (llama-server {data['server']}), {data['tasks']} starter tasks at every "
+                      f"point; SLO: {_slo_words(data['slo'])}. The run took {data['minutes']:.0f} min.", "",
+                      _table(LOAD_HEADER, _load_rows(data["points"])), "", floor_line, "",
+                      _source(root, "load-accuracy.json", data)])
+
+
 FIGURES: dict[str, Callable[[Path], str]] = {
     "client-speed": client_speed,
     "client-minimal": client_minimal,
@@ -227,6 +365,11 @@ FIGURES: dict[str, Callable[[Path], str]] = {
     "java-paths": java_paths,
     "oracle-2024": oracle_2024,
     "oracle-2025": oracle_2025,
+    "demo-duration": demo_duration,
+    "demo-ladder": demo_ladder,
+    "demo-verdicts": demo_verdicts,
+    "demo-noise-floor": demo_noise_floor,
+    "demo-under-load": demo_under_load,
 }
 
 
