@@ -39,3 +39,19 @@ def test_a_task_is_task_id_in_every_json_output_that_names_one():
     assert checked.exit_code == 0, checked.output
     (check,) = objects(checked.stdout)
     assert check["task_id"] == tasks[0]["task_id"] and "id" not in check
+
+
+def test_a_cell_is_cell_id_in_doctor_plan_and_dry_run_as_in_the_reports_files():
+    # results.json, comparisons.json and load_points.json name a cell `cell_id`; the plan's outputs say
+    # the same (beside their older `id` and `cell`)
+    ids = None
+    for args in (["doctor", "matrices/demo.toml", "--json"],
+                 ["reproduce", "matrices/demo.toml", "--dry-run", "--json"]):
+        done = CliRunner().invoke(main, args)
+        assert done.exit_code == 0, done.output
+        records = objects(done.stdout)
+        cells = records[0]["cells"] if args[0] == "doctor" else records
+        found = [c["cell_id"] for c in cells]
+        assert found and (ids is None or found == ids)
+        ids = found
+    assert ids[0] == "qwen2.5-coder-0.5b/llamacpp/q4_k_m/baseline"

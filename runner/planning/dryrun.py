@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from runner.errors import UserError
 from runner.matrix import Matrix, ModelSource
@@ -83,6 +83,12 @@ class DryCell(BaseModel):
     request: dict[str, Any] | None = None
     request_note: str = ""
     checks: list[Check] = Field(default_factory=list)
+
+    @computed_field
+    @property
+    def cell_id(self) -> str:
+        """The cell's id under the name every other output gives it (``cell`` is the dry run's own)."""
+        return self.cell
 
 
 def _origin(matrix: Matrix, cell: Cell) -> tuple[str, ModelSource]:

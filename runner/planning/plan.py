@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from runner.errors import UserError
 from runner.matrix import Matrix
@@ -91,6 +91,12 @@ class PlannedCell(BaseModel):
     unchecked: str | None = None
     #: where its hours are unknown: the matrix key that would give its weights' size
     size_key: str | None = None
+
+    @computed_field
+    @property
+    def cell_id(self) -> str:
+        """The cell's id under the name every other output gives it (``id`` is kept for older readers)."""
+        return self.id
 
     @property
     def verdict(self) -> str:
