@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--runtimes", default="llamacpp,vllm")
     parser.add_argument("--runs-dir", type=Path, default=Path(tempfile.gettempdir()) / "runner-bench")
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--record", type=Path, help="also write the figures here as JSON (bench/results/noise-floor.json)")
     args = parser.parse_args()
     runtimes = [r for r in args.runtimes.split(",") if r]
     text = MATRIX.format(repeat=args.repeat, concurrency=args.concurrency)
@@ -90,6 +91,7 @@ def main() -> None:
     outcome = reproduce(load_matrix(path), RunOptions(runs_dir=args.runs_dir, fresh=args.fresh), Notes())
     print(f"run {outcome.run_dir}: {time.monotonic() - started:.0f} s")
     store = RunStore(outcome.run_dir)
+    kept = []
     for result in outcome.results:
         samples = store.latest_samples(result.cell)
         floor = noise_floor(result.cell.id, samples, args.concurrency)
@@ -104,6 +106,15 @@ def main() -> None:
             wall = (max(s.finished_at for s in phase) - min(s.started_at for s in phase)).total_seconds()
             print(f"  {rep.phase:<13} concurrency {rep.concurrency}: answers changed {rep.answers_changed} of "
                   f"{rep.tasks}, verdicts changed {rep.verdicts_changed} of {rep.judged} ({wall:.0f} s)")
+        kept.append({"runtime": result.cell.runtime, "quantization": result.cell.quantization,
+                     "server": result.server_version, "status": result.status,
+                     "concurrent": floor.concurrent.model_dump(mode="json") if floor.concurrent else None,
+                     "serial": floor.serial.model_dump(mode="json") if floor.serial else None})
+    if args.record:
+        import record  # bench/record.py: a script's own folder is on sys.path
+
+        record.write(args.record, {"tasks": args.repeat, "concurrency": args.concurrency,
+                                   "minutes": round((time.monotonic() - started) / 60, 1), "cells": kept})
 
 
 if __name__ == "__main__":

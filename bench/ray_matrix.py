@@ -63,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=4, help="tasks per cell")
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--record", type=Path, help="also write the figures here as JSON (bench/results/ray.json)")
     args = parser.parse_args()
 
     import ray
@@ -105,6 +106,12 @@ def main() -> None:
     print(f"Ray, head + two 2-GPU workers (run only):  {ray_s:7.1f} s   (cluster start {up_s:.1f} s more)")
     print(f"ratio in-process / Ray:                    {local_s / ray_s:7.2f}")
     print(f"CPU cores on this machine: {os.cpu_count()} (shared: timings inflated by other load)")
+    if args.record:
+        import record  # bench/record.py: a script's own folder is on sys.path
+
+        record.write(args.record, {"cells": len(matrix.cells), "tasks": args.limit, "max_tokens": args.max_tokens,
+                                   "statuses": sorted(statuses), "in_process_s": round(local_s, 1),
+                                   "ray_s": round(ray_s, 1), "cluster_start_s": round(up_s, 1)})
 
 
 if __name__ == "__main__":

