@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--realtime", action="store_true",
                         help="both clients under SCHED_FIFO (llama-server not): on a shared machine another "
                              "tenant's busy process no longer holds a client's reading back for a scheduler tick")
+    parser.add_argument("--record", type=Path, help="also write the figures here as JSON (bench/results/client-overhead.json)")
     args = parser.parse_args()
 
     matrix = load_matrix(matrices_dir() / "gemma-smoke.toml")
@@ -185,6 +186,16 @@ def main() -> None:
           f"{med(m[0] for m in least):.2f} ms")
     print(f"decode client {statistics.median(decode):.1f} tok/s vs llama-bench in-process {in_process:.1f} tok/s: "
           f"ratio {statistics.median(decode) / in_process:.3f}")
+    if args.record:
+        import record  # bench/record.py: a script's own folder is on sys.path
+
+        record.write(args.record, {
+            "requests": len(samples), "tokens": args.tokens, "threads": args.threads, "realtime": args.realtime,
+            "ttft_ours_minus_minimal_ms": med(o[0] - m[0] for o, m in zip(ours, least)),
+            "ttft_quartiles_ms": [spread[len(spread) // 4], spread[(3 * len(spread)) // 4]],
+            "e2e_ours_minus_minimal_ms": med(o[1] - m[1] for o, m in zip(ours, least)),
+            "ttft_minus_prompt_ms": {"ours": med(o[0] for o in ours), "minimal": med(m[0] for m in least)},
+            "decode_tok_s": {"client": statistics.median(decode), "llama_bench": in_process}})
 
 
 if __name__ == "__main__":

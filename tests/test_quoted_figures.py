@@ -59,7 +59,7 @@ def test_committed_pages_match_their_results_files(hook):
     assert hook.drift() == []
     done = render_script(REPO, "--check")
     assert done.returncode == 0, done.stderr
-    names = {m.group("name") for m in hook.BLOCK.finditer(RESULTS_PAGE.read_text())}
+    names = {m.group("name") for page in hook.PAGES for m in hook.BLOCK.finditer((REPO / page).read_text())}
     assert names == set(hook.FIGURES)  # every renderer is used, every block has a renderer
 
 

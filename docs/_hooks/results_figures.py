@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
 #: the files whose marked blocks are generated: every page that quotes a measured figure from bench/results
-PAGES = ("docs/results.md",)
+PAGES = ("README.md", "docs/results.md")
 
 BLOCK = re.compile(r"(<!-- figure: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- /figure -->)", re.S)
 
@@ -418,6 +418,19 @@ def prompt_styles(root: Path) -> str:
                       f"The run took {data['minutes']:.0f} min. " + _source(root, "prompt-styles.json", data)])
 
 
+def client_overhead(root: Path) -> str:
+    """Our client against a minimal one on llama-server: TTFT and e2e, paired per request."""
+    data = _read_json(root, "client-overhead.json")
+    q1, q3 = data["ttft_quartiles_ms"]
+    rows = [[f"{data['requests']} × {data['tokens']}" + (", `--realtime`" if data["realtime"] else ""),
+             f"{data['ttft_ours_minus_minimal_ms']:+.2f} ms (quartiles {q1:+.2f} / {q3:+.2f} ms)",
+             f"{data['e2e_ours_minus_minimal_ms']:+.2f} ms"]]
+    decode = data["decode_tok_s"]
+    return "\n".join([_table(["requests × tokens", "TTFT ours − minimal", "e2e ours − minimal"], rows), "",
+                      f"Decode as the client sees it: {decode['client']:.1f} tokens/s; `llama-bench` in process: "
+                      f"{decode['llama_bench']:.1f}.", "", _source(root, "client-overhead.json", data)])
+
+
 # --- bench/results/test-suite.txt: the summary line of the last CI run's pytest --------------------------
 
 def test_suite(root: Path) -> str:
@@ -441,6 +454,12 @@ FIGURES: dict[str, Callable[[Path], str]] = {
     "oracle-2024": oracle_2024,
     "oracle-2025": oracle_2025,
     "test-suite": test_suite,
+    "load-accuracy": load_accuracy,
+    "ray": ray,
+    "sandbox-cost": sandbox_cost,
+    "noise-floor-runtimes": noise_floor_runtimes,
+    "prompt-styles": prompt_styles,
+    "client-overhead": client_overhead,
     "demo-duration": demo_duration,
     "demo-ladder": demo_ladder,
     "demo-verdicts": demo_verdicts,
