@@ -102,6 +102,7 @@ SWEEP_SLO = {"ttft_s": 30.0, "ttft_percentile": 95.0, "itl_ms": None, "itl_perce
 #: the judged sweep's loads: concurrency and Poisson rates, with how much each slows a request down
 SWEEP_LOADS = ((1, None, 1.0), (4, None, 1.3), (16, None, 2.4), (None, 0.5, 1.0), (None, 2.0, 1.9))
 SWEEP_TASKS = 16
+SWEEP_ERROR = "RemoteProtocolError: the server dropped the connection at c16"
 #: per cell and load, the sweep tasks (by index in the sample) whose answer text differs from the
 #: accuracy answer, and those whose verdict flips with it; the baseline's repetition changed 1 of 12
 SWEEP_CHANGES = {BASELINE.id: {"c1": (set(), set()), "c4": ({3}, set()), "c16": (set(range(9)), {0, 1, 2}),
@@ -124,8 +125,7 @@ def judged_sweep(store: RunStore, cell: Cell, tasks: list[str], rng: random.Rand
                 store.append_sample(cell, Sample(task_id=task_id, cell_id=cell.id, phase="sweep", load=label,
                                                  prompt_style=cell.prompt_style,
                                                  prompt_sha256=prompt_sha(cell.prompt_style, task_id),
-                                                 outcome=Outcome.error, error="ReadTimeout after 300 s",
-                                                 finished_at=T0))
+                                                 outcome=Outcome.error, error=SWEEP_ERROR, finished_at=T0))
                 continue
             before = accuracy[task_id]
             timed = make_sample(cell, task_id, "sweep", rng, speed / slower)
