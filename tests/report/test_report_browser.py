@@ -39,6 +39,12 @@ def test_report_opens_offline_in_chromium_with_every_chart(two_machine_runs, tmp
         assert browser.evaluate("document.querySelectorAll('#underload table.underload-table tbody tr').length") == 15
         assert browser.evaluate("document.querySelector('#plot-underload-llama3-70b svg').getBoundingClientRect()"
                                 ".height") > 300
+        # ... and its last column, pass-goodput, in view at 1,400 px without scrolling the table
+        assert browser.evaluate("""(() => {
+            const table = document.querySelector('#underload table.underload-table');
+            const frame = table.parentElement.getBoundingClientRect();
+            return [...table.querySelectorAll('td.pass-goodput')].every(td => td.getBoundingClientRect().right <= frame.right);
+        })()""")
         # at 1,400 px every cell's pass rates and e2e latency are in view, no horizontal scrolling
         assert browser.evaluate("window.innerWidth") == 1400
         seen = browser.evaluate("""(() => {

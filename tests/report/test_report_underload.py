@@ -77,7 +77,7 @@ def test_the_section_shows_every_judged_point_with_its_changes_goodput_and_slo(t
     assert section.count("highest load within the SLO") == 3
     assert "@ 2× A100" not in section and "llamacpp" not in section
     # its failed request is counted against goodput, and listed with the run's request errors
-    assert "ms · 1 request error</span>" in section
+    assert "ms<br>1 request error</span>" in section
     errors = html[html.index('<table id="error-table">'):]
     assert errors[:errors.index("</table>")].count(SWEEP_ERROR) == 3
 
