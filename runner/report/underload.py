@@ -86,17 +86,17 @@ class CellLoad:
 
     @property
     def highest_words(self) -> str:
-        """``c4 / 1.5 req/s``; a kind measured with no point within the SLO says so; ``none measured``
-        when no point of any kind reached the SLO."""
+        """``c4 / 1.5 req/s``; ``c4 / none of the rates`` where no rate point reached the SLO; ``none
+        measured`` where no point of any kind did."""
         closed, opened = self.highest
         if closed is None and opened is None:
             return "none measured"
         parts = []
         if any(p.concurrency is not None for p in self.points):
-            parts.append(closed.load if closed else "no concurrency point")
+            parts.append(closed.load if closed else "none of the concurrencies")
         if any(p.offered_rps is not None for p in self.points):
             parts.append(_rate(opened.offered_rps) if opened and opened.offered_rps is not None
-                         else "no rate point")
+                         else "none of the rates")
         return " / ".join(parts)
 
     @property

@@ -17,7 +17,7 @@ from runner.matrix.spec import Slo
 from runner.measuring.goodput import Goodput
 from runner.measuring.underload import LoadPoint, highest_within, load_points
 from runner.report import data, render
-from runner.report.underload import (GOODPUT_COLUMNS, GOODPUT_SHARED, SCHEMA_VERSION, LoadRecord, floor_of,
+from runner.report.underload import (GOODPUT_COLUMNS, GOODPUT_SHARED, SCHEMA_VERSION, CellLoad, LoadRecord, floor_of,
                                      run_slo, schema_markdown, slo_words)
 from runner.store import Manifest
 from tests.report.conftest import A100, BASELINE, FP8, SPEC, SWEEP_ERROR, SWEEP_SLO, write_run
@@ -195,3 +195,22 @@ def test_a_run_whose_sweep_judged_answers_renders_with_the_default_slo(tmp_path)
     html = paths.html.read_text()
     assert "each request meets TTFT ≤ 30 s · ITL p99 ≤ 100 ms; a point is within the SLO when at least 90%" in html
     assert len(json.loads(paths.load_points_json.read_text())) == 5
+
+
+def test_the_highest_load_within_the_slo_is_said_per_kind_or_none_measured(two_machine_runs):
+    base = _cells(two_machine_runs)[("paper-h100", BASELINE.id)]
+    points = _points(base, base)
+
+    def held(within: set[str]) -> CellLoad:
+        moved = [p.model_copy(update={"goodput": p.goodput.model_copy(update={"within_slo": p.load in within})})
+                 for p in points]
+        return CellLoad(cell=base, points=moved, slo=Slo.from_json(SWEEP_SLO), floor_cell=base.label)
+
+    assert held({"c1", "c4", "r0.5", "r2"}).highest_words == "c4 / 2 req/s"
+    assert held({"c1", "c4"}).highest_words == "c4 / none of the rates"
+    assert held({"r0.5"}).highest_words == "none of the concurrencies / 0.5 req/s"
+    assert held(set()).highest_words == "none measured"
+    only_rates = CellLoad(cell=base, points=[p for p in points if p.offered_rps is not None and p.goodput.within_slo],
+                          slo=Slo(), floor_cell=None)
+    assert only_rates.highest_words == "0.5 req/s"
+    assert only_rates.floor_words.startswith("no noise floor measured")
