@@ -369,7 +369,8 @@ def _doctor_ray(matrix: Path | None, backend: str | None, address: str, as_json:
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder for index.html, README.md, results.csv/json, comparisons.csv/json and plots/ [default: report/RUN "
+              help="Folder for index.html, README.md, results.csv/json, comparisons.csv/json, load_points.csv/json and plots/ "
+                   "[default: report/RUN "
                    "for one run, report/FIRST-and-N-more for several].")
 @user_errors
 def report(run_dirs: tuple[Path, ...], out_dir: Path | None) -> None:

@@ -8,6 +8,8 @@
     out_dir/results.json   the same rows as JSON records
     out_dir/comparisons.csv  one row per cell against its baseline: each verdict with its test
     out_dir/comparisons.json the same rows as JSON records (schema: runner.report.comparison_table)
+    out_dir/load_points.csv  one row per judged sweep point: pass rate, changes, goodput
+    out_dir/load_points.json the same rows as JSON records (schema: runner.report.underload)
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ class ReportPaths:
     json: Path
     comparisons_csv: Path
     comparisons_json: Path
+    load_points_csv: Path
+    load_points_json: Path
     plots: tuple[Path, ...]
 
     @property
     def files(self) -> tuple[Path, ...]:
-        """The page, the Markdown and the four tables, in the order the CLI lists them."""
-        return (self.html, self.markdown, self.csv, self.json, self.comparisons_csv, self.comparisons_json)
+        """The page, the Markdown and the six tables, in the order the CLI lists them."""
+        return (self.html, self.markdown, self.csv, self.json, self.comparisons_csv, self.comparisons_json,
+                self.load_points_csv, self.load_points_json)
 
 
 def default_out_dir(run_dirs: list[Path]) -> Path:
@@ -61,6 +66,8 @@ def render(run_dirs: list[Path], out_dir: Path) -> ReportPaths:
         json=writers.write_json(built, out_dir / "results.json"),
         comparisons_csv=writers.write_comparisons_csv(built, out_dir / "comparisons.csv"),
         comparisons_json=writers.write_comparisons_json(built, out_dir / "comparisons.json"),
+        load_points_csv=writers.write_load_points_csv(built, out_dir / "load_points.csv"),
+        load_points_json=writers.write_load_points_json(built, out_dir / "load_points.json"),
         plots=tuple(p.png for p in drawn),
     )
 

@@ -19,6 +19,7 @@ from runner.report.categories import CategoryTable
 from runner.report.headline import HeadlineRow, LatencySummary
 from runner.report.tables import Tables
 from runner.report.tradeoff import frontier, trade_off
+from runner.report.underload import CellLoad
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
@@ -356,6 +357,81 @@ def throughput(rows: list[HeadlineRow], fig: Figure) -> str:
     return "Fixed-length generation (ignore_eos, max_tokens) so that cells compare." + dashed
 
 
+def _load_x(point, kind: str) -> float:
+    return float(point.concurrency if kind == "concurrency" else point.offered_rps)
+
+
+def under_load(loads: list[CellLoad], fig: Figure) -> str:
+    """One model's cells under load: pass rate with its Wilson interval (top) and pass-goodput with
+    goodput (bottom) against the load; a column per kind of load (concurrency, offered rate)."""
+    kinds = [k for k in ("concurrency", "rate")
+             if any((p.concurrency is not None) == (k == "concurrency") for c in loads for p in c.points)]
+    axes = fig.subplots(2, len(kinds), squeeze=False, sharex="col")
+    for col, kind in enumerate(kinds):
+        top, bottom = axes[0][col], axes[1][col]
+        xs_all = [_load_x(p, kind) for c in loads for p in c.points
+                  if (p.concurrency is not None) == (kind == "concurrency")]
+        spread = max(xs_all) - min(xs_all) or 1.0
+        for i, load in enumerate(loads):
+            points = sorted((p for p in load.points if (p.concurrency is not None) == (kind == "concurrency")),
+                            key=lambda p: _load_x(p, kind))
+            if not points:
+                continue
+            colour = PALETTE[i % len(PALETTE)]
+            label = _short(load.cell.label, loads)
+            rated = [p for p in points if p.pass_rate is not None]
+            if rated:
+                ys = [100 * p.pass_rate for p in rated]
+                err = [[y - 100 * p.pass_low for y, p in zip(ys, rated)],
+                       [100 * p.pass_high - y for y, p in zip(ys, rated)]]
+                # cells side by side at each load, so that their intervals do not hide one another
+                shift = (i - (len(loads) - 1) / 2) * 0.03
+                dodged = [_load_x(p, kind) * 2 ** shift if kind == "concurrency" else _load_x(p, kind) + shift * spread
+                          for p in rated]
+                top.errorbar(dodged, ys, yerr=err, fmt="-o", color=colour, capsize=3,
+                             linewidth=1.5, markersize=5, label=label)
+            timed = [p for p in points if p.goodput.pass_goodput_rps is not None]
+            xs = [_load_x(p, kind) for p in timed]
+            bottom.plot(xs, [p.goodput.pass_goodput_rps for p in timed], "-", color=colour, linewidth=1.5)
+            bottom.plot(xs, [p.goodput.goodput_rps for p in timed], ":", color=colour, linewidth=1.2, alpha=0.7)
+            # filled: the point is within the SLO; hollow: below its attainment target
+            bottom.scatter(xs, [p.goodput.pass_goodput_rps for p in timed], s=30, zorder=3, edgecolors=colour,
+                           facecolors=[colour if p.goodput.within_slo else "white" for p in timed])
+        top.set_ylim(0, 103)
+        bottom.set_ylim(bottom=0)
+        if kind == "concurrency":
+            levels = sorted({p.concurrency for c in loads for p in c.points if p.concurrency is not None})
+            bottom.set_xscale("log", base=2)
+            bottom.set_xticks(levels, [str(c) for c in levels])
+            bottom.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            bottom.set_xlabel("concurrent requests (closed loop)")
+            top.set_title("pass rate vs concurrency")
+            bottom.set_title("pass-goodput vs concurrency")
+        else:
+            bottom.set_xticks(sorted(set(xs_all)), [f"{x:g}" for x in sorted(set(xs_all))])
+            bottom.set_xlabel("offered rate, requests/s (Poisson arrivals)")
+            top.set_title("pass rate vs offered rate")
+            bottom.set_title("pass-goodput vs offered rate")
+        top.set_ylabel("pass rate % (Wilson 95%)")
+        bottom.set_ylabel("requests/s")
+    handles, names = axes[0][-1].get_legend_handles_labels()
+    for row in axes[0][:-1]:
+        more = row.get_legend_handles_labels()
+        handles += [h for h, n in zip(*more) if n not in names]
+        names += [n for n in more[1] if n not in names]
+    handles += [Line2D([], [], color="#4b5563", linestyle="-", marker="o", label="pass-goodput: passed and met "
+                       "the SLO"),
+                Line2D([], [], color="#4b5563", linestyle=":", label="goodput: met the SLO"),
+                Line2D([], [], color="#4b5563", linestyle="", marker="o", markerfacecolor="white",
+                       label="point below the attainment target")]
+    axes[0][-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
+    targets = " / ".join(dict.fromkeys(f"{100 * c.slo.attainment:g}%" for c in loads))
+    return (f"Top: the pass rate of each sweep point's answers with its Wilson 95% interval. Bottom: requests per "
+            f"second that met the SLO and whose answer passed (pass-goodput, solid) and that met the SLO whatever "
+            f"the answer (goodput, dotted); a filled marker: the point's attainment reached {targets}, hollow: it "
+            f"did not. One line per cell.")
+
+
 def _svg(fig: Figure) -> str:
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", metadata={"Date": None})
@@ -387,6 +463,10 @@ def render_all(tables: Tables, plot_dir: Path) -> list[Plot]:
         specs.append(("categories", "Pass rate by category", size, lambda f: category_heatmap(table, rows, f)))
     if any(r.sweep for r in rows):
         specs.append(("throughput", "Throughput vs concurrency", (11, 4), lambda f: throughput(rows, f)))
+    for name, model, loads in tables.underload.charts if tables.underload else []:
+        columns = len({p.concurrency is None for c in loads for p in c.points})
+        specs.append((name, f"Accuracy under load: {model}", (11 if columns == 1 else 13, 6),
+                      lambda f, loads=loads: under_load(loads, f)))
     plots = []
     for name, title, size, draw in specs:
         # a salt per chart keeps element ids unique when several SVGs share one page, and stable

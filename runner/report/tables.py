@@ -23,6 +23,7 @@ from runner.report.reference import ReferenceRow, reference
 from runner.report.results import result_rows
 from runner.report.scoring import CascadeRow, cascades
 from runner.report.tradeoff import Highlights, highlights
+from runner.report.underload import UnderLoad, under_load
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Tables:
     timing: list[TimingRow] = field(default_factory=list)  # per run: timed samples that overlapped other generation
     noise: list[tuple[CellData, NoiseFloor]] = field(default_factory=list)  # the cells that repeated tasks
     comparisons: list[ComparisonRecord] = field(default_factory=list)  # every verdict with its test
+    underload: UnderLoad | None = None  # cells with judged sweep points ("Accuracy under load"); None: none
     notes: list[str] = field(default_factory=list)  # runs given twice, counted once
 
     @property
@@ -69,7 +71,6 @@ class Tables:
     def quantization_baselines(self) -> str:
         """The full-precision quantizations the quantized cells are compared with, by their own names."""
         return ", ".join(dict.fromkeys(q.comparison.baseline.cell.quantization for q in self.quantizations))
-
 
 
 def build(runs: list[RunData], catalogue: TaskCatalogue, notes: list[str] | None = None) -> Tables:
@@ -96,4 +97,5 @@ def build(runs: list[RunData], catalogue: TaskCatalogue, notes: list[str] | None
                   editions=edition_rows(cells), client_overhead=overhead_note() if sweep_levels(rows) else None,
                   judging=judging_rows, judging_total=judging_total, timing=timing_rows(runs),
                   noise=[(c, floor) for c in cells if (floor := c.noise) is not None],
-                  comparisons=comparison_rows(techniques, quantizations), notes=list(notes or []))
+                  comparisons=comparison_rows(techniques, quantizations), underload=under_load(runs),
+                  notes=list(notes or []))

@@ -1,4 +1,5 @@
-"""One writer per format: the self-contained HTML page, the Markdown README, results.csv and results.json."""
+"""One writer per format: the self-contained HTML page, the Markdown README, and the CSV and JSON tables
+(results, comparisons, load_points)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from runner.paths import templates_dir
 from runner.report.comparison_table import ComparisonRecord
 from runner.report.plots import Plot
 from runner.report.tables import Tables
+from runner.report.underload import LoadRecord
 
 
 def pct(rate: float | None, digits: int = 1) -> str:
@@ -119,5 +121,27 @@ def write_comparisons_csv(tables: Tables, path: Path) -> Path:
 def write_comparisons_json(tables: Tables, path: Path) -> Path:
     """comparisons.json: the same rows as comparisons.csv, as a list of records."""
     path.write_text(json.dumps([r.model_dump() for r in tables.comparisons], indent=1, allow_nan=False),
+                    encoding="utf-8")
+    return path
+
+
+def _load_records(tables: Tables) -> list[LoadRecord]:
+    return tables.underload.records if tables.underload is not None else []
+
+
+def write_load_points_csv(tables: Tables, path: Path) -> Path:
+    """load_points.csv: one row per judged sweep point of each cell, goodput flattened (empty: None);
+    a header alone where no sweep judged its answers."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(LoadRecord.model_fields))
+        writer.writeheader()
+        for row in _load_records(tables):
+            writer.writerow({k: "" if v is None else v for k, v in row.model_dump().items()})
+    return path
+
+
+def write_load_points_json(tables: Tables, path: Path) -> Path:
+    """load_points.json: the same rows as load_points.csv, as a list of records."""
+    path.write_text(json.dumps([r.model_dump() for r in _load_records(tables)], indent=1, allow_nan=False),
                     encoding="utf-8")
     return path

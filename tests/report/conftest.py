@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from runner.benchmarks import load_benchmark
+from runner.measuring.noise import REPEAT
 from runner.report import ReportPaths, render
 from runner.running.run import RunOutcome
 from runner.records import Cascade, CascadeVerdict, Cell, Outcome, Sample, ServerTimings, Stage
@@ -95,15 +96,70 @@ def make_sample(cell: Cell, task_id: str, phase: str, rng: random.Random, speed:
                   (None, Outcome.passed) else "", started_at=started, finished_at=started + timedelta(seconds=e2e))
 
 
+#: the judged sweep's SLO (as a manifest keeps it: null for inf): an e2e bound the higher loads break
+SWEEP_SLO = {"ttft_s": 30.0, "ttft_percentile": 95.0, "itl_ms": None, "itl_percentile": 99.0, "tpot_ms": None,
+             "e2e_s": 8.0, "attainment": 0.9}
+#: the judged sweep's loads: concurrency and Poisson rates, with how much each slows a request down
+SWEEP_LOADS = ((1, None, 1.0), (4, None, 1.3), (16, None, 2.4), (None, 0.5, 1.0), (None, 2.0, 1.9))
+SWEEP_TASKS = 16
+SWEEP_ERROR = "RemoteProtocolError: the server dropped the connection at c16"
+#: per cell and load, the sweep tasks (by index in the sample) whose answer text differs from the
+#: accuracy answer, and those whose verdict flips with it; the baseline's repetition changed 1 of 12
+SWEEP_CHANGES = {BASELINE.id: {"c1": (set(), set()), "c4": ({3}, set()), "c16": (set(range(9)), {0, 1, 2}),
+                               "r0.5": (set(), set()), "r2": ({5, 6}, {5})},
+                 FP8.id: {"c4": ({2}, {2}), "c16": ({1, 2}, {2})}}
+
+
+def judged_sweep(store: RunStore, cell: Cell, tasks: list[str], rng: random.Random, speed: float) -> list[SweepPoint]:
+    """Sweep samples (phase ``sweep``, ``load`` the point's label) judged like the accuracy phase's: most
+    answers the accuracy answer again, some changed (``SWEEP_CHANGES``); the last request of c16 fails."""
+    accuracy = {s.task_id: s for s in store.latest_samples(cell) if s.phase == "accuracy" and s.error is None}
+    sample = [t for t in tasks if t in accuracy][::2][:SWEEP_TASKS]
+    points = []
+    for concurrency, rate, slower in SWEEP_LOADS:
+        label = f"c{concurrency}" if rate is None else f"r{rate:g}"
+        changed, flipped = SWEEP_CHANGES.get(cell.id, {}).get(label, (set(), set()))
+        tokens = 0
+        for i, task_id in enumerate(sample):
+            if label == "c16" and i == len(sample) - 1:
+                store.append_sample(cell, Sample(task_id=task_id, cell_id=cell.id, phase="sweep", load=label,
+                                                 prompt_style=cell.prompt_style,
+                                                 prompt_sha256=prompt_sha(cell.prompt_style, task_id),
+                                                 outcome=Outcome.error, error=SWEEP_ERROR, finished_at=T0))
+                continue
+            before = accuracy[task_id]
+            timed = make_sample(cell, task_id, "sweep", rng, speed / slower)
+            outcome = before.outcome
+            if i in flipped:
+                outcome = Outcome.fail if outcome == Outcome.passed else Outcome.passed
+            tokens += timed.completion_tokens or 0
+            store.append_sample(cell, timed.model_copy(update={
+                "load": label, "outcome": outcome, "cleaned_outcome": outcome,
+                "raw_text": before.raw_text + (f"\n# changed at {label}" if i in changed else "")}))
+        # closed loop: the batch's pace; open loop: the arrivals' pace, unless the server falls behind it
+        busy = SWEEP_TASKS * PROFILE[cell.id][1] * slower / (speed * (concurrency or 4))
+        seconds = busy if rate is None else max(SWEEP_TASKS / rate, busy)
+        answered = SWEEP_TASKS - (label == "c16")
+        points.append(SweepPoint(concurrency=concurrency, rate=rate, requests=answered, seconds=seconds,
+                                 requests_per_s=answered / seconds, output_tokens_per_s=tokens / seconds,
+                                 errors=SWEEP_TASKS - answered, tasks=SWEEP_TASKS))
+    return points
+
+
 def write_run(root: Path, name: str, fingerprint: Fingerprint, cells: list[Cell], *, speed: float, seed: int,
-              failed: Cell | None = None, benchmark: str = "starter") -> RunStore:
-    """A finished run directory: manifest, cell records with sweeps, accuracy and latency samples."""
+              failed: Cell | None = None, benchmark: str = "starter", judged: bool = False) -> RunStore:
+    """A finished run directory: manifest, cell records with sweeps, accuracy and latency samples.
+    ``judged``: its sweep judged its answers (``judged_sweep``: concurrency and rate points, an SLO, and
+    the baseline's noise floor), as runs do since issue 29; else a throughput-only sweep."""
     tasks = [t.id for t in load_benchmark("starter").tasks]
     rng = random.Random(seed)
     store = RunStore(root / name)
     matrix = {"name": name, "benchmark": benchmark, "backend": "docker",
               "tasks": {"languages": [], "modes": [], "programs": [], "limit": None},
               "settings": {"max_tokens": 200, "temperature": 0.0, "seed": 0, "concurrency": 8, "sweep": [1, 4, 16]}}
+    if judged:
+        matrix["settings"].update(sweep_rates=[0.5, 2.0], sweep_requests=SWEEP_TASKS, repeat_tasks=12)
+        matrix["slo"] = SWEEP_SLO
     store.write_manifest(Manifest(
         name=name, matrix_path="matrices/paper.toml", matrix=matrix, cells=cells, fingerprint=fingerprint,
         models=[ModelRecord(key="llama3-70b", path="/models/Meta-Llama-3-70B-Instruct",
@@ -145,6 +201,13 @@ def write_run(root: Path, name: str, fingerprint: Fingerprint, cells: list[Cell]
         sweep = [SweepPoint(concurrency=c, requests=32, seconds=32 * e2e / (speed * c ** 0.8),
                             requests_per_s=speed * c ** 0.8 / e2e, output_tokens_per_s=200 * speed * c ** 0.8 / e2e)
                  for c in (1, 4, 16)]
+        if judged:
+            if cell == BASELINE:  # its noise floor: 12 tasks asked again at concurrency 8, one answer changed
+                for k, task_id in enumerate(latency_tasks):
+                    again = make_sample(cell, task_id, "accuracy", rng, speed)
+                    store.append_sample(cell, again.model_copy(update={
+                        "phase": REPEAT, "raw_text": again.raw_text + ("\n# repeated" if k == 0 else "")}))
+            sweep = judged_sweep(store, cell, tasks, rng, speed)
         store.write_cell(CellResult(cell=cell, status="done", backend="docker", load_seconds=180.0 / speed,
                                     server_version="0.6.3", image_digest="sha256:" + "1" * 64, sweep=sweep,
                                     peak_gpu_memory_mib=76000.0, energy_joules=250.0 * len(tasks) / speed,
@@ -154,9 +217,11 @@ def write_run(root: Path, name: str, fingerprint: Fingerprint, cells: list[Cell]
 
 @pytest.fixture
 def two_machine_runs(tmp_path) -> list[Path]:
-    """An H100 run with four cells (one failed) and an A100 run of two of the same cells."""
+    """An H100 run with four cells (one failed) whose sweep judged its answers, and an A100 run of two of
+    the same cells with a throughput-only sweep (a run from before judged sweeps)."""
     runs = tmp_path / "runs"
-    h100 = write_run(runs, "paper-h100", H100, [BASELINE, FP8, SPEC, GGUF], speed=1.0, seed=1, failed=GGUF)
+    h100 = write_run(runs, "paper-h100", H100, [BASELINE, FP8, SPEC, GGUF], speed=1.0, seed=1, failed=GGUF,
+                     judged=True)
     a100 = write_run(runs, "paper-a100", A100, [BASELINE, FP8], speed=0.6, seed=2)
     return [h100.root, a100.root]
 

@@ -67,7 +67,8 @@ def test_two_machine_report_shows_hardware_reference_failures_and_errors(two_mac
     # answers are escaped, never markup
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert paths.html.stat().st_size < 5_000_000
-    assert {p.name for p in paths.plots} == {"pareto.png", "latency-cdf.png", "categories.png", "throughput.png"}
+    assert {p.name for p in paths.plots} == {"pareto.png", "latency-cdf.png", "categories.png", "throughput.png",
+                                             "underload-llama3-70b.png"}
 
 
 def test_a_simcopilot_run_stands_beside_the_published_row_its_model_names(tmp_path):
@@ -181,12 +182,12 @@ def test_missing_benchmark_leaves_a_note_instead_of_categories(tmp_path):
     assert 'id="hardware"' not in html  # one machine: nothing to compare
 
 
-def test_cli_report_writes_the_four_files_and_refuses_a_non_run(two_machine_runs, tmp_path):
+def test_cli_report_writes_the_page_and_its_tables_and_refuses_a_non_run(two_machine_runs, tmp_path):
     result = CliRunner().invoke(main, ["report", *map(str, two_machine_runs), "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert result.output.split() == [str(tmp_path / "out" / n) for n in
                                      ("index.html", "README.md", "results.csv", "results.json", "comparisons.csv",
-                                      "comparisons.json")]
+                                      "comparisons.json", "load_points.csv", "load_points.json")]
     bad = CliRunner().invoke(main, ["report", str(tmp_path), "-o", str(tmp_path / "out2")])
     assert bad.exit_code == 2 and "manifest.json: not found" in bad.output and "Traceback" not in bad.output
 

@@ -22,7 +22,8 @@ def test_report_opens_offline_in_chromium_with_every_chart(two_machine_runs, tmp
             const svg = f.querySelector('svg'); const box = svg ? svg.getBoundingClientRect() : null;
             return [f.dataset.plot, box ? Math.round(box.width) : 0, box ? Math.round(box.height) : 0];
         })""")
-        assert sorted(name for name, _, _ in charts) == ["categories", "latency-cdf", "pareto", "throughput"]
+        assert sorted(name for name, _, _ in charts) == ["categories", "latency-cdf", "pareto", "throughput",
+                                                         "underload-llama3-70b"]
         assert all(width > 600 and height > 200 for _, width, height in charts), charts
         # the trade-off chart is the first thing on the page, above the fold
         top = browser.evaluate("document.querySelector('#plot-pareto').getBoundingClientRect().top")
@@ -31,8 +32,19 @@ def test_report_opens_offline_in_chromium_with_every_chart(two_machine_runs, tmp
         assert browser.evaluate("[...document.querySelectorAll('details')].every(d => !d.open)")
         sections = browser.evaluate("[...document.querySelectorAll('section')].map(s => s.id)")
         # a starter run: no published tables, no SimCoPilot-only section
-        assert sections == ["glance", "headline", "environment", "judging", "timing", "techniques", "quantization", "cascades",
-                            "hardware", "charts", "failures", "definitions", "provenance", "tasks"]
+        assert sections == ["glance", "headline", "environment", "judging", "timing", "techniques", "quantization",
+                            "noise", "underload", "cascades", "hardware", "charts", "failures", "definitions",
+                            "provenance", "tasks"]
+        # accuracy under load: a row per judged point (three cells, five points each), the chart drawn
+        assert browser.evaluate("document.querySelectorAll('#underload table.underload-table tbody tr').length") == 15
+        assert browser.evaluate("document.querySelector('#plot-underload-llama3-70b svg').getBoundingClientRect()"
+                                ".height") > 300
+        # ... and its last column, pass-goodput, in view at 1,400 px without scrolling the table
+        assert browser.evaluate("""(() => {
+            const table = document.querySelector('#underload table.underload-table');
+            const frame = table.parentElement.getBoundingClientRect();
+            return [...table.querySelectorAll('td.pass-goodput')].every(td => td.getBoundingClientRect().right <= frame.right);
+        })()""")
         # at 1,400 px every cell's pass rates and e2e latency are in view, no horizontal scrolling
         assert browser.evaluate("window.innerWidth") == 1400
         seen = browser.evaluate("""(() => {

@@ -39,7 +39,19 @@ def test_report_of_a_real_small_run(small_run, tmp_path):
     # two timed pairs give a ratio, not a verdict
     assert "too few timed pairs to judge speed (2;" in row
     assert "all 2 cells saw identical prompts" in html
-    assert {p.name for p in paths.plots} == {"pareto.png", "latency-cdf.png", "categories.png", "throughput.png"}
+    assert {p.name for p in paths.plots} == {"pareto.png", "latency-cdf.png", "categories.png", "throughput.png",
+                                             "underload-gemma3-report.png"}
+    # the sweep judged what it generated: each cell's points, with their changes against the accuracy phase
+    points = json.loads(paths.load_points_json.read_text())
+    assert sorted((r["cell_id"], r["load"]) for r in points) == sorted(
+        (result.cell.id, load) for result in outcome.results for load in ("c1", "c2"))
+    for point in points:
+        sweep = [s for s in store.latest_samples(next(r.cell for r in outcome.results if r.cell.id == point["cell_id"]))
+                 if s.phase == "sweep" and s.load == point["load"]]
+        assert point["requests"] == len(sweep) == 2 and point["paired"] <= 2
+        assert point["passed"] == sum(s.outcome is not None and s.outcome.value == "pass" for s in sweep)
+        assert f"answers changed: {point['answers_changed']} of {point['paired']}" in point["changes_words"]
+    assert 'id="underload"' in html and 'id="plot-underload-gemma3-report"' in html
 
     binary = find_chromium()
     require(binary is not None, "chromium (Debian package `chromium`)")
