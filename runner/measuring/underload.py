@@ -36,7 +36,8 @@ class LoadPoint(BaseModel):
     output_tokens_per_s: float = Field(description="Output tokens per second over the point's duration.")
     seconds: float = Field(description="The point's duration: first send to last answer.")
     requests: int = Field(description="Requests sent (the sweep's task sample).")
-    judged: int = Field(description="Answers with a verdict, unscoreable tasks left out.")
+    judged: int = Field(description="Answers with a verdict, and request errors (counted as not passing); "
+                        "unscoreable tasks left out.")
     passed: int = Field(description="Answers that passed their tests.")
     pass_rate: float | None = Field(description="passed / judged; None before any verdict.")
     pass_low: float | None = Field(description="The pass rate's Wilson 95% interval, lower end.")
@@ -72,7 +73,10 @@ def load_point(point: SweepPoint, cell_id: str, samples: Sequence[Sample], accur
     answered = {s.task_id: s for s in samples if s.outcome is not Outcome.error and s.error is None}
     paired = repetition(accuracy, answered, "sweep", point.concurrency or 0)
     against = against_floor(paired.answers_changed, paired.tasks, floor)
-    verdicts = [s for s in samples if s.outcome not in (None, Outcome.error, Outcome.unscoreable)]
+    # the one pass-rate definition (runner.measuring.passrate): a request error counts as not passing,
+    # an unscoreable task and an answer not judged yet are left out
+    verdicts = [s for s in samples if s.outcome is not None and s.outcome is not Outcome.unscoreable
+                or (s.outcome is None and s.error is not None)]
     passed = sum(s.outcome is Outcome.passed for s in verdicts)
     interval = wilson_interval(passed, len(verdicts)) if verdicts else None
     return LoadPoint(cell_id=cell_id, load=point.label, concurrency=point.concurrency, offered_rps=point.rate,

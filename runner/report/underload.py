@@ -163,7 +163,8 @@ class LoadRecord(BaseModel):
     seconds: float = Field(description="the point's duration, first send to last answer; the goodputs' "
                                        "denominator")
     requests: int = Field(description="requests sent: the sweep's stratified task sample")
-    judged: int = Field(description="answers with a verdict, request errors and unscoreable tasks left out")
+    judged: int = Field(description="answers with a verdict, and request errors (counted as not passing); unscoreable "
+                                    "tasks left out")
     passed: int = Field(description="answers that passed their tests")
     pass_rate: float | None = Field(description="passed / judged (a fraction); None before any verdict")
     pass_low: float | None = Field(description="the pass rate's Wilson 95% interval, low end")

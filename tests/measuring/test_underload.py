@@ -62,7 +62,8 @@ def test_errors_and_slow_requests_lower_attainment_and_no_floor_is_said_so():
                       ttft=40.0 if n == 1 else 0.5) for n in range(9)]
     answers.append(sample(9, "sweep", "", Outcome.error, load="c16"))
     (p,) = load_points(CellResult(cell=CELL, sweep=[point("c16")]), accuracy() + answers, None, Slo())
-    assert (p.requests, p.judged, p.paired) == (10, 9, 9)  # the error has no verdict and pairs with nothing
+    assert (p.requests, p.judged, p.paired) == (10, 10, 9)  # the error counts as not passing, pairs with nothing
+    assert p.passed == 6 and p.pass_rate == 0.6
     assert p.goodput.errors == 1 and p.goodput.conforming == 8 and p.goodput.attainment == 0.8
     assert not p.goodput.within_slo  # 80% < the 90% target
     assert p.floor == "noise floor not measured" and p.floor_p is None
