@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
 #: the files whose marked blocks are generated: every page that quotes a measured figure from bench/results
-PAGES = ("README.md", "docs/results.md")
+PAGES = ("README.md", "docs/results.md", "docs/reproducing.md")
 
 BLOCK = re.compile(r"(<!-- figure: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- /figure -->)", re.S)
 
@@ -235,6 +235,21 @@ def _demo_source(run: dict) -> str:
             f"started {run['measured'][:16].replace('T', ' ')} UTC on {run['machine']}.")
 
 
+def demo_spread(root: Path) -> str:
+    """Each cell's passes in every kept demo run (``bench/results/demo*/``): what a rerun moves."""
+    runs = sorted((_read_json(root, f"{d.name}/run.json"), d.name) for d in root.glob("demo*") if (d / "run.json").is_file())
+    runs.sort(key=lambda r: r[0]["measured"])
+    passes: dict[str, list[str]] = {}
+    for run, name in runs:
+        for row in json.loads((root / name / "results.json").read_text(encoding="utf-8")):
+            if row["language"] == "python" and row["mode"] == "infill":  # one row per cell: its cell-wide figures
+                passes.setdefault(row["cell_id"], []).append(f"{round(row['cell_pass_rate'] * row['cell_tasks'])}"
+                                                             f"/{row['cell_tasks']}")
+    rows = [[cell.split("/", 1)[1], " · ".join(found)] for cell, found in passes.items() if len(found) == len(runs)]
+    dates = ", ".join(run["measured"][:10] + f" (`bench/results/{name}/`)" for run, name in runs)
+    return "\n".join([_table(["cell", "passed, run by run"], rows), "", f"The kept runs, in order: {dates}."])
+
+
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.0%}"
 
@@ -316,12 +331,13 @@ def _load_rows(points: list[dict]) -> list[list[str]]:
         floor = p["floor"] + (f" (p = {p['floor_p']:.2g})" if p.get("floor_p") is not None else "")
         rows.append([load, f"{p['achieved_rps']:.2f}", f"{p['passed']}/{p['judged']}{interval}",
                      f"{p['answers_changed']} of {p['paired']}", f"{p['verdicts_changed']} of {p['verdicts_paired']}",
-                     floor, _pct(g["attainment"]), "—" if g["pass_goodput_rps"] is None else f"{g['pass_goodput_rps']:.2f}"])
+                     floor, f"{_opt_ms(g['ttft_p_s'])} / {_opt_ms(None if g['itl_p_ms'] is None else g['itl_p_ms'] / 1000)}",
+                     _pct(g["attainment"]), "—" if g["pass_goodput_rps"] is None else f"{g['pass_goodput_rps']:.2f}"])
     return rows
 
 
 LOAD_HEADER = ["load", "answered req/s", "pass (Wilson 95%)", "answers changed", "verdicts changed",
-               "against the noise floor", "SLO attainment", "pass-goodput req/s"]
+               "against the noise floor", "TTFT / ITL at the SLO's percentiles", "SLO attainment", "pass-goodput req/s"]
 
 
 def _slo_words(slo: dict) -> str:
@@ -352,7 +368,7 @@ def load_accuracy(root: Path) -> str:
                   f"{floor['answers_changed']} of {floor['tasks']} answers, {floor['verdicts_changed']} verdicts."
                   if floor else "No noise floor measured.")
     return "\n".join([f"`{data['cell']}` (llama-server {data['server']}), {data['tasks']} starter tasks at every "
-                      f"point; SLO: {_slo_words(data['slo'])}. The run took {data['minutes']:.0f} min.", "",
+                      f"point; SLO: {_slo_words(data['slo'])}.", "",
                       _table(LOAD_HEADER, _load_rows(data["points"])), "", floor_line, "",
                       _source(root, "load-accuracy.json", data)])
 
@@ -431,6 +447,26 @@ def client_overhead(root: Path) -> str:
                       f"{decode['llama_bench']:.1f}.", "", _source(root, "client-overhead.json", data)])
 
 
+# --- not a measurement: the plan's own figures for matrices/paper.toml, computed by the code itself ---------
+
+def paper_plan(root: Path) -> str:
+    """The paper matrix's planned hours on eight H100s with 64 and with 16 cores (what --plan prints)."""
+    from runner.matrix import load_matrix
+    from runner.paths import matrices_dir
+    from runner.planning.doctor import Host, assumed_host
+    from runner.planning.plan import make_plan
+
+    matrix = load_matrix(matrices_dir() / "paper.toml")
+    hours = {}
+    for cores in (64, 16):
+        # a host described by the flags alone: nothing of the machine that renders the docs enters
+        base = Host(gpu_note="", ram_gib=2048, free_disk_gib=100_000, cpu="assumed", cpu_count=cores)
+        hours[cores] = make_plan(matrix, host=assumed_host("8xh100-80gb", base)).run.hours
+    return (f"For `paper` on eight H100s (`--assume-gpus 8xh100-80gb`), the plan gives {hours[64]:.1f} h with "
+            f"64 cores (`--assume-cpus 64`) and {hours[16]:.1f} h with 16, judging then being the bottleneck "
+            f"(computed from `matrices/paper.toml` by the plan itself when these docs are built).")
+
+
 # --- bench/results/test-suite.txt: the summary line of the last CI run's pytest --------------------------
 
 def test_suite(root: Path) -> str:
@@ -455,12 +491,14 @@ FIGURES: dict[str, Callable[[Path], str]] = {
     "oracle-2025": oracle_2025,
     "test-suite": test_suite,
     "load-accuracy": load_accuracy,
+    "paper-plan": paper_plan,
     "ray": ray,
     "sandbox-cost": sandbox_cost,
     "noise-floor-runtimes": noise_floor_runtimes,
     "prompt-styles": prompt_styles,
     "client-overhead": client_overhead,
     "demo-duration": demo_duration,
+    "demo-spread": demo_spread,
     "demo-ladder": demo_ladder,
     "demo-verdicts": demo_verdicts,
     "demo-noise-floor": demo_noise_floor,
