@@ -237,7 +237,7 @@ def _demo_source(run: dict) -> str:
 
 def demo_spread(root: Path) -> str:
     """Each cell's passes in every kept demo run (``bench/results/demo*/``): what a rerun moves."""
-    runs = sorted((_read_json(root, f"{d.name}/run.json"), d.name) for d in root.glob("demo*") if (d / "run.json").is_file())
+    runs = [(_read_json(root, f"{d.name}/run.json"), d.name) for d in root.glob("demo*") if (d / "run.json").is_file()]
     runs.sort(key=lambda r: r[0]["measured"])
     passes: dict[str, list[str]] = {}
     for run, name in runs:
@@ -246,7 +246,7 @@ def demo_spread(root: Path) -> str:
                 passes.setdefault(row["cell_id"], []).append(f"{round(row['cell_pass_rate'] * row['cell_tasks'])}"
                                                              f"/{row['cell_tasks']}")
     rows = [[cell.split("/", 1)[1], " · ".join(found)] for cell, found in passes.items() if len(found) == len(runs)]
-    dates = ", ".join(run["measured"][:10] + f" (`bench/results/{name}/`)" for run, name in runs)
+    dates = ", ".join(run["measured"][:16].replace("T", " ") + f" UTC (`bench/results/{name}/`)" for run, name in runs)
     return "\n".join([_table(["cell", "passed, run by run"], rows), "", f"The kept runs, in order: {dates}."])
 
 
@@ -391,7 +391,9 @@ def sandbox_cost(root: Path) -> str:
     data = _read_json(root, "sandbox-cost.json")
     medians = data["median_ms"]
     commands = sorted({k.split("/", 1)[1] for k in medians})
-    rows = [[f"`{c}`", f"{medians[f'full/{c}']:.0f} ms", f"{medians[f'without/{c}']:.0f} ms",
+    names = {"python": "`python -c pass`", "java": "`java -version`",
+             "tester": "the starter's LRUCacheTester with its reference, one JVM"}
+    rows = [[names.get(c, f"`{c}`"), f"{medians[f'full/{c}']:.0f} ms", f"{medians[f'without/{c}']:.0f} ms",
              f"+{medians[f'full/{c}'] - medians[f'without/{c}']:.0f} ms"] for c in commands]
     return "\n".join([_table(["program", "sandboxed", "without the fresh root and socket filter", "cost per run"], rows),
                       "", f"Medians of {data['runs']} runs each. " + _source(root, "sandbox-cost.json", data)])
