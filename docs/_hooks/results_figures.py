@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
 #: the files whose marked blocks are generated: every page that quotes a measured figure from bench/results
-PAGES = ("README.md", "docs/results.md", "docs/reproducing.md")
+PAGES = ("README.md", "docs/results.md")
 
 BLOCK = re.compile(r"(<!-- figure: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- /figure -->)", re.S)
 
@@ -449,26 +449,6 @@ def client_overhead(root: Path) -> str:
                       f"{decode['llama_bench']:.1f}.", "", _source(root, "client-overhead.json", data)])
 
 
-# --- not a measurement: the plan's own figures for matrices/paper.toml, computed by the code itself ---------
-
-def paper_plan(root: Path) -> str:
-    """The paper matrix's planned hours on eight H100s with 64 and with 16 cores (what --plan prints)."""
-    from runner.matrix import load_matrix
-    from runner.paths import matrices_dir
-    from runner.planning.doctor import Host, assumed_host
-    from runner.planning.plan import make_plan
-
-    matrix = load_matrix(matrices_dir() / "paper.toml")
-    hours = {}
-    for cores in (64, 16):
-        # a host described by the flags alone: nothing of the machine that renders the docs enters
-        base = Host(gpu_note="", ram_gib=2048, free_disk_gib=100_000, cpu="assumed", cpu_count=cores)
-        hours[cores] = make_plan(matrix, host=assumed_host("8xh100-80gb", base)).run.hours
-    return (f"For `paper` on eight H100s (`--assume-gpus 8xh100-80gb`), the plan gives {hours[64]:.1f} h with "
-            f"64 cores (`--assume-cpus 64`) and {hours[16]:.1f} h with 16, judging then being the bottleneck "
-            f"(computed from `matrices/paper.toml` by the plan itself when these docs are built).")
-
-
 # --- bench/results/test-suite.txt: the summary line of the last CI run's pytest --------------------------
 
 def test_suite(root: Path) -> str:
@@ -493,7 +473,6 @@ FIGURES: dict[str, Callable[[Path], str]] = {
     "oracle-2025": oracle_2025,
     "test-suite": test_suite,
     "load-accuracy": load_accuracy,
-    "paper-plan": paper_plan,
     "ray": ray,
     "sandbox-cost": sandbox_cost,
     "noise-floor-runtimes": noise_floor_runtimes,
