@@ -54,3 +54,20 @@ def running_llama(log_path: Path, *, context_length: int = 4096, techniques: dic
     spec = runtime.server_spec(cell, files, threads=1)
     with backend.serve(spec, log_path, health_timeout=300) as server:
         yield runtime, cell, server, files
+
+
+def llama_servers_serving(served_name: str) -> list[int]:
+    """Pids of live llama-server processes whose argv names ``served_name`` (a /proc scan): a test's own
+    servers, told apart from other tests' by the model key it serves them under."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and argv and argv[0].endswith(b"llama-server") and served_name.encode() in argv:
+            found.append(int(entry.name))
+    return found

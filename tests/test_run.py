@@ -17,7 +17,7 @@ from runner.records import Outcome
 from runner.running.events import RunEvents
 from runner.running.run import RunOptions, reproduce
 from runner.store import RunStore
-from tests.llama_server import gemma_gguf
+from tests.llama_server import gemma_gguf, llama_servers_serving
 
 pytestmark = pytest.mark.slow
 MODEL_KEY = "gemma3-h5test"  # the served name: lets a /proc scan find this test's servers
@@ -195,19 +195,8 @@ def test_cells_with_the_same_launch_share_one_server_and_others_do_not(tmp_path)
 
 
 def llama_servers_of_this_test() -> list[int]:
-    """Pids of running llama-server processes serving this test's model (a /proc scan)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and argv and argv[0].endswith(b"llama-server") and MODEL_KEY.encode() in argv:
-            found.append(int(entry.name))
-    return found
+    """Pids of running llama-server processes serving this test's model."""
+    return llama_servers_serving(MODEL_KEY)
 
 
 def test_a_server_killed_mid_cell_fails_the_cell_and_a_rerun_completes_only_what_is_missing(tmp_path):

@@ -15,7 +15,7 @@ from runner.records import Outcome
 from runner.running.events import RunEvents
 from runner.running.run import RunOptions, reproduce
 from runner.store import RunStore
-from tests.llama_server import gemma_gguf
+from tests.llama_server import gemma_gguf, llama_servers_serving
 
 pytestmark = pytest.mark.slow
 MODEL_KEY = "gemma3-sweeptest"  # the served name: lets a /proc scan find this test's servers
@@ -60,16 +60,7 @@ label = "baseline"
 
 def servers_of_this_test() -> list[int]:
     """Pids of live llama-server processes serving this test's model."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] if argv else "Z"
-        except OSError:
-            continue
-        if state != "Z" and any(a.endswith(b"llama-server") for a in argv[:1]) and MODEL_KEY.encode() in argv:
-            found.append(int(entry.name))
-    return found
+    return llama_servers_serving(MODEL_KEY)
 
 
 def test_every_sweep_point_asks_the_same_tasks_and_judges_them_reusing_the_accuracy_verdicts(tmp_path):
