@@ -76,12 +76,13 @@ exllama-lock: $(VENV)/.test-extras
 
 # Re-resolve uv.lock from pyproject.toml (its [tool.uv]: the platforms, and exclude-newer, the
 # upload cutoff that makes a re-resolve give the same lock) and export the lock per environment.
-# --upgrade: resolve afresh, as a clean checkout would; without it uv keeps the old lock's versions
-# where they still fit, and the lock stops being what pyproject.toml and the cutoff alone give.
+# --upgrade --refresh: resolve afresh, as a clean checkout on an empty cache would. Without --upgrade uv
+# keeps the old lock's versions where they still fit; without --refresh it reads PyPI's index from its
+# cache, which may predate a release inside the cutoff (pandas 3.1.2 was missed that way).
 # Each export's header records the commands; tests/test_venv_lock.py re-runs them.
 UV_EXPORT := uv export --frozen --format requirements-txt --no-emit-project --no-header
 lock: $(BIN)/uv
-	$(BIN)/uv lock --upgrade --quiet
+	$(BIN)/uv lock --upgrade --refresh --quiet
 	$(call lock-export,build,--only-group build)
 	$(call lock-export,base,--no-default-groups)
 	$(call lock-export,test,--no-default-groups --extra test --extra docs)
@@ -91,7 +92,7 @@ lock: $(BIN)/uv
 define lock-export
 { printf '%s\n' "# requirements/$(1).txt: made by \`make lock\`, do not edit. The runner's environment, locked with hashes," \
   "# transitive packages included, for CPython 3.11 and 3.12 on Linux x86_64 and aarch64:" \
-  "#   uv lock --upgrade    (uv $$($(BIN)/uv --version | cut -d' ' -f2); pyproject.toml's [tool.uv] $$(grep '^exclude-newer' pyproject.toml))" \
+  "#   uv lock --upgrade --refresh    (uv $$($(BIN)/uv --version | cut -d' ' -f2); pyproject.toml's [tool.uv] $$(grep '^exclude-newer' pyproject.toml))" \
   "#   $(UV_EXPORT) $(2)" \
   "# install: pip install --require-hashes --no-deps -r requirements/$(1).txt"; \
   $(BIN)/$(UV_EXPORT) $(2); } > requirements/$(1).txt

@@ -196,7 +196,8 @@ def fresh_lock_differences(root: Path, scratch: Path) -> list[str]:
     commands = {c for export in EXPORTS for c in export_commands(root / "requirements" / f"{export}.txt")
                 if c.startswith("uv lock")}
     assert len(commands) == 1, commands
-    uv(["lock", "--quiet"], scratch)  # the header's `uv lock`; its parenthesis is the settings it used
+    uv(["lock", "--refresh", "--quiet"], scratch)  # the header's `uv lock`; its parenthesis is its settings
+    # --refresh: a stale index cache would hide a release inside the cutoff, as a fresh CI machine would not
     differing = [] if (scratch / "uv.lock").read_text() == (root / "uv.lock").read_text() else ["uv.lock"]
     for export in EXPORTS:
         (scratch / "requirements" / f"{export}.txt").write_text((root / "requirements" / f"{export}.txt").read_text())
