@@ -117,6 +117,10 @@ class SweepPoint(BaseModel):
     output_tokens_per_s: float
     errors: int = 0  # requests of this point that failed (left out of the rates)
     tasks: int = 0  # requests sent: the sweep's stratified task sample (0 in runs before judged sweeps)
+    #: the share of its requests that met the run's [slo] when it was measured: what the rate search
+    #: (settings.find_max_rate) steers by; the report recomputes it from the samples
+    attainment: float | None = None
+    probe: bool = False  # a rate the search added (settings.find_max_rate), not one of sweep_rates
 
     @property
     def label(self) -> str:

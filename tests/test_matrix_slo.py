@@ -97,3 +97,15 @@ def test_the_slo_comes_back_from_a_manifests_json_where_inf_is_written_null(tmp_
     written = json.loads(manifest.model_dump_json())["matrix"]["slo"]
     assert written["e2e_s"] is None  # JSON has no infinity
     assert Slo.from_json(written) == matrix.slo
+
+
+def test_a_rate_search_without_rates_is_refused_in_one_line(tmp_path):
+    path = write(tmp_path, """
+        [settings]
+        find_max_rate = 3
+    """ + CELL)
+    [line] = problems(path)
+    assert line.startswith(f"{path}: settings")
+    assert "find_max_rate = 3 searches between the sweep's rates, and sweep_rates is empty" in line
+    assert "sweep_rates = [0.5, 2]" in line and "\n" not in line
+

@@ -771,6 +771,10 @@ def test_the_sweeps_rate_points_take_their_requests_over_the_rate_plus_the_last_
     assert flood - base > 4 / 1000 + (fast - base - 8)
     # no sweep requests: no rate point either
     assert timed("sweep_rates = [0.1]", requests=0) == timed("", requests=0) < base
+    # the rate search's probes are timed at the rates' median: two probes, two more such points
+    median = timed("sweep_rates = [0.1, 0.5, 1000]") - timed("sweep_rates = [0.1, 1000]")
+    searched = timed("sweep_rates = [0.1, 0.5, 1000]\nfind_max_rate = 2")
+    assert searched - timed("sweep_rates = [0.1, 0.5, 1000]") == pytest.approx(2 * median)
 
 
 def test_a_run_recorded_before_sweep_rates_existed_still_times_a_matrix_without_them(tmp_path):

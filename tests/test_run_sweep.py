@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 MODEL_KEY = "gemma3-sweeptest"  # the served name: lets a /proc scan find this test's servers
 
 
-def write_matrix(folder: Path) -> Path:
+def write_matrix(folder: Path, *, sweep: str = "[1, 2]", search: int = 0, slo: str = "") -> Path:
     path = folder / "sweep.toml"
     path.write_text(f"""
 name = "sweep"
@@ -35,12 +35,14 @@ max_tokens = 24
 concurrency = 2
 latency_tasks = 0
 warmup_requests = 0
-sweep = [1, 2]
+sweep = {sweep}
 sweep_rates = [4.0]
 sweep_requests = 3
+find_max_rate = {search}
 request_timeout_s = 120
 health_timeout_s = 300
 threads = 2           # one server at a time: both cores (1 took 1.6x as long on the 2-core CI host)
+{slo}
 [models.{MODEL_KEY}]
 name = "Gemma 3 270M"
 chat = false
@@ -120,6 +122,41 @@ def test_a_run_stopped_mid_sweep_resumes_only_the_missing_points_and_judges_the_
     assert sorted(s.task_id for s in c1) == sorted(s.task_id for s in kept)
     assert all(s.outcome is not None for s in c1)  # judged on resume
     assert [s for s in store.samples(result.cell) if s.phase == "accuracy"] == accuracy_lines  # nothing re-asked
+    assert not servers_of_this_test()
+
+
+def test_the_rate_search_halves_a_rate_outside_the_slo_and_a_run_stopped_mid_search_resumes_it(tmp_path):
+    # an SLO no request meets (each answer within 1 ms): 4 req/s is outside it, and so is every probe,
+    # so each probe halves the bracket's upper end: 2, then 1 req/s. The server dies after the first probe.
+    matrix = load_matrix(write_matrix(tmp_path, sweep="[]", search=2, slo="[slo]\ne2e_s = 0.001"))
+    killed: list[int] = []
+
+    class KillAfterFirstProbe(RunEvents):
+        def sweep_measured(self, cell, point):
+            if point.probe and not killed:
+                (pid,) = servers_of_this_test()
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    stopped = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs"), KillAfterFirstProbe())
+    (result,) = stopped.results
+    assert killed and result.status == "failed"
+    assert [(p.label, p.probe, p.attainment) for p in result.sweep] == [("r4", False, 0.0), ("r2", True, 0.0)]
+
+    outcome = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs"))
+    (result,) = outcome.results
+    assert result.status == "done", result.reason
+    assert [(p.label, p.probe, p.attainment) for p in result.sweep] == [
+        ("r4", False, 0.0), ("r2", True, 0.0), ("r1", True, 0.0)]  # the search went on where it stopped
+    store = RunStore(outcome.run_dir)
+    probed = [s for s in store.latest_samples(result.cell) if s.phase == "sweep" and s.load in ("r2", "r1")]
+    assert len(probed) == 6 and all(s.outcome not in (None, Outcome.error) for s in probed)  # judged
+    lines = len(store.samples(result.cell))
+
+    again = reproduce(matrix, RunOptions(runs_dir=tmp_path / "runs"))
+    (result,) = again.results
+    assert [p.label for p in result.sweep] == ["r4", "r2", "r1"]  # the search is done: nothing re-measured
+    assert len(store.samples(result.cell)) == lines
     assert not servers_of_this_test()
 
 

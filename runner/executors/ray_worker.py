@@ -49,7 +49,7 @@ class CellJob(BaseModel):
     latency_tasks: list[Task]
     accuracy: list[str]  # task ids still to answer
     latency: list[str]
-    sweep: list[str]  # the sweep points still missing (runner.store.load_label)
+    sweep: list[str]  # the sweep points still missing (runner.store.load_label), and the rate search's entry
     done: list[tuple[str, str]] = Field(default_factory=list)  # the driver's store's done keys
     result: CellResult  # the record as the driver holds it (sweep points measured so far)
     gpu_type: str | None = None

@@ -44,6 +44,12 @@ class RunSettings(BaseModel):
     sweep_requests: int = Field(16, ge=0, description="Requests per sweep point (a concurrency or a rate): a "
                                 "stratified sample of the run's tasks, the same tasks at every point; 0 skips "
                                 "the sweep.")
+    #: a search for the highest rate the server sustains within the SLO ([slo]): after the sweep's
+    #: rates, up to this many more rates, each halfway between the highest rate within the SLO and the
+    #: lowest above it that is not (runner.measuring.ratesearch); judged like every sweep point
+    find_max_rate: int = Field(0, ge=0, description="After `sweep_rates`, up to this many more rates, each "
+                               "halfway between the highest rate within the SLO and the lowest above it that "
+                               "is not (bisection); 0: no search.")
     request_timeout_s: float = Field(300.0, gt=0, description="Seconds one request may take.")
     health_timeout_s: float = Field(900.0, gt=0, description="Seconds a server may take to become healthy, "
                                     "model load included.")
@@ -85,6 +91,14 @@ class RunSettings(BaseModel):
             raise ValueError(f"every sweep rate must be a finite number of requests per second above 0 "
                              f"(got {bad[0]}); write e.g. sweep_rates = [0.5, 1, 2]")
         return rates
+
+
+    @model_validator(mode="after")
+    def _search_needs_rates(self) -> "RunSettings":
+        if self.find_max_rate and not self.sweep_rates:
+            raise ValueError(f"find_max_rate = {self.find_max_rate} searches between the sweep's rates, and "
+                             "sweep_rates is empty: give at least one, e.g. sweep_rates = [0.5, 2]")
+        return self
 
 
 class Slo(BaseModel):

@@ -51,6 +51,8 @@ class LoadPoint(BaseModel):
     floor: str = Field(description="`within the noise floor`, `above the noise floor` (p < 0.05), or "
                        "`noise floor not measured`.")
     goodput: Goodput = Field(description="The point's requests held to the SLO.")
+    probe: bool = Field(False, description="A rate the search for the highest rate within the SLO added "
+                        "(`settings.find_max_rate`), not one of `sweep_rates`.")
 
     @property
     def changed_words(self) -> str:
@@ -87,7 +89,7 @@ def load_point(point: SweepPoint, cell_id: str, samples: Sequence[Sample], accur
                      paired=paired.tasks, answers_changed=paired.answers_changed,
                      verdicts_changed=paired.verdicts_changed, verdicts_paired=paired.judged,
                      floor_p=against.p_value, floor=_floor_words(against),
-                     goodput=goodput(samples, point.seconds, slo))
+                     goodput=goodput(samples, point.seconds, slo), probe=point.probe)
 
 
 def load_points(result: CellResult, samples: Sequence[Sample], floor: NoiseFloor | None, slo: Slo) -> list[LoadPoint]:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import statistics
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -130,9 +131,9 @@ ORACLE_TIMINGS = PACKAGE_DIR.parent / "bench" / "results" / "oracle-simcopilot-2
 #: the settings that decide how long a cell's requests take and how many there are besides its tasks:
 #: an earlier cell is reused only where they are the same (task counts are scaled)
 SETTINGS_THAT_TIME = ("max_tokens", "temperature", "concurrency", "threads", "cache_states", "warmup_requests",
-                      "sweep", "sweep_requests", "sweep_rates")
+                      "sweep", "sweep_requests", "sweep_rates", "find_max_rate")
 #: what a manifest written before a setting existed meant by leaving it out, so that its runs still count
-_SETTINGS_BEFORE = {"sweep_rates": []}
+_SETTINGS_BEFORE = {"sweep_rates": [], "find_max_rate": 0}
 
 
 def hardware_class(gpus: list[str], cpu: str, cpu_count: int) -> str:
@@ -450,6 +451,10 @@ def generation_time(matrix: Matrix, cell: Cell, tasks: CellWork, device: str, gb
     # waits for the last answer
     capacity = gain(max([*settings.sweep, settings.concurrency])) / answer
     sweep += sum(count / min(rate, capacity) + answer for rate in settings.sweep_rates)
+    # the rate search's probes lie between the rates, or below the lowest: timed at the rates' median
+    if settings.find_max_rate:
+        probe = statistics.median(settings.sweep_rates)
+        sweep += settings.find_max_rate * (count / min(probe, capacity) + answer)
     if not count:
         sweep = 0.0
     # the noise floor's tasks, asked again at the accuracy phase's concurrency and one at a time

@@ -11,7 +11,7 @@ from runner.benchmarks.benchmark import Benchmark
 from runner.errors import UserError
 from runner.matrix import Matrix, RunSettings, TaskFilter
 from runner.records import Cell, Task
-from runner.store import load_label
+from runner.store import SweepPoint, load_label
 
 
 def select_tasks(benchmark: Benchmark, task_filter: TaskFilter) -> list[Task]:
@@ -114,6 +114,25 @@ def sweep_loads(matrix: Matrix, cell: Cell) -> list[str]:
         return []
     settings = matrix.settings
     return [load_label(concurrency=c) for c in settings.sweep] + [load_label(rate=r) for r in settings.sweep_rates]
+
+
+#: the sweep's to-do entry for the rate search (settings.find_max_rate), beside the points' labels
+RATE_SEARCH = "search"
+
+
+def sweep_todo(matrix: Matrix, cell: Cell, measured: list[SweepPoint]) -> list[str]:
+    """What the sweep of ``cell`` still has to do, given its ``measured`` points: the labels of the
+    missing points, then ``RATE_SEARCH`` while the rate search may probe again."""
+    from runner.measuring.ratesearch import next_rate_probe
+
+    done = {p.label for p in measured}
+    todo = [load for load in sweep_loads(matrix, cell) if load not in done]
+    probes = matrix.settings.find_max_rate
+    # the search's next probe depends on the rates' attainments: pending until they are measured
+    if probes and cell_sweep_requests(matrix, cell) and (
+            todo or next_rate_probe(measured, matrix.slo.attainment, probes) is not None):
+        todo.append(RATE_SEARCH)
+    return todo
 
 
 def latency_subset(tasks: list[Task], settings: RunSettings, pool: list[Task] | None = None) -> list[Task]:

@@ -25,7 +25,7 @@ from runner.planning.baselines import quantization_baseline, technique_baseline
 from runner.report.data import CellData, RunData
 
 #: raised whenever a field's name, type or meaning changes
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 
 def run_slo(run: RunData) -> Slo:
@@ -197,6 +197,8 @@ class LoadRecord(BaseModel):
     itl_p_ms: float | None = Field(description="the point's inter-token gap at slo_itl_percentile across all "
                                                "its requests' gaps, milliseconds; None where none")
     highest_within: bool = Field(description="this point is the cell's highest load of its kind within the SLO")
+    probe: bool = Field(description="a rate the search for the highest rate within the SLO added "
+                                    "(`settings.find_max_rate`), not one of `sweep_rates` (schema 2)")
     slo: str = Field(description="the SLO in words, objectives written `inf` left out")
     slo_ttft_s: float | None = Field(description="the most seconds to a request's first token; None: no "
                                                  "objective (`inf`)")

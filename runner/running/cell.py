@@ -36,12 +36,12 @@ from runner.measuring import client, fingerprint
 from runner.measuring.activity import Activity, TimingLock, phase_record
 from runner.measuring.noise import REPEAT, REPEAT_SERIAL
 from runner.planning.selection import (cell_latency_tasks, cell_tasks, predecessor, repeat_tasks, state_key,
-                                       cell_sweep_requests, sweep_loads, sweep_tasks, warmup_tasks)
+                                       RATE_SEARCH, cell_sweep_requests, sweep_loads, sweep_tasks, warmup_tasks)
 from runner.records import Cell, EditionVerdict, Outcome, Sample, Task, utcnow
 from runner.running.events import RunEvents
 from runner.running.score import EditionJudge
 from runner.runtimes.base import ModelFiles, Runtime
-from runner.store import CellResult, Placement, SweepPoint, parse_load
+from runner.store import CellResult, Placement, SweepPoint, load_label, parse_load
 
 if TYPE_CHECKING:
     from runner.measuring.resources import ResourceMeter
@@ -514,40 +514,55 @@ class CellRun:
 
     async def _sweep(self, loads: list[str]) -> None:
         """Each sweep point still missing: the sweep's task sample asked at that load with the accuracy
-        phase's sampling (so that each answer pairs with the task's accuracy answer), timed as a whole.
+        phase's sampling (so that each answer pairs with the task's accuracy answer), timed as a whole;
+        then, where ``loads`` holds ``RATE_SEARCH``, the rate search's probes (runner.measuring.ratesearch).
         Answers are kept as they come, unjudged; they are judged once the last point is measured, so
         that no test run shares the CPU with a timed point (a run resumed before that judges them)."""
+        from runner.measuring.ratesearch import next_rate_probe
+
         total = len(sweep_loads(self.context.matrix, self.cell))
-        self.events.phase_started(self.cell, "sweep", total, total - len(loads))
+        points = [load for load in loads if load != RATE_SEARCH]
+        self.events.phase_started(self.cell, "sweep", total, total - len(points))
         tasks = sweep_tasks(self.context.matrix, self.context.benchmark, self.context.tasks, self.cell)
         if not tasks:
             return
         answered: list[tuple[Task, Sample]] = []
-        for load in loads:
-            concurrency, rate = parse_load(load)
-            started = time.perf_counter()
-            if rate is None:
-                samples = await self._closed_loop(tasks, load, concurrency)
-            else:
-                samples = await self._open_loop(tasks, load, rate)
-            seconds = time.perf_counter() - started
-            errors = [s for s in samples if s.outcome == Outcome.error]
-            for sample in errors:
-                if await self._server_died(sample):
-                    raise CellFailure(self.death)
-                self.events.note(f"{self.cell.id}: sweep request at {load} failed: {sample.error}")
-            ok = [s for s in samples if s.outcome != Outcome.error]
-            for sample in samples:
-                self._write(sample)
-            answered += [(t, s) for t, s in zip(tasks, samples) if s.outcome != Outcome.error]
-            tokens = sum(s.completion_tokens or 0 for s in ok)
-            self.result.sweep.append(SweepPoint(concurrency=concurrency, rate=rate, requests=len(ok), seconds=seconds,
-                                                requests_per_s=len(ok) / seconds, output_tokens_per_s=tokens / seconds,
-                                                errors=len(errors), tasks=len(tasks)))
-            self.sink.update(self.result)
-            self.events.sweep_measured(self.cell, self.result.sweep[-1])
+        for load in points:
+            answered += await self._point(tasks, load)
+        if RATE_SEARCH in loads:
+            target, probes = self.context.matrix.slo.attainment, self.settings.find_max_rate
+            while (rate := next_rate_probe(self.result.sweep, target, probes)) is not None:
+                answered += await self._point(tasks, load_label(rate=rate), probe=True)
         for task, sample in answered:
             self.sink.judge(task, sample)
+
+    async def _point(self, tasks: list[Task], load: str, *, probe: bool = False) -> list[tuple[Task, Sample]]:
+        """One sweep point measured and recorded; its answered requests, to be judged."""
+        from runner.measuring.goodput import goodput
+
+        concurrency, rate = parse_load(load)
+        started = time.perf_counter()
+        if rate is None:
+            samples = await self._closed_loop(tasks, load, concurrency)
+        else:
+            samples = await self._open_loop(tasks, load, rate)
+        seconds = time.perf_counter() - started
+        errors = [s for s in samples if s.outcome == Outcome.error]
+        for sample in errors:
+            if await self._server_died(sample):
+                raise CellFailure(self.death)
+            self.events.note(f"{self.cell.id}: sweep request at {load} failed: {sample.error}")
+        ok = [s for s in samples if s.outcome != Outcome.error]
+        for sample in samples:
+            self._write(sample)
+        tokens = sum(s.completion_tokens or 0 for s in ok)
+        self.result.sweep.append(SweepPoint(concurrency=concurrency, rate=rate, requests=len(ok), seconds=seconds,
+                                            requests_per_s=len(ok) / seconds, output_tokens_per_s=tokens / seconds,
+                                            errors=len(errors), tasks=len(tasks), probe=probe,
+                                            attainment=goodput(samples, seconds, self.context.matrix.slo).attainment))
+        self.sink.update(self.result)
+        self.events.sweep_measured(self.cell, self.result.sweep[-1])
+        return [(t, s) for t, s in zip(tasks, samples) if s.outcome != Outcome.error]
 
     async def _closed_loop(self, tasks: list[Task], load: str, concurrency: int) -> list[Sample]:
         """``tasks`` with ``concurrency`` requests in flight, a new one sent as one is answered."""

@@ -27,7 +27,7 @@ from runner.measuring import fingerprint
 from runner.measuring.activity import ActivityLog
 from runner.measuring.noise import REPEAT_PHASES
 from runner.planning.selection import (cell_latency_tasks, cell_tasks, latency_subset, repeat_tasks, select_tasks,
-                                       state_key, sweep_loads)
+                                       state_key, sweep_todo)
 from runner.records import Cell, Task, utcnow
 from runner.running.cell import judge_editions, judge_sample
 from runner.running.events import RunEvents
@@ -318,9 +318,7 @@ class Reproduction:
         keys = [state_key(state) for state in self.settings.cache_states if resets or state != "cold"]
         latency = [t for t in cell_latency_tasks(self.matrix, self.latency_tasks, cell)
                    if any((key, t.id) not in done for key in keys)]
-        measured = {p.label for p in result.sweep}
-        sweep = [load for load in sweep_loads(self.matrix, cell) if load not in measured]
-        return accuracy, latency, sweep
+        return accuracy, latency, sweep_todo(self.matrix, cell, result.sweep)
 
     def finish_cell(self, result: CellResult) -> None:
         """Note in the manifest what a finished cell learned about its runtime (any thread)."""

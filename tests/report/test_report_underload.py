@@ -214,3 +214,19 @@ def test_the_highest_load_within_the_slo_is_said_per_kind_or_none_measured(two_m
                           slo=Slo(), floor_cell=None)
     assert only_rates.highest_words == "0.5 req/s"
     assert only_rates.floor_words.startswith("no noise floor measured")
+
+
+def test_a_rate_the_search_added_is_marked_in_the_table_and_the_files(two_machine_runs, tmp_path):
+    from runner.store import RunStore
+
+    store = RunStore(two_machine_runs[0])
+    result = store.read_cell(BASELINE)
+    result.sweep[-1] = result.sweep[-1].model_copy(update={"probe": True})  # r2, as find_max_rate adds one
+    store.write_cell(result)
+    paths = render(two_machine_runs, tmp_path / "report")
+    records = json.loads(paths.load_points_json.read_text())
+    probes = [(r["cell_id"], r["load"]) for r in records if r["probe"]]
+    assert probes == [(BASELINE.id, "r2")]
+    html = paths.html.read_text()
+    assert 'title="added by the rate search (settings.find_max_rate)">search</span>' in html
+    assert "| r2 (search) |" in (tmp_path / "report" / "README.md").read_text()
