@@ -32,6 +32,12 @@ def _within(value: float | None, bound: float, *, unmeasured_holds: bool) -> boo
     return value <= bound
 
 
+def attains(attainment: float | None, target: float) -> bool:
+    """Whether a point whose share of conforming requests is ``attainment`` is within the SLO (``target``:
+    ``slo.attainment``); the one definition the report and the rate search both use."""
+    return attainment is not None and attainment >= target
+
+
 def conforms(sample: Sample, slo: Slo) -> bool:
     """Whether ``sample`` had no error and met every objective of ``slo``."""
     if _failed(sample):
@@ -83,7 +89,7 @@ def goodput(samples: Sequence[Sample], seconds: float, slo: Slo) -> Goodput:
                    judged=sum(s.outcome not in (None, Outcome.error) for s in samples),
                    passed_conforming=passed, pass_goodput_rps=passed / seconds if seconds else None,
                    ttft_p_s=ttft, itl_p_ms=None if itl is None else itl * 1000,
-                   within_slo=attainment is not None and attainment >= slo.attainment)
+                   within_slo=attains(attainment, slo.attainment))
 
 
 Load = TypeVar("Load", int, float)

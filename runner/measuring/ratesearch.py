@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from runner.measuring.goodput import attains
 from runner.store import SweepPoint
 
 #: significant digits of a probed rate: its load label (``r0.75``) must name it exactly
@@ -17,8 +18,8 @@ SIGNIFICANT_DIGITS = 3
 
 
 def within(point: SweepPoint, target: float) -> bool:
-    """Whether the point's recorded attainment reached ``target``."""
-    return point.attainment is not None and point.attainment >= target
+    """Whether the point's recorded attainment reached ``target``, as the report's ``within_slo`` decides."""
+    return attains(point.attainment, target)
 
 
 def bracket(points: Sequence[SweepPoint], target: float) -> tuple[float, float] | None:

@@ -10,6 +10,7 @@ import random
 from runner.benchmarks.benchmark import Benchmark
 from runner.errors import UserError
 from runner.matrix import Matrix, RunSettings, TaskFilter
+from runner.measuring.ratesearch import next_rate_probe
 from runner.records import Cell, Task
 from runner.store import SweepPoint, load_label
 
@@ -123,8 +124,6 @@ RATE_SEARCH = "search"
 def sweep_todo(matrix: Matrix, cell: Cell, measured: list[SweepPoint]) -> list[str]:
     """What the sweep of ``cell`` still has to do, given its ``measured`` points: the labels of the
     missing points, then ``RATE_SEARCH`` while the rate search may probe again."""
-    from runner.measuring.ratesearch import next_rate_probe
-
     done = {p.label for p in measured}
     todo = [load for load in sweep_loads(matrix, cell) if load not in done]
     probes = matrix.settings.find_max_rate

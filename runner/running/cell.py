@@ -34,7 +34,9 @@ from runner.errors import UserError
 from runner.matrix import Matrix, RunSettings
 from runner.measuring import client, fingerprint
 from runner.measuring.activity import Activity, TimingLock, phase_record
+from runner.measuring.goodput import goodput
 from runner.measuring.noise import REPEAT, REPEAT_SERIAL
+from runner.measuring.ratesearch import next_rate_probe
 from runner.planning.selection import (cell_latency_tasks, cell_tasks, predecessor, repeat_tasks, state_key,
                                        RATE_SEARCH, cell_sweep_requests, sweep_loads, sweep_tasks, warmup_tasks)
 from runner.records import Cell, EditionVerdict, Outcome, Sample, Task, utcnow
@@ -518,8 +520,6 @@ class CellRun:
         then, where ``loads`` holds ``RATE_SEARCH``, the rate search's probes (runner.measuring.ratesearch).
         Answers are kept as they come, unjudged; they are judged once the last point is measured, so
         that no test run shares the CPU with a timed point (a run resumed before that judges them)."""
-        from runner.measuring.ratesearch import next_rate_probe
-
         total = len(sweep_loads(self.context.matrix, self.cell))
         points = [load for load in loads if load != RATE_SEARCH]
         self.events.phase_started(self.cell, "sweep", total, total - len(points))
@@ -538,8 +538,6 @@ class CellRun:
 
     async def _point(self, tasks: list[Task], load: str, *, probe: bool = False) -> list[tuple[Task, Sample]]:
         """One sweep point measured and recorded; its answered requests, to be judged."""
-        from runner.measuring.goodput import goodput
-
         concurrency, rate = parse_load(load)
         started = time.perf_counter()
         if rate is None:
